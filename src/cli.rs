@@ -1,0 +1,159 @@
+//! Command-line interface (clap derive). Only argument definitions live here; `commands`
+//! does the work.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::device::DeviceArg;
+
+#[derive(Parser, Debug)]
+#[command(name = "archlab", version, about = "Train, evaluate and compare small language-model architectures")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Train a model and print its result table.
+    Train(TrainArgs),
+    /// Evaluate a trained run on its validation set.
+    Eval(EvalArgs),
+    /// Sample text from a trained run.
+    Generate(GenerateArgs),
+    /// Print the fully resolved config (preset + file + overrides) as TOML.
+    Config(ConfigArgs),
+    /// Data preparation: tokenizers, token shards, the built-in corpus.
+    #[command(subcommand)]
+    Data(DataCommand),
+}
+
+/// How a config is put together: a preset, then a TOML file, then `--set` overrides.
+#[derive(Args, Debug, Clone)]
+pub struct ConfigArgs {
+    /// Starting point: tiny (CPU, minutes), 27m (the seeds' d=384 × 8 layers, T=512), 27m-256.
+    #[arg(long, default_value = "tiny")]
+    pub preset: String,
+    /// A TOML file with [data], [model], [train], [eval] sections, applied over the preset.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Override one key, e.g. --set model.d_model=512 (repeatable). Unknown keys are errors.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub sets: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct TrainArgs {
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    /// auto: CUDA if present, else CPU.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub device: DeviceArg,
+    /// Shorthand for --set train.precision=… (auto: bf16 on GPU, f32 on CPU).
+    #[arg(long, value_parser = ["auto", "bf16", "f32"])]
+    pub precision: Option<String>,
+    /// Where the run's files go (default: runs/<preset>-<time>).
+    #[arg(long)]
+    pub run_dir: Option<PathBuf>,
+    /// Continue the run in --run-dir from its last checkpoint (its saved config is used).
+    #[arg(long, requires = "run_dir")]
+    pub resume: bool,
+    /// Stop after this many steps, writing a checkpoint (resume later with --resume).
+    #[arg(long)]
+    pub stop_after: Option<usize>,
+    /// No progress bar.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct EvalArgs {
+    /// A run directory written by `archlab train`.
+    #[arg(long)]
+    pub run: PathBuf,
+    /// Which checkpoint: best or last.
+    #[arg(long, default_value = "best", value_parser = ["best", "last"])]
+    pub checkpoint: String,
+    #[arg(long, value_enum, default_value = "auto")]
+    pub device: DeviceArg,
+}
+
+#[derive(Args, Debug)]
+pub struct GenerateArgs {
+    /// A run directory written by `archlab train`.
+    #[arg(long)]
+    pub run: PathBuf,
+    #[arg(long, default_value = "Once upon a time")]
+    pub prompt: String,
+    #[arg(long, default_value_t = 200)]
+    pub max_tokens: usize,
+    /// 0 for greedy decoding.
+    #[arg(long, default_value_t = 0.8)]
+    pub temperature: f64,
+    /// Sample among the k most likely tokens (0: all).
+    #[arg(long, default_value_t = 0)]
+    pub top_k: usize,
+    /// Nucleus sampling threshold (1.0: off).
+    #[arg(long, default_value_t = 0.95)]
+    pub top_p: f64,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    #[arg(long, default_value = "best", value_parser = ["best", "last"])]
+    pub checkpoint: String,
+    #[arg(long, value_enum, default_value = "auto")]
+    pub device: DeviceArg,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum DataCommand {
+    /// Tokenize a corpus into token shards (train/val) with a progress bar.
+    Prepare(PrepareArgs),
+    /// Train a byte-level BPE tokenizer on a corpus and save it as tokenizer.json.
+    Tokenizer(TokenizerArgs),
+    /// Write the built-in story corpus as text.
+    Stories(StoriesArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct PrepareArgs {
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    /// Corpus (overrides data.source): builtin:stories, a .txt/.jsonl/.parquet file or folder, hf:<dataset>.
+    #[arg(long)]
+    pub source: Option<String>,
+    /// Tokenizer (overrides data.tokenizer): byte, bpe:<vocab>, or a tokenizer.json.
+    #[arg(long)]
+    pub tokenizer: Option<String>,
+    /// Output folder (default: under data.cache_dir, where `train` finds it).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct TokenizerArgs {
+    /// Corpus to train on (same forms as data.source).
+    #[arg(long, default_value = "builtin:stories")]
+    pub source: String,
+    #[arg(long, default_value_t = 8192)]
+    pub vocab: usize,
+    /// Field or column holding the text in .jsonl / .parquet.
+    #[arg(long, default_value = "text")]
+    pub text_field: String,
+    /// Size of the built-in corpus when --source builtin:stories.
+    #[arg(long, default_value_t = 4_000_000)]
+    pub builtin_bytes: usize,
+    #[arg(long, default_value = "tokenizer.json")]
+    pub out: PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub struct StoriesArgs {
+    #[arg(long, default_value_t = 10_000)]
+    pub bytes: usize,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Write to this file instead of standard output.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}

@@ -1,0 +1,241 @@
+//! One function per CLI command: resolve inputs (failing early with clear errors), pick the
+//! device, run the library code, print the result.
+
+use std::io::Write;
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+use burn::tensor::backend::{AutodiffBackend, Backend};
+
+use crate::cli::*;
+use crate::config::RunConfig;
+use crate::data::prepare::{self, Dataset};
+use crate::data::sources::Source;
+use crate::data::tokenizer::{Tokenizer, TokenizerSpec};
+use crate::data::{batcher, stories};
+use crate::device;
+use crate::eval::generate::{SamplingConfig, generate};
+use crate::eval::{ValMetrics, evaluate};
+use crate::model::LanguageModel;
+use crate::train::{self, TrainOptions, human};
+use crate::with_backend;
+
+pub fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Train(a) => train_cmd(a),
+        Command::Eval(a) => eval_cmd(a),
+        Command::Generate(a) => generate_cmd(a),
+        Command::Config(a) => {
+            print!("{}", resolve(&a, &[])?.to_toml());
+            Ok(())
+        }
+        Command::Data(DataCommand::Prepare(a)) => prepare_cmd(a),
+        Command::Data(DataCommand::Tokenizer(a)) => tokenizer_cmd(a),
+        Command::Data(DataCommand::Stories(a)) => stories_cmd(a),
+    }
+}
+
+fn resolve(args: &ConfigArgs, extra: &[String]) -> Result<RunConfig> {
+    let mut sets = args.sets.clone();
+    sets.extend_from_slice(extra);
+    RunConfig::resolve(&args.preset, args.config.as_deref(), &sets)
+}
+
+fn train_cmd(a: TrainArgs) -> Result<()> {
+    let (cfg, run_dir) = if a.resume {
+        let dir = a.run_dir.clone().expect("clap: --resume requires --run-dir");
+        if !a.config.sets.is_empty() || a.config.config.is_some() {
+            bail!("--resume continues a run with its saved config; drop --set/--config (or start a new run)");
+        }
+        (RunConfig::load(&dir.join("config.toml"))?, dir)
+    } else {
+        let extra: Vec<String> = a.precision.iter().map(|p| format!("train.precision={p}")).collect();
+        let cfg = resolve(&a.config, &extra)?;
+        let dir = a.run_dir.clone().unwrap_or_else(|| train::default_run_dir(&a.config.preset));
+        (cfg, dir)
+    };
+    let resolved = device::resolve(a.device)?;
+    let opts = TrainOptions {
+        run_dir: run_dir.clone(),
+        resume: a.resume,
+        stop_after: a.stop_after,
+        progress: !a.quiet,
+        device_name: resolved.name().into(),
+    };
+    let outcome = with_backend!(resolved, |B, dev| train::train::<B>(&cfg, &dev, &opts))?;
+    match outcome.summary {
+        None => println!(
+            "stopped after step {}; continue with: archlab train --resume --run-dir {}",
+            outcome.losses.last().map_or(0, |l| l.0 + 1),
+            run_dir.display()
+        ),
+        Some(s) => {
+            println!();
+            println!("| run | params (non-emb) | steps | tokens | val loss | ppl | bits/byte | tok/s | peak mem | wall | NaN skips |");
+            println!("|---|---|---|---|---|---|---|---|---|---|---|");
+            println!(
+                "| {} | {} ({}) | {} | {} | {:.4} | {:.2} | {:.4} | {} | {} | {:.0} s | {} |",
+                run_dir.display(),
+                human(s.params_total as f64),
+                human(s.params_non_embedding as f64),
+                s.steps,
+                human(s.tokens_seen as f64),
+                s.final_val_loss,
+                s.final_val_ppl,
+                s.final_val_bpb,
+                human(s.steady_tokens_per_s),
+                human_bytes(s.peak_memory_bytes),
+                s.wall_time_s,
+                s.nan_skips
+            );
+            println!("\nrun files: {}/{{config.toml, metrics.jsonl, summary.json, best.ckpt, last.ckpt}}", run_dir.display());
+            println!("sample:    archlab generate --run {}", run_dir.display());
+        }
+    }
+    Ok(())
+}
+
+/// A trained run, ready for inference.
+struct LoadedRun {
+    cfg: RunConfig,
+    tokenizer: Tokenizer,
+}
+
+fn load_run(dir: &Path) -> Result<LoadedRun> {
+    if !dir.join("config.toml").exists() {
+        bail!("{} is not a run directory (no config.toml); pass a folder written by `archlab train`", dir.display());
+    }
+    let cfg = RunConfig::load(&dir.join("config.toml"))?;
+    let tokenizer = Tokenizer::from_json_file(&dir.join("tokenizer.json"))?;
+    Ok(LoadedRun { cfg, tokenizer })
+}
+
+fn load_model<B: Backend>(dir: &Path, which: &str, cfg: &RunConfig, device: &B::Device) -> Result<LanguageModel<B>> {
+    let path = dir.join(format!("{which}.ckpt"));
+    if !path.exists() {
+        bail!("{} has no {which}.ckpt; has the run started?", dir.display());
+    }
+    let bf16 = train::use_bf16::<B>(cfg.train.precision, device)?;
+    let model = LanguageModel::<B>::new(&cfg.model, cfg.train.seed, bf16, device);
+    crate::train::checkpoint::load_weights(&path, model, device)
+}
+
+fn eval_cmd(a: EvalArgs) -> Result<()> {
+    let run = load_run(&a.run)?;
+    let data = prepare::ensure_prepared(&run.cfg.data)?;
+    let resolved = device::resolve(a.device)?;
+    let m = with_backend!(resolved, |B, dev| eval_on::<<B as AutodiffBackend>::InnerBackend>(&a, &run, &data, &dev))?;
+    println!("| run | checkpoint | val loss | ppl | bits/byte |");
+    println!("|---|---|---|---|---|");
+    println!("| {} | {} | {:.4} | {:.2} | {:.4} |", a.run.display(), a.checkpoint, m.loss, m.ppl, m.bpb);
+    Ok(())
+}
+
+fn eval_on<B: Backend>(a: &EvalArgs, run: &LoadedRun, data: &Dataset, device: &B::Device) -> Result<ValMetrics> {
+    let model = load_model::<B>(&a.run, &a.checkpoint, &run.cfg, device)?;
+    let t = &run.cfg.train;
+    let batches = batcher::validation_batches(&data.val, run.cfg.eval.batches, t.batch_size, t.seq_len)?;
+    Ok(evaluate(&model, &batches, data.val.bytes_per_token(), device))
+}
+
+fn generate_cmd(a: GenerateArgs) -> Result<()> {
+    if a.temperature < 0.0 || !(0.0 < a.top_p && a.top_p <= 1.0) {
+        bail!("--temperature must be ≥ 0 and --top-p in (0, 1]");
+    }
+    let run = load_run(&a.run)?;
+    let resolved = device::resolve(a.device)?;
+    with_backend!(resolved, |B, dev| generate_on::<<B as AutodiffBackend>::InnerBackend>(&a, &run, &dev))
+}
+
+fn generate_on<B: Backend>(a: &GenerateArgs, run: &LoadedRun, device: &B::Device) -> Result<()> {
+    let model = load_model::<B>(&a.run, &a.checkpoint, &run.cfg, device)?;
+    let cfg = SamplingConfig {
+        max_new_tokens: a.max_tokens,
+        temperature: a.temperature,
+        top_k: a.top_k,
+        top_p: a.top_p,
+        seed: a.seed,
+        stop_at_eot: true,
+    };
+    let mut out = std::io::stdout().lock();
+    write!(out, "{}", a.prompt)?;
+    generate(&model, &run.tokenizer, &a.prompt, run.cfg.model.max_seq_len, &cfg, device, |piece| {
+        let _ = write!(out, "{piece}");
+        let _ = out.flush();
+    })?;
+    writeln!(out)?;
+    Ok(())
+}
+
+fn prepare_cmd(a: PrepareArgs) -> Result<()> {
+    let mut extra = Vec::new();
+    if let Some(s) = &a.source {
+        extra.push(format!("data.source={}", toml_string(s)));
+    }
+    if let Some(t) = &a.tokenizer {
+        extra.push(format!("data.tokenizer={}", toml_string(t)));
+    }
+    let cfg = resolve(&a.config, &extra)?;
+    let data = match &a.out {
+        Some(out) => {
+            let spec = TokenizerSpec::parse(&cfg.data.tokenizer)?;
+            let source = Source::resolve(&cfg.data.source, cfg.data.builtin_bytes, cfg.data.corpus_seed)?;
+            prepare::prepare(&cfg.data, &source, &spec, out, true)?;
+            Dataset::open(out)?
+        }
+        None => prepare::ensure_prepared(&cfg.data)?,
+    };
+    let m = &data.meta;
+    println!(
+        "prepared {}: {} documents, {} train + {} val tokens, vocab {}, {:.2} bytes/token",
+        data.dir.display(),
+        m.documents,
+        m.train_tokens,
+        m.val_tokens,
+        m.vocab_size,
+        data.train.bytes_per_token()
+    );
+    println!("use it with: --set data.source={}", toml_string(&data.dir.display().to_string()));
+    Ok(())
+}
+
+fn tokenizer_cmd(a: TokenizerArgs) -> Result<()> {
+    TokenizerSpec::parse(&format!("bpe:{}", a.vocab))?;
+    let source = Source::resolve(&a.source, a.builtin_bytes, 0)?;
+    let mut docs = Vec::new();
+    source.for_each_doc(&a.text_field, |d| {
+        docs.push(d);
+        Ok(())
+    })?;
+    if docs.is_empty() {
+        bail!("the corpus {} is empty: no documents with text were found", a.source);
+    }
+    let tok = Tokenizer::train_bpe(docs.iter(), a.vocab)?;
+    crate::util::atomic::write(&a.out, tok.to_json()?.as_bytes())
+        .with_context(|| format!("writing {}", a.out.display()))?;
+    println!("trained a {}-entry BPE on {} documents → {}", tok.vocab_size(), docs.len(), a.out.display());
+    Ok(())
+}
+
+fn stories_cmd(a: StoriesArgs) -> Result<()> {
+    let text = stories::generate(a.seed, a.bytes).join("\n\n");
+    match a.out {
+        Some(path) => crate::util::atomic::write(&path, text.as_bytes()),
+        None => {
+            println!("{text}");
+            Ok(())
+        }
+    }
+}
+
+fn toml_string(s: &str) -> String {
+    toml::Value::String(s.to_string()).to_string()
+}
+
+fn human_bytes(b: u64) -> String {
+    match b {
+        0 => "n/a".into(),
+        b if b >= 1 << 30 => format!("{:.2} GiB", b as f64 / (1u64 << 30) as f64),
+        b => format!("{:.0} MiB", b as f64 / (1u64 << 20) as f64),
+    }
+}

@@ -1,0 +1,342 @@
+//! Run configuration: one typed, fully resolved `RunConfig {data, model, train, eval}` per run.
+//!
+//! Resolution order (later wins): a preset (`--preset tiny`), a TOML file (`--config f.toml`),
+//! then `--set section.key=value` overrides. Every layer is checked against the full key tree
+//! of the preset, so a misspelt key is an error that lists the valid ones instead of a silent
+//! no-op. The resolved config is validated before any data or device work starts and is saved
+//! as `config.toml` in every run directory.
+
+mod overrides;
+pub mod presets;
+
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+use serde::{Deserialize, Serialize};
+
+pub use overrides::{apply_override, merge_checked};
+
+/// Everything that determines a run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunConfig {
+    pub data: DataConfig,
+    pub model: ModelConfig,
+    pub train: TrainConfig,
+    pub eval: EvalConfig,
+}
+
+/// Where tokens come from.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataConfig {
+    /// `builtin:stories` (generated, no download), a `.txt` / `.jsonl` / `.parquet` file or a
+    /// folder of them, a folder written by `archlab data prepare`, or `hf:<dataset>` (feature `hub`).
+    pub source: String,
+    /// `byte` (256 symbols), a path to a Hugging Face `tokenizer.json`, or `bpe:<vocab>` to
+    /// train a byte-level BPE on the training split.
+    pub tokenizer: String,
+    /// Field holding the text in `.jsonl` / `.parquet` sources.
+    pub text_field: String,
+    /// Size of the built-in story corpus, in bytes of text.
+    pub builtin_bytes: usize,
+    /// Seed of the built-in story corpus (independent of the training seed, so that every
+    /// training seed sees the same corpus).
+    pub corpus_seed: u64,
+    /// Fraction of documents held out for validation (by document, deterministically).
+    pub val_fraction: f64,
+    /// Where prepared token shards are cached.
+    pub cache_dir: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Positions {
+    /// Rotary embeddings on queries and keys (Su et al. 2021), as in Llama.
+    Rope,
+    /// A learned absolute position table, as in GPT-2.
+    Learned,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NormKind {
+    Rms,
+    Layer,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MlpKind {
+    /// `W2 · gelu(W1 x)` (GPT-2).
+    Gelu,
+    /// `W2 · (silu(W1 x) ⊙ W3 x)` (Shazeer 2020; Llama).
+    Swiglu,
+}
+
+/// Model shape. The layer stack is built from pre-norm residual blocks (see `model::block`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    /// Vocabulary size; 0 takes it from the tokenizer.
+    pub vocab_size: usize,
+    pub d_model: usize,
+    pub n_layers: usize,
+    pub n_heads: usize,
+    /// Key/value heads for grouped-query attention; 0 means `n_heads` (plain multi-head).
+    pub n_kv_heads: usize,
+    pub d_ff: usize,
+    /// Longest context the model accepts (size of the learned position table; RoPE models
+    /// can be run longer only if this is raised).
+    pub max_seq_len: usize,
+    pub positions: Positions,
+    pub rope_theta: f64,
+    pub norm: NormKind,
+    pub norm_eps: f64,
+    pub mlp: MlpKind,
+    /// Share the token embedding with the output head (Press & Wolf 2017).
+    pub tie_embeddings: bool,
+    /// Biases in linear layers (GPT-2 has them; Llama does not).
+    pub bias: bool,
+    pub dropout: f64,
+    /// Standard deviation of the GPT-2 initialisation; residual output projections are
+    /// scaled by 1/sqrt(2·n_layers).
+    pub init_std: f64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    /// bf16 on GPUs that support it, f32 elsewhere.
+    Auto,
+    F32,
+    /// bf16 matmuls with fp32 master weights, fp32 optimizer state and fp32 reductions.
+    Bf16,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainConfig {
+    pub seed: u64,
+    /// Sequences per micro-batch.
+    pub batch_size: usize,
+    pub seq_len: usize,
+    /// Micro-batches per optimizer step; the effective batch is `batch_size · grad_accum`.
+    pub grad_accum: usize,
+    pub max_steps: usize,
+    /// Peak learning rate.
+    pub lr: f64,
+    /// The cosine decays to `lr · min_lr_ratio`.
+    pub min_lr_ratio: f64,
+    pub warmup_steps: usize,
+    pub weight_decay: f64,
+    pub beta1: f64,
+    pub beta2: f64,
+    pub adam_eps: f64,
+    /// Clip the global gradient norm to this value; 0 disables clipping.
+    pub grad_clip: f64,
+    pub precision: Precision,
+    /// Write the `last` checkpoint every this many steps (0: only at the end).
+    pub checkpoint_every: usize,
+    /// Log a training record every this many steps.
+    pub log_every: usize,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EvalConfig {
+    /// Evaluate on the validation set every this many steps (and at the end).
+    pub every: usize,
+    /// Number of validation batches (fixed windows, the same at every evaluation).
+    pub batches: usize,
+}
+
+impl RunConfig {
+    /// Resolves preset → file → overrides, then validates.
+    pub fn resolve(preset: &str, file: Option<&Path>, sets: &[String]) -> Result<Self> {
+        let base = presets::preset(preset)?;
+        let mut tree = toml::Value::try_from(&base).expect("a RunConfig always serialises");
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read config file {}", path.display()))?;
+            let file_tree: toml::Value = toml::from_str(&text).map_err(|e| {
+                anyhow::anyhow!("malformed TOML in {}: {}", path.display(), e.to_string().trim())
+            })?;
+            merge_checked(&mut tree, file_tree, "")
+                .with_context(|| format!("in config file {}", path.display()))?;
+        }
+        for set in sets {
+            apply_override(&mut tree, set)?;
+        }
+        let cfg: RunConfig = tree
+            .try_into()
+            .map_err(|e: toml::de::Error| anyhow::anyhow!("invalid config value: {}", e.to_string().trim()))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Loads the `config.toml` saved in a run directory.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        let cfg: RunConfig = toml::from_str(&text)
+            .map_err(|e| anyhow::anyhow!("malformed config {}: {}", path.display(), e.to_string().trim()))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).expect("a RunConfig always serialises")
+    }
+
+    /// Checks what can be checked without data or a device. Errors name the key and the fix.
+    pub fn validate(&self) -> Result<()> {
+        let m = &self.model;
+        let t = &self.train;
+        let positive = [
+            ("model.d_model", m.d_model),
+            ("model.n_layers", m.n_layers),
+            ("model.n_heads", m.n_heads),
+            ("model.d_ff", m.d_ff),
+            ("model.max_seq_len", m.max_seq_len),
+            ("train.batch_size", t.batch_size),
+            ("train.seq_len", t.seq_len),
+            ("train.grad_accum", t.grad_accum),
+            ("train.max_steps", t.max_steps),
+            ("train.log_every", t.log_every),
+            ("eval.every", self.eval.every),
+            ("eval.batches", self.eval.batches),
+        ];
+        for (key, value) in positive {
+            if value == 0 {
+                bail!("{key} must be at least 1 (got 0)");
+            }
+        }
+        if m.d_model % m.n_heads != 0 {
+            bail!(
+                "model.d_model ({}) must be divisible by model.n_heads ({}); try n_heads = {}",
+                m.d_model,
+                m.n_heads,
+                largest_divisor_at_most(m.d_model, m.n_heads)
+            );
+        }
+        let kv = self.model.kv_heads();
+        if m.n_heads % kv != 0 {
+            bail!("model.n_heads ({}) must be a multiple of model.n_kv_heads ({kv})", m.n_heads);
+        }
+        if m.positions == Positions::Rope && (m.d_model / m.n_heads) % 2 != 0 {
+            bail!("RoPE needs an even head dimension; d_model / n_heads = {}", m.d_model / m.n_heads);
+        }
+        if t.seq_len > m.max_seq_len {
+            bail!(
+                "train.seq_len ({}) exceeds model.max_seq_len ({}); raise model.max_seq_len",
+                t.seq_len,
+                m.max_seq_len
+            );
+        }
+        if !(0.0..1.0).contains(&m.dropout) {
+            bail!("model.dropout must be in [0, 1) (got {})", m.dropout);
+        }
+        if !(t.lr > 0.0 && t.lr.is_finite()) {
+            bail!("train.lr must be a positive number (got {})", t.lr);
+        }
+        if !(0.0..=1.0).contains(&t.min_lr_ratio) {
+            bail!("train.min_lr_ratio must be in [0, 1] (got {})", t.min_lr_ratio);
+        }
+        if !(0.0..1.0).contains(&t.beta1) || !(0.0..1.0).contains(&t.beta2) {
+            bail!("train.beta1 and train.beta2 must be in [0, 1)");
+        }
+        if t.grad_clip < 0.0 || t.weight_decay < 0.0 {
+            bail!("train.grad_clip and train.weight_decay must not be negative");
+        }
+        if t.warmup_steps > t.max_steps {
+            bail!(
+                "train.warmup_steps ({}) exceeds train.max_steps ({})",
+                t.warmup_steps,
+                t.max_steps
+            );
+        }
+        let d = &self.data;
+        if !(0.0 < d.val_fraction && d.val_fraction < 0.5) {
+            bail!("data.val_fraction must be in (0, 0.5) (got {})", d.val_fraction);
+        }
+        if d.source.trim().is_empty() {
+            bail!("data.source is empty; use builtin:stories or a path to a text corpus");
+        }
+        crate::data::tokenizer::TokenizerSpec::parse(&d.tokenizer)?;
+        Ok(())
+    }
+}
+
+impl ModelConfig {
+    pub fn kv_heads(&self) -> usize {
+        if self.n_kv_heads == 0 { self.n_heads } else { self.n_kv_heads }
+    }
+
+    pub fn head_dim(&self) -> usize {
+        self.d_model / self.n_heads
+    }
+}
+
+fn largest_divisor_at_most(n: usize, k: usize) -> usize {
+    (1..=k).rev().find(|d| n % d == 0).unwrap_or(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn presets_resolve_and_validate() {
+        for name in presets::NAMES {
+            RunConfig::resolve(name, None, &[]).unwrap();
+        }
+    }
+
+    #[test]
+    fn overrides_change_typed_values() {
+        let cfg = RunConfig::resolve(
+            "tiny",
+            None,
+            &["model.d_model=96".into(), "model.mlp=\"gelu\"".into(), "train.lr=1e-3".into()],
+        )
+        .unwrap();
+        assert_eq!(cfg.model.d_model, 96);
+        assert_eq!(cfg.model.mlp, MlpKind::Gelu);
+        assert_eq!(cfg.train.lr, 1e-3);
+    }
+
+    #[test]
+    fn bare_words_are_strings() {
+        let cfg = RunConfig::resolve("tiny", None, &["model.norm=layer".into()]).unwrap();
+        assert_eq!(cfg.model.norm, NormKind::Layer);
+    }
+
+    #[test]
+    fn unknown_key_lists_valid_ones() {
+        let err = RunConfig::resolve("tiny", None, &["model.d_modle=512".into()]).unwrap_err();
+        let msg = format!("{err:#}");
+        assert!(msg.contains("unknown config key `model.d_modle`"), "{msg}");
+        assert!(msg.contains("d_model"), "{msg}");
+        assert!(msg.contains("did you mean `model.d_model`"), "{msg}");
+    }
+
+    #[test]
+    fn wrong_type_is_an_error() {
+        let err = RunConfig::resolve("tiny", None, &["model.d_model=\"big\"".into()]).unwrap_err();
+        assert!(format!("{err:#}").contains("d_model"), "{err:#}");
+    }
+
+    #[test]
+    fn invalid_combination_names_the_fix() {
+        let err = RunConfig::resolve("tiny", None, &["model.n_heads=5".into()]).unwrap_err();
+        assert!(format!("{err:#}").contains("divisible"), "{err:#}");
+    }
+
+    #[test]
+    fn saved_config_round_trips() {
+        let cfg = RunConfig::resolve("27m", None, &[]).unwrap();
+        let back: RunConfig = toml::from_str(&cfg.to_toml()).unwrap();
+        assert_eq!(cfg, back);
+    }
+}

@@ -1,0 +1,101 @@
+//! Named starting points. `tiny` trains on a 2-core CPU in a few minutes; `27m` is the seed
+//! studies' Transformer shape (d_model=384, 8 layers, 6 heads, d_ff=1536, T=512).
+
+use anyhow::{Result, bail};
+
+use super::*;
+
+pub const NAMES: &[&str] = &["tiny", "27m", "27m-256"];
+
+pub fn preset(name: &str) -> Result<RunConfig> {
+    Ok(match name {
+        "tiny" => tiny(),
+        "27m" => seeds_27m(512),
+        "27m-256" => seeds_27m(256),
+        other => bail!("unknown preset `{other}`; available presets: {}", NAMES.join(", ")),
+    })
+}
+
+/// Shared defaults: Llama-style blocks (RoPE, RMSNorm, SwiGLU, no biases, tied embeddings),
+/// AdamW(0.9, 0.95), warmup then cosine to 10%, clip 1.0 — the settings of nanoGPT/Llama
+/// recipes that small-model studies usually inherit.
+fn base() -> RunConfig {
+    RunConfig {
+        data: DataConfig {
+            source: "builtin:stories".into(),
+            tokenizer: "byte".into(),
+            text_field: "text".into(),
+            builtin_bytes: 4_000_000,
+            corpus_seed: 0,
+            val_fraction: 0.05,
+            cache_dir: "runs/data".into(),
+        },
+        model: ModelConfig {
+            vocab_size: 0,
+            d_model: 384,
+            n_layers: 8,
+            n_heads: 6,
+            n_kv_heads: 0,
+            d_ff: 1536,
+            max_seq_len: 512,
+            positions: Positions::Rope,
+            rope_theta: 10_000.0,
+            norm: NormKind::Rms,
+            norm_eps: 1e-5,
+            mlp: MlpKind::Swiglu,
+            tie_embeddings: true,
+            bias: false,
+            dropout: 0.0,
+            init_std: 0.02,
+        },
+        train: TrainConfig {
+            seed: 0,
+            batch_size: 32,
+            seq_len: 512,
+            grad_accum: 1,
+            max_steps: 5000,
+            lr: 6e-4,
+            min_lr_ratio: 0.1,
+            warmup_steps: 200,
+            weight_decay: 0.1,
+            beta1: 0.9,
+            beta2: 0.95,
+            adam_eps: 1e-8,
+            grad_clip: 1.0,
+            precision: Precision::Auto,
+            checkpoint_every: 500,
+            log_every: 10,
+        },
+        eval: EvalConfig { every: 250, batches: 20 },
+    }
+}
+
+/// ~0.8M parameters on byte tokens: a few minutes on a 2-core CPU.
+fn tiny() -> RunConfig {
+    let mut c = base();
+    c.data.builtin_bytes = 2_000_000;
+    c.model.d_model = 128;
+    c.model.n_layers = 4;
+    c.model.n_heads = 4;
+    c.model.d_ff = 384;
+    c.model.max_seq_len = 256;
+    c.train.batch_size = 16;
+    c.train.seq_len = 128;
+    c.train.max_steps = 300;
+    c.train.lr = 3e-3;
+    c.train.warmup_steps = 30;
+    c.train.checkpoint_every = 100;
+    c.eval.every = 50;
+    c.eval.batches = 8;
+    c
+}
+
+/// The seeds' Transformer: d_model=384, 8 layers, 6 heads, d_ff=1536, with a BPE vocabulary
+/// of 8192 trained on the training split.
+fn seeds_27m(seq_len: usize) -> RunConfig {
+    let mut c = base();
+    c.data.tokenizer = "bpe:8192".into();
+    c.data.builtin_bytes = 40_000_000;
+    c.train.seq_len = seq_len;
+    c
+}

@@ -1,0 +1,12 @@
+//! Data: text → tokens → batches.
+//!
+//! `sources` reads documents (built-in stories, txt, jsonl, parquet, hub), `tokenizer` turns
+//! them into ids, `prepare` writes them as memory-mapped `shards` with a train/val split, and
+//! `batcher` cuts the shards into deterministic training and validation batches.
+
+pub mod batcher;
+pub mod prepare;
+pub mod shards;
+pub mod sources;
+pub mod stories;
+pub mod tokenizer;

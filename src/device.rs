@@ -1,0 +1,149 @@
+//! Choosing the compute backend at run time.
+//!
+//! `--device auto` (the default) uses CUDA when the binary was built with it and a driver is
+//! present, and otherwise the CPU, saying so in one line. `--device cuda` without a driver is
+//! an error that says what is missing, not a panic deep inside the runtime.
+
+use anyhow::{Result, bail};
+
+/// The CPU backend. NdArray was measured faster than Flex on the tiny preset (see
+/// `bench/results/cpu-backend.md`).
+pub type CpuBackend = burn::backend::NdArray<f32>;
+
+#[cfg(feature = "cuda")]
+pub type CudaBackend = burn::backend::Cuda<f32, i32>;
+
+#[cfg(feature = "wgpu")]
+pub type WgpuBackend = burn::backend::Wgpu<f32, i32>;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum DeviceArg {
+    Auto,
+    Cpu,
+    Cuda,
+    Wgpu,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Resolved {
+    Cpu,
+    #[cfg(feature = "cuda")]
+    Cuda,
+    #[cfg(feature = "wgpu")]
+    Wgpu,
+}
+
+impl Resolved {
+    pub fn name(self) -> &'static str {
+        match self {
+            Resolved::Cpu => "cpu",
+            #[cfg(feature = "cuda")]
+            Resolved::Cuda => "cuda",
+            #[cfg(feature = "wgpu")]
+            Resolved::Wgpu => "wgpu",
+        }
+    }
+}
+
+/// Picks the backend; prints a one-line notice when `auto` falls back to the CPU.
+pub fn resolve(arg: DeviceArg) -> Result<Resolved> {
+    match arg {
+        DeviceArg::Cpu => Ok(Resolved::Cpu),
+        DeviceArg::Auto => match cuda_status() {
+            CudaStatus::Ready => cuda_resolved(),
+            CudaStatus::NotBuilt => Ok(Resolved::Cpu),
+            CudaStatus::Missing(why) => {
+                eprintln!("archlab: no usable CUDA GPU ({why}); running on the CPU");
+                Ok(Resolved::Cpu)
+            }
+        },
+        DeviceArg::Cuda => match cuda_status() {
+            CudaStatus::Ready => cuda_resolved(),
+            CudaStatus::NotBuilt => {
+                bail!("this archlab was built without CUDA support; rebuild with `cargo build --release --features cuda`")
+            }
+            CudaStatus::Missing(why) => bail!("--device cuda: {why}; use --device cpu or --device auto"),
+        },
+        DeviceArg::Wgpu => {
+            #[cfg(feature = "wgpu")]
+            return Ok(Resolved::Wgpu);
+            #[cfg(not(feature = "wgpu"))]
+            bail!("this archlab was built without wgpu support; rebuild with `cargo build --release --features wgpu`")
+        }
+    }
+}
+
+#[cfg(feature = "cuda")]
+fn cuda_resolved() -> Result<Resolved> {
+    Ok(Resolved::Cuda)
+}
+
+#[cfg(not(feature = "cuda"))]
+fn cuda_resolved() -> Result<Resolved> {
+    unreachable!("cuda_status() is NotBuilt without the cuda feature")
+}
+
+enum CudaStatus {
+    Ready,
+    #[cfg_attr(feature = "cuda", allow(dead_code))]
+    NotBuilt,
+    Missing(String),
+}
+
+#[cfg(feature = "cuda")]
+fn cuda_status() -> CudaStatus {
+    // SAFETY: these only try to dlopen the driver / NVRTC libraries; nothing is called yet.
+    let driver = unsafe { cudarc::driver::sys::is_culib_present() };
+    if !driver {
+        return CudaStatus::Missing("the CUDA driver library libcuda.so.1 was not found".into());
+    }
+    if let Err(e) = cudarc::driver::result::init() {
+        return CudaStatus::Missing(format!("the CUDA driver did not initialise ({e:?})"));
+    }
+    match cudarc::driver::result::device::get_count() {
+        Ok(n) if n > 0 => {}
+        Ok(_) => return CudaStatus::Missing("the CUDA driver reports no GPU".into()),
+        Err(e) => return CudaStatus::Missing(format!("cannot count CUDA devices ({e:?})")),
+    }
+    // SAFETY: as above, a dlopen probe.
+    if !unsafe { cudarc::nvrtc::sys::is_culib_present() } {
+        return CudaStatus::Missing(
+            "NVRTC (libnvrtc.so) is not on the loader path; add the CUDA toolkit's lib folder to \
+             LD_LIBRARY_PATH, e.g. /usr/local/cuda/targets/x86_64-linux/lib"
+                .into(),
+        );
+    }
+    CudaStatus::Ready
+}
+
+#[cfg(not(feature = "cuda"))]
+fn cuda_status() -> CudaStatus {
+    CudaStatus::NotBuilt
+}
+
+/// Runs `$body` with `$B` bound to the autodiff backend type of `$resolved` and `$device` to
+/// its default device.
+#[macro_export]
+macro_rules! with_backend {
+    ($resolved:expr, |$B:ident, $device:ident| $body:expr) => {{
+        match $resolved {
+            $crate::device::Resolved::Cpu => {
+                type $B = burn::backend::Autodiff<$crate::device::CpuBackend>;
+                let $device = Default::default();
+                $body
+            }
+            #[cfg(feature = "cuda")]
+            $crate::device::Resolved::Cuda => {
+                type $B = burn::backend::Autodiff<$crate::device::CudaBackend>;
+                let $device = Default::default();
+                $body
+            }
+            #[cfg(feature = "wgpu")]
+            $crate::device::Resolved::Wgpu => {
+                type $B = burn::backend::Autodiff<$crate::device::WgpuBackend>;
+                let $device = Default::default();
+                $body
+            }
+        }
+    }};
+}

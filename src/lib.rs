@@ -1,0 +1,17 @@
+//! archlab: train, evaluate and compare small language-model architectures side by side.
+//!
+//! Modules in data-flow order: `config` → `data` (text → tokens → batches) → `model`
+//! (tokens → logits) → `train` (loss → gradients → optimizer step → checkpoints, metrics) →
+//! `eval` (validation metrics, generation). `device` picks the backend; `cli` and
+//! `commands` are the binary's surface.
+
+pub mod cli;
+pub mod commands;
+pub mod config;
+pub mod data;
+pub mod device;
+pub mod eval;
+pub mod model;
+pub mod rng;
+pub mod train;
+pub mod util;

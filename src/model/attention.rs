@@ -1,0 +1,183 @@
+//! Causal multi-head self-attention with rotary or learned positions and optional
+//! grouped-query attention (Ainslie et al. 2023), plus its KV cache for decoding.
+//!
+//! Parameter names follow Hugging Face `LlamaAttention` (`q_proj`, `k_proj`, `v_proj`,
+//! `o_proj`) so that weight import needs no renaming table. RoPE uses Llama's "rotate half"
+//! layout (`transformers` `apply_rotary_pos_emb`), not GPT-NeoX's interleaved one.
+//!
+//! This is the plain-ops reference: it materialises the `[b, h, t, t]` score matrix. A fused
+//! flash-attention kernel will sit beside it and be tested against it.
+
+use burn::module::Module;
+use burn::tensor::activation::softmax;
+use burn::tensor::backend::Backend;
+use burn::tensor::{Bool, Tensor, TensorData};
+
+use super::layers::Linear;
+use crate::config::ModelConfig;
+use crate::rng::Rng;
+
+#[derive(Module, Debug)]
+pub struct Attention<B: Backend> {
+    pub q_proj: Linear<B>,
+    pub k_proj: Linear<B>,
+    pub v_proj: Linear<B>,
+    pub o_proj: Linear<B>,
+    pub rope: Option<Rope<B>>,
+    pub n_heads: usize,
+    pub n_kv_heads: usize,
+    pub head_dim: usize,
+}
+
+/// Keys and values of the tokens seen so far, `[b, n_kv_heads, t_seen, head_dim]` each.
+#[derive(Clone, Debug)]
+pub struct KvCache<B: Backend> {
+    pub k: Option<Tensor<B, 4>>,
+    pub v: Option<Tensor<B, 4>>,
+}
+
+impl<B: Backend> KvCache<B> {
+    pub fn empty() -> Self {
+        Self { k: None, v: None }
+    }
+
+    pub fn len(&self) -> usize {
+        self.k.as_ref().map_or(0, |k| k.dims()[2])
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl<B: Backend> Attention<B> {
+    /// `resid_std` initialises `o_proj`, which writes into the residual stream (GPT-2 scaling).
+    pub fn new(cfg: &ModelConfig, resid_std: f64, rng: &mut Rng, device: &B::Device) -> Self {
+        let (d, hd, kv) = (cfg.d_model, cfg.head_dim(), cfg.kv_heads());
+        let std = cfg.init_std;
+        Self {
+            q_proj: Linear::new(d, cfg.n_heads * hd, cfg.bias, std, rng, device),
+            k_proj: Linear::new(d, kv * hd, cfg.bias, std, rng, device),
+            v_proj: Linear::new(d, kv * hd, cfg.bias, std, rng, device),
+            o_proj: Linear::new(cfg.n_heads * hd, d, cfg.bias, resid_std, rng, device),
+            rope: (cfg.positions == crate::config::Positions::Rope)
+                .then(|| Rope::new(hd, cfg.max_seq_len, cfg.rope_theta, device)),
+            n_heads: cfg.n_heads,
+            n_kv_heads: kv,
+            head_dim: hd,
+        }
+    }
+
+    /// Full-sequence causal attention.
+    ///
+    /// # Shapes
+    /// - x: `[b, t, d]` → `[b, t, d]`
+    pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        self.forward_cached(x, &mut KvCache::empty())
+    }
+
+    /// Attends from the new tokens `x` (positions `cache.len()..`) to the cached ones and to
+    /// themselves, and appends their keys and values to the cache. With an empty cache this is
+    /// the ordinary causal forward; with one new token it is an O(t) decoding step.
+    ///
+    /// # Shapes
+    /// - x: `[b, t_new, d]` → `[b, t_new, d]`
+    pub fn forward_cached(&self, x: Tensor<B, 3>, cache: &mut KvCache<B>) -> Tensor<B, 3> {
+        let [b, t, _] = x.dims();
+        let (h, kv, hd) = (self.n_heads, self.n_kv_heads, self.head_dim);
+        let start = cache.len();
+
+        let q = self.q_proj.forward(x.clone()).reshape([b, t, h, hd]).swap_dims(1, 2); // [b, h, t, hd]
+        let k = self.k_proj.forward(x.clone()).reshape([b, t, kv, hd]).swap_dims(1, 2); // [b, kv, t, hd]
+        let v = self.v_proj.forward(x).reshape([b, t, kv, hd]).swap_dims(1, 2);
+        let (q, k) = match &self.rope {
+            Some(rope) => (rope.apply(q, start), rope.apply(k, start)),
+            None => (q, k),
+        };
+
+        let k = match cache.k.take() {
+            Some(prev) => Tensor::cat(vec![prev, k], 2),
+            None => k,
+        };
+        let v = match cache.v.take() {
+            Some(prev) => Tensor::cat(vec![prev, v], 2),
+            None => v,
+        };
+        cache.k = Some(k.clone());
+        cache.v = Some(v.clone());
+        let t_all = start + t;
+
+        // Grouped-query attention: each group of h/kv query heads shares one key/value head
+        // (the order of `transformers`' `repeat_kv`).
+        let (k, v) = (repeat_kv(k, h / kv), repeat_kv(v, h / kv)); // [b, h, t_all, hd]
+
+        let scores = q.matmul(k.swap_dims(2, 3)) / (hd as f64).sqrt(); // [b, h, t, t_all]
+        let scores = if t > 1 {
+            let mask = causal_mask::<B>(t, start, &scores.device()); // [t, t_all]
+            scores.mask_fill(mask.unsqueeze::<4>().expand([b, h, t, t_all]), f32::NEG_INFINITY)
+        } else {
+            scores // a single new token may see every cached one
+        };
+        let probs = softmax(scores, 3);
+        let out = probs.matmul(v).swap_dims(1, 2).reshape([b, t, h * hd]); // [b, t, h·hd]
+        self.o_proj.forward(out)
+    }
+}
+
+/// `true` where query `i` (absolute position `start + i`) must not see key `j`, i.e. `j > start + i`.
+pub fn causal_mask<B: Backend>(t: usize, start: usize, device: &B::Device) -> Tensor<B, 2, Bool> {
+    let t_all = start + t;
+    let data: Vec<bool> = (0..t).flat_map(|i| (0..t_all).map(move |j| j > start + i)).collect();
+    Tensor::from_data(TensorData::new(data, [t, t_all]), device)
+}
+
+fn repeat_kv<B: Backend>(x: Tensor<B, 4>, groups: usize) -> Tensor<B, 4> {
+    if groups == 1 {
+        return x;
+    }
+    let [b, kv, t, hd] = x.dims();
+    x.unsqueeze_dim::<5>(2).expand([b, kv, groups, t, hd]).reshape([b, kv * groups, t, hd])
+}
+
+/// Rotary position embedding tables (Su et al. 2021, "RoFormer"), `[max_seq_len, head_dim]`.
+#[derive(Module, Debug)]
+pub struct Rope<B: Backend> {
+    cos: Tensor<B, 2>,
+    sin: Tensor<B, 2>,
+}
+
+impl<B: Backend> Rope<B> {
+    pub fn new(head_dim: usize, max_seq_len: usize, theta: f64, device: &B::Device) -> Self {
+        let half = head_dim / 2;
+        let mut cos = Vec::with_capacity(max_seq_len * head_dim);
+        let mut sin = Vec::with_capacity(max_seq_len * head_dim);
+        for pos in 0..max_seq_len {
+            // Llama layout: the angle of pair i is repeated in both halves of the head.
+            for _ in 0..2 {
+                for i in 0..half {
+                    let inv_freq = theta.powf(-((2 * i) as f64) / head_dim as f64);
+                    let angle = pos as f64 * inv_freq;
+                    cos.push(angle.cos() as f32);
+                    sin.push(angle.sin() as f32);
+                }
+            }
+        }
+        Self {
+            cos: Tensor::from_data(TensorData::new(cos, [max_seq_len, head_dim]), device),
+            sin: Tensor::from_data(TensorData::new(sin, [max_seq_len, head_dim]), device),
+        }
+    }
+
+    /// Rotates `x` (`[b, heads, t, hd]`) as if its tokens sat at positions `start..start + t`.
+    pub fn apply(&self, x: Tensor<B, 4>, start: usize) -> Tensor<B, 4> {
+        let [_, _, t, hd] = x.dims();
+        let max = self.cos.dims()[0];
+        assert!(start + t <= max, "position {} is past model.max_seq_len {max}", start + t);
+        let cos = self.cos.clone().slice([start..start + t]).unsqueeze::<4>(); // [1, 1, t, hd]
+        let sin = self.sin.clone().slice([start..start + t]).unsqueeze::<4>();
+        let x1 = x.clone().narrow(3, 0, hd / 2);
+        let x2 = x.clone().narrow(3, hd / 2, hd / 2);
+        let rotated = Tensor::cat(vec![x2.neg(), x1], 3); // rotate_half
+        x * cos + rotated * sin
+    }
+}

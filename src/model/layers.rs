@@ -1,0 +1,130 @@
+//! The small building blocks every mixer uses: linear maps, embeddings and normalisation.
+//!
+//! Weights are created from archlab's own seeded RNG (see `init`), not the backend's global
+//! RNG, so the same seed gives the same initial model on every backend and in every thread.
+
+use burn::module::{Module, Param};
+use burn::tensor::backend::Backend;
+use burn::tensor::{DType, Int, Tensor, TensorData};
+
+use crate::config::NormKind;
+use crate::rng::Rng;
+
+/// Creates a parameter from a host-side generator of its values.
+pub fn param<B: Backend, const D: usize>(
+    shape: [usize; D],
+    device: &B::Device,
+    mut value: impl FnMut() -> f32,
+) -> Param<Tensor<B, D>> {
+    let n = shape.iter().product::<usize>();
+    let data: Vec<f32> = (0..n).map(|_| value()).collect();
+    Param::from_tensor(Tensor::from_data(TensorData::new(data, shape), device))
+}
+
+/// A parameter drawn from N(0, std²).
+pub fn normal_param<B: Backend, const D: usize>(
+    shape: [usize; D],
+    std: f64,
+    rng: &mut Rng,
+    device: &B::Device,
+) -> Param<Tensor<B, D>> {
+    param(shape, device, || (rng.normal() * std) as f32)
+}
+
+/// `y = x W + b`, with `W` stored `[d_in, d_out]` (so no transpose in the forward).
+#[derive(Module, Debug)]
+pub struct Linear<B: Backend> {
+    pub weight: Param<Tensor<B, 2>>,
+    pub bias: Option<Param<Tensor<B, 1>>>,
+    /// Run the matmul in bf16 (fp32 weights are cast on the fly; the result is fp32).
+    pub bf16: bool,
+}
+
+impl<B: Backend> Linear<B> {
+    /// Weights from N(0, std²), bias zero.
+    pub fn new(d_in: usize, d_out: usize, bias: bool, std: f64, rng: &mut Rng, device: &B::Device) -> Self {
+        Self {
+            weight: normal_param([d_in, d_out], std, rng, device),
+            bias: bias.then(|| param([d_out], device, || 0.0)),
+            bf16: false,
+        }
+    }
+
+    /// # Shapes
+    /// - x: `[..., d_in]` → `[..., d_out]`
+    pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
+        let w = self.weight.val().unsqueeze::<D>();
+        let y = if self.bf16 {
+            // burn has no autocast: cast operands explicitly, accumulate and return fp32.
+            x.cast(DType::BF16).matmul(w.cast(DType::BF16)).cast(DType::F32)
+        } else {
+            x.matmul(w)
+        };
+        match &self.bias {
+            Some(b) => y + b.val().unsqueeze::<D>(),
+            None => y,
+        }
+    }
+}
+
+/// A lookup table `[n, d]`.
+#[derive(Module, Debug)]
+pub struct Embedding<B: Backend> {
+    pub weight: Param<Tensor<B, 2>>,
+}
+
+impl<B: Backend> Embedding<B> {
+    pub fn new(n: usize, d: usize, std: f64, rng: &mut Rng, device: &B::Device) -> Self {
+        Self { weight: normal_param([n, d], std, rng, device) }
+    }
+
+    /// # Shapes
+    /// - ids: `[b, t]` → `[b, t, d]`
+    pub fn forward(&self, ids: Tensor<B, 2, Int>) -> Tensor<B, 3> {
+        let [b, t] = ids.dims();
+        let d = self.weight.dims()[1];
+        self.weight.val().select(0, ids.reshape([b * t])).reshape([b, t, d])
+    }
+}
+
+/// RMSNorm (Zhang & Sennrich 2019) or LayerNorm (Ba et al. 2016), always computed in fp32.
+#[derive(Module, Debug)]
+pub struct Norm<B: Backend> {
+    pub weight: Param<Tensor<B, 1>>,
+    pub bias: Option<Param<Tensor<B, 1>>>,
+    /// true: RMSNorm; false: LayerNorm.
+    pub rms: bool,
+    pub eps: f64,
+}
+
+impl<B: Backend> Norm<B> {
+    pub fn new(kind: NormKind, d: usize, bias: bool, eps: f64, device: &B::Device) -> Self {
+        let rms = kind == NormKind::Rms;
+        Self {
+            weight: param([d], device, || 1.0),
+            // RMSNorm has no bias by definition; LayerNorm has one when the model uses biases.
+            bias: (!rms && bias).then(|| param([d], device, || 0.0)),
+            rms,
+            eps,
+        }
+    }
+
+    /// # Shapes
+    /// - x: `[b, t, d]` → `[b, t, d]`
+    pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        let x = if self.rms {
+            let ms = x.clone().powf_scalar(2.0).mean_dim(2);
+            x * (ms + self.eps).sqrt().recip()
+        } else {
+            let mean = x.clone().mean_dim(2);
+            let centered = x - mean;
+            let var = centered.clone().powf_scalar(2.0).mean_dim(2);
+            centered * (var + self.eps).sqrt().recip()
+        };
+        let y = x * self.weight.val().unsqueeze::<3>();
+        match &self.bias {
+            Some(b) => y + b.val().unsqueeze::<3>(),
+            None => y,
+        }
+    }
+}

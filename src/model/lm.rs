@@ -1,0 +1,175 @@
+//! The language model: token ids → embeddings → blocks → final norm → logits.
+
+use burn::module::Module;
+use burn::nn::{Dropout, DropoutConfig};
+use burn::tensor::activation::log_softmax;
+use burn::tensor::backend::Backend;
+use burn::tensor::{DType, Int, Tensor, TensorData};
+
+use super::block::{Block, LayerState};
+use super::layers::{Embedding, Linear, Norm};
+use crate::config::{ModelConfig, Positions};
+use crate::data::batcher::TokenBatch;
+use crate::rng::Rng;
+
+#[derive(Module, Debug)]
+pub struct LanguageModel<B: Backend> {
+    pub embed_tokens: Embedding<B>,
+    /// Learned absolute positions (GPT-2); `None` with RoPE.
+    pub embed_positions: Option<Embedding<B>>,
+    pub layers: Vec<Block<B>>,
+    pub norm: Norm<B>,
+    /// `None` when the head is tied to `embed_tokens`.
+    pub lm_head: Option<Linear<B>>,
+    pub dropout: Dropout,
+    pub bf16: bool,
+}
+
+/// Decoding state of the whole model: one entry per layer, plus the next position.
+#[derive(Clone, Debug)]
+pub struct DecodeState<B: Backend> {
+    pub layers: Vec<LayerState<B>>,
+    pub pos: usize,
+}
+
+impl<B: Backend> LanguageModel<B> {
+    /// Builds the model with weights drawn from `seed` (see `init` for the policy).
+    ///
+    /// # Panics
+    /// If `cfg.vocab_size` is 0 (resolve it from the tokenizer first).
+    pub fn new(cfg: &ModelConfig, seed: u64, bf16: bool, device: &B::Device) -> Self {
+        assert!(cfg.vocab_size > 0, "model.vocab_size must be resolved before building the model");
+        let std = cfg.init_std;
+        let mut model = Self {
+            embed_tokens: Embedding::new(cfg.vocab_size, cfg.d_model, std, &mut Rng::fork(seed, "init/embed"), device),
+            embed_positions: (cfg.positions == Positions::Learned).then(|| {
+                Embedding::new(cfg.max_seq_len, cfg.d_model, std, &mut Rng::fork(seed, "init/positions"), device)
+            }),
+            layers: (0..cfg.n_layers).map(|i| Block::transformer(cfg, i, seed, device)).collect(),
+            norm: Norm::new(cfg.norm, cfg.d_model, cfg.bias, cfg.norm_eps, device),
+            lm_head: (!cfg.tie_embeddings).then(|| {
+                Linear::new(cfg.d_model, cfg.vocab_size, false, std, &mut Rng::fork(seed, "init/lm_head"), device)
+            }),
+            dropout: DropoutConfig::new(cfg.dropout).init(),
+            bf16: false,
+        };
+        if bf16 {
+            model = model.with_bf16_matmuls();
+        }
+        model
+    }
+
+    /// Switches every linear layer (and the head) to bf16 matmuls with fp32 master weights.
+    pub fn with_bf16_matmuls(mut self) -> Self {
+        self.bf16 = true;
+        for layer in &mut self.layers {
+            let super::block::SeqMixer::Attention(a) = &mut layer.mixer;
+            for lin in [&mut a.q_proj, &mut a.k_proj, &mut a.v_proj, &mut a.o_proj] {
+                lin.bf16 = true;
+            }
+            if let Some(ffn) = &mut layer.ffn {
+                let super::block::ChannelMixer::Mlp(m) = &mut ffn.mixer;
+                for lin in [&mut m.up_proj, &mut m.down_proj].into_iter().chain(m.gate_proj.as_mut()) {
+                    lin.bf16 = true;
+                }
+            }
+        }
+        if let Some(head) = &mut self.lm_head {
+            head.bf16 = true;
+        }
+        self
+    }
+
+    pub fn vocab_size(&self) -> usize {
+        self.embed_tokens.weight.dims()[0]
+    }
+
+    fn embed(&self, ids: Tensor<B, 2, Int>, start: usize) -> Tensor<B, 3> {
+        let [_, t] = ids.dims();
+        let x = self.embed_tokens.forward(ids);
+        let x = match &self.embed_positions {
+            Some(pos) => {
+                let d = x.dims()[2];
+                let table = pos.weight.val().slice([start..start + t]).reshape([1, t, d]);
+                x + table
+            }
+            None => x,
+        };
+        self.dropout.forward(x)
+    }
+
+    fn head(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        let x = self.norm.forward(x);
+        match &self.lm_head {
+            Some(head) => head.forward(x),
+            None => {
+                // Tied: logits = x · Eᵀ.
+                let w = self.embed_tokens.weight.val().transpose().unsqueeze::<3>();
+                if self.bf16 {
+                    x.cast(DType::BF16).matmul(w.cast(DType::BF16)).cast(DType::F32)
+                } else {
+                    x.matmul(w)
+                }
+            }
+        }
+    }
+
+    /// # Shapes
+    /// - ids: `[b, t]` → logits `[b, t, vocab]`
+    pub fn forward(&self, ids: Tensor<B, 2, Int>) -> Tensor<B, 3> {
+        let mut x = self.embed(ids, 0);
+        for layer in &self.layers {
+            x = layer.forward(x);
+        }
+        self.head(x)
+    }
+
+    /// Mean next-token cross-entropy (nats per token).
+    ///
+    /// # Shapes
+    /// - ids, targets: `[b, t]` → `[1]`
+    pub fn loss(&self, ids: Tensor<B, 2, Int>, targets: Tensor<B, 2, Int>) -> Tensor<B, 1> {
+        cross_entropy(self.forward(ids), targets)
+    }
+
+    /// An empty decoding state (nothing seen yet).
+    pub fn decode_state(&self) -> DecodeState<B> {
+        DecodeState { layers: self.layers.iter().map(|l| l.mixer.empty_state()).collect(), pos: 0 }
+    }
+
+    /// Runs new tokens through the model given the state of the tokens before them; returns
+    /// their logits. A prompt is one call (prefill); each generated token is one more call,
+    /// costing O(t) attention work instead of a full re-forward.
+    ///
+    /// # Shapes
+    /// - ids: `[b, t_new]` → logits `[b, t_new, vocab]`
+    pub fn forward_step(&self, ids: Tensor<B, 2, Int>, state: &mut DecodeState<B>) -> Tensor<B, 3> {
+        let t = ids.dims()[1];
+        let mut x = self.embed(ids, state.pos);
+        for (layer, layer_state) in self.layers.iter().zip(state.layers.iter_mut()) {
+            x = layer.forward_step(x, layer_state);
+        }
+        state.pos += t;
+        self.head(x)
+    }
+}
+
+/// Mean cross-entropy of `logits` (`[b, t, v]`) against `targets` (`[b, t]`).
+pub fn cross_entropy<B: Backend>(logits: Tensor<B, 3>, targets: Tensor<B, 2, Int>) -> Tensor<B, 1> {
+    let [b, t, v] = logits.dims();
+    let logp = log_softmax(logits.reshape([b * t, v]), 1);
+    let picked = logp.gather(1, targets.reshape([b * t, 1]));
+    picked.mean().neg()
+}
+
+/// Uploads a batch as `(inputs, targets)`, each `[b, t]`.
+pub fn batch_tensors<B: Backend>(batch: &TokenBatch, device: &B::Device) -> (Tensor<B, 2, Int>, Tensor<B, 2, Int>) {
+    let shape = [batch.batch, batch.seq_len];
+    (ids_tensor(&batch.inputs, shape, device), ids_tensor(&batch.targets, shape, device))
+}
+
+/// Token ids as an int tensor of the given shape.
+pub fn ids_tensor<B: Backend>(ids: &[u32], shape: [usize; 2], device: &B::Device) -> Tensor<B, 2, Int> {
+    let data: Vec<i64> = ids.iter().map(|&i| i as i64).collect();
+    Tensor::from_data(TensorData::new(data, shape), device)
+}

@@ -1,0 +1,41 @@
+//! The per-token channel mixer of a dense Transformer: GELU MLP (GPT-2) or SwiGLU (Shazeer
+//! 2020, "GLU Variants Improve Transformer"; Llama). Names follow `transformers`' `LlamaMLP`.
+
+use burn::module::Module;
+use burn::tensor::Tensor;
+use burn::tensor::activation::{gelu, silu};
+use burn::tensor::backend::Backend;
+
+use super::layers::Linear;
+use crate::config::{MlpKind, ModelConfig};
+use crate::rng::Rng;
+
+#[derive(Module, Debug)]
+pub struct Mlp<B: Backend> {
+    /// Present for SwiGLU only.
+    pub gate_proj: Option<Linear<B>>,
+    pub up_proj: Linear<B>,
+    pub down_proj: Linear<B>,
+}
+
+impl<B: Backend> Mlp<B> {
+    /// `resid_std` initialises `down_proj`, which writes into the residual stream.
+    pub fn new(cfg: &ModelConfig, resid_std: f64, rng: &mut Rng, device: &B::Device) -> Self {
+        let (d, f, std) = (cfg.d_model, cfg.d_ff, cfg.init_std);
+        Self {
+            gate_proj: (cfg.mlp == MlpKind::Swiglu).then(|| Linear::new(d, f, cfg.bias, std, rng, device)),
+            up_proj: Linear::new(d, f, cfg.bias, std, rng, device),
+            down_proj: Linear::new(f, d, cfg.bias, resid_std, rng, device),
+        }
+    }
+
+    /// # Shapes
+    /// - x: `[b, t, d]` → `[b, t, d]`
+    pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        let hidden = match &self.gate_proj {
+            Some(gate) => silu(gate.forward(x.clone())) * self.up_proj.forward(x),
+            None => gelu(self.up_proj.forward(x)),
+        };
+        self.down_proj.forward(hidden)
+    }
+}

@@ -1,0 +1,29 @@
+//! Models: token ids → logits.
+//!
+//! Glossary (shape letters used in comments and `# Shapes` sections):
+//!
+//! | name | meaning |
+//! |---|---|
+//! | `b` | batch size |
+//! | `t` | sequence length (time) |
+//! | `d` | `d_model`, the residual stream width |
+//! | `v` | vocabulary size |
+//! | `h`, `kv` | query heads, key/value heads (GQA: `kv` divides `h`) |
+//! | `hd` | head dimension, `d / h` |
+//! | `f` | `d_ff`, the MLP hidden width |
+//!
+//! `lm` assembles `layers` (embeddings, linear maps, norms) and `block`s; each block holds a
+//! sequence mixer (`attention`) and a channel mixer (`mlp`). `count` gives analytic parameter
+//! and FLOP counts. Initialisation policy (GPT-2, Radford et al. 2019): every weight from
+//! N(0, 0.02²) drawn from a per-tensor stream of `rng::Rng` named after the tensor, the
+//! output projections of each residual branch scaled by 1/sqrt(2·n_layers), biases 0, norm
+//! gains 1.
+
+pub mod attention;
+pub mod block;
+pub mod count;
+pub mod layers;
+pub mod lm;
+pub mod mlp;
+
+pub use lm::{DecodeState, LanguageModel};

@@ -1,0 +1,139 @@
+//! Run records: append-only `metrics.jsonl` (one JSON object per line, llm.c `main.log`
+//! style) and the final `summary.json`.
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::model::count::ParamCounts;
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum Record {
+    Train {
+        step: usize,
+        loss: f64,
+        lr: f64,
+        grad_norm: f64,
+        tokens_per_s: f64,
+        tokens: u64,
+        elapsed_s: f64,
+        /// The step was skipped because its loss or gradient was not finite.
+        skipped: bool,
+    },
+    Eval {
+        step: usize,
+        val_loss: f64,
+        val_ppl: f64,
+        val_bpb: f64,
+        tokens: u64,
+        elapsed_s: f64,
+    },
+}
+
+impl Record {
+    pub fn step(&self) -> usize {
+        match self {
+            Record::Train { step, .. } | Record::Eval { step, .. } => *step,
+        }
+    }
+}
+
+pub struct MetricsLog {
+    file: File,
+}
+
+impl MetricsLog {
+    /// Opens `path` for appending. When resuming at `resume_step`, records of steps at or after
+    /// it (written after the checkpoint by the interrupted process) are dropped first, so the
+    /// log reads as one uninterrupted run.
+    pub fn open(path: &Path, resume_step: Option<usize>) -> Result<Self> {
+        if let Some(k) = resume_step {
+            let kept: Vec<String> = read_records(path)?
+                .into_iter()
+                .filter(|r| r.step() < k)
+                .map(|r| serde_json::to_string(&r).expect("records serialise"))
+                .collect();
+            let mut text = kept.join("\n");
+            if !text.is_empty() {
+                text.push('\n');
+            }
+            crate::util::atomic::write(path, text.as_bytes())?;
+        }
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .with_context(|| format!("cannot open {}", path.display()))?;
+        Ok(Self { file })
+    }
+
+    pub fn write(&mut self, record: &Record) -> Result<()> {
+        let mut line = serde_json::to_string(record)?;
+        line.push('\n');
+        self.file.write_all(line.as_bytes())?;
+        self.file.flush()?;
+        Ok(())
+    }
+}
+
+/// All records of a run's `metrics.jsonl` (a missing file has none; a torn last line from a
+/// killed process is ignored).
+pub fn read_records(path: &Path) -> Result<Vec<Record>> {
+    if !path.exists() {
+        return Ok(Vec::new());
+    }
+    let reader = BufReader::new(File::open(path)?);
+    let mut out = Vec::new();
+    for line in reader.lines() {
+        let line = line?;
+        if let Ok(r) = serde_json::from_str::<Record>(&line) {
+            out.push(r);
+        }
+    }
+    Ok(out)
+}
+
+/// The result of a run, written as `summary.json`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Summary {
+    pub final_val_loss: f64,
+    pub final_val_ppl: f64,
+    pub final_val_bpb: f64,
+    pub best_val_loss: f64,
+    pub best_step: usize,
+    pub steps: usize,
+    pub tokens_seen: u64,
+    pub params_total: usize,
+    pub params_non_embedding: usize,
+    pub params_embedding: usize,
+    pub train_flops_per_token: f64,
+    pub wall_time_s: f64,
+    /// Mean training throughput, excluding the first steps (compilation, autotuning, caches).
+    pub steady_tokens_per_s: f64,
+    /// Time of the excluded warm-up steps.
+    pub warmup_time_s: f64,
+    /// Peak resident memory of the process (CPU) or peak device memory (GPU), in bytes.
+    pub peak_memory_bytes: u64,
+    pub peak_memory_kind: String,
+    pub nan_skips: usize,
+    pub device: String,
+    pub precision: String,
+}
+
+impl Summary {
+    pub fn params(counts: &ParamCounts) -> (usize, usize, usize) {
+        (counts.total, counts.non_embedding, counts.embedding)
+    }
+}
+
+/// Peak resident set size of this process (Linux `VmHWM`), if known.
+pub fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}

@@ -1,0 +1,307 @@
+//! The training loop: one function, read top to bottom (nanoGPT's `train.py`, burn's
+//! custom-training-loop example). Helpers live beside it: `schedule` (lr), `optim` (AdamW
+//! groups, clipping), `checkpoint` (atomic save/resume), `metrics` (JSONL, summary).
+
+pub mod checkpoint;
+pub mod metrics;
+pub mod optim;
+pub mod schedule;
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use burn::module::AutodiffModule;
+use burn::optim::{GradientsAccumulator, GradientsParams};
+use burn::tensor::ElementConversion;
+use burn::tensor::backend::AutodiffBackend;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::config::{Precision, RunConfig};
+use crate::data::batcher::{Batcher, validation_batches};
+use crate::data::prepare::{Dataset, ensure_prepared};
+use crate::eval::{ValMetrics, evaluate};
+use crate::model::LanguageModel;
+use crate::model::lm::batch_tensors;
+use crate::util::atomic;
+use checkpoint::TrainState;
+use metrics::{MetricsLog, Record, Summary};
+
+/// Steps whose time is reported apart as warm-up (kernel compilation, autotuning, caches).
+const WARMUP_STEPS: usize = 5;
+
+/// How to run `train`, beyond the config.
+#[derive(Clone, Debug)]
+pub struct TrainOptions {
+    pub run_dir: PathBuf,
+    /// Continue from `run_dir/last.ckpt` instead of starting fresh.
+    pub resume: bool,
+    /// Stop (with a checkpoint) after this many steps, as if killed there; `None` runs to the end.
+    pub stop_after: Option<usize>,
+    /// Draw a progress bar (when stderr is a terminal).
+    pub progress: bool,
+    /// Device name for the records.
+    pub device_name: String,
+}
+
+/// What a finished (or stopped) `train` call returns.
+#[derive(Debug)]
+pub struct TrainOutcome {
+    /// Training losses of the steps this call ran, `(step, loss)`.
+    pub losses: Vec<(usize, f64)>,
+    pub summary: Option<Summary>,
+}
+
+/// Fills in what the config leaves to the data (`model.vocab_size = 0` → the tokenizer's).
+pub fn resolve_vocab(cfg: &mut RunConfig, data: &Dataset) -> Result<()> {
+    let tok_vocab = data.tokenizer.vocab_size();
+    if cfg.model.vocab_size == 0 {
+        cfg.model.vocab_size = tok_vocab;
+    } else if cfg.model.vocab_size < tok_vocab {
+        bail!(
+            "vocabulary mismatch: model.vocab_size is {} but the tokenizer has {tok_vocab} entries; \
+             set model.vocab_size = 0 (take it from the tokenizer) or at least {tok_vocab}",
+            cfg.model.vocab_size
+        );
+    }
+    Ok(())
+}
+
+/// Whether bf16 matmuls are used for this config on this backend.
+pub fn use_bf16<B: burn::tensor::backend::Backend>(precision: Precision, device: &B::Device) -> Result<bool> {
+    let supported = B::supports_dtype(device, burn::tensor::DType::BF16);
+    match precision {
+        Precision::F32 => Ok(false),
+        Precision::Auto => Ok(supported),
+        Precision::Bf16 => {
+            if !supported {
+                bail!(
+                    "train.precision = bf16 is not supported on {}; use --precision f32 (CPU backends compute in fp32)",
+                    B::name(device)
+                );
+            }
+            Ok(true)
+        }
+    }
+}
+
+pub fn train<B: AutodiffBackend>(cfg: &RunConfig, device: &B::Device, opts: &TrainOptions) -> Result<TrainOutcome> {
+    let wall = Instant::now();
+    let run = &opts.run_dir;
+
+    // -- data ------------------------------------------------------------------------------
+    let data = ensure_prepared(&cfg.data)?;
+    let mut cfg = cfg.clone();
+    resolve_vocab(&mut cfg, &data)?;
+    let (t, b, accum) = (cfg.train.seq_len, cfg.train.batch_size, cfg.train.grad_accum);
+    let mut batcher = Batcher::new(&data.train, b, t, cfg.train.seed)?;
+    let val_batches = validation_batches(&data.val, cfg.eval.batches, b, t)?;
+    let bytes_per_token = data.val.bytes_per_token();
+    let bf16 = use_bf16::<B>(cfg.train.precision, device)?;
+
+    // -- run directory ---------------------------------------------------------------------
+    std::fs::create_dir_all(run).with_context(|| format!("creating run directory {}", run.display()))?;
+    let last_ckpt = run.join("last.ckpt");
+    if opts.resume {
+        if !last_ckpt.exists() {
+            bail!("cannot resume: {} has no checkpoint (last.ckpt); start it without --resume", run.display());
+        }
+    } else if last_ckpt.exists() {
+        bail!(
+            "run directory {} already holds a run; resume it with --resume or choose another --run-dir",
+            run.display()
+        );
+    }
+    atomic::write(&run.join("config.toml"), cfg.to_toml().as_bytes())?;
+    atomic::write(&run.join("tokenizer.json"), data.tokenizer.to_json()?.as_bytes())?;
+
+    // -- model & optimizer -----------------------------------------------------------------
+    B::seed(device, cfg.train.seed); // only dropout draws from the backend RNG
+    let mut model = LanguageModel::<B>::new(&cfg.model, cfg.train.seed, bf16, device);
+    let mut optim = optim::Optimizers::new(&cfg.train, &model);
+    let mut state = TrainState::default();
+    if opts.resume {
+        let (s, m) = checkpoint::load(&last_ckpt, model, Some(&mut optim), device)?;
+        state = s;
+        model = m;
+    }
+    let counts = cfg.model.param_counts();
+    let flops_per_token = cfg.model.train_flops_per_token(t);
+    let mut log = MetricsLog::open(&run.join("metrics.jsonl"), opts.resume.then_some(state.step))?;
+
+    let bar = progress_bar(opts.progress, cfg.train.max_steps, state.step);
+    bar.println(format!(
+        "archlab: {} params ({} non-embedding), {} layers, d_model {}, on {}{}",
+        human(counts.total as f64),
+        human(counts.non_embedding as f64),
+        cfg.model.n_layers,
+        cfg.model.d_model,
+        opts.device_name,
+        if opts.resume { format!(", resuming at step {}", state.step) } else { String::new() }
+    ));
+
+    // -- loop ------------------------------------------------------------------------------
+    let tokens_per_step = (b * t * accum) as u64;
+    let mut losses = Vec::new();
+    let mut last_eval: Option<ValMetrics> = None;
+    let (mut steady_time, mut steady_tokens, mut warmup_time) = (0.0f64, 0u64, 0.0f64);
+    let start_step = state.step;
+    let elapsed_before = state.elapsed_s;
+    let stop = opts.stop_after.unwrap_or(cfg.train.max_steps).min(cfg.train.max_steps);
+    let mut step = state.step;
+    loop {
+        // Evaluate on the fixed validation batches every `eval.every` steps and at the end.
+        if step % cfg.eval.every == 0 || step == cfg.train.max_steps {
+            let m = evaluate(&model.valid(), &val_batches, bytes_per_token, device);
+            log.write(&Record::Eval {
+                step,
+                val_loss: m.loss,
+                val_ppl: m.ppl,
+                val_bpb: m.bpb,
+                tokens: state.tokens_seen,
+                elapsed_s: elapsed_before + wall.elapsed().as_secs_f64(),
+            })?;
+            if state.best_val_loss.is_none_or(|best| m.loss < best) {
+                state.best_val_loss = Some(m.loss);
+                state.best_step = Some(step);
+                checkpoint::save(&run.join("best.ckpt"), &state, &model, None)?;
+            }
+            last_eval = Some(m);
+        }
+        if step >= stop {
+            break;
+        }
+
+        // One optimizer step over `grad_accum` micro-batches.
+        let t0 = Instant::now();
+        let lr = schedule::lr(step, &cfg.train);
+        let mut accumulator = GradientsAccumulator::<LanguageModel<B>>::new();
+        let mut loss_sum = None;
+        for micro in 0..accum {
+            let batch = batcher.batch((step * accum + micro) as u64);
+            let (x, y) = batch_tensors::<B>(&batch, device);
+            let loss = model.loss(x, y).div_scalar(accum as f64);
+            let grads = GradientsParams::from_grads(loss.backward(), &model);
+            accumulator.accumulate(&model, grads);
+            let l = loss.detach();
+            loss_sum = Some(match loss_sum {
+                Some(s) => s + l,
+                None => l,
+            });
+        }
+        let mut grads = accumulator.grads();
+        let loss: f64 = loss_sum.expect("grad_accum ≥ 1").into_scalar().elem(); // sync point
+        let grad_norm = optim::global_grad_norm(&model, &grads);
+
+        // A non-finite loss or gradient would poison the weights and the Adam moments: skip.
+        let skipped = !loss.is_finite() || !grad_norm.is_finite();
+        if skipped {
+            state.nan_skips += 1;
+        } else {
+            if cfg.train.grad_clip > 0.0 && grad_norm > cfg.train.grad_clip {
+                optim::scale_grads(&model, &mut grads, cfg.train.grad_clip / grad_norm);
+            }
+            model = optim.step(lr, model, grads);
+        }
+        let dt = t0.elapsed().as_secs_f64();
+        step += 1;
+        state.step = step;
+        state.tokens_seen += tokens_per_step;
+        if step - start_step > WARMUP_STEPS {
+            steady_time += dt;
+            steady_tokens += tokens_per_step;
+        } else {
+            warmup_time += dt;
+        }
+        losses.push((step - 1, loss));
+
+        if (step - 1) % cfg.train.log_every == 0 || step == stop {
+            log.write(&Record::Train {
+                step: step - 1,
+                loss,
+                lr,
+                grad_norm,
+                tokens_per_s: tokens_per_step as f64 / dt,
+                tokens: state.tokens_seen,
+                elapsed_s: elapsed_before + wall.elapsed().as_secs_f64(),
+                skipped,
+            })?;
+        }
+        bar.set_position(step as u64);
+        bar.set_message(format!(
+            "loss {loss:.3} | {}/s{}",
+            human(tokens_per_step as f64 / dt),
+            last_eval.map(|m| format!(" | val {:.3}", m.loss)).unwrap_or_default()
+        ));
+        if cfg.train.checkpoint_every > 0 && step % cfg.train.checkpoint_every == 0 && step < stop {
+            state.elapsed_s = elapsed_before + wall.elapsed().as_secs_f64();
+            checkpoint::save(&last_ckpt, &state, &model, Some(&optim))?;
+        }
+    }
+    bar.finish_and_clear();
+    state.elapsed_s = elapsed_before + wall.elapsed().as_secs_f64();
+    checkpoint::save(&last_ckpt, &state, &model, Some(&optim))?;
+
+    if step < cfg.train.max_steps {
+        return Ok(TrainOutcome { losses, summary: None });
+    }
+    let m = last_eval.expect("the final step is always evaluated");
+    let steady = if steady_time > 0.0 { steady_tokens as f64 / steady_time } else { 0.0 };
+    let summary = Summary {
+        final_val_loss: m.loss,
+        final_val_ppl: m.ppl,
+        final_val_bpb: m.bpb,
+        best_val_loss: state.best_val_loss.unwrap_or(m.loss),
+        best_step: state.best_step.unwrap_or(step),
+        steps: step,
+        tokens_seen: state.tokens_seen,
+        params_total: counts.total,
+        params_non_embedding: counts.non_embedding,
+        params_embedding: counts.embedding,
+        train_flops_per_token: flops_per_token,
+        wall_time_s: state.elapsed_s,
+        steady_tokens_per_s: steady,
+        warmup_time_s: warmup_time,
+        peak_memory_bytes: metrics::peak_rss_bytes().unwrap_or(0),
+        peak_memory_kind: "process peak RSS (VmHWM)".into(),
+        nan_skips: state.nan_skips,
+        device: opts.device_name.clone(),
+        precision: if bf16 { "bf16".into() } else { "f32".into() },
+    };
+    atomic::write_json(&run.join("summary.json"), &summary)?;
+    Ok(TrainOutcome { losses, summary: Some(summary) })
+}
+
+fn progress_bar(enabled: bool, total: usize, at: usize) -> ProgressBar {
+    if !enabled {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(total as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{bar:30} {pos}/{len} steps | {msg} | ETA {eta}")
+            .expect("static template")
+            .progress_chars("=> "),
+    );
+    bar.set_position(at as u64);
+    bar
+}
+
+/// 1234567 → "1.23M".
+pub fn human(x: f64) -> String {
+    let (v, unit) = match x.abs() {
+        a if a >= 1e9 => (x / 1e9, "G"),
+        a if a >= 1e6 => (x / 1e6, "M"),
+        a if a >= 1e3 => (x / 1e3, "k"),
+        _ => (x, ""),
+    };
+    format!("{v:.2}{unit}")
+}
+
+/// The run directory used when none is given: `runs/<preset>-<unix time>`.
+pub fn default_run_dir(label: &str) -> PathBuf {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    Path::new("runs").join(format!("{label}-{secs}"))
+}

@@ -1,0 +1,4 @@
+//! Small helpers shared by the pipeline stages.
+
+pub mod atomic;
+pub mod hash;

@@ -1,0 +1,135 @@
+//! Bad input through the real binary: a clear error naming the problem, exit code 1, no panic,
+//! and no work started.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use common::temp_dir;
+
+fn archlab(args: &[&str], cwd: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_archlab")).args(args).current_dir(cwd).output().expect("binary runs")
+}
+
+/// Runs a command that must fail, and returns its stderr.
+fn fails(args: &[&str], cwd: &Path) -> String {
+    let out = archlab(args, cwd);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{args:?} should exit 1; stderr:\n{stderr}");
+    assert!(!stderr.contains("panicked"), "{args:?} panicked:\n{stderr}");
+    assert!(stderr.starts_with("error: "), "{args:?}: {stderr}");
+    stderr
+}
+
+const SMALL: &[&str] = &["--set", "data.builtin_bytes=30000", "--set", "train.max_steps=1", "--device", "cpu", "--quiet"];
+
+fn train_args<'a>(extra: &[&'a str]) -> Vec<&'a str> {
+    let mut v = vec!["train"];
+    v.extend_from_slice(SMALL);
+    v.extend_from_slice(extra);
+    v
+}
+
+#[test]
+fn unknown_config_key() {
+    let dir = temp_dir("cli-unknown-key");
+    let err = fails(&train_args(&["--set", "model.d_modle=512"]), &dir);
+    assert!(err.contains("unknown config key `model.d_modle`"), "{err}");
+    assert!(err.contains("did you mean `model.d_model`"), "{err}");
+    assert!(err.contains("valid keys here:") && err.contains("n_layers"), "{err}");
+    assert!(!dir.join("runs").exists(), "no work may start on a bad config");
+}
+
+#[test]
+fn unknown_key_in_a_config_file_and_malformed_toml() {
+    let dir = temp_dir("cli-toml");
+    std::fs::write(dir.join("bad.toml"), "[model]\nd_model = 64\n[trian]\nlr = 1e-3\n").unwrap();
+    let err = fails(&train_args(&["--config", "bad.toml"]), &dir);
+    assert!(err.contains("unknown config key `trian`") && err.contains("bad.toml"), "{err}");
+
+    std::fs::write(dir.join("broken.toml"), "[model\nd_model = = 64\n").unwrap();
+    let err = fails(&train_args(&["--config", "broken.toml"]), &dir);
+    assert!(err.contains("malformed TOML in broken.toml"), "{err}");
+    assert!(err.contains("line 1"), "the error should point at the line: {err}");
+}
+
+#[test]
+fn missing_data_file() {
+    let dir = temp_dir("cli-missing");
+    let err = fails(&train_args(&["--set", "data.source=\"no/such/corpus.txt\""]), &dir);
+    assert!(err.contains("data source no/such/corpus.txt not found"), "{err}");
+}
+
+#[test]
+fn empty_corpus() {
+    let dir = temp_dir("cli-empty");
+    std::fs::write(dir.join("empty.txt"), "  \n\n").unwrap();
+    let err = fails(&train_args(&["--set", "data.source=\"empty.txt\""]), &dir);
+    assert!(err.contains("is empty"), "{err}");
+}
+
+#[test]
+fn vocabulary_mismatch_between_tokenizer_and_shards() {
+    let dir = temp_dir("cli-vocab");
+    let ok = archlab(&["data", "prepare", "--set", "data.builtin_bytes=30000", "--out", "prepared"], &dir);
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    let ok = archlab(&["data", "tokenizer", "--vocab", "300", "--builtin-bytes", "30000", "--out", "bpe.json"], &dir);
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+
+    // Shards written with the byte tokenizer, read with a BPE.
+    let err = fails(&train_args(&["--set", "data.source=\"prepared\"", "--set", "data.tokenizer=\"bpe.json\""]), &dir);
+    assert!(err.contains("vocabulary mismatch"), "{err}");
+
+    // A model vocabulary smaller than the tokenizer's.
+    let err = fails(&train_args(&["--set", "data.source=\"prepared\"", "--set", "model.vocab_size=100"]), &dir);
+    assert!(err.contains("vocabulary mismatch") && err.contains("model.vocab_size"), "{err}");
+
+    // The prepared folder's tokenizer swapped behind its shards' back.
+    std::fs::copy(dir.join("bpe.json"), dir.join("prepared/tokenizer.json")).unwrap();
+    let err = fails(&train_args(&["--set", "data.source=\"prepared\"", "--set", "data.tokenizer=\"bpe.json\""]), &dir);
+    assert!(err.contains("vocabulary mismatch") && err.contains("train.bin"), "{err}");
+}
+
+#[test]
+fn corrupt_shard_header() {
+    let dir = temp_dir("cli-corrupt");
+    let ok = archlab(&["data", "prepare", "--set", "data.builtin_bytes=30000", "--out", "prepared"], &dir);
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    let shard = dir.join("prepared/val.bin");
+    let mut bytes = std::fs::read(&shard).unwrap();
+    bytes[0..8].copy_from_slice(b"GARBAGE!");
+    std::fs::write(&shard, &bytes).unwrap();
+    let err = fails(&train_args(&["--set", "data.source=\"prepared\""]), &dir);
+    assert!(err.contains("corrupt token shard") && err.contains("val.bin") && err.contains("archlab data prepare"), "{err}");
+}
+
+#[test]
+fn invalid_values_and_devices() {
+    let dir = temp_dir("cli-values");
+    let err = fails(&train_args(&["--set", "model.n_heads=5"]), &dir);
+    assert!(err.contains("divisible by model.n_heads"), "{err}");
+    let err = fails(&train_args(&["--set", "train.seq_len=100000"]), &dir);
+    assert!(err.contains("max_seq_len"), "{err}");
+    let err = fails(&train_args(&["--set", "model.norm=batch"]), &dir);
+    assert!(err.contains("norm"), "{err}");
+    let err = fails(&["train", "--preset", "huge"], &dir);
+    assert!(err.contains("unknown preset `huge`") && err.contains("tiny"), "{err}");
+    let err = fails(&["generate", "--run", "nowhere"], &dir);
+    assert!(err.contains("not a run directory"), "{err}");
+}
+
+/// With no CUDA driver on this machine, `--device cuda` is a clear error and `auto` falls back.
+#[test]
+fn cuda_without_a_driver() {
+    let has_driver = ["/usr/lib/x86_64-linux-gnu/libcuda.so.1", "/usr/lib/libcuda.so.1", "/usr/lib64/libcuda.so.1"]
+        .iter()
+        .any(|p| Path::new(p).exists());
+    if has_driver {
+        eprintln!("skipping: a CUDA driver is installed here");
+        return;
+    }
+    let dir = temp_dir("cli-cuda");
+    let err = fails(&["train", "--device", "cuda", "--set", "train.max_steps=1"], &dir);
+    assert!(err.contains("cuda") || err.contains("CUDA"), "{err}");
+}

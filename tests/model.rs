@@ -1,0 +1,252 @@
+//! Model oracles: causality and time-mixing, KV-cache decoding == full forward, gradients ==
+//! finite differences, built parameter count == analytic count.
+
+mod common;
+
+use archlab::config::{MlpKind, ModelConfig, NormKind, Positions, RunConfig};
+use archlab::model::LanguageModel;
+use archlab::model::attention::Attention;
+use archlab::model::lm::ids_tensor;
+use archlab::rng::Rng;
+use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
+use burn::tensor::backend::Backend;
+use burn::tensor::{Tensor, TensorData};
+use common::*;
+
+/// Every architectural variant the dense model offers.
+fn variants() -> Vec<(&'static str, ModelConfig)> {
+    let mut base = RunConfig::resolve("tiny", None, &[]).unwrap().model;
+    base.vocab_size = 50;
+    base.d_model = 32;
+    base.n_layers = 2;
+    base.n_heads = 4;
+    base.d_ff = 48;
+    base.max_seq_len = 24;
+    let mut v = vec![("llama (rope, rms, swiglu, tied)", base.clone())];
+    let mut gpt2 = base.clone();
+    gpt2.positions = Positions::Learned;
+    gpt2.norm = NormKind::Layer;
+    gpt2.mlp = MlpKind::Gelu;
+    gpt2.bias = true;
+    gpt2.tie_embeddings = false;
+    v.push(("gpt2 (learned, layernorm, gelu, biases, untied)", gpt2));
+    let mut gqa = base.clone();
+    gqa.n_kv_heads = 2;
+    v.push(("gqa (4 query heads, 2 kv heads)", gqa));
+    v
+}
+
+fn random_ids(n: usize, vocab: usize, seed: u64) -> Vec<u32> {
+    let mut rng = Rng::new(seed);
+    (0..n).map(|_| rng.below(vocab) as u32).collect()
+}
+
+fn logits_of<B: Backend>(model: &LanguageModel<B>, ids: &[u32], b: usize, device: &B::Device) -> Vec<f32> {
+    let t = ids.len() / b;
+    model.forward(ids_tensor::<B>(ids, [b, t], device)).into_data().convert::<f32>().into_vec().unwrap()
+}
+
+#[test]
+fn causal_and_time_mixing() {
+    let device = Default::default();
+    for (name, cfg) in variants() {
+        let model = LanguageModel::<Cpu>::new(&cfg, 1, false, &device);
+        let (t, v) = (16, cfg.vocab_size);
+        for pos in [0usize, 5, 15] {
+            let ids = random_ids(t, v, pos as u64);
+            let mut changed = ids.clone();
+            changed[pos] = (changed[pos] + 1) % v as u32;
+            let a = logits_of(&model, &ids, 1, &device);
+            let b = logits_of(&model, &changed, 1, &device);
+            // Causality: outputs before `pos` must not move at all.
+            for i in 0..pos * v {
+                assert_eq!(a[i], b[i], "{name}: output at position {} changed when token {pos} changed", i / v);
+            }
+            // Time mixing: some output after `pos` must move (a token-wise model would fail).
+            if pos + 1 < t {
+                let moved = (pos + 1..t).any(|p| (0..v).any(|j| (a[p * v + j] - b[p * v + j]).abs() > 1e-6));
+                assert!(moved, "{name}: changing token {pos} changed no later output");
+            }
+        }
+    }
+}
+
+#[test]
+fn kv_cache_decoding_equals_full_forward() {
+    let device = Default::default();
+    for (name, cfg) in variants() {
+        let model = LanguageModel::<Cpu>::new(&cfg, 2, false, &device);
+        let (b, t, v) = (2, 20, cfg.vocab_size);
+        let ids = random_ids(b * t, v, 9);
+        let full = logits_of(&model, &ids, b, &device);
+
+        // Prefill 7 tokens, then feed the rest one at a time (and once a chunk of 3).
+        let mut state = model.decode_state();
+        let mut pieces = Vec::new();
+        let mut at = 0;
+        let mut lens = [7, 1, 1, 3].into_iter().chain(std::iter::repeat(1));
+        while at < t {
+            let len = lens.next().unwrap().min(t - at);
+            let chunk: Vec<u32> = (0..b).flat_map(|r| ids[r * t + at..r * t + at + len].to_vec()).collect();
+            let out = model.forward_step(ids_tensor::<Cpu>(&chunk, [b, len], &device), &mut state);
+            pieces.push((at, len, out.into_data().convert::<f32>().into_vec::<f32>().unwrap()));
+            at += len;
+        }
+        let mut max_err = 0f32;
+        for (start, len, data) in pieces {
+            for r in 0..b {
+                for i in 0..len {
+                    for j in 0..v {
+                        let got = data[(r * len + i) * v + j];
+                        let want = full[(r * t + start + i) * v + j];
+                        max_err = max_err.max((got - want).abs());
+                    }
+                }
+            }
+        }
+        assert!(max_err < 1e-4, "{name}: cached decoding differs from full forward by {max_err}");
+    }
+}
+
+#[test]
+fn parameter_count_matches_the_analytic_formula() {
+    let device = Default::default();
+    for (name, cfg) in variants() {
+        let model = LanguageModel::<Cpu>::new(&cfg, 0, false, &device);
+        assert_eq!(model.num_params(), cfg.param_counts().total, "{name}");
+    }
+    for preset in ["tiny", "27m"] {
+        let mut cfg = RunConfig::resolve(preset, None, &[]).unwrap().model;
+        cfg.vocab_size = 8192;
+        let model = LanguageModel::<Cpu>::new(&cfg, 0, false, &device);
+        assert_eq!(model.num_params(), cfg.param_counts().total, "{preset}");
+    }
+}
+
+#[test]
+fn same_seed_same_weights_different_seed_different_weights() {
+    let device = Default::default();
+    let cfg = variants().remove(0).1;
+    let ids = random_ids(12, cfg.vocab_size, 0);
+    let a = logits_of(&LanguageModel::<Cpu>::new(&cfg, 3, false, &device), &ids, 1, &device);
+    let b = logits_of(&LanguageModel::<Cpu>::new(&cfg, 3, false, &device), &ids, 1, &device);
+    let c = logits_of(&LanguageModel::<Cpu>::new(&cfg, 4, false, &device), &ids, 1, &device);
+    assert_eq!(a, b);
+    assert_ne!(a, c);
+}
+
+// -- gradient check ------------------------------------------------------------------------
+
+/// Adds `delta` to element `index` of the `target`-th float parameter.
+struct Nudge {
+    target: usize,
+    index: usize,
+    delta: f64,
+    seen: usize,
+}
+
+impl<B: Backend> ModuleMapper<B> for Nudge {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
+        let (id, tensor, mapper) = param.consume();
+        let tensor = if self.seen == self.target {
+            let shape = tensor.shape();
+            let device = tensor.device();
+            let mut values = tensor.into_data().convert::<f64>().into_vec::<f64>().unwrap();
+            values[self.index] += self.delta;
+            Tensor::from_data(TensorData::new(values, shape), &device)
+        } else {
+            tensor
+        };
+        self.seen += 1;
+        Param::from_mapped_value(id, tensor, mapper)
+    }
+}
+
+/// Shapes of the float parameters, in visiting order.
+struct Shapes(Vec<usize>);
+
+impl<B: Backend> ModuleVisitor<B> for Shapes {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        self.0.push(param.shape().num_elements());
+    }
+}
+
+/// Gradients of the float parameters, in visiting order, flattened.
+struct Grads<'a, B: burn::tensor::backend::AutodiffBackend> {
+    grads: &'a B::Gradients,
+    out: Vec<Vec<f64>>,
+}
+
+impl<B: burn::tensor::backend::AutodiffBackend> ModuleVisitor<B> for Grads<'_, B> {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        let g = param.val().grad(self.grads).expect("every parameter gets a gradient");
+        self.out.push(g.into_data().convert::<f64>().into_vec::<f64>().unwrap());
+    }
+}
+
+/// Every parameter of the model (attention, MLP, norms, embeddings, head), f64, central
+/// differences with h = 1e-5: truncation error O(h²) ≈ 1e-10, rounding ≈ 1e-11, so a relative
+/// error above 1e-5 means a wrong gradient, not numerics.
+#[test]
+fn gradients_match_finite_differences() {
+    let device = Default::default();
+    for (name, mut cfg) in variants() {
+        cfg.n_layers = 1;
+        let model = LanguageModel::<Cpu64Ad>::new(&cfg, 5, false, &device);
+        let (b, t) = (2, 6);
+        let ids = random_ids(b * t, cfg.vocab_size, 1);
+        let targets = random_ids(b * t, cfg.vocab_size, 2);
+        let x = ids_tensor::<Cpu64Ad>(&ids, [b, t], &device);
+        let y = ids_tensor::<Cpu64Ad>(&targets, [b, t], &device);
+        let loss = model.loss(x.clone(), y.clone());
+        let mut g = Grads::<Cpu64Ad> { grads: &loss.backward(), out: Vec::new() };
+        model.visit(&mut g);
+        let analytic = g.out;
+
+        let mut shapes = Shapes(Vec::new());
+        model.visit(&mut shapes);
+        let eval = |m: LanguageModel<Cpu64Ad>| -> f64 { m.loss(x.clone(), y.clone()).into_scalar() };
+        let h = 1e-5;
+        let mut rng = Rng::new(11);
+        for (p, &n) in shapes.0.iter().enumerate() {
+            for _ in 0..3 {
+                let i = rng.below(n);
+                let plus = eval(model.clone().map(&mut Nudge { target: p, index: i, delta: h, seen: 0 }));
+                let minus = eval(model.clone().map(&mut Nudge { target: p, index: i, delta: -h, seen: 0 }));
+                let numeric = (plus - minus) / (2.0 * h);
+                let a = analytic[p][i];
+                let err = (a - numeric).abs() / (a.abs().max(numeric.abs()).max(1e-6));
+                assert!(err < 1e-5, "{name}: param {p} element {i}: analytic {a:e} vs numeric {numeric:e} (rel err {err:e})");
+            }
+        }
+    }
+}
+
+/// The attention mixer alone, gradient with respect to its input.
+#[test]
+fn attention_input_gradient_matches_finite_differences() {
+    let device = Default::default();
+    let cfg = variants().remove(2).1; // GQA, RoPE
+    let attn = Attention::<Cpu64Ad>::new(&cfg, 0.02, &mut Rng::new(3), &device);
+    let (b, t, d) = (2, 5, cfg.d_model);
+    let mut rng = Rng::new(4);
+    let xs: Vec<f64> = (0..b * t * d).map(|_| rng.normal()).collect();
+    let w: Vec<f64> = (0..b * t * d).map(|_| rng.normal()).collect();
+    let weight = Tensor::<Cpu64Ad, 3>::from_data(TensorData::new(w, [b, t, d]), &device);
+    let f = |xs: &[f64]| -> Tensor<Cpu64Ad, 1> {
+        let x = Tensor::<Cpu64Ad, 3>::from_data(TensorData::new(xs.to_vec(), [b, t, d]), &device);
+        (attn.forward(x) * weight.clone()).sum()
+    };
+    let x = Tensor::<Cpu64Ad, 3>::from_data(TensorData::new(xs.clone(), [b, t, d]), &device).require_grad();
+    let out = (attn.forward(x.clone()) * weight.clone()).sum();
+    let grad = x.grad(&out.backward()).unwrap().into_data().convert::<f64>().into_vec::<f64>().unwrap();
+    let h = 1e-5;
+    for i in (0..xs.len()).step_by(7) {
+        let (mut p, mut m) = (xs.clone(), xs.clone());
+        p[i] += h;
+        m[i] -= h;
+        let numeric = (f(&p).into_scalar() - f(&m).into_scalar()) / (2.0 * h);
+        let err = (grad[i] - numeric).abs() / grad[i].abs().max(numeric.abs()).max(1e-6);
+        assert!(err < 1e-5, "input element {i}: analytic {} vs numeric {numeric} ({err:e})", grad[i]);
+    }
+}
