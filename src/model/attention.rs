@@ -13,7 +13,7 @@ use burn::tensor::activation::softmax;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Bool, Tensor, TensorData};
 
-use super::layers::Linear;
+use super::layers::{Linear, float_tensor};
 use crate::config::ModelConfig;
 use crate::rng::Rng;
 
@@ -163,8 +163,8 @@ impl<B: Backend> Rope<B> {
             }
         }
         Self {
-            cos: Tensor::from_data(TensorData::new(cos, [max_seq_len, head_dim]), device),
-            sin: Tensor::from_data(TensorData::new(sin, [max_seq_len, head_dim]), device),
+            cos: float_tensor(TensorData::new(cos, [max_seq_len, head_dim]), device),
+            sin: float_tensor(TensorData::new(sin, [max_seq_len, head_dim]), device),
         }
     }
 

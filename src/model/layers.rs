@@ -5,7 +5,7 @@
 
 use burn::module::{Module, Param};
 use burn::tensor::backend::Backend;
-use burn::tensor::{DType, Int, Tensor, TensorData};
+use burn::tensor::{DType, Int, Tensor, TensorCreationOptions, TensorData};
 
 use crate::config::NormKind;
 use crate::rng::Rng;
@@ -18,7 +18,16 @@ pub fn param<B: Backend, const D: usize>(
 ) -> Param<Tensor<B, D>> {
     let n = shape.iter().product::<usize>();
     let data: Vec<f32> = (0..n).map(|_| value()).collect();
-    Param::from_tensor(Tensor::from_data(TensorData::new(data, shape), device))
+    Param::from_tensor(float_tensor(TensorData::new(data, shape), device))
+}
+
+/// A float tensor in the backend's own float type. Without an explicit dtype burn uses the
+/// *device's* default, which is shared by every backend on that device (NdArray<f32> and
+/// NdArray<f64> both run on `NdArrayDevice::Cpu`), so an f64 model could silently get f32
+/// weights in a process that also used f32.
+pub fn float_tensor<B: Backend, const D: usize>(data: TensorData, device: &B::Device) -> Tensor<B, D> {
+    let dtype = <B::FloatElem as burn::tensor::Element>::dtype();
+    Tensor::from_data(data.convert::<B::FloatElem>(), TensorCreationOptions::new(device.clone()).with_dtype(dtype))
 }
 
 /// A parameter drawn from N(0, std²).

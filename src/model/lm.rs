@@ -171,5 +171,9 @@ pub fn batch_tensors<B: Backend>(batch: &TokenBatch, device: &B::Device) -> (Ten
 /// Token ids as an int tensor of the given shape.
 pub fn ids_tensor<B: Backend>(ids: &[u32], shape: [usize; 2], device: &B::Device) -> Tensor<B, 2, Int> {
     let data: Vec<i64> = ids.iter().map(|&i| i as i64).collect();
-    Tensor::from_data(TensorData::new(data, shape), device)
+    let dtype = <B::IntElem as burn::tensor::Element>::dtype();
+    Tensor::from_data(
+        TensorData::new(data, shape).convert::<B::IntElem>(),
+        burn::tensor::TensorCreationOptions::new(device.clone()).with_dtype(dtype),
+    )
 }
