@@ -74,7 +74,7 @@ fn one_batch_can_be_overfit() {
     let mut model = LanguageModel::<CpuAd>::new(&cfg.model, 0, false, &device);
     let mut train_cfg = cfg.train.clone();
     train_cfg.weight_decay = 0.0;
-    let mut optim = Optimizers::new(&train_cfg, &model);
+    let mut optim = Optimizers::<CpuAd>::new(&train_cfg);
     let (x, y) = batch_tensors::<CpuAd>(&batch, &device);
     let mut first = None;
     let mut last = 0.0;

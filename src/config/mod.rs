@@ -249,13 +249,6 @@ impl RunConfig {
         if t.grad_clip < 0.0 || t.weight_decay < 0.0 {
             bail!("train.grad_clip and train.weight_decay must not be negative");
         }
-        if t.warmup_steps > t.max_steps {
-            bail!(
-                "train.warmup_steps ({}) exceeds train.max_steps ({})",
-                t.warmup_steps,
-                t.max_steps
-            );
-        }
         let d = &self.data;
         if !(0.0 < d.val_fraction && d.val_fraction < 0.5) {
             bail!("data.val_fraction must be in (0, 0.5) (got {})", d.val_fraction);

@@ -118,7 +118,7 @@ pub fn train<B: AutodiffBackend>(cfg: &RunConfig, device: &B::Device, opts: &Tra
     // -- model & optimizer -----------------------------------------------------------------
     B::seed(device, cfg.train.seed); // only dropout draws from the backend RNG
     let mut model = LanguageModel::<B>::new(&cfg.model, cfg.train.seed, bf16, device);
-    let mut optim = optim::Optimizers::new(&cfg.train, &model);
+    let mut optim = optim::Optimizers::new(&cfg.train);
     let mut state = TrainState::default();
     if opts.resume {
         let (s, m) = checkpoint::load(&last_ckpt, model, Some(&mut optim), device)?;

@@ -6,9 +6,7 @@
 //! instances (decay / no decay) that each step only the parameters whose gradients they are
 //! handed, and a global-norm clip done here.
 
-use std::collections::HashSet;
-
-use burn::module::{AutodiffModule, Module, ModuleVisitor, Param, ParamId};
+use burn::module::{AutodiffModule, Module, ModuleVisitor, Param};
 use burn::optim::adaptor::OptimizerAdaptor;
 use burn::optim::{AdamW, AdamWConfig, GradientsParams, Optimizer};
 use burn::tensor::{ElementConversion, Tensor};
@@ -23,11 +21,10 @@ type Adam<B> = OptimizerAdaptor<AdamW, LanguageModel<B>, B>;
 pub struct Optimizers<B: AutodiffBackend> {
     pub decay: Adam<B>,
     pub no_decay: Adam<B>,
-    no_decay_ids: HashSet<ParamId>,
 }
 
 impl<B: AutodiffBackend> Optimizers<B> {
-    pub fn new(cfg: &TrainConfig, model: &LanguageModel<B>) -> Self {
+    pub fn new(cfg: &TrainConfig) -> Self {
         let adamw = |wd: f64| {
             AdamWConfig::new()
                 .with_beta_1(cfg.beta1 as f32)
@@ -36,55 +33,42 @@ impl<B: AutodiffBackend> Optimizers<B> {
                 .with_weight_decay(wd as f32)
                 .init::<B, LanguageModel<B>>()
         };
-        Self { decay: adamw(cfg.weight_decay), no_decay: adamw(0.0), no_decay_ids: no_decay_ids(model) }
+        Self { decay: adamw(cfg.weight_decay), no_decay: adamw(0.0) }
     }
 
     /// One update of every parameter that has a gradient.
     pub fn step(&mut self, lr: f64, model: LanguageModel<B>, mut grads: GradientsParams) -> LanguageModel<B> {
-        let mut split = SplitGrads { ids: &self.no_decay_ids, from: &mut grads, to: GradientsParams::new() };
+        // The groups are found from the model itself at every step (a cheap walk over a few
+        // dozen tensors), so they stay right after a checkpoint restores the parameter ids.
+        let mut split = SplitGrads { path: Vec::new(), from: &mut grads, no_decay: GradientsParams::new() };
         model.visit(&mut split);
-        let no_decay = split.to;
+        let no_decay = split.no_decay;
         let model = self.decay.step(lr, model, grads);
         self.no_decay.step(lr, model, no_decay)
     }
 }
 
-/// Parameters excluded from weight decay: vectors (norm gains, biases) and embedding tables.
-fn no_decay_ids<B: AutodiffBackend>(model: &LanguageModel<B>) -> HashSet<ParamId> {
-    struct Collect {
-        path: Vec<String>,
-        ids: HashSet<ParamId>,
-    }
-    impl<B: AutodiffBackend> ModuleVisitor<B> for Collect {
-        fn enter_module(&mut self, name: &str, _: &str) {
-            self.path.push(name.to_string());
-        }
-        fn exit_module(&mut self, _: &str, _: &str) {
-            self.path.pop();
-        }
-        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
-            if D == 1 || self.path.iter().any(|p| p.starts_with("embed_")) {
-                self.ids.insert(param.id);
-            }
-        }
-    }
-    let mut c = Collect { path: Vec::new(), ids: HashSet::new() };
-    model.visit(&mut c);
-    c.ids
-}
-
+/// Moves the gradients of parameters that get no weight decay (vectors such as norm gains and
+/// biases, and embedding tables) out of `from` into `no_decay`.
 struct SplitGrads<'a> {
-    ids: &'a HashSet<ParamId>,
+    path: Vec<String>,
     from: &'a mut GradientsParams,
-    to: GradientsParams,
+    no_decay: GradientsParams,
 }
 
 impl<B: AutodiffBackend> ModuleVisitor<B> for SplitGrads<'_> {
+    fn enter_module(&mut self, name: &str, _: &str) {
+        self.path.push(name.to_string());
+    }
+
+    fn exit_module(&mut self, _: &str, _: &str) {
+        self.path.pop();
+    }
+
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
-        if self.ids.contains(&param.id)
-            && let Some(g) = self.from.remove::<B::InnerBackend, D>(param.id)
-        {
-            self.to.register::<B::InnerBackend, D>(param.id, g);
+        let no_decay = D == 1 || self.path.iter().any(|p| p.starts_with("embed_"));
+        if no_decay && let Some(g) = self.from.remove::<B::InnerBackend, D>(param.id) {
+            self.no_decay.register::<B::InnerBackend, D>(param.id, g);
         }
     }
 }
