@@ -61,6 +61,7 @@ fn train_cmd(a: TrainArgs) -> Result<()> {
         stop_after: a.stop_after,
         progress: !a.quiet,
         device_name: resolved.name().into(),
+        device_memory: device_memory_probe(resolved),
     };
     let outcome = with_backend!(resolved, |B, dev| train::train::<B>(&cfg, &dev, &opts))?;
     match outcome.summary {
@@ -93,6 +94,16 @@ fn train_cmd(a: TrainArgs) -> Result<()> {
         }
     }
     Ok(())
+}
+
+fn device_memory_probe(resolved: device::Resolved) -> Option<fn() -> Option<u64>> {
+    match resolved {
+        device::Resolved::Cpu => None,
+        #[cfg(feature = "cuda")]
+        device::Resolved::Cuda => Some(|| device::device_memory_bytes(device::Resolved::Cuda)),
+        #[cfg(feature = "wgpu")]
+        device::Resolved::Wgpu => None,
+    }
 }
 
 /// A trained run, ready for inference.

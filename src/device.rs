@@ -121,6 +121,22 @@ fn cuda_status() -> CudaStatus {
     CudaStatus::NotBuilt
 }
 
+/// Bytes of device memory held by the GPU allocator right now (`None` on the CPU, where the
+/// process's peak RSS is reported instead). Sampled during training to report a peak.
+pub fn device_memory_bytes(resolved: Resolved) -> Option<u64> {
+    match resolved {
+        Resolved::Cpu => None,
+        #[cfg(feature = "cuda")]
+        Resolved::Cuda => {
+            use burn::cubecl::Runtime;
+            let client = burn::cubecl::cuda::CudaRuntime::client(&Default::default());
+            client.memory_usage().ok().map(|u| u.bytes_reserved)
+        }
+        #[cfg(feature = "wgpu")]
+        Resolved::Wgpu => None,
+    }
+}
+
 /// Runs `$body` with `$B` bound to the autodiff backend type of `$resolved` and `$device` to
 /// its default device.
 #[macro_export]

@@ -133,3 +133,11 @@ fn cuda_without_a_driver() {
     let err = fails(&["train", "--device", "cuda", "--set", "train.max_steps=1"], &dir);
     assert!(err.contains("cuda") || err.contains("CUDA"), "{err}");
 }
+
+/// The CPU backend (NdArray) has no bf16: asking for it is an error, `auto` means f32.
+#[test]
+fn bf16_on_the_cpu_backend() {
+    let dir = temp_dir("cli-bf16");
+    let err = fails(&train_args(&["--precision", "bf16"]), &dir);
+    assert!(err.contains("bf16 is not supported") && err.contains("--precision f32"), "{err}");
+}

@@ -6,7 +6,8 @@
 //! - a `.jsonl` file: one JSON object per line, the text in `data.text_field`;
 //! - a `.parquet` file (Hugging Face dataset shards): the `data.text_field` column;
 //! - a directory: every `.txt` / `.jsonl` / `.parquet` file in it, in name order;
-//! - `hf:<owner>/<dataset>`: the dataset's parquet files from the hub (feature `hub`).
+//! - `hf:<owner>/<dataset>[:<path prefix>]`: the dataset's parquet files (those whose path
+//!   starts with the prefix, e.g. `cosmopedia-v2/`) from the hub (feature `hub`).
 
 use std::fs::File;
 use std::io::{BufRead, BufReader};
@@ -214,8 +215,10 @@ fn emit(mut doc: String, f: &mut impl FnMut(String) -> Result<()>) -> Result<()>
 mod hub {
     use super::*;
 
-    /// Downloads (or finds in the local hub cache) every parquet file of a dataset repository.
-    pub fn download_parquet(dataset: &str) -> Result<Vec<PathBuf>> {
+    /// Downloads (or finds in the local hub cache) the parquet files of a dataset repository
+    /// whose paths start with the optional prefix (`owner/name:prefix`).
+    pub fn download_parquet(spec: &str) -> Result<Vec<PathBuf>> {
+        let (dataset, prefix) = spec.split_once(':').unwrap_or((spec, ""));
         let api = hf_hub::api::sync::Api::new().map_err(|e| anyhow!("hub client: {e}"))?;
         let repo = api.dataset(dataset.to_string());
         let info = repo.info().map_err(|e| {
@@ -226,7 +229,7 @@ mod hub {
         })?;
         let mut files = Vec::new();
         for sibling in info.siblings {
-            if sibling.rfilename.ends_with(".parquet") {
+            if sibling.rfilename.ends_with(".parquet") && sibling.rfilename.starts_with(prefix) {
                 let path = repo
                     .get(&sibling.rfilename)
                     .map_err(|e| anyhow!("downloading {}: {e}", sibling.rfilename))?;
@@ -234,7 +237,7 @@ mod hub {
             }
         }
         if files.is_empty() {
-            bail!("dataset `{dataset}` has no parquet files on the hub");
+            bail!("dataset `{dataset}` has no parquet files under `{prefix}` on the hub");
         }
         files.sort();
         Ok(files)

@@ -42,6 +42,8 @@ pub struct TrainOptions {
     pub progress: bool,
     /// Device name for the records.
     pub device_name: String,
+    /// Reads the device memory in use (GPU backends); `None` reports the process's peak RSS.
+    pub device_memory: Option<fn() -> Option<u64>>,
 }
 
 /// What a finished (or stopped) `train` call returns.
@@ -90,6 +92,7 @@ pub fn train<B: AutodiffBackend>(cfg: &RunConfig, device: &B::Device, opts: &Tra
     let run = &opts.run_dir;
 
     // -- data ------------------------------------------------------------------------------
+    let bf16 = use_bf16::<B>(cfg.train.precision, device)?; // fail before any work
     let data = ensure_prepared(&cfg.data)?;
     let mut cfg = cfg.clone();
     resolve_vocab(&mut cfg, &data)?;
@@ -97,7 +100,6 @@ pub fn train<B: AutodiffBackend>(cfg: &RunConfig, device: &B::Device, opts: &Tra
     let mut batcher = Batcher::new(&data.train, b, t, cfg.train.seed)?;
     let val_batches = validation_batches(&data.val, cfg.eval.batches, b, t)?;
     let bytes_per_token = data.val.bytes_per_token();
-    let bf16 = use_bf16::<B>(cfg.train.precision, device)?;
 
     // -- run directory ---------------------------------------------------------------------
     std::fs::create_dir_all(run).with_context(|| format!("creating run directory {}", run.display()))?;
@@ -149,6 +151,7 @@ pub fn train<B: AutodiffBackend>(cfg: &RunConfig, device: &B::Device, opts: &Tra
     let elapsed_before = state.elapsed_s;
     let stop = opts.stop_after.unwrap_or(cfg.train.max_steps).min(cfg.train.max_steps);
     let mut step = state.step;
+    let mut peak_device_memory = 0u64;
     loop {
         // Evaluate on the fixed validation batches every `eval.every` steps and at the end.
         if step % cfg.eval.every == 0 || step == cfg.train.max_steps {
@@ -215,6 +218,9 @@ pub fn train<B: AutodiffBackend>(cfg: &RunConfig, device: &B::Device, opts: &Tra
         }
         losses.push((step - 1, loss));
 
+        if let Some(bytes) = opts.device_memory.and_then(|probe| probe()) {
+            peak_device_memory = peak_device_memory.max(bytes);
+        }
         if (step - 1) % cfg.train.log_every == 0 || step == stop {
             log.write(&Record::Train {
                 step: step - 1,
@@ -262,8 +268,14 @@ pub fn train<B: AutodiffBackend>(cfg: &RunConfig, device: &B::Device, opts: &Tra
         wall_time_s: state.elapsed_s,
         steady_tokens_per_s: steady,
         warmup_time_s: warmup_time,
-        peak_memory_bytes: metrics::peak_rss_bytes().unwrap_or(0),
-        peak_memory_kind: "process peak RSS (VmHWM)".into(),
+        peak_memory_bytes: match opts.device_memory {
+            Some(_) => peak_device_memory,
+            None => metrics::peak_rss_bytes().unwrap_or(0),
+        },
+        peak_memory_kind: match opts.device_memory {
+            Some(_) => "device memory reserved by the allocator (sampled after each step)".into(),
+            None => "process peak resident set size (VmHWM)".into(),
+        },
         nan_skips: state.nan_skips,
         device: opts.device_name.clone(),
         precision: if bf16 { "bf16".into() } else { "f32".into() },
