@@ -46,7 +46,8 @@ fn bench<B: AutodiffBackend>(cfg: &RunConfig, batcher: &mut Batcher) -> (f64, f6
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let preset = args.iter().position(|a| a == "--preset").map(|i| args[i + 1].clone()).unwrap_or("tiny".into());
+    let preset =
+        args.iter().position(|a| a == "--preset").map(|i| args[i + 1].clone()).unwrap_or("tiny".into());
     let mut cfg = RunConfig::resolve(&preset, None, &["data.tokenizer=\"byte\"".into()]).unwrap();
     let data = ensure_prepared(&cfg.data).unwrap();
     resolve_vocab(&mut cfg, &data).unwrap();

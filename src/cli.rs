@@ -8,7 +8,11 @@ use clap::{Args, Parser, Subcommand};
 use crate::device::DeviceArg;
 
 #[derive(Parser, Debug)]
-#[command(name = "archlab", version, about = "Train, evaluate and compare small language-model architectures")]
+#[command(
+    name = "archlab",
+    version,
+    about = "Train, evaluate and compare small language-model architectures"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

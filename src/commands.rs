@@ -72,7 +72,9 @@ fn train_cmd(a: TrainArgs) -> Result<()> {
         ),
         Some(s) => {
             println!();
-            println!("| run | params (non-emb) | steps | tokens | val loss | ppl | bits/byte | tok/s | peak mem | wall | NaN skips |");
+            println!(
+                "| run | params (non-emb) | steps | tokens | val loss | ppl | bits/byte | tok/s | peak mem | wall | NaN skips |"
+            );
             println!("|---|---|---|---|---|---|---|---|---|---|---|");
             println!(
                 "| {} | {} ({}) | {} | {} | {:.4} | {:.2} | {:.4} | {} | {} | {:.0} s | {} |",
@@ -89,7 +91,10 @@ fn train_cmd(a: TrainArgs) -> Result<()> {
                 s.wall_time_s,
                 s.nan_skips
             );
-            println!("\nrun files: {}/{{config.toml, metrics.jsonl, summary.json, best.ckpt, last.ckpt}}", run_dir.display());
+            println!(
+                "\nrun files: {}/{{config.toml, metrics.jsonl, summary.json, best.ckpt, last.ckpt}}",
+                run_dir.display()
+            );
             println!("sample:    archlab generate --run {}", run_dir.display());
         }
     }
@@ -114,14 +119,22 @@ struct LoadedRun {
 
 fn load_run(dir: &Path) -> Result<LoadedRun> {
     if !dir.join("config.toml").exists() {
-        bail!("{} is not a run directory (no config.toml); pass a folder written by `archlab train`", dir.display());
+        bail!(
+            "{} is not a run directory (no config.toml); pass a folder written by `archlab train`",
+            dir.display()
+        );
     }
     let cfg = RunConfig::load(&dir.join("config.toml"))?;
     let tokenizer = Tokenizer::from_json_file(&dir.join("tokenizer.json"))?;
     Ok(LoadedRun { cfg, tokenizer })
 }
 
-fn load_model<B: Backend>(dir: &Path, which: &str, cfg: &RunConfig, device: &B::Device) -> Result<LanguageModel<B>> {
+fn load_model<B: Backend>(
+    dir: &Path,
+    which: &str,
+    cfg: &RunConfig,
+    device: &B::Device,
+) -> Result<LanguageModel<B>> {
     let path = dir.join(format!("{which}.ckpt"));
     if !path.exists() {
         bail!("{} has no {which}.ckpt; has the run started?", dir.display());
@@ -135,14 +148,21 @@ fn eval_cmd(a: EvalArgs) -> Result<()> {
     let run = load_run(&a.run)?;
     let data = prepare::ensure_prepared(&run.cfg.data)?;
     let resolved = device::resolve(a.device)?;
-    let m = with_backend!(resolved, |B, dev| eval_on::<<B as AutodiffBackend>::InnerBackend>(&a, &run, &data, &dev))?;
+    let m = with_backend!(resolved, |B, dev| eval_on::<<B as AutodiffBackend>::InnerBackend>(
+        &a, &run, &data, &dev
+    ))?;
     println!("| run | checkpoint | val loss | ppl | bits/byte |");
     println!("|---|---|---|---|---|");
     println!("| {} | {} | {:.4} | {:.2} | {:.4} |", a.run.display(), a.checkpoint, m.loss, m.ppl, m.bpb);
     Ok(())
 }
 
-fn eval_on<B: Backend>(a: &EvalArgs, run: &LoadedRun, data: &Dataset, device: &B::Device) -> Result<ValMetrics> {
+fn eval_on<B: Backend>(
+    a: &EvalArgs,
+    run: &LoadedRun,
+    data: &Dataset,
+    device: &B::Device,
+) -> Result<ValMetrics> {
     let model = load_model::<B>(&a.run, &a.checkpoint, &run.cfg, device)?;
     let t = &run.cfg.train;
     let batches = batcher::validation_batches(&data.val, run.cfg.eval.batches, t.batch_size, t.seq_len)?;

@@ -60,7 +60,9 @@ pub fn resolve(arg: DeviceArg) -> Result<Resolved> {
         DeviceArg::Cuda => match cuda_status() {
             CudaStatus::Ready => cuda_resolved(),
             CudaStatus::NotBuilt => {
-                bail!("this archlab was built without CUDA support; rebuild with `cargo build --release --features cuda`")
+                bail!(
+                    "this archlab was built without CUDA support; rebuild with `cargo build --release --features cuda`"
+                )
             }
             CudaStatus::Missing(why) => bail!("--device cuda: {why}; use --device cpu or --device auto"),
         },
@@ -68,7 +70,9 @@ pub fn resolve(arg: DeviceArg) -> Result<Resolved> {
             #[cfg(feature = "wgpu")]
             return Ok(Resolved::Wgpu);
             #[cfg(not(feature = "wgpu"))]
-            bail!("this archlab was built without wgpu support; rebuild with `cargo build --release --features wgpu`")
+            bail!(
+                "this archlab was built without wgpu support; rebuild with `cargo build --release --features wgpu`"
+            )
         }
     }
 }

@@ -22,7 +22,8 @@ fn fails(args: &[&str], cwd: &Path) -> String {
     stderr
 }
 
-const SMALL: &[&str] = &["--set", "data.builtin_bytes=30000", "--set", "train.max_steps=1", "--device", "cpu", "--quiet"];
+const SMALL: &[&str] =
+    &["--set", "data.builtin_bytes=30000", "--set", "train.max_steps=1", "--device", "cpu", "--quiet"];
 
 fn train_args<'a>(extra: &[&'a str]) -> Vec<&'a str> {
     let mut v = vec!["train"];
@@ -74,20 +75,30 @@ fn vocabulary_mismatch_between_tokenizer_and_shards() {
     let dir = temp_dir("cli-vocab");
     let ok = archlab(&["data", "prepare", "--set", "data.builtin_bytes=30000", "--out", "prepared"], &dir);
     assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
-    let ok = archlab(&["data", "tokenizer", "--vocab", "300", "--builtin-bytes", "30000", "--out", "bpe.json"], &dir);
+    let ok = archlab(
+        &["data", "tokenizer", "--vocab", "300", "--builtin-bytes", "30000", "--out", "bpe.json"],
+        &dir,
+    );
     assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
 
     // Shards written with the byte tokenizer, read with a BPE.
-    let err = fails(&train_args(&["--set", "data.source=\"prepared\"", "--set", "data.tokenizer=\"bpe.json\""]), &dir);
+    let err = fails(
+        &train_args(&["--set", "data.source=\"prepared\"", "--set", "data.tokenizer=\"bpe.json\""]),
+        &dir,
+    );
     assert!(err.contains("vocabulary mismatch"), "{err}");
 
     // A model vocabulary smaller than the tokenizer's.
-    let err = fails(&train_args(&["--set", "data.source=\"prepared\"", "--set", "model.vocab_size=100"]), &dir);
+    let err =
+        fails(&train_args(&["--set", "data.source=\"prepared\"", "--set", "model.vocab_size=100"]), &dir);
     assert!(err.contains("vocabulary mismatch") && err.contains("model.vocab_size"), "{err}");
 
     // The prepared folder's tokenizer swapped behind its shards' back.
     std::fs::copy(dir.join("bpe.json"), dir.join("prepared/tokenizer.json")).unwrap();
-    let err = fails(&train_args(&["--set", "data.source=\"prepared\"", "--set", "data.tokenizer=\"bpe.json\""]), &dir);
+    let err = fails(
+        &train_args(&["--set", "data.source=\"prepared\"", "--set", "data.tokenizer=\"bpe.json\""]),
+        &dir,
+    );
     assert!(err.contains("vocabulary mismatch") && err.contains("train.bin"), "{err}");
 }
 
@@ -101,7 +112,12 @@ fn corrupt_shard_header() {
     bytes[0..8].copy_from_slice(b"GARBAGE!");
     std::fs::write(&shard, &bytes).unwrap();
     let err = fails(&train_args(&["--set", "data.source=\"prepared\""]), &dir);
-    assert!(err.contains("corrupt token shard") && err.contains("val.bin") && err.contains("archlab data prepare"), "{err}");
+    assert!(
+        err.contains("corrupt token shard")
+            && err.contains("val.bin")
+            && err.contains("archlab data prepare"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -122,9 +138,10 @@ fn invalid_values_and_devices() {
 /// With no CUDA driver on this machine, `--device cuda` is a clear error and `auto` falls back.
 #[test]
 fn cuda_without_a_driver() {
-    let has_driver = ["/usr/lib/x86_64-linux-gnu/libcuda.so.1", "/usr/lib/libcuda.so.1", "/usr/lib64/libcuda.so.1"]
-        .iter()
-        .any(|p| Path::new(p).exists());
+    let has_driver =
+        ["/usr/lib/x86_64-linux-gnu/libcuda.so.1", "/usr/lib/libcuda.so.1", "/usr/lib64/libcuda.so.1"]
+            .iter()
+            .any(|p| Path::new(p).exists());
     if has_driver {
         eprintln!("skipping: a CUDA driver is installed here");
         return;

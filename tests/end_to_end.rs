@@ -8,16 +8,35 @@ use common::temp_dir;
 
 fn archlab(args: &[&str], cwd: &std::path::Path) -> (bool, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_archlab")).args(args).current_dir(cwd).output().unwrap();
-    (out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
 }
 
 #[test]
 fn train_eval_generate() {
     let dir = temp_dir("e2e");
     let small = [
-        "--set", "data.builtin_bytes=200000", "--set", "model.d_model=64", "--set", "model.n_layers=2",
-        "--set", "model.d_ff=128", "--set", "train.max_steps=30", "--set", "train.seq_len=64",
-        "--set", "train.batch_size=8", "--set", "eval.every=15", "--set", "eval.batches=2",
+        "--set",
+        "data.builtin_bytes=200000",
+        "--set",
+        "model.d_model=64",
+        "--set",
+        "model.n_layers=2",
+        "--set",
+        "model.d_ff=128",
+        "--set",
+        "train.max_steps=30",
+        "--set",
+        "train.seq_len=64",
+        "--set",
+        "train.batch_size=8",
+        "--set",
+        "eval.every=15",
+        "--set",
+        "eval.batches=2",
     ];
     let mut args = vec!["train", "--device", "auto", "--quiet", "--run-dir", "run"];
     args.extend_from_slice(&small);
@@ -27,25 +46,64 @@ fn train_eval_generate() {
     for f in ["config.toml", "metrics.jsonl", "summary.json", "best.ckpt", "last.ckpt", "tokenizer.json"] {
         assert!(dir.join("run").join(f).exists(), "missing {f}");
     }
-    let summary: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("run/summary.json")).unwrap()).unwrap();
-    for key in ["final_val_loss", "best_val_loss", "final_val_ppl", "final_val_bpb", "params_total", "params_non_embedding",
-        "tokens_seen", "wall_time_s", "steady_tokens_per_s", "peak_memory_bytes", "nan_skips"] {
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("run/summary.json")).unwrap()).unwrap();
+    for key in [
+        "final_val_loss",
+        "best_val_loss",
+        "final_val_ppl",
+        "final_val_bpb",
+        "params_total",
+        "params_non_embedding",
+        "tokens_seen",
+        "wall_time_s",
+        "steady_tokens_per_s",
+        "peak_memory_bytes",
+        "nan_skips",
+    ] {
         assert!(summary.get(key).is_some(), "summary.json lacks {key}");
     }
 
     let (ok, stdout, stderr) = archlab(&["eval", "--run", "run", "--device", "cpu"], &dir);
     assert!(ok, "eval failed:\n{stderr}");
     let best = summary["best_val_loss"].as_f64().unwrap();
-    assert!(stdout.contains(&format!("{best:.4}")), "eval of best.ckpt should reproduce the best val loss {best:.4}:\n{stdout}");
+    assert!(
+        stdout.contains(&format!("{best:.4}")),
+        "eval of best.ckpt should reproduce the best val loss {best:.4}:\n{stdout}"
+    );
 
     let (ok, stdout, stderr) = archlab(
-        &["generate", "--run", "run", "--prompt", "Once upon a time", "--max-tokens", "40", "--seed", "3", "--device", "cpu"],
+        &[
+            "generate",
+            "--run",
+            "run",
+            "--prompt",
+            "Once upon a time",
+            "--max-tokens",
+            "40",
+            "--seed",
+            "3",
+            "--device",
+            "cpu",
+        ],
         &dir,
     );
     assert!(ok, "generate failed:\n{stderr}");
     assert!(stdout.starts_with("Once upon a time") && stdout.len() > "Once upon a time".len(), "{stdout}");
     let (_, again, _) = archlab(
-        &["generate", "--run", "run", "--prompt", "Once upon a time", "--max-tokens", "40", "--seed", "3", "--device", "cpu"],
+        &[
+            "generate",
+            "--run",
+            "run",
+            "--prompt",
+            "Once upon a time",
+            "--max-tokens",
+            "40",
+            "--seed",
+            "3",
+            "--device",
+            "cpu",
+        ],
         &dir,
     );
     assert_eq!(stdout, again, "the same seed samples the same text");
@@ -55,7 +113,8 @@ fn train_eval_generate() {
     args.extend_from_slice(&small);
     let (ok, stdout, stderr) = archlab(&args, &dir);
     assert!(ok && stdout.contains("--resume"), "{stdout}\n{stderr}");
-    let (ok, stdout, stderr) = archlab(&["train", "--device", "cpu", "--quiet", "--run-dir", "run2", "--resume"], &dir);
+    let (ok, stdout, stderr) =
+        archlab(&["train", "--device", "cpu", "--quiet", "--run-dir", "run2", "--resume"], &dir);
     assert!(ok, "resume failed:\n{stderr}");
     assert!(stdout.contains("| run |"), "{stdout}");
 }

@@ -58,7 +58,12 @@ fn causal_and_time_mixing() {
             let b = logits_of(&model, &changed, 1, &device);
             // Causality: outputs before `pos` must not move at all.
             for i in 0..pos * v {
-                assert_eq!(a[i], b[i], "{name}: output at position {} changed when token {pos} changed", i / v);
+                assert_eq!(
+                    a[i],
+                    b[i],
+                    "{name}: output at position {} changed when token {pos} changed",
+                    i / v
+                );
             }
             // Time mixing: some output after `pos` must move (a token-wise model would fail).
             if pos + 1 < t {
@@ -132,4 +137,3 @@ fn same_seed_same_weights_different_seed_different_weights() {
     assert_eq!(a, b);
     assert_ne!(a, c);
 }
-

@@ -42,7 +42,8 @@ fn bf16_logits_stay_close_to_f32_and_differ_from_them() {
     let x = ids_tensor::<F>(&ids, [2, 16], &device);
     let f32_logits = values(LanguageModel::<F>::new(&cfg, 1, false, &device).forward(x.clone()));
     let bf16_logits = values(LanguageModel::<F>::new(&cfg, 1, true, &device).forward(x));
-    let diff: f64 = f32_logits.iter().zip(&bf16_logits).map(|(a, b)| ((a - b) as f64).powi(2)).sum::<f64>().sqrt();
+    let diff: f64 =
+        f32_logits.iter().zip(&bf16_logits).map(|(a, b)| ((a - b) as f64).powi(2)).sum::<f64>().sqrt();
     let norm: f64 = f32_logits.iter().map(|a| (*a as f64).powi(2)).sum::<f64>().sqrt();
     let rel = diff / norm;
     // bf16 operands with fp32 accumulation: ‖Δ‖/‖ref‖ between 1e-4 and 1e-2 (8-bit mantissa).

@@ -22,7 +22,8 @@ fn gpt_neox_tokenizer_loads_and_round_trips() {
 
 #[test]
 fn pg19_books_prepare_with_the_neox_tokenizer() {
-    let (Some(books), Some(tok)) = (shared_data("pg19-sample"), shared_data("tokenizers/gpt-neox-20b.tokenizer.json"))
+    let (Some(books), Some(tok)) =
+        (shared_data("pg19-sample"), shared_data("tokenizers/gpt-neox-20b.tokenizer.json"))
     else {
         return;
     };

@@ -125,12 +125,15 @@ fn resume_reproduces_the_uninterrupted_run() {
 
     // The resumed run's log reads as one run: every step once, the same values.
     let records = archlab::train::metrics::read_records(&opts.run_dir.join("metrics.jsonl")).unwrap();
-    let full_records = archlab::train::metrics::read_records(&full_opts.run_dir.join("metrics.jsonl")).unwrap();
+    let full_records =
+        archlab::train::metrics::read_records(&full_opts.run_dir.join("metrics.jsonl")).unwrap();
     let losses = |rs: &[archlab::train::metrics::Record]| -> Vec<(usize, u64)> {
         rs.iter()
             .filter_map(|r| match r {
                 archlab::train::metrics::Record::Train { step, loss, .. } => Some((*step, loss.to_bits())),
-                archlab::train::metrics::Record::Eval { step, val_loss, .. } => Some((*step + 1_000_000, val_loss.to_bits())),
+                archlab::train::metrics::Record::Eval { step, val_loss, .. } => {
+                    Some((*step + 1_000_000, val_loss.to_bits()))
+                }
             })
             .collect()
     };
@@ -145,4 +148,129 @@ fn starting_over_an_existing_run_is_refused() {
     run(&cfg, &opts);
     let err = train::<CpuAd>(&cfg, &Default::default(), &opts).unwrap_err().to_string();
     assert!(err.contains("already holds a run"), "{err}");
+}
+
+/// Weight decay reaches matrices only: with all gradients zero, an AdamW step leaves norm gains
+/// and embedding tables untouched and shrinks every linear weight by exactly (1 − lr·wd).
+#[test]
+fn weight_decay_skips_norms_biases_and_embeddings() {
+    use archlab::train::optim::scale_grads;
+    let mut cfg = small_config();
+    cfg.model.vocab_size = 256;
+    cfg.model.bias = true;
+    cfg.model.norm = archlab::config::NormKind::Layer;
+    cfg.model.tie_embeddings = false;
+    cfg.train.weight_decay = 0.5;
+    let device = Default::default();
+    let model = LanguageModel::<CpuAd>::new(&cfg.model, 0, false, &device);
+    let before = model.clone();
+    let (x, y) = batch_tensors::<CpuAd>(
+        &archlab::data::batcher::TokenBatch {
+            batch: 1,
+            seq_len: 4,
+            inputs: vec![1, 2, 3, 4],
+            targets: vec![2, 3, 4, 5],
+        },
+        &device,
+    );
+    let mut grads = GradientsParams::from_grads(model.loss(x, y).backward(), &model);
+    scale_grads(&model, &mut grads, 0.0);
+    let lr = 0.1;
+    let after = Optimizers::<CpuAd>::new(&cfg.train).step(lr, model, grads);
+
+    let v = |t: burn::tensor::Tensor<CpuAd, 2>| t.into_data().convert::<f32>().into_vec::<f32>().unwrap();
+    let v1 = |t: burn::tensor::Tensor<CpuAd, 1>| t.into_data().convert::<f32>().into_vec::<f32>().unwrap();
+    let shrink = (1.0 - lr * 0.5) as f32;
+    // Decayed: attention, MLP and head matrices.
+    let (a, b) = (&before.layers[0], &after.layers[0]);
+    let archlab::model::block::SeqMixer::Attention(qa) = &a.mixer;
+    let archlab::model::block::SeqMixer::Attention(qb) = &b.mixer;
+    for (w0, w1) in v(qa.q_proj.weight.val()).iter().zip(v(qb.q_proj.weight.val())) {
+        assert!((w0 * shrink - w1).abs() <= 1e-7, "q_proj not decayed: {w0} → {w1}");
+    }
+    let h0 = v(before.lm_head.as_ref().unwrap().weight.val());
+    let h1 = v(after.lm_head.as_ref().unwrap().weight.val());
+    assert!((h0[7] * shrink - h1[7]).abs() <= 1e-7);
+    // Not decayed: embeddings, norm gains and biases.
+    assert_eq!(v(before.embed_tokens.weight.val()), v(after.embed_tokens.weight.val()));
+    assert_eq!(v1(a.norm.weight.val()), v1(b.norm.weight.val()));
+    assert_eq!(v1(before.norm.bias.as_ref().unwrap().val()), v1(after.norm.bias.as_ref().unwrap().val()));
+    assert_eq!(v1(qa.q_proj.bias.as_ref().unwrap().val()), v1(qb.q_proj.bias.as_ref().unwrap().val()));
+}
+
+/// Gradient accumulation: batch 4 × 2 micro-batches sees the same tokens as batch 8 × 1 and
+/// must give the same losses (up to float summation order).
+#[test]
+fn gradient_accumulation_matches_a_larger_batch() {
+    let mut cfg = small_config();
+    cfg.train.max_steps = 6;
+    cfg.train.batch_size = 8;
+    let big = run(&cfg, &options("accum-1"));
+    cfg.train.batch_size = 4;
+    cfg.train.grad_accum = 2;
+    let split = run(&cfg, &options("accum-2"));
+    for ((s, a), (_, b)) in big.iter().zip(&split) {
+        assert!((a - b).abs() < 1e-4, "step {s}: batch 8 loss {a} vs 2 × 4 accumulated {b}");
+    }
+}
+
+/// Steps with a non-finite loss or gradient are skipped (no update) and counted.
+#[test]
+fn non_finite_steps_are_skipped_and_counted() {
+    let mut cfg = small_config();
+    cfg.train.max_steps = 3;
+    cfg.model.init_std = 1e30; // activations overflow: every gradient is inf or NaN
+    let opts = options("nan");
+    let out = train::<CpuAd>(&cfg, &Default::default(), &opts).unwrap();
+    assert_eq!(out.summary.unwrap().nan_skips, 3);
+    let records = archlab::train::metrics::read_records(&opts.run_dir.join("metrics.jsonl")).unwrap();
+    let skipped: Vec<bool> = records
+        .iter()
+        .filter_map(|r| match r {
+            archlab::train::metrics::Record::Train { skipped, .. } => Some(*skipped),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(skipped, vec![true; 3]);
+}
+
+/// Global-norm clipping: the norm is that of all gradients together, and scaling by
+/// clip / norm brings it exactly to clip.
+#[test]
+fn global_norm_and_clipping() {
+    use archlab::train::optim::{global_grad_norm, scale_grads};
+    use burn::module::{Module, ModuleVisitor, Param};
+    struct SumSq<'a>(&'a GradientsParams, f64);
+    impl ModuleVisitor<CpuAd> for SumSq<'_> {
+        fn visit_float<const D: usize>(&mut self, p: &Param<burn::tensor::Tensor<CpuAd, D>>) {
+            if let Some(g) = self.0.get::<Cpu, D>(p.id) {
+                self.1 += g
+                    .into_data()
+                    .convert::<f64>()
+                    .into_vec::<f64>()
+                    .unwrap()
+                    .iter()
+                    .map(|x| x * x)
+                    .sum::<f64>();
+            }
+        }
+    }
+    let mut cfg = small_config();
+    cfg.model.vocab_size = 256;
+    let device = Default::default();
+    let model = LanguageModel::<CpuAd>::new(&cfg.model, 0, false, &device);
+    let batch = archlab::data::batcher::TokenBatch {
+        batch: 1,
+        seq_len: 4,
+        inputs: vec![1, 2, 3, 4],
+        targets: vec![2, 3, 4, 5],
+    };
+    let (x, y) = batch_tensors::<CpuAd>(&batch, &device);
+    let mut grads = GradientsParams::from_grads(model.loss(x, y).backward(), &model);
+    let mut by_hand = SumSq(&grads, 0.0);
+    model.visit(&mut by_hand);
+    let norm = global_grad_norm(&model, &grads);
+    assert!((norm - by_hand.1.sqrt()).abs() < 1e-5 * norm, "{norm} vs {}", by_hand.1.sqrt());
+    scale_grads(&model, &mut grads, 0.25 / norm);
+    assert!((global_grad_norm(&model, &grads) - 0.25).abs() < 1e-6);
 }

@@ -168,17 +168,17 @@ impl RunConfig {
         for set in sets {
             apply_override(&mut tree, set)?;
         }
-        let cfg: RunConfig = tree
-            .try_into()
-            .map_err(|e: toml::de::Error| anyhow::anyhow!("invalid config value: {}", e.to_string().trim()))?;
+        let cfg: RunConfig = tree.try_into().map_err(|e: toml::de::Error| {
+            anyhow::anyhow!("invalid config value: {}", e.to_string().trim())
+        })?;
         cfg.validate()?;
         Ok(cfg)
     }
 
     /// Loads the `config.toml` saved in a run directory.
     pub fn load(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read {}", path.display()))?;
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
         let cfg: RunConfig = toml::from_str(&text)
             .map_err(|e| anyhow::anyhow!("malformed config {}: {}", path.display(), e.to_string().trim()))?;
         cfg.validate()?;

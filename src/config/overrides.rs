@@ -30,9 +30,8 @@ pub fn merge_checked(base: &mut Value, over: Value, prefix: &str) -> Result<()> 
 /// Applies one `section.key=value` override. The value is read as a TOML literal
 /// (`512`, `1e-3`, `true`, `"rms"`); a bare word that is not a literal is taken as a string.
 pub fn apply_override(tree: &mut Value, set: &str) -> Result<()> {
-    let (path, raw) = set
-        .split_once('=')
-        .ok_or_else(|| anyhow!("override `{set}` must look like section.key=value"))?;
+    let (path, raw) =
+        set.split_once('=').ok_or_else(|| anyhow!("override `{set}` must look like section.key=value"))?;
     let path = path.trim();
     let raw = raw.trim();
     let value = parse_literal(raw);

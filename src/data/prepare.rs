@@ -134,7 +134,13 @@ fn check_requested_tokenizer(spec: &TokenizerSpec, data: &Dataset) -> Result<()>
 
 /// Tokenizes `source` into the folder `out`. An existing `out` is replaced if `replace`, and
 /// otherwise kept (a cache entry that appeared meanwhile).
-pub fn prepare(cfg: &DataConfig, source: &Source, spec: &TokenizerSpec, out: &Path, replace: bool) -> Result<()> {
+pub fn prepare(
+    cfg: &DataConfig,
+    source: &Source,
+    spec: &TokenizerSpec,
+    out: &Path,
+    replace: bool,
+) -> Result<()> {
     let bar = ProgressBar::new(source.approx_bytes());
     bar.set_style(
         ProgressStyle::with_template("{msg:>12} [{bar:30}] {bytes}/{total_bytes} ({eta})")
@@ -188,11 +194,8 @@ pub fn prepare(cfg: &DataConfig, source: &Source, spec: &TokenizerSpec, out: &Pa
     let (mut train_bytes, mut val_bytes) = (0u64, 0u64);
     for (i, doc) in docs.iter().enumerate() {
         let ids = tokenizer.encode(doc)?;
-        let (tokens, bytes) = if doc_split && is_val(i) {
-            (&mut val, &mut val_bytes)
-        } else {
-            (&mut train, &mut train_bytes)
-        };
+        let (tokens, bytes) =
+            if doc_split && is_val(i) { (&mut val, &mut val_bytes) } else { (&mut train, &mut train_bytes) };
         tokens.extend_from_slice(&ids);
         tokens.extend(eot);
         *bytes += doc.len() as u64 + u64::from(eot.is_some());

@@ -51,8 +51,8 @@ impl TokenShard {
         })?;
         // SAFETY: the shard is opened read-only and archlab never writes a shard in place
         // (writers create a new file and rename it), so the mapped bytes cannot change under us.
-        let map = unsafe { Mmap::map(&file) }
-            .with_context(|| format!("cannot memory-map {}", path.display()))?;
+        let map =
+            unsafe { Mmap::map(&file) }.with_context(|| format!("cannot memory-map {}", path.display()))?;
         let header = parse_header(&map, path)?;
         Ok(Self { path: path.to_path_buf(), header, map })
     }
@@ -209,7 +209,8 @@ mod tests {
     #[test]
     fn corrupt_headers_are_named() {
         let path = tmp("bad.bin");
-        std::fs::write(&path, b"not a shard at all, just some bytes that are long enough to parse....").unwrap();
+        std::fs::write(&path, b"not a shard at all, just some bytes that are long enough to parse....")
+            .unwrap();
         let err = TokenShard::open(&path).err().unwrap().to_string();
         assert!(err.contains("bad magic"), "{err}");
 

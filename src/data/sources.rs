@@ -63,10 +63,7 @@ impl Source {
             return Ok(Source::Files(files));
         }
         if kind_of(&path).is_none() {
-            bail!(
-                "cannot read {}: unknown extension (expected .txt, .jsonl or .parquet)",
-                path.display()
-            );
+            bail!("cannot read {}: unknown extension (expected .txt, .jsonl or .parquet)", path.display());
         }
         Ok(Source::Files(vec![path]))
     }
@@ -98,9 +95,7 @@ impl Source {
     pub fn approx_bytes(&self) -> u64 {
         match self {
             Source::Stories { bytes, .. } => *bytes as u64,
-            Source::Files(files) => {
-                files.iter().filter_map(|f| f.metadata().ok()).map(|m| m.len()).sum()
-            }
+            Source::Files(files) => files.iter().filter_map(|f| f.metadata().ok()).map(|m| m.len()).sum(),
         }
     }
 }
@@ -125,8 +120,9 @@ const TXT_SEPARATOR: &str = "<|endoftext|>";
 
 fn read_txt(path: &Path, f: &mut impl FnMut(String) -> Result<()>) -> Result<()> {
     let bytes = std::fs::read(path)?;
-    let text = String::from_utf8(bytes)
-        .map_err(|e| anyhow!("not valid UTF-8 (byte {}); convert the file to UTF-8", e.utf8_error().valid_up_to()))?;
+    let text = String::from_utf8(bytes).map_err(|e| {
+        anyhow!("not valid UTF-8 (byte {}); convert the file to UTF-8", e.utf8_error().valid_up_to())
+    })?;
     if text.lines().any(|l| l.trim() == TXT_SEPARATOR) {
         let mut doc = String::new();
         for line in text.lines() {
@@ -150,17 +146,15 @@ fn read_jsonl(path: &Path, field: &str, f: &mut impl FnMut(String) -> Result<()>
         if line.trim().is_empty() {
             continue;
         }
-        let value: serde_json::Value = serde_json::from_str(&line)
-            .map_err(|e| anyhow!("line {}: not valid JSON: {e}", i + 1))?;
+        let value: serde_json::Value =
+            serde_json::from_str(&line).map_err(|e| anyhow!("line {}: not valid JSON: {e}", i + 1))?;
         match value.get(field) {
             Some(serde_json::Value::String(s)) => emit(s.clone(), f)?,
             Some(serde_json::Value::Null) => {}
             Some(other) => bail!("line {}: field `{field}` is not a string but {other}", i + 1),
             None => {
-                let keys: Vec<String> = value
-                    .as_object()
-                    .map(|o| o.keys().cloned().collect())
-                    .unwrap_or_default();
+                let keys: Vec<String> =
+                    value.as_object().map(|o| o.keys().cloned().collect()).unwrap_or_default();
                 bail!(
                     "line {}: no field `{field}`; set data.text_field to one of: {}",
                     i + 1,
@@ -176,15 +170,10 @@ fn read_parquet(path: &Path, field: &str, f: &mut impl FnMut(String) -> Result<(
     let reader = SerializedFileReader::new(File::open(path)?)
         .map_err(|e| anyhow!("not a readable parquet file: {e}"))?;
     let schema = reader.metadata().file_metadata().schema_descr().root_schema().clone();
-    let column = schema
-        .get_fields()
-        .iter()
-        .find(|c| c.name() == field)
-        .cloned()
-        .ok_or_else(|| {
-            let names: Vec<&str> = schema.get_fields().iter().map(|c| c.name()).collect();
-            anyhow!("no column `{field}`; set data.text_field to one of: {}", names.join(", "))
-        })?;
+    let column = schema.get_fields().iter().find(|c| c.name() == field).cloned().ok_or_else(|| {
+        let names: Vec<&str> = schema.get_fields().iter().map(|c| c.name()).collect();
+        anyhow!("no column `{field}`; set data.text_field to one of: {}", names.join(", "))
+    })?;
     let projection = Type::group_type_builder(schema.name()).with_fields(vec![column]).build()?;
     for row in reader.get_row_iter(Some(projection))? {
         let row = row?;

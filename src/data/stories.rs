@@ -142,14 +142,7 @@ const fn kind(
     skill: &'static str,
     joy: &'static str,
 ) -> Kind {
-    Kind {
-        word,
-        group,
-        moves,
-        hands,
-        skill,
-        joy,
-    }
+    Kind { word, group, moves, hands, skill, joy }
 }
 
 const KINDS: &[Kind] = &[
@@ -388,31 +381,30 @@ const KINDS: &[Kind] = &[
 ];
 
 const FEMALE_NAMES: &[&str] = &[
-    "Mara", "Lily", "Rosa", "Nina", "Ada", "Elsa", "Ivy", "Hana", "Zoe", "Clara", "Maya", "Tess",
-    "Lena", "Ruby", "Greta", "Amara", "Isla", "Freya", "Juno", "Priya", "Sofia", "Wren", "Olive",
-    "Bea", "Leila", "Nell", "Edith", "Martha", "Agnes", "Mabel",
+    "Mara", "Lily", "Rosa", "Nina", "Ada", "Elsa", "Ivy", "Hana", "Zoe", "Clara", "Maya", "Tess", "Lena",
+    "Ruby", "Greta", "Amara", "Isla", "Freya", "Juno", "Priya", "Sofia", "Wren", "Olive", "Bea", "Leila",
+    "Nell", "Edith", "Martha", "Agnes", "Mabel",
 ];
 
 const MALE_NAMES: &[&str] = &[
-    "Tomas", "Leo", "Finn", "Omar", "Hugo", "Milo", "Jonah", "Felix", "Arlo", "Ravi", "Theo",
-    "Otto", "Kofi", "Luca", "Emil", "Sami", "Bruno", "Ivan", "Pablo", "Jasper", "Rufus", "Kenji",
-    "Tobias", "Nico", "Bram", "Walter", "Albert", "Cyril",
+    "Tomas", "Leo", "Finn", "Omar", "Hugo", "Milo", "Jonah", "Felix", "Arlo", "Ravi", "Theo", "Otto", "Kofi",
+    "Luca", "Emil", "Sami", "Bruno", "Ivan", "Pablo", "Jasper", "Rufus", "Kenji", "Tobias", "Nico", "Bram",
+    "Walter", "Albert", "Cyril",
 ];
 
 /// Names for characters called "they".
 const NEUTRAL_NAMES: &[&str] = &[
-    "Robin", "Sam", "Alex", "Kit", "River", "Sky", "Ash", "Rowan", "Quinn", "Sage", "Jules",
-    "Remy", "Ari", "Noor", "Morgan", "Jesse",
+    "Robin", "Sam", "Alex", "Kit", "River", "Sky", "Ash", "Rowan", "Quinn", "Sage", "Jules", "Remy", "Ari",
+    "Noor", "Morgan", "Jesse",
 ];
 
 const ANIMAL_NAMES: &[&str] = &[
-    "Pepper", "Toffee", "Bramble", "Hazel", "Clover", "Pebble", "Smudge", "Ember", "Thistle",
-    "Maple", "Sooty", "Buttons", "Nutmeg", "Fern", "Juniper",
+    "Pepper", "Toffee", "Bramble", "Hazel", "Clover", "Pebble", "Smudge", "Ember", "Thistle", "Maple",
+    "Sooty", "Buttons", "Nutmeg", "Fern", "Juniper",
 ];
 
-const ROBOT_NAMES: &[&str] = &[
-    "Bolt", "Gizmo", "Cog", "Sprocket", "Tinker", "Rivet", "Beacon", "Widget", "Dynamo", "Gadget",
-];
+const ROBOT_NAMES: &[&str] =
+    &["Bolt", "Gizmo", "Cog", "Sprocket", "Tinker", "Rivet", "Beacon", "Widget", "Dynamo", "Gadget"];
 
 /// A character trait and a habit that shows it. The habit is a past-tense predicate that reads
 /// after both "a curious fox who ..." and "Mara ...".
@@ -426,15 +418,9 @@ const fn temper(adjective: &'static str, habit: &'static str) -> Temper {
 }
 
 const TEMPERS: &[Temper] = &[
-    temper(
-        "curious",
-        "always wanted to know what lay over the next hill",
-    ),
+    temper("curious", "always wanted to know what lay over the next hill"),
     temper("cheerful", "hummed a little tune wherever $he went"),
-    temper(
-        "careful",
-        "never did anything without thinking it through twice",
-    ),
+    temper("careful", "never did anything without thinking it through twice"),
     temper("patient", "could wait for hours without a single complaint"),
     temper("generous", "shared everything $he had with $his friends"),
     temper("thoughtful", "always remembered everyone's birthday"),
@@ -488,11 +474,7 @@ impl Character {
                 _ => (Pronoun::They, NEUTRAL_NAMES),
             },
             Group::Animal => {
-                let pronoun = if rng.chance(0.5) {
-                    Pronoun::She
-                } else {
-                    Pronoun::He
-                };
+                let pronoun = if rng.chance(0.5) { Pronoun::She } else { Pronoun::He };
                 let pool = match (rng.chance(0.5), pronoun) {
                     (true, _) => ANIMAL_NAMES,
                     (false, Pronoun::She) => FEMALE_NAMES,
@@ -510,11 +492,7 @@ impl Character {
             }
         };
         let temper = rng.pick(TEMPERS);
-        let adjective = if show_trait {
-            format!("{} ", temper.adjective)
-        } else {
-            String::new()
-        };
+        let adjective = if show_trait { format!("{} ", temper.adjective) } else { String::new() };
         let word = kind.word;
 
         let (name, full, intro) = match kind.group {
@@ -525,10 +503,7 @@ impl Character {
             }
             Group::OldMan | Group::OldWoman => {
                 let name = format!("Old {given}");
-                let intro = format!(
-                    "{} everyone called {name}",
-                    with_article(&format!("{adjective}{word}"))
-                );
+                let intro = format!("{} everyone called {name}", with_article(&format!("{adjective}{word}")));
                 (name.clone(), name, intro)
             }
             Group::Adult => {
@@ -547,14 +522,7 @@ impl Character {
                 (given.to_string(), format!("{given} the {word}"), intro)
             }
         };
-        Character {
-            name,
-            full,
-            intro,
-            kind,
-            pronoun,
-            temper,
-        }
+        Character { name, full, intro, kind, pronoun, temper }
     }
 }
 
@@ -572,18 +540,8 @@ struct Thing {
     light: bool,
 }
 
-const fn thing(
-    noun: &'static str,
-    materials: &'static [&'static str],
-    colours: bool,
-    light: bool,
-) -> Thing {
-    Thing {
-        noun,
-        materials,
-        colours,
-        light,
-    }
+const fn thing(noun: &'static str, materials: &'static [&'static str], colours: bool, light: bool) -> Thing {
+    Thing { noun, materials, colours, light }
 }
 
 const THINGS: &[Thing] = &[
@@ -644,24 +602,13 @@ const THINGS: &[Thing] = &[
 ];
 
 /// Materials that already say the colour, so that no other colour is added ("a red brass key").
-const METALS: &[&str] = &[
-    "brass", "iron", "silver", "golden", "tin", "copper", "bronze",
-];
+const METALS: &[&str] = &["brass", "iron", "silver", "golden", "tin", "copper", "bronze"];
 
-const COLOURS: &[&str] = &[
-    "red", "blue", "green", "yellow", "purple", "orange", "white", "black", "pink", "grey",
-];
+const COLOURS: &[&str] =
+    &["red", "blue", "green", "yellow", "purple", "orange", "white", "black", "pink", "grey"];
 
 /// Size, age or opinion: the adjectives that come before a colour or material.
-const FIRST_ADJECTIVES: &[&str] = &[
-    "small",
-    "little",
-    "tiny",
-    "big",
-    "old",
-    "beautiful",
-    "lucky",
-];
+const FIRST_ADJECTIVES: &[&str] = &["small", "little", "tiny", "big", "old", "beautiful", "lucky"];
 
 /// The story's treasure, described once and then always recalled with the same words.
 struct Object {
@@ -692,23 +639,12 @@ impl Object {
             0 if rng.chance(0.9) => Some(*rng.pick(FIRST_ADJECTIVES)),
             1 if rng.chance(0.45) => {
                 // "shiny" only suits metal things.
-                if metal && rng.chance(0.3) {
-                    Some("shiny")
-                } else {
-                    Some(*rng.pick(FIRST_ADJECTIVES))
-                }
+                if metal && rng.chance(0.3) { Some("shiny") } else { Some(*rng.pick(FIRST_ADJECTIVES)) }
             }
             _ => None,
         };
-        let words: Vec<&str> = [first, colour, material, Some(thing.noun)]
-            .into_iter()
-            .flatten()
-            .collect();
-        Object {
-            bare: words.join(" "),
-            noun: thing.noun,
-            light: thing.light,
-        }
+        let words: Vec<&str> = [first, colour, material, Some(thing.noun)].into_iter().flatten().collect();
+        Object { bare: words.join(" "), noun: thing.noun, light: thing.light }
     }
 }
 
@@ -727,18 +663,8 @@ struct Place {
     sights: [&'static str; 2],
 }
 
-const fn place(
-    name: &'static str,
-    near: &'static str,
-    at: &'static str,
-    sights: [&'static str; 2],
-) -> Place {
-    Place {
-        name,
-        near,
-        at,
-        sights,
-    }
+const fn place(name: &'static str, near: &'static str, at: &'static str, sights: [&'static str; 2]) -> Place {
+    Place { name, near, at, sights }
 }
 
 const PLACES: &[Place] = &[
@@ -746,262 +672,175 @@ const PLACES: &[Place] = &[
         "the harbour",
         "by the harbour",
         "at the harbour",
-        [
-            "fishing boats rocked gently on the water",
-            "gulls circled above the nets and ropes",
-        ],
+        ["fishing boats rocked gently on the water", "gulls circled above the nets and ropes"],
     ),
     place(
         "the forest",
         "at the edge of the forest",
         "in the forest",
-        [
-            "tall pine trees whispered in the wind",
-            "the path was soft with moss and fallen needles",
-        ],
+        ["tall pine trees whispered in the wind", "the path was soft with moss and fallen needles"],
     ),
     place(
         "the bakery",
         "above the bakery",
         "at the bakery",
-        [
-            "the air smelled of warm bread and cinnamon",
-            "golden loaves sat cooling on the shelves",
-        ],
+        ["the air smelled of warm bread and cinnamon", "golden loaves sat cooling on the shelves"],
     ),
     place(
         "the castle",
         "in the shadow of the castle",
         "at the castle",
-        [
-            "flags fluttered from the high stone towers",
-            "a guard yawned beside the great gate",
-        ],
+        ["flags fluttered from the high stone towers", "a guard yawned beside the great gate"],
     ),
     place(
         "the village square",
         "just off the village square",
         "in the village square",
-        [
-            "children played around the old stone fountain",
-            "the town hall clock struck the hour",
-        ],
+        ["children played around the old stone fountain", "the town hall clock struck the hour"],
     ),
     place(
         "the lighthouse",
         "near the lighthouse",
         "at the lighthouse",
-        [
-            "waves crashed against the rocks below",
-            "the great lamp turned slowly at the top",
-        ],
+        ["waves crashed against the rocks below", "the great lamp turned slowly at the top"],
     ),
     place(
         "the meadow",
         "beside the meadow",
         "in the meadow",
-        [
-            "wild flowers nodded in the long grass",
-            "bees buzzed from one flower to the next",
-        ],
+        ["wild flowers nodded in the long grass", "bees buzzed from one flower to the next"],
     ),
     place(
         "the old mill",
         "next to the old mill",
         "at the old mill",
-        [
-            "the big wheel turned slowly in the stream",
-            "sacks of flour were piled high by the door",
-        ],
+        ["the big wheel turned slowly in the stream", "sacks of flour were piled high by the door"],
     ),
     place(
         "the river",
         "on the bank of the river",
         "by the river",
-        [
-            "the water sparkled as it hurried over the stones",
-            "ducks paddled among the reeds",
-        ],
+        ["the water sparkled as it hurried over the stones", "ducks paddled among the reeds"],
     ),
     place(
         "the windy hill",
         "at the foot of the windy hill",
         "on the windy hill",
-        [
-            "the whole valley lay spread out below",
-            "the grass bent flat under the wind",
-        ],
+        ["the whole valley lay spread out below", "the grass bent flat under the wind"],
     ),
     place(
         "the market",
         "near the market",
         "at the market",
-        [
-            "traders called out the prices of their fruit",
-            "the stalls were piled with cheese and ribbons",
-        ],
+        ["traders called out the prices of their fruit", "the stalls were piled with cheese and ribbons"],
     ),
     place(
         "the library",
         "across the road from the library",
         "at the library",
-        [
-            "dusty books lined the shelves from floor to ceiling",
-            "everyone spoke in soft, quiet voices",
-        ],
+        ["dusty books lined the shelves from floor to ceiling", "everyone spoke in soft, quiet voices"],
     ),
     place(
         "the walled garden",
         "beside the walled garden",
         "in the walled garden",
-        [
-            "roses climbed over the old brick walls",
-            "a little fountain splashed among the herbs",
-        ],
+        ["roses climbed over the old brick walls", "a little fountain splashed among the herbs"],
     ),
     place(
         "the beach",
         "near the beach",
         "on the beach",
-        [
-            "the sand was warm and full of shells",
-            "children built castles at the edge of the waves",
-        ],
+        ["the sand was warm and full of shells", "children built castles at the edge of the waves"],
     ),
     place(
         "the crystal cave",
         "not far from the crystal cave",
         "in the crystal cave",
-        [
-            "crystals glittered on the walls like stars",
-            "water dripped slowly from the roof",
-        ],
+        ["crystals glittered on the walls like stars", "water dripped slowly from the roof"],
     ),
     place(
         "the snowy mountain",
         "at the foot of the snowy mountain",
         "on the snowy mountain",
-        [
-            "the air was cold and very clear",
-            "snow crunched under every step",
-        ],
+        ["the air was cold and very clear", "snow crunched under every step"],
     ),
     place(
         "the farm",
         "next to the farm",
         "on the farm",
-        [
-            "cows chewed slowly in the green fields",
-            "a rooster crowed from the top of the barn",
-        ],
+        ["cows chewed slowly in the green fields", "a rooster crowed from the top of the barn"],
     ),
     place(
         "the apple orchard",
         "beside the apple orchard",
         "in the apple orchard",
-        [
-            "ripe apples hung from every branch",
-            "the trees stood in long, neat rows",
-        ],
+        ["ripe apples hung from every branch", "the trees stood in long, neat rows"],
     ),
     place(
         "the stone bridge",
         "near the stone bridge",
         "at the stone bridge",
-        [
-            "the river rushed beneath the old arches",
-            "moss grew between the grey stones",
-        ],
+        ["the river rushed beneath the old arches", "moss grew between the grey stones"],
     ),
     place(
         "the duck pond",
         "beside the duck pond",
         "at the duck pond",
-        [
-            "lily pads floated on the still green water",
-            "frogs croaked from among the reeds",
-        ],
+        ["lily pads floated on the still green water", "frogs croaked from among the reeds"],
     ),
     place(
         "the little school",
         "next to the little school",
         "at the little school",
-        [
-            "the sound of children reading drifted from the windows",
-            "a bell hung above the door",
-        ],
+        ["the sound of children reading drifted from the windows", "a bell hung above the door"],
     ),
     place(
         "the train station",
         "close to the train station",
         "at the train station",
-        [
-            "a steam train puffed and whistled at the platform",
-            "travellers hurried past with bags",
-        ],
+        ["a steam train puffed and whistled at the platform", "travellers hurried past with bags"],
     ),
     place(
         "the museum",
         "around the corner from the museum",
         "at the museum",
-        [
-            "old suits of armour stood in the long halls",
-            "a huge dinosaur skeleton filled the hall",
-        ],
+        ["old suits of armour stood in the long halls", "a huge dinosaur skeleton filled the hall"],
     ),
     place(
         "the misty marsh",
         "on the edge of the misty marsh",
         "in the misty marsh",
-        [
-            "tall reeds swayed in the grey mist",
-            "the ground squelched with every step",
-        ],
+        ["tall reeds swayed in the grey mist", "the ground squelched with every step"],
     ),
     place(
         "the old clock tower",
         "beneath the old clock tower",
         "at the old clock tower",
-        [
-            "the great clock ticked loudly overhead",
-            "pigeons cooed on the narrow ledges",
-        ],
+        ["the great clock ticked loudly overhead", "pigeons cooed on the narrow ledges"],
     ),
     place(
         "the green valley",
         "down in the green valley",
         "in the green valley",
-        [
-            "a silver stream wound between the fields",
-            "sheep grazed on the gentle slopes",
-        ],
+        ["a silver stream wound between the fields", "sheep grazed on the gentle slopes"],
     ),
     place(
         "the toy workshop",
         "next to the toy workshop",
         "at the toy workshop",
-        [
-            "half-finished toys covered every table",
-            "the smell of sawdust and paint filled the air",
-        ],
+        ["half-finished toys covered every table", "the smell of sawdust and paint filled the air"],
     ),
     place(
         "the waterfall",
         "close to the waterfall",
         "at the waterfall",
-        [
-            "water thundered down into a deep blue pool",
-            "rainbows shimmered in the spray",
-        ],
+        ["water thundered down into a deep blue pool", "rainbows shimmered in the spray"],
     ),
     place(
         "the old inn",
         "next to the old inn",
         "at the old inn",
-        [
-            "a fire crackled in the big stone hearth",
-            "travellers sang songs at the long tables",
-        ],
+        ["a fire crackled in the big stone hearth", "travellers sang songs at the long tables"],
     ),
 ];
 
@@ -1097,14 +936,7 @@ const FOODS: &[&str] = &[
     "a boiled egg and a pickle",
 ];
 
-const ANIMAL_FAMILIES: &[&str] = &[
-    "ducks",
-    "geese",
-    "hedgehogs",
-    "rabbits",
-    "quails",
-    "badgers",
-];
+const ANIMAL_FAMILIES: &[&str] = &["ducks", "geese", "hedgehogs", "rabbits", "quails", "badgers"];
 
 /// Where something found lying about was, as a phrase after "lying".
 const COVERS: &[&str] = &[
@@ -1369,10 +1201,8 @@ const OWNER_LINES: &[&str] = &[
     "Everyone knew that {g.full} lived {dest.near}, a long walk away.",
 ];
 
-const MISSING_THOUGHTS: &[&str] = &[
-    "\"{G} must be missing it terribly,\" thought {h}.",
-    "\"I must give it back,\" {h} said firmly.",
-];
+const MISSING_THOUGHTS: &[&str] =
+    &["\"{G} must be missing it terribly,\" thought {h}.", "\"I must give it back,\" {h} said firmly."];
 
 /// Plot `Trade`: the treasure is the hero's own, and `g` is a friend.
 const OWNED_LINES: &[&str] = &[
@@ -1612,19 +1442,15 @@ fn tell(rng: &mut Rng) -> (String, Facts) {
     let season = rng.pick(SEASONS);
     let plot = match rng.below(3) {
         0 => {
-            let fitting: Vec<&'static Loss> = LOSSES
-                .iter()
-                .filter(|loss| object.light || !loss.needs_light)
-                .collect();
+            let fitting: Vec<&'static Loss> =
+                LOSSES.iter().filter(|loss| object.light || !loss.needs_light).collect();
             Plot::Lost(*rng.pick(&fitting))
         }
         1 => Plot::Return(rng.pick(OBSTACLES)),
         _ => {
             // Trading a woollen blanket for a woollen blanket would make no sense.
-            let fitting: Vec<&'static Need> = NEEDS
-                .iter()
-                .filter(|need| !need.goods.contains(object.noun))
-                .collect();
+            let fitting: Vec<&'static Need> =
+                NEEDS.iter().filter(|need| !need.goods.contains(object.noun)).collect();
             Plot::Trade(*rng.pick(&fitting))
         }
     };
@@ -1666,12 +1492,7 @@ fn tell(rng: &mut Rng) -> (String, Facts) {
     paragraphs.push(closing(rng, &plot));
 
     let text: Vec<String> = paragraphs.iter().map(|p| slots.render(p)).collect();
-    let facts = Facts {
-        hero: hero.name,
-        helper: helper.name,
-        object: object.bare,
-        home: home.name,
-    };
+    let facts = Facts { hero: hero.name, helper: helper.name, object: object.bare, home: home.name };
     (text.join("\n\n"), facts)
 }
 
@@ -1723,12 +1544,7 @@ fn meeting(rng: &mut Rng, plot: &Plot) -> String {
     let lines = match plot {
         Plot::Lost(_) => vec![meet, *rng.pick(LOST_TALK), *rng.pick(LOST_OFFERS)],
         Plot::Return(obstacle) => {
-            vec![
-                meet,
-                *rng.pick(RETURN_TALK),
-                *rng.pick(obstacle.solutions),
-                *rng.pick(COME_ALONG),
-            ]
+            vec![meet, *rng.pick(RETURN_TALK), *rng.pick(obstacle.solutions), *rng.pick(COME_ALONG)]
         }
         Plot::Trade(_) => vec![meet, *rng.pick(TRADE_TALK)],
     };
@@ -1738,16 +1554,10 @@ fn meeting(rng: &mut Rng, plot: &Plot) -> String {
 /// The problem is solved, with the helper named again.
 fn resolution(rng: &mut Rng, plot: &Plot) -> String {
     let lines = match plot {
-        Plot::Lost(_) => vec![
-            *rng.pick(LOST_SEARCHES),
-            "{H} {h.joy}.",
-            *rng.pick(LOST_THANKS),
-        ],
-        Plot::Return(_) => vec![
-            *rng.pick(RETURN_ARRIVALS),
-            *rng.pick(RETURN_GREETINGS),
-            *rng.pick(RETURN_HISTORIES),
-        ],
+        Plot::Lost(_) => vec![*rng.pick(LOST_SEARCHES), "{H} {h.joy}.", *rng.pick(LOST_THANKS)],
+        Plot::Return(_) => {
+            vec![*rng.pick(RETURN_ARRIVALS), *rng.pick(RETURN_GREETINGS), *rng.pick(RETURN_HISTORIES)]
+        }
         Plot::Trade(_) => vec![*rng.pick(TRADE_DECISIONS), *rng.pick(TRADE_DEALS)],
     };
     lines.join(" ")
@@ -1785,9 +1595,7 @@ impl Slots {
     fn character(&mut self, prefix: &str, c: &Character) {
         let p = c.pronoun;
         let fill = |text: &str| {
-            text.replace("$his", p.possessive())
-                .replace("$him", p.object())
-                .replace("$he", p.subject())
+            text.replace("$his", p.possessive()).replace("$him", p.object()).replace("$he", p.subject())
         };
         self.set(prefix, c.name.clone());
         for (field, value) in [
@@ -1824,10 +1632,7 @@ impl Slots {
         let mut rest = template;
         while let Some(open) = rest.find('{') {
             out.push_str(&rest[..open]);
-            let close = open
-                + rest[open..]
-                    .find('}')
-                    .expect("unclosed { in story template");
+            let close = open + rest[open..].find('}').expect("unclosed { in story template");
             out.push_str(&self.lookup(&rest[open + 1..close]));
             rest = &rest[close + 1..];
         }
@@ -1837,22 +1642,14 @@ impl Slots {
 
     fn lookup(&self, key: &str) -> String {
         let capital = key.starts_with(|c: char| c.is_ascii_uppercase());
-        let key = if capital {
-            lowercase_first(key)
-        } else {
-            key.to_string()
-        };
+        let key = if capital { lowercase_first(key) } else { key.to_string() };
         let value = self
             .values
             .iter()
             .find(|(k, _)| *k == key)
             .map(|(_, v)| v.as_str())
             .unwrap_or_else(|| panic!("story template uses unknown slot {{{key}}}"));
-        let value = if value.contains('{') {
-            self.render(value)
-        } else {
-            value.to_string()
-        };
+        let value = if value.contains('{') { self.render(value) } else { value.to_string() };
         if capital { capitalise(&value) } else { value }
     }
 }
@@ -1892,9 +1689,7 @@ mod tests {
     use std::collections::HashSet;
 
     fn sample(n: usize) -> Vec<(String, Facts)> {
-        (0..n)
-            .map(|i| tell(&mut Rng::fork(11, &format!("story-{i}"))))
-            .collect()
+        (0..n).map(|i| tell(&mut Rng::fork(11, &format!("story-{i}")))).collect()
     }
 
     #[test]
@@ -1938,16 +1733,11 @@ mod tests {
     fn stories_are_plain_ascii_of_the_intended_length() {
         for (text, _) in sample(500) {
             assert!(
-                text.bytes()
-                    .all(|b| b == b'\n' || (b' '..=b'~').contains(&b)),
+                text.bytes().all(|b| b == b'\n' || (b' '..=b'~').contains(&b)),
                 "non-printable byte in:\n{text}"
             );
             assert!(!text.contains(['{', '}', '$']), "unfilled slot in:\n{text}");
-            assert!(
-                (600..=2500).contains(&text.len()),
-                "{} bytes:\n{text}",
-                text.len()
-            );
+            assert!((600..=2500).contains(&text.len()), "{} bytes:\n{text}", text.len());
             assert!(text.split("\n\n").count() >= 6);
             assert!(!text.contains("  ") && !text.contains("\n\n\n") && !text.ends_with('\n'));
         }
@@ -1958,31 +1748,14 @@ mod tests {
         for (text, facts) in sample(300) {
             let paragraphs: Vec<&str> = text.split("\n\n").collect();
             let (first, last) = (paragraphs[0], paragraphs[paragraphs.len() - 1]);
-            assert!(
-                first.contains(&facts.hero) && last.contains(&facts.hero),
-                "hero:\n{text}"
-            );
-            assert!(
-                first.contains(&facts.object) && last.contains(&facts.object),
-                "object:\n{text}"
-            );
-            assert!(
-                first.contains(facts.home) && last.contains(facts.home),
-                "home:\n{text}"
-            );
+            assert!(first.contains(&facts.hero) && last.contains(&facts.hero), "hero:\n{text}");
+            assert!(first.contains(&facts.object) && last.contains(&facts.object), "object:\n{text}");
+            assert!(first.contains(facts.home) && last.contains(facts.home), "home:\n{text}");
             // The helper is introduced mid-story and named again in a later paragraph.
-            let mentions: Vec<usize> = (0..paragraphs.len())
-                .filter(|&i| paragraphs[i].contains(&facts.helper))
-                .collect();
-            assert!(
-                mentions.len() >= 2 && mentions[0] >= 2,
-                "helper {}:\n{text}",
-                facts.helper
-            );
-            assert!(
-                last.contains(&facts.helper),
-                "helper not in ending:\n{text}"
-            );
+            let mentions: Vec<usize> =
+                (0..paragraphs.len()).filter(|&i| paragraphs[i].contains(&facts.helper)).collect();
+            assert!(mentions.len() >= 2 && mentions[0] >= 2, "helper {}:\n{text}", facts.helper);
+            assert!(last.contains(&facts.helper), "helper not in ending:\n{text}");
         }
     }
 
@@ -1996,10 +1769,7 @@ mod tests {
             // Every sentence starts with a capital (or an opening quote).
             for (i, _) in text.match_indices(". ") {
                 let next = text[i + 2..].chars().next().unwrap();
-                assert!(
-                    next.is_ascii_uppercase() || next == '"',
-                    "after '. ' in:\n{text}"
-                );
+                assert!(next.is_ascii_uppercase() || next == '"', "after '. ' in:\n{text}");
             }
             let words: Vec<&str> = text.split_whitespace().collect();
             for (i, pair) in words.windows(2).enumerate() {
@@ -2012,9 +1782,7 @@ mod tests {
                 // "as if it were" is a correct subjunctive.
                 let subjunctive = i > 0 && words[i - 1] == "if";
                 let pair = format!("{} {}", pair[0].to_lowercase(), pair[1]);
-                for wrong in [
-                    "they was", "he were", "she were", "it were", "they has", "the the",
-                ] {
+                for wrong in ["they was", "he were", "she were", "it were", "they has", "the the"] {
                     assert!(pair != wrong || subjunctive, "{wrong} in:\n{text}");
                 }
             }
@@ -2034,11 +1802,7 @@ mod tests {
             }
         }
         assert!(words.len() > 1000, "only {} distinct words", words.len());
-        assert!(
-            openings.len() > 190,
-            "only {} distinct first sentences",
-            openings.len()
-        );
+        assert!(openings.len() > 190, "only {} distinct first sentences", openings.len());
     }
 
     #[test]
@@ -2048,9 +1812,7 @@ mod tests {
         for _ in 0..400 {
             let c = Character::draw(&mut rng, &mut Vec::new(), true);
             seen.insert(c.pronoun);
-            assert!(
-                c.intro.contains(&c.name) || c.intro.ends_with(c.name.trim_start_matches("Old "))
-            );
+            assert!(c.intro.contains(&c.name) || c.intro.ends_with(c.name.trim_start_matches("Old ")));
             match c.kind.group {
                 Group::Girl | Group::OldWoman => assert_eq!(c.pronoun, Pronoun::She),
                 Group::Boy | Group::OldMan => assert_eq!(c.pronoun, Pronoun::He),

@@ -138,11 +138,9 @@ impl Tokenizer {
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
         match self {
             Tokenizer::Byte => Ok(text.bytes().map(u32::from).collect()),
-            Tokenizer::Hf(t) => Ok(t
-                .encode_fast(text, false)
-                .map_err(|e| anyhow!("tokenizing: {e}"))?
-                .get_ids()
-                .to_vec()),
+            Tokenizer::Hf(t) => {
+                Ok(t.encode_fast(text, false).map_err(|e| anyhow!("tokenizing: {e}"))?.get_ids().to_vec())
+            }
         }
     }
 

@@ -85,10 +85,7 @@ pub fn generate<B: Backend>(
         }
     }
     if ids.len() >= max_seq_len {
-        bail!(
-            "the prompt is {} tokens; the model's context is {max_seq_len}: shorten the prompt",
-            ids.len()
-        );
+        bail!("the prompt is {} tokens; the model's context is {max_seq_len}: shorten the prompt", ids.len());
     }
     let budget = cfg.max_new_tokens.min(max_seq_len - ids.len());
     let mut rng = Rng::fork(cfg.seed, "sampling");
@@ -99,7 +96,8 @@ pub fn generate<B: Backend>(
     let eot = tokenizer.eot();
     for _ in 0..budget {
         let [_, t, v] = logits.dims();
-        let last: Vec<f32> = logits.slice([0..1, t - 1..t, 0..v]).into_data().convert::<f32>().into_vec().expect("f32 data");
+        let last: Vec<f32> =
+            logits.slice([0..1, t - 1..t, 0..v]).into_data().convert::<f32>().into_vec().expect("f32 data");
         let next = sample(&last, cfg, &mut rng);
         if cfg.stop_at_eot && Some(next) == eot {
             break;

@@ -27,7 +27,10 @@ pub fn param<B: Backend, const D: usize>(
 /// weights in a process that also used f32.
 pub fn float_tensor<B: Backend, const D: usize>(data: TensorData, device: &B::Device) -> Tensor<B, D> {
     let dtype = <B::FloatElem as burn::tensor::Element>::dtype();
-    Tensor::from_data(data.convert::<B::FloatElem>(), TensorCreationOptions::new(device.clone()).with_dtype(dtype))
+    Tensor::from_data(
+        data.convert::<B::FloatElem>(),
+        TensorCreationOptions::new(device.clone()).with_dtype(dtype),
+    )
 }
 
 /// A parameter drawn from N(0, std²).

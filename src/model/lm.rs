@@ -41,14 +41,33 @@ impl<B: Backend> LanguageModel<B> {
         assert!(cfg.vocab_size > 0, "model.vocab_size must be resolved before building the model");
         let std = cfg.init_std;
         let mut model = Self {
-            embed_tokens: Embedding::new(cfg.vocab_size, cfg.d_model, std, &mut Rng::fork(seed, "init/embed"), device),
+            embed_tokens: Embedding::new(
+                cfg.vocab_size,
+                cfg.d_model,
+                std,
+                &mut Rng::fork(seed, "init/embed"),
+                device,
+            ),
             embed_positions: (cfg.positions == Positions::Learned).then(|| {
-                Embedding::new(cfg.max_seq_len, cfg.d_model, std, &mut Rng::fork(seed, "init/positions"), device)
+                Embedding::new(
+                    cfg.max_seq_len,
+                    cfg.d_model,
+                    std,
+                    &mut Rng::fork(seed, "init/positions"),
+                    device,
+                )
             }),
             layers: (0..cfg.n_layers).map(|i| Block::transformer(cfg, i, seed, device)).collect(),
             norm: Norm::new(cfg.norm, cfg.d_model, cfg.bias, cfg.norm_eps, device),
             lm_head: (!cfg.tie_embeddings).then(|| {
-                Linear::new(cfg.d_model, cfg.vocab_size, false, std, &mut Rng::fork(seed, "init/lm_head"), device)
+                Linear::new(
+                    cfg.d_model,
+                    cfg.vocab_size,
+                    false,
+                    std,
+                    &mut Rng::fork(seed, "init/lm_head"),
+                    device,
+                )
             }),
             dropout: DropoutConfig::new(cfg.dropout).init(),
             bf16: false,
@@ -163,7 +182,10 @@ pub fn cross_entropy<B: Backend>(logits: Tensor<B, 3>, targets: Tensor<B, 2, Int
 }
 
 /// Uploads a batch as `(inputs, targets)`, each `[b, t]`.
-pub fn batch_tensors<B: Backend>(batch: &TokenBatch, device: &B::Device) -> (Tensor<B, 2, Int>, Tensor<B, 2, Int>) {
+pub fn batch_tensors<B: Backend>(
+    batch: &TokenBatch,
+    device: &B::Device,
+) -> (Tensor<B, 2, Int>, Tensor<B, 2, Int>) {
     let shape = [batch.batch, batch.seq_len];
     (ids_tensor(&batch.inputs, shape, device), ids_tensor(&batch.targets, shape, device))
 }

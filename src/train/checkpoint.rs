@@ -51,7 +51,8 @@ pub fn save<B: AutodiffBackend>(
     sections.push(Recorder::<B>::record(&rec, model.clone().into_record(), ()).context("serialising model")?);
     if let Some(o) = optim {
         sections.push(Recorder::<B>::record(&rec, o.decay.to_record(), ()).context("serialising optimizer")?);
-        sections.push(Recorder::<B>::record(&rec, o.no_decay.to_record(), ()).context("serialising optimizer")?);
+        sections
+            .push(Recorder::<B>::record(&rec, o.no_decay.to_record(), ()).context("serialising optimizer")?);
     }
     let mut bytes = Vec::with_capacity(sections.iter().map(|s| s.len() + 8).sum::<usize>() + 12);
     bytes.extend_from_slice(MAGIC);

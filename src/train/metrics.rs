@@ -8,28 +8,35 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::model::count::ParamCounts;
-
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum Record {
     Train {
         step: usize,
+        #[serde(with = "crate::util::json_f64")]
         loss: f64,
+        #[serde(with = "crate::util::json_f64")]
         lr: f64,
+        #[serde(with = "crate::util::json_f64")]
         grad_norm: f64,
+        #[serde(with = "crate::util::json_f64")]
         tokens_per_s: f64,
         tokens: u64,
+        #[serde(with = "crate::util::json_f64")]
         elapsed_s: f64,
         /// The step was skipped because its loss or gradient was not finite.
         skipped: bool,
     },
     Eval {
         step: usize,
+        #[serde(with = "crate::util::json_f64")]
         val_loss: f64,
+        #[serde(with = "crate::util::json_f64")]
         val_ppl: f64,
+        #[serde(with = "crate::util::json_f64")]
         val_bpb: f64,
         tokens: u64,
+        #[serde(with = "crate::util::json_f64")]
         elapsed_s: f64,
     },
 }
@@ -100,9 +107,13 @@ pub fn read_records(path: &Path) -> Result<Vec<Record>> {
 /// The result of a run, written as `summary.json`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Summary {
+    #[serde(with = "crate::util::json_f64")]
     pub final_val_loss: f64,
+    #[serde(with = "crate::util::json_f64")]
     pub final_val_ppl: f64,
+    #[serde(with = "crate::util::json_f64")]
     pub final_val_bpb: f64,
+    #[serde(with = "crate::util::json_f64")]
     pub best_val_loss: f64,
     pub best_step: usize,
     pub steps: usize,
@@ -110,11 +121,15 @@ pub struct Summary {
     pub params_total: usize,
     pub params_non_embedding: usize,
     pub params_embedding: usize,
+    #[serde(with = "crate::util::json_f64")]
     pub train_flops_per_token: f64,
+    #[serde(with = "crate::util::json_f64")]
     pub wall_time_s: f64,
     /// Mean training throughput, excluding the first steps (compilation, autotuning, caches).
+    #[serde(with = "crate::util::json_f64")]
     pub steady_tokens_per_s: f64,
     /// Time of the excluded warm-up steps.
+    #[serde(with = "crate::util::json_f64")]
     pub warmup_time_s: f64,
     /// Peak resident memory of the process (CPU) or peak device memory (GPU), in bytes.
     pub peak_memory_bytes: u64,
@@ -122,12 +137,6 @@ pub struct Summary {
     pub nan_skips: usize,
     pub device: String,
     pub precision: String,
-}
-
-impl Summary {
-    pub fn params(counts: &ParamCounts) -> (usize, usize, usize) {
-        (counts.total, counts.non_embedding, counts.embedding)
-    }
 }
 
 /// Peak resident set size of this process (Linux `VmHWM`), if known.

@@ -87,7 +87,11 @@ pub fn use_bf16<B: burn::tensor::backend::Backend>(precision: Precision, device:
     }
 }
 
-pub fn train<B: AutodiffBackend>(cfg: &RunConfig, device: &B::Device, opts: &TrainOptions) -> Result<TrainOutcome> {
+pub fn train<B: AutodiffBackend>(
+    cfg: &RunConfig,
+    device: &B::Device,
+    opts: &TrainOptions,
+) -> Result<TrainOutcome> {
     let wall = Instant::now();
     let run = &opts.run_dir;
 
@@ -106,7 +110,10 @@ pub fn train<B: AutodiffBackend>(cfg: &RunConfig, device: &B::Device, opts: &Tra
     let last_ckpt = run.join("last.ckpt");
     if opts.resume {
         if !last_ckpt.exists() {
-            bail!("cannot resume: {} has no checkpoint (last.ckpt); start it without --resume", run.display());
+            bail!(
+                "cannot resume: {} has no checkpoint (last.ckpt); start it without --resume",
+                run.display()
+            );
         }
     } else if last_ckpt.exists() {
         bail!(
@@ -311,9 +318,7 @@ pub fn human(x: f64) -> String {
 
 /// The run directory used when none is given: `runs/<preset>-<unix time>`.
 pub fn default_run_dir(label: &str) -> PathBuf {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
+    let secs =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     Path::new("runs").join(format!("{label}-{secs}"))
 }

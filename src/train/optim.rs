@@ -9,8 +9,8 @@
 use burn::module::{AutodiffModule, Module, ModuleVisitor, Param};
 use burn::optim::adaptor::OptimizerAdaptor;
 use burn::optim::{AdamW, AdamWConfig, GradientsParams, Optimizer};
-use burn::tensor::{ElementConversion, Tensor};
 use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::{ElementConversion, Tensor};
 
 use crate::config::TrainConfig;
 use crate::model::LanguageModel;
@@ -96,7 +96,11 @@ pub fn global_grad_norm<B: AutodiffBackend, M: AutodiffModule<B>>(model: &M, gra
 }
 
 /// Multiplies every gradient by `factor`.
-pub fn scale_grads<B: AutodiffBackend, M: AutodiffModule<B>>(model: &M, grads: &mut GradientsParams, factor: f64) {
+pub fn scale_grads<B: AutodiffBackend, M: AutodiffModule<B>>(
+    model: &M,
+    grads: &mut GradientsParams,
+    factor: f64,
+) {
     struct Scale<'a> {
         grads: &'a mut GradientsParams,
         factor: f64,

@@ -2,3 +2,18 @@
 
 pub mod atomic;
 pub mod hash;
+
+/// Serde helpers for f64 fields that may be NaN or infinite (a diverged run's loss): JSON has no
+/// such numbers, so they are written as `null` and read back as NaN, instead of making the
+/// whole record unreadable.
+pub mod json_f64 {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(x: &f64, s: S) -> Result<S::Ok, S::Error> {
+        if x.is_finite() { s.serialize_f64(*x) } else { s.serialize_none() }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+        Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
+    }
+}
