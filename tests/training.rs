@@ -129,10 +129,10 @@ fn resume_reproduces_the_uninterrupted_run() {
         archlab::train::metrics::read_records(&full_opts.run_dir.join("metrics.jsonl")).unwrap();
     let losses = |rs: &[archlab::train::metrics::Record]| -> Vec<(usize, u64)> {
         rs.iter()
-            .filter_map(|r| match r {
-                archlab::train::metrics::Record::Train { step, loss, .. } => Some((*step, loss.to_bits())),
+            .map(|r| match r {
+                archlab::train::metrics::Record::Train { step, loss, .. } => (*step, loss.to_bits()),
                 archlab::train::metrics::Record::Eval { step, val_loss, .. } => {
-                    Some((*step + 1_000_000, val_loss.to_bits()))
+                    (*step + 1_000_000, val_loss.to_bits())
                 }
             })
             .collect()

@@ -212,7 +212,7 @@ impl RunConfig {
                 bail!("{key} must be at least 1 (got 0)");
             }
         }
-        if m.d_model % m.n_heads != 0 {
+        if !m.d_model.is_multiple_of(m.n_heads) {
             bail!(
                 "model.d_model ({}) must be divisible by model.n_heads ({}); try n_heads = {}",
                 m.d_model,
@@ -221,10 +221,10 @@ impl RunConfig {
             );
         }
         let kv = self.model.kv_heads();
-        if m.n_heads % kv != 0 {
+        if !m.n_heads.is_multiple_of(kv) {
             bail!("model.n_heads ({}) must be a multiple of model.n_kv_heads ({kv})", m.n_heads);
         }
-        if m.positions == Positions::Rope && (m.d_model / m.n_heads) % 2 != 0 {
+        if m.positions == Positions::Rope && !(m.d_model / m.n_heads).is_multiple_of(2) {
             bail!("RoPE needs an even head dimension; d_model / n_heads = {}", m.d_model / m.n_heads);
         }
         if t.seq_len > m.max_seq_len {
@@ -272,7 +272,7 @@ impl ModelConfig {
 }
 
 fn largest_divisor_at_most(n: usize, k: usize) -> usize {
-    (1..=k).rev().find(|d| n % d == 0).unwrap_or(1)
+    (1..=k).rev().find(|d| n.is_multiple_of(*d)).unwrap_or(1)
 }
 
 #[cfg(test)]

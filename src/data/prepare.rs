@@ -257,6 +257,7 @@ fn cache_key(cfg: &DataConfig, source: &Source, spec: &TokenizerSpec) -> Result<
     h.update(&cfg.corpus_seed.to_le_bytes());
     match source {
         Source::Stories { bytes, seed } => {
+            h.update(&super::stories::GRAMMAR_VERSION.to_le_bytes());
             h.update(&(*bytes as u64).to_le_bytes());
             h.update(&seed.to_le_bytes());
         }

@@ -173,8 +173,8 @@ impl<B: Backend> Rope<B> {
         let [_, _, t, hd] = x.dims();
         let max = self.cos.dims()[0];
         assert!(start + t <= max, "position {} is past model.max_seq_len {max}", start + t);
-        let cos = self.cos.clone().slice([start..start + t]).unsqueeze::<4>(); // [1, 1, t, hd]
-        let sin = self.sin.clone().slice([start..start + t]).unsqueeze::<4>();
+        let cos = self.cos.clone().narrow(0, start, t).unsqueeze::<4>(); // [1, 1, t, hd]
+        let sin = self.sin.clone().narrow(0, start, t).unsqueeze::<4>();
         let x1 = x.clone().narrow(3, 0, hd / 2);
         let x2 = x.clone().narrow(3, hd / 2, hd / 2);
         let rotated = Tensor::cat(vec![x2.neg(), x1], 3); // rotate_half

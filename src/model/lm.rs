@@ -109,7 +109,7 @@ impl<B: Backend> LanguageModel<B> {
         let x = match &self.embed_positions {
             Some(pos) => {
                 let d = x.dims()[2];
-                let table = pos.weight.val().slice([start..start + t]).reshape([1, t, d]);
+                let table = pos.weight.val().narrow(0, start, t).reshape([1, t, d]);
                 x + table
             }
             None => x,
