@@ -77,6 +77,12 @@ pub fn resolve(arg: DeviceArg) -> Result<Resolved> {
     }
 }
 
+/// Whether a CUDA GPU is usable right now (driver, device and NVRTC present). GPU tests use
+/// this to skip themselves on machines without one.
+pub fn cuda_available() -> bool {
+    matches!(cuda_status(), CudaStatus::Ready)
+}
+
 #[cfg(feature = "cuda")]
 fn cuda_resolved() -> Result<Resolved> {
     Ok(Resolved::Cuda)
@@ -87,6 +93,7 @@ fn cuda_resolved() -> Result<Resolved> {
     unreachable!("cuda_status() is NotBuilt without the cuda feature")
 }
 
+#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
 enum CudaStatus {
     Ready,
     #[cfg_attr(feature = "cuda", allow(dead_code))]

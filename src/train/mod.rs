@@ -7,6 +7,7 @@ pub mod metrics;
 pub mod optim;
 pub mod schedule;
 
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -138,8 +139,10 @@ pub fn train<B: AutodiffBackend>(
     let flops_per_token = cfg.model.train_flops_per_token(t);
     let mut log = MetricsLog::open(&run.join("metrics.jsonl"), opts.resume.then_some(state.step))?;
 
-    let bar = progress_bar(opts.progress, cfg.train.max_steps, state.step);
-    bar.println(format!(
+    // A bar on a terminal; on a pipe or log file, one plain line per evaluation instead.
+    let interactive = opts.progress && std::io::stderr().is_terminal();
+    let bar = progress_bar(interactive, cfg.train.max_steps, state.step);
+    eprintln!(
         "archlab: {} params ({} non-embedding), {} layers, d_model {}, on {}{}",
         human(counts.total as f64),
         human(counts.non_embedding as f64),
@@ -147,7 +150,7 @@ pub fn train<B: AutodiffBackend>(
         cfg.model.d_model,
         opts.device_name,
         if opts.resume { format!(", resuming at step {}", state.step) } else { String::new() }
-    ));
+    );
 
     // -- loop ------------------------------------------------------------------------------
     let tokens_per_step = (b * t * accum) as u64;
@@ -175,6 +178,12 @@ pub fn train<B: AutodiffBackend>(
                 state.best_val_loss = Some(m.loss);
                 state.best_step = Some(step);
                 checkpoint::save(&run.join("best.ckpt"), &state, &model, None)?;
+            }
+            if opts.progress && !interactive {
+                eprintln!(
+                    "step {step:>6} | val loss {:.4} | ppl {:.2} | {:.4} bits/byte",
+                    m.loss, m.ppl, m.bpb
+                );
             }
             last_eval = Some(m);
         }
