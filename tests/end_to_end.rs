@@ -72,40 +72,23 @@ fn train_eval_generate() {
         "eval of best.ckpt should reproduce the best val loss {best:.4}:\n{stdout}"
     );
 
-    let (ok, stdout, stderr) = archlab(
-        &[
-            "generate",
-            "--run",
-            "run",
-            "--prompt",
-            "Once upon a time",
-            "--max-tokens",
-            "40",
-            "--seed",
-            "3",
-            "--device",
-            "cpu",
-        ],
-        &dir,
-    );
+    let generate_args = [
+        "generate",
+        "--run",
+        "run",
+        "--prompt",
+        "Once upon a time",
+        "--max-tokens",
+        "40",
+        "--seed",
+        "3",
+        "--device",
+        "cpu",
+    ];
+    let (ok, stdout, stderr) = archlab(&generate_args, &dir);
     assert!(ok, "generate failed:\n{stderr}");
     assert!(stdout.starts_with("Once upon a time") && stdout.len() > "Once upon a time".len(), "{stdout}");
-    let (_, again, _) = archlab(
-        &[
-            "generate",
-            "--run",
-            "run",
-            "--prompt",
-            "Once upon a time",
-            "--max-tokens",
-            "40",
-            "--seed",
-            "3",
-            "--device",
-            "cpu",
-        ],
-        &dir,
-    );
+    let (_, again, _) = archlab(&generate_args, &dir);
     assert_eq!(stdout, again, "the same seed samples the same text");
 
     // Stop and resume through the CLI.
@@ -117,4 +100,85 @@ fn train_eval_generate() {
         archlab(&["train", "--device", "cpu", "--quiet", "--run-dir", "run2", "--resume"], &dir);
     assert!(ok, "resume failed:\n{stderr}");
     assert!(stdout.contains("| run |"), "{stdout}");
+}
+
+/// SIGKILL in the middle of training, then `--resume`: the run finishes, and its log holds
+/// every step once with exactly the losses of an uninterrupted run (the resumed process
+/// restarts from the last complete checkpoint and redoes the steps after it).
+#[test]
+fn a_killed_run_resumes_on_the_same_trajectory() {
+    let dir = temp_dir("e2e-kill");
+    let args = |run: &'static str| -> Vec<&'static str> {
+        vec![
+            "train",
+            "--device",
+            "cpu",
+            "--quiet",
+            "--run-dir",
+            run,
+            "--set",
+            "data.builtin_bytes=200000",
+            "--set",
+            "model.d_model=32",
+            "--set",
+            "model.n_layers=2",
+            "--set",
+            "model.n_heads=2",
+            "--set",
+            "model.d_ff=64",
+            "--set",
+            "train.max_steps=150",
+            "--set",
+            "train.seq_len=32",
+            "--set",
+            "train.batch_size=4",
+            "--set",
+            "train.checkpoint_every=10",
+            "--set",
+            "train.log_every=1",
+            "--set",
+            "eval.every=50",
+            "--set",
+            "eval.batches=1",
+        ]
+    };
+    let (ok, _, stderr) = archlab(&args("full"), &dir);
+    assert!(ok, "{stderr}");
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_archlab"))
+        .args(args("killed"))
+        .current_dir(&dir)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let metrics = dir.join("killed/metrics.jsonl");
+    let start = std::time::Instant::now();
+    // Kill once a checkpoint exists and some steps after it have been logged.
+    while start.elapsed() < std::time::Duration::from_secs(120) {
+        let logged = std::fs::read_to_string(&metrics).map(|s| s.lines().count()).unwrap_or(0);
+        if dir.join("killed/last.ckpt").exists() && logged > 25 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(!dir.join("killed/summary.json").exists(), "the run finished before it could be killed");
+    let logged_before_resume = std::fs::read_to_string(&metrics).unwrap().lines().count();
+    let (ok, _, stderr) =
+        archlab(&["train", "--device", "cpu", "--quiet", "--run-dir", "killed", "--resume"], &dir);
+    assert!(ok, "resume after kill failed:\n{stderr}");
+
+    let read = |run: &str| -> Vec<String> {
+        std::fs::read_to_string(dir.join(run).join("metrics.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                format!("{} {} {} {}", v["kind"], v["step"], v["loss"], v["val_loss"])
+            })
+            .collect()
+    };
+    assert_eq!(read("killed"), read("full"));
+    eprintln!("killed after {logged_before_resume} log lines; resumed to {}", read("killed").len());
 }

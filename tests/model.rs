@@ -3,41 +3,12 @@
 
 mod common;
 
-use archlab::config::{MlpKind, ModelConfig, NormKind, Positions, RunConfig};
+use archlab::config::RunConfig;
 use archlab::model::LanguageModel;
 use archlab::model::lm::ids_tensor;
-use archlab::rng::Rng;
 use burn::module::Module;
 use burn::tensor::backend::Backend;
 use common::*;
-
-/// Every architectural variant the dense model offers.
-fn variants() -> Vec<(&'static str, ModelConfig)> {
-    let mut base = RunConfig::resolve("tiny", None, &[]).unwrap().model;
-    base.vocab_size = 50;
-    base.d_model = 32;
-    base.n_layers = 2;
-    base.n_heads = 4;
-    base.d_ff = 48;
-    base.max_seq_len = 24;
-    let mut v = vec![("llama (rope, rms, swiglu, tied)", base.clone())];
-    let mut gpt2 = base.clone();
-    gpt2.positions = Positions::Learned;
-    gpt2.norm = NormKind::Layer;
-    gpt2.mlp = MlpKind::Gelu;
-    gpt2.bias = true;
-    gpt2.tie_embeddings = false;
-    v.push(("gpt2 (learned, layernorm, gelu, biases, untied)", gpt2));
-    let mut gqa = base.clone();
-    gqa.n_kv_heads = 2;
-    v.push(("gqa (4 query heads, 2 kv heads)", gqa));
-    v
-}
-
-fn random_ids(n: usize, vocab: usize, seed: u64) -> Vec<u32> {
-    let mut rng = Rng::new(seed);
-    (0..n).map(|_| rng.below(vocab) as u32).collect()
-}
 
 fn logits_of<B: Backend>(model: &LanguageModel<B>, ids: &[u32], b: usize, device: &B::Device) -> Vec<f32> {
     let t = ids.len() / b;
