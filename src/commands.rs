@@ -61,6 +61,7 @@ fn train_cmd(a: TrainArgs) -> Result<()> {
         stop_after: a.stop_after,
         progress: !a.quiet,
         device_name: resolved.name().into(),
+        on_gpu: resolved != device::Resolved::Cpu,
         device_memory: device_memory_probe(resolved),
     };
     let outcome = with_backend!(resolved, |B, dev| train::train::<B>(&cfg, &dev, &opts))?;
@@ -115,6 +116,8 @@ fn device_memory_probe(resolved: device::Resolved) -> Option<fn() -> Option<u64>
 struct LoadedRun {
     cfg: RunConfig,
     tokenizer: Tokenizer,
+    /// Whether it runs on a GPU now (bf16 under `precision = "auto"`).
+    on_gpu: bool,
 }
 
 fn load_run(dir: &Path) -> Result<LoadedRun> {
@@ -126,7 +129,7 @@ fn load_run(dir: &Path) -> Result<LoadedRun> {
     }
     let cfg = RunConfig::load(&dir.join("config.toml"))?;
     let tokenizer = Tokenizer::from_json_file(&dir.join("tokenizer.json"))?;
-    Ok(LoadedRun { cfg, tokenizer })
+    Ok(LoadedRun { cfg, tokenizer, on_gpu: false })
 }
 
 fn load_model<B: Backend>(
@@ -134,20 +137,22 @@ fn load_model<B: Backend>(
     which: &str,
     cfg: &RunConfig,
     device: &B::Device,
+    on_gpu: bool,
 ) -> Result<LanguageModel<B>> {
     let path = dir.join(format!("{which}.ckpt"));
     if !path.exists() {
         bail!("{} has no {which}.ckpt; has the run started?", dir.display());
     }
-    let bf16 = train::use_bf16::<B>(cfg.train.precision, device)?;
+    let bf16 = train::use_bf16::<B>(cfg.train.precision, device, on_gpu)?;
     let model = LanguageModel::<B>::new(&cfg.model, cfg.train.seed, bf16, device);
     crate::train::checkpoint::load_weights(&path, model, device)
 }
 
 fn eval_cmd(a: EvalArgs) -> Result<()> {
-    let run = load_run(&a.run)?;
+    let mut run = load_run(&a.run)?;
     let data = prepare::ensure_prepared(&run.cfg.data)?;
     let resolved = device::resolve(a.device)?;
+    run.on_gpu = resolved != device::Resolved::Cpu;
     let m = with_backend!(resolved, |B, dev| eval_on::<<B as AutodiffBackend>::InnerBackend>(
         &a, &run, &data, &dev
     ))?;
@@ -163,7 +168,7 @@ fn eval_on<B: Backend>(
     data: &Dataset,
     device: &B::Device,
 ) -> Result<ValMetrics> {
-    let model = load_model::<B>(&a.run, &a.checkpoint, &run.cfg, device)?;
+    let model = load_model::<B>(&a.run, &a.checkpoint, &run.cfg, device, run.on_gpu)?;
     let t = &run.cfg.train;
     let batches = batcher::validation_batches(&data.val, run.cfg.eval.batches, t.batch_size, t.seq_len)?;
     Ok(evaluate(&model, &batches, data.val.bytes_per_token(), device))
@@ -173,13 +178,14 @@ fn generate_cmd(a: GenerateArgs) -> Result<()> {
     if a.temperature < 0.0 || !(0.0 < a.top_p && a.top_p <= 1.0) {
         bail!("--temperature must be ≥ 0 and --top-p in (0, 1]");
     }
-    let run = load_run(&a.run)?;
+    let mut run = load_run(&a.run)?;
     let resolved = device::resolve(a.device)?;
+    run.on_gpu = resolved != device::Resolved::Cpu;
     with_backend!(resolved, |B, dev| generate_on::<<B as AutodiffBackend>::InnerBackend>(&a, &run, &dev))
 }
 
 fn generate_on<B: Backend>(a: &GenerateArgs, run: &LoadedRun, device: &B::Device) -> Result<()> {
-    let model = load_model::<B>(&a.run, &a.checkpoint, &run.cfg, device)?;
+    let model = load_model::<B>(&a.run, &a.checkpoint, &run.cfg, device, run.on_gpu)?;
     let cfg = SamplingConfig {
         max_new_tokens: a.max_tokens,
         temperature: a.temperature,

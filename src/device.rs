@@ -6,9 +6,9 @@
 
 use anyhow::{Result, bail};
 
-/// The CPU backend. NdArray was measured faster than Flex on the tiny preset (see
-/// `bench/results/cpu-backend.md`).
-pub type CpuBackend = burn::backend::NdArray<f32>;
+/// The CPU backend. Flex trained the tiny preset faster than NdArray in every run of
+/// `benches/cpu_backends.rs` (see `bench/results/cpu-backend.md`).
+pub type CpuBackend = burn::backend::Flex<f32>;
 
 #[cfg(feature = "cuda")]
 pub type CudaBackend = burn::backend::Cuda<f32, i32>;

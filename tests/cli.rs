@@ -151,10 +151,16 @@ fn cuda_without_a_driver() {
     assert!(err.contains("cuda") || err.contains("CUDA"), "{err}");
 }
 
-/// The CPU backend (NdArray) has no bf16: asking for it is an error, `auto` means f32.
+/// On the CPU, `precision = "auto"` trains in fp32 (bf16 is emulated there and slower).
 #[test]
-fn bf16_on_the_cpu_backend() {
-    let dir = temp_dir("cli-bf16");
-    let err = fails(&train_args(&["--precision", "bf16"]), &dir);
-    assert!(err.contains("bf16 is not supported") && err.contains("--precision f32"), "{err}");
+fn auto_precision_is_f32_on_the_cpu() {
+    let dir = temp_dir("cli-auto-precision");
+    let small =
+        ["--set", "data.builtin_bytes=200000", "--set", "train.batch_size=4", "--set", "train.seq_len=32"];
+    let mut args = train_args(&["--run-dir", "run"]);
+    args.extend_from_slice(&small);
+    let out = archlab(&args, &dir);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let summary = std::fs::read_to_string(dir.join("run/summary.json")).unwrap();
+    assert!(summary.contains("\"precision\": \"f32\""), "{summary}");
 }

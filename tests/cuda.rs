@@ -124,6 +124,7 @@ fn cuda_bf16_training_loss_falls() {
         stop_after: None,
         progress: false,
         device_name: "cuda".into(),
+        on_gpu: true,
         device_memory: Some(|| archlab::device::device_memory_bytes(archlab::device::Resolved::Cuda)),
     };
     let out = train::<Autodiff<CudaBackend>>(&cfg, &Default::default(), &opts).unwrap();

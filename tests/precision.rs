@@ -1,6 +1,5 @@
 //! The bf16 path (bf16 matmuls, fp32 master weights and optimizer state), checked on the CPU
-//! through the Flex backend, which supports bf16 (NdArray does not). Its own test binary so
-//! that no other backend shares the process.
+//! through the Flex backend (archlab's CPU backend), which supports bf16 (NdArray does not).
 
 mod common;
 
@@ -92,7 +91,12 @@ fn bf16_training_keeps_fp32_master_weights_and_learns() {
 #[test]
 fn precision_resolution() {
     let device = Default::default();
-    assert!(use_bf16::<Flex<f32>>(Precision::Bf16, &device).unwrap());
-    assert!(use_bf16::<Flex<f32>>(Precision::Auto, &device).unwrap());
-    assert!(!use_bf16::<Flex<f32>>(Precision::F32, &device).unwrap());
+    assert!(use_bf16::<Flex<f32>>(Precision::Bf16, &device, false).unwrap());
+    assert!(!use_bf16::<Flex<f32>>(Precision::Auto, &device, false).unwrap(), "auto is fp32 on the CPU");
+    assert!(use_bf16::<Flex<f32>>(Precision::Auto, &device, true).unwrap());
+    assert!(!use_bf16::<Flex<f32>>(Precision::F32, &device, true).unwrap());
+    // A backend without bf16 (NdArray) refuses it with a clear error.
+    let err =
+        use_bf16::<burn::backend::NdArray<f32>>(Precision::Bf16, &Default::default(), false).unwrap_err();
+    assert!(err.to_string().contains("bf16 is not supported"), "{err}");
 }

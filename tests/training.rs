@@ -21,6 +21,7 @@ fn options(name: &str) -> TrainOptions {
         stop_after: None,
         progress: false,
         device_name: "cpu".into(),
+        on_gpu: false,
         device_memory: None,
     }
 }

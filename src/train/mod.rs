@@ -43,6 +43,8 @@ pub struct TrainOptions {
     pub progress: bool,
     /// Device name for the records.
     pub device_name: String,
+    /// Whether the device is a GPU (decides what `precision = "auto"` means).
+    pub on_gpu: bool,
     /// Reads the device memory in use (GPU backends); `None` reports the process's peak RSS.
     pub device_memory: Option<fn() -> Option<u64>>,
 }
@@ -70,18 +72,20 @@ pub fn resolve_vocab(cfg: &mut RunConfig, data: &Dataset) -> Result<()> {
     Ok(())
 }
 
-/// Whether bf16 matmuls are used for this config on this backend.
-pub fn use_bf16<B: burn::tensor::backend::Backend>(precision: Precision, device: &B::Device) -> Result<bool> {
+/// Whether bf16 matmuls are used for this config on this backend. `auto` means bf16 on a GPU
+/// that supports it; on the CPU bf16 is emulated and slower than fp32, so auto keeps fp32 there.
+pub fn use_bf16<B: burn::tensor::backend::Backend>(
+    precision: Precision,
+    device: &B::Device,
+    on_gpu: bool,
+) -> Result<bool> {
     let supported = B::supports_dtype(device, burn::tensor::DType::BF16);
     match precision {
         Precision::F32 => Ok(false),
-        Precision::Auto => Ok(supported),
+        Precision::Auto => Ok(supported && on_gpu),
         Precision::Bf16 => {
             if !supported {
-                bail!(
-                    "train.precision = bf16 is not supported on {}; use --precision f32 (CPU backends compute in fp32)",
-                    B::name(device)
-                );
+                bail!("train.precision = bf16 is not supported on {}; use --precision f32", B::name(device));
             }
             Ok(true)
         }
@@ -97,7 +101,7 @@ pub fn train<B: AutodiffBackend>(
     let run = &opts.run_dir;
 
     // -- data ------------------------------------------------------------------------------
-    let bf16 = use_bf16::<B>(cfg.train.precision, device)?; // fail before any work
+    let bf16 = use_bf16::<B>(cfg.train.precision, device, opts.on_gpu)?; // fail before any work
     let data = ensure_prepared(&cfg.data)?;
     let mut cfg = cfg.clone();
     resolve_vocab(&mut cfg, &data)?;

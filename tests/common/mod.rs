@@ -6,7 +6,8 @@ use std::path::PathBuf;
 use archlab::config::{MlpKind, ModelConfig, NormKind, Positions, Precision, RunConfig};
 use archlab::rng::Rng;
 
-pub type Cpu = burn::backend::NdArray<f32>;
+/// The CPU backend archlab uses (Flex).
+pub type Cpu = archlab::device::CpuBackend;
 pub type CpuAd = burn::backend::Autodiff<Cpu>;
 pub type Cpu64 = burn::backend::NdArray<f64>;
 pub type Cpu64Ad = burn::backend::Autodiff<Cpu64>;
