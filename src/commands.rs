@@ -196,7 +196,7 @@ fn generate_on<B: Backend>(a: &GenerateArgs, run: &LoadedRun, device: &B::Device
     };
     let mut out = std::io::stdout().lock();
     write!(out, "{}", a.prompt)?;
-    generate(&model, &run.tokenizer, &a.prompt, run.cfg.model.max_seq_len, &cfg, device, |piece| {
+    generate(&model, &run.tokenizer, &a.prompt, run.cfg.model.context_limit(), &cfg, device, |piece| {
         let _ = write!(out, "{piece}");
         let _ = out.flush();
     })?;

@@ -184,8 +184,10 @@ fn weight_decay_skips_norms_biases_and_embeddings() {
     let shrink = (1.0 - lr * 0.5) as f32;
     // Decayed: attention, MLP and head matrices.
     let (a, b) = (&before.layers[0], &after.layers[0]);
-    let archlab::model::block::SeqMixer::Attention(qa) = &a.mixer;
-    let archlab::model::block::SeqMixer::Attention(qb) = &b.mixer;
+    use archlab::model::block::SeqMixer;
+    let (SeqMixer::Attention(qa), SeqMixer::Attention(qb)) = (&a.mixer, &b.mixer) else {
+        panic!("the test model is a Transformer")
+    };
     for (w0, w1) in v(qa.q_proj.weight.val()).iter().zip(v(qb.q_proj.weight.val())) {
         assert!((w0 * shrink - w1).abs() <= 1e-7, "q_proj not decayed: {w0} → {w1}");
     }

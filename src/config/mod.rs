@@ -74,6 +74,126 @@ pub enum MlpKind {
     Swiglu,
 }
 
+/// The sequence mixer of every layer (see `model::block`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MixerKind {
+    /// Causal multi-head self-attention (Vaswani et al. 2017), with GQA and RoPE options.
+    #[default]
+    Attention,
+    /// Mamba-1 selective SSM (Gu & Dao 2023), configured by `[model.mamba]`.
+    Mamba,
+    /// Mamba-2 / SSD (Dao & Gu 2024), configured by `[model.mamba2]`.
+    Mamba2,
+}
+
+impl MixerKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            MixerKind::Attention => "attention",
+            MixerKind::Mamba => "mamba",
+            MixerKind::Mamba2 => "mamba2",
+        }
+    }
+}
+
+/// The channel mixer after each sequence mixer.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FfnKind {
+    /// An MLP of width `d_ff` (`model.mlp` picks GELU or SwiGLU).
+    #[default]
+    Mlp,
+    /// No channel mixer: the block is `x + mixer(norm(x))` only (the Mamba paper's layout).
+    None,
+}
+
+/// Mamba-1 mixer shape (names as in `mamba_ssm`'s `Mamba` and HF's `MambaConfig`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MambaConfig {
+    /// N, the SSM state size per channel.
+    pub d_state: usize,
+    /// Width of the causal depthwise convolution.
+    pub d_conv: usize,
+    /// Inner width is `expand · d_model`.
+    pub expand: usize,
+    /// Rank of the Δ projection; 0 means `ceil(d_model / 16)` (the paper's default).
+    pub dt_rank: usize,
+    /// Δ is initialised log-uniformly in `[dt_min, dt_max]` through the bias of `dt_proj`.
+    pub dt_min: f64,
+    pub dt_max: f64,
+    pub dt_init_floor: f64,
+    /// Bias on the convolution (true in the paper).
+    pub conv_bias: bool,
+    /// Bias on `in_proj` and `out_proj` (false in the paper).
+    pub bias: bool,
+    /// Time steps per chunk of the chunked scan; 0 picks about √T.
+    pub chunk_size: usize,
+}
+
+impl Default for MambaConfig {
+    fn default() -> Self {
+        Self {
+            d_state: 16,
+            d_conv: 4,
+            expand: 2,
+            dt_rank: 0,
+            dt_min: 0.001,
+            dt_max: 0.1,
+            dt_init_floor: 1e-4,
+            conv_bias: true,
+            bias: false,
+            chunk_size: 0,
+        }
+    }
+}
+
+/// Mamba-2 mixer shape (names as in `mamba_ssm`'s `Mamba2` and HF's `Mamba2Config`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Mamba2Config {
+    /// N, the SSM state size per head.
+    pub d_state: usize,
+    pub d_conv: usize,
+    /// Inner width is `expand · d_model`, split into heads of `head_dim`.
+    pub expand: usize,
+    /// P, the channels per head; `expand · d_model / head_dim` heads.
+    pub head_dim: usize,
+    /// B and C are shared by groups of heads (like GQA); must divide the number of heads.
+    pub n_groups: usize,
+    /// Chunk length of the SSD algorithm.
+    pub chunk_size: usize,
+    pub dt_min: f64,
+    pub dt_max: f64,
+    pub dt_init_floor: f64,
+    /// A = -exp(A_log) is initialised uniformly in `[-a_init_max, -a_init_min]` per head.
+    pub a_init_min: f64,
+    pub a_init_max: f64,
+    pub conv_bias: bool,
+    pub bias: bool,
+}
+
+impl Default for Mamba2Config {
+    fn default() -> Self {
+        Self {
+            d_state: 64,
+            d_conv: 4,
+            expand: 2,
+            head_dim: 64,
+            n_groups: 1,
+            chunk_size: 64,
+            dt_min: 0.001,
+            dt_max: 0.1,
+            dt_init_floor: 1e-4,
+            a_init_min: 1.0,
+            a_init_max: 16.0,
+            conv_bias: true,
+            bias: false,
+        }
+    }
+}
+
 /// Model shape. The layer stack is built from pre-norm residual blocks (see `model::block`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -102,6 +222,16 @@ pub struct ModelConfig {
     /// Standard deviation of the GPT-2 initialisation; residual output projections are
     /// scaled by 1/sqrt(2·n_layers).
     pub init_std: f64,
+    /// The sequence mixer of every layer.
+    #[serde(default)]
+    pub mixer: MixerKind,
+    /// The channel mixer of every layer.
+    #[serde(default)]
+    pub ffn: FfnKind,
+    #[serde(default)]
+    pub mamba: MambaConfig,
+    #[serde(default)]
+    pub mamba2: Mamba2Config,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -193,12 +323,8 @@ impl RunConfig {
     pub fn validate(&self) -> Result<()> {
         let m = &self.model;
         let t = &self.train;
+        m.validate()?;
         let positive = [
-            ("model.d_model", m.d_model),
-            ("model.n_layers", m.n_layers),
-            ("model.n_heads", m.n_heads),
-            ("model.d_ff", m.d_ff),
-            ("model.max_seq_len", m.max_seq_len),
             ("train.batch_size", t.batch_size),
             ("train.seq_len", t.seq_len),
             ("train.grad_accum", t.grad_accum),
@@ -207,35 +333,13 @@ impl RunConfig {
             ("eval.every", self.eval.every),
             ("eval.batches", self.eval.batches),
         ];
-        for (key, value) in positive {
-            if value == 0 {
-                bail!("{key} must be at least 1 (got 0)");
-            }
-        }
-        if !m.d_model.is_multiple_of(m.n_heads) {
-            bail!(
-                "model.d_model ({}) must be divisible by model.n_heads ({}); try n_heads = {}",
-                m.d_model,
-                m.n_heads,
-                largest_divisor_at_most(m.d_model, m.n_heads)
-            );
-        }
-        let kv = self.model.kv_heads();
-        if !m.n_heads.is_multiple_of(kv) {
-            bail!("model.n_heads ({}) must be a multiple of model.n_kv_heads ({kv})", m.n_heads);
-        }
-        if m.positions == Positions::Rope && !(m.d_model / m.n_heads).is_multiple_of(2) {
-            bail!("RoPE needs an even head dimension; d_model / n_heads = {}", m.d_model / m.n_heads);
-        }
-        if t.seq_len > m.max_seq_len {
+        must_be_positive(&positive)?;
+        if m.context_limit().is_some_and(|limit| t.seq_len > limit) {
             bail!(
                 "train.seq_len ({}) exceeds model.max_seq_len ({}); raise model.max_seq_len",
                 t.seq_len,
                 m.max_seq_len
             );
-        }
-        if !(0.0..1.0).contains(&m.dropout) {
-            bail!("model.dropout must be in [0, 1) (got {})", m.dropout);
         }
         if !(t.lr > 0.0 && t.lr.is_finite()) {
             bail!("train.lr must be a positive number (got {})", t.lr);
@@ -262,6 +366,93 @@ impl RunConfig {
 }
 
 impl ModelConfig {
+    /// Checks the model section alone; only the settings of the mixers in use are checked.
+    pub fn validate(&self) -> Result<()> {
+        let m = self;
+        must_be_positive(&[("model.d_model", m.d_model), ("model.n_layers", m.n_layers)])?;
+        if m.ffn == FfnKind::Mlp {
+            must_be_positive(&[("model.d_ff", m.d_ff)])?;
+        }
+        if !(0.0..1.0).contains(&m.dropout) {
+            bail!("model.dropout must be in [0, 1) (got {})", m.dropout);
+        }
+        match m.mixer {
+            MixerKind::Attention => m.validate_attention()?,
+            MixerKind::Mamba => m.validate_mamba()?,
+            MixerKind::Mamba2 => m.validate_mamba2()?,
+        }
+        Ok(())
+    }
+
+    fn validate_attention(&self) -> Result<()> {
+        let m = self;
+        must_be_positive(&[("model.n_heads", m.n_heads), ("model.max_seq_len", m.max_seq_len)])?;
+        if !m.d_model.is_multiple_of(m.n_heads) {
+            bail!(
+                "model.d_model ({}) must be divisible by model.n_heads ({}); try n_heads = {}",
+                m.d_model,
+                m.n_heads,
+                largest_divisor_at_most(m.d_model, m.n_heads)
+            );
+        }
+        let kv = m.kv_heads();
+        if !m.n_heads.is_multiple_of(kv) {
+            bail!("model.n_heads ({}) must be a multiple of model.n_kv_heads ({kv})", m.n_heads);
+        }
+        if m.positions == Positions::Rope && !(m.d_model / m.n_heads).is_multiple_of(2) {
+            bail!("RoPE needs an even head dimension; d_model / n_heads = {}", m.d_model / m.n_heads);
+        }
+        Ok(())
+    }
+
+    fn validate_mamba(&self) -> Result<()> {
+        let c = &self.mamba;
+        check_conv_width("model.mamba.d_conv", c.d_conv)?;
+        must_be_positive(&[
+            ("model.mamba.d_state", c.d_state),
+            ("model.mamba.expand", c.expand),
+        ])?;
+        check_dt_range("model.mamba", c.dt_min, c.dt_max, c.dt_init_floor)
+    }
+
+    fn validate_mamba2(&self) -> Result<()> {
+        let c = &self.mamba2;
+        check_conv_width("model.mamba2.d_conv", c.d_conv)?;
+        must_be_positive(&[
+            ("model.mamba2.d_state", c.d_state),
+            ("model.mamba2.expand", c.expand),
+            ("model.mamba2.head_dim", c.head_dim),
+            ("model.mamba2.n_groups", c.n_groups),
+            ("model.mamba2.chunk_size", c.chunk_size),
+        ])?;
+        let inner = c.expand * self.d_model;
+        if !inner.is_multiple_of(c.head_dim) {
+            bail!(
+                "model.mamba2.head_dim ({}) must divide the inner width expand · d_model = {inner}; try head_dim = {}",
+                c.head_dim,
+                largest_divisor_at_most(inner, c.head_dim)
+            );
+        }
+        let heads = inner / c.head_dim;
+        if !heads.is_multiple_of(c.n_groups) {
+            bail!(
+                "model.mamba2.n_groups ({}) must divide the number of heads ({heads} = {inner} / head_dim); try n_groups = {}",
+                c.n_groups,
+                largest_divisor_at_most(heads, c.n_groups)
+            );
+        }
+        if !(0.0 < c.a_init_min && c.a_init_min <= c.a_init_max) {
+            bail!("model.mamba2 needs 0 < a_init_min <= a_init_max (got {}, {})", c.a_init_min, c.a_init_max);
+        }
+        check_dt_range("model.mamba2", c.dt_min, c.dt_max, c.dt_init_floor)
+    }
+
+    /// The longest context the model can take: `max_seq_len` where a table is sized by it
+    /// (RoPE in attention, learned positions); `None` for a recurrent model without one.
+    pub fn context_limit(&self) -> Option<usize> {
+        (self.mixer == MixerKind::Attention || self.positions == Positions::Learned).then_some(self.max_seq_len)
+    }
+
     pub fn kv_heads(&self) -> usize {
         if self.n_kv_heads == 0 { self.n_heads } else { self.n_kv_heads }
     }
@@ -269,6 +460,32 @@ impl ModelConfig {
     pub fn head_dim(&self) -> usize {
         self.d_model / self.n_heads
     }
+}
+
+fn must_be_positive(values: &[(&str, usize)]) -> Result<()> {
+    for (key, value) in values {
+        if *value == 0 {
+            bail!("{key} must be at least 1 (got 0)");
+        }
+    }
+    Ok(())
+}
+
+fn check_conv_width(key: &str, k: usize) -> Result<()> {
+    if k < 2 {
+        bail!("{key} must be at least 2 (got {k}); the paper uses 4");
+    }
+    Ok(())
+}
+
+fn check_dt_range(section: &str, min: f64, max: f64, floor: f64) -> Result<()> {
+    if !(0.0 < min && min <= max && max.is_finite()) {
+        bail!("{section} needs 0 < dt_min <= dt_max (got dt_min = {min}, dt_max = {max})");
+    }
+    if !(0.0..=max).contains(&floor) {
+        bail!("{section}.dt_init_floor must be in [0, dt_max] (got {floor})");
+    }
+    Ok(())
 }
 
 fn largest_divisor_at_most(n: usize, k: usize) -> usize {

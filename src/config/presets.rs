@@ -5,13 +5,19 @@ use anyhow::{Result, bail};
 
 use super::*;
 
-pub const NAMES: &[&str] = &["tiny", "27m", "27m-256"];
+pub const NAMES: &[&str] =
+    &["tiny", "27m", "27m-256", "mamba-tiny", "mamba2-tiny", "mamba-27m", "mamba2-27m", "mamba-130m"];
 
 pub fn preset(name: &str) -> Result<RunConfig> {
     Ok(match name {
         "tiny" => tiny(),
         "27m" => seeds_27m(512),
         "27m-256" => seeds_27m(256),
+        "mamba-tiny" => mamba_tiny(MixerKind::Mamba),
+        "mamba2-tiny" => mamba_tiny(MixerKind::Mamba2),
+        "mamba-27m" => mamba_27m(MixerKind::Mamba),
+        "mamba2-27m" => mamba_27m(MixerKind::Mamba2),
+        "mamba-130m" => mamba_130m(),
         other => bail!("unknown preset `{other}`; available presets: {}", NAMES.join(", ")),
     })
 }
@@ -47,6 +53,10 @@ fn base() -> RunConfig {
             bias: false,
             dropout: 0.0,
             init_std: 0.02,
+            mixer: MixerKind::Attention,
+            ffn: FfnKind::Mlp,
+            mamba: MambaConfig::default(),
+            mamba2: Mamba2Config::default(),
         },
         train: TrainConfig {
             seed: 0,
@@ -97,5 +107,46 @@ fn seeds_27m(seq_len: usize) -> RunConfig {
     c.data.tokenizer = "bpe:8192".into();
     c.data.builtin_bytes = 40_000_000;
     c.train.seq_len = seq_len;
+    c
+}
+
+/// A pure-Mamba stack in the Mamba paper's layout: blocks `x + mixer(norm(x))` with no MLP.
+fn pure_ssm(c: &mut RunConfig, mixer: MixerKind) {
+    c.model.mixer = mixer;
+    c.model.ffn = FfnKind::None;
+}
+
+/// `tiny`'s width and data with Mamba blocks. A Mamba block has about half the parameters of a
+/// Transformer block (no MLP), so the paper's size-matched models have twice the layers: 8.
+/// Mamba-2 uses 32-channel heads and a 64-entry state per head (the paper's N = 64..128).
+fn mamba_tiny(mixer: MixerKind) -> RunConfig {
+    let mut c = tiny();
+    pure_ssm(&mut c, mixer);
+    c.model.n_layers = 8;
+    c.model.mamba2.head_dim = 32;
+    c
+}
+
+/// The seeds' Mamba: d_model=384, 8 layers, d_state=16, d_conv=4, expand=2, no MLP (their
+/// "27M" counted a 50257-entry GPT-2 embedding; with this preset's 8192-entry BPE it is ~11M).
+/// Mamba-2 at the same width: 12 heads of 64 channels, d_state 64.
+fn mamba_27m(mixer: MixerKind) -> RunConfig {
+    let mut c = seeds_27m(512);
+    pure_ssm(&mut c, mixer);
+    c
+}
+
+/// The shape of `state-spaces/mamba-130m`: d_model=768, 24 layers, vocab 50280 (the GPT-NeoX
+/// tokenizer's 50277 entries padded to a multiple of 8), d_state=16, expand=2. Point
+/// `data.tokenizer` at that tokenizer's `tokenizer.json` to train it on the same vocabulary.
+fn mamba_130m() -> RunConfig {
+    let mut c = seeds_27m(1024);
+    pure_ssm(&mut c, MixerKind::Mamba);
+    c.model.vocab_size = 50280;
+    c.model.d_model = 768;
+    c.model.n_layers = 24;
+    c.model.max_seq_len = 2048;
+    c.train.batch_size = 16;
+    c.train.lr = 3e-4;
     c
 }

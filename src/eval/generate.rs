@@ -66,12 +66,13 @@ fn argmax(xs: &[f32]) -> u32 {
 }
 
 /// Generates a continuation of `prompt`, calling `on_text` with each newly final piece of text.
-/// Returns the generated token ids.
+/// `context_limit` is `ModelConfig::context_limit` (`None`: no limit). Returns the generated
+/// token ids.
 pub fn generate<B: Backend>(
     model: &LanguageModel<B>,
     tokenizer: &Tokenizer,
     prompt: &str,
-    max_seq_len: usize,
+    context_limit: Option<usize>,
     cfg: &SamplingConfig,
     device: &B::Device,
     mut on_text: impl FnMut(&str),
@@ -84,10 +85,14 @@ pub fn generate<B: Backend>(
             bail!("the prompt is empty and the tokenizer has no end-of-text token to start from");
         }
     }
-    if ids.len() >= max_seq_len {
-        bail!("the prompt is {} tokens; the model's context is {max_seq_len}: shorten the prompt", ids.len());
-    }
-    let budget = cfg.max_new_tokens.min(max_seq_len - ids.len());
+    let budget = match context_limit {
+        Some(limit) if ids.len() >= limit => {
+            bail!("the prompt is {} tokens; the model's context is {limit}: shorten the prompt", ids.len())
+        }
+        Some(limit) => cfg.max_new_tokens.min(limit - ids.len()),
+        // A recurrent model carries a fixed-size state: no context limit.
+        None => cfg.max_new_tokens,
+    };
     let mut rng = Rng::fork(cfg.seed, "sampling");
     let mut state = model.decode_state();
     let mut logits = model.forward_step(ids_tensor::<B>(&ids, [1, ids.len()], device), &mut state);

@@ -15,15 +15,19 @@ use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
 
 use super::attention::{Attention, KvCache};
-use super::layers::Norm;
+use super::layers::{Linear, Norm};
+use super::mamba::{Mamba, MambaState};
+use super::mamba2::{Mamba2, Mamba2State};
 use super::mlp::Mlp;
-use crate::config::ModelConfig;
+use crate::config::{FfnKind, MixerKind, ModelConfig};
 use crate::rng::Rng;
 
 /// Mixes information across time. Contract: `[b, t, d] → [b, t, d]`, causal.
 #[derive(Module, Debug)]
 pub enum SeqMixer<B: Backend> {
     Attention(Attention<B>),
+    Mamba(Mamba<B>),
+    Mamba2(Mamba2<B>),
 }
 
 /// Mixes information across channels, token by token. Contract: `[b, t, d] → [b, t, d]`.
@@ -36,6 +40,8 @@ pub enum ChannelMixer<B: Backend> {
 #[derive(Clone, Debug)]
 pub enum LayerState<B: Backend> {
     Attention(KvCache<B>),
+    Mamba(MambaState<B>),
+    Mamba2(Mamba2State<B>),
 }
 
 #[derive(Module, Debug)]
@@ -56,6 +62,8 @@ impl<B: Backend> SeqMixer<B> {
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
         match self {
             SeqMixer::Attention(m) => m.forward(x),
+            SeqMixer::Mamba(m) => m.forward(x),
+            SeqMixer::Mamba2(m) => m.forward(x),
         }
     }
 
@@ -63,12 +71,26 @@ impl<B: Backend> SeqMixer<B> {
     pub fn forward_step(&self, x: Tensor<B, 3>, state: &mut LayerState<B>) -> Tensor<B, 3> {
         match (self, state) {
             (SeqMixer::Attention(m), LayerState::Attention(cache)) => m.forward_cached(x, cache),
+            (SeqMixer::Mamba(m), LayerState::Mamba(state)) => m.forward_step(x, state),
+            (SeqMixer::Mamba2(m), LayerState::Mamba2(state)) => m.forward_step(x, state),
+            _ => panic!("decoding state does not belong to this layer's mixer"),
         }
     }
 
     pub fn empty_state(&self) -> LayerState<B> {
         match self {
             SeqMixer::Attention(_) => LayerState::Attention(KvCache::empty()),
+            SeqMixer::Mamba(_) => LayerState::Mamba(MambaState::empty()),
+            SeqMixer::Mamba2(_) => LayerState::Mamba2(Mamba2State::empty()),
+        }
+    }
+
+    /// Every linear layer, for switching matmul precision.
+    pub fn linears_mut(&mut self) -> Vec<&mut Linear<B>> {
+        match self {
+            SeqMixer::Attention(a) => vec![&mut a.q_proj, &mut a.k_proj, &mut a.v_proj, &mut a.o_proj],
+            SeqMixer::Mamba(m) => m.linears_mut().into_iter().collect(),
+            SeqMixer::Mamba2(m) => m.linears_mut().into_iter().collect(),
         }
     }
 }
@@ -79,25 +101,42 @@ impl<B: Backend> ChannelMixer<B> {
             ChannelMixer::Mlp(m) => m.forward(x),
         }
     }
+
+    pub fn linears_mut(&mut self) -> Vec<&mut Linear<B>> {
+        match self {
+            ChannelMixer::Mlp(m) => [&mut m.up_proj, &mut m.down_proj].into_iter().chain(m.gate_proj.as_mut()).collect(),
+        }
+    }
 }
 
 impl<B: Backend> Block<B> {
-    /// A dense Transformer layer: attention, then an MLP.
-    pub fn transformer(cfg: &ModelConfig, layer: usize, seed: u64, device: &B::Device) -> Self {
+    /// Layer `layer` of the model `cfg` describes: its sequence mixer, then its channel
+    /// mixer (if any). Each mixer draws its weights from its own named stream of `seed`.
+    pub fn new(cfg: &ModelConfig, layer: usize, seed: u64, device: &B::Device) -> Self {
         // GPT-2: "scale the weights of residual layers at initialization by 1/sqrt(N)", N being
-        // the number of residual layers (two per block).
-        let resid_std = cfg.init_std / (2.0 * cfg.n_layers as f64).sqrt();
-        let mut rng = Rng::fork(seed, &format!("init/layer{layer}/attention"));
-        let attention = Attention::new(cfg, resid_std, &mut rng, device);
-        let mut rng = Rng::fork(seed, &format!("init/layer{layer}/mlp"));
-        let mlp = Mlp::new(cfg, resid_std, &mut rng, device);
+        // the number of residual branches (one per mixer); mamba_ssm does the same for out_proj.
+        let branches = cfg.n_layers * if cfg.ffn == FfnKind::None { 1 } else { 2 };
+        let resid_scale = 1.0 / (branches as f64).sqrt();
+        let mut rng = Rng::fork(seed, &format!("init/layer{layer}/{}", cfg.mixer.name()));
+        let mixer = match cfg.mixer {
+            MixerKind::Attention => SeqMixer::Attention(Attention::new(cfg, cfg.init_std * resid_scale, &mut rng, device)),
+            MixerKind::Mamba => SeqMixer::Mamba(Mamba::new(cfg, resid_scale, &mut rng, device)),
+            MixerKind::Mamba2 => SeqMixer::Mamba2(Mamba2::new(cfg, resid_scale, &mut rng, device)),
+        };
+        let ffn = match cfg.ffn {
+            FfnKind::Mlp => {
+                let mut rng = Rng::fork(seed, &format!("init/layer{layer}/mlp"));
+                Some(FfnSublayer {
+                    norm: Norm::new(cfg.norm, cfg.d_model, cfg.bias, cfg.norm_eps, device),
+                    mixer: ChannelMixer::Mlp(Mlp::new(cfg, cfg.init_std * resid_scale, &mut rng, device)),
+                })
+            }
+            FfnKind::None => None,
+        };
         Self {
             norm: Norm::new(cfg.norm, cfg.d_model, cfg.bias, cfg.norm_eps, device),
-            mixer: SeqMixer::Attention(attention),
-            ffn: Some(FfnSublayer {
-                norm: Norm::new(cfg.norm, cfg.d_model, cfg.bias, cfg.norm_eps, device),
-                mixer: ChannelMixer::Mlp(mlp),
-            }),
+            mixer,
+            ffn,
             dropout: DropoutConfig::new(cfg.dropout).init(),
         }
     }

@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-use crate::config::{MlpKind, ModelConfig, Positions};
+use crate::config::{FfnKind, MixerKind, MlpKind, ModelConfig, NormKind, Positions};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub struct ParamCounts {
@@ -18,20 +18,20 @@ pub struct ParamCounts {
     pub matmul: usize,
 }
 
+/// One layer's parameters: `matmul` (weights multiplying the token stream) and `other`.
+#[derive(Clone, Copy, Debug, Default)]
+struct LayerParams {
+    matmul: usize,
+    other: usize,
+}
+
 impl ModelConfig {
     pub fn param_counts(&self) -> ParamCounts {
-        let (d, v, f) = (self.d_model, self.vocab_size, self.d_ff);
-        let (q, kv) = (self.n_heads * self.head_dim(), self.kv_heads() * self.head_dim());
-        let bias = usize::from(self.bias);
-        let norm = d + if self.norm == crate::config::NormKind::Layer { bias * d } else { 0 };
-
-        let attention_mm = d * q + 2 * d * kv + q * d;
-        let attention_bias = bias * (q + 2 * kv + d);
-        let (mlp_mm, mlp_bias) = match self.mlp {
-            MlpKind::Swiglu => (3 * d * f, bias * (2 * f + d)),
-            MlpKind::Gelu => (2 * d * f, bias * (f + d)),
-        };
-        let layer = attention_mm + attention_bias + mlp_mm + mlp_bias + 2 * norm;
+        let (d, v) = (self.d_model, self.vocab_size);
+        let norm = self.norm_params();
+        let mixer = self.seq_mixer_params();
+        let ffn = self.ffn_params();
+        let layer = mixer.matmul + mixer.other + ffn.matmul + ffn.other + norm * (1 + usize::from(self.ffn != FfnKind::None));
 
         let positions = if self.positions == Positions::Learned { self.max_seq_len * d } else { 0 };
         let embedding = v * d + positions;
@@ -41,15 +41,83 @@ impl ModelConfig {
             total,
             embedding,
             non_embedding: total - embedding,
-            matmul: self.n_layers * (attention_mm + mlp_mm) + d * v,
+            matmul: self.n_layers * (mixer.matmul + ffn.matmul) + d * v,
         }
     }
 
-    /// Training FLOPs per token at context `seq_len`: `6·N_matmul + 6·L·d_attn·T`.
-    /// The attention term counts QKᵀ and AV causally (average context T/2, ×3 for
-    /// forward + backward), the llm.c convention; PaLM/nanoGPT use 12 (no causal halving).
+    fn norm_params(&self) -> usize {
+        self.d_model + if self.norm == NormKind::Layer { usize::from(self.bias) * self.d_model } else { 0 }
+    }
+
+    fn seq_mixer_params(&self) -> LayerParams {
+        let d = self.d_model;
+        match self.mixer {
+            MixerKind::Attention => {
+                let bias = usize::from(self.bias);
+                let (q, kv) = (self.n_heads * self.head_dim(), self.kv_heads() * self.head_dim());
+                LayerParams { matmul: d * q + 2 * d * kv + q * d, other: bias * (q + 2 * kv + d) }
+            }
+            MixerKind::Mamba => {
+                let c = &self.mamba;
+                let (di, n, r, bias) = (c.inner(d), c.d_state, c.rank(d), usize::from(c.bias));
+                LayerParams {
+                    // in_proj, x_proj, dt_proj, out_proj
+                    matmul: d * 2 * di + di * (r + 2 * n) + r * di + di * d,
+                    // their biases, conv taps and bias, A_log, D
+                    other: bias * (2 * di + d)
+                        + di
+                        + di * c.d_conv
+                        + usize::from(c.conv_bias) * di
+                        + di * n
+                        + di,
+                }
+            }
+            MixerKind::Mamba2 => {
+                let c = &self.mamba2;
+                let (di, heads, conv, bias) = (c.inner(d), c.heads(d), c.conv_channels(d), usize::from(c.bias));
+                let proj = di + conv + heads;
+                LayerParams {
+                    matmul: d * proj + di * d,
+                    // projection biases, conv, dt_bias, A_log, D, gated-norm gain
+                    other: bias * (proj + d) + conv * c.d_conv + usize::from(c.conv_bias) * conv + 3 * heads + di,
+                }
+            }
+        }
+    }
+
+    fn ffn_params(&self) -> LayerParams {
+        let (d, f, bias) = (self.d_model, self.d_ff, usize::from(self.bias));
+        match (self.ffn, self.mlp) {
+            (FfnKind::None, _) => LayerParams::default(),
+            (FfnKind::Mlp, MlpKind::Swiglu) => LayerParams { matmul: 3 * d * f, other: bias * (2 * f + d) },
+            (FfnKind::Mlp, MlpKind::Gelu) => LayerParams { matmul: 2 * d * f, other: bias * (f + d) },
+        }
+    }
+
+    /// Training FLOPs per token at context `seq_len`: `6·N_matmul` plus, per layer, the
+    /// sequence mixer's own work, ×3 for forward + backward:
+    /// - attention: `2·d_attn·T` (QKᵀ and AV, causal: average context T/2), the llm.c
+    ///   convention; PaLM/nanoGPT count 12·L·d·T (no causal halving);
+    /// - Mamba: the convolution `2·di·k` and the scan, ~9 FLOPs per state entry (exp(ΔA), ΔBx,
+    ///   the multiply-add update, the C readout), `9·di·n`;
+    /// - Mamba-2 (chunked SSD, chunk Q): the within-chunk matmuls `Q·(2·g·n + 2·di)` (C Bᵀ
+    ///   and its product with x, causal halves), the chunk states and their readout `4·di·n`,
+    ///   and the convolution.
     pub fn train_flops_per_token(&self, seq_len: usize) -> f64 {
-        let d_attn = (self.n_heads * self.head_dim()) as f64;
-        6.0 * self.param_counts().matmul as f64 + 6.0 * self.n_layers as f64 * d_attn * seq_len as f64
+        let mixer = match self.mixer {
+            MixerKind::Attention => 2.0 * (self.n_heads * self.head_dim()) as f64 * seq_len as f64,
+            MixerKind::Mamba => {
+                let c = &self.mamba;
+                let di = c.inner(self.d_model) as f64;
+                2.0 * di * c.d_conv as f64 + 9.0 * di * c.d_state as f64
+            }
+            MixerKind::Mamba2 => {
+                let c = &self.mamba2;
+                let (di, n, g) = (c.inner(self.d_model) as f64, c.d_state as f64, c.n_groups as f64);
+                let q = c.chunk_size.min(seq_len) as f64;
+                q * (2.0 * g * n + 2.0 * di) + 4.0 * di * n + 2.0 * c.conv_channels(self.d_model) as f64 * c.d_conv as f64
+            }
+        };
+        6.0 * self.param_counts().matmul as f64 + 3.0 * self.n_layers as f64 * mixer
     }
 }

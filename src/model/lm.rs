@@ -57,7 +57,7 @@ impl<B: Backend> LanguageModel<B> {
                     device,
                 )
             }),
-            layers: (0..cfg.n_layers).map(|i| Block::transformer(cfg, i, seed, device)).collect(),
+            layers: (0..cfg.n_layers).map(|i| Block::new(cfg, i, seed, device)).collect(),
             norm: Norm::new(cfg.norm, cfg.d_model, cfg.bias, cfg.norm_eps, device),
             lm_head: (!cfg.tie_embeddings).then(|| {
                 Linear::new(
@@ -82,15 +82,9 @@ impl<B: Backend> LanguageModel<B> {
     pub fn with_bf16_matmuls(mut self) -> Self {
         self.bf16 = true;
         for layer in &mut self.layers {
-            let super::block::SeqMixer::Attention(a) = &mut layer.mixer;
-            for lin in [&mut a.q_proj, &mut a.k_proj, &mut a.v_proj, &mut a.o_proj] {
+            let ffn_linears = layer.ffn.as_mut().map(|f| f.mixer.linears_mut()).unwrap_or_default();
+            for lin in layer.mixer.linears_mut().into_iter().chain(ffn_linears) {
                 lin.bf16 = true;
-            }
-            if let Some(ffn) = &mut layer.ffn {
-                let super::block::ChannelMixer::Mlp(m) = &mut ffn.mixer;
-                for lin in [&mut m.up_proj, &mut m.down_proj].into_iter().chain(m.gate_proj.as_mut()) {
-                    lin.bf16 = true;
-                }
             }
         }
         if let Some(head) = &mut self.lm_head {

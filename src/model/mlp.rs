@@ -5,6 +5,7 @@ use burn::module::Module;
 use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
 
+use super::activation::{gelu, silu};
 use super::layers::Linear;
 use crate::config::{MlpKind, ModelConfig};
 use crate::rng::Rng;
@@ -37,19 +38,4 @@ impl<B: Backend> Mlp<B> {
         };
         self.down_proj.forward(hidden)
     }
-}
-
-/// SiLU (swish), `x·σ(x)`, with `σ(x) = (1 + tanh(x/2)) / 2`. burn's `sigmoid` on the CPU is
-/// accurate to only ~3e-7 even in f64, which the f64 gradient checks would see; `tanh` is
-/// exact there, and its derivative `1 − tanh²` cannot overflow the way `1/(1+e⁻ˣ)`'s can.
-pub fn silu<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
-    x.clone() * ((x * 0.5).tanh() + 1.0) * 0.5
-}
-
-/// GELU in its tanh form (Hendrycks & Gimpel 2016), the one GPT-2 trained with
-/// (`transformers`' `gelu_new` / `gelu_pytorch_tanh`). burn's `gelu` goes through an
-/// approximate `erf` (~1e-6), which would also blur the gradient checks.
-pub fn gelu<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
-    let inner = (x.clone() + x.clone().powf_scalar(3.0) * 0.044715) * (2.0 / std::f64::consts::PI).sqrt();
-    x * (inner.tanh() + 1.0) * 0.5
 }

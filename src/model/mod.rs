@@ -19,11 +19,17 @@
 //! output projections of each residual branch scaled by 1/sqrt(2·n_layers), biases 0, norm
 //! gains 1.
 
+pub mod activation;
 pub mod attention;
 pub mod block;
+pub mod conv;
 pub mod count;
 pub mod layers;
 pub mod lm;
+pub mod mamba;
+pub mod mamba2;
 pub mod mlp;
+pub mod selective_scan;
+pub mod ssd;
 
 pub use lm::{DecodeState, LanguageModel};

@@ -49,7 +49,7 @@ impl<B: AutodiffBackend> Optimizers<B> {
 }
 
 /// Moves the gradients of parameters that get no weight decay (vectors such as norm gains and
-/// biases, and embedding tables) out of `from` into `no_decay`.
+/// biases, embedding tables, and the SSM's A_log and D) out of `from` into `no_decay`.
 struct SplitGrads<'a> {
     path: Vec<String>,
     from: &'a mut GradientsParams,
@@ -66,7 +66,12 @@ impl<B: AutodiffBackend> ModuleVisitor<B> for SplitGrads<'_> {
     }
 
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
-        let no_decay = D == 1 || self.path.iter().any(|p| p.starts_with("embed_"));
+        // SSM parameters that set time scales are not decayed either (`mamba_ssm` marks them
+        // `_no_weight_decay`): decay would pull A_log towards 0 (A → −1) and D towards 0.
+        let ssm_dynamics = ["a_log", "d_skip", "dt_bias"];
+        let no_decay = D == 1
+            || self.path.iter().any(|p| p.starts_with("embed_"))
+            || self.path.last().is_some_and(|p| ssm_dynamics.contains(&p.as_str()));
         if no_decay && let Some(g) = self.from.remove::<B::InnerBackend, D>(param.id) {
             self.no_decay.register::<B::InnerBackend, D>(param.id, g);
         }

@@ -1,0 +1,204 @@
+//! The Mamba-1 sequence mixer (Gu & Dao 2023, "Mamba: Linear-Time Sequence Modeling with
+//! Selective State Spaces", Fig. 3), as in `mamba_ssm/modules/mamba_simple.py` and
+//! `transformers`' `MambaMixer`, whose parameter names it keeps:
+//!
+//! ```text
+//! x, z  = in_proj(u)                          [b, t, 2·di] split in two
+//! x     = silu(conv1d(x))                     causal depthwise, d_conv taps
+//! Δ, B, C = x_proj(x)                         [dt_rank | d_state | d_state]
+//! Δ     = softplus(dt_proj(Δ))                per channel, with the paper's bias init
+//! y     = selective_scan(x, Δ, A = −exp(A_log), B, C) + D·x
+//! out   = out_proj(y · silu(z))
+//! ```
+
+use burn::module::{Module, Param};
+use burn::tensor::Tensor;
+use burn::tensor::backend::Backend;
+
+use super::activation::{silu, softplus};
+use super::conv::CausalConv1d;
+use super::layers::{Linear, param};
+use super::selective_scan::{self, ScanAlgorithm, ScanInputs};
+use crate::config::{MambaConfig, ModelConfig};
+use crate::rng::Rng;
+
+#[derive(Module, Debug)]
+pub struct Mamba<B: Backend> {
+    pub in_proj: Linear<B>,
+    pub conv1d: CausalConv1d<B>,
+    pub x_proj: Linear<B>,
+    pub dt_proj: Linear<B>,
+    /// `[di, n]`; A = −exp(A_log), so A stays negative (a decaying state) under any update.
+    pub a_log: Param<Tensor<B, 2>>,
+    /// `[di]`, the skip connection D.
+    pub d_skip: Param<Tensor<B, 1>>,
+    pub out_proj: Linear<B>,
+    pub dt_rank: usize,
+    pub d_state: usize,
+    pub chunk_size: usize,
+}
+
+/// What a Mamba layer carries from one decoding step to the next: O(1) in the context length.
+#[derive(Clone, Debug)]
+pub struct MambaState<B: Backend> {
+    /// The last `d_conv − 1` inputs of the convolution, `[b, d_conv − 1, di]`.
+    pub conv: Option<Tensor<B, 3>>,
+    /// The SSM state, `[b, di, n]`.
+    pub ssm: Option<Tensor<B, 3>>,
+}
+
+impl<B: Backend> MambaState<B> {
+    pub fn empty() -> Self {
+        Self { conv: None, ssm: None }
+    }
+}
+
+impl MambaConfig {
+    pub fn inner(&self, d_model: usize) -> usize {
+        self.expand * d_model
+    }
+
+    pub fn rank(&self, d_model: usize) -> usize {
+        if self.dt_rank == 0 { d_model.div_ceil(16) } else { self.dt_rank }
+    }
+}
+
+/// PyTorch's default `Linear` initialisation, U(±1/√d_in), which `mamba_ssm` keeps for every
+/// projection (it re-initialises only `out_proj`, scaled for depth).
+pub fn torch_default_linear<B: Backend>(
+    d_in: usize,
+    d_out: usize,
+    bias: bool,
+    scale: f64,
+    rng: &mut Rng,
+    device: &B::Device,
+) -> Linear<B> {
+    let bound = scale / (d_in as f64).sqrt();
+    Linear {
+        weight: param([d_in, d_out], device, || ((rng.uniform() * 2.0 - 1.0) * bound) as f32),
+        bias: bias.then(|| param([d_out], device, || 0.0)),
+        bf16: false,
+    }
+}
+
+/// The bias that makes `softplus(bias)` a step size drawn log-uniformly from
+/// `[dt_min, dt_max]` (floored at `floor`): `dt + ln(−expm1(−dt))`, the inverse of softplus.
+pub fn dt_bias_init(rng: &mut Rng, min: f64, max: f64, floor: f64) -> f32 {
+    let dt = (rng.uniform() * (max.ln() - min.ln()) + min.ln()).exp().max(floor);
+    (dt + (-(-dt).exp_m1()).ln()) as f32
+}
+
+impl<B: Backend> Mamba<B> {
+    /// `mamba_ssm`'s initialisation; `out_scale` divides `out_proj` by √(residuals per layer ·
+    /// layers), as its `_init_weights(rescale_prenorm_residual=True)` does.
+    pub fn new(cfg: &ModelConfig, out_scale: f64, rng: &mut Rng, device: &B::Device) -> Self {
+        let c = &cfg.mamba;
+        let (d, di, n, r) = (cfg.d_model, c.inner(cfg.d_model), c.d_state, c.rank(cfg.d_model));
+        let in_proj = torch_default_linear(d, 2 * di, c.bias, 1.0, rng, device);
+        let conv1d = CausalConv1d::new(di, c.d_conv, c.conv_bias, rng, device);
+        let x_proj = torch_default_linear(di, r + 2 * n, false, 1.0, rng, device);
+        // dt_proj: weight U(±dt_rank^−½) ("dt_init = random", dt_scale = 1), bias so that the
+        // initial Δ spans [dt_min, dt_max].
+        let std_dt = 1.0 / (r as f64).sqrt();
+        let dt_proj = Linear {
+            weight: param([r, di], device, || ((rng.uniform() * 2.0 - 1.0) * std_dt) as f32),
+            bias: Some(param([di], device, || dt_bias_init(rng, c.dt_min, c.dt_max, c.dt_init_floor))),
+            bf16: false,
+        };
+        // S4D-real: A[:, i] = −(i + 1) for every channel.
+        let mut i = 0;
+        let a_log = param([di, n], device, || {
+            i += 1;
+            (((i - 1) % n + 1) as f32).ln()
+        });
+        Self {
+            in_proj,
+            conv1d,
+            x_proj,
+            dt_proj,
+            a_log,
+            d_skip: param([di], device, || 1.0),
+            out_proj: torch_default_linear(di, d, c.bias, out_scale, rng, device),
+            dt_rank: r,
+            d_state: n,
+            chunk_size: c.chunk_size,
+        }
+    }
+
+    pub fn linears_mut(&mut self) -> [&mut Linear<B>; 4] {
+        [&mut self.in_proj, &mut self.x_proj, &mut self.dt_proj, &mut self.out_proj]
+    }
+
+    fn inner(&self) -> usize {
+        self.d_skip.dims()[0]
+    }
+
+    /// Full-sequence forward with the chunked scan.
+    ///
+    /// # Shapes
+    /// - u: `[b, t, d]` → `[b, t, d]`
+    pub fn forward(&self, u: Tensor<B, 3>) -> Tensor<B, 3> {
+        self.forward_with(u, &mut MambaState::empty(), ScanAlgorithm::Chunked(self.chunk_size))
+    }
+
+    /// Processes new tokens after those summarised by `state`, and updates it. One token goes
+    /// through the O(1) step form; longer inputs (a prompt) through the chunked scan.
+    pub fn forward_step(&self, u: Tensor<B, 3>, state: &mut MambaState<B>) -> Tensor<B, 3> {
+        if u.dims()[1] == 1 {
+            return self.decode_one(u, state);
+        }
+        self.forward_with(u, state, ScanAlgorithm::Chunked(self.chunk_size))
+    }
+
+    /// The forward pass with a chosen scan algorithm, from (and updating) `state`.
+    pub fn forward_with(
+        &self,
+        u: Tensor<B, 3>,
+        state: &mut MambaState<B>,
+        algorithm: ScanAlgorithm,
+    ) -> Tensor<B, 3> {
+        let (inputs, z) = self.scan_inputs(u, state);
+        let x = inputs.x.clone();
+        let (y, h) = selective_scan::scan(inputs, state.ssm.take(), algorithm);
+        state.ssm = Some(h);
+        self.output(y, x, z)
+    }
+
+    /// One token: the convolution and the scan each advance by a single step.
+    fn decode_one(&self, u: Tensor<B, 3>, state: &mut MambaState<B>) -> Tensor<B, 3> {
+        let [b, _, _] = u.dims();
+        let (di, n) = (self.inner(), self.d_state);
+        let (s, z) = self.scan_inputs(u, state);
+        let one = |v: Tensor<B, 3>| v.squeeze_dim::<2>(1);
+        let h = state.ssm.take().unwrap_or_else(|| Tensor::zeros([b, di, n], (&s.x.device(), s.x.dtype())));
+        let (y, h) = selective_scan::step(one(s.x.clone()), one(s.delta), s.a, one(s.b), one(s.c), h);
+        state.ssm = Some(h);
+        self.output(y.reshape([b, 1, di]), s.x, z)
+    }
+
+    /// Everything before the scan: projections, convolution (advancing `state.conv`) and Δ.
+    /// Returns the scan's inputs and the gate `z` (`[b, t, di]`).
+    fn scan_inputs(&self, u: Tensor<B, 3>, state: &mut MambaState<B>) -> (ScanInputs<B>, Tensor<B, 3>) {
+        let (di, n, r) = (self.inner(), self.d_state, self.dt_rank);
+        let xz = self.in_proj.forward(u);
+        let (x, z) = (xz.clone().narrow(2, 0, di), xz.narrow(2, di, di));
+        let (x, history) = self.conv1d.forward(x, state.conv.take());
+        state.conv = Some(history);
+        let x = silu(x);
+        let dbc = self.x_proj.forward(x.clone()); // [b, t, r + 2n]
+        let delta = softplus(self.dt_proj.forward(dbc.clone().narrow(2, 0, r)));
+        let inputs =
+            ScanInputs { x, delta, a: self.a(), b: dbc.clone().narrow(2, r, n), c: dbc.narrow(2, r + n, n) };
+        (inputs, z)
+    }
+
+    /// `out_proj((y + D·x) · silu(z))`.
+    fn output(&self, y: Tensor<B, 3>, x: Tensor<B, 3>, z: Tensor<B, 3>) -> Tensor<B, 3> {
+        let y = y + x * self.d_skip.val().reshape([1, 1, self.inner()]);
+        self.out_proj.forward(y * silu(z))
+    }
+
+    fn a(&self) -> Tensor<B, 2> {
+        self.a_log.val().exp().neg()
+    }
+}

@@ -1,0 +1,199 @@
+//! The Mamba-2 sequence mixer (Dao & Gu 2024, "Transformers are SSMs", Fig. 6), as in
+//! `mamba_ssm/modules/mamba2_simple.py` and `transformers`' `Mamba2Mixer`, whose parameter
+//! names it keeps. All projections come from the input at once (no `x_proj`), A is one scalar
+//! per head, B and C are shared by groups of heads, and the output passes a gated RMSNorm:
+//!
+//! ```text
+//! z, xBC, Δ = in_proj(u)                   [di | di + 2·g·n | heads]
+//! x, B, C   = silu(conv1d(xBC))            causal depthwise over all of xBC
+//! Δ         = softplus(Δ + dt_bias)
+//! y         = ssd(x, Δ, A = −exp(A_log), B, C) + D·x
+//! out       = out_proj(rmsnorm_per_group(y · silu(z)) · weight)
+//! ```
+
+use burn::module::{Module, Param};
+use burn::tensor::Tensor;
+use burn::tensor::backend::Backend;
+
+use super::activation::{silu, softplus};
+use super::conv::CausalConv1d;
+use super::layers::{Linear, param};
+use super::mamba::{dt_bias_init, torch_default_linear};
+use super::ssd::{self, SsdInputs};
+use crate::config::{Mamba2Config, ModelConfig};
+use crate::rng::Rng;
+
+#[derive(Module, Debug)]
+pub struct Mamba2<B: Backend> {
+    pub in_proj: Linear<B>,
+    pub conv1d: CausalConv1d<B>,
+    /// `[heads]`, added to Δ before the softplus.
+    pub dt_bias: Param<Tensor<B, 1>>,
+    /// `[heads]`; A = −exp(A_log).
+    pub a_log: Param<Tensor<B, 1>>,
+    /// `[heads]`, the skip connection D (one per head, shared by its channels).
+    pub d_skip: Param<Tensor<B, 1>>,
+    pub norm: GatedRmsNorm<B>,
+    pub out_proj: Linear<B>,
+    pub head_dim: usize,
+    pub n_groups: usize,
+    pub d_state: usize,
+    pub chunk_size: usize,
+}
+
+/// RMSNorm of `y · silu(z)` over groups of `group_size` channels, then a per-channel gain
+/// (`mamba_ssm` `RMSNormGated(norm_before_gate=False)`; one group per B/C group, so that the
+/// norm does not mix heads that see different B and C).
+#[derive(Module, Debug)]
+pub struct GatedRmsNorm<B: Backend> {
+    pub weight: Param<Tensor<B, 1>>,
+    pub group_size: usize,
+    pub eps: f64,
+}
+
+impl<B: Backend> GatedRmsNorm<B> {
+    /// # Shapes
+    /// - y, z: `[b, t, di]` → `[b, t, di]`
+    pub fn forward(&self, y: Tensor<B, 3>, z: Tensor<B, 3>) -> Tensor<B, 3> {
+        let [b, t, di] = y.dims();
+        let groups = di / self.group_size;
+        let gated = (y * silu(z)).reshape([b, t, groups, self.group_size]);
+        let ms = gated.clone().powf_scalar(2.0).mean_dim(3);
+        let normed = (gated * (ms + self.eps).sqrt().recip()).reshape([b, t, di]);
+        normed * self.weight.val().reshape([1, 1, di])
+    }
+}
+
+/// What a Mamba-2 layer carries between decoding steps: O(1) in the context length.
+#[derive(Clone, Debug)]
+pub struct Mamba2State<B: Backend> {
+    /// The last `d_conv − 1` inputs of the convolution, `[b, d_conv − 1, di + 2·g·n]`.
+    pub conv: Option<Tensor<B, 3>>,
+    /// The SSM state, `[b, heads, head_dim, n]`.
+    pub ssm: Option<Tensor<B, 4>>,
+}
+
+impl<B: Backend> Mamba2State<B> {
+    pub fn empty() -> Self {
+        Self { conv: None, ssm: None }
+    }
+}
+
+impl Mamba2Config {
+    pub fn inner(&self, d_model: usize) -> usize {
+        self.expand * d_model
+    }
+
+    pub fn heads(&self, d_model: usize) -> usize {
+        self.inner(d_model) / self.head_dim
+    }
+
+    /// Channels that go through the convolution: x, B and C.
+    pub fn conv_channels(&self, d_model: usize) -> usize {
+        self.inner(d_model) + 2 * self.n_groups * self.d_state
+    }
+}
+
+impl<B: Backend> Mamba2<B> {
+    /// `mamba_ssm`'s initialisation (see `Mamba::new`); A is drawn uniformly per head.
+    pub fn new(cfg: &ModelConfig, out_scale: f64, rng: &mut Rng, device: &B::Device) -> Self {
+        let c = &cfg.mamba2;
+        let (d, di, heads) = (cfg.d_model, c.inner(cfg.d_model), c.heads(cfg.d_model));
+        let conv_channels = c.conv_channels(d);
+        let in_proj = torch_default_linear(d, di + conv_channels + heads, c.bias, 1.0, rng, device);
+        let conv1d = CausalConv1d::new(conv_channels, c.d_conv, c.conv_bias, rng, device);
+        let dt_bias = param([heads], device, || dt_bias_init(rng, c.dt_min, c.dt_max, c.dt_init_floor));
+        let a_log = param([heads], device, || {
+            (c.a_init_min + rng.uniform() * (c.a_init_max - c.a_init_min)).ln() as f32
+        });
+        Self {
+            in_proj,
+            conv1d,
+            dt_bias,
+            a_log,
+            d_skip: param([heads], device, || 1.0),
+            norm: GatedRmsNorm { weight: param([di], device, || 1.0), group_size: di / c.n_groups, eps: cfg.norm_eps },
+            out_proj: torch_default_linear(di, d, c.bias, out_scale, rng, device),
+            head_dim: c.head_dim,
+            n_groups: c.n_groups,
+            d_state: c.d_state,
+            chunk_size: c.chunk_size,
+        }
+    }
+
+    pub fn linears_mut(&mut self) -> [&mut Linear<B>; 2] {
+        [&mut self.in_proj, &mut self.out_proj]
+    }
+
+    fn heads(&self) -> usize {
+        self.a_log.dims()[0]
+    }
+
+    /// # Shapes
+    /// - u: `[b, t, d]` → `[b, t, d]`
+    pub fn forward(&self, u: Tensor<B, 3>) -> Tensor<B, 3> {
+        self.forward_with(u, &mut Mamba2State::empty(), false)
+    }
+
+    /// Processes new tokens after those summarised by `state`, and updates it; one token goes
+    /// through the O(1) step form, longer inputs through the chunked SSD.
+    pub fn forward_step(&self, u: Tensor<B, 3>, state: &mut Mamba2State<B>) -> Tensor<B, 3> {
+        if u.dims()[1] == 1 {
+            return self.decode_one(u, state);
+        }
+        self.forward_with(u, state, false)
+    }
+
+    /// The forward pass from (and updating) `state`, with the sequential reference scan when
+    /// `sequential` (for tests) and the chunked SSD otherwise.
+    pub fn forward_with(&self, u: Tensor<B, 3>, state: &mut Mamba2State<B>, sequential: bool) -> Tensor<B, 3> {
+        let (inputs, z) = self.ssd_inputs(u, state);
+        let x = inputs.x.clone();
+        let h0 = state.ssm.take();
+        let (y, h) =
+            if sequential { ssd::reference(inputs, h0) } else { ssd::chunked(inputs, h0, self.chunk_size) };
+        state.ssm = Some(h);
+        self.output(y, x, z)
+    }
+
+    fn decode_one(&self, u: Tensor<B, 3>, state: &mut Mamba2State<B>) -> Tensor<B, 3> {
+        let [b, _, _] = u.dims();
+        let (heads, p, n) = (self.heads(), self.head_dim, self.d_state);
+        let (s, z) = self.ssd_inputs(u, state);
+        let h = state.ssm.take().unwrap_or_else(|| Tensor::zeros([b, heads, p, n], (&s.x.device(), s.x.dtype())));
+        let one = |v: Tensor<B, 4>| v.squeeze_dim::<3>(1);
+        let (y, h) = ssd::step(one(s.x.clone()), s.dt.squeeze_dim::<2>(1), s.a, one(s.b), one(s.c), h);
+        state.ssm = Some(h);
+        self.output(y.unsqueeze_dim::<4>(1), s.x, z)
+    }
+
+    /// Everything before the scan: the projection, the convolution (advancing `state.conv`)
+    /// and Δ. Returns the scan's inputs and the gate `z` (`[b, t, di]`).
+    fn ssd_inputs(&self, u: Tensor<B, 3>, state: &mut Mamba2State<B>) -> (SsdInputs<B>, Tensor<B, 3>) {
+        let [b, t, _] = u.dims();
+        let (heads, p, g, n) = (self.heads(), self.head_dim, self.n_groups, self.d_state);
+        let di = heads * p;
+        let proj = self.in_proj.forward(u);
+        let z = proj.clone().narrow(2, 0, di);
+        let xbc = proj.clone().narrow(2, di, di + 2 * g * n);
+        let dt = proj.narrow(2, 2 * di + 2 * g * n, heads);
+        let (xbc, history) = self.conv1d.forward(xbc, state.conv.take());
+        state.conv = Some(history);
+        let xbc = silu(xbc);
+        let inputs = SsdInputs {
+            x: xbc.clone().narrow(2, 0, di).reshape([b, t, heads, p]),
+            dt: softplus(dt + self.dt_bias.val().reshape([1, 1, heads])),
+            a: self.a_log.val().exp().neg(),
+            b: xbc.clone().narrow(2, di, g * n).reshape([b, t, g, n]),
+            c: xbc.narrow(2, di + g * n, g * n).reshape([b, t, g, n]),
+        };
+        (inputs, z)
+    }
+
+    /// `out_proj(norm(y + D·x, z))` with y, x: `[b, t, heads, p]`.
+    fn output(&self, y: Tensor<B, 4>, x: Tensor<B, 4>, z: Tensor<B, 3>) -> Tensor<B, 3> {
+        let [b, t, heads, p] = y.dims();
+        let y = y + x * self.d_skip.val().reshape([1, 1, heads, 1]);
+        self.out_proj.forward(self.norm.forward(y.reshape([b, t, heads * p]), z))
+    }
+}

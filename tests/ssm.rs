@@ -1,0 +1,315 @@
+//! State-space oracles: every form of the Mamba-1 selective scan and of the Mamba-2 SSD scan
+//! agrees with the sequential reference (values and gradients, random inputs, lengths that are
+//! and are not multiples of the chunk), and the mixers built on them are causal, mix across
+//! time, and decode token by token exactly as they run in one pass.
+
+mod common;
+
+use archlab::config::{MixerKind, ModelConfig, RunConfig};
+use archlab::model::mamba::{Mamba, MambaState};
+use archlab::model::mamba2::{Mamba2, Mamba2State};
+use archlab::model::selective_scan::{self, ScanInputs};
+use archlab::model::ssd::{self, SsdInputs};
+use archlab::rng::Rng;
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::{Tensor, TensorData};
+use common::*;
+
+fn random<B: Backend, const D: usize>(shape: [usize; D], scale: f64, rng: &mut Rng) -> Tensor<B, D> {
+    let n = shape.iter().product::<usize>();
+    let data: Vec<f32> = (0..n).map(|_| (rng.normal() * scale) as f32).collect();
+    archlab::model::layers::float_tensor(TensorData::new(data, shape), &Default::default())
+}
+
+fn values<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f64> {
+    t.into_data().convert::<f64>().into_vec().unwrap()
+}
+
+/// |a − b| ≤ tol · (1 + |a|) everywhere.
+fn assert_close(a: &[f64], b: &[f64], tol: f32, what: &str) {
+    assert_eq!(a.len(), b.len(), "{what}: lengths differ");
+    let worst = a.iter().zip(b).map(|(x, y)| (x - y).abs() / (1.0 + x.abs())).fold(0.0f64, f64::max);
+    let tol = tol as f64;
+    assert!(worst <= tol, "{what}: worst relative difference {worst:e} > {tol:e}");
+    assert!(a.iter().all(|x| x.is_finite()), "{what}: non-finite values");
+}
+
+/// Random selective-scan inputs; Δ = softplus(N(0,1)) > 0 and A = −exp(N(0, 0.5)) < 0, as
+/// the mixer produces them.
+fn scan_inputs<B: Backend>(b: usize, t: usize, d: usize, n: usize, seed: u64) -> ScanInputs<B> {
+    let mut rng = Rng::new(seed);
+    let delta = archlab::model::activation::softplus(random::<B, 3>([b, t, d], 1.0, &mut rng));
+    ScanInputs {
+        x: random([b, t, d], 1.0, &mut rng),
+        delta,
+        a: random::<B, 2>([d, n], 0.5, &mut rng).exp().neg(),
+        b: random([b, t, n], 1.0, &mut rng),
+        c: random([b, t, n], 1.0, &mut rng),
+    }
+}
+
+fn require_grad_scan<B: AutodiffBackend>(s: ScanInputs<B>) -> ScanInputs<B> {
+    ScanInputs {
+        x: s.x.require_grad(),
+        delta: s.delta.require_grad(),
+        a: s.a.require_grad(),
+        b: s.b.require_grad(),
+        c: s.c.require_grad(),
+    }
+}
+
+const LENGTHS_AND_CHUNKS: [(usize, usize); 7] = [(1, 0), (5, 2), (16, 4), (16, 0), (37, 8), (37, 5), (64, 64)];
+
+/// Values and gradients agree in f32 to rounding, and in f64 to 1e-10: the f64 run is the
+/// sharp check (a wrong term would show at any precision); the f32 one guards against
+/// precision-specific trouble such as overflow in the decays. Gradients of A sum over every
+/// batch, step and channel, so their f32 rounding reaches ~1e-5 relative.
+#[test]
+fn selective_scan_chunked_equals_reference_values_and_gradients() {
+    compare_selective_scans::<CpuAd>(1e-4);
+    compare_selective_scans::<Cpu64Ad>(1e-10);
+}
+
+fn compare_selective_scans<B: AutodiffBackend>(tol: f32) {
+    let (b, d, n) = (2, 6, 4);
+    for (t, chunk) in LENGTHS_AND_CHUNKS {
+        for with_h0 in [false, true] {
+            let what = format!("t={t} chunk={chunk} h0={with_h0}");
+            let inputs = require_grad_scan(scan_inputs::<B>(b, t, d, n, t as u64));
+            let mut rng = Rng::new(99);
+            let h0 = with_h0.then(|| random::<B, 3>([b, d, n], 1.0, &mut rng).require_grad());
+            let (w_y, w_h) = (random::<B, 3>([b, t, d], 1.0, &mut rng), random::<B, 3>([b, d, n], 1.0, &mut rng));
+
+            let run = |chunked: bool| {
+                let (y, h) = if chunked {
+                    selective_scan::chunked(inputs.clone(), h0.clone(), chunk)
+                } else {
+                    selective_scan::reference(inputs.clone(), h0.clone())
+                };
+                let loss = (y.clone() * w_y.clone()).sum() + (h.clone() * w_h.clone()).sum();
+                let grads = loss.backward();
+                let g = |v: &Tensor<B, 3>| values(v.grad(&grads).unwrap());
+                let mut all = vec![values(y), values(h), g(&inputs.x), g(&inputs.delta), g(&inputs.b), g(&inputs.c)];
+                all.push(values(inputs.a.grad(&grads).unwrap()));
+                if let Some(h0) = &h0 {
+                    all.push(g(h0));
+                }
+                all
+            };
+            let (reference, chunked) = (run(false), run(true));
+            let names = ["y", "h_last", "dx", "dΔ", "dB", "dC", "dA", "dh0"];
+            for ((r, c), name) in reference.iter().zip(&chunked).zip(names) {
+                assert_close(r, c, tol, &format!("{what} {name}"));
+            }
+        }
+    }
+}
+
+#[test]
+fn selective_scan_step_by_step_equals_reference() {
+    let (b, t, d, n) = (2, 11, 5, 3);
+    let s = scan_inputs::<Cpu>(b, t, d, n, 7);
+    let (y_ref, h_ref) = selective_scan::reference(s.clone(), None);
+    let mut h = Tensor::<Cpu, 3>::zeros([b, d, n], &Default::default());
+    let mut ys = Vec::new();
+    let at = |v: &Tensor<Cpu, 3>, i: usize| v.clone().narrow(1, i, 1).squeeze_dim::<2>(1);
+    for i in 0..t {
+        let (y, next) = selective_scan::step(at(&s.x, i), at(&s.delta, i), s.a.clone(), at(&s.b, i), at(&s.c, i), h);
+        h = next;
+        ys.push(y.unsqueeze_dim::<3>(1));
+    }
+    assert_close(&values(y_ref), &values(Tensor::cat(ys, 1)), 1e-6, "y");
+    assert_close(&values(h_ref), &values(h), 1e-6, "h");
+}
+
+fn ssd_inputs<B: Backend>(b: usize, t: usize, heads: usize, p: usize, g: usize, n: usize, seed: u64) -> SsdInputs<B> {
+    let mut rng = Rng::new(seed);
+    SsdInputs {
+        x: random([b, t, heads, p], 1.0, &mut rng),
+        dt: archlab::model::activation::softplus(random::<B, 3>([b, t, heads], 1.0, &mut rng)),
+        a: random::<B, 1>([heads], 0.5, &mut rng).exp().neg(),
+        b: random([b, t, g, n], 1.0, &mut rng),
+        c: random([b, t, g, n], 1.0, &mut rng),
+    }
+}
+
+/// As for the selective scan: f32 to rounding, f64 to 1e-10.
+#[test]
+fn ssd_chunked_equals_reference_values_and_gradients() {
+    compare_ssd_scans::<CpuAd>(1e-4);
+    compare_ssd_scans::<Cpu64Ad>(1e-10);
+}
+
+fn compare_ssd_scans<B: AutodiffBackend>(tol: f32) {
+    let (b, heads, p, g, n) = (2, 4, 3, 2, 5);
+    for (t, chunk) in LENGTHS_AND_CHUNKS {
+        let chunk = chunk.max(1);
+        for with_h0 in [false, true] {
+            let what = format!("t={t} chunk={chunk} h0={with_h0}");
+            let s = ssd_inputs::<B>(b, t, heads, p, g, n, 100 + t as u64);
+            let s = SsdInputs {
+                x: s.x.require_grad(),
+                dt: s.dt.require_grad(),
+                a: s.a.require_grad(),
+                b: s.b.require_grad(),
+                c: s.c.require_grad(),
+            };
+            let mut rng = Rng::new(5);
+            let h0 = with_h0.then(|| random::<B, 4>([b, heads, p, n], 1.0, &mut rng).require_grad());
+            let w_y = random::<B, 4>([b, t, heads, p], 1.0, &mut rng);
+            let w_h = random::<B, 4>([b, heads, p, n], 1.0, &mut rng);
+            let run = |chunked: bool| {
+                let (y, h) = if chunked { ssd::chunked(s.clone(), h0.clone(), chunk) } else { ssd::reference(s.clone(), h0.clone()) };
+                let loss = (y.clone() * w_y.clone()).sum() + (h.clone() * w_h.clone()).sum();
+                let grads = loss.backward();
+                let g4 = |v: &Tensor<B, 4>| values(v.grad(&grads).unwrap());
+                let mut all = vec![values(y), values(h), g4(&s.x), values(s.dt.grad(&grads).unwrap()), g4(&s.b), g4(&s.c)];
+                all.push(values(s.a.grad(&grads).unwrap()));
+                if let Some(h0) = &h0 {
+                    all.push(g4(h0));
+                }
+                all
+            };
+            let (reference, chunked) = (run(false), run(true));
+            let names = ["y", "h_last", "dx", "dΔ", "dB", "dC", "dA", "dh0"];
+            for ((r, c), name) in reference.iter().zip(&chunked).zip(names) {
+                assert_close(r, c, tol, &format!("{what} {name}"));
+            }
+        }
+    }
+}
+
+#[test]
+fn ssd_step_by_step_equals_reference() {
+    let (b, t, heads, p, g, n) = (2, 9, 6, 2, 3, 4);
+    let s = ssd_inputs::<Cpu>(b, t, heads, p, g, n, 3);
+    let (y_ref, h_ref) = ssd::reference(s.clone(), None);
+    let mut h = Tensor::<Cpu, 4>::zeros([b, heads, p, n], &Default::default());
+    let mut ys = Vec::new();
+    for i in 0..t {
+        let at4 = |v: &Tensor<Cpu, 4>| v.clone().narrow(1, i, 1).squeeze_dim::<3>(1);
+        let dt = s.dt.clone().narrow(1, i, 1).squeeze_dim::<2>(1);
+        let (y, next) = ssd::step(at4(&s.x), dt, s.a.clone(), at4(&s.b), at4(&s.c), h);
+        h = next;
+        ys.push(y.unsqueeze_dim::<4>(1));
+    }
+    assert_close(&values(y_ref), &values(Tensor::cat(ys, 1)), 1e-6, "y");
+    assert_close(&values(h_ref), &values(h), 1e-6, "h");
+}
+
+/// A small model config with the given mixer.
+fn ssm_config(mixer: MixerKind) -> ModelConfig {
+    let mut m = RunConfig::resolve("mamba-tiny", None, &[]).unwrap().model;
+    m.mixer = mixer;
+    m.d_model = 16;
+    m.mamba.d_state = 4;
+    m.mamba.chunk_size = 3;
+    m.mamba2.d_state = 8;
+    m.mamba2.head_dim = 8;
+    m.mamba2.n_groups = 2;
+    m.mamba2.chunk_size = 4;
+    m
+}
+
+/// The two mixers behind one interface, for the tests below.
+enum Mixer {
+    One(Mamba<Cpu>),
+    Two(Mamba2<Cpu>),
+}
+
+enum State {
+    One(MambaState<Cpu>),
+    Two(Mamba2State<Cpu>),
+}
+
+impl Mixer {
+    fn new(kind: MixerKind) -> Self {
+        let cfg = ssm_config(kind);
+        let mut rng = Rng::new(11);
+        let device = Default::default();
+        match kind {
+            MixerKind::Mamba => Mixer::One(Mamba::new(&cfg, 1.0, &mut rng, &device)),
+            _ => Mixer::Two(Mamba2::new(&cfg, 1.0, &mut rng, &device)),
+        }
+    }
+    fn forward(&self, x: Tensor<Cpu, 3>) -> Tensor<Cpu, 3> {
+        match self {
+            Mixer::One(m) => m.forward(x),
+            Mixer::Two(m) => m.forward(x),
+        }
+    }
+    fn sequential(&self, x: Tensor<Cpu, 3>) -> Tensor<Cpu, 3> {
+        match self {
+            Mixer::One(m) => m.forward_with(x, &mut MambaState::empty(), selective_scan::ScanAlgorithm::Sequential),
+            Mixer::Two(m) => m.forward_with(x, &mut Mamba2State::empty(), true),
+        }
+    }
+    fn empty(&self) -> State {
+        match self {
+            Mixer::One(_) => State::One(MambaState::empty()),
+            Mixer::Two(_) => State::Two(Mamba2State::empty()),
+        }
+    }
+    fn step(&self, x: Tensor<Cpu, 3>, state: &mut State) -> Tensor<Cpu, 3> {
+        match (self, state) {
+            (Mixer::One(m), State::One(s)) => m.forward_step(x, s),
+            (Mixer::Two(m), State::Two(s)) => m.forward_step(x, s),
+            _ => unreachable!(),
+        }
+    }
+}
+
+const KINDS: [MixerKind; 2] = [MixerKind::Mamba, MixerKind::Mamba2];
+
+#[test]
+fn mixers_are_causal_and_mix_across_time() {
+    let (t, d) = (13, 16);
+    for kind in KINDS {
+        let mixer = Mixer::new(kind);
+        let mut rng = Rng::new(4);
+        let x = random::<Cpu, 3>([1, t, d], 1.0, &mut rng);
+        let base = values(mixer.forward(x.clone()));
+        for pos in [0, 4, 12] {
+            let bump = random::<Cpu, 3>([1, 1, d], 1.0, &mut rng);
+            let changed = x.clone().slice_assign([0..1, pos..pos + 1, 0..d], x.clone().narrow(1, pos, 1) + bump);
+            let out = values(mixer.forward(changed));
+            for i in 0..pos * d {
+                assert_eq!(base[i], out[i], "{kind:?}: output at step {} moved when step {pos} changed", i / d);
+            }
+            if pos + 1 < t {
+                let later_moved = (pos + 1..t).any(|s| (0..d).any(|j| (base[s * d + j] - out[s * d + j]).abs() > 1e-6));
+                assert!(later_moved, "{kind:?}: changing step {pos} changed no later output (no recurrence?)");
+            }
+        }
+    }
+}
+
+#[test]
+fn mixer_chunked_forward_equals_sequential_reference() {
+    for kind in KINDS {
+        let mixer = Mixer::new(kind);
+        let x = random::<Cpu, 3>([2, 10, 16], 1.0, &mut Rng::new(8));
+        assert_close(&values(mixer.sequential(x.clone())), &values(mixer.forward(x)), 1e-5, &format!("{kind:?}"));
+    }
+}
+
+#[test]
+fn mixer_decoding_with_state_equals_full_forward() {
+    let (t, d) = (12, 16);
+    for kind in KINDS {
+        let mixer = Mixer::new(kind);
+        let x = random::<Cpu, 3>([2, t, d], 1.0, &mut Rng::new(21));
+        let full = values(mixer.forward(x.clone()));
+        // A prefill of 5 (chunked path with a state carried out), one step, a chunk of 2
+        // (chunked path with a state carried in and out), then single steps.
+        let mut state = mixer.empty();
+        let mut pieces = Vec::new();
+        let mut at = 0;
+        for len in [5, 1, 2, 1, 1, 1, 1] {
+            pieces.push(mixer.step(x.clone().narrow(1, at, len), &mut state));
+            at += len;
+        }
+        assert_eq!(at, t);
+        assert_close(&full, &values(Tensor::cat(pieces, 1)), 1e-5, &format!("{kind:?}"));
+    }
+}

@@ -1,0 +1,241 @@
+#!/usr/bin/env python3
+"""Generate Hugging Face reference fixtures for archlab's checkpoint-import tests.
+
+Purpose
+-------
+Builds tiny, *randomly initialised* Hugging Face causal LMs (Mamba, Mamba2,
+Llama) in float32, saves them exactly as `save_pretrained` would (config.json
++ model.safetensors), and records reference outputs computed by the
+transformers PyTorch implementation:
+
+    <out>/<kind>/config.json
+    <out>/<kind>/model.safetensors
+    <out>/<kind>/expected.safetensors
+        input_ids  int64   [2, 13]      fixed batch (13 is not a multiple of
+                                        the Mamba2 chunk size 8 on purpose)
+        logits     float32 [2, 13, 67]  full forward, no cache
+        greedy     int64   [1, 6]       the 6 tokens greedily generated
+                                        (use_cache=True) after input_ids[:1]
+
+The Rust side loads model.safetensors + config.json, runs its own forward on
+`input_ids` and must reproduce `logits` (and `greedy` through its decode path).
+
+Parameters that HF initialises to constants (norm gains, D, conv biases) are
+perturbed with small noise, and A_log / dt biases get +-0.1 of noise, so that a
+loader that drops or mis-maps one of them is caught by the logits comparison.
+Llama uses initializer_range=0.3 and Mamba's mixer out_proj is scaled x8 so the
+greedy continuation is not one repeated token; the script asserts every greedy
+step's top1-top2 logit gap is > 1e-3 (far above f32 noise).
+Generation stops only on max_new_tokens (eos_token_id is cleared), so `greedy`
+always has 6 tokens.
+
+How to run
+----------
+    python tools/hf_fixtures.py --out tests/fixtures/hf
+
+Requirements: `pip install torch transformers safetensors` (CPU-only torch is
+fine: everything is float32 and tiny; it runs in a few seconds).
+Generated with transformers 5.x; the kinds can be restricted with --kinds.
+"""
+
+import argparse
+import os
+import sys
+
+import torch
+from safetensors.torch import save_file
+
+VOCAB = 67
+BATCH = 2
+SEQ = 13
+NEW_TOKENS = 6
+
+
+def build_mamba():
+    from transformers import MambaConfig, MambaForCausalLM
+
+    cfg = MambaConfig(
+        vocab_size=VOCAB,
+        hidden_size=32,
+        state_size=8,
+        num_hidden_layers=2,
+        expand=2,
+        conv_kernel=4,
+        time_step_rank=6,  # deliberately not the "auto" value ceil(32/16)=2
+        use_bias=False,
+        use_conv_bias=True,
+        layer_norm_epsilon=1e-5,
+        tie_word_embeddings=True,
+    )
+    return MambaForCausalLM(cfg)
+
+
+def build_mamba2():
+    from transformers import Mamba2Config, Mamba2ForCausalLM
+
+    hidden, expand, head_dim = 32, 2, 16
+    num_heads = (expand * hidden) // head_dim
+    assert num_heads * head_dim == expand * hidden
+    cfg = Mamba2Config(
+        vocab_size=VOCAB,
+        hidden_size=hidden,
+        state_size=16,
+        num_hidden_layers=2,
+        expand=expand,
+        head_dim=head_dim,
+        num_heads=num_heads,
+        n_groups=2,
+        conv_kernel=4,
+        chunk_size=8,
+        use_bias=False,
+        use_conv_bias=True,
+        layer_norm_epsilon=1e-5,
+        tie_word_embeddings=True,
+    )
+    return Mamba2ForCausalLM(cfg)
+
+
+def build_llama():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    cfg = LlamaConfig(
+        vocab_size=VOCAB,
+        hidden_size=32,
+        intermediate_size=80,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+        rms_norm_eps=1e-5,
+        rope_theta=10000.0,
+        tie_word_embeddings=True,
+        attention_bias=False,
+        mlp_bias=False,
+        # HF's default 0.02 makes every block a near no-op next to the tied
+        # embedding residual, so greedy decoding repeats one token; 0.3 gives
+        # sharper attention and a non-degenerate greedy continuation.
+        initializer_range=0.3,
+    )
+    cfg._attn_implementation = "eager"
+    try:
+        return LlamaForCausalLM(cfg, attn_implementation="eager")
+    except TypeError:
+        return LlamaForCausalLM(cfg)
+
+
+BUILDERS = {"mamba": build_mamba, "mamba2": build_mamba2, "llama": build_llama}
+
+# Extra gain on the mixer output projection (residual branch). With HF's init
+# the tiny Mamba's residual stream is dominated by the tied embedding and the
+# greedy continuation is a single repeated token; x8 makes the SSM decide.
+OUT_PROJ_GAIN = {"mamba": 8.0}
+
+
+@torch.no_grad()
+def perturb(model, gen, out_proj_gain=1.0):
+    """Add noise to parameters that HF initialises to constants."""
+    touched = []
+    for name, p in model.named_parameters():
+        leaf = name.rsplit(".", 1)[-1]
+        if name.endswith("mixer.out_proj.weight") and out_proj_gain != 1.0:
+            p.mul_(out_proj_gain)
+        elif p.ndim == 1 and "norm" in name and leaf == "weight":
+            # RMSNorm gains (block norms, norm_f, Mamba2 gated norm, Llama norms)
+            p.add_(0.1 * torch.randn(p.shape, generator=gen))
+        elif leaf == "D":
+            p.add_(0.1 * torch.randn(p.shape, generator=gen))
+        elif leaf == "A_log" or leaf == "dt_bias" or name.endswith("dt_proj.bias"):
+            p.add_(torch.empty(p.shape).uniform_(-0.1, 0.1, generator=gen))
+        elif name.endswith("conv1d.bias"):
+            p.add_(0.1 * torch.randn(p.shape, generator=gen))
+        else:
+            continue
+        touched.append(name)
+    return touched
+
+
+def file_kb(path):
+    return os.path.getsize(path) / 1024.0
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--out", required=True, help="output directory, e.g. tests/fixtures/hf")
+    ap.add_argument("--kinds", default="mamba,mamba2,llama", help="comma separated subset")
+    args = ap.parse_args()
+
+    import transformers
+
+    torch.set_default_dtype(torch.float32)
+    print(f"torch {torch.__version__}, transformers {transformers.__version__}")
+
+    for idx, kind in enumerate(k.strip() for k in args.kinds.split(",") if k.strip()):
+        if kind not in BUILDERS:
+            sys.exit(f"unknown kind {kind!r}; expected one of {sorted(BUILDERS)}")
+        torch.manual_seed(0)
+        model = BUILDERS[kind]().to(torch.float32).eval()
+        # Never stop early on an eos token: `greedy` must have NEW_TOKENS ids.
+        model.config.eos_token_id = None
+        model.generation_config.eos_token_id = None
+        if model.generation_config.pad_token_id is None:
+            model.generation_config.pad_token_id = 0
+
+        gen = torch.Generator().manual_seed(1234 + idx)
+        perturb(model, gen, OUT_PROJ_GAIN.get(kind, 1.0))
+
+        out_dir = os.path.join(args.out, kind)
+        os.makedirs(out_dir, exist_ok=True)
+        model.save_pretrained(out_dir, safe_serialization=True)
+
+        ids_gen = torch.Generator().manual_seed(42)
+        input_ids = torch.randint(0, VOCAB, (BATCH, SEQ), generator=ids_gen, dtype=torch.int64)
+
+        with torch.no_grad():
+            logits = model(input_ids=input_ids, use_cache=False).logits.float().contiguous()
+            assert logits.shape == (BATCH, SEQ, VOCAB), logits.shape
+            out = model.generate(
+                input_ids[:1],
+                attention_mask=torch.ones_like(input_ids[:1]),
+                max_new_tokens=NEW_TOKENS,
+                do_sample=False,
+                use_cache=True,
+            )
+            greedy = out[:, SEQ:].to(torch.int64).contiguous()
+            assert greedy.shape == (1, NEW_TOKENS), greedy.shape
+
+            # Self-check: the cached decode must agree with argmax over full
+            # no-cache recomputation.
+            # Also record the smallest top1-top2 gap: it must dwarf f32 noise,
+            # or a correct reimplementation could legitimately pick another id.
+            seq = input_ids[:1]
+            margin = float("inf")
+            for _ in range(NEW_TOKENS):
+                last = model(input_ids=seq, use_cache=False).logits[:, -1]
+                top2 = last.topk(2, dim=-1).values[0]
+                margin = min(margin, (top2[0] - top2[1]).item())
+                seq = torch.cat([seq, last.argmax(-1, keepdim=True)], dim=1)
+            assert margin > 1e-3, f"[{kind}] greedy argmax margin {margin} too small"
+            if not torch.equal(seq[:, SEQ:], greedy):
+                print(f"WARNING [{kind}]: cached greedy {greedy.tolist()} != recomputed {seq[:, SEQ:].tolist()}")
+
+        exp_path = os.path.join(out_dir, "expected.safetensors")
+        save_file(
+            {"input_ids": input_ids.contiguous(), "logits": logits, "greedy": greedy},
+            exp_path,
+            # One key only: safetensors writes metadata from a hash map, so
+            # several keys would make the header bytes differ run to run.
+            metadata={"generator": f"tools/hf_fixtures.py transformers={transformers.__version__} torch={torch.__version__}"},
+        )
+
+        n_params = sum(p.numel() for p in model.parameters())
+        w_path = os.path.join(out_dir, "model.safetensors")
+        print(
+            f"{kind:7s} params={n_params:6d} |logits|max={logits.abs().max().item():.4f} "
+            f"greedy={greedy[0].tolist()} margin={margin:.3f} model.safetensors={file_kb(w_path):.1f}KB "
+            f"expected.safetensors={file_kb(exp_path):.1f}KB "
+            f"config.json={file_kb(os.path.join(out_dir, 'config.json')):.1f}KB"
+        )
+
+
+if __name__ == "__main__":
+    main()
