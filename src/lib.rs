@@ -11,6 +11,7 @@ pub mod config;
 pub mod data;
 pub mod device;
 pub mod eval;
+pub mod hf;
 pub mod model;
 pub mod rng;
 pub mod train;

@@ -10,6 +10,7 @@ transformers PyTorch implementation:
 
     <out>/<kind>/config.json
     <out>/<kind>/model.safetensors
+    <out>/<kind>/tokenizer.json         WordLevel tokenizer, 67 ids (see below)
     <out>/<kind>/expected.safetensors
         input_ids  int64   [2, 13]      fixed batch (13 is not a multiple of
                                         the Mamba2 chunk size 8 on purpose)
@@ -27,13 +28,21 @@ Llama uses initializer_range=0.3 and Mamba's mixer out_proj is scaled x8 so the
 greedy continuation is not one repeated token; the script asserts every greedy
 step's top1-top2 logit gap is > 1e-3 (far above f32 noise).
 Generation stops only on max_new_tokens (eos_token_id is cleared), so `greedy`
-always has 6 tokens.
+always has 6 tokens. save_pretrained's generation_config.json is deleted (not
+needed by the Rust side).
+
+tokenizer.json is the same in every folder: a WordLevel model over exactly
+VOCAB=67 tokens, "<unk>" at id 0 then the 66 lowercase words of WORDS at ids
+1..66, a Whitespace pre-tokenizer and a WordPiece decoder (no "##" pieces, so
+it just rejoins words with single spaces; cleanup is off so "do not" stays
+"do not"). Loadable with the Rust `tokenizers` crate (0.22). The model ids are
+random, so decoded text is gibberish; it only gives the fixtures a real vocab.
 
 How to run
 ----------
     python tools/hf_fixtures.py --out tests/fixtures/hf
 
-Requirements: `pip install torch transformers safetensors` (CPU-only torch is
+Requirements: `pip install torch transformers safetensors tokenizers` (CPU-only torch is
 fine: everything is float32 and tiny; it runs in a few seconds).
 Generated with transformers 5.x; the kinds can be restricted with --kinds.
 """
@@ -123,6 +132,39 @@ def build_llama():
         return LlamaForCausalLM(cfg)
 
 
+# Tokenizer vocabulary: "<unk>" at id 0, then these words at ids 1..66 (order
+# fixed; changing it changes every fixture's tokenizer.json).
+UNK = "<unk>"
+WORDS = (
+    "the a and was she he it to of in "
+    "little girl boy dog cat day went saw big happy "
+    "they her his with on said mom dad play ball "
+    "tree park sun red one time there upon friend liked "
+    "wanted had so very not is you i we ran "
+    "jump look home good fun toy bird fish sad smiled "
+    "found help that but at all"
+).split()
+assert len(WORDS) == VOCAB - 1 and len(set(WORDS)) == len(WORDS) and UNK not in WORDS
+
+
+def build_tokenizer():
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+
+    vocab = {UNK: 0, **{w: i + 1 for i, w in enumerate(WORDS)}}
+    assert sorted(vocab.values()) == list(range(VOCAB))
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token=UNK))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.decoder = decoders.WordPiece(prefix="##", cleanup=False)
+    assert tok.get_vocab_size(with_added_tokens=True) == VOCAB
+    text = "the girl saw a dog"
+    ids = tok.encode(text).ids
+    assert ids == [vocab[w] for w in text.split()], ids
+    assert tok.decode(ids) == text, tok.decode(ids)
+    assert tok.encode("the zebra").ids == [vocab["the"], 0]
+    assert tok.decode(list(range(VOCAB))) == " ".join([UNK] + WORDS)
+    return tok
+
+
 BUILDERS = {"mamba": build_mamba, "mamba2": build_mamba2, "llama": build_llama}
 
 # Extra gain on the mixer output projection (residual branch). With HF's init
@@ -186,6 +228,11 @@ def main():
         out_dir = os.path.join(args.out, kind)
         os.makedirs(out_dir, exist_ok=True)
         model.save_pretrained(out_dir, safe_serialization=True)
+        gen_cfg = os.path.join(out_dir, "generation_config.json")
+        if os.path.exists(gen_cfg):
+            os.remove(gen_cfg)
+        tok_path = os.path.join(out_dir, "tokenizer.json")
+        build_tokenizer().save(tok_path)
 
         ids_gen = torch.Generator().manual_seed(42)
         input_ids = torch.randint(0, VOCAB, (BATCH, SEQ), generator=ids_gen, dtype=torch.int64)
@@ -233,7 +280,8 @@ def main():
             f"{kind:7s} params={n_params:6d} |logits|max={logits.abs().max().item():.4f} "
             f"greedy={greedy[0].tolist()} margin={margin:.3f} model.safetensors={file_kb(w_path):.1f}KB "
             f"expected.safetensors={file_kb(exp_path):.1f}KB "
-            f"config.json={file_kb(os.path.join(out_dir, 'config.json')):.1f}KB"
+            f"config.json={file_kb(os.path.join(out_dir, 'config.json')):.1f}KB "
+            f"tokenizer.json={file_kb(tok_path):.1f}KB"
         )
 
 

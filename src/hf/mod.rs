@@ -1,0 +1,383 @@
+//! Hugging Face `transformers` interop: reads a checkpoint folder (`config.json` +
+//! safetensors) of `MambaForCausalLM`, `Mamba2ForCausalLM` or `LlamaForCausalLM` into an
+//! archlab [`ModelConfig`] and [`LanguageModel`]. The mapping is exact (tests match the logits
+//! `transformers` computes, `tools/hf_fixtures.py`); every tensor of the checkpoint must be
+//! used and have the shape archlab expects, so an unsupported variant fails loudly instead of
+//! loading half its weights.
+
+pub mod safetensors;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, anyhow, bail};
+use burn::module::Param;
+use burn::tensor::backend::Backend;
+use burn::tensor::{Tensor, TensorData};
+use serde_json::Value;
+
+use crate::config::{FfnKind, MixerKind, ModelConfig, RunConfig};
+use crate::model::block::{ChannelMixer, SeqMixer};
+use crate::model::layers::{Linear, float_tensor};
+use crate::model::LanguageModel;
+use safetensors::{Checkpoint, HostTensor};
+
+/// Where a model comes from: a local folder, or `hf:<owner>/<name>` (feature `hub`).
+pub fn resolve_source(source: &str) -> Result<PathBuf> {
+    match source.strip_prefix("hf:") {
+        Some(repo) => hub::download_model(repo),
+        None => {
+            let dir = PathBuf::from(source);
+            if !dir.join("config.json").exists() {
+                bail!(
+                    "{source} is not a Hugging Face model folder (no config.json); pass a folder saved \
+                     with `save_pretrained`, or hf:<owner>/<name> to download one"
+                );
+            }
+            Ok(dir)
+        }
+    }
+}
+
+/// Reads `config.json` into an archlab model config (the rest of the run config comes from
+/// `base`: data, training and evaluation settings).
+pub fn read_config(dir: &Path, base: &RunConfig) -> Result<RunConfig> {
+    let path = dir.join("config.json");
+    let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    let json: Value = serde_json::from_str(&text).with_context(|| format!("malformed {}", path.display()))?;
+    let hf = HfConfig { json: &json, path: &path };
+    let model_type = hf.str("model_type")?;
+    let mut cfg = base.clone();
+    let m = &mut cfg.model;
+    m.vocab_size = hf.usize("vocab_size")?;
+    m.d_model = hf.usize("hidden_size")?;
+    m.n_layers = hf.usize("num_hidden_layers")?;
+    m.norm = crate::config::NormKind::Rms;
+    m.bias = false;
+    m.dropout = 0.0;
+    match model_type {
+        "mamba" => {
+            m.mixer = MixerKind::Mamba;
+            m.ffn = FfnKind::None;
+            m.norm_eps = hf.f64("layer_norm_epsilon")?;
+            m.tie_embeddings = hf.bool_or("tie_word_embeddings", true)?;
+            let c = &mut m.mamba;
+            c.d_state = hf.usize("state_size")?;
+            c.d_conv = hf.usize("conv_kernel")?;
+            c.expand = hf.usize("expand")?;
+            c.dt_rank = hf.usize("time_step_rank")?;
+            c.bias = hf.bool_or("use_bias", false)?;
+            c.conv_bias = hf.bool_or("use_conv_bias", true)?;
+            if let Some(inner) = hf.opt_usize("intermediate_size")?
+                && inner != c.expand * m.d_model
+            {
+                bail!("{}: intermediate_size {inner} is not expand · hidden_size", path.display());
+            }
+            hf.expect_str_or("hidden_act", "silu")?;
+        }
+        "mamba2" => {
+            m.mixer = MixerKind::Mamba2;
+            m.ffn = FfnKind::None;
+            m.norm_eps = hf.f64("layer_norm_epsilon")?;
+            m.tie_embeddings = hf.bool_or("tie_word_embeddings", true)?;
+            let c = &mut m.mamba2;
+            c.d_state = hf.usize("state_size")?;
+            c.d_conv = hf.usize("conv_kernel")?;
+            c.expand = hf.usize("expand")?;
+            c.head_dim = hf.usize("head_dim")?;
+            c.n_groups = hf.usize("n_groups")?;
+            c.chunk_size = hf.usize("chunk_size")?;
+            c.bias = hf.bool_or("use_bias", false)?;
+            c.conv_bias = hf.bool_or("use_conv_bias", true)?;
+            let heads = hf.usize("num_heads")?;
+            if heads * c.head_dim != c.expand * m.d_model {
+                bail!("{}: num_heads · head_dim must equal expand · hidden_size", path.display());
+            }
+            if !hf.bool_or("rms_norm", true)? || hf.bool_or("norm_before_gate", false)? {
+                bail!("{}: only the gated RMSNorm with the gate before the norm is supported", path.display());
+            }
+            // archlab does not clamp Δ: accept only the default limit (0, ∞).
+            if let Some(limit) = json.get("time_step_limit") {
+                let lo = limit.get(0).and_then(Value::as_f64);
+                let hi = limit.get(1).and_then(Value::as_f64).unwrap_or(f64::INFINITY);
+                if lo != Some(0.0) || hi.is_finite() {
+                    bail!("{}: time_step_limit {limit} is not supported (only [0, inf])", path.display());
+                }
+            }
+            hf.expect_str_or("hidden_act", "silu")?;
+        }
+        "llama" => {
+            m.mixer = MixerKind::Attention;
+            m.ffn = FfnKind::Mlp;
+            m.mlp = crate::config::MlpKind::Swiglu;
+            m.positions = crate::config::Positions::Rope;
+            m.norm_eps = hf.f64("rms_norm_eps")?;
+            m.tie_embeddings = hf.bool_or("tie_word_embeddings", false)?;
+            m.d_ff = hf.usize("intermediate_size")?;
+            m.n_heads = hf.usize("num_attention_heads")?;
+            m.n_kv_heads = hf.opt_usize("num_key_value_heads")?.unwrap_or(m.n_heads);
+            m.max_seq_len = hf.usize("max_position_embeddings")?;
+            let rope = json.get("rope_parameters").or(json.get("rope_scaling")).filter(|v| !v.is_null());
+            m.rope_theta = match rope.and_then(|r| r.get("rope_theta")).and_then(Value::as_f64) {
+                Some(theta) => theta,
+                None => hf.f64("rope_theta")?,
+            };
+            if let Some(kind) = rope.and_then(|r| r.get("rope_type")).and_then(Value::as_str)
+                && kind != "default"
+            {
+                bail!("{}: rope_type `{kind}` is not supported (only the default RoPE)", path.display());
+            }
+            let attention_bias = hf.bool_or("attention_bias", false)?;
+            if attention_bias || hf.bool_or("mlp_bias", false)? {
+                bail!("{}: Llama variants with biases are not supported", path.display());
+            }
+            if let Some(hd) = hf.opt_usize("head_dim")?
+                && hd * m.n_heads != m.d_model
+            {
+                bail!("{}: head_dim {hd} · heads differs from hidden_size; not supported", path.display());
+            }
+            hf.expect_str_or("hidden_act", "silu")?;
+        }
+        other => bail!(
+            "{}: model_type `{other}` is not supported; archlab imports mamba, mamba2 and llama",
+            path.display()
+        ),
+    }
+    cfg.model.validate().with_context(|| format!("the model in {}", path.display()))?;
+    Ok(cfg)
+}
+
+/// Typed lookups in `config.json` with errors that name the file and the key.
+struct HfConfig<'a> {
+    json: &'a Value,
+    path: &'a Path,
+}
+
+impl HfConfig<'_> {
+    fn get(&self, key: &str) -> Result<&Value> {
+        self.json.get(key).filter(|v| !v.is_null()).ok_or_else(|| anyhow!("{} has no `{key}`", self.path.display()))
+    }
+    fn str(&self, key: &str) -> Result<&str> {
+        self.get(key)?.as_str().ok_or_else(|| anyhow!("{}: `{key}` is not a string", self.path.display()))
+    }
+    fn usize(&self, key: &str) -> Result<usize> {
+        self.get(key)?
+            .as_u64()
+            .map(|v| v as usize)
+            .ok_or_else(|| anyhow!("{}: `{key}` is not a non-negative integer", self.path.display()))
+    }
+    fn opt_usize(&self, key: &str) -> Result<Option<usize>> {
+        if self.json.get(key).is_none_or(Value::is_null) { Ok(None) } else { self.usize(key).map(Some) }
+    }
+    fn f64(&self, key: &str) -> Result<f64> {
+        self.get(key)?.as_f64().ok_or_else(|| anyhow!("{}: `{key}` is not a number", self.path.display()))
+    }
+    fn bool_or(&self, key: &str, default: bool) -> Result<bool> {
+        match self.json.get(key) {
+            None | Some(Value::Null) => Ok(default),
+            Some(v) => v.as_bool().ok_or_else(|| anyhow!("{}: `{key}` is not a boolean", self.path.display())),
+        }
+    }
+    fn expect_str_or(&self, key: &str, expected: &str) -> Result<()> {
+        match self.json.get(key).and_then(Value::as_str) {
+            None => Ok(()),
+            Some(v) if v == expected => Ok(()),
+            Some(v) => bail!("{}: `{key}` = `{v}` is not supported (only `{expected}`)", self.path.display()),
+        }
+    }
+}
+
+/// Builds the model `cfg` describes and fills it with the checkpoint's weights.
+pub fn load_model<B: Backend>(dir: &Path, cfg: &ModelConfig, device: &B::Device) -> Result<LanguageModel<B>> {
+    let ckpt = Checkpoint::open(dir)?;
+    let mut w = Weights { ckpt: &ckpt, used: BTreeSet::new(), device };
+    let mut model = LanguageModel::<B>::new(cfg, 0, false, device);
+    let (prefix, embed, final_norm) = match cfg.mixer {
+        MixerKind::Attention => ("model.layers", "model.embed_tokens.weight", "model.norm.weight"),
+        _ => {
+            // The original state-spaces checkpoints say `embedding`, transformers `embeddings`.
+            let embed = if ckpt.contains("backbone.embedding.weight") {
+                "backbone.embedding.weight"
+            } else {
+                "backbone.embeddings.weight"
+            };
+            ("backbone.layers", embed, "backbone.norm_f.weight")
+        }
+    };
+    model.embed_tokens.weight = w.param(embed, [cfg.vocab_size, cfg.d_model])?;
+    model.norm.weight = w.param(final_norm, [cfg.d_model])?;
+    if let Some(head) = &mut model.lm_head {
+        // transformers stores [vocab, d]; archlab's Linear is [d, vocab].
+        head.weight = w.linear_weight("lm_head.weight", cfg.d_model, cfg.vocab_size)?;
+    }
+    for (i, layer) in model.layers.iter_mut().enumerate() {
+        let p = format!("{prefix}.{i}");
+        match &mut layer.mixer {
+            SeqMixer::Mamba(m) => {
+                layer.norm.weight = w.param(&format!("{p}.norm.weight"), [cfg.d_model])?;
+                let (d, c) = (cfg.d_model, &cfg.mamba);
+                let (di, n, r) = (c.inner(d), c.d_state, c.rank(d));
+                let q = format!("{p}.mixer");
+                w.linear(&mut m.in_proj, &format!("{q}.in_proj"), d, 2 * di)?;
+                w.conv(&mut m.conv1d, &format!("{q}.conv1d"), di, c.d_conv)?;
+                w.linear(&mut m.x_proj, &format!("{q}.x_proj"), di, r + 2 * n)?;
+                w.linear(&mut m.dt_proj, &format!("{q}.dt_proj"), r, di)?;
+                m.a_log = w.param(&format!("{q}.A_log"), [di, n])?;
+                m.d_skip = w.param(&format!("{q}.D"), [di])?;
+                w.linear(&mut m.out_proj, &format!("{q}.out_proj"), di, d)?;
+            }
+            SeqMixer::Mamba2(m) => {
+                layer.norm.weight = w.param(&format!("{p}.norm.weight"), [cfg.d_model])?;
+                let (d, c) = (cfg.d_model, &cfg.mamba2);
+                let (di, heads, conv) = (c.inner(d), c.heads(d), c.conv_channels(d));
+                let q = format!("{p}.mixer");
+                w.linear(&mut m.in_proj, &format!("{q}.in_proj"), d, di + conv + heads)?;
+                w.conv(&mut m.conv1d, &format!("{q}.conv1d"), conv, c.d_conv)?;
+                m.dt_bias = w.param(&format!("{q}.dt_bias"), [heads])?;
+                m.a_log = w.param(&format!("{q}.A_log"), [heads])?;
+                m.d_skip = w.param(&format!("{q}.D"), [heads])?;
+                m.norm.weight = w.param(&format!("{q}.norm.weight"), [di])?;
+                w.linear(&mut m.out_proj, &format!("{q}.out_proj"), di, d)?;
+            }
+            SeqMixer::Attention(a) => {
+                layer.norm.weight = w.param(&format!("{p}.input_layernorm.weight"), [cfg.d_model])?;
+                let (d, hd) = (cfg.d_model, cfg.head_dim());
+                let (q_dim, kv_dim) = (cfg.n_heads * hd, cfg.kv_heads() * hd);
+                let q = format!("{p}.self_attn");
+                w.linear(&mut a.q_proj, &format!("{q}.q_proj"), d, q_dim)?;
+                w.linear(&mut a.k_proj, &format!("{q}.k_proj"), d, kv_dim)?;
+                w.linear(&mut a.v_proj, &format!("{q}.v_proj"), d, kv_dim)?;
+                w.linear(&mut a.o_proj, &format!("{q}.o_proj"), q_dim, d)?;
+            }
+        }
+        if let Some(ffn) = &mut layer.ffn {
+            ffn.norm.weight = w.param(&format!("{p}.post_attention_layernorm.weight"), [cfg.d_model])?;
+            let ChannelMixer::Mlp(mlp) = &mut ffn.mixer;
+            let (d, f) = (cfg.d_model, cfg.d_ff);
+            let gate = mlp.gate_proj.as_mut().ok_or_else(|| anyhow!("Llama's MLP is SwiGLU"))?;
+            w.linear(gate, &format!("{p}.mlp.gate_proj"), d, f)?;
+            w.linear(&mut mlp.up_proj, &format!("{p}.mlp.up_proj"), d, f)?;
+            w.linear(&mut mlp.down_proj, &format!("{p}.mlp.down_proj"), f, d)?;
+        }
+    }
+    w.check_all_used()?;
+    Ok(model)
+}
+
+/// Reads checkpoint tensors into parameters, checking shapes and remembering what was used.
+struct Weights<'a, B: Backend> {
+    ckpt: &'a Checkpoint,
+    used: BTreeSet<String>,
+    device: &'a B::Device,
+}
+
+impl<B: Backend> Weights<'_, B> {
+    fn host(&mut self, name: &str, shape: &[usize]) -> Result<HostTensor> {
+        let t = self.ckpt.float(name)?;
+        if t.shape != shape {
+            bail!("checkpoint tensor `{name}` has shape {:?}; the config implies {shape:?}", t.shape);
+        }
+        self.used.insert(name.to_string());
+        Ok(t)
+    }
+
+    fn param<const D: usize>(&mut self, name: &str, shape: [usize; D]) -> Result<Param<Tensor<B, D>>> {
+        let t = self.host(name, &shape)?;
+        Ok(Param::from_tensor(float_tensor(TensorData::new(t.data, shape), self.device)))
+    }
+
+    /// A `[out, in]` PyTorch weight as archlab's `[in, out]`.
+    fn linear_weight(&mut self, name: &str, d_in: usize, d_out: usize) -> Result<Param<Tensor<B, 2>>> {
+        let t = self.host(name, &[d_out, d_in])?;
+        let mut data = vec![0.0f32; d_in * d_out];
+        for o in 0..d_out {
+            for i in 0..d_in {
+                data[i * d_out + o] = t.data[o * d_in + i];
+            }
+        }
+        Ok(Param::from_tensor(float_tensor(TensorData::new(data, [d_in, d_out]), self.device)))
+    }
+
+    fn linear(&mut self, lin: &mut Linear<B>, prefix: &str, d_in: usize, d_out: usize) -> Result<()> {
+        lin.weight = self.linear_weight(&format!("{prefix}.weight"), d_in, d_out)?;
+        let bias_name = format!("{prefix}.bias");
+        lin.bias = match (self.ckpt.contains(&bias_name), lin.bias.is_some()) {
+            (true, true) => Some(self.param(&bias_name, [d_out])?),
+            (false, false) => None,
+            (has, _) => bail!(
+                "`{prefix}` {} a bias in the checkpoint but the config says {}",
+                if has { "has" } else { "lacks" },
+                if has { "none" } else { "one" }
+            ),
+        };
+        Ok(())
+    }
+
+    /// PyTorch's depthwise `Conv1d` weight `[ch, 1, k]` as `[ch, k]` (same tap order).
+    fn conv(&mut self, conv: &mut crate::model::conv::CausalConv1d<B>, prefix: &str, ch: usize, k: usize) -> Result<()> {
+        let t = self.host(&format!("{prefix}.weight"), &[ch, 1, k])?;
+        conv.weight = Param::from_tensor(float_tensor(TensorData::new(t.data, [ch, k]), self.device));
+        let bias_name = format!("{prefix}.bias");
+        if conv.bias.is_some() {
+            conv.bias = Some(self.param(&bias_name, [ch])?);
+        } else if self.ckpt.contains(&bias_name) {
+            bail!("`{prefix}` has a bias in the checkpoint but the config says use_conv_bias = false");
+        }
+        Ok(())
+    }
+
+    fn check_all_used(&self) -> Result<()> {
+        let unused: Vec<&str> =
+            self.ckpt.names().filter(|n| !self.used.contains(*n) && !n.ends_with("rotary_emb.inv_freq")).collect();
+        if !unused.is_empty() {
+            bail!(
+                "the checkpoint has {} tensors archlab's model does not use (e.g. {}); this variant is not supported",
+                unused.len(),
+                unused.iter().take(5).copied().collect::<Vec<_>>().join(", ")
+            );
+        }
+        Ok(())
+    }
+}
+
+#[cfg(feature = "hub")]
+mod hub {
+    use super::*;
+
+    /// Downloads (or finds in the local hub cache) a model's config, weights and tokenizer.
+    pub fn download_model(repo_id: &str) -> Result<PathBuf> {
+        let api = hf_hub::api::sync::Api::new().map_err(|e| anyhow!("hub client: {e}"))?;
+        let repo = api.model(repo_id.to_string());
+        let info = repo.info().map_err(|e| {
+            anyhow!(
+                "cannot reach the Hugging Face hub for model `{repo_id}` ({e}); if you are offline, \
+                 download the model folder and pass its path"
+            )
+        })?;
+        let wanted = |f: &str| {
+            f == "config.json" || f == "tokenizer.json" || f.ends_with(".safetensors") || f == "model.safetensors.index.json"
+        };
+        let mut dir = None;
+        for sibling in info.siblings.iter().filter(|s| wanted(&s.rfilename)) {
+            let path = repo.get(&sibling.rfilename).map_err(|e| anyhow!("downloading {}: {e}", sibling.rfilename))?;
+            dir = path.parent().map(Path::to_path_buf);
+        }
+        let dir = dir.ok_or_else(|| anyhow!("model `{repo_id}` has no config.json or safetensors on the hub"))?;
+        if !dir.join("config.json").exists() {
+            bail!("model `{repo_id}` has no config.json on the hub");
+        }
+        Ok(dir)
+    }
+}
+
+#[cfg(not(feature = "hub"))]
+mod hub {
+    use super::*;
+
+    pub fn download_model(repo_id: &str) -> Result<PathBuf> {
+        bail!(
+            "`hf:{repo_id}` needs the hub feature: rebuild with `cargo build --release --features hub`, \
+             or download the model folder (config.json, *.safetensors, tokenizer.json) and pass its path"
+        )
+    }
+}
