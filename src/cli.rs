@@ -28,6 +28,9 @@ pub enum Command {
     Generate(GenerateArgs),
     /// Print the fully resolved config (preset + file + overrides) as TOML.
     Config(ConfigArgs),
+    /// Import a Hugging Face checkpoint (Mamba, Mamba2, Llama) as a run directory for eval
+    /// and generate.
+    Import(ImportArgs),
     /// Data preparation: tokenizers, token shards, the built-in corpus.
     #[command(subcommand)]
     Data(DataCommand),
@@ -36,7 +39,8 @@ pub enum Command {
 /// How a config is put together: a preset, then a TOML file, then `--set` overrides.
 #[derive(Args, Debug, Clone)]
 pub struct ConfigArgs {
-    /// Starting point: tiny (CPU, minutes), 27m (the seeds' d=384 × 8 layers, T=512), 27m-256.
+    /// Starting point: tiny (CPU, minutes), 27m (the seeds' d=384 × 8 layers, T=512), 27m-256,
+    /// mamba-tiny, mamba2-tiny, mamba-27m, mamba2-27m, mamba-130m.
     #[arg(long, default_value = "tiny")]
     pub preset: String,
     /// A TOML file with [data], [model], [train], [eval] sections, applied over the preset.
@@ -69,6 +73,23 @@ pub struct TrainArgs {
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct ImportArgs {
+    /// A folder saved by `transformers` (config.json + *.safetensors [+ tokenizer.json]), or
+    /// hf:<owner>/<name> to download one (feature `hub`), e.g. hf:state-spaces/mamba-130m-hf.
+    pub source: String,
+    /// The run directory to create.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// The tokenizer.json to use when the checkpoint folder has none.
+    #[arg(long)]
+    pub tokenizer: Option<PathBuf>,
+    /// Data, training and evaluation settings for the imported run (the model comes from the
+    /// checkpoint); e.g. --set data.source=books.txt for `archlab eval`.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub sets: Vec<String>,
 }
 
 #[derive(Args, Debug)]

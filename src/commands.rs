@@ -29,6 +29,7 @@ pub fn run(cli: Cli) -> Result<()> {
             print!("{}", resolve(&a, &[])?.to_toml());
             Ok(())
         }
+        Command::Import(a) => import_cmd(a),
         Command::Data(DataCommand::Prepare(a)) => prepare_cmd(a),
         Command::Data(DataCommand::Tokenizer(a)) => tokenizer_cmd(a),
         Command::Data(DataCommand::Stories(a)) => stories_cmd(a),
@@ -201,6 +202,59 @@ fn generate_on<B: Backend>(a: &GenerateArgs, run: &LoadedRun, device: &B::Device
         let _ = out.flush();
     })?;
     writeln!(out)?;
+    Ok(())
+}
+
+/// Turns a Hugging Face checkpoint into a run directory: `config.toml` (the model read from
+/// `config.json`, everything else from the `tiny` preset and `--set`), `tokenizer.json`, and the
+/// weights as `best.ckpt` / `last.ckpt`. `eval` and `generate` then work as on a trained run.
+fn import_cmd(a: ImportArgs) -> Result<()> {
+    use crate::train::checkpoint::{self, TrainState};
+    type Cpu = burn::backend::Autodiff<device::CpuBackend>;
+
+    let dir = crate::hf::resolve_source(&a.source)?;
+    let tokenizer_src = match &a.tokenizer {
+        Some(path) => path.clone(),
+        None => dir.join("tokenizer.json"),
+    };
+    if !tokenizer_src.exists() {
+        bail!("{} has no tokenizer.json; pass one with --tokenizer PATH", dir.display());
+    }
+    let tokenizer = Tokenizer::from_json_file(&tokenizer_src)?;
+    if a.out.join("config.toml").exists() {
+        bail!("{} already holds a run; choose another --out", a.out.display());
+    }
+    let base = RunConfig::resolve("tiny", None, &a.sets)?;
+    let mut cfg = crate::hf::read_config(&dir, &base)?;
+    if tokenizer.vocab_size() > cfg.model.vocab_size {
+        bail!(
+            "the tokenizer has {} entries but the model only {}; pass the model's own tokenizer",
+            tokenizer.vocab_size(),
+            cfg.model.vocab_size
+        );
+    }
+    std::fs::create_dir_all(&a.out).with_context(|| format!("cannot create {}", a.out.display()))?;
+    let tokenizer_path = a.out.join("tokenizer.json");
+    crate::util::atomic::write(&tokenizer_path, tokenizer.to_json()?.as_bytes())?;
+    let absolute = std::fs::canonicalize(&tokenizer_path)?;
+    cfg.data.tokenizer = absolute.display().to_string();
+    cfg.validate()?;
+
+    let model = crate::hf::load_model::<Cpu>(&dir, &cfg.model, &Default::default())?;
+    let state = TrainState::default();
+    checkpoint::save(&a.out.join("last.ckpt"), &state, &model, None)?;
+    checkpoint::save(&a.out.join("best.ckpt"), &state, &model, None)?;
+    crate::util::atomic::write(&a.out.join("config.toml"), cfg.to_toml().as_bytes())?;
+    let counts = cfg.model.param_counts();
+    println!(
+        "imported {} ({} layers of {}, {} parameters) → {}",
+        dir.display(),
+        cfg.model.n_layers,
+        cfg.model.mixer.name(),
+        human(counts.total as f64),
+        a.out.display()
+    );
+    println!("sample:   archlab generate --run {}", a.out.display());
     Ok(())
 }
 
