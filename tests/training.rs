@@ -4,7 +4,7 @@
 
 mod common;
 
-use archlab::config::RunConfig;
+use archlab::config::{FfnKind, MixerKind, RunConfig};
 use archlab::data::batcher::Batcher;
 use archlab::data::prepare::ensure_prepared;
 use archlab::model::LanguageModel;
@@ -63,6 +63,32 @@ fn loss_falls_on_the_builtin_corpus() {
     assert!(summary.final_val_bpb > 0.0 && summary.final_val_bpb < 4.0);
     assert!(opts.run_dir.join("summary.json").exists());
     assert!(opts.run_dir.join("best.ckpt").exists());
+}
+
+/// Pure Mamba-1 and Mamba-2 stacks (no MLP) learn the corpus too.
+#[test]
+fn loss_falls_for_pure_mamba_models() {
+    for mixer in [MixerKind::Mamba, MixerKind::Mamba2] {
+        let mut cfg = small_config();
+        cfg.model.mixer = mixer;
+        cfg.model.ffn = FfnKind::None;
+        cfg.model.n_layers = 3;
+        cfg.model.mamba2.head_dim = 32;
+        cfg.model.mamba2.d_state = 32;
+        cfg.model.mamba2.chunk_size = 16;
+        cfg.train.max_steps = 150;
+        cfg.train.warmup_steps = 10;
+        cfg.eval.every = 50;
+        cfg.eval.batches = 4;
+        let opts = options(&format!("loss-falls-{}", mixer.name()));
+        let summary = train::<CpuAd>(&cfg, &Default::default(), &opts).unwrap().summary.unwrap();
+        let val = val_losses(&opts);
+        eprintln!("{}: validation losses {val:?}", mixer.name());
+        assert!(val[0] > 5.0, "{}: initial loss {} should be near ln(256)", mixer.name(), val[0]);
+        assert!(summary.final_val_loss < 2.6, "{}: final validation loss {}", mixer.name(), summary.final_val_loss);
+        assert!(val.windows(2).all(|w| w[1] < w[0]), "{}: validation loss must fall: {val:?}", mixer.name());
+        assert_eq!(summary.nan_skips, 0);
+    }
 }
 
 #[test]
@@ -203,6 +229,51 @@ fn weight_decay_skips_norms_biases_and_embeddings() {
 
 /// Gradient accumulation: batch 4 × 2 micro-batches sees the same tokens as batch 8 × 1 and
 /// must give the same losses (up to float summation order).
+/// The SSM's time-scale parameters (A_log, D, Mamba-2's dt_bias) are not decayed, as in
+/// `mamba_ssm`; its projections and convolution are.
+#[test]
+fn weight_decay_skips_ssm_dynamics() {
+    use archlab::model::block::SeqMixer;
+    use archlab::train::optim::scale_grads;
+    for mixer in [MixerKind::Mamba, MixerKind::Mamba2] {
+        let mut cfg = small_config();
+        cfg.model.vocab_size = 256;
+        cfg.model.mixer = mixer;
+        cfg.model.ffn = FfnKind::None;
+        cfg.model.mamba2.head_dim = 16;
+        cfg.train.weight_decay = 0.5;
+        let device = Default::default();
+        let model = LanguageModel::<CpuAd>::new(&cfg.model, 0, false, &device);
+        let before = model.clone();
+        let x = archlab::model::lm::ids_tensor::<CpuAd>(&[1, 2, 3, 4], [1, 4], &device);
+        let y = archlab::model::lm::ids_tensor::<CpuAd>(&[2, 3, 4, 5], [1, 4], &device);
+        let mut grads = GradientsParams::from_grads(model.loss(x, y).backward(), &model);
+        scale_grads(&model, &mut grads, 0.0);
+        let after = Optimizers::<CpuAd>::new(&cfg.train).step(0.1, model, grads);
+        let v = |t: burn::tensor::Tensor<CpuAd, 2>| t.into_data().convert::<f32>().into_vec::<f32>().unwrap();
+        let v1 = |t: burn::tensor::Tensor<CpuAd, 1>| t.into_data().convert::<f32>().into_vec::<f32>().unwrap();
+        let shrink = 1.0 - 0.1 * 0.5;
+        match (&before.layers[0].mixer, &after.layers[0].mixer) {
+            (SeqMixer::Mamba(a), SeqMixer::Mamba(b)) => {
+                assert_eq!(v(a.a_log.val()), v(b.a_log.val()), "A_log decayed");
+                assert_eq!(v1(a.d_skip.val()), v1(b.d_skip.val()), "D decayed");
+                let (w0, w1) = (v(a.in_proj.weight.val()), v(b.in_proj.weight.val()));
+                assert!((w0[3] * shrink - w1[3]).abs() <= 1e-7, "in_proj not decayed");
+                let (c0, c1) = (v(a.conv1d.weight.val()), v(b.conv1d.weight.val()));
+                assert!((c0[1] * shrink - c1[1]).abs() <= 1e-7, "conv1d not decayed");
+            }
+            (SeqMixer::Mamba2(a), SeqMixer::Mamba2(b)) => {
+                for (p0, p1, name) in [(&a.a_log, &b.a_log, "A_log"), (&a.d_skip, &b.d_skip, "D"), (&a.dt_bias, &b.dt_bias, "dt_bias")] {
+                    assert_eq!(v1(p0.val()), v1(p1.val()), "{name} decayed");
+                }
+                let (w0, w1) = (v(a.out_proj.weight.val()), v(b.out_proj.weight.val()));
+                assert!((w0[3] * shrink - w1[3]).abs() <= 1e-7, "out_proj not decayed");
+            }
+            _ => panic!("the model was built as {mixer:?}"),
+        }
+    }
+}
+
 #[test]
 fn gradient_accumulation_matches_a_larger_batch() {
     let mut cfg = small_config();

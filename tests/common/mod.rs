@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use archlab::config::{MlpKind, ModelConfig, NormKind, Positions, Precision, RunConfig};
+use archlab::config::{FfnKind, MixerKind, MlpKind, ModelConfig, NormKind, Positions, Precision, RunConfig};
 use archlab::rng::Rng;
 
 /// The CPU backend archlab uses (Flex).
@@ -78,7 +78,34 @@ pub fn variants() -> Vec<(&'static str, ModelConfig)> {
     let mut gqa = base.clone();
     gqa.n_kv_heads = 2;
     v.push(("gqa (4 query heads, 2 kv heads)", gqa));
+    v.extend(ssm_variants(&base));
     v
+}
+
+/// Pure Mamba-1 and Mamba-2 stacks (no MLP), and Mamba-1 with an MLP, at the same tiny width.
+/// Chunks of 4 so that the sequence lengths the tests use are split unevenly.
+pub fn ssm_variants(base: &ModelConfig) -> Vec<(&'static str, ModelConfig)> {
+    let mut mamba = base.clone();
+    mamba.mixer = MixerKind::Mamba;
+    mamba.ffn = FfnKind::None;
+    mamba.mamba.d_state = 4;
+    mamba.mamba.chunk_size = 4;
+    mamba.mamba.conv_bias = true;
+    let mut with_mlp = mamba.clone();
+    with_mlp.ffn = FfnKind::Mlp;
+    with_mlp.mamba.bias = true;
+    let mut mamba2 = base.clone();
+    mamba2.mixer = MixerKind::Mamba2;
+    mamba2.ffn = FfnKind::None;
+    mamba2.mamba2.d_state = 8;
+    mamba2.mamba2.head_dim = 16;
+    mamba2.mamba2.n_groups = 2;
+    mamba2.mamba2.chunk_size = 4;
+    vec![
+        ("mamba (pure, d_state 4)", mamba),
+        ("mamba + swiglu MLP, projection biases", with_mlp),
+        ("mamba2 (4 heads, 2 groups, d_state 8)", mamba2),
+    ]
 }
 
 pub fn random_ids(n: usize, vocab: usize, seed: u64) -> Vec<u32> {
