@@ -188,10 +188,30 @@ fn a_killed_run_resumes_on_the_same_trajectory() {
 fn mamba_train_then_generate() {
     let dir = temp_dir("e2e-mamba");
     let args = [
-        "train", "--preset", "mamba-tiny", "--device", "cpu", "--quiet", "--run-dir", "run",
-        "--set", "data.builtin_bytes=200000", "--set", "model.d_model=32", "--set", "model.n_layers=2",
-        "--set", "train.max_steps=4", "--set", "train.seq_len=32", "--set", "train.batch_size=4",
-        "--set", "eval.every=4", "--set", "eval.batches=1",
+        "train",
+        "--preset",
+        "mamba-tiny",
+        "--device",
+        "cpu",
+        "--quiet",
+        "--run-dir",
+        "run",
+        "--set",
+        "data.builtin_bytes=200000",
+        "--set",
+        "model.d_model=32",
+        "--set",
+        "model.n_layers=2",
+        "--set",
+        "train.max_steps=4",
+        "--set",
+        "train.seq_len=32",
+        "--set",
+        "train.batch_size=4",
+        "--set",
+        "eval.every=4",
+        "--set",
+        "eval.batches=1",
     ];
     let (ok, stdout, stderr) = archlab(&args, &dir);
     assert!(ok, "train failed:\n{stderr}");
@@ -199,7 +219,19 @@ fn mamba_train_then_generate() {
     let config = std::fs::read_to_string(dir.join("run/config.toml")).unwrap();
     assert!(config.contains("mixer = \"mamba\"") && config.contains("ffn = \"none\""), "{config}");
     // Longer than the (unused) max_seq_len: a recurrent model has no context limit.
-    let generate = ["generate", "--run", "run", "--device", "cpu", "--prompt", "Once", "--max-tokens", "600", "--temperature", "1"];
+    let generate = [
+        "generate",
+        "--run",
+        "run",
+        "--device",
+        "cpu",
+        "--prompt",
+        "Once",
+        "--max-tokens",
+        "600",
+        "--temperature",
+        "1",
+    ];
     let (ok, stdout, stderr) = archlab(&generate, &dir);
     assert!(ok, "generate failed:\n{stderr}");
     assert!(stdout.starts_with("Once") && stdout.len() > 300, "too little text:\n{stdout}");
@@ -212,14 +244,37 @@ fn import_hf_checkpoint_then_generate_and_eval() {
     let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/hf/mamba2");
     let cache = dir.join("cache").display().to_string();
     let import = [
-        "import", fixture.to_str().unwrap(), "--out", "imported", "--set", "data.builtin_bytes=20000",
-        "--set", &format!("data.cache_dir={cache:?}"), "--set", "eval.batches=1", "--set", "train.seq_len=16",
-        "--set", "train.batch_size=2",
+        "import",
+        fixture.to_str().unwrap(),
+        "--out",
+        "imported",
+        "--set",
+        "data.builtin_bytes=20000",
+        "--set",
+        &format!("data.cache_dir={cache:?}"),
+        "--set",
+        "eval.batches=1",
+        "--set",
+        "train.seq_len=16",
+        "--set",
+        "train.batch_size=2",
     ];
     let (ok, stdout, stderr) = archlab(&import, &dir);
     assert!(ok, "import failed:\n{stderr}");
     assert!(stdout.contains("2 layers of mamba2"), "{stdout}");
-    let generate = ["generate", "--run", "imported", "--device", "cpu", "--prompt", "the girl saw a dog", "--max-tokens", "6", "--temperature", "0"];
+    let generate = [
+        "generate",
+        "--run",
+        "imported",
+        "--device",
+        "cpu",
+        "--prompt",
+        "the girl saw a dog",
+        "--max-tokens",
+        "6",
+        "--temperature",
+        "0",
+    ];
     let (ok, first, stderr) = archlab(&generate, &dir);
     assert!(ok, "generate failed:\n{stderr}");
     assert!(first.trim().split(' ').count() > 5, "no continuation: {first}");

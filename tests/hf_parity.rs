@@ -34,7 +34,8 @@ fn check(kind: &str) {
     let (shape, ids) = expected.int("input_ids").unwrap();
     let ids: Vec<u32> = ids.iter().map(|&i| i as u32).collect();
     let want = expected.float("logits").unwrap();
-    let got: Vec<f32> = model.forward(ids_tensor::<Cpu>(&ids, [shape[0], shape[1]], &device)).into_data().into_vec().unwrap();
+    let got: Vec<f32> =
+        model.forward(ids_tensor::<Cpu>(&ids, [shape[0], shape[1]], &device)).into_data().into_vec().unwrap();
     assert_eq!(got.len(), want.data.len());
     let worst = got.iter().zip(&want.data).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
     eprintln!("{kind}: max |logit difference| = {worst:e}");
@@ -79,13 +80,17 @@ fn unsupported_checkpoints_fail_with_the_reason() {
         std::fs::copy(fixture("mamba").join(name), dir.join(name)).unwrap();
     }
     // A config that disagrees with the weights: every mismatch is named.
-    let text = std::fs::read_to_string(dir.join("config.json")).unwrap().replace("\"state_size\": 8", "\"state_size\": 4");
+    let text = std::fs::read_to_string(dir.join("config.json"))
+        .unwrap()
+        .replace("\"state_size\": 8", "\"state_size\": 4");
     std::fs::write(dir.join("config.json"), text).unwrap();
     let cfg = hf::read_config(&dir, &base).unwrap();
     let err = hf::load_model::<Cpu>(&dir, &cfg.model, &Default::default()).err().unwrap().to_string();
     assert!(err.contains("x_proj.weight") && err.contains("shape"), "{err}");
     // An architecture archlab does not import.
-    let text = std::fs::read_to_string(fixture("mamba").join("config.json")).unwrap().replace("\"mamba\"", "\"gpt2\"");
+    let text = std::fs::read_to_string(fixture("mamba").join("config.json"))
+        .unwrap()
+        .replace("\"mamba\"", "\"gpt2\"");
     std::fs::write(dir.join("config.json"), text).unwrap();
     let err = hf::read_config(&dir, &base).unwrap_err().to_string();
     assert!(err.contains("model_type `gpt2` is not supported"), "{err}");

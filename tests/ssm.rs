@@ -58,7 +58,8 @@ fn require_grad_scan<B: AutodiffBackend>(s: ScanInputs<B>) -> ScanInputs<B> {
     }
 }
 
-const LENGTHS_AND_CHUNKS: [(usize, usize); 7] = [(1, 0), (5, 2), (16, 4), (16, 0), (37, 8), (37, 5), (64, 64)];
+const LENGTHS_AND_CHUNKS: [(usize, usize); 7] =
+    [(1, 0), (5, 2), (16, 4), (16, 0), (37, 8), (37, 5), (64, 64)];
 
 /// Values and gradients agree in f32 to rounding, and in f64 to 1e-10: the f64 run is the
 /// sharp check (a wrong term would show at any precision); the f32 one guards against
@@ -78,7 +79,8 @@ fn compare_selective_scans<B: AutodiffBackend>(tol: f32) {
             let inputs = require_grad_scan(scan_inputs::<B>(b, t, d, n, t as u64));
             let mut rng = Rng::new(99);
             let h0 = with_h0.then(|| random::<B, 3>([b, d, n], 1.0, &mut rng).require_grad());
-            let (w_y, w_h) = (random::<B, 3>([b, t, d], 1.0, &mut rng), random::<B, 3>([b, d, n], 1.0, &mut rng));
+            let (w_y, w_h) =
+                (random::<B, 3>([b, t, d], 1.0, &mut rng), random::<B, 3>([b, d, n], 1.0, &mut rng));
 
             let run = |chunked: bool| {
                 let (y, h) = if chunked {
@@ -89,7 +91,8 @@ fn compare_selective_scans<B: AutodiffBackend>(tol: f32) {
                 let loss = (y.clone() * w_y.clone()).sum() + (h.clone() * w_h.clone()).sum();
                 let grads = loss.backward();
                 let g = |v: &Tensor<B, 3>| values(v.grad(&grads).unwrap());
-                let mut all = vec![values(y), values(h), g(&inputs.x), g(&inputs.delta), g(&inputs.b), g(&inputs.c)];
+                let mut all =
+                    vec![values(y), values(h), g(&inputs.x), g(&inputs.delta), g(&inputs.b), g(&inputs.c)];
                 all.push(values(inputs.a.grad(&grads).unwrap()));
                 if let Some(h0) = &h0 {
                     all.push(g(h0));
@@ -114,7 +117,8 @@ fn selective_scan_step_by_step_equals_reference() {
     let mut ys = Vec::new();
     let at = |v: &Tensor<Cpu, 3>, i: usize| v.clone().narrow(1, i, 1).squeeze_dim::<2>(1);
     for i in 0..t {
-        let (y, next) = selective_scan::step(at(&s.x, i), at(&s.delta, i), s.a.clone(), at(&s.b, i), at(&s.c, i), h);
+        let (y, next) =
+            selective_scan::step(at(&s.x, i), at(&s.delta, i), s.a.clone(), at(&s.b, i), at(&s.c, i), h);
         h = next;
         ys.push(y.unsqueeze_dim::<3>(1));
     }
@@ -122,7 +126,15 @@ fn selective_scan_step_by_step_equals_reference() {
     assert_close(&values(h_ref), &values(h), 1e-6, "h");
 }
 
-fn ssd_inputs<B: Backend>(b: usize, t: usize, heads: usize, p: usize, g: usize, n: usize, seed: u64) -> SsdInputs<B> {
+fn ssd_inputs<B: Backend>(
+    b: usize,
+    t: usize,
+    heads: usize,
+    p: usize,
+    g: usize,
+    n: usize,
+    seed: u64,
+) -> SsdInputs<B> {
     let mut rng = Rng::new(seed);
     SsdInputs {
         x: random([b, t, heads, p], 1.0, &mut rng),
@@ -159,11 +171,22 @@ fn compare_ssd_scans<B: AutodiffBackend>(tol: f32) {
             let w_y = random::<B, 4>([b, t, heads, p], 1.0, &mut rng);
             let w_h = random::<B, 4>([b, heads, p, n], 1.0, &mut rng);
             let run = |chunked: bool| {
-                let (y, h) = if chunked { ssd::chunked(s.clone(), h0.clone(), chunk) } else { ssd::reference(s.clone(), h0.clone()) };
+                let (y, h) = if chunked {
+                    ssd::chunked(s.clone(), h0.clone(), chunk)
+                } else {
+                    ssd::reference(s.clone(), h0.clone())
+                };
                 let loss = (y.clone() * w_y.clone()).sum() + (h.clone() * w_h.clone()).sum();
                 let grads = loss.backward();
                 let g4 = |v: &Tensor<B, 4>| values(v.grad(&grads).unwrap());
-                let mut all = vec![values(y), values(h), g4(&s.x), values(s.dt.grad(&grads).unwrap()), g4(&s.b), g4(&s.c)];
+                let mut all = vec![
+                    values(y),
+                    values(h),
+                    g4(&s.x),
+                    values(s.dt.grad(&grads).unwrap()),
+                    g4(&s.b),
+                    g4(&s.c),
+                ];
                 all.push(values(s.a.grad(&grads).unwrap()));
                 if let Some(h0) = &h0 {
                     all.push(g4(h0));
@@ -240,7 +263,9 @@ impl Mixer {
     }
     fn sequential(&self, x: Tensor<Cpu, 3>) -> Tensor<Cpu, 3> {
         match self {
-            Mixer::One(m) => m.forward_with(x, &mut MambaState::empty(), selective_scan::ScanAlgorithm::Sequential),
+            Mixer::One(m) => {
+                m.forward_with(x, &mut MambaState::empty(), selective_scan::ScanAlgorithm::Sequential)
+            }
             Mixer::Two(m) => m.forward_with(x, &mut Mamba2State::empty(), true),
         }
     }
@@ -271,14 +296,24 @@ fn mixers_are_causal_and_mix_across_time() {
         let base = values(mixer.forward(x.clone()));
         for pos in [0, 4, 12] {
             let bump = random::<Cpu, 3>([1, 1, d], 1.0, &mut rng);
-            let changed = x.clone().slice_assign([0..1, pos..pos + 1, 0..d], x.clone().narrow(1, pos, 1) + bump);
+            let changed =
+                x.clone().slice_assign([0..1, pos..pos + 1, 0..d], x.clone().narrow(1, pos, 1) + bump);
             let out = values(mixer.forward(changed));
             for i in 0..pos * d {
-                assert_eq!(base[i], out[i], "{kind:?}: output at step {} moved when step {pos} changed", i / d);
+                assert_eq!(
+                    base[i],
+                    out[i],
+                    "{kind:?}: output at step {} moved when step {pos} changed",
+                    i / d
+                );
             }
             if pos + 1 < t {
-                let later_moved = (pos + 1..t).any(|s| (0..d).any(|j| (base[s * d + j] - out[s * d + j]).abs() > 1e-6));
-                assert!(later_moved, "{kind:?}: changing step {pos} changed no later output (no recurrence?)");
+                let later_moved =
+                    (pos + 1..t).any(|s| (0..d).any(|j| (base[s * d + j] - out[s * d + j]).abs() > 1e-6));
+                assert!(
+                    later_moved,
+                    "{kind:?}: changing step {pos} changed no later output (no recurrence?)"
+                );
             }
         }
     }
@@ -289,7 +324,12 @@ fn mixer_chunked_forward_equals_sequential_reference() {
     for kind in KINDS {
         let mixer = Mixer::new(kind);
         let x = random::<Cpu, 3>([2, 10, 16], 1.0, &mut Rng::new(8));
-        assert_close(&values(mixer.sequential(x.clone())), &values(mixer.forward(x)), 1e-5, &format!("{kind:?}"));
+        assert_close(
+            &values(mixer.sequential(x.clone())),
+            &values(mixer.forward(x)),
+            1e-5,
+            &format!("{kind:?}"),
+        );
     }
 }
 

@@ -85,7 +85,12 @@ fn loss_falls_for_pure_mamba_models() {
         let val = val_losses(&opts);
         eprintln!("{}: validation losses {val:?}", mixer.name());
         assert!(val[0] > 5.0, "{}: initial loss {} should be near ln(256)", mixer.name(), val[0]);
-        assert!(summary.final_val_loss < 2.6, "{}: final validation loss {}", mixer.name(), summary.final_val_loss);
+        assert!(
+            summary.final_val_loss < 2.6,
+            "{}: final validation loss {}",
+            mixer.name(),
+            summary.final_val_loss
+        );
         assert!(val.windows(2).all(|w| w[1] < w[0]), "{}: validation loss must fall: {val:?}", mixer.name());
         assert_eq!(summary.nan_skips, 0);
     }
@@ -251,7 +256,8 @@ fn weight_decay_skips_ssm_dynamics() {
         scale_grads(&model, &mut grads, 0.0);
         let after = Optimizers::<CpuAd>::new(&cfg.train).step(0.1, model, grads);
         let v = |t: burn::tensor::Tensor<CpuAd, 2>| t.into_data().convert::<f32>().into_vec::<f32>().unwrap();
-        let v1 = |t: burn::tensor::Tensor<CpuAd, 1>| t.into_data().convert::<f32>().into_vec::<f32>().unwrap();
+        let v1 =
+            |t: burn::tensor::Tensor<CpuAd, 1>| t.into_data().convert::<f32>().into_vec::<f32>().unwrap();
         let shrink = 1.0 - 0.1 * 0.5;
         match (&before.layers[0].mixer, &after.layers[0].mixer) {
             (SeqMixer::Mamba(a), SeqMixer::Mamba(b)) => {
@@ -263,7 +269,11 @@ fn weight_decay_skips_ssm_dynamics() {
                 assert!((c0[1] * shrink - c1[1]).abs() <= 1e-7, "conv1d not decayed");
             }
             (SeqMixer::Mamba2(a), SeqMixer::Mamba2(b)) => {
-                for (p0, p1, name) in [(&a.a_log, &b.a_log, "A_log"), (&a.d_skip, &b.d_skip, "D"), (&a.dt_bias, &b.dt_bias, "dt_bias")] {
+                for (p0, p1, name) in [
+                    (&a.a_log, &b.a_log, "A_log"),
+                    (&a.d_skip, &b.d_skip, "D"),
+                    (&a.dt_bias, &b.dt_bias, "dt_bias"),
+                ] {
                     assert_eq!(v1(p0.val()), v1(p1.val()), "{name} decayed");
                 }
                 let (w0, w1) = (v(a.out_proj.weight.val()), v(b.out_proj.weight.val()));

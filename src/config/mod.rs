@@ -408,10 +408,7 @@ impl ModelConfig {
     fn validate_mamba(&self) -> Result<()> {
         let c = &self.mamba;
         check_conv_width("model.mamba.d_conv", c.d_conv)?;
-        must_be_positive(&[
-            ("model.mamba.d_state", c.d_state),
-            ("model.mamba.expand", c.expand),
-        ])?;
+        must_be_positive(&[("model.mamba.d_state", c.d_state), ("model.mamba.expand", c.expand)])?;
         check_dt_range("model.mamba", c.dt_min, c.dt_max, c.dt_init_floor)
     }
 
@@ -450,7 +447,8 @@ impl ModelConfig {
     /// The longest context the model can take: `max_seq_len` where a table is sized by it
     /// (RoPE in attention, learned positions); `None` for a recurrent model without one.
     pub fn context_limit(&self) -> Option<usize> {
-        (self.mixer == MixerKind::Attention || self.positions == Positions::Learned).then_some(self.max_seq_len)
+        (self.mixer == MixerKind::Attention || self.positions == Positions::Learned)
+            .then_some(self.max_seq_len)
     }
 
     pub fn kv_heads(&self) -> usize {

@@ -17,9 +17,9 @@ use burn::tensor::{Tensor, TensorData};
 use serde_json::Value;
 
 use crate::config::{FfnKind, MixerKind, ModelConfig, RunConfig};
+use crate::model::LanguageModel;
 use crate::model::block::{ChannelMixer, SeqMixer};
 use crate::model::layers::{Linear, float_tensor};
-use crate::model::LanguageModel;
 use safetensors::{Checkpoint, HostTensor};
 
 /// Where a model comes from: a local folder, or `hf:<owner>/<name>` (feature `hub`).
@@ -94,7 +94,10 @@ pub fn read_config(dir: &Path, base: &RunConfig) -> Result<RunConfig> {
                 bail!("{}: num_heads · head_dim must equal expand · hidden_size", path.display());
             }
             if !hf.bool_or("rms_norm", true)? || hf.bool_or("norm_before_gate", false)? {
-                bail!("{}: only the gated RMSNorm with the gate before the norm is supported", path.display());
+                bail!(
+                    "{}: only the gated RMSNorm with the gate before the norm is supported",
+                    path.display()
+                );
             }
             // archlab does not clamp Δ: accept only the default limit (0, ∞).
             if let Some(limit) = json.get("time_step_limit") {
@@ -155,7 +158,10 @@ struct HfConfig<'a> {
 
 impl HfConfig<'_> {
     fn get(&self, key: &str) -> Result<&Value> {
-        self.json.get(key).filter(|v| !v.is_null()).ok_or_else(|| anyhow!("{} has no `{key}`", self.path.display()))
+        self.json
+            .get(key)
+            .filter(|v| !v.is_null())
+            .ok_or_else(|| anyhow!("{} has no `{key}`", self.path.display()))
     }
     fn str(&self, key: &str) -> Result<&str> {
         self.get(key)?.as_str().ok_or_else(|| anyhow!("{}: `{key}` is not a string", self.path.display()))
@@ -175,7 +181,9 @@ impl HfConfig<'_> {
     fn bool_or(&self, key: &str, default: bool) -> Result<bool> {
         match self.json.get(key) {
             None | Some(Value::Null) => Ok(default),
-            Some(v) => v.as_bool().ok_or_else(|| anyhow!("{}: `{key}` is not a boolean", self.path.display())),
+            Some(v) => {
+                v.as_bool().ok_or_else(|| anyhow!("{}: `{key}` is not a boolean", self.path.display()))
+            }
         }
     }
     fn expect_str_or(&self, key: &str, expected: &str) -> Result<()> {
@@ -314,7 +322,13 @@ impl<B: Backend> Weights<'_, B> {
     }
 
     /// PyTorch's depthwise `Conv1d` weight `[ch, 1, k]` as `[ch, k]` (same tap order).
-    fn conv(&mut self, conv: &mut crate::model::conv::CausalConv1d<B>, prefix: &str, ch: usize, k: usize) -> Result<()> {
+    fn conv(
+        &mut self,
+        conv: &mut crate::model::conv::CausalConv1d<B>,
+        prefix: &str,
+        ch: usize,
+        k: usize,
+    ) -> Result<()> {
         let t = self.host(&format!("{prefix}.weight"), &[ch, 1, k])?;
         conv.weight = Param::from_tensor(float_tensor(TensorData::new(t.data, [ch, k]), self.device));
         let bias_name = format!("{prefix}.bias");
@@ -327,8 +341,11 @@ impl<B: Backend> Weights<'_, B> {
     }
 
     fn check_all_used(&self) -> Result<()> {
-        let unused: Vec<&str> =
-            self.ckpt.names().filter(|n| !self.used.contains(*n) && !n.ends_with("rotary_emb.inv_freq")).collect();
+        let unused: Vec<&str> = self
+            .ckpt
+            .names()
+            .filter(|n| !self.used.contains(*n) && !n.ends_with("rotary_emb.inv_freq"))
+            .collect();
         if !unused.is_empty() {
             bail!(
                 "the checkpoint has {} tensors archlab's model does not use (e.g. {}); this variant is not supported",
@@ -355,14 +372,20 @@ mod hub {
             )
         })?;
         let wanted = |f: &str| {
-            f == "config.json" || f == "tokenizer.json" || f.ends_with(".safetensors") || f == "model.safetensors.index.json"
+            f == "config.json"
+                || f == "tokenizer.json"
+                || f.ends_with(".safetensors")
+                || f == "model.safetensors.index.json"
         };
         let mut dir = None;
         for sibling in info.siblings.iter().filter(|s| wanted(&s.rfilename)) {
-            let path = repo.get(&sibling.rfilename).map_err(|e| anyhow!("downloading {}: {e}", sibling.rfilename))?;
+            let path = repo
+                .get(&sibling.rfilename)
+                .map_err(|e| anyhow!("downloading {}: {e}", sibling.rfilename))?;
             dir = path.parent().map(Path::to_path_buf);
         }
-        let dir = dir.ok_or_else(|| anyhow!("model `{repo_id}` has no config.json or safetensors on the hub"))?;
+        let dir =
+            dir.ok_or_else(|| anyhow!("model `{repo_id}` has no config.json or safetensors on the hub"))?;
         if !dir.join("config.json").exists() {
             bail!("model `{repo_id}` has no config.json on the hub");
         }

@@ -45,15 +45,19 @@ impl SafeTensors {
             return Err(bad("shorter than its 8-byte header length"));
         }
         let header_len = u64::from_le_bytes(map[..8].try_into().expect("8 bytes")) as usize;
-        let data_start = 8usize.checked_add(header_len).filter(|&e| e <= map.len()).ok_or_else(|| bad("header runs past the end"))?;
-        let header: BTreeMap<String, serde_json::Value> =
-            serde_json::from_slice(&map[8..data_start]).map_err(|e| bad(&format!("malformed header ({e})")))?;
+        let data_start = 8usize
+            .checked_add(header_len)
+            .filter(|&e| e <= map.len())
+            .ok_or_else(|| bad("header runs past the end"))?;
+        let header: BTreeMap<String, serde_json::Value> = serde_json::from_slice(&map[8..data_start])
+            .map_err(|e| bad(&format!("malformed header ({e})")))?;
         let mut entries = BTreeMap::new();
         for (name, value) in header {
             if name == "__metadata__" {
                 continue;
             }
-            let entry: Entry = serde_json::from_value(value).map_err(|e| bad(&format!("entry {name}: {e}")))?;
+            let entry: Entry =
+                serde_json::from_value(value).map_err(|e| bad(&format!("entry {name}: {e}")))?;
             let [start, end] = entry.data_offsets;
             if start > end || data_start + end > map.len() {
                 return Err(bad(&format!("tensor {name} lies outside the file")));
@@ -68,14 +72,19 @@ impl SafeTensors {
     }
 
     fn entry(&self, name: &str) -> Result<(&Entry, &[u8])> {
-        let entry = self.entries.get(name).ok_or_else(|| anyhow!("{} has no tensor `{name}`", self.path.display()))?;
+        let entry = self
+            .entries
+            .get(name)
+            .ok_or_else(|| anyhow!("{} has no tensor `{name}`", self.path.display()))?;
         let [start, end] = entry.data_offsets;
         let bytes = &self.map[self.data_start + start..self.data_start + end];
         let width = match entry.dtype.as_str() {
             "F64" | "I64" => 8,
             "F32" | "I32" => 4,
             "F16" | "BF16" => 2,
-            other => bail!("tensor `{name}` has dtype {other}; archlab reads F32, F16, BF16, F64, I64 and I32"),
+            other => {
+                bail!("tensor `{name}` has dtype {other}; archlab reads F32, F16, BF16, F64, I64 and I32")
+            }
         };
         if bytes.len() != entry.shape.iter().product::<usize>() * width {
             bail!("tensor `{name}` in {}: byte size does not match its shape", self.path.display());
@@ -88,9 +97,14 @@ impl SafeTensors {
         let (entry, bytes) = self.entry(name)?;
         let data: Vec<f32> = match entry.dtype.as_str() {
             "F32" => bytes.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect(),
-            "F64" => bytes.chunks_exact(8).map(|b| f64::from_le_bytes(b.try_into().unwrap()) as f32).collect(),
+            "F64" => {
+                bytes.chunks_exact(8).map(|b| f64::from_le_bytes(b.try_into().unwrap()) as f32).collect()
+            }
             // bf16 is the top half of an f32.
-            "BF16" => bytes.chunks_exact(2).map(|b| f32::from_bits((u16::from_le_bytes([b[0], b[1]]) as u32) << 16)).collect(),
+            "BF16" => bytes
+                .chunks_exact(2)
+                .map(|b| f32::from_bits((u16::from_le_bytes([b[0], b[1]]) as u32) << 16))
+                .collect(),
             "F16" => bytes.chunks_exact(2).map(|b| f16_to_f32(u16::from_le_bytes([b[0], b[1]]))).collect(),
             other => bail!("tensor `{name}` has dtype {other}, expected a floating-point type"),
         };
@@ -102,7 +116,9 @@ impl SafeTensors {
         let (entry, bytes) = self.entry(name)?;
         let data = match entry.dtype.as_str() {
             "I64" => bytes.chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().unwrap())).collect(),
-            "I32" => bytes.chunks_exact(4).map(|b| i32::from_le_bytes(b.try_into().unwrap()) as i64).collect(),
+            "I32" => {
+                bytes.chunks_exact(4).map(|b| i32::from_le_bytes(b.try_into().unwrap()) as i64).collect()
+            }
             other => bail!("tensor `{name}` has dtype {other}, expected I64 or I32"),
         };
         Ok((entry.shape.clone(), data))

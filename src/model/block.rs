@@ -104,7 +104,9 @@ impl<B: Backend> ChannelMixer<B> {
 
     pub fn linears_mut(&mut self) -> Vec<&mut Linear<B>> {
         match self {
-            ChannelMixer::Mlp(m) => [&mut m.up_proj, &mut m.down_proj].into_iter().chain(m.gate_proj.as_mut()).collect(),
+            ChannelMixer::Mlp(m) => {
+                [&mut m.up_proj, &mut m.down_proj].into_iter().chain(m.gate_proj.as_mut()).collect()
+            }
         }
     }
 }
@@ -119,7 +121,9 @@ impl<B: Backend> Block<B> {
         let resid_scale = 1.0 / (branches as f64).sqrt();
         let mut rng = Rng::fork(seed, &format!("init/layer{layer}/{}", cfg.mixer.name()));
         let mixer = match cfg.mixer {
-            MixerKind::Attention => SeqMixer::Attention(Attention::new(cfg, cfg.init_std * resid_scale, &mut rng, device)),
+            MixerKind::Attention => {
+                SeqMixer::Attention(Attention::new(cfg, cfg.init_std * resid_scale, &mut rng, device))
+            }
             MixerKind::Mamba => SeqMixer::Mamba(Mamba::new(cfg, resid_scale, &mut rng, device)),
             MixerKind::Mamba2 => SeqMixer::Mamba2(Mamba2::new(cfg, resid_scale, &mut rng, device)),
         };

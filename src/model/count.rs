@@ -31,7 +31,11 @@ impl ModelConfig {
         let norm = self.norm_params();
         let mixer = self.seq_mixer_params();
         let ffn = self.ffn_params();
-        let layer = mixer.matmul + mixer.other + ffn.matmul + ffn.other + norm * (1 + usize::from(self.ffn != FfnKind::None));
+        let layer = mixer.matmul
+            + mixer.other
+            + ffn.matmul
+            + ffn.other
+            + norm * (1 + usize::from(self.ffn != FfnKind::None));
 
         let positions = if self.positions == Positions::Learned { self.max_seq_len * d } else { 0 };
         let embedding = v * d + positions;
@@ -74,12 +78,17 @@ impl ModelConfig {
             }
             MixerKind::Mamba2 => {
                 let c = &self.mamba2;
-                let (di, heads, conv, bias) = (c.inner(d), c.heads(d), c.conv_channels(d), usize::from(c.bias));
+                let (di, heads, conv, bias) =
+                    (c.inner(d), c.heads(d), c.conv_channels(d), usize::from(c.bias));
                 let proj = di + conv + heads;
                 LayerParams {
                     matmul: d * proj + di * d,
                     // projection biases, conv, dt_bias, A_log, D, gated-norm gain
-                    other: bias * (proj + d) + conv * c.d_conv + usize::from(c.conv_bias) * conv + 3 * heads + di,
+                    other: bias * (proj + d)
+                        + conv * c.d_conv
+                        + usize::from(c.conv_bias) * conv
+                        + 3 * heads
+                        + di,
                 }
             }
         }
@@ -115,7 +124,9 @@ impl ModelConfig {
                 let c = &self.mamba2;
                 let (di, n, g) = (c.inner(self.d_model) as f64, c.d_state as f64, c.n_groups as f64);
                 let q = c.chunk_size.min(seq_len) as f64;
-                q * (2.0 * g * n + 2.0 * di) + 4.0 * di * n + 2.0 * c.conv_channels(self.d_model) as f64 * c.d_conv as f64
+                q * (2.0 * g * n + 2.0 * di)
+                    + 4.0 * di * n
+                    + 2.0 * c.conv_channels(self.d_model) as f64 * c.d_conv as f64
             }
         };
         6.0 * self.param_counts().matmul as f64 + 3.0 * self.n_layers as f64 * mixer

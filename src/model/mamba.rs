@@ -138,7 +138,7 @@ impl<B: Backend> Mamba<B> {
     /// # Shapes
     /// - u: `[b, t, d]` → `[b, t, d]`
     pub fn forward(&self, u: Tensor<B, 3>) -> Tensor<B, 3> {
-        self.forward_with(u, &mut MambaState::empty(), ScanAlgorithm::Chunked(self.chunk_size))
+        self.forward_with(u, &mut MambaState::empty(), self.algorithm())
     }
 
     /// Processes new tokens after those summarised by `state`, and updates it. One token goes
@@ -147,7 +147,11 @@ impl<B: Backend> Mamba<B> {
         if u.dims()[1] == 1 {
             return self.decode_one(u, state);
         }
-        self.forward_with(u, state, ScanAlgorithm::Chunked(self.chunk_size))
+        self.forward_with(u, state, self.algorithm())
+    }
+
+    fn algorithm(&self) -> ScanAlgorithm {
+        ScanAlgorithm::Chunked(self.chunk_size)
     }
 
     /// The forward pass with a chosen scan algorithm, from (and updating) `state`.

@@ -112,7 +112,11 @@ impl<B: Backend> Mamba2<B> {
             dt_bias,
             a_log,
             d_skip: param([heads], device, || 1.0),
-            norm: GatedRmsNorm { weight: param([di], device, || 1.0), group_size: di / c.n_groups, eps: cfg.norm_eps },
+            norm: GatedRmsNorm {
+                weight: param([di], device, || 1.0),
+                group_size: di / c.n_groups,
+                eps: cfg.norm_eps,
+            },
             out_proj: torch_default_linear(di, d, c.bias, out_scale, rng, device),
             head_dim: c.head_dim,
             n_groups: c.n_groups,
@@ -146,7 +150,12 @@ impl<B: Backend> Mamba2<B> {
 
     /// The forward pass from (and updating) `state`, with the sequential reference scan when
     /// `sequential` (for tests) and the chunked SSD otherwise.
-    pub fn forward_with(&self, u: Tensor<B, 3>, state: &mut Mamba2State<B>, sequential: bool) -> Tensor<B, 3> {
+    pub fn forward_with(
+        &self,
+        u: Tensor<B, 3>,
+        state: &mut Mamba2State<B>,
+        sequential: bool,
+    ) -> Tensor<B, 3> {
         let (inputs, z) = self.ssd_inputs(u, state);
         let x = inputs.x.clone();
         let h0 = state.ssm.take();
@@ -160,7 +169,8 @@ impl<B: Backend> Mamba2<B> {
         let [b, _, _] = u.dims();
         let (heads, p, n) = (self.heads(), self.head_dim, self.d_state);
         let (s, z) = self.ssd_inputs(u, state);
-        let h = state.ssm.take().unwrap_or_else(|| Tensor::zeros([b, heads, p, n], (&s.x.device(), s.x.dtype())));
+        let h =
+            state.ssm.take().unwrap_or_else(|| Tensor::zeros([b, heads, p, n], (&s.x.device(), s.x.dtype())));
         let one = |v: Tensor<B, 4>| v.squeeze_dim::<3>(1);
         let (y, h) = ssd::step(one(s.x.clone()), s.dt.squeeze_dim::<2>(1), s.a, one(s.b), one(s.c), h);
         state.ssm = Some(h);

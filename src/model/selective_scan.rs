@@ -94,19 +94,22 @@ pub fn step<B: Backend>(
     (y, h)
 }
 
-/// The two-level chunked scan. The time axis is cut into chunks of `L` steps.
+/// The two-level chunked scan. The time axis is cut into chunks of `L` steps, which become a
+/// batch dimension (`[b, nc, L, ·]`).
 ///
-/// 1. Inside every chunk at once (chunks are a batch dimension), scan from a zero state:
-///    `L` sequential steps give the local states `h_loc`; the cumulative decay since the
-///    chunk's start is `P = exp(cumsum(ΔA))`, one op.
-/// 2. Across chunks, carry the true state over: `H_c = P_last[c] · H_{c−1} + h_loc_last[c]`,
+/// 1. Inside every chunk at once, scan from a zero state: `L` sequential steps on
+///    `[b, nc, d, n]` give the local outputs `Σ_n C·h_loc` and each chunk's final local state.
+/// 2. Across chunks, carry the true state over: `H_c = exp(A·ΣΔ_c) · H_{c−1} + h_loc_last[c]`,
 ///    `t / L` sequential steps on `[b, d, n]`.
-/// 3. Correct every step: `h = h_loc + P · H_{c−1}`, then `y = Σ_n C h`.
+/// 3. Add what the state entering each chunk contributes at step `i` of it:
+///    `Σ_n C_i · exp(A · Σ_{k≤i} Δ_k) · H_{c−1}`, another `L` steps on `[b, nc, d, n]`.
 ///
-/// With `L ≈ √t` that is ≈ 2√t sequential steps of tensor ops instead of `t`, and the same
-/// O(t·d·n) work as the recurrence (no `L²` term): it runs well on a CPU, and on a GPU it is
-/// the portable fallback of the fused kernel. The time axis is padded to a multiple of `L`
-/// with Δ = 0 steps (decay 1, input 0), which leave the state untouched, so `h_last` is exact.
+/// With `L ≈ √t` that is ≈ 3√t sequential steps of tensor ops instead of `t`, with the same
+/// O(t·d·n) work as the recurrence (no `L²` term). No `[b, t, d, n]` tensor is materialised
+/// or sliced: each step builds its `[b, nc, d, n]` operands from `[b, nc, d]` and `[b, nc, n]`
+/// slices (slicing a full-size tensor step by step would make the backward pass allocate a
+/// full-size zero gradient per slice). The time axis is padded to a multiple of `L` with
+/// Δ = 0 steps (decay 1, input 0), which leave the state untouched, so `h_last` is exact.
 pub fn chunked<B: Backend>(
     s: ScanInputs<B>,
     h0: Option<Tensor<B, 3>>,
@@ -115,53 +118,62 @@ pub fn chunked<B: Backend>(
     let [bsz, t, d] = s.x.dims();
     let n = s.a.dims()[1];
     let chunk = if chunk == 0 { (t as f64).sqrt().ceil() as usize } else { chunk }.clamp(1, t.max(1));
-    let n_chunks = t.div_ceil(chunk);
-    let pad = n_chunks * chunk - t;
-    let pad_time = |v: Tensor<B, 3>| {
-        if pad == 0 {
-            return v;
-        }
+    let nc = t.div_ceil(chunk);
+    let pad = nc * chunk - t;
+    let to_chunks = |v: Tensor<B, 3>| {
         let [b, _, w] = v.dims();
-        let zeros = Tensor::zeros([b, pad, w], (&v.device(), v.dtype()));
-        Tensor::cat(vec![v, zeros], 1)
+        let v = if pad == 0 {
+            v
+        } else {
+            Tensor::cat(vec![v.clone(), Tensor::zeros([b, pad, w], (&v.device(), v.dtype()))], 1)
+        };
+        v.reshape([b, nc, chunk, w])
     };
-    let (x, delta, b, c) = (pad_time(s.x), pad_time(s.delta), pad_time(s.b), pad_time(s.c));
-
-    let shape5 = [bsz, n_chunks, chunk, d, n];
-    let log_decay = delta.clone().unsqueeze_dim::<4>(3) * s.a.unsqueeze::<4>(); // ΔA, [b, T, d, n]
-    let log_decay = log_decay.reshape(shape5);
-    let input = ((delta * x).unsqueeze_dim::<4>(3) * b.unsqueeze_dim::<4>(2)).reshape(shape5); // ΔxB
+    let (x, delta, b, c) = (to_chunks(s.x), to_chunks(s.delta), to_chunks(s.b), to_chunks(s.c));
+    let a = s.a.reshape([1, 1, d, n]);
+    let since_start = delta.clone().cumsum(2); // Σ Δ from the chunk's start, [b, nc, L, d]
+    let step = |v: &Tensor<B, 4>, i: usize| v.clone().narrow(2, i, 1).squeeze_dim::<3>(2); // [b, nc, ·]
+    let decay = |log_scale: Tensor<B, 3>| (log_scale.unsqueeze_dim::<4>(3) * a.clone()).exp(); // exp(ΔA), [b, nc, d, n]
+    let over_n =
+        |h: Tensor<B, 4>, c: Tensor<B, 3>| (h * c.unsqueeze_dim::<4>(2)).sum_dim(3).squeeze_dim::<3>(3); // [b, nc, d]
 
     // 1. Local scans, every chunk at once.
-    let decay = log_decay.clone().exp();
-    let step_of = |v: &Tensor<B, 5>, i: usize| v.clone().narrow(2, i, 1);
-    let mut h = step_of(&input, 0);
-    let mut local = Vec::with_capacity(chunk);
-    local.push(h.clone());
-    for i in 1..chunk {
-        h = step_of(&decay, i) * h + step_of(&input, i);
-        local.push(h.clone());
+    let mut h_local: Option<Tensor<B, 4>> = None;
+    let mut y = Vec::with_capacity(chunk);
+    for i in 0..chunk {
+        let delta_i = step(&delta, i);
+        let input = (delta_i.clone() * step(&x, i)).unsqueeze_dim::<4>(3) * step(&b, i).unsqueeze_dim::<4>(2);
+        let h = match h_local {
+            None => input,
+            Some(h) => decay(delta_i) * h + input,
+        };
+        y.push(over_n(h.clone(), step(&c, i)));
+        h_local = Some(h);
     }
-    let local = Tensor::cat(local, 2); // [b, nc, L, d, n]
-    let since_start = log_decay.cumsum(2).exp(); // P, [b, nc, L, d, n]
+    let h_local = h_local.expect("at least one step");
 
     // 2. Carry the state across chunks.
-    let last = |v: &Tensor<B, 5>| v.clone().narrow(2, chunk - 1, 1); // [b, nc, 1, d, n]
-    let (chunk_decay, chunk_input) = (last(&since_start), last(&local));
+    let chunk_decay = decay(step(&since_start, chunk - 1)); // [b, nc, d, n]
     let mut carry = match h0 {
-        Some(h0) => h0.reshape([bsz, 1, 1, d, n]),
-        None => Tensor::zeros([bsz, 1, 1, d, n], (&local.device(), local.dtype())),
+        Some(h0) => h0.reshape([bsz, 1, d, n]),
+        None => Tensor::zeros([bsz, 1, d, n], (&h_local.device(), h_local.dtype())),
     };
-    let mut entering = Vec::with_capacity(n_chunks); // the state entering each chunk
-    for ci in 0..n_chunks {
+    let mut entering = Vec::with_capacity(nc);
+    for ci in 0..nc {
         entering.push(carry.clone());
-        carry = chunk_decay.clone().narrow(1, ci, 1) * carry + chunk_input.clone().narrow(1, ci, 1);
+        carry = chunk_decay.clone().narrow(1, ci, 1) * carry + h_local.clone().narrow(1, ci, 1);
     }
-    let entering = Tensor::cat(entering, 1); // [b, nc, 1, d, n]
+    let entering = Tensor::cat(entering, 1); // [b, nc, d, n]
 
-    // 3. Correct the local states and read out.
-    let h = local + since_start * entering;
-    let c = c.reshape([bsz, n_chunks, chunk, 1, n]);
-    let y = (h * c).sum_dim(4).reshape([bsz, n_chunks * chunk, d]).narrow(1, 0, t);
+    // 3. The entering states' contribution at every step.
+    let y: Vec<Tensor<B, 4>> = y
+        .into_iter()
+        .enumerate()
+        .map(|(i, y_local)| {
+            let from_entering = over_n(decay(step(&since_start, i)) * entering.clone(), step(&c, i));
+            (y_local + from_entering).unsqueeze_dim::<4>(2) // [b, nc, 1, d]
+        })
+        .collect();
+    let y = Tensor::cat(y, 2).reshape([bsz, nc * chunk, d]).narrow(1, 0, t);
     (y, carry.reshape([bsz, d, n]))
 }

@@ -32,7 +32,10 @@ pub struct SsdInputs<B: Backend> {
 }
 
 /// Repeats each group's B or C for the heads that share it: `[.., g, n] → [.., heads, n]`.
-fn groups_to_heads<B: Backend, const D: usize, const D1: usize>(v: Tensor<B, D>, heads: usize) -> Tensor<B, D> {
+fn groups_to_heads<B: Backend, const D: usize, const D1: usize>(
+    v: Tensor<B, D>,
+    heads: usize,
+) -> Tensor<B, D> {
     let dims = v.dims();
     let g = dims[D - 2];
     let mut expanded = [0; D1];
@@ -118,7 +121,11 @@ pub fn chunked<B: Backend>(
         let [b, _, k, w] = v.dims();
         Tensor::cat(vec![v, Tensor::zeros([b, pad, k, w], (&device, dtype))], 1)
     };
-    let dt = if pad == 0 { s.dt } else { Tensor::cat(vec![s.dt, Tensor::zeros([bsz, pad, heads], (&device, dtype))], 1) };
+    let dt = if pad == 0 {
+        s.dt
+    } else {
+        Tensor::cat(vec![s.dt, Tensor::zeros([bsz, pad, heads], (&device, dtype))], 1)
+    };
     let (x, b, c) = (pad4(s.x), pad4(s.b), pad4(s.c));
 
     // To chunk-major, heads before time: [b, nc, heads, L, ·].
