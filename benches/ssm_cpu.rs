@@ -52,7 +52,12 @@ fn main() {
     );
     println!("| model | params | T | batch | step (s) | tokens/s | vs dense | peak RSS |");
     println!("|---|---|---|---|---|---|---|---|");
-    for t in [256usize, 1024] {
+    // ARCHLAB_BENCH_SEQ_LENS=1024 and ARCHLAB_BENCH_ONLY="mamba (" pick rows, for re-measuring one.
+    let seq_lens: Vec<usize> = match std::env::var("ARCHLAB_BENCH_SEQ_LENS") {
+        Ok(list) => list.split(',').map(|t| t.trim().parse().expect("ARCHLAB_BENCH_SEQ_LENS: comma-separated integers")).collect(),
+        Err(_) => vec![256, 1024],
+    };
+    for t in seq_lens {
         let mut dense_tps = None;
         let rows = [
             ("dense (tiny)", "tiny"),
