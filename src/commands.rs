@@ -75,14 +75,15 @@ fn train_cmd(a: TrainArgs) -> Result<()> {
         Some(s) => {
             println!();
             println!(
-                "| run | params (non-emb) | steps | tokens | val loss | ppl | bits/byte | tok/s | peak mem | wall | NaN skips |"
+                "| run | params (non-emb, active) | steps | tokens | val loss | ppl | bits/byte | tok/s | peak mem | wall | NaN skips |"
             );
             println!("|---|---|---|---|---|---|---|---|---|---|---|");
             println!(
-                "| {} | {} ({}) | {} | {} | {:.4} | {:.2} | {:.4} | {} | {} | {:.0} s | {} |",
+                "| {} | {} ({}, {}) | {} | {} | {:.4} | {:.2} | {:.4} | {} | {} | {:.0} s | {} |",
                 run_dir.display(),
                 human(s.params_total as f64),
                 human(s.params_non_embedding as f64),
+                human(s.params_active as f64),
                 s.steps,
                 human(s.tokens_seen as f64),
                 s.final_val_loss,
@@ -93,6 +94,16 @@ fn train_cmd(a: TrainArgs) -> Result<()> {
                 s.wall_time_s,
                 s.nan_skips
             );
+            for l in &s.moe {
+                let load: Vec<String> = l.load.iter().map(|p| format!("{:.0}%", 100.0 * p)).collect();
+                println!(
+                    "MoE layer {}: expert load [{}], evenness {:.3} (1 = even), dropped {:.2}%",
+                    l.layer,
+                    load.join(" "),
+                    l.load_entropy,
+                    100.0 * l.dropped_fraction
+                );
+            }
             println!(
                 "\nrun files: {}/{{config.toml, metrics.jsonl, summary.json, best.ckpt, last.ckpt}}",
                 run_dir.display()

@@ -1,5 +1,5 @@
-//! Cross-implementation parity: tiny random `MambaForCausalLM`, `Mamba2ForCausalLM` and
-//! `LlamaForCausalLM` checkpoints with the logits `transformers` computed for a fixed batch and
+//! Cross-implementation parity: tiny random `MambaForCausalLM`, `Mamba2ForCausalLM`,
+//! `LlamaForCausalLM` and `MixtralForCausalLM` checkpoints with the logits `transformers` computed for a fixed batch and
 //! its greedy continuation (`tools/hf_fixtures.py`, committed under `tests/fixtures/hf`).
 //! archlab imports the weights and must reproduce both: logits to 1e-4 absolute in f32 (an
 //! independent f32 reimplementation lands near 1e-6; the smallest real mistake tried, Mamba-2's
@@ -70,6 +70,34 @@ fn mamba2_matches_transformers() {
 #[test]
 fn llama_matches_transformers() {
     check("llama");
+}
+
+/// Mixtral: attention + top-2-of-4 MoE layers. Besides logits and greedy decoding, each layer's
+/// load-balancing loss must equal what HF's `load_balancing_loss_func` computes from the same
+/// router logits (the fixture's router top-k margins are > 1e-3, so routing cannot differ).
+#[test]
+fn mixtral_matches_transformers() {
+    check("mixtral");
+    let dir = fixture("mixtral");
+    let base = RunConfig::resolve("tiny", None, &[]).unwrap();
+    let cfg = hf::read_config(&dir, &base).unwrap();
+    assert_eq!((cfg.model.moe.n_experts, cfg.model.moe.top_k), (4, 2));
+    let device = Default::default();
+    let model = hf::load_model::<Cpu>(&dir, &cfg.model, &device).unwrap();
+    let expected = SafeTensors::open(&dir.join("expected.safetensors")).unwrap();
+    let (shape, ids) = expected.int("input_ids").unwrap();
+    let ids: Vec<u32> = ids.iter().map(|&i| i as u32).collect();
+    let x = ids_tensor::<Cpu>(&ids, [shape[0], shape[1]], &device);
+    let objective = model.objective(x.clone(), x);
+    let want = expected.float("balance_loss").unwrap().data;
+    assert_eq!(objective.routing.len(), want.len());
+    for ((layer, stats), want) in objective.routing.iter().zip(&want) {
+        let got = stats.mean_balance_loss();
+        eprintln!("mixtral layer {layer}: balance loss {got} (transformers {want})");
+        assert!((got - *want as f64).abs() < 1e-5, "layer {layer}: balance loss {got} vs transformers' {want}");
+        assert_eq!(stats.tokens, (shape[0] * shape[1]) as u64);
+        assert_eq!(stats.dropped, 0, "inference is dropless");
+    }
 }
 
 #[test]

@@ -6,7 +6,7 @@ use anyhow::{Result, bail};
 use super::*;
 
 pub const NAMES: &[&str] =
-    &["tiny", "27m", "27m-256", "mamba-tiny", "mamba2-tiny", "mamba-27m", "mamba2-27m", "mamba-130m"];
+    &["tiny", "27m", "27m-256", "mamba-tiny", "mamba2-tiny", "mamba-27m", "mamba2-27m", "mamba-130m", "moe-tiny", "moe-27m"];
 
 pub fn preset(name: &str) -> Result<RunConfig> {
     Ok(match name {
@@ -18,6 +18,8 @@ pub fn preset(name: &str) -> Result<RunConfig> {
         "mamba-27m" => mamba_27m(MixerKind::Mamba),
         "mamba2-27m" => mamba_27m(MixerKind::Mamba2),
         "mamba-130m" => mamba_130m(),
+        "moe-tiny" => moe(tiny()),
+        "moe-27m" => moe(seeds_27m(512)),
         other => bail!("unknown preset `{other}`; available presets: {}", NAMES.join(", ")),
     })
 }
@@ -57,6 +59,7 @@ fn base() -> RunConfig {
             ffn: FfnKind::Mlp,
             mamba: MambaConfig::default(),
             mamba2: Mamba2Config::default(),
+            moe: MoeConfig::default(),
         },
         train: TrainConfig {
             seed: 0,
@@ -148,5 +151,15 @@ fn mamba_130m() -> RunConfig {
     c.model.max_seq_len = 2048;
     c.train.batch_size = 16;
     c.train.lr = 3e-4;
+    c
+}
+
+/// The seeds' MoE ("--num-experts 8 --expert-capacity 2", i.e. top-2 of 8) on a dense preset:
+/// every MLP becomes 8 SwiGLU experts of half the width, so the two a token uses hold as many
+/// parameters as the dense MLP: *active* parameters match the dense preset (plus the router),
+/// total parameters are about 4× its MLPs. Dropless, Switch's balancing weight 0.01.
+fn moe(mut c: RunConfig) -> RunConfig {
+    c.model.ffn = FfnKind::Moe;
+    c.model.moe = MoeConfig { n_experts: 8, top_k: 2, expert_d_ff: c.model.d_ff / 2, ..MoeConfig::default() };
     c
 }

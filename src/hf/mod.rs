@@ -1,5 +1,6 @@
 //! Hugging Face `transformers` interop: reads a checkpoint folder (`config.json` +
-//! safetensors) of `MambaForCausalLM`, `Mamba2ForCausalLM` or `LlamaForCausalLM` into an
+//! safetensors) of `MambaForCausalLM`, `Mamba2ForCausalLM`, `LlamaForCausalLM` or
+//! `MixtralForCausalLM` into an
 //! archlab [`ModelConfig`] and [`LanguageModel`]. The mapping is exact (tests match the logits
 //! `transformers` computes, `tools/hf_fixtures.py`); every tensor of the checkpoint must be
 //! used and have the shape archlab expects, so an unsupported variant fails loudly instead of
@@ -16,10 +17,11 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
 use serde_json::Value;
 
-use crate::config::{FfnKind, MixerKind, ModelConfig, RunConfig};
+use crate::config::{FfnKind, MixerKind, ModelConfig, MoeConfig, RunConfig};
 use crate::model::LanguageModel;
 use crate::model::block::{ChannelMixer, SeqMixer};
 use crate::model::layers::{Linear, float_tensor};
+use crate::model::mlp::Mlp;
 use safetensors::{Checkpoint, HostTensor};
 
 /// Where a model comes from: a local folder, or `hf:<owner>/<name>` (feature `hub`).
@@ -110,44 +112,76 @@ pub fn read_config(dir: &Path, base: &RunConfig) -> Result<RunConfig> {
             hf.expect_str_or("hidden_act", "silu")?;
         }
         "llama" => {
-            m.mixer = MixerKind::Attention;
+            read_llama_attention(&hf, m)?;
             m.ffn = FfnKind::Mlp;
-            m.mlp = crate::config::MlpKind::Swiglu;
-            m.positions = crate::config::Positions::Rope;
-            m.norm_eps = hf.f64("rms_norm_eps")?;
-            m.tie_embeddings = hf.bool_or("tie_word_embeddings", false)?;
-            m.d_ff = hf.usize("intermediate_size")?;
-            m.n_heads = hf.usize("num_attention_heads")?;
-            m.n_kv_heads = hf.opt_usize("num_key_value_heads")?.unwrap_or(m.n_heads);
-            m.max_seq_len = hf.usize("max_position_embeddings")?;
-            let rope = json.get("rope_parameters").or(json.get("rope_scaling")).filter(|v| !v.is_null());
-            m.rope_theta = match rope.and_then(|r| r.get("rope_theta")).and_then(Value::as_f64) {
-                Some(theta) => theta,
-                None => hf.f64("rope_theta")?,
-            };
-            if let Some(kind) = rope.and_then(|r| r.get("rope_type")).and_then(Value::as_str)
-                && kind != "default"
-            {
-                bail!("{}: rope_type `{kind}` is not supported (only the default RoPE)", path.display());
-            }
-            let attention_bias = hf.bool_or("attention_bias", false)?;
-            if attention_bias || hf.bool_or("mlp_bias", false)? {
+            if hf.bool_or("mlp_bias", false)? {
                 bail!("{}: Llama variants with biases are not supported", path.display());
             }
-            if let Some(hd) = hf.opt_usize("head_dim")?
-                && hd * m.n_heads != m.d_model
-            {
-                bail!("{}: head_dim {hd} · heads differs from hidden_size; not supported", path.display());
+        }
+        "mixtral" => {
+            read_llama_attention(&hf, m)?;
+            if hf.opt_usize("sliding_window")?.is_some() {
+                bail!(
+                    "{}: Mixtral with sliding_window is not supported yet (sliding-window attention \
+                     comes with the hybrids issue); set sliding_window to null to load it with full attention",
+                    path.display()
+                );
             }
-            hf.expect_str_or("hidden_act", "silu")?;
+            m.ffn = FfnKind::Moe;
+            m.moe = MoeConfig {
+                n_experts: hf.usize("num_local_experts")?,
+                top_k: hf.usize("num_experts_per_tok")?,
+                expert_d_ff: m.d_ff,
+                renormalize: true,
+                capacity_factor: 0.0,
+                balance_coef: hf.f64_or("router_aux_loss_coef", 0.001)?,
+                z_loss_coef: 0.0,
+                jitter: hf.f64_or("router_jitter_noise", 0.0)?,
+                shared_expert_d_ff: 0,
+                shared_expert_gate: false,
+            };
         }
         other => bail!(
-            "{}: model_type `{other}` is not supported; archlab imports mamba, mamba2 and llama",
+            "{}: model_type `{other}` is not supported; archlab imports mamba, mamba2, llama and mixtral",
             path.display()
         ),
     }
     cfg.model.validate().with_context(|| format!("the model in {}", path.display()))?;
     Ok(cfg)
+}
+
+/// The Llama-style attention stack Llama and Mixtral share: RoPE, RMSNorm, SwiGLU, no biases.
+fn read_llama_attention(hf: &HfConfig, m: &mut ModelConfig) -> Result<()> {
+    let path = hf.path;
+    let json = hf.json;
+    m.mixer = MixerKind::Attention;
+    m.mlp = crate::config::MlpKind::Swiglu;
+    m.positions = crate::config::Positions::Rope;
+    m.norm_eps = hf.f64("rms_norm_eps")?;
+    m.tie_embeddings = hf.bool_or("tie_word_embeddings", false)?;
+    m.d_ff = hf.usize("intermediate_size")?;
+    m.n_heads = hf.usize("num_attention_heads")?;
+    m.n_kv_heads = hf.opt_usize("num_key_value_heads")?.unwrap_or(m.n_heads);
+    m.max_seq_len = hf.usize("max_position_embeddings")?;
+    let rope = json.get("rope_parameters").or(json.get("rope_scaling")).filter(|v| !v.is_null());
+    m.rope_theta = match rope.and_then(|r| r.get("rope_theta")).and_then(Value::as_f64) {
+        Some(theta) => theta,
+        None => hf.f64("rope_theta")?,
+    };
+    if let Some(kind) = rope.and_then(|r| r.get("rope_type")).and_then(Value::as_str)
+        && kind != "default"
+    {
+        bail!("{}: rope_type `{kind}` is not supported (only the default RoPE)", path.display());
+    }
+    if hf.bool_or("attention_bias", false)? {
+        bail!("{}: attention with biases is not supported", path.display());
+    }
+    if let Some(hd) = hf.opt_usize("head_dim")?
+        && hd * m.n_heads != m.d_model
+    {
+        bail!("{}: head_dim {hd} · heads differs from hidden_size; not supported", path.display());
+    }
+    hf.expect_str_or("hidden_act", "silu")
 }
 
 /// Typed lookups in `config.json` with errors that name the file and the key.
@@ -177,6 +211,9 @@ impl HfConfig<'_> {
     }
     fn f64(&self, key: &str) -> Result<f64> {
         self.get(key)?.as_f64().ok_or_else(|| anyhow!("{}: `{key}` is not a number", self.path.display()))
+    }
+    fn f64_or(&self, key: &str, default: f64) -> Result<f64> {
+        if self.json.get(key).is_none_or(Value::is_null) { Ok(default) } else { self.f64(key) }
     }
     fn bool_or(&self, key: &str, default: bool) -> Result<bool> {
         match self.json.get(key) {
@@ -260,12 +297,24 @@ pub fn load_model<B: Backend>(dir: &Path, cfg: &ModelConfig, device: &B::Device)
         }
         if let Some(ffn) = &mut layer.ffn {
             ffn.norm.weight = w.param(&format!("{p}.post_attention_layernorm.weight"), [cfg.d_model])?;
-            let ChannelMixer::Mlp(mlp) = &mut ffn.mixer;
-            let (d, f) = (cfg.d_model, cfg.d_ff);
-            let gate = mlp.gate_proj.as_mut().ok_or_else(|| anyhow!("Llama's MLP is SwiGLU"))?;
-            w.linear(gate, &format!("{p}.mlp.gate_proj"), d, f)?;
-            w.linear(&mut mlp.up_proj, &format!("{p}.mlp.up_proj"), d, f)?;
-            w.linear(&mut mlp.down_proj, &format!("{p}.mlp.down_proj"), f, d)?;
+            let d = cfg.d_model;
+            match &mut ffn.mixer {
+                ChannelMixer::Mlp(mlp) => {
+                    let names = ["gate_proj", "up_proj", "down_proj"].map(|n| format!("{p}.mlp.{n}"));
+                    w.swiglu(mlp, &names, d, cfg.d_ff)?;
+                }
+                ChannelMixer::Moe(moe) => {
+                    // Mixtral: `block_sparse_moe.gate` is the router, expert j's w1/w3/w2 are
+                    // gate/up/down of a SwiGLU MLP.
+                    let q = format!("{p}.block_sparse_moe");
+                    w.linear(&mut moe.router, &format!("{q}.gate"), d, cfg.moe.n_experts)?;
+                    let f = cfg.moe.expert_width(cfg.d_ff);
+                    for (j, expert) in moe.experts.iter_mut().enumerate() {
+                        let names = ["w1", "w3", "w2"].map(|n| format!("{q}.experts.{j}.{n}"));
+                        w.swiglu(expert, &names, d, f)?;
+                    }
+                }
+            }
         }
     }
     w.check_all_used()?;
@@ -292,6 +341,14 @@ impl<B: Backend> Weights<'_, B> {
     fn param<const D: usize>(&mut self, name: &str, shape: [usize; D]) -> Result<Param<Tensor<B, D>>> {
         let t = self.host(name, &shape)?;
         Ok(Param::from_tensor(float_tensor(TensorData::new(t.data, shape), self.device)))
+    }
+
+    /// A SwiGLU MLP from its gate, up and down projections, named in that order.
+    fn swiglu(&mut self, mlp: &mut Mlp<B>, names: &[String; 3], d: usize, f: usize) -> Result<()> {
+        let gate = mlp.gate_proj.as_mut().ok_or_else(|| anyhow!("this checkpoint's MLP is SwiGLU"))?;
+        self.linear(gate, &names[0], d, f)?;
+        self.linear(&mut mlp.up_proj, &names[1], d, f)?;
+        self.linear(&mut mlp.down_proj, &names[2], f, d)
     }
 
     /// A `[out, in]` PyTorch weight as archlab's `[in, out]`.

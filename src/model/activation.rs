@@ -7,7 +7,12 @@ use burn::tensor::backend::Backend;
 /// accurate to only ~3e-7 even in f64, which the f64 gradient checks would see; `tanh` is
 /// exact there, and its derivative `1 − tanh²` cannot overflow the way `1/(1+e⁻ˣ)`'s can.
 pub fn silu<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
-    x.clone() * ((x * 0.5).tanh() + 1.0) * 0.5
+    x.clone() * sigmoid(x)
+}
+
+/// σ(x) = (1 + tanh(x/2)) / 2 (see [`silu`] for why not burn's `sigmoid`).
+pub fn sigmoid<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
+    ((x * 0.5).tanh() + 1.0) * 0.5
 }
 
 /// GELU in its tanh form (Hendrycks & Gimpel 2016), the one GPT-2 trained with

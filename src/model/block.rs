@@ -19,6 +19,7 @@ use super::layers::{Linear, Norm};
 use super::mamba::{Mamba, MambaState};
 use super::mamba2::{Mamba2, Mamba2State};
 use super::mlp::Mlp;
+use super::moe::{Moe, MoeAux};
 use crate::config::{FfnKind, MixerKind, ModelConfig};
 use crate::rng::Rng;
 
@@ -34,6 +35,7 @@ pub enum SeqMixer<B: Backend> {
 #[derive(Module, Debug)]
 pub enum ChannelMixer<B: Backend> {
     Mlp(Mlp<B>),
+    Moe(Moe<B>),
 }
 
 /// What a sequence mixer remembers between decoding steps.
@@ -96,17 +98,21 @@ impl<B: Backend> SeqMixer<B> {
 }
 
 impl<B: Backend> ChannelMixer<B> {
-    pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+    /// The output, and for an MoE its auxiliary loss and routing counts.
+    pub fn forward(&self, x: Tensor<B, 3>) -> (Tensor<B, 3>, Option<MoeAux<B>>) {
         match self {
-            ChannelMixer::Mlp(m) => m.forward(x),
+            ChannelMixer::Mlp(m) => (m.forward(x), None),
+            ChannelMixer::Moe(m) => {
+                let out = m.forward(x);
+                (out.y, Some(out.aux))
+            }
         }
     }
 
     pub fn linears_mut(&mut self) -> Vec<&mut Linear<B>> {
         match self {
-            ChannelMixer::Mlp(m) => {
-                [&mut m.up_proj, &mut m.down_proj].into_iter().chain(m.gate_proj.as_mut()).collect()
-            }
+            ChannelMixer::Mlp(m) => m.linears_mut(),
+            ChannelMixer::Moe(m) => m.linears_mut(),
         }
     }
 }
@@ -127,16 +133,17 @@ impl<B: Backend> Block<B> {
             MixerKind::Mamba => SeqMixer::Mamba(Mamba::new(cfg, resid_scale, &mut rng, device)),
             MixerKind::Mamba2 => SeqMixer::Mamba2(Mamba2::new(cfg, resid_scale, &mut rng, device)),
         };
-        let ffn = match cfg.ffn {
-            FfnKind::Mlp => {
-                let mut rng = Rng::fork(seed, &format!("init/layer{layer}/mlp"));
-                Some(FfnSublayer {
-                    norm: Norm::new(cfg.norm, cfg.d_model, cfg.bias, cfg.norm_eps, device),
-                    mixer: ChannelMixer::Mlp(Mlp::new(cfg, cfg.init_std * resid_scale, &mut rng, device)),
-                })
-            }
+        let resid_std = cfg.init_std * resid_scale;
+        let mut ffn_rng = Rng::fork(seed, &format!("init/layer{layer}/{}", cfg.ffn.name()));
+        let ffn_mixer = match cfg.ffn {
+            FfnKind::Mlp => Some(ChannelMixer::Mlp(Mlp::new(cfg, cfg.d_ff, resid_std, &mut ffn_rng, device))),
+            FfnKind::Moe => Some(ChannelMixer::Moe(Moe::new(cfg, resid_std, &mut ffn_rng, device))),
             FfnKind::None => None,
         };
+        let ffn = ffn_mixer.map(|mixer| FfnSublayer {
+            norm: Norm::new(cfg.norm, cfg.d_model, cfg.bias, cfg.norm_eps, device),
+            mixer,
+        });
         Self {
             norm: Norm::new(cfg.norm, cfg.d_model, cfg.bias, cfg.norm_eps, device),
             mixer,
@@ -148,6 +155,11 @@ impl<B: Backend> Block<B> {
     /// # Shapes
     /// - x: `[b, t, d]` → `[b, t, d]`
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        self.forward_aux(x).0
+    }
+
+    /// [`Self::forward`], also returning an MoE channel mixer's auxiliary loss and counts.
+    pub fn forward_aux(&self, x: Tensor<B, 3>) -> (Tensor<B, 3>, Option<MoeAux<B>>) {
         let x = x.clone() + self.dropout.forward(self.mixer.forward(self.norm.forward(x)));
         self.forward_ffn(x)
     }
@@ -155,13 +167,16 @@ impl<B: Backend> Block<B> {
     /// The same layer on new tokens, with decoding state.
     pub fn forward_step(&self, x: Tensor<B, 3>, state: &mut LayerState<B>) -> Tensor<B, 3> {
         let x = x.clone() + self.mixer.forward_step(self.norm.forward(x), state);
-        self.forward_ffn(x)
+        self.forward_ffn(x).0
     }
 
-    fn forward_ffn(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+    fn forward_ffn(&self, x: Tensor<B, 3>) -> (Tensor<B, 3>, Option<MoeAux<B>>) {
         match &self.ffn {
-            Some(ffn) => x.clone() + self.dropout.forward(ffn.mixer.forward(ffn.norm.forward(x))),
-            None => x,
+            Some(ffn) => {
+                let (y, aux) = ffn.mixer.forward(ffn.norm.forward(x.clone()));
+                (x + self.dropout.forward(y), aux)
+            }
+            None => (x, None),
         }
     }
 }

@@ -13,16 +13,23 @@ pub struct ParamCounts {
     pub embedding: usize,
     /// `total - embedding` (Kaplan et al. 2020's N). An untied output head counts here.
     pub non_embedding: usize,
-    /// Weights that multiply the token stream in a forward pass (all linear layers and the
-    /// output head, tied or not); the N of the 6·N FLOPs rule.
+    /// Parameters one token uses: `total` minus the experts an MoE layer did not route it
+    /// to (`(E − k)` experts per MoE layer); equal to `total` for a model without MoE.
+    pub active: usize,
+    /// Weights that multiply a token in a forward pass (the linear layers it goes through,
+    /// MoE router and its k experts included, and the output head, tied or not); the N of the
+    /// 6·N FLOPs rule.
     pub matmul: usize,
 }
 
-/// One layer's parameters: `matmul` (weights multiplying the token stream) and `other`.
+/// One layer's parameters: `matmul` (weights multiplying the token stream) and `other`;
+/// `idle_*` are the parts of those a token does not use (the MoE experts it is not sent to).
 #[derive(Clone, Copy, Debug, Default)]
 struct LayerParams {
     matmul: usize,
     other: usize,
+    idle_matmul: usize,
+    idle_other: usize,
 }
 
 impl ModelConfig {
@@ -41,11 +48,13 @@ impl ModelConfig {
         let embedding = v * d + positions;
         let head = if self.tie_embeddings { 0 } else { d * v };
         let total = embedding + self.n_layers * layer + norm + head;
+        let idle = ffn.idle_matmul + ffn.idle_other;
         ParamCounts {
             total,
             embedding,
             non_embedding: total - embedding,
-            matmul: self.n_layers * (mixer.matmul + ffn.matmul) + d * v,
+            active: total - self.n_layers * idle,
+            matmul: self.n_layers * (mixer.matmul + ffn.matmul - ffn.idle_matmul) + d * v,
         }
     }
 
@@ -59,7 +68,11 @@ impl ModelConfig {
             MixerKind::Attention => {
                 let bias = usize::from(self.bias);
                 let (q, kv) = (self.n_heads * self.head_dim(), self.kv_heads() * self.head_dim());
-                LayerParams { matmul: d * q + 2 * d * kv + q * d, other: bias * (q + 2 * kv + d) }
+                LayerParams {
+                    matmul: d * q + 2 * d * kv + q * d,
+                    other: bias * (q + 2 * kv + d),
+                    ..Default::default()
+                }
             }
             MixerKind::Mamba => {
                 let c = &self.mamba;
@@ -74,6 +87,7 @@ impl ModelConfig {
                         + usize::from(c.conv_bias) * di
                         + di * n
                         + di,
+                    ..Default::default()
                 }
             }
             MixerKind::Mamba2 => {
@@ -89,21 +103,45 @@ impl ModelConfig {
                         + usize::from(c.conv_bias) * conv
                         + 3 * heads
                         + di,
+                    ..Default::default()
                 }
             }
         }
     }
 
     fn ffn_params(&self) -> LayerParams {
-        let (d, f, bias) = (self.d_model, self.d_ff, usize::from(self.bias));
-        match (self.ffn, self.mlp) {
-            (FfnKind::None, _) => LayerParams::default(),
-            (FfnKind::Mlp, MlpKind::Swiglu) => LayerParams { matmul: 3 * d * f, other: bias * (2 * f + d) },
-            (FfnKind::Mlp, MlpKind::Gelu) => LayerParams { matmul: 2 * d * f, other: bias * (f + d) },
+        match self.ffn {
+            FfnKind::None => LayerParams::default(),
+            FfnKind::Mlp => self.mlp_params(self.d_ff),
+            FfnKind::Moe => {
+                let c = &self.moe;
+                let (d, e, k) = (self.d_model, c.n_experts, c.top_k);
+                let expert = self.mlp_params(c.expert_width(self.d_ff));
+                let shared = if c.shared_expert_d_ff > 0 { self.mlp_params(c.shared_expert_d_ff) } else { LayerParams::default() };
+                let gates = d * e + usize::from(c.shared_expert_gate) * d;
+                LayerParams {
+                    matmul: e * expert.matmul + shared.matmul + gates,
+                    other: e * expert.other + shared.other,
+                    idle_matmul: (e - k) * expert.matmul,
+                    idle_other: (e - k) * expert.other,
+                }
+            }
         }
     }
 
-    /// Training FLOPs per token at context `seq_len`: `6·N_matmul` plus, per layer, the
+    /// One MLP of hidden width `f`.
+    fn mlp_params(&self, f: usize) -> LayerParams {
+        let (d, bias) = (self.d_model, usize::from(self.bias));
+        let (matmul, other) = match self.mlp {
+            MlpKind::Swiglu => (3 * d * f, bias * (2 * f + d)),
+            MlpKind::Gelu => (2 * d * f, bias * (f + d)),
+        };
+        LayerParams { matmul, other, ..Default::default() }
+    }
+
+    /// Training FLOPs per token at context `seq_len`: `6·N_matmul` (for MoE, the k experts a
+    /// token is routed to and the router, at full capacity; the dispatch itself is data
+    /// movement, not FLOPs) plus, per layer, the
     /// sequence mixer's own work, ×3 for forward + backward:
     /// - attention: `2·d_attn·T` (QKᵀ and AV, causal: average context T/2), the llm.c
     ///   convention; PaLM/nanoGPT count 12·L·d·T (no causal halving);

@@ -7,6 +7,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Int, Tensor, TensorData};
 
 use super::block::{Block, LayerState};
+use super::moe::RoutingStats;
 use super::layers::{Embedding, Linear, Norm};
 use crate::config::{ModelConfig, Positions};
 use crate::data::batcher::TokenBatch;
@@ -23,6 +24,19 @@ pub struct LanguageModel<B: Backend> {
     pub lm_head: Option<Linear<B>>,
     pub dropout: Dropout,
     pub bf16: bool,
+}
+
+/// The training objective of one batch, with its parts.
+pub struct Objective<B: Backend> {
+    /// What the optimizer minimises: `ce` plus the mean over MoE layers of their weighted
+    /// auxiliary losses (`ce` alone for a model without MoE layers).
+    pub loss: Tensor<B, 1>,
+    /// Mean next-token cross-entropy, the number to compare across models.
+    pub ce: Tensor<B, 1>,
+    /// The auxiliary part, `loss − ce`; `None` without MoE layers.
+    pub aux: Option<Tensor<B, 1>>,
+    /// Routing counts of each MoE layer, `(layer index, stats)`.
+    pub routing: Vec<(usize, RoutingStats)>,
 }
 
 /// Decoding state of the whole model: one entry per layer, plus the next position.
@@ -137,12 +151,36 @@ impl<B: Backend> LanguageModel<B> {
         self.head(x)
     }
 
-    /// Mean next-token cross-entropy (nats per token).
+    /// Mean next-token cross-entropy (nats per token): the evaluation loss.
     ///
     /// # Shapes
     /// - ids, targets: `[b, t]` → `[1]`
     pub fn loss(&self, ids: Tensor<B, 2, Int>, targets: Tensor<B, 2, Int>) -> Tensor<B, 1> {
         cross_entropy(self.forward(ids), targets)
+    }
+
+    /// The training objective: cross-entropy plus the MoE layers' auxiliary losses. The
+    /// auxiliary losses are averaged over MoE layers, so their coefficients do not depend on
+    /// depth (Switch and Mixtral each weight one loss term; HF pools all layers into one).
+    pub fn objective(&self, ids: Tensor<B, 2, Int>, targets: Tensor<B, 2, Int>) -> Objective<B> {
+        let mut x = self.embed(ids, 0);
+        let mut aux_terms = Vec::new();
+        let mut routing = Vec::new();
+        for (i, layer) in self.layers.iter().enumerate() {
+            let (y, aux) = layer.forward_aux(x);
+            x = y;
+            if let Some(aux) = aux {
+                aux_terms.push(aux.aux_loss);
+                routing.push((i, aux.stats));
+            }
+        }
+        let ce = cross_entropy(self.head(x), targets);
+        let aux = (!aux_terms.is_empty()).then(|| Tensor::cat(aux_terms, 0).mean());
+        let loss = match &aux {
+            Some(a) => ce.clone() + a.clone(),
+            None => ce.clone(),
+        };
+        Objective { loss, ce, aux, routing }
     }
 
     /// An empty decoding state (nothing seen yet).

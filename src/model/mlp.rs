@@ -19,9 +19,10 @@ pub struct Mlp<B: Backend> {
 }
 
 impl<B: Backend> Mlp<B> {
-    /// `resid_std` initialises `down_proj`, which writes into the residual stream.
-    pub fn new(cfg: &ModelConfig, resid_std: f64, rng: &mut Rng, device: &B::Device) -> Self {
-        let (d, f, std) = (cfg.d_model, cfg.d_ff, cfg.init_std);
+    /// An MLP of hidden width `width` (`cfg.d_ff` for the dense MLP, the expert width in an
+    /// MoE). `resid_std` initialises `down_proj`, which writes into the residual stream.
+    pub fn new(cfg: &ModelConfig, width: usize, resid_std: f64, rng: &mut Rng, device: &B::Device) -> Self {
+        let (d, f, std) = (cfg.d_model, width, cfg.init_std);
         Self {
             gate_proj: (cfg.mlp == MlpKind::Swiglu).then(|| Linear::new(d, f, cfg.bias, std, rng, device)),
             up_proj: Linear::new(d, f, cfg.bias, std, rng, device),
@@ -30,12 +31,16 @@ impl<B: Backend> Mlp<B> {
     }
 
     /// # Shapes
-    /// - x: `[b, t, d]` → `[b, t, d]`
-    pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+    /// - x: `[..., d]` → `[..., d]`
+    pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
         let hidden = match &self.gate_proj {
             Some(gate) => silu(gate.forward(x.clone())) * self.up_proj.forward(x),
             None => gelu(self.up_proj.forward(x)),
         };
         self.down_proj.forward(hidden)
+    }
+
+    pub fn linears_mut(&mut self) -> Vec<&mut Linear<B>> {
+        [&mut self.up_proj, &mut self.down_proj].into_iter().chain(self.gate_proj.as_mut()).collect()
     }
 }

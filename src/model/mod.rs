@@ -11,9 +11,11 @@
 //! | `h`, `kv` | query heads, key/value heads (GQA: `kv` divides `h`) |
 //! | `hd` | head dimension, `d / h` |
 //! | `f` | `d_ff`, the MLP hidden width |
+//! | `n` | tokens of a batch, `b · t` (MoE routing works on the flattened batch) |
+//! | `E`, `k` | experts per MoE layer, experts per token |
 //!
 //! `lm` assembles `layers` (embeddings, linear maps, norms) and `block`s; each block holds a
-//! sequence mixer (`attention`) and a channel mixer (`mlp`). `count` gives analytic parameter
+//! sequence mixer (`attention`, `mamba`, `mamba2`) and a channel mixer (`mlp`, `moe`). `count` gives analytic parameter
 //! and FLOP counts. Initialisation policy (GPT-2, Radford et al. 2019): every weight from
 //! N(0, 0.02²) drawn from a per-tensor stream of `rng::Rng` named after the tensor, the
 //! output projections of each residual branch scaled by 1/sqrt(2·n_layers), biases 0, norm
@@ -29,6 +31,7 @@ pub mod lm;
 pub mod mamba;
 pub mod mamba2;
 pub mod mlp;
+pub mod moe;
 pub mod selective_scan;
 pub mod ssd;
 

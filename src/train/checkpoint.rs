@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use super::optim::Optimizers;
 use crate::model::LanguageModel;
+use crate::model::moe::RoutingStats;
 use crate::util::atomic;
 
 const MAGIC: &[u8; 8] = b"ARCHCKPT";
@@ -34,6 +35,9 @@ pub struct TrainState {
     pub best_step: Option<usize>,
     /// Training wall time before this process, so a resumed run reports the total.
     pub elapsed_s: f64,
+    /// Routing counts of each MoE layer over all steps so far, `(layer, stats)`.
+    #[serde(default)]
+    pub routing: Vec<(usize, RoutingStats)>,
 }
 
 fn recorder() -> BinBytesRecorder<FullPrecisionSettings> {

@@ -8,6 +8,8 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
+use crate::model::moe::RoutingStats;
+
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum Record {
@@ -26,6 +28,13 @@ pub enum Record {
         elapsed_s: f64,
         /// The step was skipped because its loss or gradient was not finite.
         skipped: bool,
+        /// The MoE auxiliary loss (weighted, as added to the objective); `loss` is the
+        /// cross-entropy alone, comparable with models without MoE.
+        #[serde(default, skip_serializing_if = "Option::is_none", with = "crate::util::json_opt_f64")]
+        aux_loss: Option<f64>,
+        /// Expert load of each MoE layer on this step's tokens.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        moe: Vec<ExpertLoad>,
     },
     Eval {
         step: usize,
@@ -104,6 +113,57 @@ pub fn read_records(path: &Path) -> Result<Vec<Record>> {
     Ok(out)
 }
 
+/// One MoE layer's routing over some tokens (a step's in `metrics.jsonl`, the whole run's in
+/// `summary.json`).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct ExpertLoad {
+    pub layer: usize,
+    pub tokens: u64,
+    /// Fraction of routed (token, expert) assignments per expert; 1/E each when even.
+    pub load: Vec<f64>,
+    /// Entropy of `load` over ln E: 1 for an even load, 0 when one expert takes everything.
+    #[serde(with = "crate::util::json_f64")]
+    pub load_entropy: f64,
+    /// Fraction of assignments dropped by the capacity limit.
+    #[serde(with = "crate::util::json_f64")]
+    pub dropped_fraction: f64,
+    pub dropped: u64,
+    /// Mean unweighted balancing loss (k when even) and z-loss.
+    #[serde(with = "crate::util::json_f64")]
+    pub balance_loss: f64,
+    #[serde(with = "crate::util::json_f64")]
+    pub z_loss: f64,
+}
+
+impl ExpertLoad {
+    pub fn new(layer: usize, stats: &RoutingStats) -> Self {
+        Self {
+            layer,
+            tokens: stats.tokens,
+            load: stats.load(),
+            load_entropy: stats.load_entropy(),
+            dropped_fraction: stats.dropped_fraction(),
+            dropped: stats.dropped,
+            balance_loss: stats.mean_balance_loss(),
+            z_loss: stats.mean_z_loss(),
+        }
+    }
+
+    pub fn all(routing: &[(usize, RoutingStats)]) -> Vec<Self> {
+        routing.iter().map(|(layer, s)| Self::new(*layer, s)).collect()
+    }
+}
+
+/// Adds `more` (per-layer stats) into `total`, layer by layer.
+pub fn merge_routing(total: &mut Vec<(usize, RoutingStats)>, more: &[(usize, RoutingStats)]) {
+    for (layer, stats) in more {
+        match total.iter_mut().find(|(l, _)| l == layer) {
+            Some((_, t)) => t.merge(stats),
+            None => total.push((*layer, stats.clone())),
+        }
+    }
+}
+
 /// The result of a run, written as `summary.json`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Summary {
@@ -121,6 +181,9 @@ pub struct Summary {
     pub params_total: usize,
     pub params_non_embedding: usize,
     pub params_embedding: usize,
+    /// Parameters a token uses (`params_total` minus the experts it is not routed to).
+    #[serde(default)]
+    pub params_active: usize,
     #[serde(with = "crate::util::json_f64")]
     pub train_flops_per_token: f64,
     #[serde(with = "crate::util::json_f64")]
@@ -137,6 +200,9 @@ pub struct Summary {
     pub nan_skips: usize,
     pub device: String,
     pub precision: String,
+    /// Expert load of each MoE layer over the whole training run.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub moe: Vec<ExpertLoad>,
 }
 
 /// Peak resident set size of this process (Linux `VmHWM`), if known.

@@ -146,8 +146,13 @@ pub fn train<B: AutodiffBackend>(
     // A bar on a terminal; on a pipe or log file, one plain line per evaluation instead.
     let interactive = opts.progress && std::io::stderr().is_terminal();
     let bar = progress_bar(interactive, cfg.train.max_steps, state.step);
+    let active = if counts.active < counts.total {
+        format!(", {} active", human(counts.active as f64))
+    } else {
+        String::new()
+    };
     eprintln!(
-        "archlab: {} params ({} non-embedding), {} layers, d_model {}, on {}{}",
+        "archlab: {} params ({} non-embedding{active}), {} layers, d_model {}, on {}{}",
         human(counts.total as f64),
         human(counts.non_embedding as f64),
         cfg.model.n_layers,
@@ -199,25 +204,27 @@ pub fn train<B: AutodiffBackend>(
         let t0 = Instant::now();
         let lr = schedule::lr(step, &cfg.train);
         let mut accumulator = GradientsAccumulator::<LanguageModel<B>>::new();
-        let mut loss_sum = None;
+        let (mut ce_sum, mut aux_sum) = (None, None);
+        let mut step_routing = Vec::new();
         for micro in 0..accum {
             let batch = batcher.batch((step * accum + micro) as u64);
             let (x, y) = batch_tensors::<B>(&batch, device);
-            let loss = model.loss(x, y).div_scalar(accum as f64);
-            let grads = GradientsParams::from_grads(loss.backward(), &model);
+            let objective = model.objective(x, y);
+            let grads = GradientsParams::from_grads(objective.loss.div_scalar(accum as f64).backward(), &model);
             accumulator.accumulate(&model, grads);
-            let l = loss.detach();
-            loss_sum = Some(match loss_sum {
-                Some(s) => s + l,
-                None => l,
-            });
+            add_detached(&mut ce_sum, objective.ce, accum);
+            if let Some(aux) = objective.aux {
+                add_detached(&mut aux_sum, aux, accum);
+            }
+            metrics::merge_routing(&mut step_routing, &objective.routing);
         }
         let mut grads = accumulator.grads();
-        let loss: f64 = loss_sum.expect("grad_accum ≥ 1").into_scalar().elem(); // sync point
+        let loss: f64 = ce_sum.expect("grad_accum ≥ 1").into_scalar().elem(); // sync point
+        let aux_loss: Option<f64> = aux_sum.map(|a| a.into_scalar().elem());
         let grad_norm = optim::global_grad_norm(&model, &grads);
 
         // A non-finite loss or gradient would poison the weights and the Adam moments: skip.
-        let skipped = !loss.is_finite() || !grad_norm.is_finite();
+        let skipped = !loss.is_finite() || !aux_loss.unwrap_or(0.0).is_finite() || !grad_norm.is_finite();
         if skipped {
             state.nan_skips += 1;
         } else {
@@ -225,6 +232,7 @@ pub fn train<B: AutodiffBackend>(
                 optim::scale_grads(&model, &mut grads, cfg.train.grad_clip / grad_norm);
             }
             model = optim.step(lr, model, grads);
+            metrics::merge_routing(&mut state.routing, &step_routing);
         }
         let dt = t0.elapsed().as_secs_f64();
         step += 1;
@@ -251,6 +259,8 @@ pub fn train<B: AutodiffBackend>(
                 tokens: state.tokens_seen,
                 elapsed_s: elapsed_before + wall.elapsed().as_secs_f64(),
                 skipped,
+                aux_loss,
+                moe: metrics::ExpertLoad::all(&step_routing),
             })?;
         }
         bar.set_position(step as u64);
@@ -284,6 +294,7 @@ pub fn train<B: AutodiffBackend>(
         params_total: counts.total,
         params_non_embedding: counts.non_embedding,
         params_embedding: counts.embedding,
+        params_active: counts.active,
         train_flops_per_token: flops_per_token,
         wall_time_s: state.elapsed_s,
         steady_tokens_per_s: steady,
@@ -299,9 +310,19 @@ pub fn train<B: AutodiffBackend>(
         nan_skips: state.nan_skips,
         device: opts.device_name.clone(),
         precision: if bf16 { "bf16".into() } else { "f32".into() },
+        moe: metrics::ExpertLoad::all(&state.routing),
     };
     atomic::write_json(&run.join("summary.json"), &summary)?;
     Ok(TrainOutcome { losses, summary: Some(summary) })
+}
+
+/// `sum += x / n`, detached from the graph (for reporting a micro-batched step's loss).
+fn add_detached<B: AutodiffBackend>(sum: &mut Option<burn::tensor::Tensor<B, 1>>, x: burn::tensor::Tensor<B, 1>, n: usize) {
+    let x = x.detach().div_scalar(n as f64);
+    *sum = Some(match sum.take() {
+        Some(s) => s + x,
+        None => x,
+    });
 }
 
 fn progress_bar(enabled: bool, total: usize, at: usize) -> ProgressBar {

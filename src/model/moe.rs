@@ -1,0 +1,451 @@
+//! Mixture-of-Experts channel mixer: a router sends each token to `k` of `E` expert MLPs and
+//! mixes their outputs with the router's probabilities (Shazeer et al. 2017). k = 1 is the
+//! Switch Transformer (Fedus et al. 2021), k = 2 with renormalised weights is Mixtral (Jiang
+//! et al. 2024); HF `transformers`' `MixtralSparseMoeBlock` computes the same function.
+//!
+//! ```text
+//! logits = x W_router                 [N, E]   (fp32, also under bf16: Switch's "selective precision")
+//! p      = softmax(logits)            [N, E]
+//! top-k experts per token, weights w = p[top-k] (/ Σ p[top-k] when renormalised, k ≥ 2)
+//! y      = Σ_{kept (token, expert)} w · expert(x)   (+ shared expert)
+//! ```
+//!
+//! Two ways to compute `y`, which must agree (tests/moe.rs, values and gradients):
+//! - [`Dispatch::Grouped`], the one used: tokens are gathered per expert (a permutation
+//!   sorted by expert), each expert runs once on its own tokens, and the weighted results are
+//!   scattered back. Work is k/E of the dense form.
+//! - [`Dispatch::DenseMasked`], the reference: every expert runs on every token and a
+//!   `[N, E]` combine matrix (zero where a token was not routed or was dropped) mixes them.
+//!
+//! The routing decision (top-k, capacity) is made on the host from the router logits; it is
+//! discrete, so no gradient is lost by that. The balancing and z-losses are returned to the
+//! caller in [`MoeOutput::aux_loss`], never kept as hidden state (DESIGN.md), together with
+//! the counts behind them ([`RoutingStats`]).
+
+use burn::module::Module;
+use burn::tensor::activation::softmax;
+use burn::tensor::backend::Backend;
+use burn::tensor::{Distribution, IndexingUpdateOp, Int, Tensor, TensorData};
+use serde::{Deserialize, Serialize};
+
+use super::activation::sigmoid;
+use super::layers::{Linear, float_tensor};
+use super::mlp::Mlp;
+use crate::config::ModelConfig;
+use crate::rng::Rng;
+
+#[derive(Module, Debug)]
+pub struct Moe<B: Backend> {
+    /// `[d, E]`, no bias (HF `gate`).
+    pub router: Linear<B>,
+    pub experts: Vec<Mlp<B>>,
+    pub shared_expert: Option<Mlp<B>>,
+    /// `[d, 1]`: sigmoid gate on the shared expert (Qwen2-MoE).
+    pub shared_expert_gate: Option<Linear<B>>,
+    pub top_k: usize,
+    pub renormalize: bool,
+    pub capacity_factor: f64,
+    pub jitter: f64,
+    pub balance_coef: f64,
+    pub z_loss_coef: f64,
+}
+
+/// How the experts' outputs are computed (see the module docs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dispatch {
+    Grouped,
+    DenseMasked,
+}
+
+/// What one MoE layer returns besides its output.
+#[derive(Debug)]
+pub struct MoeAux<B: Backend> {
+    /// `balance_coef · balance + z_loss_coef · z`, to be added to the training loss.
+    pub aux_loss: Tensor<B, 1>,
+    pub stats: RoutingStats,
+}
+
+pub struct MoeOutput<B: Backend> {
+    /// `[b, t, d]`
+    pub y: Tensor<B, 3>,
+    pub aux: MoeAux<B>,
+}
+
+/// Routing counts and the unweighted auxiliary losses of one forward pass, on the host.
+/// Counts add up over micro-batches and steps ([`RoutingStats::merge`]); a training run keeps
+/// its running total in the checkpoint.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct RoutingStats {
+    pub tokens: u64,
+    /// Assignments each expert was chosen for (top-k choices, before capacity).
+    pub routed: Vec<u64>,
+    /// Assignments dropped because their expert was full.
+    pub dropped: u64,
+    /// Sums over the merged passes (divide by `passes` for the mean).
+    #[serde(with = "crate::util::json_f64")]
+    pub balance_loss_sum: f64,
+    #[serde(with = "crate::util::json_f64")]
+    pub z_loss_sum: f64,
+    pub passes: u64,
+}
+
+impl RoutingStats {
+    pub fn merge(&mut self, other: &RoutingStats) {
+        if self.routed.is_empty() {
+            self.routed = vec![0; other.routed.len()];
+        }
+        for (a, b) in self.routed.iter_mut().zip(&other.routed) {
+            *a += b;
+        }
+        self.tokens += other.tokens;
+        self.dropped += other.dropped;
+        self.balance_loss_sum += other.balance_loss_sum;
+        self.z_loss_sum += other.z_loss_sum;
+        self.passes += other.passes;
+    }
+
+    /// Fraction of assignments per expert (sums to 1; 1/E each when perfectly even).
+    pub fn load(&self) -> Vec<f64> {
+        let total = self.routed.iter().sum::<u64>().max(1) as f64;
+        self.routed.iter().map(|&c| c as f64 / total).collect()
+    }
+
+    /// Entropy of [`Self::load`] divided by ln E: 1 for an even load, 0 when one expert takes
+    /// everything.
+    pub fn load_entropy(&self) -> f64 {
+        let e = self.routed.len();
+        if e < 2 {
+            return 1.0;
+        }
+        let h: f64 = self.load().iter().filter(|&&p| p > 0.0).map(|&p| -p * p.ln()).sum();
+        h / (e as f64).ln()
+    }
+
+    /// Fraction of assignments dropped by the capacity limit.
+    pub fn dropped_fraction(&self) -> f64 {
+        let total = self.routed.iter().sum::<u64>();
+        if total == 0 { 0.0 } else { self.dropped as f64 / total as f64 }
+    }
+
+    pub fn mean_balance_loss(&self) -> f64 {
+        self.balance_loss_sum / self.passes.max(1) as f64
+    }
+
+    pub fn mean_z_loss(&self) -> f64 {
+        self.z_loss_sum / self.passes.max(1) as f64
+    }
+}
+
+/// The discrete routing decision for `n` tokens: which experts each token chose, which of
+/// those assignments were kept, and the unweighted auxiliary losses computed alongside.
+#[derive(Clone, Debug)]
+pub struct RoutingPlan {
+    pub n_tokens: usize,
+    pub n_experts: usize,
+    pub top_k: usize,
+    /// `[n, k]`, best first; ties go to the lower expert index.
+    pub choices: Vec<usize>,
+    /// `[n, k]`: false where the capacity limit dropped the assignment.
+    pub kept: Vec<bool>,
+    pub stats: RoutingStats,
+}
+
+impl RoutingPlan {
+    /// Routes `n` tokens given their router logits (`[n, E]`, row-major), with at most
+    /// `capacity` assignments per expert.
+    ///
+    /// Capacity is filled in token order, all k choices of a token before the next token.
+    /// GShard fills every token's first choice before any second choice, but then whether
+    /// token t keeps its second expert depends on the *later* tokens of its own sequence,
+    /// which would leak the future into a causal language model during training.
+    pub fn new(logits: &[f64], n: usize, n_experts: usize, top_k: usize, capacity: Option<usize>) -> Self {
+        assert_eq!(logits.len(), n * n_experts, "router logits must be [tokens, experts]");
+        let mut choices = Vec::with_capacity(n * top_k);
+        let mut kept = Vec::with_capacity(n * top_k);
+        let mut filled = vec![0usize; n_experts];
+        let mut routed = vec![0u64; n_experts];
+        let mut prob_sum = vec![0.0f64; n_experts];
+        let mut z_sum = 0.0;
+        let mut order: Vec<usize> = (0..n_experts).collect();
+        for row in logits.chunks(n_experts) {
+            // Softmax (for P_e of the balancing loss) and logsumexp (for the z-loss), in f64.
+            let max = row.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+            let sum: f64 = row.iter().map(|&l| (l - max).exp()).sum();
+            for (p, &l) in prob_sum.iter_mut().zip(row) {
+                *p += (l - max).exp() / sum;
+            }
+            z_sum += (max + sum.ln()).powi(2);
+
+            // A stable sort by descending logit: ties keep the lower index first.
+            order.sort_by(|&a, &b| row[b].total_cmp(&row[a]));
+            for &e in &order[..top_k] {
+                choices.push(e);
+                routed[e] += 1;
+                let fits = capacity.is_none_or(|c| filled[e] < c);
+                if fits {
+                    filled[e] += 1;
+                }
+                kept.push(fits);
+            }
+            order.sort_unstable();
+        }
+        // Switch eq. 4 / Mixtral: E · Σ_e f_e · P_e, with f_e the fraction of tokens that chose
+        // e among their top k (Σ_e f_e = k) and P_e the mean router probability of e.
+        let nf = n.max(1) as f64;
+        let balance =
+            n_experts as f64 * routed.iter().zip(&prob_sum).map(|(&c, &p)| (c as f64 / nf) * (p / nf)).sum::<f64>();
+        let dropped = kept.iter().filter(|k| !**k).count() as u64;
+        let stats = RoutingStats {
+            tokens: n as u64,
+            routed,
+            dropped,
+            balance_loss_sum: balance,
+            z_loss_sum: z_sum / nf,
+            passes: 1,
+        };
+        Self { n_tokens: n, n_experts, top_k, choices, kept, stats }
+    }
+
+    /// Kept assignments (`token · k + slot`) grouped by expert, tokens ascending within each
+    /// group, and the size of each group: the permutation of the grouped dispatch.
+    pub fn grouped_assignments(&self) -> (Vec<usize>, Vec<usize>) {
+        let mut groups = vec![Vec::new(); self.n_experts];
+        for (a, (&e, &kept)) in self.choices.iter().zip(&self.kept).enumerate() {
+            if kept {
+                groups[e].push(a);
+            }
+        }
+        let sizes = groups.iter().map(Vec::len).collect();
+        (groups.concat(), sizes)
+    }
+
+    /// Fraction of tokens each expert was chosen for (`f_e`, Σ = k), as the balancing loss uses.
+    fn routed_fraction(&self) -> Vec<f64> {
+        let n = self.n_tokens.max(1) as f64;
+        self.stats.routed.iter().map(|&c| c as f64 / n).collect()
+    }
+}
+
+/// Capacity per expert: `ceil(factor · n · k / E)` (Switch eq. 3), at least 1.
+pub fn expert_capacity(factor: f64, n_tokens: usize, top_k: usize, n_experts: usize) -> usize {
+    ((factor * (n_tokens * top_k) as f64 / n_experts as f64).ceil() as usize).max(1)
+}
+
+impl<B: Backend> Moe<B> {
+    /// `resid_std` initialises the experts' output projections, which write into the residual.
+    pub fn new(cfg: &ModelConfig, resid_std: f64, rng: &mut Rng, device: &B::Device) -> Self {
+        let c = &cfg.moe;
+        let (d, std) = (cfg.d_model, cfg.init_std);
+        let width = c.expert_width(cfg.d_ff);
+        let router = Linear::new(d, c.n_experts, false, std, rng, device);
+        let experts = (0..c.n_experts).map(|_| Mlp::new(cfg, width, resid_std, rng, device)).collect();
+        let shared_expert =
+            (c.shared_expert_d_ff > 0).then(|| Mlp::new(cfg, c.shared_expert_d_ff, resid_std, rng, device));
+        let shared_expert_gate = c.shared_expert_gate.then(|| Linear::new(d, 1, false, std, rng, device));
+        Self {
+            router,
+            experts,
+            shared_expert,
+            shared_expert_gate,
+            top_k: c.top_k,
+            renormalize: c.renormalize,
+            capacity_factor: c.capacity_factor,
+            jitter: c.jitter,
+            balance_coef: c.balance_coef,
+            z_loss_coef: c.z_loss_coef,
+        }
+    }
+
+    pub fn forward(&self, x: Tensor<B, 3>) -> MoeOutput<B> {
+        self.forward_with(x, Dispatch::Grouped)
+    }
+
+    /// # Shapes
+    /// - x: `[b, t, d]` → y `[b, t, d]`
+    pub fn forward_with(&self, x: Tensor<B, 3>, dispatch: Dispatch) -> MoeOutput<B> {
+        let [b, t, d] = x.dims();
+        let n = b * t;
+        let device = x.device();
+        let tokens = x.reshape([n, d]);
+        // Jitter and the capacity limit belong to training, like dropout.
+        let training = B::ad_enabled(&device);
+        let router_input = if training && self.jitter > 0.0 {
+            let noise = Distribution::Uniform(1.0 - self.jitter, 1.0 + self.jitter);
+            tokens.clone() * Tensor::random([n, d], noise, &device)
+        } else {
+            tokens.clone()
+        };
+        let logits = self.router.forward(router_input);
+        let e = self.experts.len();
+        let host_logits: Vec<f64> = logits.clone().into_data().convert::<f64>().into_vec().expect("float logits");
+        let capacity = (training && self.capacity_factor > 0.0)
+            .then(|| expert_capacity(self.capacity_factor, n, self.top_k, e));
+        let plan = RoutingPlan::new(&host_logits, n, e, self.top_k, capacity);
+
+        let probs = softmax(logits.clone(), 1);
+        let gates = self.gate_weights(probs.clone(), &plan, &device);
+        let mut y = match dispatch {
+            Dispatch::Grouped => self.grouped(tokens.clone(), gates, &plan),
+            Dispatch::DenseMasked => self.dense_masked(tokens.clone(), gates, &plan),
+        };
+        if let Some(shared) = &self.shared_expert {
+            let out = shared.forward(tokens.clone());
+            y = y + match &self.shared_expert_gate {
+                Some(gate) => out * sigmoid(gate.forward(tokens)),
+                None => out,
+            };
+        }
+        let aux_loss = self.aux_loss(logits, probs, &plan, &device);
+        MoeOutput { y: y.reshape([b, t, d]), aux: MoeAux { aux_loss, stats: plan.stats } }
+    }
+
+    /// `[n, k]`: the router probabilities of each token's chosen experts (renormalised to sum
+    /// to 1 for k ≥ 2 when configured). Differentiable: this is how the LM loss trains the router.
+    fn gate_weights(&self, probs: Tensor<B, 2>, plan: &RoutingPlan, device: &B::Device) -> Tensor<B, 2> {
+        let choices = index_tensor::<B, 2>(&plan.choices, [plan.n_tokens, plan.top_k], device);
+        let w = probs.gather(1, choices);
+        if self.renormalize && plan.top_k > 1 { w.clone() / w.sum_dim(1) } else { w }
+    }
+
+    /// Gathers each expert's tokens, runs the expert once on them, scatters the weighted
+    /// results back (summing a token's k contributions).
+    fn grouped(&self, tokens: Tensor<B, 2>, gates: Tensor<B, 2>, plan: &RoutingPlan) -> Tensor<B, 2> {
+        let [n, d] = tokens.dims();
+        let device = tokens.device();
+        let (assignments, sizes) = plan.grouped_assignments();
+        let out = Tensor::zeros([n, d], &device);
+        if assignments.is_empty() {
+            return out;
+        }
+        let token_of: Vec<usize> = assignments.iter().map(|a| a / plan.top_k).collect();
+        let mut outputs = Vec::new();
+        let mut start = 0;
+        for (expert, &size) in self.experts.iter().zip(&sizes) {
+            if size > 0 {
+                let ids = index_tensor::<B, 1>(&token_of[start..start + size], [size], &device);
+                outputs.push(expert.forward(tokens.clone().select(0, ids)));
+            }
+            start += size;
+        }
+        let m = assignments.len();
+        let weights = gates.reshape([n * plan.top_k]).select(0, index_tensor::<B, 1>(&assignments, [m], &device));
+        let weighted = Tensor::cat(outputs, 0) * weights.unsqueeze_dim(1);
+        out.select_assign(0, index_tensor::<B, 1>(&token_of, [m], &device), weighted, IndexingUpdateOp::Add)
+    }
+
+    /// The reference: every expert on every token, mixed by an `[n, E]` combine matrix.
+    fn dense_masked(&self, tokens: Tensor<B, 2>, gates: Tensor<B, 2>, plan: &RoutingPlan) -> Tensor<B, 2> {
+        let (n, k, e) = (plan.n_tokens, plan.top_k, plan.n_experts);
+        let device = tokens.device();
+        // mask[token, slot, expert] = 1 where the slot chose that expert and was kept.
+        let mut mask = vec![0.0f64; n * k * e];
+        for (a, (&expert, &kept)) in plan.choices.iter().zip(&plan.kept).enumerate() {
+            if kept {
+                mask[a * e + expert] = 1.0;
+            }
+        }
+        let mask: Tensor<B, 3> = float_tensor(TensorData::new(mask, [n, k, e]), &device);
+        let combine = (gates.unsqueeze_dim::<3>(2) * mask).sum_dim(1).reshape([n, e]);
+        let mut y = Tensor::zeros(tokens.dims(), &device);
+        for (i, expert) in self.experts.iter().enumerate() {
+            y = y + expert.forward(tokens.clone()) * combine.clone().narrow(1, i, 1);
+        }
+        y
+    }
+
+    /// `balance_coef · E · Σ_e f_e · P_e + z_loss_coef · mean(logsumexp(logits)²)`. `f_e` comes
+    /// from the discrete choices (a constant); the gradient reaches the router through `P_e`
+    /// and through the logits of the z-loss.
+    fn aux_loss(
+        &self,
+        logits: Tensor<B, 2>,
+        probs: Tensor<B, 2>,
+        plan: &RoutingPlan,
+        device: &B::Device,
+    ) -> Tensor<B, 1> {
+        let e = plan.n_experts;
+        let f: Tensor<B, 2> = float_tensor(TensorData::new(plan.routed_fraction(), [1, e]), device);
+        let balance = (probs.mean_dim(0) * f).sum() * e as f64;
+        let max = logits.clone().detach().max_dim(1);
+        let lse = (logits - max.clone()).exp().sum_dim(1).log() + max;
+        let z = lse.powf_scalar(2.0).mean();
+        balance * self.balance_coef + z * self.z_loss_coef
+    }
+
+    /// Every linear layer that may run in bf16. The router stays fp32: small logit errors
+    /// flip top-k choices (Switch's "selective precision").
+    pub fn linears_mut(&mut self) -> Vec<&mut Linear<B>> {
+        self.experts.iter_mut().chain(self.shared_expert.as_mut()).flat_map(Mlp::linears_mut).collect()
+    }
+}
+
+fn index_tensor<B: Backend, const D: usize>(ids: &[usize], shape: [usize; D], device: &B::Device) -> Tensor<B, D, Int> {
+    let data: Vec<i64> = ids.iter().map(|&i| i as i64).collect();
+    let dtype = <B::IntElem as burn::tensor::Element>::dtype();
+    Tensor::from_data(
+        TensorData::new(data, shape).convert::<B::IntElem>(),
+        burn::tensor::TensorCreationOptions::new(device.clone()).with_dtype(dtype),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn top_k_picks_the_largest_logits_and_ties_go_to_the_lower_expert() {
+        let logits = [0.1, 0.9, 0.5, 0.9, /* token 1 */ 2.0, -1.0, 0.0, 1.0];
+        let plan = RoutingPlan::new(&logits, 2, 4, 2, None);
+        assert_eq!(plan.choices, vec![1, 3, 0, 3]);
+        assert!(plan.kept.iter().all(|k| *k));
+        assert_eq!(plan.stats.routed, vec![1, 1, 0, 2]);
+    }
+
+    #[test]
+    fn capacity_is_filled_in_token_order_and_drops_are_counted() {
+        // Four tokens all preferring expert 0, then expert 1; capacity 2 per expert.
+        let logits: Vec<f64> = (0..4).flat_map(|_| [3.0, 2.0, 0.0]).collect();
+        let plan = RoutingPlan::new(&logits, 4, 3, 2, Some(2));
+        assert_eq!(plan.choices, vec![0, 1, 0, 1, 0, 1, 0, 1]);
+        assert_eq!(plan.kept, vec![true, true, true, true, false, false, false, false]);
+        assert_eq!(plan.stats.dropped, 4);
+        assert_eq!(plan.stats.dropped_fraction(), 0.5);
+        let (assignments, sizes) = plan.grouped_assignments();
+        assert_eq!(assignments, vec![0, 2, 1, 3]);
+        assert_eq!(sizes, vec![2, 2, 0]);
+    }
+
+    #[test]
+    fn capacity_follows_switch() {
+        assert_eq!(expert_capacity(1.0, 64, 2, 8), 16);
+        assert_eq!(expert_capacity(1.25, 10, 1, 4), 4); // ceil(3.125)
+        assert_eq!(expert_capacity(1.0, 1, 1, 8), 1);
+    }
+
+    /// The balancing loss equals k at an even load with uniform probabilities, and grows when
+    /// the load concentrates (Switch eq. 4; HF `load_balancing_loss_func`).
+    #[test]
+    fn balance_loss_is_k_when_even_and_larger_when_skewed() {
+        let even: Vec<f64> = vec![0.0; 4 * 4];
+        let plan = RoutingPlan::new(&even, 4, 4, 1, None);
+        // Uniform logits all tie → everyone picks expert 0: f = (1,0,0,0), P = 1/4 each → 1.
+        assert!((plan.stats.balance_loss_sum - 1.0).abs() < 1e-12);
+        let diagonal: Vec<f64> =
+            (0..4).flat_map(|t| (0..4).map(move |e| if e == t { 5.0 } else { 0.0 })).collect();
+        let plan = RoutingPlan::new(&diagonal, 4, 4, 1, None);
+        assert!((plan.stats.balance_loss_sum - 1.0).abs() < 1e-12, "{}", plan.stats.balance_loss_sum);
+        let skewed: Vec<f64> = (0..4).flat_map(|_| [5.0, 0.0, 0.0, 0.0]).collect();
+        let plan = RoutingPlan::new(&skewed, 4, 4, 1, None);
+        assert!(plan.stats.balance_loss_sum > 3.5, "{}", plan.stats.balance_loss_sum);
+        assert_eq!(plan.stats.load_entropy(), 0.0);
+    }
+
+    #[test]
+    fn z_loss_is_the_mean_squared_logsumexp() {
+        let logits = [0.0, 0.0, 1.0, -1.0];
+        let plan = RoutingPlan::new(&logits, 2, 2, 1, None);
+        let lse0 = 2f64.ln();
+        let lse1 = (1f64.exp() + (-1f64).exp()).ln();
+        assert!((plan.stats.z_loss_sum - (lse0 * lse0 + lse1 * lse1) / 2.0).abs() < 1e-12);
+    }
+}
