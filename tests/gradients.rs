@@ -51,19 +51,6 @@ impl<B: Backend> ModuleVisitor<B> for Shapes {
     }
 }
 
-/// Gradients of the float parameters, in visiting order, flattened.
-struct Grads<'a, B: burn::tensor::backend::AutodiffBackend> {
-    grads: &'a B::Gradients,
-    out: Vec<Vec<f64>>,
-}
-
-impl<B: burn::tensor::backend::AutodiffBackend> ModuleVisitor<B> for Grads<'_, B> {
-    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
-        let g = param.val().grad(self.grads).expect("every parameter gets a gradient");
-        self.out.push(g.into_data().convert::<f64>().into_vec::<f64>().unwrap());
-    }
-}
-
 /// Central differences in f64 with h = 1e-5 have truncation error O(h²) (relative ≈ 1e-10)
 /// and a rounding floor of about ε·|loss|/h ≈ 1e-10 absolute. A gradient passes if it is
 /// within 1e-5 relative or 1e-9 absolute of the estimate; a wrong gradient (missing term,
@@ -86,9 +73,7 @@ fn gradients_match_finite_differences() {
         let x = ids_tensor::<Cpu64Ad>(&ids, [b, t], &device);
         let y = ids_tensor::<Cpu64Ad>(&targets, [b, t], &device);
         let loss = model.loss(x.clone(), y.clone());
-        let mut g = Grads::<Cpu64Ad> { grads: &loss.backward(), out: Vec::new() };
-        model.visit(&mut g);
-        let analytic = g.out;
+        let analytic = param_grads(&model, &loss.backward());
 
         let mut shapes = Shapes(Vec::new());
         model.visit(&mut shapes);

@@ -5,6 +5,7 @@ mod common;
 
 use archlab::config::RunConfig;
 use archlab::model::LanguageModel;
+use archlab::model::block::{ChannelMixer, FfnSublayer};
 use archlab::model::lm::ids_tensor;
 use burn::module::Module;
 use burn::tensor::backend::Backend;
@@ -87,7 +88,16 @@ fn parameter_count_matches_the_analytic_formula() {
     let device = Default::default();
     for (name, cfg) in variants() {
         let model = LanguageModel::<Cpu>::new(&cfg, 0, false, &device);
-        assert_eq!(model.num_params(), cfg.param_counts().total, "{name}");
+        let counts = cfg.param_counts();
+        assert_eq!(model.num_params(), counts.total, "{name}");
+        // Active = total minus, in every MoE layer, the E − k experts a token does not visit.
+        let mut idle = 0;
+        for layer in &model.layers {
+            if let Some(FfnSublayer { mixer: ChannelMixer::Moe(moe), .. }) = &layer.ffn {
+                idle += (moe.experts.len() - moe.top_k) * moe.experts[0].num_params();
+            }
+        }
+        assert_eq!(counts.active, counts.total - idle, "{name}: active parameters");
     }
     for preset in archlab::config::presets::NAMES {
         let mut cfg = RunConfig::resolve(preset, None, &[]).unwrap().model;

@@ -3,8 +3,13 @@
 
 use std::path::PathBuf;
 
-use archlab::config::{FfnKind, MixerKind, MlpKind, ModelConfig, NormKind, Positions, Precision, RunConfig};
+use archlab::config::{
+    FfnKind, MixerKind, MlpKind, ModelConfig, MoeConfig, NormKind, Positions, Precision, RunConfig,
+};
 use archlab::rng::Rng;
+use burn::module::{Module, ModuleVisitor, Param};
+use burn::tensor::Tensor;
+use burn::tensor::backend::AutodiffBackend;
 
 /// The CPU backend archlab uses (Flex).
 pub type Cpu = archlab::device::CpuBackend;
@@ -79,7 +84,30 @@ pub fn variants() -> Vec<(&'static str, ModelConfig)> {
     gqa.n_kv_heads = 2;
     v.push(("gqa (4 query heads, 2 kv heads)", gqa));
     v.extend(ssm_variants(&base));
+    v.extend(moe_variants(&base));
     v
+}
+
+/// MoE channel mixers: Mixtral-style top-2 of 4 SwiGLU experts with a gated shared expert, and
+/// a Switch-style top-1 of 4 GELU experts with biases and a capacity limit (it drops tokens
+/// while training, which the gradient checks run under).
+pub fn moe_variants(base: &ModelConfig) -> Vec<(&'static str, ModelConfig)> {
+    let mut mixtral = base.clone();
+    mixtral.ffn = FfnKind::Moe;
+    mixtral.moe = MoeConfig {
+        n_experts: 4,
+        top_k: 2,
+        expert_d_ff: 24,
+        shared_expert_d_ff: 16,
+        shared_expert_gate: true,
+        ..MoeConfig::default()
+    };
+    let mut switch = base.clone();
+    switch.ffn = FfnKind::Moe;
+    switch.mlp = MlpKind::Gelu;
+    switch.bias = true;
+    switch.moe = MoeConfig { n_experts: 4, top_k: 1, capacity_factor: 1.0, ..MoeConfig::default() };
+    vec![("moe top-2 of 4, swiglu, gated shared expert", mixtral), ("moe top-1 of 4, gelu, biases, capacity 1.0", switch)]
 }
 
 /// Pure Mamba-1 and Mamba-2 stacks (no MLP), and Mamba-1 with an MLP, at the same tiny width.
@@ -111,4 +139,26 @@ pub fn ssm_variants(base: &ModelConfig) -> Vec<(&'static str, ModelConfig)> {
 pub fn random_ids(n: usize, vocab: usize, seed: u64) -> Vec<u32> {
     let mut rng = Rng::new(seed);
     (0..n).map(|_| rng.below(vocab) as u32).collect()
+}
+
+/// Gradients of every float parameter of `module`, in visiting order, flattened to f64. A
+/// parameter the loss did not reach (an MoE expert no token was routed to) gets zeros; a
+/// finite-difference comparison still catches one that was wrongly cut off.
+pub fn param_grads<B: AutodiffBackend, M: Module<B>>(module: &M, grads: &B::Gradients) -> Vec<Vec<f64>> {
+    struct Grads<'a, B: AutodiffBackend> {
+        grads: &'a B::Gradients,
+        out: Vec<Vec<f64>>,
+    }
+    impl<B: AutodiffBackend> ModuleVisitor<B> for Grads<'_, B> {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+            let g = match param.val().grad(self.grads) {
+                Some(g) => g.into_data().convert::<f64>().into_vec::<f64>().unwrap(),
+                None => vec![0.0; param.shape().num_elements()],
+            };
+            self.out.push(g);
+        }
+    }
+    let mut g = Grads::<B> { grads, out: Vec::new() };
+    module.visit(&mut g);
+    g.out
 }
