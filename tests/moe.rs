@@ -250,3 +250,25 @@ fn capacity_dropping_keeps_the_model_causal() {
         assert_eq!(a[..pos * v], b[..pos * v], "outputs before position {pos} changed");
     }
 }
+
+/// Router jitter is training-only noise: with autodiff on, two forward passes route with
+/// different noise (different router losses); the inference module is deterministic and
+/// jitter-free (equal to a jitter-free twin).
+#[test]
+fn jitter_perturbs_training_routing_only() {
+    use burn::module::AutodiffModule;
+    let mut cfg = moe_config(2, 0.0, MlpKind::Swiglu, false);
+    cfg.moe.jitter = 0.2;
+    let noisy = Moe::<B>::new(&cfg, 0.02, &mut Rng::new(7), &Default::default());
+    cfg.moe.jitter = 0.0;
+    let clean = Moe::<B>::new(&cfg, 0.02, &mut Rng::new(7), &Default::default());
+    let shape = [2, 5, 16];
+    let x = normal(shape.iter().product(), 3);
+    let aux = |m: &Moe<B>| to_vec(m.forward(tensor3(&x, shape)).aux.aux_loss)[0];
+    assert_ne!(aux(&noisy), aux(&noisy), "jitter should make training passes differ");
+    assert_eq!(aux(&clean), aux(&clean));
+    let x_inner = Tensor::from_data(TensorData::new(x.clone(), shape), &Default::default());
+    let inference = to_vec(noisy.valid().forward(x_inner.clone()).y);
+    assert_eq!(inference, to_vec(clean.valid().forward(x_inner).y));
+}
+

@@ -1,10 +1,13 @@
-//! Mamba vs dense on the CPU: training tokens/s (forward, backward, AdamW) of the `tiny`-sized
-//! dense Transformer, pure Mamba-1 and pure Mamba-2 stacks at T = 256 and 1024, the same
-//! number of tokens per step (4096) at both lengths, on the built-in corpus.
+//! Architectures side by side on the CPU: training tokens/s (forward, backward, AdamW) of the
+//! `tiny`-sized dense Transformer, pure Mamba-1 and Mamba-2 stacks, and the MoE Transformer
+//! (8 experts, top-2, active parameters matched to dense) at T = 256 and 1024, the same number
+//! of tokens per step (4096) at both lengths, on the built-in corpus.
 //!
-//! Run: `cargo bench --profile dev --bench ssm_cpu`. Prints a Markdown table: median step time
+//! Run: `cargo bench --profile dev --bench arch_cpu`. Prints a Markdown table: median step time
 //! after warm-up, tokens/s, the ratio to dense at the same T, and the process's peak RSS so far
 //! (monotone over the run, so read it as an upper bound for the later rows).
+//! `ARCHLAB_BENCH_ONLY=dense,moe` keeps the rows whose name contains one of the words,
+//! `ARCHLAB_BENCH_SEQ_LENS=256` the lengths.
 
 use std::time::Instant;
 
@@ -33,7 +36,7 @@ fn step_time(cfg: &RunConfig, batcher: &mut Batcher) -> f64 {
     for step in 0..WARMUP + STEPS {
         let t0 = Instant::now();
         let (x, y) = batch_tensors::<B>(&batcher.batch(step as u64), &device);
-        let loss = model.loss(x, y);
+        let loss = model.objective(x, y).loss;
         let grads = GradientsParams::from_grads(loss.backward(), &model);
         model = optim.step(1e-3, model, grads);
         let _ = loss.into_scalar().elem::<f64>(); // the read-back waits for the step to finish
@@ -50,9 +53,8 @@ fn main() {
     println!(
         "CPU training throughput, {threads} threads, {TOKENS_PER_STEP} tokens per step, median of {STEPS} steps after {WARMUP} warm-up\n"
     );
-    println!("| model | params | T | batch | step (s) | tokens/s | vs dense | peak RSS |");
+    println!("| model | params (active) | T | batch | step (s) | tokens/s | vs dense | peak RSS |");
     println!("|---|---|---|---|---|---|---|---|");
-    // ARCHLAB_BENCH_SEQ_LENS=1024 and ARCHLAB_BENCH_ONLY="mamba (" pick rows, for re-measuring one.
     let seq_lens: Vec<usize> = match std::env::var("ARCHLAB_BENCH_SEQ_LENS") {
         Ok(list) => list.split(',').map(|t| t.trim().parse().expect("ARCHLAB_BENCH_SEQ_LENS: comma-separated integers")).collect(),
         Err(_) => vec![256, 1024],
@@ -63,9 +65,11 @@ fn main() {
             ("dense (tiny)", "tiny"),
             ("mamba (chunked scan, chunk √T)", "mamba-tiny"),
             ("mamba2 (SSD, chunk 64)", "mamba2-tiny"),
+            ("moe (8 experts, top-2, grouped dispatch)", "moe-tiny"),
         ];
         let only = std::env::var("ARCHLAB_BENCH_ONLY").unwrap_or_default();
-        for (name, preset) in rows.into_iter().filter(|r| only.is_empty() || r.0.contains(&only)) {
+        let wanted = |name: &str| only.is_empty() || only.split(',').any(|w| name.contains(w.trim()));
+        for (name, preset) in rows.into_iter().filter(|r| wanted(r.0)) {
             let batch = TOKENS_PER_STEP / t;
             let sets = [
                 format!("train.seq_len={t}"),
@@ -88,8 +92,9 @@ fn main() {
             };
             let rss = archlab::train::metrics::peak_rss_bytes().unwrap_or(0) as f64 / (1u64 << 20) as f64;
             println!(
-                "| {name} | {:.2}M | {t} | {batch} | {secs:.3} | {tps:.0} | {ratio} | {rss:.0} MiB |",
-                cfg.model.param_counts().total as f64 / 1e6
+                "| {name} | {:.2}M ({:.2}M) | {t} | {batch} | {secs:.3} | {tps:.0} | {ratio} | {rss:.0} MiB |",
+                cfg.model.param_counts().total as f64 / 1e6,
+                cfg.model.param_counts().active as f64 / 1e6
             );
         }
     }
