@@ -56,7 +56,10 @@ fn main() {
     println!("| model | params (active) | T | batch | step (s) | tokens/s | vs dense | peak RSS |");
     println!("|---|---|---|---|---|---|---|---|");
     let seq_lens: Vec<usize> = match std::env::var("ARCHLAB_BENCH_SEQ_LENS") {
-        Ok(list) => list.split(',').map(|t| t.trim().parse().expect("ARCHLAB_BENCH_SEQ_LENS: comma-separated integers")).collect(),
+        Ok(list) => list
+            .split(',')
+            .map(|t| t.trim().parse().expect("ARCHLAB_BENCH_SEQ_LENS: comma-separated integers"))
+            .collect(),
         Err(_) => vec![256, 1024],
     };
     for t in seq_lens {

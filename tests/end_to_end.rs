@@ -6,7 +6,7 @@ use std::process::Command;
 
 use common::temp_dir;
 
-fn archlab(args: &[&str], cwd: &std::path::Path) -> (bool, String, String) {
+fn archlab<S: AsRef<std::ffi::OsStr>>(args: &[S], cwd: &std::path::Path) -> (bool, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_archlab")).args(args).current_dir(cwd).output().unwrap();
     (
         out.status.success(),
@@ -15,31 +15,30 @@ fn archlab(args: &[&str], cwd: &std::path::Path) -> (bool, String, String) {
     )
 }
 
+/// `command` followed by `--set KEY=VALUE` for each override.
+fn with_sets(command: &[&str], sets: &[&str]) -> Vec<String> {
+    let mut args: Vec<String> = command.iter().map(|a| a.to_string()).collect();
+    for set in sets {
+        args.extend(["--set".to_string(), set.to_string()]);
+    }
+    args
+}
+
 #[test]
 fn train_eval_generate() {
     let dir = temp_dir("e2e");
     let small = [
-        "--set",
         "data.builtin_bytes=200000",
-        "--set",
         "model.d_model=64",
-        "--set",
         "model.n_layers=2",
-        "--set",
         "model.d_ff=128",
-        "--set",
         "train.max_steps=30",
-        "--set",
         "train.seq_len=64",
-        "--set",
         "train.batch_size=8",
-        "--set",
         "eval.every=15",
-        "--set",
         "eval.batches=2",
     ];
-    let mut args = vec!["train", "--device", "auto", "--quiet", "--run-dir", "run"];
-    args.extend_from_slice(&small);
+    let args = with_sets(&["train", "--device", "auto", "--quiet", "--run-dir", "run"], &small);
     let (ok, stdout, stderr) = archlab(&args, &dir);
     assert!(ok, "train failed:\n{stderr}");
     assert!(stdout.contains("| run | params") && stdout.contains("| run |"), "no result table:\n{stdout}");
@@ -92,8 +91,10 @@ fn train_eval_generate() {
     assert_eq!(stdout, again, "the same seed samples the same text");
 
     // Stop and resume through the CLI.
-    let mut args = vec!["train", "--device", "cpu", "--quiet", "--run-dir", "run2", "--stop-after", "10"];
-    args.extend_from_slice(&small);
+    let args = with_sets(
+        &["train", "--device", "cpu", "--quiet", "--run-dir", "run2", "--stop-after", "10"],
+        &small,
+    );
     let (ok, stdout, stderr) = archlab(&args, &dir);
     assert!(ok && stdout.contains("--resume"), "{stdout}\n{stderr}");
     let (ok, stdout, stderr) =
@@ -108,39 +109,22 @@ fn train_eval_generate() {
 #[test]
 fn a_killed_run_resumes_on_the_same_trajectory() {
     let dir = temp_dir("e2e-kill");
-    let args = |run: &'static str| -> Vec<&'static str> {
-        vec![
-            "train",
-            "--device",
-            "cpu",
-            "--quiet",
-            "--run-dir",
-            run,
-            "--set",
+    let args = |run: &str| -> Vec<String> {
+        let sets = [
             "data.builtin_bytes=200000",
-            "--set",
             "model.d_model=32",
-            "--set",
             "model.n_layers=2",
-            "--set",
             "model.n_heads=2",
-            "--set",
             "model.d_ff=64",
-            "--set",
             "train.max_steps=150",
-            "--set",
             "train.seq_len=32",
-            "--set",
             "train.batch_size=4",
-            "--set",
             "train.checkpoint_every=10",
-            "--set",
             "train.log_every=1",
-            "--set",
             "eval.every=50",
-            "--set",
             "eval.batches=1",
-        ]
+        ];
+        with_sets(&["train", "--device", "cpu", "--quiet", "--run-dir", run], &sets)
     };
     let (ok, _, stderr) = archlab(&args("full"), &dir);
     assert!(ok, "{stderr}");
@@ -183,36 +167,25 @@ fn a_killed_run_resumes_on_the_same_trajectory() {
     eprintln!("killed after {logged_before_resume} log lines; resumed to {}", read("killed").len());
 }
 
+/// A few steps of a d=32, 2-layer model: enough to exercise a command end to end.
+const TINY_RUN: [&str; 7] = [
+    "data.builtin_bytes=200000",
+    "model.d_model=32",
+    "model.n_layers=2",
+    "train.max_steps=4",
+    "train.seq_len=32",
+    "train.batch_size=4",
+    "eval.every=4",
+];
+
 /// A pure Mamba model through the same commands; generation decodes with the recurrent state.
 #[test]
 fn mamba_train_then_generate() {
     let dir = temp_dir("e2e-mamba");
-    let args = [
-        "train",
-        "--preset",
-        "mamba-tiny",
-        "--device",
-        "cpu",
-        "--quiet",
-        "--run-dir",
-        "run",
-        "--set",
-        "data.builtin_bytes=200000",
-        "--set",
-        "model.d_model=32",
-        "--set",
-        "model.n_layers=2",
-        "--set",
-        "train.max_steps=4",
-        "--set",
-        "train.seq_len=32",
-        "--set",
-        "train.batch_size=4",
-        "--set",
-        "eval.every=4",
-        "--set",
-        "eval.batches=1",
-    ];
+    let args = with_sets(
+        &["train", "--preset", "mamba-tiny", "--device", "cpu", "--quiet", "--run-dir", "run"],
+        &TINY_RUN,
+    );
     let (ok, stdout, stderr) = archlab(&args, &dir);
     assert!(ok, "train failed:\n{stderr}");
     assert!(stdout.contains("| run | params"), "no result table:\n{stdout}");
@@ -243,22 +216,11 @@ fn import_hf_checkpoint_then_generate_and_eval() {
     let dir = temp_dir("e2e-import");
     let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/hf/mamba2");
     let cache = dir.join("cache").display().to_string();
-    let import = [
-        "import",
-        fixture.to_str().unwrap(),
-        "--out",
-        "imported",
-        "--set",
-        "data.builtin_bytes=20000",
-        "--set",
-        &format!("data.cache_dir={cache:?}"),
-        "--set",
-        "eval.batches=1",
-        "--set",
-        "train.seq_len=16",
-        "--set",
-        "train.batch_size=2",
-    ];
+    let cache_dir = format!("data.cache_dir={cache:?}");
+    let import = with_sets(
+        &["import", fixture.to_str().unwrap(), "--out", "imported"],
+        &["data.builtin_bytes=20000", &cache_dir, "eval.batches=1", "train.seq_len=16", "train.batch_size=2"],
+    );
     let (ok, stdout, stderr) = archlab(&import, &dir);
     assert!(ok, "import failed:\n{stderr}");
     assert!(stdout.contains("2 layers of mamba2"), "{stdout}");
@@ -286,4 +248,33 @@ fn import_hf_checkpoint_then_generate_and_eval() {
     // Importing over an existing run is refused.
     let (ok, _, stderr) = archlab(&import, &dir);
     assert!(!ok && stderr.contains("already holds a run"), "{stderr}");
+}
+
+/// The seeds' MoE preset through the CLI: the result table reports active parameters and each
+/// layer's expert load, summary.json and metrics.jsonl carry them, and the model generates.
+#[test]
+fn moe_train_report_and_generate() {
+    let dir = temp_dir("e2e-moe");
+    let args = with_sets(
+        &["train", "--preset", "moe-tiny", "--device", "cpu", "--quiet", "--run-dir", "run"],
+        &[&TINY_RUN[..], &["model.n_heads=2", "eval.batches=1"]].concat(),
+    );
+    let (ok, stdout, stderr) = archlab(&args, &dir);
+    assert!(ok, "train failed:\n{stderr}");
+    assert!(stdout.contains("params (non-emb, active)"), "{stdout}");
+    assert!(stdout.contains("MoE layer 0: expert load [") && stdout.contains("MoE layer 1:"), "{stdout}");
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("run/summary.json")).unwrap()).unwrap();
+    let (total, active) =
+        (summary["params_total"].as_u64().unwrap(), summary["params_active"].as_u64().unwrap());
+    assert!(active < total / 2, "8 experts, top-2: active {active} of {total}");
+    let layers = summary["moe"].as_array().unwrap();
+    assert_eq!(layers.len(), 2);
+    assert_eq!(layers[0]["load"].as_array().unwrap().len(), 8);
+    let log = std::fs::read_to_string(dir.join("run/metrics.jsonl")).unwrap();
+    let train_lines: Vec<&str> = log.lines().filter(|l| l.contains("\"kind\":\"train\"")).collect();
+    assert!(!train_lines.is_empty() && train_lines.iter().all(|l| l.contains("\"aux_loss\"")), "{log}");
+    let generate = ["generate", "--run", "run", "--device", "cpu", "--prompt", "Once", "--max-tokens", "20"];
+    let (ok, stdout, stderr) = archlab(&generate, &dir);
+    assert!(ok && stdout.starts_with("Once"), "generate failed:\n{stdout}\n{stderr}");
 }

@@ -94,7 +94,10 @@ fn mixtral_matches_transformers() {
     for ((layer, stats), want) in objective.routing.iter().zip(&want) {
         let got = stats.mean_balance_loss();
         eprintln!("mixtral layer {layer}: balance loss {got} (transformers {want})");
-        assert!((got - *want as f64).abs() < 1e-5, "layer {layer}: balance loss {got} vs transformers' {want}");
+        assert!(
+            (got - *want as f64).abs() < 1e-5,
+            "layer {layer}: balance loss {got} vs transformers' {want}"
+        );
         assert_eq!(stats.tokens, (shape[0] * shape[1]) as u64);
         assert_eq!(stats.dropped, 0, "inference is dropless");
     }

@@ -118,7 +118,10 @@ fn grouped_dispatch_equals_the_dense_masked_reference() {
     }
 }
 
-fn router_grads(model: &LanguageModel<B>, grads: &<B as burn::tensor::backend::AutodiffBackend>::Gradients) -> Vec<Vec<f64>> {
+fn router_grads(
+    model: &LanguageModel<B>,
+    grads: &<B as burn::tensor::backend::AutodiffBackend>::Gradients,
+) -> Vec<Vec<f64>> {
     model
         .layers
         .iter()
@@ -151,8 +154,9 @@ fn aux_loss_is_in_the_objective_and_reaches_every_router() {
     assert!((loss - (ce + aux)).abs() < 1e-12, "objective {loss} != ce {ce} + aux {aux}");
     assert!((ce - to_vec(model.loss(x.clone(), y.clone()))[0]).abs() < 1e-12, "ce is the evaluation loss");
     // The tensor aux loss is the host-side formula (checked against transformers in hf_parity).
-    let host: f64 = obj.routing.iter().map(|(_, s)| 0.3 * s.mean_balance_loss() + 0.2 * s.mean_z_loss()).sum::<f64>()
-        / obj.routing.len() as f64;
+    let host: f64 =
+        obj.routing.iter().map(|(_, s)| 0.3 * s.mean_balance_loss() + 0.2 * s.mean_z_loss()).sum::<f64>()
+            / obj.routing.len() as f64;
     assert!((aux - host).abs() < 1e-12, "aux {aux} vs host formula {host}");
     assert_eq!(obj.routing.len(), cfg.n_layers);
 
@@ -187,7 +191,8 @@ fn toy_load(balance_coef: f64) -> RoutingStats {
         w[i * 4] += 0.5 * offset[i];
     }
     moe.router.weight = Param::from_tensor(Tensor::from_data(TensorData::new(w, [d, 4]), &device));
-    let target_map = Tensor::<B, 2>::from_data(TensorData::new(normal(d * d, 10), [d, d]), &device) / (d as f64).sqrt();
+    let target_map =
+        Tensor::<B, 2>::from_data(TensorData::new(normal(d * d, 10), [d, d]), &device) / (d as f64).sqrt();
 
     let mut optim = AdamConfig::new().init();
     let mut load = RoutingStats::default();
@@ -240,7 +245,8 @@ fn capacity_dropping_keeps_the_model_causal() {
     let (t, v) = (16, cfg.vocab_size);
     let forward = |ids: &[u32]| to_vec(model.forward(ids_tensor::<B>(ids, [1, t], &device)));
     let probe = random_ids(t, v, 0);
-    let obj = model.objective(ids_tensor::<B>(&probe, [1, t], &device), ids_tensor::<B>(&probe, [1, t], &device));
+    let obj =
+        model.objective(ids_tensor::<B>(&probe, [1, t], &device), ids_tensor::<B>(&probe, [1, t], &device));
     assert!(obj.routing.iter().any(|(_, s)| s.dropped > 0), "capacity 0.5 must drop tokens");
     for (pos, seed) in (1..t).flat_map(|p| (0..2).map(move |s| (p, s))) {
         let ids = random_ids(t, v, (pos * 10 + seed) as u64);
@@ -271,4 +277,3 @@ fn jitter_perturbs_training_routing_only() {
     let inference = to_vec(noisy.valid().forward(x_inner.clone()).y);
     assert_eq!(inference, to_vec(clean.valid().forward(x_inner).y));
 }
-

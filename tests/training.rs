@@ -128,7 +128,10 @@ fn loss_falls_for_moe_models_and_expert_load_is_recorded() {
     // summary.json: every layer's load over all 300 steps of 8 × 64 tokens.
     assert_eq!(summary.moe.len(), cfg.model.n_layers);
     for l in &summary.moe {
-        eprintln!("layer {}: load {:?}, evenness {:.3}, dropped {:.4}", l.layer, l.load, l.load_entropy, l.dropped_fraction);
+        eprintln!(
+            "layer {}: load {:?}, evenness {:.3}, dropped {:.4}",
+            l.layer, l.load, l.load_entropy, l.dropped_fraction
+        );
         assert_eq!(l.tokens, 300 * 8 * 64);
         assert!((l.load.iter().sum::<f64>() - 1.0).abs() < 1e-9);
         assert!(l.load_entropy > 0.0 && l.load_entropy <= 1.0);

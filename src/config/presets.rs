@@ -5,8 +5,18 @@ use anyhow::{Result, bail};
 
 use super::*;
 
-pub const NAMES: &[&str] =
-    &["tiny", "27m", "27m-256", "mamba-tiny", "mamba2-tiny", "mamba-27m", "mamba2-27m", "mamba-130m", "moe-tiny", "moe-27m"];
+pub const NAMES: &[&str] = &[
+    "tiny",
+    "27m",
+    "27m-256",
+    "mamba-tiny",
+    "mamba2-tiny",
+    "mamba-27m",
+    "mamba2-27m",
+    "mamba-130m",
+    "moe-tiny",
+    "moe-27m",
+];
 
 pub fn preset(name: &str) -> Result<RunConfig> {
     Ok(match name {

@@ -117,7 +117,11 @@ impl ModelConfig {
                 let c = &self.moe;
                 let (d, e, k) = (self.d_model, c.n_experts, c.top_k);
                 let expert = self.mlp_params(c.expert_width(self.d_ff));
-                let shared = if c.shared_expert_d_ff > 0 { self.mlp_params(c.shared_expert_d_ff) } else { LayerParams::default() };
+                let shared = if c.shared_expert_d_ff > 0 {
+                    self.mlp_params(c.shared_expert_d_ff)
+                } else {
+                    LayerParams::default()
+                };
                 let gates = d * e + usize::from(c.shared_expert_gate) * d;
                 LayerParams {
                     matmul: e * expert.matmul + shared.matmul + gates,

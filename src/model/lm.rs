@@ -7,8 +7,8 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Int, Tensor, TensorData};
 
 use super::block::{Block, LayerState};
-use super::moe::RoutingStats;
 use super::layers::{Embedding, Linear, Norm};
+use super::moe::RoutingStats;
 use crate::config::{ModelConfig, Positions};
 use crate::data::batcher::TokenBatch;
 use crate::rng::Rng;

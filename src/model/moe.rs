@@ -192,8 +192,8 @@ impl RoutingPlan {
         // Switch eq. 4 / Mixtral: E · Σ_e f_e · P_e, with f_e the fraction of tokens that chose
         // e among their top k (Σ_e f_e = k) and P_e the mean router probability of e.
         let nf = n.max(1) as f64;
-        let balance =
-            n_experts as f64 * routed.iter().zip(&prob_sum).map(|(&c, &p)| (c as f64 / nf) * (p / nf)).sum::<f64>();
+        let balance = n_experts as f64
+            * routed.iter().zip(&prob_sum).map(|(&c, &p)| (c as f64 / nf) * (p / nf)).sum::<f64>();
         let dropped = kept.iter().filter(|k| !**k).count() as u64;
         let stats = RoutingStats {
             tokens: n as u64,
@@ -277,7 +277,8 @@ impl<B: Backend> Moe<B> {
         };
         let logits = self.router.forward(router_input);
         let e = self.experts.len();
-        let host_logits: Vec<f64> = logits.clone().into_data().convert::<f64>().into_vec().expect("float logits");
+        let host_logits: Vec<f64> =
+            logits.clone().into_data().convert::<f64>().into_vec().expect("float logits");
         let capacity = (training && self.capacity_factor > 0.0)
             .then(|| expert_capacity(self.capacity_factor, n, self.top_k, e));
         let plan = RoutingPlan::new(&host_logits, n, e, self.top_k, capacity);
@@ -328,7 +329,8 @@ impl<B: Backend> Moe<B> {
             start += size;
         }
         let m = assignments.len();
-        let weights = gates.reshape([n * plan.top_k]).select(0, index_tensor::<B, 1>(&assignments, [m], &device));
+        let weights =
+            gates.reshape([n * plan.top_k]).select(0, index_tensor::<B, 1>(&assignments, [m], &device));
         let weighted = Tensor::cat(outputs, 0) * weights.unsqueeze_dim(1);
         out.select_assign(0, index_tensor::<B, 1>(&token_of, [m], &device), weighted, IndexingUpdateOp::Add)
     }
@@ -379,7 +381,11 @@ impl<B: Backend> Moe<B> {
     }
 }
 
-fn index_tensor<B: Backend, const D: usize>(ids: &[usize], shape: [usize; D], device: &B::Device) -> Tensor<B, D, Int> {
+fn index_tensor<B: Backend, const D: usize>(
+    ids: &[usize],
+    shape: [usize; D],
+    device: &B::Device,
+) -> Tensor<B, D, Int> {
     let data: Vec<i64> = ids.iter().map(|&i| i as i64).collect();
     let dtype = <B::IntElem as burn::tensor::Element>::dtype();
     Tensor::from_data(

@@ -210,7 +210,8 @@ pub fn train<B: AutodiffBackend>(
             let batch = batcher.batch((step * accum + micro) as u64);
             let (x, y) = batch_tensors::<B>(&batch, device);
             let objective = model.objective(x, y);
-            let grads = GradientsParams::from_grads(objective.loss.div_scalar(accum as f64).backward(), &model);
+            let grads =
+                GradientsParams::from_grads(objective.loss.div_scalar(accum as f64).backward(), &model);
             accumulator.accumulate(&model, grads);
             add_detached(&mut ce_sum, objective.ce, accum);
             if let Some(aux) = objective.aux {
@@ -317,7 +318,11 @@ pub fn train<B: AutodiffBackend>(
 }
 
 /// `sum += x / n`, detached from the graph (for reporting a micro-batched step's loss).
-fn add_detached<B: AutodiffBackend>(sum: &mut Option<burn::tensor::Tensor<B, 1>>, x: burn::tensor::Tensor<B, 1>, n: usize) {
+fn add_detached<B: AutodiffBackend>(
+    sum: &mut Option<burn::tensor::Tensor<B, 1>>,
+    x: burn::tensor::Tensor<B, 1>,
+    n: usize,
+) {
     let x = x.detach().div_scalar(n as f64);
     *sum = Some(match sum.take() {
         Some(s) => s + x,

@@ -107,7 +107,10 @@ pub fn moe_variants(base: &ModelConfig) -> Vec<(&'static str, ModelConfig)> {
     switch.mlp = MlpKind::Gelu;
     switch.bias = true;
     switch.moe = MoeConfig { n_experts: 4, top_k: 1, capacity_factor: 1.0, ..MoeConfig::default() };
-    vec![("moe top-2 of 4, swiglu, gated shared expert", mixtral), ("moe top-1 of 4, gelu, biases, capacity 1.0", switch)]
+    vec![
+        ("moe top-2 of 4, swiglu, gated shared expert", mixtral),
+        ("moe top-1 of 4, gelu, biases, capacity 1.0", switch),
+    ]
 }
 
 /// Pure Mamba-1 and Mamba-2 stacks (no MLP), and Mamba-1 with an MLP, at the same tiny width.
