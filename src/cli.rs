@@ -28,8 +28,11 @@ pub enum Command {
     Generate(GenerateArgs),
     /// Print the fully resolved config (preset + file + overrides) as TOML.
     Config(ConfigArgs),
-    /// Import a Hugging Face checkpoint (Mamba, Mamba2, Llama) as a run directory for eval
-    /// and generate.
+    /// Print a layer pattern's resolved layer table: mixers, channel mixers, parameters
+    /// (total / non-embedding / active), FLOPs per token and decoding-state size.
+    Describe(DescribeArgs),
+    /// Import a Hugging Face checkpoint (Mamba, Mamba2, Llama, Mixtral) as a run directory for
+    /// eval and generate.
     Import(ImportArgs),
     /// Data preparation: tokenizers, token shards, the built-in corpus.
     #[command(subcommand)]
@@ -40,7 +43,7 @@ pub enum Command {
 #[derive(Args, Debug, Clone)]
 pub struct ConfigArgs {
     /// Starting point: tiny (CPU, minutes), 27m (the seeds' d=384 × 8 layers, T=512), 27m-256,
-    /// mamba-tiny, mamba2-tiny, mamba-27m, mamba2-27m, mamba-130m.
+    /// mamba-tiny, mamba2-tiny, mamba-27m, mamba2-27m, mamba-130m, moe-tiny, moe-27m.
     #[arg(long, default_value = "tiny")]
     pub preset: String,
     /// A TOML file with [data], [model], [train], [eval] sections, applied over the preset.
@@ -49,6 +52,19 @@ pub struct ConfigArgs {
     /// Override one key, e.g. --set model.d_model=512 (repeatable). Unknown keys are errors.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub sets: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct DescribeArgs {
+    /// Layer pattern, one symbol per layer: A attention, L local attention, M Mamba, S Mamba-2,
+    /// H Hymba; each optionally followed by f (MLP), e (MoE) or n (no FFN); (…)N repeats.
+    /// Omit to describe the preset as it is.
+    pub pattern: Option<String>,
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    /// Context length for the FLOPs per token (default: train.seq_len).
+    #[arg(long)]
+    pub seq_len: Option<usize>,
 }
 
 #[derive(Args, Debug)]

@@ -29,6 +29,7 @@ pub fn run(cli: Cli) -> Result<()> {
             print!("{}", resolve(&a, &[])?.to_toml());
             Ok(())
         }
+        Command::Describe(a) => describe_cmd(a),
         Command::Import(a) => import_cmd(a),
         Command::Data(DataCommand::Prepare(a)) => prepare_cmd(a),
         Command::Data(DataCommand::Tokenizer(a)) => tokenizer_cmd(a),
@@ -40,6 +41,67 @@ fn resolve(args: &ConfigArgs, extra: &[String]) -> Result<RunConfig> {
     let mut sets = args.sets.clone();
     sets.extend_from_slice(extra);
     RunConfig::resolve(&args.preset, args.config.as_deref(), &sets)
+}
+
+fn describe_cmd(a: DescribeArgs) -> Result<()> {
+    let extra: Vec<String> = a.pattern.iter().map(|p| format!("model.pattern={p:?}")).collect();
+    let mut cfg = resolve(&a.config, &extra)?;
+    let m = &mut cfg.model;
+    if m.vocab_size == 0 {
+        m.vocab_size = match TokenizerSpec::parse(&cfg.data.tokenizer)? {
+            TokenizerSpec::Byte => 256,
+            TokenizerSpec::TrainBpe(n) => n,
+            TokenizerSpec::File(path) => Tokenizer::from_file(&path)?.vocab_size(),
+        };
+    }
+    let m = &cfg.model;
+    let t = a.seq_len.unwrap_or(cfg.train.seq_len);
+    let layers = m.layer_counts(t);
+    use crate::config::pattern::{ffn_symbol, mixer_symbol};
+    let pattern: String = layers.iter().flat_map(|l| [mixer_symbol(l.mixer), ffn_symbol(l.ffn)]).collect();
+    println!(
+        "pattern {pattern}: {} layers, d_model {}, vocab {}, T = {t}\n",
+        layers.len(),
+        m.d_model,
+        m.vocab_size
+    );
+    println!(
+        "| layer | mixer | ffn | params | active | train FLOPs/token | state bytes/token | fixed state bytes |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
+    for (i, l) in layers.iter().enumerate() {
+        println!(
+            "| {i} | {} | {} | {} | {} | {} | {} | {} |",
+            l.mixer.name(),
+            l.ffn.name(),
+            l.params,
+            l.active,
+            human(l.train_flops),
+            l.state_bytes_per_token,
+            l.state_bytes_fixed
+        );
+    }
+    let c = m.param_counts();
+    let per_token: usize = layers.iter().map(|l| l.state_bytes_per_token).sum();
+    let fixed: usize = layers.iter().map(|l| l.state_bytes_fixed).sum();
+    println!(
+        "\nparameters: {} total ({}), {} non-embedding, {} active ({} in embeddings, head and final norm)",
+        c.total,
+        human(c.total as f64),
+        c.non_embedding,
+        c.active,
+        c.total - layers.iter().map(|l| l.params).sum::<usize>()
+    );
+    println!(
+        "training FLOPs per token at T = {t}: {} (6·N_active + mixers' own work)",
+        human(m.train_flops_per_token(t))
+    );
+    println!(
+        "decoding state per sequence (f32): {per_token} bytes per token of context + {fixed} bytes fixed \
+         ({} at T = {t})",
+        format!("{}B", human((per_token * t + fixed) as f64))
+    );
+    Ok(())
 }
 
 fn train_cmd(a: TrainArgs) -> Result<()> {
@@ -102,6 +164,12 @@ fn train_cmd(a: TrainArgs) -> Result<()> {
                     load.join(" "),
                     l.load_entropy,
                     100.0 * l.dropped_fraction
+                );
+            }
+            for h in &s.hymba {
+                println!(
+                    "Hymba layer {}: branch scales attn {:.3}, ssm {:.3} (started at {}; mean |change| {:.3} / {:.3})",
+                    h.layer, h.attn_mean, h.ssm_mean, h.init, h.attn_mean_abs_change, h.ssm_mean_abs_change
                 );
             }
             println!(

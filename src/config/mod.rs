@@ -7,6 +7,7 @@
 //! as `config.toml` in every run directory.
 
 mod overrides;
+pub mod pattern;
 pub mod presets;
 
 use std::path::Path;
@@ -85,6 +86,12 @@ pub enum MixerKind {
     Mamba,
     /// Mamba-2 / SSD (Dao & Gu 2024), configured by `[model.mamba2]`.
     Mamba2,
+    /// Sliding-window causal attention over the last `model.window` tokens (Longformer's local
+    /// attention; Mistral's SWA).
+    Local,
+    /// Attention and Mamba-1 heads in parallel on the same input (Hymba, Dong et al. 2024),
+    /// configured by `[model.hymba]`.
+    Hymba,
 }
 
 impl MixerKind {
@@ -93,8 +100,40 @@ impl MixerKind {
             MixerKind::Attention => "attention",
             MixerKind::Mamba => "mamba",
             MixerKind::Mamba2 => "mamba2",
+            MixerKind::Local => "local",
+            MixerKind::Hymba => "hymba",
         }
     }
+
+    /// Whether the mixer attends (and so needs heads, and a position table with RoPE).
+    pub fn attends(self) -> bool {
+        matches!(self, MixerKind::Attention | MixerKind::Local | MixerKind::Hymba)
+    }
+}
+
+/// Hymba layers (see `model::hymba`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HymbaConfig {
+    /// Window of the attention branch; 0 means global attention.
+    pub window: usize,
+    /// Learned tokens prepended to every sequence (Hymba's meta tokens); 0 means none.
+    pub meta_tokens: usize,
+    /// Initial value of the per-channel branch scales β_attn and β_ssm.
+    pub scale_init: f64,
+}
+
+impl Default for HymbaConfig {
+    fn default() -> Self {
+        Self { window: 0, meta_tokens: 0, scale_init: 1.0 }
+    }
+}
+
+/// One resolved layer: its sequence mixer and channel mixer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LayerKind {
+    pub mixer: MixerKind,
+    pub ffn: FfnKind,
 }
 
 /// The channel mixer after each sequence mixer.
@@ -291,18 +330,31 @@ pub struct ModelConfig {
     /// Standard deviation of the GPT-2 initialisation; residual output projections are
     /// scaled by 1/sqrt(2·n_layers).
     pub init_std: f64,
-    /// The sequence mixer of every layer.
+    /// The sequence mixer of every layer, unless `pattern` says otherwise.
     #[serde(default)]
     pub mixer: MixerKind,
-    /// The channel mixer of every layer.
+    /// The channel mixer of every layer that the pattern does not mark.
     #[serde(default)]
     pub ffn: FfnKind,
+    /// Layer pattern (`config::pattern`), e.g. `AMMMMMMA`; empty means `n_layers` layers of
+    /// `mixer`. When set, it decides the number of layers.
+    #[serde(default)]
+    pub pattern: String,
+    /// Window of local (`L`) attention layers, in tokens (the query's own included).
+    #[serde(default = "default_window")]
+    pub window: usize,
+    #[serde(default)]
+    pub hymba: HymbaConfig,
     #[serde(default)]
     pub mamba: MambaConfig,
     #[serde(default)]
     pub mamba2: Mamba2Config,
     #[serde(default)]
     pub moe: MoeConfig,
+}
+
+fn default_window() -> usize {
+    256
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -369,9 +421,15 @@ impl RunConfig {
         for set in sets {
             apply_override(&mut tree, set)?;
         }
-        let cfg: RunConfig = tree.try_into().map_err(|e: toml::de::Error| {
+        let mut cfg: RunConfig = tree.try_into().map_err(|e: toml::de::Error| {
             anyhow::anyhow!("invalid config value: {}", e.to_string().trim())
         })?;
+        // A pattern decides the depth, unless the user also changed n_layers (then they must agree).
+        if cfg.model.n_layers == base.model.n_layers
+            && let Ok(p) = pattern::Pattern::parse(&cfg.model.pattern)
+        {
+            cfg.model.n_layers = p.len();
+        }
         cfg.validate()?;
         Ok(cfg)
     }
@@ -441,20 +499,62 @@ impl ModelConfig {
     pub fn validate(&self) -> Result<()> {
         let m = self;
         must_be_positive(&[("model.d_model", m.d_model), ("model.n_layers", m.n_layers)])?;
-        match m.ffn {
-            FfnKind::Mlp => must_be_positive(&[("model.d_ff", m.d_ff)])?,
-            FfnKind::Moe => m.validate_moe()?,
-            FfnKind::None => {}
-        }
+        let layers = m.layers()?;
         if !(0.0..1.0).contains(&m.dropout) {
             bail!("model.dropout must be in [0, 1) (got {})", m.dropout);
         }
-        match m.mixer {
-            MixerKind::Attention => m.validate_attention()?,
-            MixerKind::Mamba => m.validate_mamba()?,
-            MixerKind::Mamba2 => m.validate_mamba2()?,
+        let uses = |f: &dyn Fn(&LayerKind) -> bool| layers.iter().any(f);
+        if uses(&|l| l.ffn == FfnKind::Mlp) {
+            must_be_positive(&[("model.d_ff", m.d_ff)])?;
+        }
+        if uses(&|l| l.ffn == FfnKind::Moe) {
+            m.validate_moe()?;
+        }
+        if uses(&|l| l.mixer.attends()) {
+            m.validate_attention()?;
+        }
+        if uses(&|l| matches!(l.mixer, MixerKind::Mamba | MixerKind::Hymba)) {
+            m.validate_mamba()?;
+        }
+        if uses(&|l| l.mixer == MixerKind::Mamba2) {
+            m.validate_mamba2()?;
+        }
+        if uses(&|l| l.mixer == MixerKind::Local) {
+            must_be_positive(&[("model.window", m.window)])?;
+        }
+        if m.hymba.meta_tokens > 0 && !uses(&|l| l.mixer == MixerKind::Hymba) {
+            bail!("model.hymba.meta_tokens is set but no layer is Hymba (H); set it to 0 or add H layers");
+        }
+        if !(m.hymba.scale_init > 0.0 && m.hymba.scale_init.is_finite()) {
+            bail!("model.hymba.scale_init must be positive (got {})", m.hymba.scale_init);
         }
         Ok(())
+    }
+
+    /// The resolved layers: the pattern's (with `ffn` filling unmarked layers), or `n_layers`
+    /// of `mixer` and `ffn`. Errors name the bad symbol and the valid ones.
+    pub fn layers(&self) -> Result<Vec<LayerKind>> {
+        if self.pattern.trim().is_empty() {
+            return Ok(vec![LayerKind { mixer: self.mixer, ffn: self.ffn }; self.n_layers]);
+        }
+        let p = pattern::Pattern::parse(&self.pattern)
+            .map_err(|e| anyhow::anyhow!("model.pattern {:?}: {e}", self.pattern))?;
+        if p.len() != self.n_layers {
+            bail!(
+                "model.pattern {:?} has {} layers but model.n_layers is {}; set model.n_layers = {} \
+                 (or leave it at the preset's value, which the pattern then sets)",
+                self.pattern,
+                p.len(),
+                self.n_layers,
+                p.len()
+            );
+        }
+        Ok(p.0.iter().map(|l| LayerKind { mixer: l.mixer, ffn: l.ffn.unwrap_or(self.ffn) }).collect())
+    }
+
+    /// The kind of layer `i` (the config must have been validated).
+    pub fn layer(&self, i: usize) -> LayerKind {
+        self.layers().expect("a validated config")[i]
     }
 
     fn validate_attention(&self) -> Result<()> {
@@ -560,8 +660,10 @@ impl ModelConfig {
     /// The longest context the model can take: `max_seq_len` where a table is sized by it
     /// (RoPE in attention, learned positions); `None` for a recurrent model without one.
     pub fn context_limit(&self) -> Option<usize> {
-        (self.mixer == MixerKind::Attention || self.positions == Positions::Learned)
-            .then_some(self.max_seq_len)
+        let attends = self.layers().map(|ls| ls.iter().any(|l| l.mixer.attends())).unwrap_or(true);
+        let rope_table = attends && self.positions == Positions::Rope;
+        (rope_table || self.positions == Positions::Learned)
+            .then(|| self.max_seq_len.saturating_sub(self.hymba.meta_tokens))
     }
 
     pub fn kv_heads(&self) -> usize {

@@ -70,6 +70,9 @@ fn base() -> RunConfig {
             mamba: MambaConfig::default(),
             mamba2: Mamba2Config::default(),
             moe: MoeConfig::default(),
+            pattern: String::new(),
+            window: 256,
+            hymba: HymbaConfig::default(),
         },
         train: TrainConfig {
             seed: 0,

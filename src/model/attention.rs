@@ -5,6 +5,11 @@
 //! `o_proj`) so that weight import needs no renaming table. RoPE uses Llama's "rotate half"
 //! layout (`transformers` `apply_rotary_pos_emb`), not GPT-NeoX's interleaved one.
 //!
+//! With `window = W > 0` it is sliding-window (local) attention: query `p` sees keys
+//! `p − W < j ≤ p`. Training runs it blocked, O(T·W) instead of O(T²): queries in blocks of W
+//! attend to their own block and the one before (`windowed`); decoding keeps at most W − 1
+//! cached keys. Tests compare it with global attention under a band mask (tests/hybrid.rs).
+//!
 //! This is the plain-ops reference: it materialises the `[b, h, t, t]` score matrix. A fused
 //! flash-attention kernel will sit beside it and be tested against it.
 
@@ -27,20 +32,26 @@ pub struct Attention<B: Backend> {
     pub n_heads: usize,
     pub n_kv_heads: usize,
     pub head_dim: usize,
+    /// Sliding window in tokens; 0 means global attention.
+    pub window: usize,
 }
 
-/// Keys and values of the tokens seen so far, `[b, n_kv_heads, t_seen, head_dim]` each.
+/// Keys and values of the tokens seen so far (the last `window − 1` of them for local
+/// attention), `[b, n_kv_heads, t_kept, head_dim]` each.
 #[derive(Clone, Debug)]
 pub struct KvCache<B: Backend> {
     pub k: Option<Tensor<B, 4>>,
     pub v: Option<Tensor<B, 4>>,
+    /// Tokens seen so far: the absolute position of the next one.
+    pub seen: usize,
 }
 
 impl<B: Backend> KvCache<B> {
     pub fn empty() -> Self {
-        Self { k: None, v: None }
+        Self { k: None, v: None, seen: 0 }
     }
 
+    /// Cached entries (≤ `seen`).
     pub fn len(&self) -> usize {
         self.k.as_ref().map_or(0, |k| k.dims()[2])
     }
@@ -52,7 +63,8 @@ impl<B: Backend> KvCache<B> {
 
 impl<B: Backend> Attention<B> {
     /// `resid_std` initialises `o_proj`, which writes into the residual stream (GPT-2 scaling).
-    pub fn new(cfg: &ModelConfig, resid_std: f64, rng: &mut Rng, device: &B::Device) -> Self {
+    /// `window` 0 is global attention.
+    pub fn new(cfg: &ModelConfig, window: usize, resid_std: f64, rng: &mut Rng, device: &B::Device) -> Self {
         let (d, hd, kv) = (cfg.d_model, cfg.head_dim(), cfg.kv_heads());
         let std = cfg.init_std;
         Self {
@@ -65,6 +77,7 @@ impl<B: Backend> Attention<B> {
             n_heads: cfg.n_heads,
             n_kv_heads: kv,
             head_dim: hd,
+            window,
         }
     }
 
@@ -85,7 +98,7 @@ impl<B: Backend> Attention<B> {
     pub fn forward_cached(&self, x: Tensor<B, 3>, cache: &mut KvCache<B>) -> Tensor<B, 3> {
         let [b, t, _] = x.dims();
         let (h, kv, hd) = (self.n_heads, self.n_kv_heads, self.head_dim);
-        let start = cache.len();
+        let start = cache.seen;
 
         let q = self.q_proj.forward(x.clone()).reshape([b, t, h, hd]).swap_dims(1, 2); // [b, h, t, hd]
         let k = self.k_proj.forward(x.clone()).reshape([b, t, kv, hd]).swap_dims(1, 2); // [b, kv, t, hd]
@@ -95,6 +108,7 @@ impl<B: Backend> Attention<B> {
             None => (q, k),
         };
 
+        let cached = cache.len();
         let k = match cache.k.take() {
             Some(prev) => Tensor::cat(vec![prev, k], 2),
             None => k,
@@ -103,31 +117,75 @@ impl<B: Backend> Attention<B> {
             Some(prev) => Tensor::cat(vec![prev, v], 2),
             None => v,
         };
-        cache.k = Some(k.clone());
-        cache.v = Some(v.clone());
-        let t_all = start + t;
+        let t_all = cached + t;
+        // Local attention: later queries see at most the last `window − 1` keys before them.
+        let keep = if self.window > 0 { t_all.min(self.window - 1) } else { t_all };
+        cache.k = Some(k.clone().narrow(2, t_all - keep, keep));
+        cache.v = Some(v.clone().narrow(2, t_all - keep, keep));
+        cache.seen += t;
 
         // Grouped-query attention: each group of h/kv query heads shares one key/value head
         // (the order of `transformers`' `repeat_kv`).
         let (k, v) = (repeat_kv(k, h / kv), repeat_kv(v, h / kv)); // [b, h, t_all, hd]
-
-        let scores = q.matmul(k.swap_dims(2, 3)) / (hd as f64).sqrt(); // [b, h, t, t_all]
-        let scores = if t > 1 {
-            let mask = causal_mask::<B>(t, start, &scores.device()); // [t, t_all]
-            scores.mask_fill(mask.unsqueeze::<4>().expand([b, h, t, t_all]), f32::NEG_INFINITY)
+        let out = if self.window > 0 && cached == 0 && t > self.window {
+            windowed(q, k, v, self.window)
         } else {
-            scores // a single new token may see every cached one
+            let scores = q.matmul(k.swap_dims(2, 3)) / (hd as f64).sqrt(); // [b, h, t, t_all]
+            let window = if self.window > 0 { self.window } else { usize::MAX };
+            let mask = band_mask::<B>(t, cached, window, &scores.device()); // [t, t_all]
+            let scores = scores.mask_fill(mask.unsqueeze::<4>().expand([b, h, t, t_all]), f32::NEG_INFINITY);
+            softmax(scores, 3).matmul(v)
         };
-        let probs = softmax(scores, 3);
-        let out = probs.matmul(v).swap_dims(1, 2).reshape([b, t, h * hd]); // [b, t, h·hd]
-        self.o_proj.forward(out)
+        self.o_proj.forward(out.swap_dims(1, 2).reshape([b, t, h * hd])) // [b, t, h·hd] → [b, t, d]
     }
 }
 
-/// `true` where query `i` (absolute position `start + i`) must not see key `j`, i.e. `j > start + i`.
-pub fn causal_mask<B: Backend>(t: usize, start: usize, device: &B::Device) -> Tensor<B, 2, Bool> {
-    let t_all = start + t;
-    let data: Vec<bool> = (0..t).flat_map(|i| (0..t_all).map(move |j| j > start + i)).collect();
+/// Sliding-window attention in blocks: queries in blocks of `w` attend to the keys of their own
+/// block and of the block before, under a band mask: O(T·w) work and memory instead of O(T²).
+///
+/// # Shapes
+/// - q, k, v: `[b, h, t, hd]` (positions 0..t) → `[b, h, t, hd]`
+fn windowed<B: Backend>(q: Tensor<B, 4>, k: Tensor<B, 4>, v: Tensor<B, 4>, w: usize) -> Tensor<B, 4> {
+    let [b, h, t, hd] = q.dims();
+    let device = q.device();
+    let nc = t.div_ceil(w);
+    let pad = |x: Tensor<B, 4>| {
+        if nc * w == t { x } else { Tensor::cat(vec![x, Tensor::zeros([b, h, nc * w - t, hd], &device)], 2) }
+    };
+    let blocks = |x: Tensor<B, 4>| pad(x).reshape([b, h, nc, w, hd]);
+    let (q, k, v) = (blocks(q), blocks(k), blocks(v));
+    // Keys and values of block c − 1 beside those of block c: [b, h, nc, 2w, hd].
+    let with_previous = |x: Tensor<B, 5>| {
+        let previous =
+            Tensor::cat(vec![Tensor::zeros([b, h, 1, w, hd], &device), x.clone().narrow(2, 0, nc - 1)], 2);
+        Tensor::cat(vec![previous, x], 3)
+    };
+    let (k, v) = (with_previous(k), with_previous(v));
+    let scores = q.matmul(k.swap_dims(3, 4)) / (hd as f64).sqrt(); // [b, h, nc, w, 2w]
+    // Query i of block c sits at c·w + i, key j at (c − 1)·w + j: visible iff i < j ≤ i + w,
+    // and in block 0 only keys of the block itself (j ≥ w) exist.
+    let data: Vec<bool> = (0..nc)
+        .flat_map(|c| {
+            (0..w).flat_map(move |i| (0..2 * w).map(move |j| !(i < j && j <= i + w && (c > 0 || j >= w))))
+        })
+        .collect();
+    let mask = Tensor::<B, 3, Bool>::from_data(TensorData::new(data, [nc, w, 2 * w]), &device);
+    let scores = scores.mask_fill(mask.unsqueeze::<5>().expand([b, h, nc, w, 2 * w]), f32::NEG_INFINITY);
+    let out = softmax(scores, 4).matmul(v); // [b, h, nc, w, hd]
+    out.reshape([b, h, nc * w, hd]).narrow(2, 0, t)
+}
+
+/// `true` where query `i` (the `i`-th new token, after `cached` earlier keys) must not see key
+/// `j`: keys after it, and keys `window` or more positions before it.
+pub fn band_mask<B: Backend>(
+    t: usize,
+    cached: usize,
+    window: usize,
+    device: &B::Device,
+) -> Tensor<B, 2, Bool> {
+    let t_all = cached + t;
+    let data: Vec<bool> =
+        (0..t).flat_map(|i| (0..t_all).map(move |j| j > cached + i || cached + i - j >= window)).collect();
     Tensor::from_data(TensorData::new(data, [t, t_all]), device)
 }
 

@@ -15,6 +15,7 @@ use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
 
 use super::attention::{Attention, KvCache};
+use super::hymba::{Hymba, HymbaState};
 use super::layers::{Linear, Norm};
 use super::mamba::{Mamba, MambaState};
 use super::mamba2::{Mamba2, Mamba2State};
@@ -26,9 +27,11 @@ use crate::rng::Rng;
 /// Mixes information across time. Contract: `[b, t, d] → [b, t, d]`, causal.
 #[derive(Module, Debug)]
 pub enum SeqMixer<B: Backend> {
+    /// Global or sliding-window attention (`window`).
     Attention(Attention<B>),
     Mamba(Mamba<B>),
     Mamba2(Mamba2<B>),
+    Hymba(Hymba<B>),
 }
 
 /// Mixes information across channels, token by token. Contract: `[b, t, d] → [b, t, d]`.
@@ -44,6 +47,7 @@ pub enum LayerState<B: Backend> {
     Attention(KvCache<B>),
     Mamba(MambaState<B>),
     Mamba2(Mamba2State<B>),
+    Hymba(HymbaState<B>),
 }
 
 #[derive(Module, Debug)]
@@ -66,6 +70,7 @@ impl<B: Backend> SeqMixer<B> {
             SeqMixer::Attention(m) => m.forward(x),
             SeqMixer::Mamba(m) => m.forward(x),
             SeqMixer::Mamba2(m) => m.forward(x),
+            SeqMixer::Hymba(m) => m.forward(x),
         }
     }
 
@@ -75,6 +80,7 @@ impl<B: Backend> SeqMixer<B> {
             (SeqMixer::Attention(m), LayerState::Attention(cache)) => m.forward_cached(x, cache),
             (SeqMixer::Mamba(m), LayerState::Mamba(state)) => m.forward_step(x, state),
             (SeqMixer::Mamba2(m), LayerState::Mamba2(state)) => m.forward_step(x, state),
+            (SeqMixer::Hymba(m), LayerState::Hymba(state)) => m.forward_step(x, state),
             _ => panic!("decoding state does not belong to this layer's mixer"),
         }
     }
@@ -84,6 +90,7 @@ impl<B: Backend> SeqMixer<B> {
             SeqMixer::Attention(_) => LayerState::Attention(KvCache::empty()),
             SeqMixer::Mamba(_) => LayerState::Mamba(MambaState::empty()),
             SeqMixer::Mamba2(_) => LayerState::Mamba2(Mamba2State::empty()),
+            SeqMixer::Hymba(_) => LayerState::Hymba(HymbaState::empty()),
         }
     }
 
@@ -93,6 +100,7 @@ impl<B: Backend> SeqMixer<B> {
             SeqMixer::Attention(a) => vec![&mut a.q_proj, &mut a.k_proj, &mut a.v_proj, &mut a.o_proj],
             SeqMixer::Mamba(m) => m.linears_mut().into_iter().collect(),
             SeqMixer::Mamba2(m) => m.linears_mut().into_iter().collect(),
+            SeqMixer::Hymba(m) => m.linears_mut(),
         }
     }
 }
@@ -118,24 +126,29 @@ impl<B: Backend> ChannelMixer<B> {
 }
 
 impl<B: Backend> Block<B> {
-    /// Layer `layer` of the model `cfg` describes: its sequence mixer, then its channel
-    /// mixer (if any). Each mixer draws its weights from its own named stream of `seed`.
+    /// Layer `layer` of the model `cfg` describes (its kind from `cfg.layers()`): its sequence
+    /// mixer, then its channel mixer (if any). Each mixer draws its weights from its own named
+    /// stream of `seed`.
     pub fn new(cfg: &ModelConfig, layer: usize, seed: u64, device: &B::Device) -> Self {
+        let layers = cfg.layers().expect("a validated config");
+        let kind = layers[layer];
         // GPT-2: "scale the weights of residual layers at initialization by 1/sqrt(N)", N being
         // the number of residual branches (one per mixer); mamba_ssm does the same for out_proj.
-        let branches = cfg.n_layers * if cfg.ffn == FfnKind::None { 1 } else { 2 };
+        let branches: usize = layers.iter().map(|l| if l.ffn == FfnKind::None { 1 } else { 2 }).sum();
         let resid_scale = 1.0 / (branches as f64).sqrt();
-        let mut rng = Rng::fork(seed, &format!("init/layer{layer}/{}", cfg.mixer.name()));
-        let mixer = match cfg.mixer {
-            MixerKind::Attention => {
-                SeqMixer::Attention(Attention::new(cfg, cfg.init_std * resid_scale, &mut rng, device))
+        let resid_std = cfg.init_std * resid_scale;
+        let mut rng = Rng::fork(seed, &format!("init/layer{layer}/{}", kind.mixer.name()));
+        let mixer = match kind.mixer {
+            MixerKind::Attention => SeqMixer::Attention(Attention::new(cfg, 0, resid_std, &mut rng, device)),
+            MixerKind::Local => {
+                SeqMixer::Attention(Attention::new(cfg, cfg.window, resid_std, &mut rng, device))
             }
             MixerKind::Mamba => SeqMixer::Mamba(Mamba::new(cfg, resid_scale, &mut rng, device)),
             MixerKind::Mamba2 => SeqMixer::Mamba2(Mamba2::new(cfg, resid_scale, &mut rng, device)),
+            MixerKind::Hymba => SeqMixer::Hymba(Hymba::new(cfg, resid_scale, &mut rng, device)),
         };
-        let resid_std = cfg.init_std * resid_scale;
-        let mut ffn_rng = Rng::fork(seed, &format!("init/layer{layer}/{}", cfg.ffn.name()));
-        let ffn_mixer = match cfg.ffn {
+        let mut ffn_rng = Rng::fork(seed, &format!("init/layer{layer}/{}", kind.ffn.name()));
+        let ffn_mixer = match kind.ffn {
             FfnKind::Mlp => Some(ChannelMixer::Mlp(Mlp::new(cfg, cfg.d_ff, resid_std, &mut ffn_rng, device))),
             FfnKind::Moe => Some(ChannelMixer::Moe(Moe::new(cfg, resid_std, &mut ffn_rng, device))),
             FfnKind::None => None,

@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-use crate::config::{FfnKind, MixerKind, MlpKind, ModelConfig, NormKind, Positions};
+use crate::config::{FfnKind, LayerKind, MixerKind, MlpKind, ModelConfig, NormKind, Positions};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub struct ParamCounts {
@@ -22,6 +22,25 @@ pub struct ParamCounts {
     pub matmul: usize,
 }
 
+/// One layer's analytic counts: a row of `archlab describe`.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct LayerCount {
+    pub mixer: MixerKind,
+    pub ffn: FfnKind,
+    /// All parameters of the layer (its norms included).
+    pub params: usize,
+    /// Those a token uses.
+    pub active: usize,
+    /// Training FLOPs per token of this layer at the given context (see
+    /// [`ModelConfig::train_flops_per_token`]).
+    pub train_flops: f64,
+    /// Decoding state per sequence: bytes that grow with every token of context (a global
+    /// attention KV cache, f32), and bytes that do not (SSM state, conv history, a sliding
+    /// window's cache at its full size).
+    pub state_bytes_per_token: usize,
+    pub state_bytes_fixed: usize,
+}
+
 /// One layer's parameters: `matmul` (weights multiplying the token stream) and `other`;
 /// `idle_*` are the parts of those a token does not use (the MoE experts it is not sent to).
 #[derive(Clone, Copy, Debug, Default)]
@@ -32,40 +51,81 @@ struct LayerParams {
     idle_other: usize,
 }
 
+impl LayerParams {
+    fn add(self, o: LayerParams) -> LayerParams {
+        LayerParams {
+            matmul: self.matmul + o.matmul,
+            other: self.other + o.other,
+            idle_matmul: self.idle_matmul + o.idle_matmul,
+            idle_other: self.idle_other + o.idle_other,
+        }
+    }
+
+    fn total(self) -> usize {
+        self.matmul + self.other
+    }
+}
+
 impl ModelConfig {
     pub fn param_counts(&self) -> ParamCounts {
         let (d, v) = (self.d_model, self.vocab_size);
-        let norm = self.norm_params();
-        let mixer = self.seq_mixer_params();
-        let ffn = self.ffn_params();
-        let layer = mixer.matmul
-            + mixer.other
-            + ffn.matmul
-            + ffn.other
-            + norm * (1 + usize::from(self.ffn != FfnKind::None));
-
+        let layers: Vec<LayerParams> = self.layer_kinds().iter().map(|&k| self.layer_params(k)).collect();
         let positions = if self.positions == Positions::Learned { self.max_seq_len * d } else { 0 };
-        let embedding = v * d + positions;
+        // Meta tokens are learned inputs, counted with the embeddings.
+        let embedding = v * d + positions + self.hymba.meta_tokens * d;
         let head = if self.tie_embeddings { 0 } else { d * v };
-        let total = embedding + self.n_layers * layer + norm + head;
-        let idle = ffn.idle_matmul + ffn.idle_other;
+        let total = embedding + layers.iter().map(|l| l.total()).sum::<usize>() + self.norm_params() + head;
+        let idle: usize = layers.iter().map(|l| l.idle_matmul + l.idle_other).sum();
         ParamCounts {
             total,
             embedding,
             non_embedding: total - embedding,
-            active: total - self.n_layers * idle,
-            matmul: self.n_layers * (mixer.matmul + ffn.matmul - ffn.idle_matmul) + d * v,
+            active: total - idle,
+            matmul: layers.iter().map(|l| l.matmul - l.idle_matmul).sum::<usize>() + d * v,
         }
+    }
+
+    /// Per-layer counts at context `seq_len`: the table `archlab describe` prints.
+    pub fn layer_counts(&self, seq_len: usize) -> Vec<LayerCount> {
+        self.layer_kinds()
+            .into_iter()
+            .map(|kind| {
+                let p = self.layer_params(kind);
+                let (per_token, fixed) = self.state_bytes(kind.mixer);
+                LayerCount {
+                    mixer: kind.mixer,
+                    ffn: kind.ffn,
+                    params: p.total(),
+                    active: p.total() - p.idle_matmul - p.idle_other,
+                    train_flops: 6.0 * (p.matmul - p.idle_matmul) as f64
+                        + 3.0 * self.mixer_flops(kind.mixer, seq_len),
+                    state_bytes_per_token: per_token,
+                    state_bytes_fixed: fixed,
+                }
+            })
+            .collect()
+    }
+
+    fn layer_kinds(&self) -> Vec<LayerKind> {
+        self.layers().unwrap_or_else(|e| panic!("counting an invalid model config: {e:#}"))
+    }
+
+    /// A layer: its norms, sequence mixer and channel mixer.
+    fn layer_params(&self, kind: LayerKind) -> LayerParams {
+        let norms = self.norm_params() * (1 + usize::from(kind.ffn != FfnKind::None));
+        self.mixer_params(kind.mixer)
+            .add(self.ffn_params(kind.ffn))
+            .add(LayerParams { other: norms, ..Default::default() })
     }
 
     fn norm_params(&self) -> usize {
         self.d_model + if self.norm == NormKind::Layer { usize::from(self.bias) * self.d_model } else { 0 }
     }
 
-    fn seq_mixer_params(&self) -> LayerParams {
+    fn mixer_params(&self, mixer: MixerKind) -> LayerParams {
         let d = self.d_model;
-        match self.mixer {
-            MixerKind::Attention => {
+        match mixer {
+            MixerKind::Attention | MixerKind::Local => {
                 let bias = usize::from(self.bias);
                 let (q, kv) = (self.n_heads * self.head_dim(), self.kv_heads() * self.head_dim());
                 LayerParams {
@@ -106,11 +166,16 @@ impl ModelConfig {
                     ..Default::default()
                 }
             }
+            // Both branches and the two per-channel scales.
+            MixerKind::Hymba => self
+                .mixer_params(MixerKind::Attention)
+                .add(self.mixer_params(MixerKind::Mamba))
+                .add(LayerParams { other: 2 * d, ..Default::default() }),
         }
     }
 
-    fn ffn_params(&self) -> LayerParams {
-        match self.ffn {
+    fn ffn_params(&self, ffn: FfnKind) -> LayerParams {
+        match ffn {
             FfnKind::None => LayerParams::default(),
             FfnKind::Mlp => self.mlp_params(self.d_ff),
             FfnKind::Moe => {
@@ -145,18 +210,34 @@ impl ModelConfig {
 
     /// Training FLOPs per token at context `seq_len`: `6·N_matmul` (for MoE, the k experts a
     /// token is routed to and the router, at full capacity; the dispatch itself is data
-    /// movement, not FLOPs) plus, per layer, the
-    /// sequence mixer's own work, ×3 for forward + backward:
+    /// movement, not FLOPs) plus, per layer, the sequence mixer's own work, ×3 for forward +
+    /// backward:
     /// - attention: `2·d_attn·T` (QKᵀ and AV, causal: average context T/2), the llm.c
     ///   convention; PaLM/nanoGPT count 12·L·d·T (no causal halving);
+    /// - local attention (window W): `4·d_attn·c` with `c` the mean context, the mean over
+    ///   positions p of min(p + 1, W);
     /// - Mamba: the convolution `2·di·k` and the scan, ~9 FLOPs per state entry (exp(ΔA), ΔBx,
     ///   the multiply-add update, the C readout), `9·di·n`;
     /// - Mamba-2 (chunked SSD, chunk Q): the within-chunk matmuls `Q·(2·g·n + 2·di)` (C Bᵀ
     ///   and its product with x, causal halves), the chunk states and their readout `4·di·n`,
-    ///   and the convolution.
+    ///   and the convolution;
+    /// - Hymba: its attention (global or windowed) plus its Mamba.
     pub fn train_flops_per_token(&self, seq_len: usize) -> f64 {
-        let mixer = match self.mixer {
-            MixerKind::Attention => 2.0 * (self.n_heads * self.head_dim()) as f64 * seq_len as f64,
+        self.layer_counts(seq_len).iter().map(|l| l.train_flops).sum::<f64>()
+            + 6.0 * (self.d_model * self.vocab_size) as f64
+    }
+
+    /// The non-matmul forward FLOPs per token of a sequence mixer.
+    fn mixer_flops(&self, mixer: MixerKind, seq_len: usize) -> f64 {
+        let d_attn = (self.n_heads * self.head_dim()) as f64;
+        let local = |w: usize| {
+            let t = seq_len.max(1);
+            let mean_context = (0..t).map(|p| (p + 1).min(w)).sum::<usize>() as f64 / t as f64;
+            4.0 * d_attn * mean_context
+        };
+        match mixer {
+            MixerKind::Attention => 2.0 * d_attn * seq_len as f64,
+            MixerKind::Local => local(self.window),
             MixerKind::Mamba => {
                 let c = &self.mamba;
                 let di = c.inner(self.d_model) as f64;
@@ -170,7 +251,41 @@ impl ModelConfig {
                     + 4.0 * di * n
                     + 2.0 * c.conv_channels(self.d_model) as f64 * c.d_conv as f64
             }
-        };
-        6.0 * self.param_counts().matmul as f64 + 3.0 * self.n_layers as f64 * mixer
+            MixerKind::Hymba => {
+                let attn = if self.hymba.window > 0 {
+                    local(self.hymba.window)
+                } else {
+                    2.0 * d_attn * seq_len as f64
+                };
+                attn + self.mixer_flops(MixerKind::Mamba, seq_len)
+            }
+        }
+    }
+
+    /// Decoding state of one sequence in f32: (bytes per token of context, fixed bytes).
+    fn state_bytes(&self, mixer: MixerKind) -> (usize, usize) {
+        let kv_per_token = 2 * self.kv_heads() * self.head_dim() * 4;
+        match mixer {
+            MixerKind::Attention => (kv_per_token, 0),
+            MixerKind::Local => (0, kv_per_token * self.window.saturating_sub(1)),
+            MixerKind::Mamba => {
+                let c = &self.mamba;
+                let di = c.inner(self.d_model);
+                (0, 4 * (di * c.d_state + di * (c.d_conv - 1)))
+            }
+            MixerKind::Mamba2 => {
+                let c = &self.mamba2;
+                let (di, conv) = (c.inner(self.d_model), c.conv_channels(self.d_model));
+                (0, 4 * (di * c.d_state + conv * (c.d_conv - 1)))
+            }
+            MixerKind::Hymba => {
+                let (_, ssm) = self.state_bytes(MixerKind::Mamba);
+                if self.hymba.window > 0 {
+                    (0, ssm + kv_per_token * (self.hymba.window - 1))
+                } else {
+                    (kv_per_token, ssm)
+                }
+            }
+        }
     }
 }

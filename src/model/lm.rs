@@ -1,14 +1,15 @@
 //! The language model: token ids → embeddings → blocks → final norm → logits.
 
-use burn::module::Module;
+use burn::module::{Module, Param};
 use burn::nn::{Dropout, DropoutConfig};
 use burn::tensor::activation::log_softmax;
 use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Int, Tensor, TensorData};
 
-use super::block::{Block, LayerState};
-use super::layers::{Embedding, Linear, Norm};
-use super::moe::RoutingStats;
+use super::block::{Block, LayerState, SeqMixer};
+use super::hymba::BranchScales;
+use super::layers::{Embedding, Linear, Norm, normal_param};
+use super::moe::{MoeAux, RoutingStats};
 use crate::config::{ModelConfig, Positions};
 use crate::data::batcher::TokenBatch;
 use crate::rng::Rng;
@@ -19,6 +20,9 @@ pub struct LanguageModel<B: Backend> {
     /// Learned absolute positions (GPT-2); `None` with RoPE.
     pub embed_positions: Option<Embedding<B>>,
     pub layers: Vec<Block<B>>,
+    /// Hymba's learned meta tokens `[m, d]`, prepended to every sequence before the first
+    /// layer (their outputs are dropped); `None` without.
+    pub meta_tokens: Option<Param<Tensor<B, 2>>>,
     pub norm: Norm<B>,
     /// `None` when the head is tied to `embed_tokens`.
     pub lm_head: Option<Linear<B>>,
@@ -72,6 +76,14 @@ impl<B: Backend> LanguageModel<B> {
                 )
             }),
             layers: (0..cfg.n_layers).map(|i| Block::new(cfg, i, seed, device)).collect(),
+            meta_tokens: (cfg.hymba.meta_tokens > 0).then(|| {
+                normal_param(
+                    [cfg.hymba.meta_tokens, cfg.d_model],
+                    std,
+                    &mut Rng::fork(seed, "init/meta_tokens"),
+                    device,
+                )
+            }),
             norm: Norm::new(cfg.norm, cfg.d_model, cfg.bias, cfg.norm_eps, device),
             lm_head: (!cfg.tie_embeddings).then(|| {
                 Linear::new(
@@ -144,11 +156,48 @@ impl<B: Backend> LanguageModel<B> {
     /// # Shapes
     /// - ids: `[b, t]` → logits `[b, t, vocab]`
     pub fn forward(&self, ids: Tensor<B, 2, Int>) -> Tensor<B, 3> {
-        let mut x = self.embed(ids, 0);
-        for layer in &self.layers {
-            x = layer.forward(x);
-        }
+        let (x, _) = self.blocks(self.embed(ids, 0), true);
         self.head(x)
+    }
+
+    /// The layer stack on embedded tokens, with the meta tokens in front when `fresh` (a new
+    /// sequence) and dropped again after; also returns each MoE layer's auxiliary output.
+    fn blocks(&self, x: Tensor<B, 3>, fresh: bool) -> (Tensor<B, 3>, Vec<(usize, MoeAux<B>)>) {
+        let t = x.dims()[1];
+        let (mut x, m) = self.with_meta_tokens(x, fresh);
+        let mut aux = Vec::new();
+        for (i, layer) in self.layers.iter().enumerate() {
+            let (y, a) = layer.forward_aux(x);
+            x = y;
+            if let Some(a) = a {
+                aux.push((i, a));
+            }
+        }
+        (if m > 0 { x.narrow(1, m, t) } else { x }, aux)
+    }
+
+    /// `x` with the meta tokens in front when `fresh` (a new sequence), and their number.
+    fn with_meta_tokens(&self, x: Tensor<B, 3>, fresh: bool) -> (Tensor<B, 3>, usize) {
+        match self.meta_tokens.as_ref().filter(|_| fresh) {
+            Some(meta) => {
+                let [b, _, d] = x.dims();
+                let m = meta.dims()[0];
+                (Tensor::cat(vec![meta.val().unsqueeze::<3>().expand([b, m, d]), x], 1), m)
+            }
+            None => (x, 0),
+        }
+    }
+
+    /// The branch scales of every Hymba layer, read to the host.
+    pub fn branch_scales(&self) -> Vec<BranchScales> {
+        self.layers
+            .iter()
+            .enumerate()
+            .filter_map(|(i, l)| match &l.mixer {
+                SeqMixer::Hymba(h) => Some(h.branch_scales(i)),
+                _ => None,
+            })
+            .collect()
     }
 
     /// Mean next-token cross-entropy (nats per token): the evaluation loss.
@@ -163,18 +212,10 @@ impl<B: Backend> LanguageModel<B> {
     /// auxiliary losses are averaged over MoE layers, so their coefficients do not depend on
     /// depth (Switch and Mixtral each weight one loss term; HF pools all layers into one).
     pub fn objective(&self, ids: Tensor<B, 2, Int>, targets: Tensor<B, 2, Int>) -> Objective<B> {
-        let mut x = self.embed(ids, 0);
-        let mut aux_terms = Vec::new();
-        let mut routing = Vec::new();
-        for (i, layer) in self.layers.iter().enumerate() {
-            let (y, aux) = layer.forward_aux(x);
-            x = y;
-            if let Some(aux) = aux {
-                aux_terms.push(aux.aux_loss);
-                routing.push((i, aux.stats));
-            }
-        }
+        let (x, moe) = self.blocks(self.embed(ids, 0), true);
         let ce = cross_entropy(self.head(x), targets);
+        let (aux_terms, routing): (Vec<_>, Vec<_>) =
+            moe.into_iter().map(|(i, a)| (a.aux_loss, (i, a.stats))).unzip();
         let aux = (!aux_terms.is_empty()).then(|| Tensor::cat(aux_terms, 0).mean());
         let loss = match &aux {
             Some(a) => ce.clone() + a.clone(),
@@ -196,12 +237,13 @@ impl<B: Backend> LanguageModel<B> {
     /// - ids: `[b, t_new]` → logits `[b, t_new, vocab]`
     pub fn forward_step(&self, ids: Tensor<B, 2, Int>, state: &mut DecodeState<B>) -> Tensor<B, 3> {
         let t = ids.dims()[1];
-        let mut x = self.embed(ids, state.pos);
+        // A new sequence starts with the meta tokens, which fill the layers' state like a prompt.
+        let (mut x, m) = self.with_meta_tokens(self.embed(ids, state.pos), state.pos == 0);
         for (layer, layer_state) in self.layers.iter().zip(state.layers.iter_mut()) {
             x = layer.forward_step(x, layer_state);
         }
         state.pos += t;
-        self.head(x)
+        self.head(if m > 0 { x.narrow(1, m, t) } else { x })
     }
 }
 

@@ -26,6 +26,7 @@ pub mod attention;
 pub mod block;
 pub mod conv;
 pub mod count;
+pub mod hymba;
 pub mod layers;
 pub mod lm;
 pub mod mamba;

@@ -8,6 +8,7 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
+use crate::model::hymba::BranchScales;
 use crate::model::moe::RoutingStats;
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -35,6 +36,9 @@ pub enum Record {
         /// Expert load of each MoE layer on this step's tokens.
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         moe: Vec<ExpertLoad>,
+        /// Branch scales of each Hymba layer after this step, against their initial value.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        hymba: Vec<BranchScales>,
     },
     Eval {
         step: usize,
@@ -203,6 +207,9 @@ pub struct Summary {
     /// Expert load of each MoE layer over the whole training run.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub moe: Vec<ExpertLoad>,
+    /// Branch scales of each Hymba layer at the end, against their initial value.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hymba: Vec<BranchScales>,
 }
 
 /// Peak resident set size of this process (Linux `VmHWM`), if known.

@@ -262,6 +262,7 @@ pub fn train<B: AutodiffBackend>(
                 skipped,
                 aux_loss,
                 moe: metrics::ExpertLoad::all(&step_routing),
+                hymba: model.branch_scales(),
             })?;
         }
         bar.set_position(step as u64);
@@ -312,6 +313,7 @@ pub fn train<B: AutodiffBackend>(
         device: opts.device_name.clone(),
         precision: if bf16 { "bf16".into() } else { "f32".into() },
         moe: metrics::ExpertLoad::all(&state.routing),
+        hymba: model.branch_scales(),
     };
     atomic::write_json(&run.join("summary.json"), &summary)?;
     Ok(TrainOutcome { losses, summary: Some(summary) })

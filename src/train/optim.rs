@@ -70,7 +70,7 @@ impl<B: AutodiffBackend> ModuleVisitor<B> for SplitGrads<'_> {
         // `_no_weight_decay`): decay would pull A_log towards 0 (A → −1) and D towards 0.
         let ssm_dynamics = ["a_log", "d_skip", "dt_bias"];
         let no_decay = D == 1
-            || self.path.iter().any(|p| p.starts_with("embed_"))
+            || self.path.iter().any(|p| p.starts_with("embed_") || p == "meta_tokens")
             || self.path.last().is_some_and(|p| ssm_dynamics.contains(&p.as_str()));
         if no_decay && let Some(g) = self.from.remove::<B::InnerBackend, D>(param.id) {
             self.no_decay.register::<B::InnerBackend, D>(param.id, g);

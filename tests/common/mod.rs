@@ -85,7 +85,36 @@ pub fn variants() -> Vec<(&'static str, ModelConfig)> {
     v.push(("gqa (4 query heads, 2 kv heads)", gqa));
     v.extend(ssm_variants(&base));
     v.extend(moe_variants(&base));
+    v.extend(hybrid_variants(&base));
     v
+}
+
+/// Sliding-window attention, Hymba (global attention branch, meta tokens), and a mixed
+/// pattern with every mixer and channel mixer. Windows of 5 and 4 are shorter than the
+/// tests' sequences, so the blocked path (training) and the band-masked path (decoding) both run.
+pub fn hybrid_variants(base: &ModelConfig) -> Vec<(&'static str, ModelConfig)> {
+    let mut local = base.clone();
+    local.mixer = MixerKind::Local;
+    local.window = 5;
+    let mut hymba = base.clone();
+    hymba.mixer = MixerKind::Hymba;
+    hymba.mamba.d_state = 4;
+    hymba.hymba.meta_tokens = 3;
+    hymba.hymba.scale_init = 0.7;
+    let mut mixed = moe_variants(base).remove(0).1;
+    mixed.pattern = "LMeSnHA".into();
+    mixed.n_layers = 5;
+    mixed.window = 4;
+    mixed.hymba.window = 4;
+    mixed.mamba.d_state = 4;
+    mixed.mamba2.d_state = 8;
+    mixed.mamba2.head_dim = 16;
+    mixed.mamba2.chunk_size = 4;
+    vec![
+        ("local attention (window 5)", local),
+        ("hymba (global attention branch, 3 meta tokens)", hymba),
+        ("pattern LMeSnHA (window 4, MoE, no-FFN, windowed Hymba)", mixed),
+    ]
 }
 
 /// MoE channel mixers: Mixtral-style top-2 of 4 SwiGLU experts with a gated shared expert, and

@@ -1,0 +1,122 @@
+//! Hymba layer (Dong et al. 2024, "Hymba: A Hybrid-head Architecture for Small Language
+//! Models"): attention heads and SSM (Mamba-1) heads read the same input in parallel; each
+//! branch's output is RMS-normalised and scaled by a learned per-channel vector, and the two
+//! are averaged:
+//!
+//! ```text
+//! y = (β_attn ⊙ norm(attn(x)) + β_ssm ⊙ norm(ssm(x))) / 2
+//! ```
+//!
+//! Each branch keeps its own input and output projections (Hymba fuses the input projections
+//! and shares one output projection; the function class is the same up to that
+//! factorisation). β starts at `model.hymba.scale_init` for both branches; training logs them
+//! against that value, so a "learned ratio" that never moved shows as such. The meta tokens
+//! Hymba prepends to every sequence live in the language model (`lm.rs`), not here.
+
+use burn::module::{Module, Param};
+use burn::tensor::Tensor;
+use burn::tensor::backend::Backend;
+use serde::{Deserialize, Serialize};
+
+use super::attention::{Attention, KvCache};
+use super::layers::{Linear, param};
+use super::mamba::{Mamba, MambaState};
+use crate::config::ModelConfig;
+use crate::rng::Rng;
+
+#[derive(Module, Debug)]
+pub struct Hymba<B: Backend> {
+    pub attn: Attention<B>,
+    pub ssm: Mamba<B>,
+    /// β_attn, `[d]`.
+    pub attn_scale: Param<Tensor<B, 1>>,
+    /// β_ssm, `[d]`.
+    pub ssm_scale: Param<Tensor<B, 1>>,
+    /// The value both scales started from.
+    pub scale_init: f64,
+    pub eps: f64,
+}
+
+/// Where a Hymba layer's branch scales stand against their initial value (logged during
+/// training, reported in `summary.json`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BranchScales {
+    pub layer: usize,
+    pub init: f64,
+    pub attn_mean: f64,
+    pub ssm_mean: f64,
+    /// Mean |β − init| over channels: 0 means the scales never moved.
+    pub attn_mean_abs_change: f64,
+    pub ssm_mean_abs_change: f64,
+}
+
+/// Decoding state: the attention branch's KV cache and the SSM branch's state.
+#[derive(Clone, Debug)]
+pub struct HymbaState<B: Backend> {
+    pub kv: KvCache<B>,
+    pub ssm: MambaState<B>,
+}
+
+impl<B: Backend> HymbaState<B> {
+    pub fn empty() -> Self {
+        Self { kv: KvCache::empty(), ssm: MambaState::empty() }
+    }
+}
+
+impl<B: Backend> Hymba<B> {
+    pub fn new(cfg: &ModelConfig, resid_scale: f64, rng: &mut Rng, device: &B::Device) -> Self {
+        let beta = cfg.hymba.scale_init as f32;
+        Self {
+            attn: Attention::new(cfg, cfg.hymba.window, cfg.init_std * resid_scale, rng, device),
+            ssm: Mamba::new(cfg, resid_scale, rng, device),
+            attn_scale: param([cfg.d_model], device, || beta),
+            ssm_scale: param([cfg.d_model], device, || beta),
+            scale_init: cfg.hymba.scale_init,
+            eps: cfg.norm_eps,
+        }
+    }
+
+    /// # Shapes
+    /// - x: `[b, t, d]` → `[b, t, d]`
+    pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        self.mix(self.attn.forward(x.clone()), self.ssm.forward(x))
+    }
+
+    pub fn forward_step(&self, x: Tensor<B, 3>, state: &mut HymbaState<B>) -> Tensor<B, 3> {
+        self.mix(self.attn.forward_cached(x.clone(), &mut state.kv), self.ssm.forward_step(x, &mut state.ssm))
+    }
+
+    fn mix(&self, attn: Tensor<B, 3>, ssm: Tensor<B, 3>) -> Tensor<B, 3> {
+        let scaled = |y: Tensor<B, 3>, beta: &Param<Tensor<B, 1>>| {
+            let ms = y.clone().powf_scalar(2.0).mean_dim(2);
+            y * (ms + self.eps).sqrt().recip() * beta.val().unsqueeze::<3>()
+        };
+        (scaled(attn, &self.attn_scale) + scaled(ssm, &self.ssm_scale)) * 0.5
+    }
+
+    /// Reads both scales to the host.
+    pub fn branch_scales(&self, layer: usize) -> BranchScales {
+        let stats = |p: &Param<Tensor<B, 1>>| {
+            let v: Vec<f64> = p.val().into_data().convert::<f64>().into_vec().expect("float scales");
+            let n = v.len().max(1) as f64;
+            (v.iter().sum::<f64>() / n, v.iter().map(|x| (x - self.scale_init).abs()).sum::<f64>() / n)
+        };
+        let (attn_mean, attn_mean_abs_change) = stats(&self.attn_scale);
+        let (ssm_mean, ssm_mean_abs_change) = stats(&self.ssm_scale);
+        BranchScales {
+            layer,
+            init: self.scale_init,
+            attn_mean,
+            ssm_mean,
+            attn_mean_abs_change,
+            ssm_mean_abs_change,
+        }
+    }
+
+    pub fn linears_mut(&mut self) -> Vec<&mut Linear<B>> {
+        let a = &mut self.attn;
+        let mut out = vec![&mut a.q_proj, &mut a.k_proj, &mut a.v_proj, &mut a.o_proj];
+        out.extend(self.ssm.linears_mut());
+        out
+    }
+}
