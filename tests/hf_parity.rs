@@ -1,5 +1,5 @@
 //! Cross-implementation parity: tiny random `MambaForCausalLM`, `Mamba2ForCausalLM`,
-//! `LlamaForCausalLM` and `MixtralForCausalLM` checkpoints with the logits `transformers` computed for a fixed batch and
+//! `LlamaForCausalLM`, `MixtralForCausalLM` and `JambaForCausalLM` checkpoints with the logits `transformers` computed for a fixed batch and
 //! its greedy continuation (`tools/hf_fixtures.py`, committed under `tests/fixtures/hf`).
 //! archlab imports the weights and must reproduce both: logits to 1e-4 absolute in f32 (an
 //! independent f32 reimplementation lands near 1e-6; the smallest real mistake tried, Mamba-2's
@@ -10,7 +10,7 @@ mod common;
 
 use std::path::PathBuf;
 
-use archlab::config::RunConfig;
+use archlab::config::{FfnKind, RunConfig};
 use archlab::hf::{self, safetensors::SafeTensors};
 use archlab::model::lm::ids_tensor;
 use burn::module::Module;
@@ -78,10 +78,28 @@ fn llama_matches_transformers() {
 #[test]
 fn mixtral_matches_transformers() {
     check("mixtral");
-    let dir = fixture("mixtral");
+    check_balance_losses("mixtral", 2);
+}
+
+/// Jamba, imported through the pattern language: Mamba (with Δ/B/C norms) + MLP, Mamba + MoE,
+/// attention (no positional encoding) + MLP, Mamba + MoE, i.e. `MfMeAfMe`; top-2 weights not
+/// renormalised.
+#[test]
+fn jamba_matches_transformers() {
+    let base = RunConfig::resolve("tiny", None, &[]).unwrap();
+    let cfg = hf::read_config(&fixture("jamba"), &base).unwrap();
+    assert_eq!(cfg.model.pattern, "MfMeAfMe");
+    assert!(!cfg.model.moe.renormalize && cfg.model.mamba.inner_norms);
+    check("jamba");
+    check_balance_losses("jamba", 2);
+}
+
+fn check_balance_losses(kind: &str, moe_layers: usize) {
+    let dir = fixture(kind);
     let base = RunConfig::resolve("tiny", None, &[]).unwrap();
     let cfg = hf::read_config(&dir, &base).unwrap();
     assert_eq!((cfg.model.moe.n_experts, cfg.model.moe.top_k), (4, 2));
+    assert_eq!(cfg.model.layers().unwrap().iter().filter(|l| l.ffn == FfnKind::Moe).count(), moe_layers);
     let device = Default::default();
     let model = hf::load_model::<Cpu>(&dir, &cfg.model, &device).unwrap();
     let expected = SafeTensors::open(&dir.join("expected.safetensors")).unwrap();
@@ -93,7 +111,7 @@ fn mixtral_matches_transformers() {
     assert_eq!(objective.routing.len(), want.len());
     for ((layer, stats), want) in objective.routing.iter().zip(&want) {
         let got = stats.mean_balance_loss();
-        eprintln!("mixtral layer {layer}: balance loss {got} (transformers {want})");
+        eprintln!("{kind} layer {layer}: balance loss {got} (transformers {want})");
         assert!(
             (got - *want as f64).abs() < 1e-5,
             "layer {layer}: balance loss {got} vs transformers' {want}"

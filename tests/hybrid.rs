@@ -138,7 +138,10 @@ fn local_attention_sees_exactly_its_window() {
             if visible {
                 assert!(moved > 1e-4, "t = {t}: token {back} back is inside the window but changed nothing");
             } else {
-                assert_eq!(moved, 0.0, "t = {t}: token {back} back is outside the window but moved the output");
+                assert_eq!(
+                    moved, 0.0,
+                    "t = {t}: token {back} back is outside the window but moved the output"
+                );
             }
         }
     }
@@ -156,8 +159,10 @@ fn local_attention_cache_is_bounded_by_the_window() {
     let mut cache = KvCache::empty();
     let mut steps = Vec::new();
     for i in 0..t {
-        let token: Vec<f32> = (0..2).flat_map(|r| x[(r * t + i) * 32..(r * t + i + 1) * 32].to_vec()).collect();
-        let out = attn.forward_cached(Tensor::from_data(TensorData::new(token, [2, 1, 32]), &device), &mut cache);
+        let token: Vec<f32> =
+            (0..2).flat_map(|r| x[(r * t + i) * 32..(r * t + i + 1) * 32].to_vec()).collect();
+        let out =
+            attn.forward_cached(Tensor::from_data(TensorData::new(token, [2, 1, 32]), &device), &mut cache);
         assert!(cache.len() < w, "cache holds {} entries with window {w}", cache.len());
         steps.push(out.into_data().into_vec::<f32>().unwrap());
     }
@@ -217,4 +222,44 @@ fn hymba_branch_scales_learn_and_are_reported() {
     }
     let log = std::fs::read_to_string(opts.run_dir.join("metrics.jsonl")).unwrap();
     assert!(log.lines().filter(|l| l.contains("\"kind\":\"train\"")).all(|l| l.contains("\"attn_mean\"")));
+}
+
+/// Decoding with every layer's cache (KV caches, SSM states) equals the full forward, for each
+/// seed pattern and for patterns with local attention, Mamba-2 and Hymba layers.
+#[test]
+fn decoding_equals_the_full_forward_for_every_pattern() {
+    let device = Default::default();
+    let extra = ["LLMMLL", "SASA", "HLMe", "(MMMA)2"];
+    for pattern in SEED_PATTERNS.iter().chain(&extra) {
+        let mut cfg = variants().remove(0).1;
+        cfg.pattern = pattern.to_string();
+        cfg.n_layers = archlab::config::pattern::Pattern::parse(pattern).unwrap().len();
+        cfg.window = 4;
+        cfg.mamba.d_state = 4;
+        cfg.mamba2.head_dim = 16;
+        cfg.mamba2.d_state = 8;
+        cfg.mamba2.chunk_size = 4;
+        cfg.moe.n_experts = 4;
+        cfg.validate().unwrap();
+        let model = LanguageModel::<Cpu>::new(&cfg, 5, false, &device);
+        let (b, t, v) = (2, 11, cfg.vocab_size);
+        let ids = random_ids(b * t, v, 3);
+        let full: Vec<f32> =
+            model.forward(ids_tensor::<Cpu>(&ids, [b, t], &device)).into_data().into_vec().unwrap();
+        let mut state = model.decode_state();
+        let mut worst = 0f32;
+        for i in 0..t {
+            let col: Vec<u32> = (0..b).map(|r| ids[r * t + i]).collect();
+            let out: Vec<f32> = model
+                .forward_step(ids_tensor::<Cpu>(&col, [b, 1], &device), &mut state)
+                .into_data()
+                .into_vec()
+                .unwrap();
+            for r in 0..b {
+                let want = &full[(r * t + i) * v..(r * t + i + 1) * v];
+                worst = worst.max(max_diff(&out[r * v..(r + 1) * v], want));
+            }
+        }
+        assert!(worst < 1e-4, "{pattern}: decoding differs from the forward by {worst}");
+    }
 }

@@ -4,7 +4,7 @@
 Purpose
 -------
 Builds tiny, *randomly initialised* Hugging Face causal LMs (Mamba, Mamba2,
-Llama, Mixtral) in float32, saves them exactly as `save_pretrained` would (config.json
+Llama, Mixtral, Jamba) in float32, saves them exactly as `save_pretrained` would (config.json
 + model.safetensors), and records reference outputs computed by the
 transformers PyTorch implementation:
 
@@ -17,8 +17,8 @@ transformers PyTorch implementation:
         logits     float32 [2, 13, 67]  full forward, no cache
         greedy     int64   [1, 6]       the 6 tokens greedily generated
                                         (use_cache=True) after input_ids[:1]
-        balance_loss float32 [2]        (mixtral only) each layer's load-balancing
-                                        loss on input_ids, by HF's function
+        balance_loss float32 [L]        (mixtral, jamba) each MoE layer's load-
+                                        balancing loss on input_ids, by HF's function
 
 The Rust side loads model.safetensors + config.json, runs its own forward on
 `input_ids` and must reproduce `logits` (and `greedy` through its decode path).
@@ -163,6 +163,42 @@ def build_mixtral():
         return MixtralForCausalLM(cfg)
 
 
+def build_jamba():
+    from transformers import JambaConfig, JambaForCausalLM
+
+    # 4 layers: Mamba+MLP, Mamba+MoE, attention+MLP, Mamba+MoE (archlab pattern MfMeAfMe).
+    cfg = JambaConfig(
+        vocab_size=VOCAB,
+        hidden_size=32,
+        intermediate_size=40,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        attn_layer_period=4,
+        attn_layer_offset=2,
+        expert_layer_period=2,
+        expert_layer_offset=1,
+        num_experts=4,
+        num_experts_per_tok=2,
+        mamba_d_state=8,
+        mamba_d_conv=4,
+        mamba_expand=2,
+        mamba_dt_rank=4,
+        mamba_conv_bias=True,
+        mamba_proj_bias=False,
+        use_mamba_kernels=False,
+        max_position_embeddings=64,
+        rms_norm_eps=1e-5,
+        tie_word_embeddings=False,
+        initializer_range=0.3,
+    )
+    cfg._attn_implementation = "eager"
+    try:
+        return JambaForCausalLM(cfg, attn_implementation="eager")
+    except TypeError:
+        return JambaForCausalLM(cfg)
+
+
 # Tokenizer vocabulary: "<unk>" at id 0, then these words at ids 1..66 (order
 # fixed; changing it changes every fixture's tokenizer.json).
 UNK = "<unk>"
@@ -196,7 +232,7 @@ def build_tokenizer():
     return tok
 
 
-BUILDERS = {"mamba": build_mamba, "mamba2": build_mamba2, "llama": build_llama, "mixtral": build_mixtral}
+BUILDERS = {"mamba": build_mamba, "mamba2": build_mamba2, "llama": build_llama, "mixtral": build_mixtral, "jamba": build_jamba}
 
 # Extra gain on the mixer output projection (residual branch). With HF's init
 # the tiny Mamba's residual stream is dominated by the tied embedding and the
@@ -228,7 +264,7 @@ def perturb(model, gen, out_proj_gain=1.0):
 
 
 @torch.no_grad()
-def mixtral_router_checks(model, input_ids):
+def router_checks(model, input_ids):
     """Per-layer load-balancing loss by HF's own `load_balancing_loss_func` (one layer at a
     time: HF pools the layers, archlab reports each), float32 [layers]. Also asserts that
     every token's k-th and (k+1)-th router logits differ by > 1e-3, so f32 noise cannot make
@@ -236,13 +272,14 @@ def mixtral_router_checks(model, input_ids):
     from transformers.models.mixtral.modeling_mixtral import load_balancing_loss_func
 
     cfg = model.config
+    n_experts = getattr(cfg, "num_local_experts", None) or cfg.num_experts
     out = model(input_ids=input_ids, use_cache=False, output_router_logits=True)
     losses = []
     for layer_logits in out.router_logits:
         top = layer_logits.float().topk(cfg.num_experts_per_tok + 1, dim=-1).values
         gap = (top[:, -2] - top[:, -1]).min().item()
-        assert gap > 1e-3, f"[mixtral] router top-k gap {gap} too small"
-        losses.append(load_balancing_loss_func((layer_logits,), cfg.num_local_experts, cfg.num_experts_per_tok))
+        assert gap > 1e-3, f"router top-k gap {gap} too small"
+        losses.append(load_balancing_loss_func((layer_logits,), n_experts, cfg.num_experts_per_tok))
     return torch.stack([torch.as_tensor(l, dtype=torch.float32) for l in losses]).contiguous()
 
 
@@ -253,7 +290,7 @@ def file_kb(path):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", required=True, help="output directory, e.g. tests/fixtures/hf")
-    ap.add_argument("--kinds", default="mamba,mamba2,llama,mixtral", help="comma separated subset")
+    ap.add_argument("--kinds", default="mamba,mamba2,llama,mixtral,jamba", help="comma separated subset")
     args = ap.parse_args()
 
     import transformers
@@ -316,8 +353,8 @@ def main():
                 print(f"WARNING [{kind}]: cached greedy {greedy.tolist()} != recomputed {seq[:, SEQ:].tolist()}")
 
         expected = {"input_ids": input_ids.contiguous(), "logits": logits, "greedy": greedy}
-        if kind == "mixtral":
-            expected["balance_loss"] = mixtral_router_checks(model, input_ids)
+        if kind in ("mixtral", "jamba"):
+            expected["balance_loss"] = router_checks(model, input_ids)
 
         exp_path = os.path.join(out_dir, "expected.safetensors")
         save_file(

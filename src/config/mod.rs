@@ -57,6 +57,9 @@ pub enum Positions {
     Rope,
     /// A learned absolute position table, as in GPT-2.
     Learned,
+    /// No position information but causality itself (Jamba's attention; NoPE, Kazemnejad et
+    /// al. 2023).
+    None,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -238,6 +241,8 @@ pub struct MambaConfig {
     pub bias: bool,
     /// Time steps per chunk of the chunked scan; 0 picks about √T.
     pub chunk_size: usize,
+    /// RMSNorms on Δ, B and C after `x_proj` (Jamba's Mamba layers).
+    pub inner_norms: bool,
 }
 
 impl Default for MambaConfig {
@@ -253,6 +258,7 @@ impl Default for MambaConfig {
             conv_bias: true,
             bias: false,
             chunk_size: 0,
+            inner_norms: false,
         }
     }
 }

@@ -141,13 +141,70 @@ pub fn read_config(dir: &Path, base: &RunConfig) -> Result<RunConfig> {
                 shared_expert_gate: false,
             };
         }
+        "jamba" => read_jamba(&hf, m)?,
         other => bail!(
-            "{}: model_type `{other}` is not supported; archlab imports mamba, mamba2, llama and mixtral",
+            "{}: model_type `{other}` is not supported; archlab imports mamba, mamba2, llama, mixtral and jamba",
             path.display()
         ),
     }
     cfg.model.validate().with_context(|| format!("the model in {}", path.display()))?;
     Ok(cfg)
+}
+
+/// Jamba (Lieber et al. 2024): attention every `attn_layer_period` layers (no positional
+/// encoding), Mamba-1 with RMSNorms on Δ/B/C elsewhere, an MoE (top-k, weights not
+/// renormalised) every `expert_layer_period` layers and a SwiGLU MLP in the others. Mapped onto
+/// a layer pattern, e.g. `MfMeAfMe`.
+fn read_jamba(hf: &HfConfig, m: &mut ModelConfig) -> Result<()> {
+    let path = hf.path;
+    m.positions = crate::config::Positions::None;
+    m.mlp = crate::config::MlpKind::Swiglu;
+    m.norm_eps = hf.f64("rms_norm_eps")?;
+    m.tie_embeddings = hf.bool_or("tie_word_embeddings", false)?;
+    m.d_ff = hf.usize("intermediate_size")?;
+    m.n_heads = hf.usize("num_attention_heads")?;
+    m.n_kv_heads = hf.opt_usize("num_key_value_heads")?.unwrap_or(m.n_heads);
+    m.max_seq_len = hf.usize("max_position_embeddings")?;
+    hf.expect_str_or("hidden_act", "silu")?;
+    let c = &mut m.mamba;
+    c.d_state = hf.usize("mamba_d_state")?;
+    c.d_conv = hf.usize("mamba_d_conv")?;
+    c.expand = hf.usize("mamba_expand")?;
+    c.dt_rank = match hf.json.get("mamba_dt_rank").and_then(Value::as_str) {
+        Some("auto") => 0,
+        _ => hf.usize("mamba_dt_rank")?,
+    };
+    c.conv_bias = hf.bool_or("mamba_conv_bias", true)?;
+    c.bias = hf.bool_or("mamba_proj_bias", false)?;
+    c.inner_norms = true;
+    let n_experts = hf.usize("num_experts")?;
+    m.moe = MoeConfig {
+        n_experts,
+        top_k: hf.usize("num_experts_per_tok")?,
+        expert_d_ff: m.d_ff,
+        renormalize: false,
+        capacity_factor: 0.0,
+        balance_coef: hf.f64_or("router_aux_loss_coef", 0.001)?,
+        z_loss_coef: 0.0,
+        jitter: 0.0,
+        shared_expert_d_ff: 0,
+        shared_expert_gate: false,
+    };
+    let (attn_period, attn_offset) = (hf.usize("attn_layer_period")?, hf.usize("attn_layer_offset")?);
+    let (expert_period, expert_offset) = (hf.usize("expert_layer_period")?, hf.usize("expert_layer_offset")?);
+    if attn_period == 0 || expert_period == 0 {
+        bail!("{}: attn_layer_period and expert_layer_period must be positive", path.display());
+    }
+    m.pattern = (0..m.n_layers)
+        .map(|i| {
+            let mixer = if i % attn_period == attn_offset { 'A' } else { 'M' };
+            let ffn = if n_experts > 1 && i % expert_period == expert_offset { 'e' } else { 'f' };
+            format!("{mixer}{ffn}")
+        })
+        .collect();
+    m.mixer = MixerKind::Mamba;
+    m.ffn = FfnKind::Mlp;
+    Ok(())
 }
 
 /// The Llama-style attention stack Llama and Mixtral share: RoPE, RMSNorm, SwiGLU, no biases.
@@ -237,9 +294,13 @@ pub fn load_model<B: Backend>(dir: &Path, cfg: &ModelConfig, device: &B::Device)
     let ckpt = Checkpoint::open(dir)?;
     let mut w = Weights { ckpt: &ckpt, used: BTreeSet::new(), device };
     let mut model = LanguageModel::<B>::new(cfg, 0, false, device);
-    let (prefix, embed, final_norm) = match cfg.mixer {
-        MixerKind::Attention => ("model.layers", "model.embed_tokens.weight", "model.norm.weight"),
-        _ => {
+    // Llama/Mixtral/Jamba keep everything under `model.`, Mamba/Mamba2 under `backbone.`.
+    let (prefix, embed, final_norm) = match ckpt.contains("model.embed_tokens.weight") {
+        true if ckpt.contains("model.final_layernorm.weight") => {
+            ("model.layers", "model.embed_tokens.weight", "model.final_layernorm.weight")
+        }
+        true => ("model.layers", "model.embed_tokens.weight", "model.norm.weight"),
+        false => {
             // The original state-spaces checkpoints say `embedding`, transformers `embeddings`.
             let embed = if ckpt.contains("backbone.embedding.weight") {
                 "backbone.embedding.weight"
@@ -259,10 +320,20 @@ pub fn load_model<B: Backend>(dir: &Path, cfg: &ModelConfig, device: &B::Device)
         let p = format!("{prefix}.{i}");
         match &mut layer.mixer {
             SeqMixer::Mamba(m) => {
-                layer.norm.weight = w.param(&format!("{p}.norm.weight"), [cfg.d_model])?;
                 let (d, c) = (cfg.d_model, &cfg.mamba);
                 let (di, n, r) = (c.inner(d), c.d_state, c.rank(d));
-                let q = format!("{p}.mixer");
+                // Jamba: `{p}.input_layernorm` and `{p}.mamba.*` with norms on Δ, B, C.
+                let jamba = ckpt.contains(&format!("{p}.mamba.in_proj.weight"));
+                let (norm, q) = match jamba {
+                    true => (format!("{p}.input_layernorm.weight"), format!("{p}.mamba")),
+                    false => (format!("{p}.norm.weight"), format!("{p}.mixer")),
+                };
+                layer.norm.weight = w.param(&norm, [d])?;
+                if let Some(norms) = &mut m.inner_norms {
+                    norms.dt.weight = w.param(&format!("{q}.dt_layernorm.weight"), [r])?;
+                    norms.b.weight = w.param(&format!("{q}.b_layernorm.weight"), [n])?;
+                    norms.c.weight = w.param(&format!("{q}.c_layernorm.weight"), [n])?;
+                }
                 w.linear(&mut m.in_proj, &format!("{q}.in_proj"), d, 2 * di)?;
                 w.conv(&mut m.conv1d, &format!("{q}.conv1d"), di, c.d_conv)?;
                 w.linear(&mut m.x_proj, &format!("{q}.x_proj"), di, r + 2 * n)?;
@@ -297,8 +368,26 @@ pub fn load_model<B: Backend>(dir: &Path, cfg: &ModelConfig, device: &B::Device)
             }
         }
         if let Some(ffn) = &mut layer.ffn {
-            ffn.norm.weight = w.param(&format!("{p}.post_attention_layernorm.weight"), [cfg.d_model])?;
             let d = cfg.d_model;
+            // Jamba: `pre_ff_layernorm` and `feed_forward` (an MLP, or a router + experts).
+            if ckpt.contains(&format!("{p}.pre_ff_layernorm.weight")) {
+                ffn.norm.weight = w.param(&format!("{p}.pre_ff_layernorm.weight"), [d])?;
+                let q = format!("{p}.feed_forward");
+                let gate_up_down =
+                    |q: &str| ["gate_proj", "up_proj", "down_proj"].map(|n| format!("{q}.{n}"));
+                match &mut ffn.mixer {
+                    ChannelMixer::Mlp(mlp) => w.swiglu(mlp, &gate_up_down(&q), d, cfg.d_ff)?,
+                    ChannelMixer::Moe(moe) => {
+                        w.linear(&mut moe.router, &format!("{q}.router"), d, cfg.moe.n_experts)?;
+                        let f = cfg.moe.expert_width(cfg.d_ff);
+                        for (j, expert) in moe.experts.iter_mut().enumerate() {
+                            w.swiglu(expert, &gate_up_down(&format!("{q}.experts.{j}")), d, f)?;
+                        }
+                    }
+                }
+                continue;
+            }
+            ffn.norm.weight = w.param(&format!("{p}.post_attention_layernorm.weight"), [d])?;
             match &mut ffn.mixer {
                 ChannelMixer::Mlp(mlp) => {
                     let names = ["gate_proj", "up_proj", "down_proj"].map(|n| format!("{p}.mlp.{n}"));

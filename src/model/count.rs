@@ -140,13 +140,14 @@ impl ModelConfig {
                 LayerParams {
                     // in_proj, x_proj, dt_proj, out_proj
                     matmul: d * 2 * di + di * (r + 2 * n) + r * di + di * d,
-                    // their biases, conv taps and bias, A_log, D
+                    // their biases, conv taps and bias, A_log, D, Jamba's norms
                     other: bias * (2 * di + d)
                         + di
                         + di * c.d_conv
                         + usize::from(c.conv_bias) * di
                         + di * n
-                        + di,
+                        + di
+                        + usize::from(c.inner_norms) * (r + 2 * n),
                     ..Default::default()
                 }
             }

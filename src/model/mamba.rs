@@ -17,9 +17,9 @@ use burn::tensor::backend::Backend;
 
 use super::activation::{silu, softplus};
 use super::conv::CausalConv1d;
-use super::layers::{Linear, param};
+use super::layers::{Linear, Norm, param};
 use super::selective_scan::{self, ScanAlgorithm, ScanInputs};
-use crate::config::{MambaConfig, ModelConfig};
+use crate::config::{MambaConfig, ModelConfig, NormKind};
 use crate::rng::Rng;
 
 #[derive(Module, Debug)]
@@ -33,9 +33,20 @@ pub struct Mamba<B: Backend> {
     /// `[di]`, the skip connection D.
     pub d_skip: Param<Tensor<B, 1>>,
     pub out_proj: Linear<B>,
+    /// Jamba's RMSNorms on Δ (before `dt_proj`), B and C; `None` in Mamba proper.
+    pub inner_norms: Option<InnerNorms<B>>,
     pub dt_rank: usize,
     pub d_state: usize,
     pub chunk_size: usize,
+}
+
+/// RMSNorms over the low-rank Δ, B and C (Jamba, Lieber et al. 2024, which found them to
+/// stabilise training at scale; HF `JambaMambaMixer`'s `dt/b/c_layernorm`).
+#[derive(Module, Debug)]
+pub struct InnerNorms<B: Backend> {
+    pub dt: Norm<B>,
+    pub b: Norm<B>,
+    pub c: Norm<B>,
 }
 
 /// What a Mamba layer carries from one decoding step to the next: O(1) in the context length.
@@ -119,6 +130,11 @@ impl<B: Backend> Mamba<B> {
             a_log,
             d_skip: param([di], device, || 1.0),
             out_proj: torch_default_linear(di, d, c.bias, out_scale, rng, device),
+            inner_norms: c.inner_norms.then(|| InnerNorms {
+                dt: Norm::new(NormKind::Rms, r, false, cfg.norm_eps, device),
+                b: Norm::new(NormKind::Rms, n, false, cfg.norm_eps, device),
+                c: Norm::new(NormKind::Rms, n, false, cfg.norm_eps, device),
+            }),
             dt_rank: r,
             d_state: n,
             chunk_size: c.chunk_size,
@@ -190,10 +206,13 @@ impl<B: Backend> Mamba<B> {
         state.conv = Some(history);
         let x = silu(x);
         let dbc = self.x_proj.forward(x.clone()); // [b, t, r + 2n]
-        let delta = softplus(self.dt_proj.forward(dbc.clone().narrow(2, 0, r)));
-        let inputs =
-            ScanInputs { x, delta, a: self.a(), b: dbc.clone().narrow(2, r, n), c: dbc.narrow(2, r + n, n) };
-        (inputs, z)
+        let (dt, b, c) = (dbc.clone().narrow(2, 0, r), dbc.clone().narrow(2, r, n), dbc.narrow(2, r + n, n));
+        let (dt, b, c) = match &self.inner_norms {
+            Some(norms) => (norms.dt.forward(dt), norms.b.forward(b), norms.c.forward(c)),
+            None => (dt, b, c),
+        };
+        let delta = softplus(self.dt_proj.forward(dt));
+        (ScanInputs { x, delta, a: self.a(), b, c }, z)
     }
 
     /// `out_proj((y + D·x) · silu(z))`.
