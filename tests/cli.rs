@@ -164,3 +164,28 @@ fn auto_precision_is_f32_on_the_cpu() {
     let summary = std::fs::read_to_string(dir.join("run/summary.json")).unwrap();
     assert!(summary.contains("\"precision\": \"f32\""), "{summary}");
 }
+
+/// A bad layer pattern is refused before any work, naming the position, the symbol and the
+/// valid symbols; `describe` prints the layer table of a good one.
+#[test]
+fn layer_patterns_are_checked_and_described() {
+    let dir = temp_dir("cli-pattern");
+    let err = fails(&train_args(&["--set", "model.pattern=\"AMXMA\""]), &dir);
+    assert!(err.contains("position 2") && err.contains("'X'") && err.contains("A/L/M/S/H"), "{err}");
+    assert!(!dir.join("runs").exists(), "work started before the pattern was checked");
+    let err = fails(&["describe", "AMM", "--set", "model.n_layers=5"], &dir);
+    assert!(err.contains("has 3 layers but model.n_layers is 5"), "{err}");
+    let err = fails(&["describe", "AL", "--set", "model.window=0"], &dir);
+    assert!(err.contains("model.window"), "{err}");
+
+    let out = archlab(&["describe", "AMMMMMMA", "--set", "model.ffn=\"none\""], &dir);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("pattern AnMnMnMnMnMnMnAn: 8 layers"), "{stdout}");
+    assert_eq!(
+        stdout.lines().filter(|l| l.starts_with("| ") && l.contains("| mamba |")).count(),
+        6,
+        "{stdout}"
+    );
+    assert!(stdout.contains("bytes per token of context"), "{stdout}");
+}

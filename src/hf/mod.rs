@@ -122,8 +122,8 @@ pub fn read_config(dir: &Path, base: &RunConfig) -> Result<RunConfig> {
             read_llama_attention(&hf, m)?;
             if hf.opt_usize("sliding_window")?.is_some() {
                 bail!(
-                    "{}: Mixtral with sliding_window is not supported yet (sliding-window attention \
-                     comes with the hybrids issue); set sliding_window to null to load it with full attention",
+                    "{}: Mixtral with sliding_window is not imported yet (archlab's local attention is not \
+                     parity-tested against it); set sliding_window to null to load it with full attention",
                     path.display()
                 );
             }
