@@ -3,6 +3,7 @@
 
 mod common;
 
+use archlab::config::pattern::SEED_PATTERNS;
 use archlab::config::{MixerKind, RunConfig};
 use archlab::model::LanguageModel;
 use archlab::model::attention::{Attention, KvCache};
@@ -13,21 +14,6 @@ use archlab::train::train;
 use burn::module::Module;
 use burn::tensor::{Tensor, TensorData};
 use common::*;
-
-/// The seed studies' patterns, verbatim.
-const SEED_PATTERNS: &[&str] = &[
-    "AMMMMMMA",
-    "AAMMMMAA",
-    "AMAMAMAM",
-    "MAMAMAMA",
-    "AAMMAAMMAA",
-    "MMMMAAA",
-    "MMMMAAAA",
-    "AAAAMMMM",
-    "MAMMAMMMA",
-    "MMMMMMMM",
-    "AAAAAAAA",
-];
 
 /// Each seed pattern resolves through `--set model.pattern=…` (which sets the depth), builds
 /// with exactly the per-layer and total parameter counts `describe` prints, and trains a few
@@ -64,15 +50,7 @@ fn every_seed_pattern_builds_counts_and_trains() {
         }
         assert_eq!(model.num_params(), counted.param_counts().total, "{pattern}");
 
-        let opts = archlab::train::TrainOptions {
-            run_dir: temp_dir(&format!("pattern-{pattern}")),
-            resume: false,
-            stop_after: None,
-            progress: false,
-            device_name: "cpu".into(),
-            on_gpu: false,
-            device_memory: None,
-        };
+        let opts = train_options(&format!("pattern-{pattern}"));
         let out = train::<CpuAd>(&cfg, &device, &opts).unwrap();
         let losses: Vec<f64> = out.losses.iter().map(|l| l.1).collect();
         assert!(losses.iter().all(|l| l.is_finite()), "{pattern}: {losses:?}");
@@ -204,15 +182,7 @@ fn hymba_branch_scales_learn_and_are_reported() {
     let meta = model.meta_tokens.as_ref().unwrap().val().grad(&grads).unwrap();
     assert!(meta.abs().max().into_scalar() > 0.0, "meta tokens get no gradient");
 
-    let opts = archlab::train::TrainOptions {
-        run_dir: temp_dir("hymba-scales"),
-        resume: false,
-        stop_after: None,
-        progress: false,
-        device_name: "cpu".into(),
-        on_gpu: false,
-        device_memory: None,
-    };
+    let opts = train_options("hymba-scales");
     let summary = train::<CpuAd>(&cfg, &device, &opts).unwrap().summary.unwrap();
     assert_eq!(summary.hymba.len(), cfg.model.n_layers);
     for s in &summary.hymba {

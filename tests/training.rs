@@ -14,18 +14,6 @@ use archlab::train::{TrainOptions, resolve_vocab, train};
 use burn::optim::GradientsParams;
 use common::*;
 
-fn options(name: &str) -> TrainOptions {
-    TrainOptions {
-        run_dir: temp_dir(name),
-        resume: false,
-        stop_after: None,
-        progress: false,
-        device_name: "cpu".into(),
-        on_gpu: false,
-        device_memory: None,
-    }
-}
-
 fn run(cfg: &RunConfig, opts: &TrainOptions) -> Vec<(usize, f64)> {
     train::<CpuAd>(cfg, &Default::default(), opts).unwrap().losses
 }
@@ -49,7 +37,7 @@ fn loss_falls_on_the_builtin_corpus() {
     cfg.train.warmup_steps = 20;
     cfg.eval.every = 100;
     cfg.eval.batches = 4;
-    let opts = options("loss-falls");
+    let opts = train_options("loss-falls");
     let out = train::<CpuAd>(&cfg, &Default::default(), &opts).unwrap();
     let summary = out.summary.expect("ran to the end");
     let val = val_losses(&opts);
@@ -80,7 +68,7 @@ fn loss_falls_for_pure_mamba_models() {
         cfg.train.warmup_steps = 10;
         cfg.eval.every = 50;
         cfg.eval.batches = 4;
-        let opts = options(&format!("loss-falls-{}", mixer.name()));
+        let opts = train_options(&format!("loss-falls-{}", mixer.name()));
         let summary = train::<CpuAd>(&cfg, &Default::default(), &opts).unwrap().summary.unwrap();
         let val = val_losses(&opts);
         eprintln!("{}: validation losses {val:?}", mixer.name());
@@ -109,7 +97,7 @@ fn loss_falls_for_moe_models_and_expert_load_is_recorded() {
     cfg.train.warmup_steps = 10;
     cfg.eval.every = 100;
     cfg.eval.batches = 4;
-    let opts = options("loss-falls-moe");
+    let opts = train_options("loss-falls-moe");
     let summary = train::<CpuAd>(&cfg, &Default::default(), &opts).unwrap().summary.unwrap();
     let val = val_losses(&opts);
     eprintln!("moe: validation losses {val:?}");
@@ -182,12 +170,12 @@ fn same_seed_gives_identical_losses_and_another_seed_does_not() {
     let mut cfg = small_config();
     cfg.train.max_steps = 12;
     cfg.train.grad_accum = 2;
-    let a = run(&cfg, &options("det-a"));
-    let b = run(&cfg, &options("det-b"));
+    let a = run(&cfg, &train_options("det-a"));
+    let b = run(&cfg, &train_options("det-b"));
     assert_eq!(a.len(), 12);
     assert_eq!(a, b, "same seed must give bit-identical losses on the CPU");
     cfg.train.seed = 1;
-    let c = run(&cfg, &options("det-c"));
+    let c = run(&cfg, &train_options("det-c"));
     assert_ne!(a, c);
 }
 
@@ -197,10 +185,10 @@ fn resume_reproduces_the_uninterrupted_run() {
     cfg.train.max_steps = 30;
     cfg.train.checkpoint_every = 10;
     cfg.eval.every = 10;
-    let full_opts = options("resume-full");
+    let full_opts = train_options("resume-full");
     let full = run(&cfg, &full_opts);
 
-    let mut opts = options("resume-split");
+    let mut opts = train_options("resume-split");
     opts.stop_after = Some(17);
     let first = train::<CpuAd>(&cfg, &Default::default(), &opts).unwrap();
     assert!(first.summary.is_none(), "a stopped run writes no summary");
@@ -231,7 +219,7 @@ fn resume_reproduces_the_uninterrupted_run() {
 fn starting_over_an_existing_run_is_refused() {
     let mut cfg = small_config();
     cfg.train.max_steps = 2;
-    let opts = options("no-clobber");
+    let opts = train_options("no-clobber");
     run(&cfg, &opts);
     let err = train::<CpuAd>(&cfg, &Default::default(), &opts).unwrap_err().to_string();
     assert!(err.contains("already holds a run"), "{err}");
@@ -344,10 +332,10 @@ fn gradient_accumulation_matches_a_larger_batch() {
     let mut cfg = small_config();
     cfg.train.max_steps = 6;
     cfg.train.batch_size = 8;
-    let big = run(&cfg, &options("accum-1"));
+    let big = run(&cfg, &train_options("accum-1"));
     cfg.train.batch_size = 4;
     cfg.train.grad_accum = 2;
-    let split = run(&cfg, &options("accum-2"));
+    let split = run(&cfg, &train_options("accum-2"));
     for ((s, a), (_, b)) in big.iter().zip(&split) {
         assert!((a - b).abs() < 1e-4, "step {s}: batch 8 loss {a} vs 2 × 4 accumulated {b}");
     }
@@ -359,7 +347,7 @@ fn non_finite_steps_are_skipped_and_counted() {
     let mut cfg = small_config();
     cfg.train.max_steps = 3;
     cfg.model.init_std = 1e30; // activations overflow: every gradient is inf or NaN
-    let opts = options("nan");
+    let opts = train_options("nan");
     let out = train::<CpuAd>(&cfg, &Default::default(), &opts).unwrap();
     assert_eq!(out.summary.unwrap().nan_skips, 3);
     let records = archlab::train::metrics::read_records(&opts.run_dir.join("metrics.jsonl")).unwrap();

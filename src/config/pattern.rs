@@ -202,25 +202,25 @@ impl Parser<'_> {
     }
 }
 
+/// The seed studies' patterns, verbatim: every one must stay valid.
+pub const SEED_PATTERNS: &[&str] = &[
+    "AMMMMMMA",
+    "AAMMMMAA",
+    "AMAMAMAM",
+    "MAMAMAMA",
+    "AAMMAAMMAA",
+    "MMMMAAA",
+    "MMMMAAAA",
+    "AAAAMMMM",
+    "MAMMAMMMA",
+    "MMMMMMMM",
+    "AAAAAAAA",
+];
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::rng::Rng;
-
-    /// The seed studies' patterns, verbatim.
-    pub const SEED_PATTERNS: &[&str] = &[
-        "AMMMMMMA",
-        "AAMMMMAA",
-        "AMAMAMAM",
-        "MAMAMAMA",
-        "AAMMAAMMAA",
-        "MMMMAAA",
-        "MMMMAAAA",
-        "AAAAMMMM",
-        "MAMMAMMMA",
-        "MMMMMMMM",
-        "AAAAAAAA",
-    ];
 
     #[test]
     fn seed_patterns_parse_verbatim() {

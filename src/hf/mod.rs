@@ -157,15 +157,8 @@ pub fn read_config(dir: &Path, base: &RunConfig) -> Result<RunConfig> {
 /// a layer pattern, e.g. `MfMeAfMe`.
 fn read_jamba(hf: &HfConfig, m: &mut ModelConfig) -> Result<()> {
     let path = hf.path;
+    read_transformer_shape(hf, m)?;
     m.positions = crate::config::Positions::None;
-    m.mlp = crate::config::MlpKind::Swiglu;
-    m.norm_eps = hf.f64("rms_norm_eps")?;
-    m.tie_embeddings = hf.bool_or("tie_word_embeddings", false)?;
-    m.d_ff = hf.usize("intermediate_size")?;
-    m.n_heads = hf.usize("num_attention_heads")?;
-    m.n_kv_heads = hf.opt_usize("num_key_value_heads")?.unwrap_or(m.n_heads);
-    m.max_seq_len = hf.usize("max_position_embeddings")?;
-    hf.expect_str_or("hidden_act", "silu")?;
     let c = &mut m.mamba;
     c.d_state = hf.usize("mamba_d_state")?;
     c.d_conv = hf.usize("mamba_d_conv")?;
@@ -207,19 +200,25 @@ fn read_jamba(hf: &HfConfig, m: &mut ModelConfig) -> Result<()> {
     Ok(())
 }
 
-/// The Llama-style attention stack Llama and Mixtral share: RoPE, RMSNorm, SwiGLU, no biases.
-fn read_llama_attention(hf: &HfConfig, m: &mut ModelConfig) -> Result<()> {
-    let path = hf.path;
-    let json = hf.json;
-    m.mixer = MixerKind::Attention;
+/// What Llama, Mixtral and Jamba configs share: heads, SwiGLU width, RMSNorm, the head.
+fn read_transformer_shape(hf: &HfConfig, m: &mut ModelConfig) -> Result<()> {
     m.mlp = crate::config::MlpKind::Swiglu;
-    m.positions = crate::config::Positions::Rope;
     m.norm_eps = hf.f64("rms_norm_eps")?;
     m.tie_embeddings = hf.bool_or("tie_word_embeddings", false)?;
     m.d_ff = hf.usize("intermediate_size")?;
     m.n_heads = hf.usize("num_attention_heads")?;
     m.n_kv_heads = hf.opt_usize("num_key_value_heads")?.unwrap_or(m.n_heads);
     m.max_seq_len = hf.usize("max_position_embeddings")?;
+    hf.expect_str_or("hidden_act", "silu")
+}
+
+/// The Llama-style attention stack Llama and Mixtral share: RoPE, RMSNorm, SwiGLU, no biases.
+fn read_llama_attention(hf: &HfConfig, m: &mut ModelConfig) -> Result<()> {
+    let path = hf.path;
+    let json = hf.json;
+    read_transformer_shape(hf, m)?;
+    m.mixer = MixerKind::Attention;
+    m.positions = crate::config::Positions::Rope;
     let rope = json.get("rope_parameters").or(json.get("rope_scaling")).filter(|v| !v.is_null());
     m.rope_theta = match rope.and_then(|r| r.get("rope_theta")).and_then(Value::as_f64) {
         Some(theta) => theta,
@@ -238,7 +237,7 @@ fn read_llama_attention(hf: &HfConfig, m: &mut ModelConfig) -> Result<()> {
     {
         bail!("{}: head_dim {hd} · heads differs from hidden_size; not supported", path.display());
     }
-    hf.expect_str_or("hidden_act", "silu")
+    Ok(())
 }
 
 /// Typed lookups in `config.json` with errors that name the file and the key.

@@ -194,3 +194,16 @@ pub fn param_grads<B: AutodiffBackend, M: Module<B>>(module: &M, grads: &B::Grad
     module.visit(&mut g);
     g.out
 }
+
+/// Options for a quiet CPU training run into a fresh temporary directory.
+pub fn train_options(name: &str) -> archlab::train::TrainOptions {
+    archlab::train::TrainOptions {
+        run_dir: temp_dir(name),
+        resume: false,
+        stop_after: None,
+        progress: false,
+        device_name: "cpu".into(),
+        on_gpu: false,
+        device_memory: None,
+    }
+}
