@@ -201,14 +201,7 @@ fn decoding_equals_the_full_forward_for_every_pattern() {
     let device = Default::default();
     let extra = ["LLMMLL", "SASA", "HLMe", "(MMMA)2"];
     for pattern in SEED_PATTERNS.iter().chain(&extra) {
-        let mut cfg = variants().remove(0).1;
-        cfg.pattern = pattern.to_string();
-        cfg.n_layers = archlab::config::pattern::Pattern::parse(pattern).unwrap().len();
-        cfg.window = 4;
-        cfg.mamba.d_state = 4;
-        cfg.mamba2.head_dim = 16;
-        cfg.mamba2.d_state = 8;
-        cfg.mamba2.chunk_size = 4;
+        let mut cfg = with_pattern(variants().remove(0).1, pattern);
         cfg.moe.n_experts = 4;
         cfg.validate().unwrap();
         let model = LanguageModel::<Cpu>::new(&cfg, 5, false, &device);

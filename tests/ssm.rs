@@ -99,12 +99,17 @@ fn compare_selective_scans<B: AutodiffBackend>(tol: f32) {
                 }
                 all
             };
-            let (reference, chunked) = (run(false), run(true));
-            let names = ["y", "h_last", "dx", "dΔ", "dB", "dC", "dA", "dh0"];
-            for ((r, c), name) in reference.iter().zip(&chunked).zip(names) {
-                assert_close(r, c, tol, &format!("{what} {name}"));
-            }
+            assert_same_results(&run(false), &run(true), tol, &what);
         }
+    }
+}
+
+/// Reference vs chunked results in the order the comparisons collect them.
+fn assert_same_results(reference: &[Vec<f64>], chunked: &[Vec<f64>], tol: f32, what: &str) {
+    let names = ["y", "h_last", "dx", "dΔ", "dB", "dC", "dA", "dh0"];
+    assert_eq!(reference.len(), chunked.len());
+    for ((r, c), name) in reference.iter().zip(chunked).zip(names) {
+        assert_close(r, c, tol, &format!("{what} {name}"));
     }
 }
 
@@ -193,11 +198,7 @@ fn compare_ssd_scans<B: AutodiffBackend>(tol: f32) {
                 }
                 all
             };
-            let (reference, chunked) = (run(false), run(true));
-            let names = ["y", "h_last", "dx", "dΔ", "dB", "dC", "dA", "dh0"];
-            for ((r, c), name) in reference.iter().zip(&chunked).zip(names) {
-                assert_close(r, c, tol, &format!("{what} {name}"));
-            }
+            assert_same_results(&run(false), &run(true), tol, &what);
         }
     }
 }

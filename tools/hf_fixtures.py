@@ -62,6 +62,15 @@ SEQ = 13
 NEW_TOKENS = 6
 
 
+def eager(model_cls, cfg):
+    """The model with the plain (eager) attention implementation, whatever the version."""
+    cfg._attn_implementation = "eager"
+    try:
+        return model_cls(cfg, attn_implementation="eager")
+    except TypeError:
+        return model_cls(cfg)
+
+
 def build_mamba():
     from transformers import MambaConfig, MambaForCausalLM
 
@@ -127,11 +136,7 @@ def build_llama():
         # sharper attention and a non-degenerate greedy continuation.
         initializer_range=0.3,
     )
-    cfg._attn_implementation = "eager"
-    try:
-        return LlamaForCausalLM(cfg, attn_implementation="eager")
-    except TypeError:
-        return LlamaForCausalLM(cfg)
+    return eager(LlamaForCausalLM, cfg)
 
 
 def build_mixtral():
@@ -156,11 +161,7 @@ def build_mixtral():
         # router logits far enough apart that f32 noise cannot flip a top-2 choice.
         initializer_range=0.3,
     )
-    cfg._attn_implementation = "eager"
-    try:
-        return MixtralForCausalLM(cfg, attn_implementation="eager")
-    except TypeError:
-        return MixtralForCausalLM(cfg)
+    return eager(MixtralForCausalLM, cfg)
 
 
 def build_jamba():
@@ -192,11 +193,7 @@ def build_jamba():
         tie_word_embeddings=False,
         initializer_range=0.3,
     )
-    cfg._attn_implementation = "eager"
-    try:
-        return JambaForCausalLM(cfg, attn_implementation="eager")
-    except TypeError:
-        return JambaForCausalLM(cfg)
+    return eager(JambaForCausalLM, cfg)
 
 
 # Tokenizer vocabulary: "<unk>" at id 0, then these words at ids 1..66 (order

@@ -558,11 +558,6 @@ impl ModelConfig {
         Ok(p.0.iter().map(|l| LayerKind { mixer: l.mixer, ffn: l.ffn.unwrap_or(self.ffn) }).collect())
     }
 
-    /// The kind of layer `i` (the config must have been validated).
-    pub fn layer(&self, i: usize) -> LayerKind {
-        self.layers().expect("a validated config")[i]
-    }
-
     fn validate_attention(&self) -> Result<()> {
         let m = self;
         must_be_positive(&[("model.n_heads", m.n_heads), ("model.max_seq_len", m.max_seq_len)])?;

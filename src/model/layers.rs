@@ -33,6 +33,19 @@ pub fn float_tensor<B: Backend, const D: usize>(data: TensorData, device: &B::De
     )
 }
 
+/// An int tensor in the backend's own int type (see [`float_tensor`] for why the dtype is explicit).
+pub fn int_tensor<B: Backend, const D: usize>(
+    data: Vec<i64>,
+    shape: [usize; D],
+    device: &B::Device,
+) -> Tensor<B, D, Int> {
+    let dtype = <B::IntElem as burn::tensor::Element>::dtype();
+    Tensor::from_data(
+        TensorData::new(data, shape).convert::<B::IntElem>(),
+        TensorCreationOptions::new(device.clone()).with_dtype(dtype),
+    )
+}
+
 /// A parameter drawn from N(0, std²).
 pub fn normal_param<B: Backend, const D: usize>(
     shape: [usize; D],

@@ -4,11 +4,11 @@ use burn::module::{Module, Param};
 use burn::nn::{Dropout, DropoutConfig};
 use burn::tensor::activation::log_softmax;
 use burn::tensor::backend::Backend;
-use burn::tensor::{DType, Int, Tensor, TensorData};
+use burn::tensor::{DType, Int, Tensor};
 
 use super::block::{Block, LayerState, SeqMixer};
 use super::hymba::BranchScales;
-use super::layers::{Embedding, Linear, Norm, normal_param};
+use super::layers::{Embedding, Linear, Norm, int_tensor, normal_param};
 use super::moe::{MoeAux, RoutingStats};
 use crate::config::{ModelConfig, Positions};
 use crate::data::batcher::TokenBatch;
@@ -266,10 +266,5 @@ pub fn batch_tensors<B: Backend>(
 
 /// Token ids as an int tensor of the given shape.
 pub fn ids_tensor<B: Backend>(ids: &[u32], shape: [usize; 2], device: &B::Device) -> Tensor<B, 2, Int> {
-    let data: Vec<i64> = ids.iter().map(|&i| i as i64).collect();
-    let dtype = <B::IntElem as burn::tensor::Element>::dtype();
-    Tensor::from_data(
-        TensorData::new(data, shape).convert::<B::IntElem>(),
-        burn::tensor::TensorCreationOptions::new(device.clone()).with_dtype(dtype),
-    )
+    int_tensor(ids.iter().map(|&i| i as i64).collect(), shape, device)
 }

@@ -29,7 +29,7 @@ use burn::tensor::{Distribution, IndexingUpdateOp, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 use super::activation::sigmoid;
-use super::layers::{Linear, float_tensor};
+use super::layers::{Linear, float_tensor, int_tensor};
 use super::mlp::Mlp;
 use crate::config::ModelConfig;
 use crate::rng::Rng;
@@ -386,12 +386,7 @@ fn index_tensor<B: Backend, const D: usize>(
     shape: [usize; D],
     device: &B::Device,
 ) -> Tensor<B, D, Int> {
-    let data: Vec<i64> = ids.iter().map(|&i| i as i64).collect();
-    let dtype = <B::IntElem as burn::tensor::Element>::dtype();
-    Tensor::from_data(
-        TensorData::new(data, shape).convert::<B::IntElem>(),
-        burn::tensor::TensorCreationOptions::new(device.clone()).with_dtype(dtype),
-    )
+    int_tensor(ids.iter().map(|&i| i as i64).collect(), shape, device)
 }
 
 #[cfg(test)]

@@ -122,12 +122,7 @@ pub fn chunked<B: Backend>(
     let pad = nc * chunk - t;
     let to_chunks = |v: Tensor<B, 3>| {
         let [b, _, w] = v.dims();
-        let v = if pad == 0 {
-            v
-        } else {
-            Tensor::cat(vec![v.clone(), Tensor::zeros([b, pad, w], (&v.device(), v.dtype()))], 1)
-        };
-        v.reshape([b, nc, chunk, w])
+        pad_time(v, pad).reshape([b, nc, chunk, w])
     };
     let (x, delta, b, c) = (to_chunks(s.x), to_chunks(s.delta), to_chunks(s.b), to_chunks(s.c));
     let a = s.a.reshape([1, 1, d, n]);
@@ -176,4 +171,16 @@ pub fn chunked<B: Backend>(
         .collect();
     let y = Tensor::cat(y, 2).reshape([bsz, nc * chunk, d]).narrow(1, 0, t);
     (y, carry.reshape([bsz, d, n]))
+}
+
+/// Appends `pad` zero steps to the time axis (axis 1) of a scan operand. The chunked scans pad
+/// to a whole number of chunks; zero Δ steps leave the state untouched.
+pub(crate) fn pad_time<B: Backend, const D: usize>(v: Tensor<B, D>, pad: usize) -> Tensor<B, D> {
+    if pad == 0 {
+        return v;
+    }
+    let mut shape = v.dims();
+    shape[1] = pad;
+    let zeros = Tensor::zeros(shape, (&v.device(), v.dtype()));
+    Tensor::cat(vec![v, zeros], 1)
 }

@@ -16,6 +16,8 @@
 use burn::tensor::backend::Backend;
 use burn::tensor::{Bool, Tensor, TensorData};
 
+use super::selective_scan::pad_time;
+
 /// The inputs of one SSD scan, time-major.
 #[derive(Clone, Debug)]
 pub struct SsdInputs<B: Backend> {
@@ -112,21 +114,9 @@ pub fn chunked<B: Backend>(
     let chunk = chunk.clamp(1, t.max(1));
     let nc = t.div_ceil(chunk);
     let pad = nc * chunk - t;
-    let device = s.x.device();
-    let dtype = s.x.dtype();
-    let pad4 = |v: Tensor<B, 4>| {
-        if pad == 0 {
-            return v;
-        }
-        let [b, _, k, w] = v.dims();
-        Tensor::cat(vec![v, Tensor::zeros([b, pad, k, w], (&device, dtype))], 1)
-    };
-    let dt = if pad == 0 {
-        s.dt
-    } else {
-        Tensor::cat(vec![s.dt, Tensor::zeros([bsz, pad, heads], (&device, dtype))], 1)
-    };
-    let (x, b, c) = (pad4(s.x), pad4(s.b), pad4(s.c));
+    let (device, dtype) = (s.x.device(), s.x.dtype());
+    let dt = pad_time(s.dt, pad);
+    let (x, b, c) = (pad_time(s.x, pad), pad_time(s.b, pad), pad_time(s.c, pad));
 
     // To chunk-major, heads before time: [b, nc, heads, L, ·].
     let to_chunks = |v: Tensor<B, 4>, k: usize, w: usize| v.reshape([bsz, nc, chunk, k, w]).swap_dims(2, 3);

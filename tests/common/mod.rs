@@ -89,6 +89,19 @@ pub fn variants() -> Vec<(&'static str, ModelConfig)> {
     v
 }
 
+/// `base` with a layer pattern, sized for tests: windows of 4, small SSM states, Mamba-2 chunks
+/// of 4 (shorter than the tests' sequences).
+pub fn with_pattern(mut base: ModelConfig, pattern: &str) -> ModelConfig {
+    base.pattern = pattern.to_string();
+    base.n_layers = archlab::config::pattern::Pattern::parse(pattern).unwrap().len();
+    base.window = 4;
+    base.mamba.d_state = 4;
+    base.mamba2.d_state = 8;
+    base.mamba2.head_dim = 16;
+    base.mamba2.chunk_size = 4;
+    base
+}
+
 /// Sliding-window attention, Hymba (global attention branch, meta tokens), and a mixed
 /// pattern with every mixer and channel mixer. Windows of 5 and 4 are shorter than the
 /// tests' sequences, so the blocked path (training) and the band-masked path (decoding) both run.
@@ -101,15 +114,8 @@ pub fn hybrid_variants(base: &ModelConfig) -> Vec<(&'static str, ModelConfig)> {
     hymba.mamba.d_state = 4;
     hymba.hymba.meta_tokens = 3;
     hymba.hymba.scale_init = 0.7;
-    let mut mixed = moe_variants(base).remove(0).1;
-    mixed.pattern = "LMeSnHA".into();
-    mixed.n_layers = 5;
-    mixed.window = 4;
+    let mut mixed = with_pattern(moe_variants(base).remove(0).1, "LMeSnHA");
     mixed.hymba.window = 4;
-    mixed.mamba.d_state = 4;
-    mixed.mamba2.d_state = 8;
-    mixed.mamba2.head_dim = 16;
-    mixed.mamba2.chunk_size = 4;
     vec![
         ("local attention (window 5)", local),
         ("hymba (global attention branch, 3 meta tokens)", hymba),
