@@ -82,7 +82,7 @@ fn main() {
             ];
             let mut cfg = RunConfig::resolve(preset, None, &sets).unwrap();
             let data = ensure_prepared(&cfg.data).unwrap();
-            resolve_vocab(&mut cfg, &data).unwrap();
+            resolve_vocab(&mut cfg, data.tokenizer.vocab_size()).unwrap();
             let mut batcher = Batcher::new(&data.train, batch, t, 0).unwrap();
             let secs = step_time(&cfg, &mut batcher);
             let tps = TOKENS_PER_STEP as f64 / secs;

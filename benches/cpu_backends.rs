@@ -50,7 +50,7 @@ fn main() {
         args.iter().position(|a| a == "--preset").map(|i| args[i + 1].clone()).unwrap_or("tiny".into());
     let mut cfg = RunConfig::resolve(&preset, None, &["data.tokenizer=\"byte\"".into()]).unwrap();
     let data = ensure_prepared(&cfg.data).unwrap();
-    resolve_vocab(&mut cfg, &data).unwrap();
+    resolve_vocab(&mut cfg, data.tokenizer.vocab_size()).unwrap();
     let mut batcher = Batcher::new(&data.train, cfg.train.batch_size, cfg.train.seq_len, 0).unwrap();
     let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     println!(

@@ -37,6 +37,130 @@ pub enum Command {
     /// Data preparation: tokenizers, token shards, the built-in corpus.
     #[command(subcommand)]
     Data(DataCommand),
+    /// Train several architectures fairly (same data, tokens, schedule; sized to one budget;
+    /// several seeds) and write a report with confidence intervals and verdicts.
+    Compare(CompareArgs),
+    /// Redraw the report (report.md, report.html, plots/) of a comparison directory.
+    Report(ReportArgs),
+    /// Sequence-length scaling: training tokens/s, peak memory and inference tokens/s per
+    /// architecture at each sequence length, with out-of-memory points reported.
+    Bench(BenchArgs),
+    /// One measurement of `bench`, run in its own process (internal).
+    #[command(hide = true)]
+    BenchPoint(BenchPointArgs),
+}
+
+/// What `compare` and `bench` share: which architectures, at which size, matched how.
+#[derive(Args, Debug, Clone)]
+pub struct ArchArgs {
+    /// Architectures: dense, mamba, mamba2, moe, sandwich (AMMMMMMA), sandwich2 (ASSSSSSA),
+    /// hybrid (AMAM…), local (sliding-window hybrid LLLA…), hymba, jamba; or a layer pattern
+    /// such as AMMA or (LLLA)2. Default: dense mamba2 moe sandwich2.
+    pub archs: Vec<String>,
+    /// The size the architectures start from: tiny (CPU, minutes) or 27m (the seeds' models).
+    /// [default: tiny]
+    #[arg(long)]
+    pub size: Option<String>,
+    /// Size every architecture to the same budget of: params (total), active (parameters a
+    /// token uses; MoE counts k experts), or flops (training FLOPs per token). [default: active]
+    #[arg(long = "match", value_parser = ["params", "active", "flops"])]
+    pub match_by: Option<String>,
+    /// The budget, e.g. 25M or 1.5e6 (default: the dense model's value at --size).
+    #[arg(long)]
+    pub budget: Option<String>,
+    /// Config overrides applied to every architecture, e.g. --set train.seq_len=256.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub sets: Vec<String>,
+    #[arg(long, value_enum, default_value = "auto")]
+    pub device: DeviceArg,
+    /// auto: bf16 on GPU, f32 on CPU.
+    #[arg(long, value_parser = ["auto", "bf16", "f32"])]
+    pub precision: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct CompareArgs {
+    #[command(flatten)]
+    pub arch: ArchArgs,
+    /// A TOML experiment file (architectures, sweeps, budget, seeds, LR grid, overrides);
+    /// command-line flags given explicitly win over it.
+    #[arg(long)]
+    pub experiment: Option<PathBuf>,
+    /// Seeds per architecture (each seed: its own initialisation and data order, shared by
+    /// all architectures).
+    #[arg(long)]
+    pub seeds: Option<usize>,
+    /// Learning rates to try per architecture on the first seed, e.g. 1e-3,3e-3,1e-2; the
+    /// best on validation loss is used for every seed.
+    #[arg(long, value_delimiter = ',')]
+    pub lr_grid: Vec<f64>,
+    /// Optimizer steps per run (shorthand for --set train.max_steps=N).
+    #[arg(long)]
+    pub steps: Option<usize>,
+    /// Sequence lengths of the scaling measurement shown in the report (empty: none).
+    #[arg(long, value_delimiter = ',')]
+    pub bench_seq_lens: Option<Vec<usize>>,
+    /// The comparison directory (default: runs/compare-<time>). Rerunning with the same
+    /// directory continues an interrupted comparison; finished runs are kept.
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+    /// No progress bars.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct ReportArgs {
+    /// A comparison directory written by `archlab compare`.
+    pub dir: PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    #[command(flatten)]
+    pub arch: ArchArgs,
+    /// Sequence lengths to measure.
+    #[arg(long, value_delimiter = ',', default_value = "256,1024,4096,16384")]
+    pub seq_lens: Vec<usize>,
+    /// Tokens per training step, kept fixed across sequence lengths (batch = this / T, at least 1).
+    #[arg(long, default_value_t = 16384)]
+    pub tokens_per_step: usize,
+    /// Timed training steps per point (after one warm-up step).
+    #[arg(long, default_value_t = 3)]
+    pub steps: usize,
+    /// Also measure inference: prefill of T tokens and decoding of --decode-tokens tokens.
+    #[arg(long)]
+    pub inference: bool,
+    #[arg(long, default_value_t = 64)]
+    pub decode_tokens: usize,
+    /// Give up on a point after this many seconds (reported as failed).
+    #[arg(long, default_value_t = 600)]
+    pub timeout_s: u64,
+    /// Where bench.json, bench.md and the plots go.
+    #[arg(long, default_value = "runs/bench")]
+    pub out: PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub struct BenchPointArgs {
+    /// The resolved config (TOML) of the architecture to measure.
+    #[arg(long)]
+    pub config: PathBuf,
+    #[arg(long)]
+    pub seq_len: usize,
+    #[arg(long)]
+    pub batch: usize,
+    #[arg(long)]
+    pub steps: usize,
+    #[arg(long)]
+    pub inference: bool,
+    #[arg(long)]
+    pub decode_tokens: usize,
+    #[arg(long, value_enum, default_value = "auto")]
+    pub device: DeviceArg,
+    /// Where to write the point's JSON.
+    #[arg(long)]
+    pub out: PathBuf,
 }
 
 /// How a config is put together: a preset, then a TOML file, then `--set` overrides.

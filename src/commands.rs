@@ -12,12 +12,13 @@ use crate::config::RunConfig;
 use crate::data::prepare::{self, Dataset};
 use crate::data::sources::Source;
 use crate::data::tokenizer::{Tokenizer, TokenizerSpec};
+use crate::data::stream::Batch;
 use crate::data::{batcher, stories};
 use crate::device;
 use crate::eval::generate::{SamplingConfig, generate};
 use crate::eval::{ValMetrics, evaluate};
 use crate::model::LanguageModel;
-use crate::train::{self, TrainOptions, human};
+use crate::train::{self, TrainOptions, human, human_bytes};
 use crate::with_backend;
 
 pub fn run(cli: Cli) -> Result<()> {
@@ -34,6 +35,10 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Data(DataCommand::Prepare(a)) => prepare_cmd(a),
         Command::Data(DataCommand::Tokenizer(a)) => tokenizer_cmd(a),
         Command::Data(DataCommand::Stories(a)) => stories_cmd(a),
+        Command::Compare(a) => crate::compare::run(a),
+        Command::Report(a) => report_cmd(a),
+        Command::Bench(a) => crate::bench::run(a),
+        Command::BenchPoint(a) => crate::bench::run_point(a),
     }
 }
 
@@ -41,6 +46,15 @@ fn resolve(args: &ConfigArgs, extra: &[String]) -> Result<RunConfig> {
     let mut sets = args.sets.clone();
     sets.extend_from_slice(extra);
     RunConfig::resolve(&args.preset, args.config.as_deref(), &sets)
+}
+
+fn report_cmd(a: ReportArgs) -> Result<()> {
+    let results = crate::compare::load_results(&a.dir)?;
+    let files = crate::report::write(&a.dir, &results)?;
+    for f in files {
+        println!("wrote {}", f.display());
+    }
+    Ok(())
 }
 
 fn describe_cmd(a: DescribeArgs) -> Result<()> {
@@ -182,7 +196,7 @@ fn train_cmd(a: TrainArgs) -> Result<()> {
     Ok(())
 }
 
-fn device_memory_probe(resolved: device::Resolved) -> Option<fn() -> Option<u64>> {
+pub(crate) fn device_memory_probe(resolved: device::Resolved) -> Option<fn() -> Option<u64>> {
     match resolved {
         device::Resolved::Cpu => None,
         #[cfg(feature = "cuda")]
@@ -208,11 +222,19 @@ fn load_run(dir: &Path) -> Result<LoadedRun> {
         );
     }
     let cfg = RunConfig::load(&dir.join("config.toml"))?;
+    if cfg.data.source.starts_with("task:") {
+        bail!(
+            "{} was trained on the synthetic task {}: its held-out accuracy (also at longer lengths) \
+             is in summary.json; eval and generate work on runs trained on text",
+            dir.display(),
+            cfg.data.source
+        );
+    }
     let tokenizer = Tokenizer::from_json_file(&dir.join("tokenizer.json"))?;
     Ok(LoadedRun { cfg, tokenizer, on_gpu: false })
 }
 
-fn load_model<B: Backend>(
+pub(crate) fn load_model<B: Backend>(
     dir: &Path,
     which: &str,
     cfg: &RunConfig,
@@ -250,7 +272,10 @@ fn eval_on<B: Backend>(
 ) -> Result<ValMetrics> {
     let model = load_model::<B>(&a.run, &a.checkpoint, &run.cfg, device, run.on_gpu)?;
     let t = &run.cfg.train;
-    let batches = batcher::validation_batches(&data.val, run.cfg.eval.batches, t.batch_size, t.seq_len)?;
+    let batches: Vec<Batch> = batcher::validation_batches(&data.val, run.cfg.eval.batches, t.batch_size, t.seq_len)?
+        .into_iter()
+        .map(|tokens| Batch { tokens, answer: None })
+        .collect();
     Ok(evaluate(&model, &batches, data.val.bytes_per_token(), device))
 }
 
@@ -400,12 +425,4 @@ fn stories_cmd(a: StoriesArgs) -> Result<()> {
 
 fn toml_string(s: &str) -> String {
     toml::Value::String(s.to_string()).to_string()
-}
-
-fn human_bytes(b: u64) -> String {
-    match b {
-        0 => "n/a".into(),
-        b if b >= 1 << 30 => format!("{:.2} GiB", b as f64 / (1u64 << 30) as f64),
-        b => format!("{:.0} MiB", b as f64 / (1u64 << 20) as f64),
-    }
 }

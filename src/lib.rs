@@ -6,13 +6,16 @@
 //! `commands` are the binary's surface.
 
 pub mod cli;
+pub mod bench;
 pub mod commands;
+pub mod compare;
 pub mod config;
 pub mod data;
 pub mod device;
 pub mod eval;
 pub mod hf;
 pub mod model;
+pub mod report;
 pub mod rng;
 pub mod train;
 pub mod util;

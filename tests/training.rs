@@ -143,7 +143,7 @@ fn loss_falls_for_moe_models_and_expert_load_is_recorded() {
 fn one_batch_can_be_overfit() {
     let mut cfg = small_config();
     let data = ensure_prepared(&cfg.data).unwrap();
-    resolve_vocab(&mut cfg, &data).unwrap();
+    resolve_vocab(&mut cfg, data.tokenizer.vocab_size()).unwrap();
     let device = Default::default();
     let mut batcher = Batcher::new(&data.train, 4, 32, 0).unwrap();
     let batch = batcher.batch(0);

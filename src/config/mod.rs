@@ -48,6 +48,10 @@ pub struct DataConfig {
     pub val_fraction: f64,
     /// Where prepared token shards are cached.
     pub cache_dir: String,
+    /// Settings of a synthetic task (`source = "task:mqar"`, `task:copy`,
+    /// `task:selective-copy`, `task:passkey`).
+    #[serde(default)]
+    pub task: crate::data::tasks::TaskConfig,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -496,6 +500,28 @@ impl RunConfig {
             bail!("data.source is empty; use builtin:stories or a path to a text corpus");
         }
         crate::data::tokenizer::TokenizerSpec::parse(&d.tokenizer)?;
+        if let Some(task) = crate::data::tasks::Task::from_source(&d.source, &d.task)? {
+            task.check(t.seq_len)?;
+            let longest = d.task.eval_lengths(t.seq_len).into_iter().max().unwrap_or(0).max(t.seq_len);
+            for len in d.task.eval_lengths(t.seq_len) {
+                task.check(len).with_context(|| format!("held-out length {len} (data.task.eval_seq_lens)"))?;
+            }
+            if m.context_limit().is_some_and(|limit| longest > limit) {
+                bail!(
+                    "data.task is evaluated at lengths up to {longest} but model.max_seq_len is {}; \
+                     raise model.max_seq_len to {longest} or set data.task.eval_seq_lens",
+                    m.max_seq_len
+                );
+            }
+            if m.vocab_size != 0 && m.vocab_size < task.vocab_size() {
+                bail!(
+                    "model.vocab_size ({}) is smaller than the task's vocabulary (data.task.vocab = {}); \
+                     set model.vocab_size = 0 to take the task's",
+                    m.vocab_size,
+                    task.vocab_size()
+                );
+            }
+        }
         Ok(())
     }
 }

@@ -47,6 +47,7 @@ fn base() -> RunConfig {
             corpus_seed: 0,
             val_fraction: 0.05,
             cache_dir: "runs/data".into(),
+            task: crate::data::tasks::TaskConfig::default(),
         },
         model: ModelConfig {
             vocab_size: 0,

@@ -1,36 +1,88 @@
 //! Held-out evaluation: validation loss, perplexity and bits per byte.
 
 pub mod generate;
+pub mod health;
 
 use burn::tensor::ElementConversion;
 use burn::tensor::backend::Backend;
 
-use crate::data::batcher::TokenBatch;
+use crate::data::stream::Batch;
+use crate::data::tasks::{Accuracy, TaskBatch};
 use crate::model::LanguageModel;
-use crate::model::lm::batch_tensors;
+use crate::model::lm::{batch_tensors, cross_entropy, mask_tensor, masked_cross_entropy};
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct ValMetrics {
-    /// Mean cross-entropy, nats per token.
+    /// Mean cross-entropy, nats per token (per answer token on a synthetic task).
     pub loss: f64,
     pub ppl: f64,
     /// Bits per UTF-8 byte of the text: comparable across tokenizers (nanochat's val_bpb).
+    /// NaN on a synthetic task (no text).
     pub bpb: f64,
+    /// Synthetic tasks: the fraction of answer tokens predicted exactly (argmax).
+    pub accuracy: Option<f64>,
 }
 
 /// Evaluates `model` on the fixed validation batches. `bytes_per_token` converts nats per
-/// token into bits per byte: bpb = loss / ln 2 / bytes_per_token.
+/// token into bits per byte: bpb = loss / ln 2 / bytes_per_token. Batches with an answer mask
+/// (a task) are scored on their answers, and their accuracy is measured too.
 pub fn evaluate<B: Backend>(
     model: &LanguageModel<B>,
-    batches: &[TokenBatch],
+    batches: &[Batch],
     bytes_per_token: f64,
     device: &B::Device,
 ) -> ValMetrics {
-    let mut total = 0.0;
+    let (mut total, mut weight) = (0.0, 0.0);
+    let mut accuracy: Option<Accuracy> = None;
     for batch in batches {
-        let (x, y) = batch_tensors::<B>(batch, device);
-        total += model.loss(x, y).into_scalar().elem::<f64>();
+        let (x, y) = batch_tensors::<B>(&batch.tokens, device);
+        let logits = model.forward(x);
+        match &batch.answer {
+            None => {
+                total += cross_entropy(logits, y).into_scalar().elem::<f64>();
+                weight += 1.0;
+            }
+            Some(answer) => {
+                // Weight each batch by its answers: the mean over all answer tokens.
+                let n = answer.iter().filter(|a| **a).count() as f64;
+                let shape = [batch.tokens.batch, batch.tokens.seq_len];
+                let mask = mask_tensor::<B>(answer, shape, device);
+                total += n * masked_cross_entropy(logits.clone(), y, mask).into_scalar().elem::<f64>();
+                weight += n;
+                let task_batch = TaskBatch { tokens: batch.tokens.clone(), answer: answer.clone() };
+                let a = Accuracy::of(&argmax_ids(logits), &task_batch);
+                accuracy.get_or_insert_with(Accuracy::default).merge(&a);
+            }
+        }
     }
-    let loss = total / batches.len().max(1) as f64;
-    ValMetrics { loss, ppl: loss.exp(), bpb: loss / std::f64::consts::LN_2 / bytes_per_token }
+    let loss = total / weight.max(1.0);
+    ValMetrics {
+        loss,
+        ppl: loss.exp(),
+        bpb: loss / std::f64::consts::LN_2 / bytes_per_token,
+        accuracy: accuracy.map(|a| a.token_accuracy()),
+    }
+}
+
+/// Accuracy of `model` on task batches (token and whole-sequence).
+pub fn task_accuracy<B: Backend>(model: &LanguageModel<B>, batches: &[TaskBatch], device: &B::Device) -> Accuracy {
+    let mut total = Accuracy::default();
+    for batch in batches {
+        let (x, _) = batch_tensors::<B>(&batch.tokens, device);
+        total.merge(&Accuracy::of(&argmax_ids(model.forward(x)), batch));
+    }
+    total
+}
+
+/// The most likely next token at every position, `[b·t]`.
+fn argmax_ids<B: Backend>(logits: burn::tensor::Tensor<B, 3>) -> Vec<u32> {
+    logits
+        .argmax(2)
+        .into_data()
+        .convert::<i64>()
+        .into_vec::<i64>()
+        .expect("argmax ids")
+        .into_iter()
+        .map(|i| i as u32)
+        .collect()
 }

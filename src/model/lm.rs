@@ -212,8 +212,23 @@ impl<B: Backend> LanguageModel<B> {
     /// auxiliary losses are averaged over MoE layers, so their coefficients do not depend on
     /// depth (Switch and Mixtral each weight one loss term; HF pools all layers into one).
     pub fn objective(&self, ids: Tensor<B, 2, Int>, targets: Tensor<B, 2, Int>) -> Objective<B> {
+        self.objective_masked(ids, targets, None)
+    }
+
+    /// [`Self::objective`] with the cross-entropy averaged over the positions where `mask`
+    /// (`[b, t]`, 1 or 0) is 1 only: a synthetic task's answers.
+    pub fn objective_masked(
+        &self,
+        ids: Tensor<B, 2, Int>,
+        targets: Tensor<B, 2, Int>,
+        mask: Option<Tensor<B, 2>>,
+    ) -> Objective<B> {
         let (x, moe) = self.blocks(self.embed(ids, 0), true);
-        let ce = cross_entropy(self.head(x), targets);
+        let logits = self.head(x);
+        let ce = match mask {
+            Some(mask) => masked_cross_entropy(logits, targets, mask),
+            None => cross_entropy(logits, targets),
+        };
         let (aux_terms, routing): (Vec<_>, Vec<_>) =
             moe.into_iter().map(|(i, a)| (a.aux_loss, (i, a.stats))).unzip();
         let aux = (!aux_terms.is_empty()).then(|| Tensor::cat(aux_terms, 0).mean());
@@ -253,6 +268,25 @@ pub fn cross_entropy<B: Backend>(logits: Tensor<B, 3>, targets: Tensor<B, 2, Int
     let logp = log_softmax(logits.reshape([b * t, v]), 1);
     let picked = logp.gather(1, targets.reshape([b * t, 1]));
     picked.mean().neg()
+}
+
+/// Mean cross-entropy over the positions where `mask` (`[b, t]`, 1 or 0) is 1.
+pub fn masked_cross_entropy<B: Backend>(
+    logits: Tensor<B, 3>,
+    targets: Tensor<B, 2, Int>,
+    mask: Tensor<B, 2>,
+) -> Tensor<B, 1> {
+    let [b, t, v] = logits.dims();
+    let logp = log_softmax(logits.reshape([b * t, v]), 1);
+    let picked = logp.gather(1, targets.reshape([b * t, 1])).reshape([b * t]);
+    let mask = mask.reshape([b * t]);
+    (picked * mask.clone()).sum().neg() / mask.sum().clamp_min(1.0)
+}
+
+/// An answer mask as a `[b, t]` float tensor of ones and zeros.
+pub fn mask_tensor<B: Backend>(answer: &[bool], shape: [usize; 2], device: &B::Device) -> Tensor<B, 2> {
+    let data: Vec<f32> = answer.iter().map(|&a| if a { 1.0 } else { 0.0 }).collect();
+    crate::model::layers::float_tensor(burn::tensor::TensorData::new(data, shape), device)
 }
 
 /// Uploads a batch as `(inputs, targets)`, each `[b, t]`.

@@ -48,6 +48,9 @@ pub enum Record {
         val_ppl: f64,
         #[serde(with = "crate::util::json_f64")]
         val_bpb: f64,
+        /// Synthetic tasks: accuracy on the held-out answers.
+        #[serde(default, skip_serializing_if = "Option::is_none", with = "crate::util::json_opt_f64")]
+        val_accuracy: Option<f64>,
         tokens: u64,
         #[serde(with = "crate::util::json_f64")]
         elapsed_s: f64,
@@ -210,6 +213,34 @@ pub struct Summary {
     /// Branch scales of each Hymba layer at the end, against their initial value.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub hymba: Vec<BranchScales>,
+    /// Synthetic tasks only: accuracy on the answer tokens of the held-out sequences.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "crate::util::json_opt_f64")]
+    pub final_val_accuracy: Option<f64>,
+    /// Synthetic tasks only: held-out accuracy at the training length and longer ones.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub length_accuracy: Vec<LengthAccuracy>,
+    /// The causality / time-mixing probe of every layer on the final weights.
+    #[serde(default)]
+    pub health: Vec<crate::eval::health::LayerHealth>,
+}
+
+/// Held-out accuracy of a synthetic task at one sequence length.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LengthAccuracy {
+    pub seq_len: usize,
+    /// Fraction of answer tokens predicted exactly (argmax).
+    #[serde(with = "crate::util::json_f64")]
+    pub token_accuracy: f64,
+    /// Fraction of sequences whose answer tokens are all right.
+    #[serde(with = "crate::util::json_f64")]
+    pub sequence_accuracy: f64,
+}
+
+/// Resets the peak resident set size to the current one (Linux: writing 5 to
+/// `/proc/self/clear_refs`), so that each of several runs in one process (a comparison)
+/// reports its own peak. Elsewhere it does nothing, and peaks accumulate.
+pub fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
 }
 
 /// Peak resident set size of this process (Linux `VmHWM`), if known.

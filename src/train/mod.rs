@@ -19,11 +19,10 @@ use burn::tensor::backend::AutodiffBackend;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::config::{Precision, RunConfig};
-use crate::data::batcher::{Batcher, validation_batches};
-use crate::data::prepare::{Dataset, ensure_prepared};
+use crate::data::stream::TrainData;
 use crate::eval::{ValMetrics, evaluate};
 use crate::model::LanguageModel;
-use crate::model::lm::batch_tensors;
+use crate::model::lm::{batch_tensors, mask_tensor};
 use crate::util::atomic;
 use checkpoint::TrainState;
 use metrics::{MetricsLog, Record, Summary};
@@ -58,8 +57,7 @@ pub struct TrainOutcome {
 }
 
 /// Fills in what the config leaves to the data (`model.vocab_size = 0` → the tokenizer's).
-pub fn resolve_vocab(cfg: &mut RunConfig, data: &Dataset) -> Result<()> {
-    let tok_vocab = data.tokenizer.vocab_size();
+pub fn resolve_vocab(cfg: &mut RunConfig, tok_vocab: usize) -> Result<()> {
     if cfg.model.vocab_size == 0 {
         cfg.model.vocab_size = tok_vocab;
     } else if cfg.model.vocab_size < tok_vocab {
@@ -102,13 +100,15 @@ pub fn train<B: AutodiffBackend>(
 
     // -- data ------------------------------------------------------------------------------
     let bf16 = use_bf16::<B>(cfg.train.precision, device, opts.on_gpu)?; // fail before any work
-    let data = ensure_prepared(&cfg.data)?;
+    let data = TrainData::open(&cfg.data, cfg.train.seq_len)?;
     let mut cfg = cfg.clone();
-    resolve_vocab(&mut cfg, &data)?;
+    resolve_vocab(&mut cfg, data.vocab_size())?;
     let (t, b, accum) = (cfg.train.seq_len, cfg.train.batch_size, cfg.train.grad_accum);
-    let mut batcher = Batcher::new(&data.train, b, t, cfg.train.seed)?;
-    let val_batches = validation_batches(&data.val, cfg.eval.batches, b, t)?;
-    let bytes_per_token = data.val.bytes_per_token();
+    let mut batcher = data.batches(b, t, cfg.train.seed)?;
+    // The held-out set depends on the corpus seed, not the training seed: every seed and
+    // every architecture is scored on the same sequences.
+    let val_batches = data.validation(cfg.eval.batches, b, t, cfg.data.corpus_seed)?;
+    let bytes_per_token = data.bytes_per_token();
 
     // -- run directory ---------------------------------------------------------------------
     std::fs::create_dir_all(run).with_context(|| format!("creating run directory {}", run.display()))?;
@@ -127,7 +127,9 @@ pub fn train<B: AutodiffBackend>(
         );
     }
     atomic::write(&run.join("config.toml"), cfg.to_toml().as_bytes())?;
-    atomic::write(&run.join("tokenizer.json"), data.tokenizer.to_json()?.as_bytes())?;
+    if let Some(json) = data.tokenizer_json()? {
+        atomic::write(&run.join("tokenizer.json"), json.as_bytes())?;
+    }
 
     // -- model & optimizer -----------------------------------------------------------------
     B::seed(device, cfg.train.seed); // only dropout draws from the backend RNG
@@ -180,6 +182,7 @@ pub fn train<B: AutodiffBackend>(
                 val_loss: m.loss,
                 val_ppl: m.ppl,
                 val_bpb: m.bpb,
+                val_accuracy: m.accuracy,
                 tokens: state.tokens_seen,
                 elapsed_s: elapsed_before + wall.elapsed().as_secs_f64(),
             })?;
@@ -189,10 +192,17 @@ pub fn train<B: AutodiffBackend>(
                 checkpoint::save(&run.join("best.ckpt"), &state, &model, None)?;
             }
             if opts.progress && !interactive {
-                eprintln!(
-                    "step {step:>6} | val loss {:.4} | ppl {:.2} | {:.4} bits/byte",
-                    m.loss, m.ppl, m.bpb
-                );
+                match m.accuracy {
+                    Some(acc) => eprintln!(
+                        "step {step:>6} | val loss {:.4} | answer accuracy {:.1}%",
+                        m.loss,
+                        100.0 * acc
+                    ),
+                    None => eprintln!(
+                        "step {step:>6} | val loss {:.4} | ppl {:.2} | {:.4} bits/byte",
+                        m.loss, m.ppl, m.bpb
+                    ),
+                }
             }
             last_eval = Some(m);
         }
@@ -208,8 +218,9 @@ pub fn train<B: AutodiffBackend>(
         let mut step_routing = Vec::new();
         for micro in 0..accum {
             let batch = batcher.batch((step * accum + micro) as u64);
-            let (x, y) = batch_tensors::<B>(&batch, device);
-            let objective = model.objective(x, y);
+            let (x, y) = batch_tensors::<B>(&batch.tokens, device);
+            let mask = batch.answer.as_ref().map(|a| mask_tensor::<B>(a, [b, t], device));
+            let objective = model.objective_masked(x, y, mask);
             let grads =
                 GradientsParams::from_grads(objective.loss.div_scalar(accum as f64).backward(), &model);
             accumulator.accumulate(&model, grads);
@@ -314,9 +325,39 @@ pub fn train<B: AutodiffBackend>(
         precision: if bf16 { "bf16".into() } else { "f32".into() },
         moe: metrics::ExpertLoad::all(&state.routing),
         hymba: model.branch_scales(),
+        final_val_accuracy: m.accuracy,
+        length_accuracy: match data.task() {
+            Some(task) => length_accuracy(&model.valid(), task, &cfg, device),
+            None => Vec::new(),
+        },
+        health: crate::eval::health::probe_layers(&model.valid(), t, device),
     };
     atomic::write_json(&run.join("summary.json"), &summary)?;
     Ok(TrainOutcome { losses, summary: Some(summary) })
+}
+
+/// Held-out accuracy of a task at the training length and the longer `data.task` lengths
+/// (batches shrink with the length to keep the tokens per forward pass about constant).
+fn length_accuracy<B: burn::tensor::backend::Backend>(
+    model: &LanguageModel<B>,
+    task: &crate::data::tasks::Task,
+    cfg: &RunConfig,
+    device: &B::Device,
+) -> Vec<metrics::LengthAccuracy> {
+    let (t, b) = (cfg.train.seq_len, cfg.train.batch_size);
+    std::iter::once(t)
+        .chain(task.cfg.eval_lengths(t))
+        .map(|len| {
+            let batch = (b * t / len).max(1);
+            let batches = task.validation_batches(cfg.data.corpus_seed, batch, len);
+            let acc = crate::eval::task_accuracy(model, &batches, device);
+            metrics::LengthAccuracy {
+                seq_len: len,
+                token_accuracy: acc.token_accuracy(),
+                sequence_accuracy: acc.sequence_accuracy(),
+            }
+        })
+        .collect()
 }
 
 /// `sum += x / n`, detached from the graph (for reporting a micro-batched step's loss).
@@ -355,6 +396,15 @@ pub fn human(x: f64) -> String {
         _ => (x, ""),
     };
     format!("{v:.2}{unit}")
+}
+
+/// 1536 MiB → "1.50 GiB"; 0 (unknown) → "n/a".
+pub fn human_bytes(b: u64) -> String {
+    match b {
+        0 => "n/a".into(),
+        b if b >= 1 << 30 => format!("{:.2} GiB", b as f64 / (1u64 << 30) as f64),
+        b => format!("{:.0} MiB", b as f64 / (1u64 << 20) as f64),
+    }
 }
 
 /// The run directory used when none is given: `runs/<preset>-<unix time>`.

@@ -1,0 +1,236 @@
+//! Budget matching: size an architecture so that its parameters, active parameters or
+//! training FLOPs per token hit a target, by documented knobs.
+//!
+//! 1. **Width** (`d_model`) is the coarse knob. Attention keeps its number of heads (so the
+//!    width moves in steps of `2 · n_heads`, RoPE needs an even head size); Mamba-2 keeps its
+//!    head size as close to the preset's as the width allows (the largest divisor of the inner
+//!    width in `[P/2, P]`). The FFN widths (`d_ff`, the experts', a shared expert's) scale
+//!    with `d_model`. The widest valid width whose count stays within the budget is taken.
+//! 2. **FFN width** is the fine knob, when some layer has an MLP or MoE: `d_ff` (and the
+//!    expert widths, in proportion) grow from there to the width closest to the budget.
+//!    Architectures without channel mixers (pure Mamba) take the width closest to the budget.
+//!
+//! Depth, state size, heads, experts and k stay as the architecture defines them: they are
+//! what is being compared. The result must be within [`TOLERANCE`] of the target, else it is
+//! an error that says why (an architecture whose width steps are too coarse at this budget).
+
+use anyhow::{Result, bail};
+
+use crate::config::{FfnKind, MixerKind, ModelConfig};
+
+/// Largest accepted relative error between achieved and target.
+pub const TOLERANCE: f64 = 0.02;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MatchBy {
+    /// All parameters.
+    Params,
+    /// Parameters one token uses (MoE: the router's k experts, not all E).
+    Active,
+    /// Training FLOPs per token at the training context (`ModelConfig::train_flops_per_token`).
+    Flops,
+}
+
+impl MatchBy {
+    pub fn parse(s: &str) -> Result<Self> {
+        Ok(match s {
+            "params" => MatchBy::Params,
+            "active" => MatchBy::Active,
+            "flops" => MatchBy::Flops,
+            other => bail!("unknown --match `{other}`; use params, active or flops"),
+        })
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            MatchBy::Params => "params",
+            MatchBy::Active => "active",
+            MatchBy::Flops => "flops",
+        }
+    }
+
+    /// The matched quantity of a model.
+    pub fn measure(self, m: &ModelConfig, seq_len: usize) -> f64 {
+        match self {
+            MatchBy::Params => m.param_counts().total as f64,
+            MatchBy::Active => m.param_counts().active as f64,
+            MatchBy::Flops => m.train_flops_per_token(seq_len),
+        }
+    }
+}
+
+/// Parses a budget such as `25M`, `900k`, `1.5e6` or `2G`.
+pub fn parse_budget(s: &str) -> Result<f64> {
+    let t = s.trim();
+    let (num, mult) = match t.char_indices().last() {
+        Some((i, 'k' | 'K')) => (&t[..i], 1e3),
+        Some((i, 'm' | 'M')) => (&t[..i], 1e6),
+        Some((i, 'g' | 'G' | 'b' | 'B')) => (&t[..i], 1e9),
+        _ => (t, 1.0),
+    };
+    match num.trim().parse::<f64>() {
+        Ok(v) if v > 0.0 && v.is_finite() => Ok(v * mult),
+        _ => bail!("--budget `{s}` is not a positive number; write it like 25M, 900k or 1.5e6"),
+    }
+}
+
+/// How an architecture was sized.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Sizing {
+    /// The knobs' values, e.g. "d_model 120, d_ff 344".
+    pub knob: String,
+    pub achieved: f64,
+    /// `(achieved − target) / target`.
+    pub error: f64,
+}
+
+/// Resizes `m` (whose `vocab_size` must be resolved) to `target` of `by`.
+pub fn size_to(m: &mut ModelConfig, by: MatchBy, target: f64, seq_len: usize) -> Result<Sizing> {
+    if m.vocab_size == 0 {
+        bail!("internal: size_to needs the vocabulary size resolved");
+    }
+    let base = m.clone();
+    let measure = |c: &ModelConfig| by.measure(c, seq_len);
+    let has_ffn = m.layers()?.iter().any(|l| l.ffn != FfnKind::None);
+
+    // 1. Width: the widest valid d_model within the budget (or, without FFNs, the closest).
+    let candidates: Vec<ModelConfig> = (8..=16_384).filter_map(|d| with_width(&base, d)).collect();
+    let within = candidates.iter().filter(|c| measure(c) <= target).next_back();
+    let chosen = if has_ffn {
+        match within {
+            Some(c) => c.clone(),
+            None => bail!(
+                "even the narrowest {} model exceeds the budget of {}; raise --budget",
+                describe_layers(&base),
+                crate::train::human(target)
+            ),
+        }
+    } else {
+        let closest = candidates
+            .iter()
+            .min_by(|a, b| (measure(a) - target).abs().total_cmp(&(measure(b) - target).abs()));
+        match closest {
+            Some(c) => c.clone(),
+            None => bail!("no valid width for {}", describe_layers(&base)),
+        }
+    };
+
+    // 2. FFN width: grow from the width's default to the closest to the budget.
+    let mut best = chosen.clone();
+    if has_ffn {
+        let start = chosen.d_ff.max(1);
+        let widen = |w: usize| with_ffn_width(&chosen, &base, w);
+        // The count grows with the FFN width: find the last width within budget, then take
+        // it or the next, whichever is closer.
+        let (mut lo, mut hi) = (start, start.max(2) * 2);
+        while measure(&widen(hi)) <= target && hi < 1 << 24 {
+            lo = hi;
+            hi *= 2;
+        }
+        while hi - lo > 1 {
+            let mid = (lo + hi) / 2;
+            if measure(&widen(mid)) <= target { lo = mid } else { hi = mid }
+        }
+        best = [widen(lo), widen(hi)]
+            .into_iter()
+            .filter(|c| c.validate().is_ok())
+            .min_by(|a, b| (measure(a) - target).abs().total_cmp(&(measure(b) - target).abs()))
+            .unwrap_or(chosen);
+    }
+
+    let achieved = measure(&best);
+    let error = (achieved - target) / target;
+    let knob = knob_text(&best);
+    if error.abs() > TOLERANCE {
+        bail!(
+            "cannot size {} to {} {} within {:.0}%: the closest is {} ({knob}, {:+.1}%); \
+             choose another --budget, or give the pattern MLP layers (f) for a finer knob",
+            describe_layers(&base),
+            crate::train::human(target),
+            by.name(),
+            TOLERANCE * 100.0,
+            crate::train::human(achieved),
+            error * 100.0
+        );
+    }
+    *m = best;
+    Ok(Sizing { knob, achieved, error })
+}
+
+/// `base` at width `d` with everything width-proportional scaled, if that is a valid model.
+fn with_width(base: &ModelConfig, d: usize) -> Option<ModelConfig> {
+    let mut c = base.clone();
+    let scale = |w: usize| ((w as f64) * d as f64 / base.d_model as f64).round().max(1.0) as usize;
+    c.d_model = d;
+    c.d_ff = scale(base.d_ff);
+    if base.moe.expert_d_ff > 0 {
+        c.moe.expert_d_ff = scale(base.moe.expert_d_ff);
+    }
+    if base.moe.shared_expert_d_ff > 0 {
+        c.moe.shared_expert_d_ff = scale(base.moe.shared_expert_d_ff);
+    }
+    let layers = base.layers().ok()?;
+    if layers.iter().any(|l| l.mixer == MixerKind::Mamba2) {
+        let inner = c.mamba2.expand * d;
+        let p = base.mamba2.head_dim;
+        c.mamba2.head_dim = (p.div_ceil(2)..=p).rev().find(|h| inner.is_multiple_of(*h))?;
+        let heads = inner / c.mamba2.head_dim;
+        if !heads.is_multiple_of(c.mamba2.n_groups) {
+            return None;
+        }
+    }
+    c.validate().ok().map(|_| c)
+}
+
+/// `c` with MLP width `w` and the expert widths scaled in the same proportion to `d_ff` as in
+/// `base`.
+fn with_ffn_width(c: &ModelConfig, base: &ModelConfig, w: usize) -> ModelConfig {
+    let mut out = c.clone();
+    let ratio = |x: usize| ((x as f64) * w as f64 / base.d_ff.max(1) as f64).round().max(1.0) as usize;
+    out.d_ff = w;
+    if base.moe.expert_d_ff > 0 {
+        out.moe.expert_d_ff = ratio(base.moe.expert_d_ff);
+    }
+    if base.moe.shared_expert_d_ff > 0 {
+        out.moe.shared_expert_d_ff = ratio(base.moe.shared_expert_d_ff);
+    }
+    out
+}
+
+fn knob_text(m: &ModelConfig) -> String {
+    let layers = m.layers().unwrap_or_default();
+    let uses = |f: &dyn Fn(&crate::config::LayerKind) -> bool| layers.iter().any(f);
+    let mut parts = vec![format!("d_model {}", m.d_model)];
+    if uses(&|l| l.ffn == FfnKind::Mlp) {
+        parts.push(format!("d_ff {}", m.d_ff));
+    }
+    if uses(&|l| l.ffn == FfnKind::Moe) {
+        parts.push(format!("expert d_ff {}", m.moe.expert_width(m.d_ff)));
+    }
+    if uses(&|l| l.mixer == MixerKind::Mamba2) {
+        parts.push(format!("mamba2 head_dim {}", m.mamba2.head_dim));
+    }
+    parts.join(", ")
+}
+
+fn describe_layers(m: &ModelConfig) -> String {
+    use crate::config::pattern::{ffn_symbol, mixer_symbol};
+    let p: String = m.layers().unwrap_or_default().iter().flat_map(|l| [mixer_symbol(l.mixer), ffn_symbol(l.ffn)]).collect();
+    format!("the {p} model")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn budgets_parse_with_suffixes_and_reject_nonsense() {
+        assert_eq!(parse_budget("25M").unwrap(), 25e6);
+        assert_eq!(parse_budget("900k").unwrap(), 9e5);
+        assert_eq!(parse_budget("1.5e6").unwrap(), 1.5e6);
+        assert_eq!(parse_budget("2G").unwrap(), 2e9);
+        for bad in ["", "M", "-3M", "abc", "0"] {
+            assert!(parse_budget(bad).is_err(), "{bad}");
+        }
+    }
+}

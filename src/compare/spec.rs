@@ -1,0 +1,241 @@
+//! What a comparison is: the architectures (with their variants and sweeps), the budget, the
+//! seeds, the LR grid and the shared overrides; from command-line flags and an optional TOML
+//! experiment file. The resolved spec is saved as `DIR/compare.json`: rerunning on the same
+//! directory continues it, and a different spec there is an error instead of a silent mix.
+//!
+//! ```toml
+//! title = "Mamba state size at 1M parameters"
+//! archs = ["dense"]                  # named architectures or patterns
+//! size = "tiny"
+//! match = "params"                   # params | active | flops
+//! budget = "1M"
+//! seeds = 3
+//! steps = 600
+//! lr_grid = [1e-3, 3e-3]
+//! set = ["train.seq_len=256"]        # shared by every run
+//! bench_seq_lens = [128, 512]
+//!
+//! [[variant]]                        # an architecture with its own overrides
+//! name = "mamba-wide-conv"
+//! arch = "mamba"
+//! set = ["model.mamba.d_conv=8"]
+//!
+//! [[sweep]]                          # one variant per value
+//! arch = "mamba"
+//! key = "model.mamba.d_state"
+//! values = [8, 16, 32, 64]
+//! ```
+
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+use serde::{Deserialize, Serialize};
+
+use super::arch::DEFAULT_ARCHS;
+use super::sizing::{MatchBy, parse_budget};
+use crate::cli::CompareArgs;
+
+/// The default workload of `archlab compare` (no `--steps`, no experiment file): small
+/// enough that the default four architectures × 3 seeds finish in under 10 minutes on a
+/// 2-core CPU. It is a smoke-sized comparison; the report says how many tokens each model saw.
+pub const DEFAULT_STEPS: usize = 40;
+pub const DEFAULT_SEEDS: usize = 3;
+/// The default budget when neither `--budget` nor an experiment gives one at size `tiny`:
+/// a quarter-million active parameters (d_model ≈ 64), so that the default finishes in time.
+pub const DEFAULT_TINY_BUDGET: f64 = 250e3;
+/// Default sequence lengths of the scaling measurement in the report (at size `tiny`).
+pub const DEFAULT_BENCH_SEQ_LENS: &[usize] = &[64, 256];
+
+/// One architecture of a comparison: a named architecture or pattern, plus its own overrides.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ArchSpec {
+    /// The label in tables and plots.
+    pub label: String,
+    /// The architecture (`compare::arch`) it starts from.
+    pub arch: String,
+    /// Its own overrides, applied after the shared ones.
+    pub sets: Vec<String>,
+}
+
+/// A fully resolved comparison.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CompareSpec {
+    pub title: String,
+    pub archs: Vec<ArchSpec>,
+    pub size: String,
+    pub match_by: String,
+    /// `None`: the dense architecture's own value at `size`.
+    pub budget: Option<f64>,
+    pub seeds: usize,
+    pub lr_grid: Vec<f64>,
+    /// Overrides shared by every run (`--set`, the experiment's `set`, `--steps`).
+    pub sets: Vec<String>,
+    pub bench_seq_lens: Vec<usize>,
+    pub precision: Option<String>,
+}
+
+/// The experiment file's format (see the module docs).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExperimentFile {
+    title: Option<String>,
+    #[serde(default)]
+    archs: Vec<String>,
+    size: Option<String>,
+    #[serde(rename = "match")]
+    match_by: Option<String>,
+    budget: Option<toml::Value>,
+    seeds: Option<usize>,
+    steps: Option<usize>,
+    #[serde(default)]
+    lr_grid: Vec<f64>,
+    #[serde(default)]
+    set: Vec<String>,
+    bench_seq_lens: Option<Vec<usize>>,
+    #[serde(default)]
+    variant: Vec<VariantEntry>,
+    #[serde(default)]
+    sweep: Vec<SweepEntry>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VariantEntry {
+    name: String,
+    arch: String,
+    #[serde(default)]
+    set: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SweepEntry {
+    arch: String,
+    key: String,
+    values: Vec<toml::Value>,
+}
+
+impl CompareSpec {
+    /// Flags over the experiment file over the defaults.
+    pub fn from_args(args: &CompareArgs) -> Result<Self> {
+        let file = match &args.experiment {
+            Some(path) => read_experiment(path)?,
+            None => ExperimentFile::default(),
+        };
+        let size = args.arch.size.clone().or(file.size).unwrap_or_else(|| "tiny".into());
+        let match_by = args.arch.match_by.clone().or(file.match_by).unwrap_or_else(|| "active".into());
+        MatchBy::parse(&match_by)?;
+        let budget = match (&args.arch.budget, &file.budget) {
+            (Some(b), _) => Some(parse_budget(b)?),
+            (None, Some(toml::Value::String(b))) => Some(parse_budget(b)?),
+            (None, Some(toml::Value::Integer(b))) => Some(parse_budget(&b.to_string())?),
+            (None, Some(toml::Value::Float(b))) => Some(parse_budget(&b.to_string())?),
+            (None, Some(other)) => bail!("budget = {other} in the experiment file: write it like \"25M\""),
+            (None, None) => None,
+        };
+        let is_default_run = args.experiment.is_none() && args.steps.is_none();
+        let budget = match budget {
+            None if is_default_run && size == "tiny" && match_by == "active" => Some(DEFAULT_TINY_BUDGET),
+            b => b,
+        };
+
+        let mut archs: Vec<ArchSpec> = Vec::new();
+        let names = if !args.arch.archs.is_empty() { args.arch.archs.clone() } else { file.archs.clone() };
+        for name in &names {
+            archs.push(ArchSpec { label: name.clone(), arch: name.clone(), sets: vec![] });
+        }
+        if args.arch.archs.is_empty() {
+            for v in &file.variant {
+                archs.push(ArchSpec { label: v.name.clone(), arch: v.arch.clone(), sets: v.set.clone() });
+            }
+            for s in &file.sweep {
+                if s.values.is_empty() {
+                    bail!("sweep over {} has no values; list them as values = [...]", s.key);
+                }
+                let short = s.key.rsplit('.').next().unwrap_or(&s.key);
+                for value in &s.values {
+                    archs.push(ArchSpec {
+                        label: format!("{} {short}={value}", s.arch),
+                        arch: s.arch.clone(),
+                        sets: vec![format!("{}={value}", s.key)],
+                    });
+                }
+            }
+        }
+        if archs.is_empty() {
+            archs = DEFAULT_ARCHS
+                .iter()
+                .map(|n| ArchSpec { label: n.to_string(), arch: n.to_string(), sets: vec![] })
+                .collect();
+        }
+        let mut seen = std::collections::HashSet::new();
+        for a in &archs {
+            if !seen.insert(a.label.clone()) {
+                bail!("architecture `{}` is listed twice; give each a distinct name", a.label);
+            }
+        }
+
+        let mut sets = file.set.clone();
+        sets.extend(args.arch.sets.iter().cloned());
+        let steps = args.steps.or(file.steps).or(is_default_run.then_some(DEFAULT_STEPS));
+        if let Some(steps) = steps {
+            if steps == 0 {
+                bail!("--steps must be at least 1");
+            }
+            sets.push(format!("train.max_steps={steps}"));
+            if is_default_run {
+                // Evaluate often enough to draw a curve, on a few batches to keep it cheap.
+                sets.extend(["eval.every=10".to_string(), "eval.batches=4".into(), "train.warmup_steps=10".into()]);
+            }
+        }
+        let seeds = args.seeds.or(file.seeds).unwrap_or(DEFAULT_SEEDS);
+        if seeds == 0 {
+            bail!("--seeds must be at least 1 (3 or more for confidence intervals)");
+        }
+        let lr_grid = if !args.lr_grid.is_empty() { args.lr_grid.clone() } else { file.lr_grid };
+        if let Some(bad) = lr_grid.iter().find(|lr| !(**lr > 0.0 && lr.is_finite())) {
+            bail!("--lr-grid has {bad}; learning rates must be positive");
+        }
+        let bench_seq_lens = match (&args.bench_seq_lens, file.bench_seq_lens) {
+            (Some(v), _) => v.clone(),
+            (None, Some(v)) => v,
+            (None, None) if size == "tiny" => DEFAULT_BENCH_SEQ_LENS.to_vec(),
+            (None, None) => vec![],
+        };
+        if bench_seq_lens.contains(&0) {
+            bail!("--bench-seq-lens must be positive");
+        }
+        let title = file.title.unwrap_or_else(|| {
+            format!("{} at {}", archs.iter().map(|a| a.label.as_str()).collect::<Vec<_>>().join(" vs "), size)
+        });
+        Ok(Self {
+            title,
+            archs,
+            size,
+            match_by,
+            budget,
+            seeds,
+            lr_grid,
+            sets,
+            bench_seq_lens,
+            precision: args.arch.precision.clone(),
+        })
+    }
+
+    /// The overrides of one architecture's runs: the shared ones, then its own.
+    pub fn sets_for(&self, arch: &ArchSpec) -> Vec<String> {
+        let mut sets = self.sets.clone();
+        if let Some(p) = &self.precision {
+            sets.push(format!("train.precision={p}"));
+        }
+        sets.extend(arch.sets.iter().cloned());
+        sets
+    }
+}
+
+fn read_experiment(path: &Path) -> Result<ExperimentFile> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read experiment file {}", path.display()))?;
+    toml::from_str(&text)
+        .map_err(|e| anyhow::anyhow!("experiment file {}: {}", path.display(), e.to_string().trim()))
+}

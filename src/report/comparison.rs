@@ -1,0 +1,690 @@
+//! The comparison report's content, section by section, built from [`ComparisonResults`]
+//! alone (so `archlab report DIR` can redraw it without a model).
+
+use std::collections::{BTreeMap, HashSet};
+
+use crate::compare::results::{ArchResult, ComparisonResults, SeedRun};
+use crate::compare::stats::{MeanCi, compare_pair, mean_ci};
+use crate::eval::health::LayerHealth;
+use crate::train::{human, human_bytes};
+
+use super::document::{Document, Table};
+use super::plot::{BarChart, LineChart, Series, bar_chart, line_chart};
+
+/// The ten columns of the main results table, in order.
+pub const RESULT_COLUMNS: [&str; 10] = [
+    "Architecture",
+    "Params (active)",
+    "Val loss ± 95% CI",
+    "PPL",
+    "bits/byte",
+    "Tokens/s",
+    "Peak memory",
+    "Wall time",
+    "NaN skips",
+    "Notes",
+];
+
+pub fn document(r: &ComparisonResults) -> Document {
+    let mut doc = Document::new(&r.title);
+    let slugs = unique_slugs(&r.archs);
+    settings(&mut doc, r);
+    size_matching(&mut doc, r);
+    results(&mut doc, r);
+    verdicts(&mut doc, r);
+    if r.task.is_some() {
+        accuracy(&mut doc, r);
+    }
+    lr_grids(&mut doc, r);
+    loss_curves(&mut doc, r);
+    moe(&mut doc, r, &slugs);
+    hymba(&mut doc, r, &slugs);
+    health(&mut doc, r);
+    if let Some(bench) = &r.bench {
+        doc.heading("Sequence-length scaling");
+        super::bench::append(&mut doc, bench);
+    }
+    samples(&mut doc, r);
+    doc
+}
+
+// ---------------------------------------------------------------------------------------------
+// Settings and size matching
+// ---------------------------------------------------------------------------------------------
+
+fn settings(doc: &mut Document, r: &ComparisonResults) {
+    doc.heading("Settings");
+    doc.paragraph("Shared by every run:");
+    let mut t = Table::new(["Setting", "Value"]);
+    for (key, value) in &r.settings {
+        t.row(vec![filled(key), filled(value)]);
+    }
+    if let Some(task) = &r.task {
+        t.row(vec!["task".into(), filled(task)]);
+    }
+    if let Some(first) = r.archs.first() {
+        let seeds: Vec<String> = first.runs.iter().map(|run| run.seed.to_string()).collect();
+        let seeds = if seeds.is_empty() { "n/a (no runs)".to_string() } else { seeds.join(", ") };
+        t.row(vec!["seeds".into(), seeds]);
+    }
+    doc.table(t);
+}
+
+fn size_matching(doc: &mut Document, r: &ComparisonResults) {
+    doc.heading("Size matching");
+    doc.paragraph(format!(
+        "Every architecture was sized to the same {} budget of {}: one knob per architecture was \
+         set so that the achieved value comes closest to it.",
+        match_by_words(&r.match_by),
+        human(r.budget)
+    ));
+    let mut t = Table::new([
+        "Architecture",
+        "Pattern",
+        "Knob",
+        "Achieved",
+        "Error",
+        "Params (total)",
+        "Params (non-embedding)",
+        "Train FLOPs/token",
+    ])
+    .numeric(3..=7);
+    for a in &r.archs {
+        t.row(vec![
+            a.name.clone(),
+            filled(&a.pattern),
+            filled(&a.knob),
+            human(a.achieved),
+            format!("{:+.2}%", 100.0 * a.budget_error),
+            human(a.params_total as f64),
+            human(a.params_non_embedding as f64),
+            human(a.train_flops_per_token),
+        ]);
+    }
+    doc.table(t);
+}
+
+fn match_by_words(match_by: &str) -> String {
+    match match_by {
+        "params" => "parameter".into(),
+        "active" => "active-parameter".into(),
+        "flops" => "training-FLOPs-per-token".into(),
+        other => format!("`{other}`"),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The results table
+// ---------------------------------------------------------------------------------------------
+
+fn results(doc: &mut Document, r: &ComparisonResults) {
+    doc.heading("Results");
+    doc.paragraph(
+        "Final validation loss: mean over seeds ± the half-width of its 95% confidence interval \
+         (Student t). PPL is exp(mean loss); throughput and wall time are means over seeds, peak \
+         memory the largest, NaN skips the total.",
+    );
+    let mut t = Table::new(RESULT_COLUMNS).numeric(1..=8);
+    for a in &r.archs {
+        t.row(result_row(a, r.task.is_some()));
+    }
+    doc.table(t);
+}
+
+fn result_row(a: &ArchResult, task: bool) -> Vec<String> {
+    let no_runs = a.runs.is_empty();
+    let missing = |why: &str| if no_runs { "n/a (no runs)".to_string() } else { format!("n/a ({why})") };
+    let loss = loss_ci(a);
+    let summaries = || a.runs.iter().map(|run| &run.summary);
+
+    let loss_cell = match (loss.n, loss.half_width) {
+        (0, _) => missing("no finite loss"),
+        (_, Some(hw)) => format!("{:.4} ± {hw:.4}", loss.mean),
+        (_, None) => format!("{:.4} ± n/a (1 seed)", loss.mean),
+    };
+    let ppl = if loss.n == 0 { missing("no finite loss") } else { format!("{:.2}", loss.mean.exp()) };
+    let bpb = if task {
+        "n/a (task)".to_string()
+    } else {
+        finite_mean(summaries().map(|s| s.final_val_bpb))
+            .map_or_else(|| missing("no finite value"), |v| format!("{v:.4}"))
+    };
+    let tokens_per_s = finite_mean(summaries().map(|s| s.steady_tokens_per_s).filter(|&v| v > 0.0))
+        .map_or_else(|| missing("not measured"), human);
+    let peak = summaries().map(|s| s.peak_memory_bytes).max().filter(|&b| b > 0);
+    let peak = peak.map_or_else(|| missing("not measured"), human_bytes);
+    let wall =
+        finite_mean(summaries().map(|s| s.wall_time_s)).map_or_else(|| missing("not recorded"), duration);
+    let nan_skips = summaries().map(|s| s.nan_skips).sum::<usize>().to_string();
+
+    vec![a.name.clone(), params_cell(a), loss_cell, ppl, bpb, tokens_per_s, peak, wall, nan_skips, notes(a)]
+}
+
+/// "4.10M (1.20M)" for a mixture of experts, "1.20M" when every parameter is active.
+fn params_cell(a: &ArchResult) -> String {
+    if a.params_active == 0 || a.params_active == a.params_total {
+        human(a.params_total as f64)
+    } else {
+        format!("{} ({})", human(a.params_total as f64), human(a.params_active as f64))
+    }
+}
+
+/// Mean ± CI of the final validation loss over the seeds whose loss is finite.
+fn loss_ci(a: &ArchResult) -> MeanCi {
+    let losses: Vec<f64> =
+        a.runs.iter().map(|r| r.summary.final_val_loss).filter(|v| v.is_finite()).collect();
+    mean_ci(&losses)
+}
+
+fn seed_losses(a: &ArchResult) -> Vec<(u64, f64)> {
+    a.runs.iter().map(|r| (r.seed, r.summary.final_val_loss)).collect()
+}
+
+fn finite_mean(values: impl Iterator<Item = f64>) -> Option<f64> {
+    let finite: Vec<f64> = values.filter(|v| v.is_finite()).collect();
+    (!finite.is_empty()).then(|| finite.iter().sum::<f64>() / finite.len() as f64)
+}
+
+fn duration(seconds: f64) -> String {
+    match seconds {
+        s if s < 120.0 => format!("{s:.0} s"),
+        s if s < 7200.0 => format!("{:.1} min", s / 60.0),
+        s => format!("{:.1} h", s / 3600.0),
+    }
+}
+
+/// `text`, or "n/a" when empty: no table cell is ever blank.
+fn filled(text: &str) -> String {
+    if text.trim().is_empty() { "n/a".into() } else { text.to_string() }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Notes
+// ---------------------------------------------------------------------------------------------
+
+/// What else a reader should know about an architecture's runs, "; "-separated; never empty
+/// (the learning rate is always there).
+fn notes(a: &ArchResult) -> String {
+    let mut notes = vec![lr_note(a)];
+    let diverged = a.runs.iter().filter(|r| !r.summary.final_val_loss.is_finite()).count();
+    if diverged > 0 {
+        notes.push(format!("{diverged} of {} seeds diverged (left out)", a.runs.len()));
+    }
+    notes.extend(health_note(a));
+    notes.extend(moe_note(a));
+    notes.extend(hymba_note(a));
+    notes.join("; ")
+}
+
+fn lr_note(a: &ArchResult) -> String {
+    if a.lr_trials.is_empty() {
+        format!("lr {}", lr(a.lr))
+    } else {
+        let grid: Vec<String> = a.lr_trials.iter().map(|t| lr(t.lr)).collect();
+        format!("lr {} (best of grid {})", lr(a.lr), grid.join(", "))
+    }
+}
+
+/// A learning rate in short scientific notation: 3e-3, 6.25e-4.
+fn lr(x: f64) -> String {
+    format!("{x:e}")
+}
+
+fn health_note(a: &ArchResult) -> Option<String> {
+    let layers = health_by_layer(a);
+    if layers.is_empty() {
+        return None;
+    }
+    let problems: Vec<String> = layers
+        .iter()
+        .flat_map(|(layer, probes)| {
+            let mixer = &probes[0].mixer;
+            let leaks =
+                probes.iter().any(|p| !p.causal).then(|| format!("layer {layer} ({mixer}) not causal"));
+            let inert =
+                probes.iter().any(|p| !p.mixes).then(|| format!("layer {layer} ({mixer}) does not mix"));
+            leaks.into_iter().chain(inert)
+        })
+        .collect();
+    Some(if problems.is_empty() { "health ok".into() } else { format!("HEALTH: {}", problems.join(", ")) })
+}
+
+fn moe_note(a: &ArchResult) -> Option<String> {
+    let loads: Vec<_> = a.runs.iter().flat_map(|r| &r.summary.moe).collect();
+    if loads.is_empty() {
+        return None;
+    }
+    let min_entropy = loads.iter().map(|l| l.load_entropy).fold(f64::INFINITY, f64::min);
+    let max_dropped = loads.iter().map(|l| l.dropped_fraction).fold(0.0, f64::max);
+    Some(format!(
+        "MoE load entropy ≥ {min_entropy:.3} (1 = even), ≤ {:.2}% of assignments dropped",
+        100.0 * max_dropped
+    ))
+}
+
+fn hymba_note(a: &ArchResult) -> Option<String> {
+    let scales = &a.runs.first()?.summary.hymba;
+    if scales.is_empty() {
+        return None;
+    }
+    let mean = |f: fn(&crate::model::hymba::BranchScales) -> f64| {
+        scales.iter().map(f).sum::<f64>() / scales.len() as f64
+    };
+    Some(format!(
+        "Hymba branch scales: attention {:.2}, SSM {:.2} (init {:.2})",
+        mean(|s| s.attn_mean),
+        mean(|s| s.ssm_mean),
+        scales[0].init
+    ))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Verdicts
+// ---------------------------------------------------------------------------------------------
+
+/// Architectures ordered best first by mean final validation loss (those without one last).
+fn ranked(r: &ComparisonResults) -> Vec<(&ArchResult, MeanCi)> {
+    let mut ranked: Vec<(&ArchResult, MeanCi)> = r.archs.iter().map(|a| (a, loss_ci(a))).collect();
+    let key = |ci: &MeanCi| if ci.mean.is_finite() { ci.mean } else { f64::INFINITY };
+    ranked.sort_by(|x, y| key(&x.1).total_cmp(&key(&y.1)));
+    ranked
+}
+
+fn verdicts(doc: &mut Document, r: &ComparisonResults) {
+    doc.heading("Verdicts");
+    if r.archs.len() < 2 {
+        doc.paragraph("Only one architecture: nothing to compare.");
+        return;
+    }
+    let ranked = ranked(r);
+    let order: Vec<String> = ranked
+        .iter()
+        .map(
+            |(a, ci)| {
+                if ci.n == 0 { format!("{} (n/a)", a.name) } else { format!("{} ({:.4})", a.name, ci.mean) }
+            },
+        )
+        .collect();
+    doc.paragraph(format!(
+        "By mean final validation loss, best first: {}. Each pair: the difference of mean losses with \
+         its 95% confidence interval, paired by seed when both ran the same seeds (same data order), \
+         else Welch's interval.",
+        order.join(", ")
+    ));
+    let mut lines = Vec::new();
+    for (i, (a, _)) in ranked.iter().enumerate() {
+        for (b, _) in &ranked[i + 1..] {
+            let verdict = compare_pair(&seed_losses(a), &seed_losses(b)).verdict(&a.name, &b.name);
+            lines.push(format!("{} vs {}: {verdict}", a.name, b.name));
+        }
+    }
+    doc.list(lines);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Synthetic-task accuracy
+// ---------------------------------------------------------------------------------------------
+
+fn accuracy(doc: &mut Document, r: &ComparisonResults) {
+    doc.heading("Accuracy");
+    doc.paragraph(
+        "On a synthetic task bits per byte mean nothing; what counts is whether the answer tokens \
+         are right. Token accuracy: fraction of answer tokens predicted exactly; sequence accuracy: \
+         fraction of sequences with every answer token right. Means over seeds, in percent.",
+    );
+    let mut t = Table::new(["Architecture", "Answer-token accuracy ± 95% CI", "Seeds"]).numeric(1..=2);
+    for a in &r.archs {
+        let acc: Vec<f64> = a
+            .runs
+            .iter()
+            .filter_map(|run| run.summary.final_val_accuracy)
+            .filter(|v| v.is_finite())
+            .collect();
+        let ci = mean_ci(&acc);
+        let cell = match (ci.n, ci.half_width) {
+            (0, _) => "n/a (not recorded)".to_string(),
+            (_, Some(hw)) => format!("{:.2}% ± {:.2}%", 100.0 * ci.mean, 100.0 * hw),
+            (_, None) => format!("{:.2}% ± n/a (1 seed)", 100.0 * ci.mean),
+        };
+        t.row(vec![a.name.clone(), cell, ci.n.to_string()]);
+    }
+    doc.table(t);
+
+    let by_length: Vec<(&ArchResult, BTreeMap<usize, (f64, f64)>)> =
+        r.archs.iter().map(|a| (a, length_accuracy(a))).filter(|(_, m)| !m.is_empty()).collect();
+    if by_length.is_empty() {
+        doc.paragraph("No accuracy by sequence length was recorded.");
+        return;
+    }
+    doc.subheading("Length generalisation");
+    let mut t = Table::new(["Architecture", "Seq len", "Token accuracy", "Sequence accuracy"]).numeric(1..=3);
+    for (a, lengths) in &by_length {
+        for (seq_len, (token, sequence)) in lengths {
+            t.row(vec![
+                a.name.clone(),
+                seq_len.to_string(),
+                format!("{:.2}%", 100.0 * token),
+                format!("{:.2}%", 100.0 * sequence),
+            ]);
+        }
+    }
+    doc.table(t);
+    let series = by_length
+        .iter()
+        .map(|(a, lengths)| Series {
+            name: a.name.clone(),
+            points: lengths.iter().map(|(&t, &(_, seq))| (t as f64, 100.0 * seq)).collect(),
+            band: Vec::new(),
+        })
+        .collect();
+    let chart = LineChart {
+        title: "Sequence accuracy vs length".into(),
+        x_label: "sequence length (tokens)".into(),
+        y_label: "sequence accuracy (%)".into(),
+        x_log: true,
+        y_log: false,
+        series,
+        markers: Vec::new(),
+    };
+    doc.figure(
+        "accuracy-length",
+        "Held-out sequence accuracy at the training length and longer ones (mean over seeds).",
+        line_chart(&chart),
+    );
+}
+
+/// Mean (token, sequence) accuracy over seeds at each evaluated length.
+fn length_accuracy(a: &ArchResult) -> BTreeMap<usize, (f64, f64)> {
+    let mut sums: BTreeMap<usize, (f64, f64, usize)> = BTreeMap::new();
+    for l in a.runs.iter().flat_map(|r| &r.summary.length_accuracy) {
+        let s = sums.entry(l.seq_len).or_insert((0.0, 0.0, 0));
+        *s = (s.0 + l.token_accuracy, s.1 + l.sequence_accuracy, s.2 + 1);
+    }
+    sums.into_iter().map(|(t, (tok, seq, n))| (t, (tok / n as f64, seq / n as f64))).collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Learning-rate grids
+// ---------------------------------------------------------------------------------------------
+
+fn lr_grids(doc: &mut Document, r: &ComparisonResults) {
+    let with_grid: Vec<&ArchResult> = r.archs.iter().filter(|a| !a.lr_trials.is_empty()).collect();
+    if with_grid.is_empty() {
+        return;
+    }
+    doc.heading("Learning-rate grid");
+    doc.paragraph(
+        "Each architecture's learning rate was chosen by a grid on the first seed; the winner \
+         was then used on every seed.",
+    );
+    let mut t =
+        Table::new(["Architecture", "Learning rate", "Val loss (first seed)", "Chosen"]).numeric(1..=2);
+    for a in with_grid {
+        for trial in &a.lr_trials {
+            let loss =
+                if trial.val_loss.is_finite() { format!("{:.4}", trial.val_loss) } else { "diverged".into() };
+            let chosen = if trial.lr == a.lr { "yes" } else { "no" };
+            t.row(vec![a.name.clone(), lr(trial.lr), loss, chosen.into()]);
+        }
+    }
+    doc.table(t);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Plots: loss curves, MoE load, Hymba scales
+// ---------------------------------------------------------------------------------------------
+
+fn loss_curves(doc: &mut Document, r: &ComparisonResults) {
+    let series: Vec<Series> = r.archs.iter().map(|a| curve_series(&a.name, &a.runs)).collect();
+    if series.iter().all(|s| s.points.is_empty()) {
+        return;
+    }
+    doc.heading("Validation loss");
+    let chart = LineChart {
+        title: "Validation loss vs tokens".into(),
+        x_label: "training tokens".into(),
+        y_label: "validation loss (nats, log scale)".into(),
+        x_log: false,
+        y_log: true,
+        series,
+        markers: Vec::new(),
+    };
+    doc.figure(
+        "val-loss",
+        "Validation loss against training tokens: the mean over seeds, shaded from the lowest to the highest seed.",
+        line_chart(&chart),
+    );
+}
+
+/// The mean curve over seeds, with a min–max band where at least two seeds were evaluated.
+fn curve_series(name: &str, runs: &[SeedRun]) -> Series {
+    let mut at: BTreeMap<u64, Vec<f64>> = BTreeMap::new();
+    for p in runs.iter().flat_map(|r| &r.curve).filter(|p| p.val_loss.is_finite()) {
+        at.entry(p.tokens).or_default().push(p.val_loss);
+    }
+    let mut series = Series { name: name.to_string(), points: Vec::new(), band: Vec::new() };
+    for (tokens, losses) in at {
+        let x = tokens as f64;
+        series.points.push((x, losses.iter().sum::<f64>() / losses.len() as f64));
+        if losses.len() >= 2 {
+            let lo = losses.iter().copied().fold(f64::INFINITY, f64::min);
+            let hi = losses.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            series.band.push((x, lo, hi));
+        }
+    }
+    series
+}
+
+fn moe(doc: &mut Document, r: &ComparisonResults, slugs: &[String]) {
+    let with_moe: Vec<(usize, &ArchResult, &SeedRun)> = r
+        .archs
+        .iter()
+        .enumerate()
+        .filter_map(|(i, a)| Some((i, a, a.runs.first()?)))
+        .filter(|(_, _, run)| !run.summary.moe.is_empty())
+        .collect();
+    if with_moe.is_empty() {
+        return;
+    }
+    doc.heading("Mixture-of-experts load");
+    doc.paragraph(
+        "Fraction of routed (token, expert) assignments each expert received over the whole first-seed \
+         run; an even router gives every expert 1/E. Load entropy is normalised by ln E (1 = even).",
+    );
+    let mut t =
+        Table::new(["Architecture", "Layer", "Experts", "Load entropy", "Busiest expert × E", "Dropped"])
+            .numeric(1..=5);
+    for (_, a, run) in &with_moe {
+        for l in &run.summary.moe {
+            let experts = l.load.len();
+            let busiest = l.load.iter().copied().fold(0.0, f64::max) * experts as f64;
+            t.row(vec![
+                a.name.clone(),
+                l.layer.to_string(),
+                experts.to_string(),
+                format!("{:.3}", l.load_entropy),
+                format!("{busiest:.2}"),
+                format!("{:.2}%", 100.0 * l.dropped_fraction),
+            ]);
+        }
+    }
+    doc.table(t);
+    for (i, a, run) in with_moe {
+        let loads = &run.summary.moe;
+        let groups = loads
+            .iter()
+            .map(|l| {
+                let bars = l.load.iter().enumerate().map(|(e, &v)| (format!("expert {e}"), v)).collect();
+                (format!("layer {}", l.layer), bars)
+            })
+            .collect();
+        let experts = loads[0].load.len();
+        let same_width = loads.iter().all(|l| l.load.len() == experts);
+        let reference =
+            (same_width && experts > 0).then(|| (format!("even 1/{experts}"), 1.0 / experts as f64));
+        let chart = BarChart {
+            title: format!("{}: expert load per MoE layer (seed {})", a.name, run.seed),
+            y_label: "fraction of assignments".into(),
+            groups,
+            reference,
+        };
+        doc.figure(
+            format!("moe-{}", slugs[i]),
+            format!("{}: expert load per MoE layer; the dashed line is an even load.", a.name),
+            bar_chart(&chart),
+        );
+    }
+}
+
+fn hymba(doc: &mut Document, r: &ComparisonResults, slugs: &[String]) {
+    let with_hymba: Vec<(usize, &ArchResult, &SeedRun)> = r
+        .archs
+        .iter()
+        .enumerate()
+        .filter_map(|(i, a)| Some((i, a, a.runs.first()?)))
+        .filter(|(_, _, run)| !run.summary.hymba.is_empty())
+        .collect();
+    if with_hymba.is_empty() {
+        return;
+    }
+    doc.heading("Hymba branch scales");
+    doc.paragraph(
+        "Mean per-channel scale β of the attention and SSM branches of each Hymba layer at the end of \
+         the first seed's run, against their common initial value: a branch whose scale collapses \
+         towards 0 has been switched off by training.",
+    );
+    for (i, a, run) in with_hymba {
+        let scales = &run.summary.hymba;
+        let groups = scales
+            .iter()
+            .map(|s| {
+                let bars = vec![("attention".to_string(), s.attn_mean), ("SSM".to_string(), s.ssm_mean)];
+                (format!("layer {}", s.layer), bars)
+            })
+            .collect();
+        let init = scales[0].init;
+        let chart = BarChart {
+            title: format!("{}: Hymba branch scales (seed {})", a.name, run.seed),
+            y_label: "mean β".into(),
+            groups,
+            reference: Some((format!("init {init}"), init)),
+        };
+        doc.figure(
+            format!("hymba-{}", slugs[i]),
+            format!("{}: mean branch scale per Hymba layer; the dashed line is the initial value.", a.name),
+            bar_chart(&chart),
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Health
+// ---------------------------------------------------------------------------------------------
+
+/// Each layer's probe results across seeds, by layer index.
+fn health_by_layer(a: &ArchResult) -> BTreeMap<usize, Vec<&LayerHealth>> {
+    let mut layers: BTreeMap<usize, Vec<&LayerHealth>> = BTreeMap::new();
+    for h in a.runs.iter().flat_map(|r| &r.summary.health) {
+        layers.entry(h.layer).or_default().push(h);
+    }
+    layers
+}
+
+fn health(doc: &mut Document, r: &ComparisonResults) {
+    doc.heading("Health");
+    let probed: Vec<(&ArchResult, BTreeMap<usize, Vec<&LayerHealth>>)> =
+        r.archs.iter().map(|a| (a, health_by_layer(a))).filter(|(_, l)| !l.is_empty()).collect();
+    if probed.is_empty() {
+        doc.paragraph("No causality / mixing probe was recorded.");
+        return;
+    }
+    doc.paragraph(
+        "Each layer's sequence mixer, probed on the final weights: perturbing position p must leave \
+         every earlier output unchanged (causal; max leak is the largest earlier change) and must \
+         change some later one (mixes; reach is the largest later change). Counts are over seeds.",
+    );
+    let mut t =
+        Table::new(["Architecture", "Layer", "Mixer", "Causal", "Mixes", "Max leak", "Reach (min–max)"])
+            .numeric(1..=1)
+            .numeric(5..=6);
+    for (a, layers) in &probed {
+        for (layer, probes) in layers {
+            let n = probes.len();
+            let causal = probes.iter().filter(|p| p.causal).count();
+            let mixes = probes.iter().filter(|p| p.mixes).count();
+            let leak = probes.iter().map(|p| p.max_leak).fold(0.0, f64::max);
+            let reach_lo = probes.iter().map(|p| p.max_reach).fold(f64::INFINITY, f64::min);
+            let reach_hi = probes.iter().map(|p| p.max_reach).fold(f64::NEG_INFINITY, f64::max);
+            t.row(vec![
+                a.name.clone(),
+                layer.to_string(),
+                filled(&probes[0].mixer),
+                seed_count(causal, n),
+                seed_count(mixes, n),
+                format!("{leak:.1e}"),
+                format!("{reach_lo:.1e} – {reach_hi:.1e}"),
+            ]);
+        }
+    }
+    doc.table(t);
+    let unprobed: Vec<&str> = r
+        .archs
+        .iter()
+        .filter(|a| !probed.iter().any(|(p, _)| p.name == a.name))
+        .map(|a| a.name.as_str())
+        .collect();
+    if !unprobed.is_empty() {
+        doc.paragraph(format!("Not probed: {}.", unprobed.join(", ")));
+    }
+}
+
+/// "yes (3/3 seeds)", or "NO (1/3 seeds)" when any seed failed.
+fn seed_count(passed: usize, n: usize) -> String {
+    let word = if passed == n { "yes" } else { "NO" };
+    format!("{word} ({passed}/{n} seeds)")
+}
+
+// ---------------------------------------------------------------------------------------------
+// Samples
+// ---------------------------------------------------------------------------------------------
+
+fn samples(doc: &mut Document, r: &ComparisonResults) {
+    doc.heading("Samples");
+    doc.paragraph("Generated by each architecture's first seed (best checkpoint) from the same prompt.");
+    for a in &r.archs {
+        doc.subheading(a.name.clone());
+        match a.sample.as_deref().filter(|s| !s.trim().is_empty()) {
+            Some(text) => doc.code(text),
+            None => doc.paragraph("No sample was recorded."),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// File names
+// ---------------------------------------------------------------------------------------------
+
+/// A file-name-safe, distinct slug per architecture ("A*M" → "a-m"; repeats get "-2", "-3").
+fn unique_slugs(archs: &[ArchResult]) -> Vec<String> {
+    let mut used = HashSet::new();
+    archs
+        .iter()
+        .map(|a| {
+            let base = slug(&a.name);
+            let mut candidate = base.clone();
+            let mut k = 2;
+            while !used.insert(candidate.clone()) {
+                candidate = format!("{base}-{k}");
+                k += 1;
+            }
+            candidate
+        })
+        .collect()
+}
+
+fn slug(name: &str) -> String {
+    let raw: String =
+        name.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' }).collect();
+    let parts: Vec<&str> = raw.split('-').filter(|p| !p.is_empty()).collect();
+    if parts.is_empty() { "arch".into() } else { parts.join("-") }
+}

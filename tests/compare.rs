@@ -1,0 +1,183 @@
+//! `archlab compare` end to end through the binary: sizing to a budget, a small comparison's
+//! report, and resuming an interrupted comparison without redoing finished runs.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use archlab::compare::arch::{NAMES, SIZES};
+use archlab::compare::plan::{default_budget, plan_one};
+use archlab::compare::results::ComparisonResults;
+use archlab::compare::sizing::{MatchBy, TOLERANCE};
+use common::temp_dir;
+
+#[test]
+fn every_architecture_is_sized_within_two_percent() {
+    for (size, _) in SIZES {
+        for by in [MatchBy::Params, MatchBy::Active, MatchBy::Flops] {
+            let dense = default_budget(size, &[], by).unwrap();
+            for budget in [dense, 0.6 * dense, 1.7 * dense] {
+                for name in NAMES {
+                    let a = plan_one(name, name, size, &[], by, budget)
+                        .unwrap_or_else(|e| panic!("{name} at {size}, {budget} {by:?}: {e:#}"));
+                    let measured = by.measure(&a.cfg.model, a.cfg.train.seq_len);
+                    assert_eq!(measured, a.sizing.achieved, "{name}: the reported value is the model's");
+                    let err = (measured - budget) / budget;
+                    assert!(err.abs() <= TOLERANCE, "{name} at {size} {by:?}: {err:+.4} ({})", a.sizing.knob);
+                    assert!((a.sizing.error - err).abs() < 1e-12);
+                }
+            }
+        }
+    }
+}
+
+fn archlab(args: &[&str], cwd: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_archlab")).args(args).current_dir(cwd).output().expect("binary runs")
+}
+
+/// A comparison small enough for a test: 2 architectures × 2 seeds of a few steps.
+const SMALL: &[&str] = &[
+    "compare",
+    "dense",
+    "mamba2",
+    "--seeds",
+    "2",
+    "--steps",
+    "6",
+    "--budget",
+    "60k",
+    "--set",
+    "data.builtin_bytes=300000",
+    "--set",
+    "train.batch_size=4",
+    "--set",
+    "train.seq_len=32",
+    "--set",
+    "eval.every=3",
+    "--set",
+    "eval.batches=2",
+    "--set",
+    "train.checkpoint_every=2",
+    "--bench-seq-lens",
+    "16,32",
+    "--device",
+    "cpu",
+    "--quiet",
+];
+
+fn small_compare(extra: &[&str]) -> Vec<String> {
+    SMALL.iter().chain(extra).map(|s| s.to_string()).collect()
+}
+
+fn results(dir: &Path) -> ComparisonResults {
+    serde_json::from_str(&std::fs::read_to_string(dir.join("results.json")).unwrap()).unwrap()
+}
+
+/// The report's table: header, then one row per architecture, every cell filled.
+fn check_report(dir: &Path, archs: &[&str]) {
+    let md = std::fs::read_to_string(dir.join("report.md")).unwrap();
+    let header = "| Architecture | Params (active) | Val loss ± 95% CI | PPL | bits/byte | Tokens/s | Peak memory | Wall time | NaN skips | Notes |";
+    let at = md.find(header).unwrap_or_else(|| panic!("no comparison table in report.md:\n{md}"));
+    let rows: Vec<&str> = md[at..].lines().skip(2).take_while(|l| l.starts_with('|')).collect();
+    assert_eq!(rows.len(), archs.len(), "{md}");
+    for (row, arch) in rows.iter().zip(archs) {
+        let cells: Vec<&str> = row.trim_matches('|').split('|').map(str::trim).collect();
+        assert_eq!(cells.len(), 10, "{row}");
+        assert!(cells.iter().all(|c| !c.is_empty()), "empty cell in {row}");
+        assert!(row.contains(arch), "{row}");
+    }
+    assert!(md.contains("beats") || md.contains("within noise"), "no verdict line:\n{md}");
+
+    let html = std::fs::read_to_string(dir.join("report.html")).unwrap();
+    assert!(html.contains("<svg") && !html.contains("src=\"http"), "the HTML is self-contained");
+    let plots: Vec<_> = std::fs::read_dir(dir.join("plots")).unwrap().map(|e| e.unwrap().path()).collect();
+    assert!(plots.len() >= 3, "{plots:?}");
+    for plot in plots {
+        let svg = std::fs::read_to_string(&plot).unwrap();
+        let doc = roxmltree::Document::parse(&svg).unwrap_or_else(|e| panic!("{}: {e}", plot.display()));
+        assert_eq!(doc.root_element().tag_name().name(), "svg", "{}", plot.display());
+    }
+}
+
+#[test]
+fn a_small_comparison_writes_a_complete_report() {
+    let dir = temp_dir("compare-small");
+    let out_dir = dir.join("cmp");
+    let mut args = small_compare(&[]);
+    args.extend(["--dir".into(), out_dir.display().to_string()]);
+    let out = Command::new(env!("CARGO_BIN_EXE_archlab")).args(&args).current_dir(&dir).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let r = results(&out_dir);
+    assert_eq!(r.archs.len(), 2);
+    for a in &r.archs {
+        assert_eq!(a.runs.len(), 2, "{}", a.name);
+        assert!(a.budget_error.abs() <= TOLERANCE);
+        assert!(a.sample.as_deref().is_some_and(|s| s.starts_with("Once upon a time")));
+        let seeds: Vec<u64> = a.runs.iter().map(|r| r.seed).collect();
+        assert_eq!(seeds, [0, 1]);
+        for run in &a.runs {
+            assert_eq!(run.summary.steps, 6);
+            assert_eq!(run.curve.len(), 3, "evaluations at steps 0, 3, 6");
+            assert!(run.summary.health.iter().all(|h| h.causal && h.mixes), "{:?}", run.summary.health);
+        }
+    }
+    // Same data for every architecture: seed k's runs saw the same number of tokens.
+    assert_eq!(r.archs[0].runs[1].summary.tokens_seen, r.archs[1].runs[1].summary.tokens_seen);
+    let bench = r.bench.expect("scaling measured");
+    assert_eq!(bench.points.len(), 4);
+    check_report(&out_dir, &["dense", "mamba2"]);
+
+    // `archlab report` redraws the report from results.json alone.
+    std::fs::remove_file(out_dir.join("report.md")).unwrap();
+    let out = archlab(&["report", &out_dir.display().to_string()], &dir);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    check_report(&out_dir, &["dense", "mamba2"]);
+}
+
+#[test]
+fn an_interrupted_comparison_continues_without_redoing_finished_runs() {
+    let dir = temp_dir("compare-resume");
+    let out_dir = dir.join("cmp");
+    let mut args = small_compare(&[]);
+    args.extend(["--dir".into(), out_dir.display().to_string()]);
+    let first_summary = out_dir.join("runs/00-dense/lr3e-3-seed0/summary.json");
+
+    // Kill the comparison as soon as its first run has finished.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_archlab"))
+        .args(&args)
+        .current_dir(&dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while !first_summary.exists() {
+        assert!(start.elapsed() < Duration::from_secs(300), "the first run never finished");
+        assert!(child.try_wait().unwrap().is_none(), "the comparison ended before its first run did");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(!out_dir.join("results.json").exists(), "killed before the end");
+    let kept = std::fs::read(&first_summary).unwrap();
+
+    // A different comparison in the same directory is refused.
+    let mut other = small_compare(&["--set", "train.lr=1e-3"]);
+    other.extend(["--dir".into(), out_dir.display().to_string()]);
+    let out = Command::new(env!("CARGO_BIN_EXE_archlab")).args(&other).current_dir(&dir).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("holds a different comparison"), "{err}");
+
+    // The same one continues: the finished run is kept byte for byte, the rest are done.
+    let out = Command::new(env!("CARGO_BIN_EXE_archlab")).args(&args).current_dir(&dir).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("dense seed 0: finished earlier, kept"), "{stderr}");
+    assert_eq!(std::fs::read(&first_summary).unwrap(), kept);
+    let r = results(&out_dir);
+    assert!(r.archs.iter().all(|a| a.runs.len() == 2 && a.runs.iter().all(|r| r.summary.steps == 6)));
+    check_report(&out_dir, &["dense", "mamba2"]);
+}
