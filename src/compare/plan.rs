@@ -64,6 +64,9 @@ pub fn planned_vocab(cfg: &RunConfig) -> Result<usize> {
     if cfg.model.vocab_size > 0 {
         return Ok(cfg.model.vocab_size);
     }
+    if let Some(task) = crate::data::tasks::Task::from_source(&cfg.data.source, &cfg.data.task)? {
+        return Ok(task.vocab_size());
+    }
     Ok(match TokenizerSpec::parse(&cfg.data.tokenizer)? {
         TokenizerSpec::Byte => 256,
         TokenizerSpec::TrainBpe(n) => n,

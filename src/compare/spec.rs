@@ -239,3 +239,68 @@ fn read_experiment(path: &Path) -> Result<ExperimentFile> {
     toml::from_str(&text)
         .map_err(|e| anyhow::anyhow!("experiment file {}: {}", path.display(), e.to_string().trim()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn args(cmd: &[&str]) -> CompareArgs {
+        let cli = crate::cli::Cli::parse_from(std::iter::once("archlab").chain(cmd.iter().copied()));
+        match cli.command {
+            crate::cli::Command::Compare(a) => a,
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn no_arguments_is_the_default_comparison() {
+        let s = CompareSpec::from_args(&args(&["compare"])).unwrap();
+        let names: Vec<&str> = s.archs.iter().map(|a| a.arch.as_str()).collect();
+        assert_eq!(names, DEFAULT_ARCHS);
+        assert_eq!((s.seeds, s.budget, s.size.as_str()), (DEFAULT_SEEDS, Some(DEFAULT_TINY_BUDGET), "tiny"));
+        assert!(s.sets.contains(&format!("train.max_steps={DEFAULT_STEPS}")));
+    }
+
+    #[test]
+    fn experiment_files_expand_sweeps_and_flags_win() {
+        let dir = std::env::temp_dir().join(format!("archlab-spec-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("e.toml");
+        let file = concat!(env!("CARGO_MANIFEST_DIR"), "/experiments/mamba-state-size.toml");
+        std::fs::copy(file, &path).unwrap();
+        let s = CompareSpec::from_args(&args(&["compare", "--experiment", path.to_str().unwrap()])).unwrap();
+        let labels: Vec<&str> = s.archs.iter().map(|a| a.label.as_str()).collect();
+        assert_eq!(labels, ["dense", "mamba d_state=4", "mamba d_state=16", "mamba d_state=64"]);
+        assert_eq!(s.archs[1].sets, ["model.mamba.d_state=4"]);
+        assert_eq!((s.budget, s.seeds, s.match_by.as_str()), (Some(1e6), 3, "params"));
+        assert_eq!(s.lr_grid, [1e-3, 3e-3]);
+        let s = CompareSpec::from_args(&args(&[
+            "compare",
+            "--experiment",
+            path.to_str().unwrap(),
+            "--seeds",
+            "5",
+            "--budget",
+            "2M",
+        ]))
+        .unwrap();
+        assert_eq!((s.budget, s.seeds), (Some(2e6), 5));
+
+        std::fs::write(&path, "archs = [\"dense\"]\nbugdet = \"1M\"\n").unwrap();
+        let err = CompareSpec::from_args(&args(&["compare", "--experiment", path.to_str().unwrap()])).unwrap_err();
+        assert!(format!("{err:#}").contains("bugdet"), "{err:#}");
+    }
+
+    #[test]
+    fn bad_flags_are_errors() {
+        for bad in [
+            vec!["compare", "--seeds", "0"],
+            vec!["compare", "--budget", "lots"],
+            vec!["compare", "--lr-grid", "0.001,-1"],
+            vec!["compare", "dense", "dense"],
+        ] {
+            assert!(CompareSpec::from_args(&args(&bad)).is_err(), "{bad:?}");
+        }
+    }
+}

@@ -462,3 +462,17 @@ mod tests {
         assert_eq!(c.verdict("a", "b"), "a beats b by 0.00042 ± 0.00011 nats (paired over 3 seeds)");
     }
 }
+#[cfg(test)]
+mod scratch {
+    #[test]
+    fn zz_dump() {
+        let mut out = String::new();
+        let mut df = 1.0f64;
+        while df < 3e6 {
+            out.push_str(&format!("{df:e} {:e}\n", super::t_quantile_975(df)));
+            df *= 1.037;
+        }
+        for df in [0.1, 0.3, 0.5, 0.9] { out.push_str(&format!("{df:e} {:e}\n", super::t_quantile_975(df))); }
+        std::fs::write("/tmp/tq.txt", out).unwrap();
+    }
+}

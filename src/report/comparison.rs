@@ -550,9 +550,26 @@ fn hymba(doc: &mut Document, r: &ComparisonResults, slugs: &[String]) {
     doc.heading("Hymba branch scales");
     doc.paragraph(
         "Mean per-channel scale β of the attention and SSM branches of each Hymba layer at the end of \
-         the first seed's run, against their common initial value: a branch whose scale collapses \
-         towards 0 has been switched off by training.",
+         the first seed's run, against their common initial value, and the mean per-channel distance \
+         |Δβ| from it: a branch whose scale collapses towards 0 has been switched off by training.",
     );
+    let mut t =
+        Table::new(["Architecture", "Layer", "Init", "Attention β", "SSM β", "Attention |Δβ|", "SSM |Δβ|"])
+            .numeric(1..=6);
+    for (_, a, run) in &with_hymba {
+        for s in &run.summary.hymba {
+            t.row(vec![
+                a.name.clone(),
+                s.layer.to_string(),
+                compact(s.init),
+                format!("{:.3}", s.attn_mean),
+                format!("{:.3}", s.ssm_mean),
+                format!("{:.3}", s.attn_mean_abs_change),
+                format!("{:.3}", s.ssm_mean_abs_change),
+            ]);
+        }
+    }
+    doc.table(t);
     for (i, a, run) in with_hymba {
         let scales = &run.summary.hymba;
         let groups = scales
@@ -621,8 +638,12 @@ fn health(doc: &mut Document, r: &ComparisonResults) {
                 filled(&probes[0].mixer),
                 seed_count(causal, n),
                 seed_count(mixes, n),
-                format!("{leak:.1e}"),
-                format!("{reach_lo:.1e} – {reach_hi:.1e}"),
+                compact(leak),
+                if reach_lo == reach_hi {
+                    compact(reach_lo)
+                } else {
+                    format!("{} – {}", compact(reach_lo), compact(reach_hi))
+                },
             ]);
         }
     }
@@ -636,6 +657,19 @@ fn health(doc: &mut Document, r: &ComparisonResults) {
     if !unprobed.is_empty() {
         doc.paragraph(format!("Not probed: {}.", unprobed.join(", ")));
     }
+}
+
+/// Three significant digits, in scientific notation outside [0.001, 10⁴): "0", "0.31", "3.2e-7".
+fn compact(x: f64) -> String {
+    if x == 0.0 || !x.is_finite() {
+        return format!("{x}");
+    }
+    if !(1e-3..1e4).contains(&x.abs()) {
+        return format!("{x:.1e}");
+    }
+    let decimals = (2.0 - x.abs().log10().floor()).max(0.0) as usize;
+    let s = format!("{x:.decimals$}");
+    if s.contains('.') { s.trim_end_matches('0').trim_end_matches('.').to_string() } else { s }
 }
 
 /// "yes (3/3 seeds)", or "NO (1/3 seeds)" when any seed failed.

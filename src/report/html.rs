@@ -13,9 +13,11 @@ h2 { font-size: 1.3em; margin-top: 2em; padding-bottom: 4px; border-bottom: 1px 
 h3 { font-size: 1.08em; margin-top: 1.4em; }
 table { border-collapse: collapse; margin: 10px 0 16px; font-size: 13.5px; display: block; overflow-x: auto; }
 th, td { border: 1px solid #d9dde3; padding: 4px 9px; vertical-align: top; }
-th { background: #eef1f5; text-align: left; white-space: nowrap; }
+th { background: #eef1f5; text-align: left; }
+td.long { min-width: 16em; }
 tbody tr:nth-child(even) { background: #f9fafb; }
-.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
+.num { text-align: right; font-variant-numeric: tabular-nums; }
+td.num { white-space: nowrap; }
 figure { margin: 14px 0 22px; }
 figure svg { max-width: 100%; height: auto; border: 1px solid #eceef1; }
 figcaption { color: #555; font-size: 13px; margin-top: 4px; }
@@ -64,7 +66,10 @@ fn table_html(t: &Table) -> String {
     for row in &t.rows {
         out.push_str("<tr>");
         for (c, cell) in row.iter().enumerate() {
-            out.push_str(&format!("<td{}>{}</td>", class(c), escape(cell)));
+            // Long prose (the notes) gets a floor on its width, or the browser squeezes it
+            // into a tall thin column beside the unbreakable numbers.
+            let class = if !t.numeric[c] && cell.chars().count() > 40 { " class=\"long\"" } else { class(c) };
+            out.push_str(&format!("<td{class}>{}</td>", escape(cell)));
         }
         out.push_str("</tr>\n");
     }

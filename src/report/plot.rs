@@ -18,6 +18,7 @@ const HEIGHT: f64 = 440.0;
 /// Rough advance of one character at the 12 px label font, for layout (no font metrics here).
 const CHAR_WIDTH: f64 = 7.0;
 const MARKER_COLOUR: &str = "#B00020";
+const REFERENCE_COLOUR: &str = "#444";
 
 /// One line of a [`LineChart`].
 #[derive(Clone, Debug, Default)]
@@ -82,7 +83,8 @@ pub fn line_chart(c: &LineChart) -> String {
     }
 
     let names: Vec<&str> = c.series.iter().map(|s| s.name.as_str()).collect();
-    let frame = Frame::new(legend_width(&names), 56.0);
+    let legend = LegendEntry::palette(&names, Swatch::Line);
+    let frame = Frame::new(legend_width(&legend), 56.0);
     let x = Scale::fit(&xs, c.x_log);
     let y = Scale::fit(&ys, c.y_log);
     let mut svg = Svg::new(&c.title);
@@ -104,7 +106,7 @@ pub fn line_chart(c: &LineChart) -> String {
         }
     }
     draw_markers(&mut svg, &frame, &x, &y, &markers);
-    draw_legend(&mut svg, &frame, &names, LegendSwatch::Line);
+    draw_legend(&mut svg, &frame, &legend);
     svg.finish()
 }
 
@@ -125,7 +127,8 @@ fn draw_markers(svg: &mut Svg, frame: &Frame, x: &Scale, y: &Scale, markers: &[&
             *slot += 1;
             frame.top + 8.0 + 16.0 * (*slot - 1) as f64
         };
-        svg.cross(px, py, label);
+        let room_right = frame.right() - px;
+        svg.cross(px, py, label, text_width(label) + 10.0 > room_right);
     }
 }
 
@@ -149,15 +152,22 @@ pub fn bar_chart(c: &BarChart) -> String {
     let group_width_guess = (WIDTH - 300.0) / c.groups.len() as f64;
     let rotate_labels = c.groups.iter().any(|g| text_width(&g.0) > group_width_guess - 4.0);
     let label_names: Vec<&str> = labels.iter().map(String::as_str).collect();
-    let frame = Frame::new(legend_width(&label_names), if rotate_labels { 90.0 } else { 56.0 });
+    // With one kind of bar, the title and axis already say what it is.
+    let mut legend =
+        if labels.len() > 1 { LegendEntry::palette(&label_names, Swatch::Block) } else { Vec::new() };
+    let reference = c.reference.as_ref().filter(|r| r.1.is_finite());
+    if let Some((name, _)) = reference {
+        legend.push(LegendEntry { name, colour: REFERENCE_COLOUR, swatch: Swatch::Dashed });
+    }
+    let frame = Frame::new(legend_width(&legend), if rotate_labels { 90.0 } else { 56.0 });
 
     let mut range = values.clone();
     range.push(0.0);
-    range.extend(c.reference.iter().map(|r| r.1).filter(|v| v.is_finite()));
+    range.extend(reference.map(|r| r.1));
     let y = Scale::fit(&range, false);
     let mut svg = Svg::new(&c.title);
     draw_y_axis(&mut svg, &frame, &y, &c.y_label);
-    svg.line(frame.left, frame.bottom(), frame.right(), frame.bottom(), "#333", None);
+    svg.line(frame.left, frame.bottom(), frame.right(), frame.bottom(), "#333", 1.0, None);
 
     let group_width = frame.width / c.groups.len() as f64;
     let max_bars = c.groups.iter().map(|g| g.1.len()).max().unwrap_or(1).max(1);
@@ -175,14 +185,13 @@ pub fn bar_chart(c: &BarChart) -> String {
         }
         svg.axis_label(centre, frame.bottom() + 16.0, group, rotate_labels);
     }
-    if let Some((label, v)) = c.reference.as_ref().filter(|r| r.1.is_finite()) {
+    // Drawn over the bars, and named in the legend rather than on the plot, where a label
+    // would collide with the bars it crosses.
+    if let Some((_, v)) = reference {
         let py = frame.y(&y, *v);
-        svg.line(frame.left, py, frame.right(), py, "#555", Some("6 4"));
-        svg.text(frame.right() - 4.0, py - 5.0, "end", "#555", label);
+        svg.line(frame.left, py, frame.right(), py, REFERENCE_COLOUR, 1.5, Some("6 4"));
     }
-    if labels.len() > 1 {
-        draw_legend(&mut svg, &frame, &label_names, LegendSwatch::Block);
-    }
+    draw_legend(&mut svg, &frame, &legend);
     svg.finish()
 }
 
@@ -239,13 +248,13 @@ fn draw_axes(svg: &mut Svg, frame: &Frame, x: &Scale, y: &Scale, x_label: &str, 
     let every = thinning(x.ticks.len(), frame.width, max_label + 10.0);
     for (i, (v, label)) in x.ticks.iter().enumerate() {
         let px = frame.x(x, *v);
-        svg.line(px, frame.top, px, frame.bottom(), "#e6e6e6", None);
-        svg.line(px, frame.bottom(), px, frame.bottom() + 4.0, "#333", None);
+        svg.line(px, frame.top, px, frame.bottom(), "#e6e6e6", 1.0, None);
+        svg.line(px, frame.bottom(), px, frame.bottom() + 4.0, "#333", 1.0, None);
         if i % every == 0 {
             svg.text(px, frame.bottom() + 17.0, "middle", "#333", label);
         }
     }
-    svg.line(frame.left, frame.bottom(), frame.right(), frame.bottom(), "#333", None);
+    svg.line(frame.left, frame.bottom(), frame.right(), frame.bottom(), "#333", 1.0, None);
     svg.text(frame.left + frame.width / 2.0, frame.bottom() + 40.0, "middle", "#111", x_label);
 }
 
@@ -253,13 +262,13 @@ fn draw_y_axis(svg: &mut Svg, frame: &Frame, y: &Scale, y_label: &str) {
     let every = thinning(y.ticks.len(), frame.height, 18.0);
     for (i, (v, label)) in y.ticks.iter().enumerate() {
         let py = frame.y(y, *v);
-        svg.line(frame.left, py, frame.right(), py, "#e6e6e6", None);
-        svg.line(frame.left - 4.0, py, frame.left, py, "#333", None);
+        svg.line(frame.left, py, frame.right(), py, "#e6e6e6", 1.0, None);
+        svg.line(frame.left - 4.0, py, frame.left, py, "#333", 1.0, None);
         if i % every == 0 {
             svg.text(frame.left - 7.0, py + 4.0, "end", "#333", label);
         }
     }
-    svg.line(frame.left, frame.top, frame.left, frame.bottom(), "#333", None);
+    svg.line(frame.left, frame.top, frame.left, frame.bottom(), "#333", 1.0, None);
     svg.rotated_text(18.0, frame.top + frame.height / 2.0, y_label);
 }
 
@@ -270,33 +279,52 @@ fn thinning(ticks: usize, length: f64, label_size: f64) -> usize {
 }
 
 #[derive(Clone, Copy)]
-enum LegendSwatch {
+enum Swatch {
     Line,
     Block,
+    Dashed,
+}
+
+/// One legend row: a swatch in the colour of what it names.
+struct LegendEntry<'a> {
+    name: &'a str,
+    colour: &'a str,
+    swatch: Swatch,
+}
+
+impl<'a> LegendEntry<'a> {
+    /// Entries for `names` in palette order.
+    fn palette(names: &[&'a str], swatch: Swatch) -> Vec<Self> {
+        names
+            .iter()
+            .enumerate()
+            .map(|(i, &name)| Self { name, colour: PALETTE[i % PALETTE.len()], swatch })
+            .collect()
+    }
 }
 
 const LEGEND_MAX_CHARS: usize = 24;
 const LEGEND_MAX_ENTRIES: usize = 16;
 
-fn legend_width(names: &[&str]) -> f64 {
-    let longest = names.iter().map(|n| n.chars().count().min(LEGEND_MAX_CHARS)).max().unwrap_or(0);
+fn legend_width(entries: &[LegendEntry]) -> f64 {
+    let longest = entries.iter().map(|e| e.name.chars().count().min(LEGEND_MAX_CHARS)).max().unwrap_or(0);
     if longest == 0 { 0.0 } else { 34.0 + CHAR_WIDTH * longest as f64 }
 }
 
-fn draw_legend(svg: &mut Svg, frame: &Frame, names: &[&str], swatch: LegendSwatch) {
+fn draw_legend(svg: &mut Svg, frame: &Frame, entries: &[LegendEntry]) {
     let x = frame.right() + 16.0;
-    for (i, name) in names.iter().take(LEGEND_MAX_ENTRIES).enumerate() {
+    for (i, entry) in entries.iter().take(LEGEND_MAX_ENTRIES).enumerate() {
         let y = frame.top + 8.0 + 18.0 * i as f64;
-        let colour = PALETTE[i % PALETTE.len()];
-        match swatch {
-            LegendSwatch::Line => svg.line_swatch(x, y, colour),
-            LegendSwatch::Block => svg.block_swatch(x, y, colour),
+        match entry.swatch {
+            Swatch::Line => svg.line(x, y, x + 20.0, y, entry.colour, 3.0, None),
+            Swatch::Dashed => svg.line(x, y, x + 20.0, y, entry.colour, 1.5, Some("5 3")),
+            Swatch::Block => svg.block_swatch(x, y, entry.colour),
         }
-        svg.text(x + 26.0, y + 4.0, "start", "#111", &truncate(name, LEGEND_MAX_CHARS));
+        svg.text(x + 26.0, y + 4.0, "start", "#111", &truncate(entry.name, LEGEND_MAX_CHARS));
     }
-    if names.len() > LEGEND_MAX_ENTRIES {
+    if entries.len() > LEGEND_MAX_ENTRIES {
         let y = frame.top + 8.0 + 18.0 * LEGEND_MAX_ENTRIES as f64;
-        svg.text(x, y + 4.0, "start", "#555", &format!("… {} more", names.len() - LEGEND_MAX_ENTRIES));
+        svg.text(x, y + 4.0, "start", "#555", &format!("… {} more", entries.len() - LEGEND_MAX_ENTRIES));
     }
 }
 
@@ -334,16 +362,40 @@ struct Scale {
 }
 
 impl Scale {
-    /// A scale covering every drawable value of `values` (which must not be empty).
+    /// A scale covering every drawable value of `values`.
     fn fit(values: &[f64], log: bool) -> Self {
-        let shown = values.iter().copied().filter(|&v| drawable(v, log));
-        let (min, max) = shown.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| (lo.min(v), hi.max(v)));
+        let shown: Vec<f64> = values.iter().copied().filter(|&v| drawable(v, log)).collect();
+        if log && let Some(scale) = Self::powers_of_two(&shown) {
+            return scale;
+        }
+        let (min, max) =
+            shown.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &v| (lo.min(v), hi.max(v)));
         let (min, max) = if min > max { if log { (1.0, 10.0) } else { (0.0, 1.0) } } else { (min, max) };
         let ticks = if log { log_ticks(min, max) } else { nice_ticks(min, max, 6) };
         let lo = ticks.first().copied().unwrap_or(min).min(min);
         let hi = ticks.last().copied().unwrap_or(max).max(max);
         let labels = label_ticks(&ticks, log);
         Self { lo, hi, log, ticks: ticks.into_iter().zip(labels).collect() }
+    }
+
+    /// A log scale ticked at powers of two, when every value is one (sequence lengths, batch
+    /// sizes): ticks then fall on the measured points instead of on decades between them.
+    /// The domain reaches a quarter of a doubling beyond the data, so end points are not
+    /// drawn on the frame.
+    fn powers_of_two(values: &[f64]) -> Option<Self> {
+        let exponents: Vec<i32> = values.iter().map(|&v| power_of_two_exponent(v)).collect::<Option<_>>()?;
+        let (&first, &last) = (exponents.iter().min()?, exponents.iter().max()?);
+        if last - first < 2 {
+            return None;
+        }
+        let stride = ((last - first) as usize + 1).div_ceil(10);
+        let ticks = (first..last + stride as i32).step_by(stride).map(|e| {
+            let v = 2f64.powi(e);
+            (v, power_of_two_label(v))
+        });
+        let ticks: Vec<(f64, String)> = ticks.collect();
+        let hi = ticks.last().map_or(2f64.powi(last), |t| t.0).max(2f64.powi(last));
+        Some(Self { lo: 2f64.powf(first as f64 - 0.25), hi: hi * 2f64.powf(0.25), log: true, ticks })
     }
 
     /// Position of `v` along the axis, 0 at `lo` and 1 at `hi`.
@@ -448,6 +500,22 @@ fn times_power_of_ten(m: f64, e: i32) -> f64 {
     if e >= 0 { m * 10f64.powi(e) } else { m / 10f64.powi(-e) }
 }
 
+/// `k` when `v` is exactly 2^k (k ≥ 0).
+fn power_of_two_exponent(v: f64) -> Option<i32> {
+    let exact = v >= 1.0 && v <= 2f64.powi(62) && v.fract() == 0.0 && (v as u64).is_power_of_two();
+    exact.then(|| (v as u64).trailing_zeros() as i32)
+}
+
+/// "512", "4K", "128K", "1M" with binary multiples, as sequence lengths are usually written.
+fn power_of_two_label(v: f64) -> String {
+    let n = v as u64;
+    match n {
+        n if n >= 1 << 20 => format!("{}M", n >> 20),
+        n if n >= 1 << 10 => format!("{}K", n >> 10),
+        n => n.to_string(),
+    }
+}
+
 /// Short labels: "0", "0.25", "2.5", "800", "1.2k", "30M".
 fn label_ticks(ticks: &[f64], log: bool) -> Vec<String> {
     let linear_step = if ticks.len() >= 2 { ticks[1] - ticks[0] } else { 1.0 };
@@ -531,11 +599,12 @@ impl Svg {
         self.out
     }
 
-    fn line(&mut self, x1: f64, y1: f64, x2: f64, y2: f64, colour: &str, dash: Option<&str>) {
+    #[allow(clippy::too_many_arguments)]
+    fn line(&mut self, x1: f64, y1: f64, x2: f64, y2: f64, colour: &str, width: f64, dash: Option<&str>) {
         let dash = dash.map(|d| format!(r#" stroke-dasharray="{d}""#)).unwrap_or_default();
         let _ = writeln!(
             self.out,
-            r#"<line x1="{x1:.1}" y1="{y1:.1}" x2="{x2:.1}" y2="{y2:.1}" stroke="{colour}" stroke-width="1"{dash}/>"#
+            r#"<line x1="{x1:.1}" y1="{y1:.1}" x2="{x2:.1}" y2="{y2:.1}" stroke="{colour}" stroke-width="{width}"{dash}/>"#
         );
     }
 
@@ -617,7 +686,8 @@ impl Svg {
         let _ = writeln!(self.out, r#"<circle cx="{x:.1}" cy="{y:.1}" r="3" fill="{colour}"/>"#);
     }
 
-    fn cross(&mut self, x: f64, y: f64, label: &str) {
+    /// A cross at (x, y) with its label on the right, or on the left near the right edge.
+    fn cross(&mut self, x: f64, y: f64, label: &str, label_left: bool) {
         let r = 5.0;
         let _ = writeln!(
             self.out,
@@ -631,7 +701,14 @@ impl Svg {
             x + r,
             y - r
         );
-        self.text(x + 8.0, y + 4.0, "start", MARKER_COLOUR, label);
+        let (tx, anchor) = if label_left { (x - 8.0, "end") } else { (x + 8.0, "start") };
+        // A white outline keeps the label legible over grid lines and series.
+        let _ = writeln!(
+            self.out,
+            r#"<text x="{tx:.1}" y="{:.1}" text-anchor="{anchor}" fill="{MARKER_COLOUR}" stroke="white" stroke-width="3" paint-order="stroke">{}</text>"#,
+            y + 4.0,
+            escape(label)
+        );
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -641,14 +718,6 @@ impl Svg {
             r#"<rect class="bar" x="{x:.1}" y="{y:.1}" width="{:.1}" height="{height:.1}" fill="{colour}"><title>{}: {value:.4}</title></rect>"#,
             (width - 1.0).max(0.5),
             escape(label)
-        );
-    }
-
-    fn line_swatch(&mut self, x: f64, y: f64, colour: &str) {
-        let _ = writeln!(
-            self.out,
-            r#"<line x1="{x:.1}" y1="{y:.1}" x2="{:.1}" y2="{y:.1}" stroke="{colour}" stroke-width="3"/>"#,
-            x + 20.0
         );
     }
 
