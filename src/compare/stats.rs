@@ -53,11 +53,11 @@ fn sample_sd(xs: &[f64], mean: f64) -> f64 {
 /// 26.5.27). `I_x` is evaluated by its continued fraction (Numerical Recipes 3rd ed. §6.4,
 /// modified Lentz), and `P(|T| > t) = 0.05` is solved for t by Newton's method on the t
 /// density, safeguarded by a bisection bracket. The result agrees with `scipy.stats.t.ppf` to
-/// ~1e-12 relative. For df > 1e5, where the beta function's Γ ratios lose digits, the
+/// better than 1e-10 relative for df from 0.1 to 3e6. For df > 1e5, where the beta function's Γ ratios lose digits, the
 /// Cornish–Fisher expansion about the normal quantile (A&S 26.7.5) is exact to f64 precision.
 pub fn t_quantile_975(df: f64) -> f64 {
     const TAIL: f64 = 0.05;
-    if !(df > 0.0) {
+    if df.is_nan() || df <= 0.0 {
         return f64::NAN;
     }
     if df > 1e5 {
@@ -176,6 +176,8 @@ fn ln_beta(a: f64, b: f64) -> f64 {
 /// and the reflection formula below 1/2.
 fn ln_gamma(x: f64) -> f64 {
     const G: f64 = 7.0;
+    // The published coefficients, digit for digit (more than an f64 holds).
+    #[allow(clippy::excessive_precision)]
     const COEF: [f64; 9] = [
         0.999_999_999_999_809_93,
         676.520_368_121_885_1,
@@ -460,19 +462,5 @@ mod tests {
             n_b: 3,
         };
         assert_eq!(c.verdict("a", "b"), "a beats b by 0.00042 ± 0.00011 nats (paired over 3 seeds)");
-    }
-}
-#[cfg(test)]
-mod scratch {
-    #[test]
-    fn zz_dump() {
-        let mut out = String::new();
-        let mut df = 1.0f64;
-        while df < 3e6 {
-            out.push_str(&format!("{df:e} {:e}\n", super::t_quantile_975(df)));
-            df *= 1.037;
-        }
-        for df in [0.1, 0.3, 0.5, 0.9] { out.push_str(&format!("{df:e} {:e}\n", super::t_quantile_975(df))); }
-        std::fs::write("/tmp/tq.txt", out).unwrap();
     }
 }

@@ -65,7 +65,7 @@ fn settings(doc: &mut Document, r: &ComparisonResults) {
     if let Some(first) = r.archs.first() {
         let seeds: Vec<String> = first.runs.iter().map(|run| run.seed.to_string()).collect();
         let seeds = if seeds.is_empty() { "n/a (no runs)".to_string() } else { seeds.join(", ") };
-        t.row(vec!["seeds".into(), seeds]);
+        t.row(vec!["seed values".into(), seeds]);
     }
     doc.table(t);
 }
@@ -350,7 +350,7 @@ fn accuracy(doc: &mut Document, r: &ComparisonResults) {
     }
     doc.table(t);
 
-    let by_length: Vec<(&ArchResult, BTreeMap<usize, (f64, f64)>)> =
+    let by_length: Vec<(&ArchResult, AccuracyByLength)> =
         r.archs.iter().map(|a| (a, length_accuracy(a))).filter(|(_, m)| !m.is_empty()).collect();
     if by_length.is_empty() {
         doc.paragraph("No accuracy by sequence length was recorded.");
@@ -393,8 +393,10 @@ fn accuracy(doc: &mut Document, r: &ComparisonResults) {
     );
 }
 
-/// Mean (token, sequence) accuracy over seeds at each evaluated length.
-fn length_accuracy(a: &ArchResult) -> BTreeMap<usize, (f64, f64)> {
+/// Mean (token, sequence) accuracy over seeds, by evaluated sequence length.
+type AccuracyByLength = BTreeMap<usize, (f64, f64)>;
+
+fn length_accuracy(a: &ArchResult) -> AccuracyByLength {
     let mut sums: BTreeMap<usize, (f64, f64, usize)> = BTreeMap::new();
     for l in a.runs.iter().flat_map(|r| &r.summary.length_accuracy) {
         let s = sums.entry(l.seq_len).or_insert((0.0, 0.0, 0));

@@ -131,7 +131,7 @@ mod tests {
             status,
             train_tokens_per_s: ok.then(|| 5e4 / (1.0 + t / 2048.0)),
             step_time_s: ok.then(|| 8192.0 / (5e4 / (1.0 + t / 2048.0))),
-            peak_memory_bytes: ok.then(|| (200.0 * t * 1024.0) as u64),
+            peak_memory_bytes: ok.then_some((200.0 * t * 1024.0) as u64),
             prefill_tokens_per_s: ok.then_some(2e5),
             decode_tokens_per_s: ok.then(|| 900.0 - t / 10.0),
         }

@@ -62,6 +62,7 @@ pub fn line_chart(c: &LineChart) -> String {
     let x_ok = |v: f64| drawable(v, c.x_log);
     let y_ok = |v: f64| drawable(v, c.y_log);
     let point_ok = |&(x, y): &(f64, f64)| x_ok(x) && y_ok(y);
+    let band_ok = |&(x, lo, hi): &(f64, f64, f64)| x_ok(x) && y_ok(lo) && y_ok(hi);
 
     let mut xs = Vec::new();
     let mut ys = Vec::new();
@@ -70,7 +71,7 @@ pub fn line_chart(c: &LineChart) -> String {
             xs.push(x);
             ys.push(y);
         }
-        for &(x, lo, hi) in s.band.iter().filter(|b| x_ok(b.0) && y_ok(b.1) && y_ok(b.2)) {
+        for &(x, lo, hi) in s.band.iter().filter(|b| band_ok(b)) {
             xs.extend([x, x]);
             ys.extend([lo, hi]);
         }
@@ -92,8 +93,7 @@ pub fn line_chart(c: &LineChart) -> String {
 
     for (i, s) in c.series.iter().enumerate() {
         let colour = PALETTE[i % PALETTE.len()];
-        let band: Vec<(f64, f64, f64)> =
-            s.band.iter().copied().filter(|b| x_ok(b.0) && y_ok(b.1) && y_ok(b.2)).collect();
+        let band: Vec<(f64, f64, f64)> = s.band.iter().copied().filter(|b| band_ok(b)).collect();
         if band.len() >= 2 {
             svg.band(&frame, &x, &y, &band, colour);
         }
