@@ -377,7 +377,7 @@ fn print_results(c: &ComparisonResults) {
     for (i, a) in order.iter().enumerate() {
         for b in &order[i + 1..] {
             let pair = stats::compare_pair(&seed_losses(a), &seed_losses(b));
-            println!("{}", pair.verdict(&a.name, &b.name));
+            println!("{} vs {}: {}", a.name, b.name, pair.verdict(&a.name, &b.name));
         }
     }
 }
