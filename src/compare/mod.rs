@@ -352,16 +352,24 @@ fn print_plan(spec: &CompareSpec, archs: &[PlannedArch], budget: f64, dir: &Path
 /// The comparison table and verdicts on the terminal (the report has more).
 fn print_results(c: &ComparisonResults) {
     println!();
-    println!("| architecture | params (active) | val loss ± 95% CI | tok/s | peak mem | wall |");
-    println!("|---|---|---|---|---|---|");
+    let task = c.task.is_some();
+    let acc_header = if task { " answer accuracy |" } else { "" };
+    println!("| architecture | params (active) | val loss ± 95% CI |{acc_header} tok/s | peak mem | wall |");
+    println!("|---|---|---|{}---|---|---|", if task { "---|" } else { "" });
     for a in &c.archs {
         let losses: Vec<f64> = a.runs.iter().map(|r| r.summary.final_val_loss).collect();
         let m = stats::mean_ci(&losses);
         let ci = m.half_width.map_or("n/a".to_string(), |h| format!("{h:.4}"));
         let mean = |f: &dyn Fn(&Summary) -> f64| a.runs.iter().map(|r| f(&r.summary)).sum::<f64>() / a.runs.len() as f64;
         let peak = a.runs.iter().map(|r| r.summary.peak_memory_bytes).max().unwrap_or(0);
+        let acc = if task {
+            let accs: Vec<f64> = a.runs.iter().filter_map(|r| r.summary.final_val_accuracy).collect();
+            format!(" {:.1}% |", 100.0 * stats::mean_ci(&accs).mean)
+        } else {
+            String::new()
+        };
         println!(
-            "| {} | {} ({}) | {:.4} ± {ci} | {} | {} | {:.0} s |",
+            "| {} | {} ({}) | {:.4} ± {ci} |{acc} {} | {} | {:.0} s |",
             a.name,
             human(a.params_total as f64),
             human(a.params_active as f64),
