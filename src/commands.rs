@@ -112,8 +112,8 @@ fn describe_cmd(a: DescribeArgs) -> Result<()> {
     );
     println!(
         "decoding state per sequence (f32): {per_token} bytes per token of context + {fixed} bytes fixed \
-         ({} at T = {t})",
-        format!("{}B", human((per_token * t + fixed) as f64))
+         ({}B at T = {t})",
+        human((per_token * t + fixed) as f64)
     );
     Ok(())
 }

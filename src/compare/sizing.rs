@@ -95,7 +95,7 @@ pub fn size_to(m: &mut ModelConfig, by: MatchBy, target: f64, seq_len: usize) ->
 
     // 1. Width: the widest valid d_model within the budget (or, without FFNs, the closest).
     let candidates: Vec<ModelConfig> = (8..=16_384).filter_map(|d| with_width(&base, d)).collect();
-    let within = candidates.iter().filter(|c| measure(c) <= target).next_back();
+    let within = candidates.iter().rfind(|c| measure(c) <= target);
     let chosen = if has_ffn {
         match within {
             Some(c) => c.clone(),
