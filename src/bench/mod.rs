@@ -81,7 +81,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let json = args.out.join("bench.json");
     atomic::write_json(&json, &results)?;
     let mut files = vec![json];
-    files.extend(write_bench(&args.out, &results)?);
+    files.extend(crate::report::write_bench(&args.out, &results)?);
     println!("{}", markdown_table(&results));
     for f in files {
         println!("wrote {}", f.display());
@@ -98,7 +98,7 @@ pub fn measure(archs: &[PlannedArch], opts: &BenchOptions) -> Result<BenchResult
     seq_lens.sort_unstable();
     seq_lens.dedup();
     let resolved = device::resolve(opts.device)?;
-    let exe = std::env::current_exe().context("cannot find the archlab binary to run bench points")?;
+    let exe = own_binary()?;
     std::fs::create_dir_all(&opts.work_dir)
         .with_context(|| format!("creating bench directory {}", opts.work_dir.display()))?;
     let total = archs.len() * seq_lens.len();
@@ -132,6 +132,17 @@ pub fn measure(archs: &[PlannedArch], opts: &BenchOptions) -> Result<BenchResult
         tokens_per_step: opts.tokens_per_step,
         points,
     })
+}
+
+/// The binary that runs the points: this very process's. On Linux through `/proc/<pid>/exe`,
+/// which still runs it after a rebuild has replaced the file on disk (`current_exe()` then
+/// names a deleted path), and keeps the parent and its points on the same code.
+fn own_binary() -> Result<PathBuf> {
+    let proc_exe = PathBuf::from(format!("/proc/{}/exe", std::process::id()));
+    if proc_exe.exists() {
+        return Ok(proc_exe);
+    }
+    std::env::current_exe().context("cannot find the archlab binary to run bench points")
 }
 
 fn check_options(o: &BenchOptions) -> Result<()> {
@@ -356,13 +367,4 @@ pub fn markdown_table(r: &BenchResults) -> String {
         );
     }
     s
-}
-
-/// TEMPORARY stand-in for `crate::report::write_bench` (being written): writes `bench.md`
-/// with the table. Replace the call in `run` by `crate::report::write_bench` once it exists.
-fn write_bench(dir: &Path, bench: &BenchResults) -> Result<Vec<PathBuf>> {
-    let path = dir.join("bench.md");
-    let text = format!("# Sequence-length scaling\n\n{}", markdown_table(bench));
-    atomic::write(&path, text.as_bytes())?;
-    Ok(vec![path])
 }

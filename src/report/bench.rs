@@ -17,7 +17,7 @@ pub fn append(doc: &mut Document, bench: &BenchResults) {
          process: device memory on a GPU, resident set size on the CPU.",
         bench.device,
         bench.precision,
-        human(bench.tokens_per_step as f64)
+        bench.tokens_per_step
     ));
     doc.table(table(bench));
 
