@@ -11,8 +11,8 @@ use crate::cli::*;
 use crate::config::RunConfig;
 use crate::data::prepare::{self, Dataset};
 use crate::data::sources::Source;
-use crate::data::tokenizer::{Tokenizer, TokenizerSpec};
 use crate::data::stream::Batch;
+use crate::data::tokenizer::{Tokenizer, TokenizerSpec};
 use crate::data::{batcher, stories};
 use crate::device;
 use crate::eval::generate::{SamplingConfig, generate};
@@ -272,10 +272,11 @@ fn eval_on<B: Backend>(
 ) -> Result<ValMetrics> {
     let model = load_model::<B>(&a.run, &a.checkpoint, &run.cfg, device, run.on_gpu)?;
     let t = &run.cfg.train;
-    let batches: Vec<Batch> = batcher::validation_batches(&data.val, run.cfg.eval.batches, t.batch_size, t.seq_len)?
-        .into_iter()
-        .map(|tokens| Batch { tokens, answer: None })
-        .collect();
+    let batches: Vec<Batch> =
+        batcher::validation_batches(&data.val, run.cfg.eval.batches, t.batch_size, t.seq_len)?
+            .into_iter()
+            .map(|tokens| Batch { tokens, answer: None })
+            .collect();
     Ok(evaluate(&model, &batches, data.val.bytes_per_token(), device))
 }
 

@@ -5,8 +5,8 @@
 //! `eval` (validation metrics, generation). `device` picks the backend; `cli` and
 //! `commands` are the binary's surface.
 
-pub mod cli;
 pub mod bench;
+pub mod cli;
 pub mod commands;
 pub mod compare;
 pub mod config;

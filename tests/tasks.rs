@@ -55,7 +55,10 @@ fn two_layer_attention_learns_mqar() {
 #[test]
 fn task_runs_score_answers_only() {
     for task in ["task:copy", "task:selective-copy", "task:passkey"] {
-        let cfg = task_config(task, &["train.seq_len=48", "train.max_steps=2", "eval.every=2", "data.task.val_sequences=16"]);
+        let cfg = task_config(
+            task,
+            &["train.seq_len=48", "train.max_steps=2", "eval.every=2", "data.task.val_sequences=16"],
+        );
         let opts = train_options(&format!("task-{}", &task[5..]));
         let s = train::<CpuAd>(&cfg, &Default::default(), &opts).unwrap().summary.unwrap();
         let acc = s.final_val_accuracy.unwrap();

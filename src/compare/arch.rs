@@ -46,7 +46,8 @@ pub fn arch_config(name: &str, size: &str, sets: &[String]) -> Result<RunConfig>
             SIZES.iter().map(|(s, _)| *s).collect::<Vec<_>>().join(", ")
         );
     };
-    let preset = |family: &str| if family.is_empty() { dense.to_string() } else { format!("{family}-{size}") };
+    let preset =
+        |family: &str| if family.is_empty() { dense.to_string() } else { format!("{family}-{size}") };
     let (preset, model_sets): (String, Vec<String>) = match name {
         "dense" => (preset(""), vec![]),
         "mamba" => (preset("mamba"), vec![]),
@@ -60,10 +61,9 @@ pub fn arch_config(name: &str, size: &str, sets: &[String]) -> Result<RunConfig>
         "jamba" => (preset(""), vec![pattern("MfMeMfMeAfMeMfMe")]),
         other => match Pattern::parse(other) {
             Ok(_) => (preset(""), vec![pattern(other)]),
-            Err(e) => bail!(
-                "`{other}` is neither an architecture ({}) nor a layer pattern: {e}",
-                NAMES.join(", ")
-            ),
+            Err(e) => {
+                bail!("`{other}` is neither an architecture ({}) nor a layer pattern: {e}", NAMES.join(", "))
+            }
         },
     };
     // The architecture's own settings first, so that the user's shared overrides win.

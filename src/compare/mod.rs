@@ -289,7 +289,11 @@ fn sample_text(run_dir: &Path, resolved: Resolved) -> Result<Option<String>> {
 }
 
 /// The settings every run shares, for the report's header.
-fn shared_settings(spec: &CompareSpec, cfg: &crate::config::RunConfig, resolved: Resolved) -> Vec<(String, String)> {
+fn shared_settings(
+    spec: &CompareSpec,
+    cfg: &crate::config::RunConfig,
+    resolved: Resolved,
+) -> Vec<(String, String)> {
     let t = &cfg.train;
     let tokens = t.max_steps * t.batch_size * t.grad_accum * t.seq_len;
     let mut s = vec![
@@ -311,7 +315,10 @@ fn shared_settings(spec: &CompareSpec, cfg: &crate::config::RunConfig, resolved:
             ),
         ),
         ("seeds".into(), format!("{} (seed k: same data order for every architecture)", spec.seeds)),
-        ("evaluation".into(), format!("every {} steps on {} fixed validation batches", cfg.eval.every, cfg.eval.batches)),
+        (
+            "evaluation".into(),
+            format!("every {} steps on {} fixed validation batches", cfg.eval.every, cfg.eval.batches),
+        ),
         ("device".into(), resolved.name().to_string()),
         ("precision".into(), format!("{:?}", t.precision).to_lowercase()),
     ];
@@ -360,7 +367,9 @@ fn print_results(c: &ComparisonResults) {
         let losses: Vec<f64> = a.runs.iter().map(|r| r.summary.final_val_loss).collect();
         let m = stats::mean_ci(&losses);
         let ci = m.half_width.map_or("n/a".to_string(), |h| format!("{h:.4}"));
-        let mean = |f: &dyn Fn(&Summary) -> f64| a.runs.iter().map(|r| f(&r.summary)).sum::<f64>() / a.runs.len() as f64;
+        let mean = |f: &dyn Fn(&Summary) -> f64| {
+            a.runs.iter().map(|r| f(&r.summary)).sum::<f64>() / a.runs.len() as f64
+        };
         let peak = a.runs.iter().map(|r| r.summary.peak_memory_bytes).max().unwrap_or(0);
         let acc = if task {
             let accs: Vec<f64> = a.runs.iter().filter_map(|r| r.summary.final_val_accuracy).collect();
@@ -417,4 +426,3 @@ pub fn load_results(dir: &Path) -> Result<ComparisonResults> {
     })?;
     serde_json::from_str(&text).with_context(|| format!("malformed {}", path.display()))
 }
-

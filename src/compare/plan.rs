@@ -52,8 +52,8 @@ pub fn plan_one(
     let mut cfg = arch_config(arch, size, sets).with_context(|| format!("architecture `{label}`"))?;
     cfg.model.vocab_size = planned_vocab(&cfg)?;
     let seq_len = cfg.train.seq_len;
-    let sizing =
-        size_to(&mut cfg.model, by, budget, seq_len).with_context(|| format!("sizing architecture `{label}`"))?;
+    let sizing = size_to(&mut cfg.model, by, budget, seq_len)
+        .with_context(|| format!("sizing architecture `{label}`"))?;
     cfg.validate()?;
     Ok(PlannedArch { name: label.to_string(), cfg, sizing })
 }

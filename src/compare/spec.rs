@@ -185,7 +185,11 @@ impl CompareSpec {
             sets.push(format!("train.max_steps={steps}"));
             if is_default_run {
                 // Evaluate often enough to draw a curve, on a few batches to keep it cheap.
-                sets.extend(["eval.every=10".to_string(), "eval.batches=4".into(), "train.warmup_steps=10".into()]);
+                sets.extend([
+                    "eval.every=10".to_string(),
+                    "eval.batches=4".into(),
+                    "train.warmup_steps=10".into(),
+                ]);
             }
         }
         let seeds = args.seeds.or(file.seeds).unwrap_or(DEFAULT_SEEDS);
@@ -288,7 +292,8 @@ mod tests {
         assert_eq!((s.budget, s.seeds), (Some(2e6), 5));
 
         std::fs::write(&path, "archs = [\"dense\"]\nbugdet = \"1M\"\n").unwrap();
-        let err = CompareSpec::from_args(&args(&["compare", "--experiment", path.to_str().unwrap()])).unwrap_err();
+        let err =
+            CompareSpec::from_args(&args(&["compare", "--experiment", path.to_str().unwrap()])).unwrap_err();
         assert!(format!("{err:#}").contains("bugdet"), "{err:#}");
     }
 

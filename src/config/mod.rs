@@ -504,7 +504,8 @@ impl RunConfig {
             task.check(t.seq_len)?;
             let longest = d.task.eval_lengths(t.seq_len).into_iter().max().unwrap_or(0).max(t.seq_len);
             for len in d.task.eval_lengths(t.seq_len) {
-                task.check(len).with_context(|| format!("held-out length {len} (data.task.eval_seq_lens)"))?;
+                task.check(len)
+                    .with_context(|| format!("held-out length {len} (data.task.eval_seq_lens)"))?;
             }
             if m.context_limit().is_some_and(|limit| longest > limit) {
                 bail!(

@@ -77,7 +77,13 @@ impl TrainData {
 
     /// The fixed validation set: the corpus's first windows of its validation split, or the
     /// task's held-out sequences (`data.task.val_sequences` of them, whatever `n_batches`).
-    pub fn validation(&self, n_batches: usize, batch: usize, seq_len: usize, seed: u64) -> Result<Vec<Batch>> {
+    pub fn validation(
+        &self,
+        n_batches: usize,
+        batch: usize,
+        seq_len: usize,
+        seed: u64,
+    ) -> Result<Vec<Batch>> {
         Ok(match self {
             TrainData::Corpus(d) => validation_batches(&d.val, n_batches, batch, seq_len)?
                 .into_iter()

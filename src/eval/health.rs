@@ -40,7 +40,11 @@ const TOLERANCE: f64 = 1e-5;
 /// Probes every layer's sequence mixer of `model` on random inputs of length `seq_len`
 /// (at least 8): perturbs the input at the middle position and measures how much the outputs
 /// before and after it move.
-pub fn probe_layers<B: Backend>(model: &LanguageModel<B>, seq_len: usize, device: &B::Device) -> Vec<LayerHealth> {
+pub fn probe_layers<B: Backend>(
+    model: &LanguageModel<B>,
+    seq_len: usize,
+    device: &B::Device,
+) -> Vec<LayerHealth> {
     let t = seq_len.clamp(8, 256);
     let p = t / 2;
     let d = model.embed_tokens.weight.dims()[1];
@@ -100,9 +104,10 @@ mod tests {
     #[test]
     fn every_mixer_of_a_fresh_model_is_causal_and_mixes() {
         let device = Default::default();
-        let mut cfg = RunConfig::resolve("tiny", None, &["model.pattern=\"ALMSH\"".into(), "model.window=4".into()])
-            .unwrap()
-            .model;
+        let mut cfg =
+            RunConfig::resolve("tiny", None, &["model.pattern=\"ALMSH\"".into(), "model.window=4".into()])
+                .unwrap()
+                .model;
         cfg.vocab_size = 32;
         cfg.d_model = 32;
         cfg.n_heads = 2;

@@ -65,7 +65,11 @@ pub fn evaluate<B: Backend>(
 }
 
 /// Accuracy of `model` on task batches (token and whole-sequence).
-pub fn task_accuracy<B: Backend>(model: &LanguageModel<B>, batches: &[TaskBatch], device: &B::Device) -> Accuracy {
+pub fn task_accuracy<B: Backend>(
+    model: &LanguageModel<B>,
+    batches: &[TaskBatch],
+    device: &B::Device,
+) -> Accuracy {
     let mut total = Accuracy::default();
     for batch in batches {
         let (x, _) = batch_tensors::<B>(&batch.tokens, device);

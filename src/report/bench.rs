@@ -15,9 +15,7 @@ pub fn append(doc: &mut Document, bench: &BenchResults) {
         "Measured on {} in {} precision with {} tokens per training step (batch × T held fixed where \
          possible; the batch shrinks, down to 1, as T grows). Peak memory is each measurement's own \
          process: device memory on a GPU, resident set size on the CPU.",
-        bench.device,
-        bench.precision,
-        bench.tokens_per_step
+        bench.device, bench.precision, bench.tokens_per_step
     ));
     doc.table(table(bench));
 
