@@ -60,19 +60,11 @@ fn report_cmd(a: ReportArgs) -> Result<()> {
 fn describe_cmd(a: DescribeArgs) -> Result<()> {
     let extra: Vec<String> = a.pattern.iter().map(|p| format!("model.pattern={p:?}")).collect();
     let mut cfg = resolve(&a.config, &extra)?;
-    let m = &mut cfg.model;
-    if m.vocab_size == 0 {
-        m.vocab_size = match TokenizerSpec::parse(&cfg.data.tokenizer)? {
-            TokenizerSpec::Byte => 256,
-            TokenizerSpec::TrainBpe(n) => n,
-            TokenizerSpec::File(path) => Tokenizer::from_file(&path)?.vocab_size(),
-        };
-    }
+    cfg.model.vocab_size = crate::compare::plan::planned_vocab(&cfg)?;
     let m = &cfg.model;
     let t = a.seq_len.unwrap_or(cfg.train.seq_len);
     let layers = m.layer_counts(t);
-    use crate::config::pattern::{ffn_symbol, mixer_symbol};
-    let pattern: String = layers.iter().flat_map(|l| [mixer_symbol(l.mixer), ffn_symbol(l.ffn)]).collect();
+    let pattern = m.layer_pattern();
     println!(
         "pattern {pattern}: {} layers, d_model {}, vocab {}, T = {t}\n",
         layers.len(),

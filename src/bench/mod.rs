@@ -82,7 +82,11 @@ pub fn run(args: BenchArgs) -> Result<()> {
     atomic::write_json(&json, &results)?;
     let mut files = vec![json];
     files.extend(crate::report::write_bench(&args.out, &results)?);
-    println!("{}", markdown_table(&results));
+    println!(
+        "{} · {} · {} tokens per training step\n",
+        results.device, results.precision, results.tokens_per_step
+    );
+    println!("{}", crate::report::bench_table(&results));
     for f in files {
         println!("wrote {}", f.display());
     }
@@ -316,7 +320,7 @@ fn progress_line(p: &BenchPoint, took: Duration) -> String {
     let head = format!("{} T={} batch {}", p.arch, p.seq_len, p.batch);
     let took = took.as_secs_f64();
     if p.status != BenchStatus::Ok {
-        return format!("{head}: {} ({took:.0} s)", status_text(&p.status));
+        return format!("{head}: {} ({took:.0} s)", crate::report::bench_status(&p.status));
     }
     let mut s = format!(
         "{head}: train {}/s, step {:.2} s, peak {}",
@@ -336,35 +340,4 @@ fn progress_line(p: &BenchPoint, took: Duration) -> String {
 
 fn opt_human(x: Option<f64>) -> String {
     x.map_or("–".into(), human)
-}
-
-fn status_text(s: &BenchStatus) -> String {
-    match s {
-        BenchStatus::Ok => "ok".into(),
-        BenchStatus::OutOfMemory => "out of memory".into(),
-        BenchStatus::Failed(m) => m.clone(),
-    }
-}
-
-/// The results as one Markdown table, a row per point.
-pub fn markdown_table(r: &BenchResults) -> String {
-    let mut s =
-        format!("{} · {} · {} tokens per training step\n\n", r.device, r.precision, r.tokens_per_step);
-    s += "| arch | T | batch | train tok/s | step (s) | peak mem | prefill tok/s | decode tok/s | status |\n";
-    s += "|---|---|---|---|---|---|---|---|---|\n";
-    for p in &r.points {
-        s += &format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
-            p.arch,
-            p.seq_len,
-            p.batch,
-            opt_human(p.train_tokens_per_s),
-            p.step_time_s.map_or("–".into(), |t| format!("{t:.3}")),
-            p.peak_memory_bytes.map_or("–".into(), human_bytes),
-            opt_human(p.prefill_tokens_per_s),
-            opt_human(p.decode_tokens_per_s),
-            status_text(&p.status).replace('|', "\\|")
-        );
-    }
-    s
 }

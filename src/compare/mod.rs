@@ -174,7 +174,7 @@ fn run_arch(
     let counts = arch.cfg.model.param_counts();
     Ok(ArchResult {
         name: arch.name.clone(),
-        pattern: pattern_of(&arch.cfg.model),
+        pattern: arch.cfg.model.layer_pattern(),
         knob: arch.sizing.knob.clone(),
         achieved: arch.sizing.achieved,
         budget_error: arch.sizing.error,
@@ -347,7 +347,7 @@ fn print_plan(spec: &CompareSpec, archs: &[PlannedArch], budget: f64, dir: &Path
         eprintln!(
             "  {:<14} {:<20} {:>9} ({:+.2}%)  {}",
             a.name,
-            pattern_of(&a.cfg.model),
+            a.cfg.model.layer_pattern(),
             human(a.sizing.achieved),
             a.sizing.error * 100.0,
             a.sizing.knob
@@ -406,11 +406,6 @@ fn mean_loss(a: &ArchResult) -> f64 {
 
 fn seed_losses(a: &ArchResult) -> Vec<(u64, f64)> {
     a.runs.iter().map(|r| (r.seed, r.summary.final_val_loss)).collect()
-}
-
-fn pattern_of(m: &crate::config::ModelConfig) -> String {
-    use crate::config::pattern::{ffn_symbol, mixer_symbol};
-    m.layers().unwrap_or_default().iter().flat_map(|l| [mixer_symbol(l.mixer), ffn_symbol(l.ffn)]).collect()
 }
 
 /// A label as a folder name.

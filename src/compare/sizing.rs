@@ -214,14 +214,7 @@ fn knob_text(m: &ModelConfig) -> String {
 }
 
 fn describe_layers(m: &ModelConfig) -> String {
-    use crate::config::pattern::{ffn_symbol, mixer_symbol};
-    let p: String = m
-        .layers()
-        .unwrap_or_default()
-        .iter()
-        .flat_map(|l| [mixer_symbol(l.mixer), ffn_symbol(l.ffn)])
-        .collect();
-    format!("the {p} model")
+    format!("the {} model", m.layer_pattern())
 }
 
 #[cfg(test)]

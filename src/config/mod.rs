@@ -564,6 +564,17 @@ impl ModelConfig {
         Ok(())
     }
 
+    /// The resolved layers as a pattern with every layer's channel mixer spelled out, e.g.
+    /// `AfSnSnAf` (empty for an invalid config).
+    pub fn layer_pattern(&self) -> String {
+        use pattern::{ffn_symbol, mixer_symbol};
+        self.layers()
+            .unwrap_or_default()
+            .iter()
+            .flat_map(|l| [mixer_symbol(l.mixer), ffn_symbol(l.ffn)])
+            .collect()
+    }
+
     /// The resolved layers: the pattern's (with `ffn` filling unmarked layers), or `n_layers`
     /// of `mixer` and `ffn`. Errors name the bad symbol and the valid ones.
     pub fn layers(&self) -> Result<Vec<LayerKind>> {

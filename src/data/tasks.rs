@@ -456,14 +456,14 @@ pub struct Accuracy {
 }
 
 impl Accuracy {
-    pub fn of(predictions: &[u32], batch: &TaskBatch) -> Self {
-        let t = &batch.tokens;
+    /// Counts over `tokens`' targets where `answer` is true, given one prediction per target.
+    pub fn of(predictions: &[u32], t: &TokenBatch, answer: &[bool]) -> Self {
         assert_eq!(predictions.len(), t.targets.len(), "one prediction per target");
         let mut acc = Accuracy { sequences: t.batch, ..Default::default() };
         for row in 0..t.batch {
             let span = row * t.seq_len..(row + 1) * t.seq_len;
             let mut all_right = true;
-            for i in span.filter(|&i| batch.answer[i]) {
+            for i in span.filter(|&i| answer[i]) {
                 acc.tokens += 1;
                 if predictions[i] == t.targets[i] {
                     acc.tokens_right += 1;
@@ -743,10 +743,10 @@ mod tests {
             answer: vec![false, false, true, true, false, false, true, true],
         };
         // Row 0: both answers right (and a wrong non-answer); row 1: one of two right.
-        let acc = Accuracy::of(&[0, 0, 7, 8, 5, 6, 7, 0], &batch);
+        let acc = Accuracy::of(&[0, 0, 7, 8, 5, 6, 7, 0], &batch.tokens, &batch.answer);
         assert_eq!(acc, Accuracy { tokens_right: 3, tokens: 4, sequences_right: 1, sequences: 2 });
         let mut total = acc;
-        total.merge(&Accuracy::of(&[5, 6, 7, 8, 5, 6, 7, 8], &batch));
+        total.merge(&Accuracy::of(&[5, 6, 7, 8, 5, 6, 7, 8], &batch.tokens, &batch.answer));
         assert_eq!(total.token_accuracy(), 7.0 / 8.0);
         assert_eq!(total.sequence_accuracy(), 3.0 / 4.0);
         assert_eq!(Accuracy::default().token_accuracy(), 0.0);

@@ -49,8 +49,7 @@ pub fn evaluate<B: Backend>(
                 let mask = mask_tensor::<B>(answer, shape, device);
                 total += n * masked_cross_entropy(logits.clone(), y, mask).into_scalar().elem::<f64>();
                 weight += n;
-                let task_batch = TaskBatch { tokens: batch.tokens.clone(), answer: answer.clone() };
-                let a = Accuracy::of(&argmax_ids(logits), &task_batch);
+                let a = Accuracy::of(&argmax_ids(logits), &batch.tokens, answer);
                 accuracy.get_or_insert_with(Accuracy::default).merge(&a);
             }
         }
@@ -73,7 +72,7 @@ pub fn task_accuracy<B: Backend>(
     let mut total = Accuracy::default();
     for batch in batches {
         let (x, _) = batch_tensors::<B>(&batch.tokens, device);
-        total.merge(&Accuracy::of(&argmax_ids(model.forward(x)), batch));
+        total.merge(&Accuracy::of(&argmax_ids(model.forward(x)), &batch.tokens, &batch.answer));
     }
     total
 }

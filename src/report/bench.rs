@@ -47,7 +47,7 @@ pub fn append(doc: &mut Document, bench: &BenchResults) {
     }
 }
 
-fn table(bench: &BenchResults) -> Table {
+pub fn table(bench: &BenchResults) -> Table {
     let mut t = Table::new([
         "Architecture",
         "T",
@@ -86,7 +86,7 @@ fn format_step_time(s: f64) -> String {
     if s < 1.0 { format!("{:.1} ms", s * 1e3) } else { format!("{s:.2} s") }
 }
 
-fn status_text(status: &BenchStatus) -> String {
+pub fn status_text(status: &BenchStatus) -> String {
     match status {
         BenchStatus::Ok => "ok".into(),
         BenchStatus::OutOfMemory => "out of memory".into(),

@@ -25,7 +25,7 @@ pub fn render(doc: &Document) -> String {
     out
 }
 
-fn table_text(t: &Table) -> String {
+pub fn table_text(t: &Table) -> String {
     let line = |cells: &[String]| {
         let cells: Vec<String> = cells.iter().map(|c| cell(c)).collect();
         format!("| {} |\n", cells.join(" | "))

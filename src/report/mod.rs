@@ -42,6 +42,16 @@ pub fn write_bench(dir: &Path, bench: &BenchResults) -> Result<Vec<PathBuf>> {
     Ok(written)
 }
 
+/// The scaling table of `bench.md` alone, as Markdown (what `archlab bench` prints).
+pub fn bench_table(bench: &BenchResults) -> String {
+    markdown::table_text(&bench::table(bench))
+}
+
+/// How a bench point ended, in words ("ok", "out of memory", "failed: …").
+pub fn bench_status(status: &crate::compare::results::BenchStatus) -> String {
+    bench::status_text(status)
+}
+
 fn write_figures(dir: &Path, doc: &Document) -> Result<Vec<PathBuf>> {
     doc.figures().map(|f| write_file(&dir.join(f.path()), &f.svg)).collect()
 }
