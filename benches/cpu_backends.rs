@@ -9,6 +9,7 @@ use std::time::Instant;
 use archlab::config::RunConfig;
 use archlab::data::batcher::Batcher;
 use archlab::data::prepare::ensure_prepared;
+use archlab::kernels::AutodiffBackend;
 use archlab::model::LanguageModel;
 use archlab::model::lm::batch_tensors;
 use archlab::train::optim::Optimizers;
@@ -16,7 +17,6 @@ use archlab::train::resolve_vocab;
 use burn::backend::{Autodiff, Flex, NdArray};
 use burn::optim::GradientsParams;
 use burn::tensor::ElementConversion;
-use burn::tensor::backend::AutodiffBackend;
 
 const WARMUP: usize = 3;
 const STEPS: usize = 15;

@@ -4,8 +4,8 @@
 use std::io::Write;
 use std::path::Path;
 
+use crate::kernels::Backend;
 use anyhow::{Context, Result, bail};
-use burn::tensor::backend::{AutodiffBackend, Backend};
 
 use crate::cli::*;
 use crate::config::RunConfig;
@@ -247,9 +247,9 @@ fn eval_cmd(a: EvalArgs) -> Result<()> {
     let data = prepare::ensure_prepared(&run.cfg.data)?;
     let resolved = device::resolve(a.device)?;
     run.on_gpu = resolved != device::Resolved::Cpu;
-    let m = with_backend!(resolved, |B, dev| eval_on::<<B as AutodiffBackend>::InnerBackend>(
-        &a, &run, &data, &dev
-    ))?;
+    let m = with_backend!(resolved, |B, dev| eval_on::<
+        <B as burn::tensor::backend::AutodiffBackend>::InnerBackend,
+    >(&a, &run, &data, &dev))?;
     println!("| run | checkpoint | val loss | ppl | bits/byte |");
     println!("|---|---|---|---|---|");
     println!("| {} | {} | {:.4} | {:.2} | {:.4} |", a.run.display(), a.checkpoint, m.loss, m.ppl, m.bpb);
@@ -279,7 +279,10 @@ fn generate_cmd(a: GenerateArgs) -> Result<()> {
     let mut run = load_run(&a.run)?;
     let resolved = device::resolve(a.device)?;
     run.on_gpu = resolved != device::Resolved::Cpu;
-    with_backend!(resolved, |B, dev| generate_on::<<B as AutodiffBackend>::InnerBackend>(&a, &run, &dev))
+    with_backend!(
+        resolved,
+        |B, dev| generate_on::<<B as burn::tensor::backend::AutodiffBackend>::InnerBackend>(&a, &run, &dev)
+    )
 }
 
 fn generate_on<B: Backend>(a: &GenerateArgs, run: &LoadedRun, device: &B::Device) -> Result<()> {

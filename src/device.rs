@@ -83,6 +83,17 @@ pub fn cuda_available() -> bool {
     matches!(cuda_status(), CudaStatus::Ready)
 }
 
+/// The wgpu device when a graphics adapter is present (a Vulkan, Metal or DX12 driver; Mesa's
+/// software Vulkan driver lavapipe counts), `None` otherwise. wgpu panics when it finds no
+/// adapter, so the probe runs one tiny operation and catches that.
+#[cfg(feature = "wgpu")]
+pub fn wgpu_device() -> Option<burn::backend::wgpu::WgpuDevice> {
+    use burn::tensor::Tensor;
+    let device = burn::backend::wgpu::WgpuDevice::default();
+    let probe = std::panic::catch_unwind(|| Tensor::<WgpuBackend, 1>::zeros([1], &device).into_data());
+    probe.ok().map(|_| device)
+}
+
 #[cfg(feature = "cuda")]
 fn cuda_resolved() -> Result<Resolved> {
     Ok(Resolved::Cuda)

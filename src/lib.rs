@@ -14,6 +14,7 @@ pub mod data;
 pub mod device;
 pub mod eval;
 pub mod hf;
+pub mod kernels;
 pub mod model;
 pub mod report;
 pub mod rng;

@@ -7,13 +7,13 @@ mod common;
 
 use archlab::config::Precision;
 use archlab::device::{CudaBackend, cuda_available};
+use archlab::kernels::Backend;
 use archlab::model::LanguageModel;
 use archlab::model::lm::ids_tensor;
 use archlab::rng::Rng;
 use archlab::train::{TrainOptions, train};
 use burn::backend::Autodiff;
 use burn::tensor::Tensor;
-use burn::tensor::backend::Backend;
 use common::*;
 
 fn skip() -> bool {

@@ -6,12 +6,12 @@
 
 mod common;
 
+use archlab::kernels::Backend;
 use archlab::model::LanguageModel;
 use archlab::model::attention::Attention;
 use archlab::model::lm::ids_tensor;
 use archlab::rng::Rng;
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
-use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
 use common::*;
 

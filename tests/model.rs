@@ -4,11 +4,11 @@
 mod common;
 
 use archlab::config::RunConfig;
+use archlab::kernels::Backend;
 use archlab::model::LanguageModel;
 use archlab::model::block::{ChannelMixer, FfnSublayer};
 use archlab::model::lm::ids_tensor;
 use burn::module::Module;
-use burn::tensor::backend::Backend;
 use common::*;
 
 fn logits_of<B: Backend>(model: &LanguageModel<B>, ids: &[u32], b: usize, device: &B::Device) -> Vec<f32> {

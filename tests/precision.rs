@@ -4,6 +4,7 @@
 mod common;
 
 use archlab::config::{Precision, RunConfig};
+use archlab::kernels::Backend;
 use archlab::model::LanguageModel;
 use archlab::model::lm::ids_tensor;
 use archlab::rng::Rng;
@@ -12,7 +13,6 @@ use archlab::train::use_bf16;
 use burn::backend::{Autodiff, Flex};
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::optim::GradientsParams;
-use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Tensor};
 
 type F = Autodiff<Flex<f32>>;

@@ -6,12 +6,12 @@
 mod common;
 
 use archlab::config::{MixerKind, ModelConfig, RunConfig};
+use archlab::kernels::{AutodiffBackend, Backend};
 use archlab::model::mamba::{Mamba, MambaState};
 use archlab::model::mamba2::{Mamba2, Mamba2State};
 use archlab::model::selective_scan::{self, ScanInputs};
 use archlab::model::ssd::{self, SsdInputs};
 use archlab::rng::Rng;
-use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Tensor, TensorData};
 use common::*;
 

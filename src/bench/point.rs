@@ -18,11 +18,11 @@
 
 use std::time::Instant;
 
+use crate::kernels::{AutodiffBackend, Backend};
 use anyhow::{Result, anyhow, bail};
 use burn::module::AutodiffModule;
 use burn::optim::GradientsParams;
 use burn::tensor::ElementConversion;
-use burn::tensor::backend::{AutodiffBackend, Backend};
 
 use crate::cli::BenchPointArgs;
 use crate::compare::results::{BenchPoint, BenchStatus};

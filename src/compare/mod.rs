@@ -255,7 +255,6 @@ fn read_summary(path: &Path) -> Result<Summary> {
 
 /// A text sample from a run's best checkpoint (`None` for a synthetic task).
 fn sample_text(run_dir: &Path, resolved: Resolved) -> Result<Option<String>> {
-    use burn::tensor::backend::AutodiffBackend;
     let cfg = crate::config::RunConfig::load(&run_dir.join("config.toml"))?;
     if cfg.data.source.starts_with("task:") {
         return Ok(None);
@@ -271,7 +270,7 @@ fn sample_text(run_dir: &Path, resolved: Resolved) -> Result<Option<String>> {
     };
     let on_gpu = resolved != Resolved::Cpu;
     let text = with_backend!(resolved, |B, dev| {
-        type I = <B as AutodiffBackend>::InnerBackend;
+        type I = <B as burn::tensor::backend::AutodiffBackend>::InnerBackend;
         let model = crate::commands::load_model::<I>(run_dir, "best", &cfg, &dev, on_gpu)?;
         let mut out = String::from(SAMPLE_PROMPT);
         crate::eval::generate::generate(

@@ -1,8 +1,8 @@
 //! Sampling text from a trained model: temperature, top-k, top-p (nucleus; Holtzman et al.
 //! 2020), seeded, with the prompt prefilled once and each new token costing one cached step.
 
+use crate::kernels::Backend;
 use anyhow::{Result, bail};
-use burn::tensor::backend::Backend;
 
 use crate::data::tokenizer::{StreamDecoder, Tokenizer};
 use crate::model::LanguageModel;

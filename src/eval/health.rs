@@ -25,7 +25,7 @@ pub struct LayerHealth {
     pub max_reach: f64,
 }
 
-use burn::tensor::backend::Backend;
+use crate::kernels::Backend;
 use burn::tensor::{Tensor, TensorData};
 
 use crate::model::LanguageModel;

@@ -3,8 +3,8 @@
 pub mod generate;
 pub mod health;
 
+use crate::kernels::Backend;
 use burn::tensor::ElementConversion;
-use burn::tensor::backend::Backend;
 
 use crate::data::stream::Batch;
 use crate::data::tasks::{Accuracy, TaskBatch};

@@ -11,9 +11,9 @@ pub mod safetensors;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
+use crate::kernels::Backend;
 use anyhow::{Context, Result, anyhow, bail};
 use burn::module::Param;
-use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
 use serde_json::Value;
 

@@ -13,9 +13,9 @@
 //! This is the plain-ops reference: it materialises the `[b, h, t, t]` score matrix. A fused
 //! flash-attention kernel will sit beside it and be tested against it.
 
+use crate::kernels::{self, Backend};
 use burn::module::Module;
 use burn::tensor::activation::softmax;
-use burn::tensor::backend::Backend;
 use burn::tensor::{Bool, Tensor, TensorData};
 
 use super::layers::{Linear, float_tensor};
@@ -124,12 +124,11 @@ impl<B: Backend> Attention<B> {
         cache.v = Some(v.clone().narrow(2, t_all - keep, keep));
         cache.seen += t;
 
-        // Grouped-query attention: each group of h/kv query heads shares one key/value head
-        // (the order of `transformers`' `repeat_kv`).
-        let (k, v) = (repeat_kv(k, h / kv), repeat_kv(v, h / kv)); // [b, h, t_all, hd]
-        let out = if self.window > 0 && cached == 0 && t > self.window {
-            windowed(q, k, v, self.window)
+        let out = if cached == 0 {
+            // A whole sequence: the fused kernel where the backend has one.
+            kernels::attention(q, k, v, self.window)
         } else {
+            let (k, v) = (repeat_kv(k, h / kv), repeat_kv(v, h / kv)); // [b, h, t_all, hd]
             let scores = q.matmul(k.swap_dims(2, 3)) / (hd as f64).sqrt(); // [b, h, t, t_all]
             let window = if self.window > 0 { self.window } else { usize::MAX };
             let mask = band_mask::<B>(t, cached, window, &scores.device()); // [t, t_all]
@@ -140,12 +139,42 @@ impl<B: Backend> Attention<B> {
     }
 }
 
+/// Causal attention over a whole sequence (no cache), sliding-window when `window > 0`: the
+/// plain-ops twin of the fused attention kernel (`kernels::attention_kernel`).
+///
+/// # Shapes
+/// - q: `[b, h, t, hd]`; k, v: `[b, kv, t, hd]` → `[b, h, t, hd]`
+pub fn causal_attention<B: burn::tensor::backend::Backend>(
+    q: Tensor<B, 4>,
+    k: Tensor<B, 4>,
+    v: Tensor<B, 4>,
+    window: usize,
+) -> Tensor<B, 4> {
+    let [b, h, t, hd] = q.dims();
+    // Grouped-query attention: each group of h/kv query heads shares one key/value head
+    // (the order of `transformers`' `repeat_kv`).
+    let groups = h / k.dims()[1];
+    let (k, v) = (repeat_kv(k, groups), repeat_kv(v, groups)); // [b, h, t, hd]
+    if window > 0 && t > window {
+        return windowed(q, k, v, window);
+    }
+    let scores = q.matmul(k.swap_dims(2, 3)) / (hd as f64).sqrt(); // [b, h, t, t]
+    let mask = band_mask::<B>(t, 0, if window > 0 { window } else { usize::MAX }, &scores.device());
+    let scores = scores.mask_fill(mask.unsqueeze::<4>().expand([b, h, t, t]), f32::NEG_INFINITY);
+    softmax(scores, 3).matmul(v)
+}
+
 /// Sliding-window attention in blocks: queries in blocks of `w` attend to the keys of their own
 /// block and of the block before, under a band mask: O(T·w) work and memory instead of O(T²).
 ///
 /// # Shapes
 /// - q, k, v: `[b, h, t, hd]` (positions 0..t) → `[b, h, t, hd]`
-fn windowed<B: Backend>(q: Tensor<B, 4>, k: Tensor<B, 4>, v: Tensor<B, 4>, w: usize) -> Tensor<B, 4> {
+fn windowed<B: burn::tensor::backend::Backend>(
+    q: Tensor<B, 4>,
+    k: Tensor<B, 4>,
+    v: Tensor<B, 4>,
+    w: usize,
+) -> Tensor<B, 4> {
     let [b, h, t, hd] = q.dims();
     let device = q.device();
     let nc = t.div_ceil(w);
@@ -177,7 +206,7 @@ fn windowed<B: Backend>(q: Tensor<B, 4>, k: Tensor<B, 4>, v: Tensor<B, 4>, w: us
 
 /// `true` where query `i` (the `i`-th new token, after `cached` earlier keys) must not see key
 /// `j`: keys after it, and keys `window` or more positions before it.
-pub fn band_mask<B: Backend>(
+pub fn band_mask<B: burn::tensor::backend::Backend>(
     t: usize,
     cached: usize,
     window: usize,
@@ -189,7 +218,7 @@ pub fn band_mask<B: Backend>(
     Tensor::from_data(TensorData::new(data, [t, t_all]), device)
 }
 
-fn repeat_kv<B: Backend>(x: Tensor<B, 4>, groups: usize) -> Tensor<B, 4> {
+fn repeat_kv<B: burn::tensor::backend::Backend>(x: Tensor<B, 4>, groups: usize) -> Tensor<B, 4> {
     if groups == 1 {
         return x;
     }

@@ -9,10 +9,10 @@
 //! nothing about what its mixers do. Adding a mixer means one file, one variant of
 //! [`SeqMixer`] (and of [`LayerState`] if it carries decoding state), and its tests.
 
+use crate::kernels::Backend;
 use burn::module::Module;
 use burn::nn::{Dropout, DropoutConfig};
 use burn::tensor::Tensor;
-use burn::tensor::backend::Backend;
 
 use super::attention::{Attention, KvCache};
 use super::hymba::{Hymba, HymbaState};

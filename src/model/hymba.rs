@@ -13,9 +13,9 @@
 //! against that value, so a "learned ratio" that never moved shows as such. The meta tokens
 //! Hymba prepends to every sequence live in the language model (`lm.rs`), not here.
 
+use crate::kernels::Backend;
 use burn::module::{Module, Param};
 use burn::tensor::Tensor;
-use burn::tensor::backend::Backend;
 use serde::{Deserialize, Serialize};
 
 use super::attention::{Attention, KvCache};

@@ -1,9 +1,9 @@
 //! The language model: token ids → embeddings → blocks → final norm → logits.
 
+use crate::kernels::Backend;
 use burn::module::{Module, Param};
 use burn::nn::{Dropout, DropoutConfig};
 use burn::tensor::activation::log_softmax;
-use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Int, Tensor};
 
 use super::block::{Block, LayerState, SeqMixer};

@@ -11,9 +11,9 @@
 //! out   = out_proj(y · silu(z))
 //! ```
 
+use crate::kernels::{self, Backend};
 use burn::module::{Module, Param};
 use burn::tensor::Tensor;
-use burn::tensor::backend::Backend;
 
 use super::activation::{silu, softplus};
 use super::conv::CausalConv1d;
@@ -76,7 +76,7 @@ impl MambaConfig {
 
 /// PyTorch's default `Linear` initialisation, U(±1/√d_in), which `mamba_ssm` keeps for every
 /// projection (it re-initialises only `out_proj`, scaled for depth).
-pub fn torch_default_linear<B: Backend>(
+pub fn torch_default_linear<B: burn::tensor::backend::Backend>(
     d_in: usize,
     d_out: usize,
     bias: bool,
@@ -149,12 +149,16 @@ impl<B: Backend> Mamba<B> {
         self.d_skip.dims()[0]
     }
 
-    /// Full-sequence forward with the chunked scan.
+    /// Full-sequence forward from a zero state (training, evaluation): the fused scan kernel
+    /// where the backend has one, the chunked scan of plain ops otherwise.
     ///
     /// # Shapes
     /// - u: `[b, t, d]` → `[b, t, d]`
     pub fn forward(&self, u: Tensor<B, 3>) -> Tensor<B, 3> {
-        self.forward_with(u, &mut MambaState::empty(), self.algorithm())
+        let (inputs, z) = self.scan_inputs(u, &mut MambaState::empty());
+        let x = inputs.x.clone();
+        let y = kernels::selective_scan(inputs, self.chunk_size);
+        self.output(y, x, z)
     }
 
     /// Processes new tokens after those summarised by `state`, and updates it. One token goes

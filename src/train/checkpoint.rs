@@ -9,11 +9,11 @@
 
 use std::path::Path;
 
+use crate::kernels::AutodiffBackend;
 use anyhow::{Context, Result, bail};
 use burn::module::Module;
 use burn::optim::Optimizer;
 use burn::record::{BinBytesRecorder, FullPrecisionSettings, Recorder};
-use burn::tensor::backend::AutodiffBackend;
 use serde::{Deserialize, Serialize};
 
 use super::optim::Optimizers;
@@ -126,7 +126,7 @@ pub fn load<B: AutodiffBackend>(
 }
 
 /// Loads only the model weights, for evaluation and generation (inference backend).
-pub fn load_weights<B: burn::tensor::backend::Backend>(
+pub fn load_weights<B: crate::kernels::Backend>(
     path: &Path,
     model: LanguageModel<B>,
     device: &B::Device,

@@ -11,11 +11,11 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use crate::kernels::AutodiffBackend;
 use anyhow::{Context, Result, bail};
 use burn::module::AutodiffModule;
 use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::tensor::ElementConversion;
-use burn::tensor::backend::AutodiffBackend;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::config::{Precision, RunConfig};
@@ -338,7 +338,7 @@ pub fn train<B: AutodiffBackend>(
 
 /// Held-out accuracy of a task at the training length and the longer `data.task` lengths
 /// (batches shrink with the length to keep the tokens per forward pass about constant).
-fn length_accuracy<B: burn::tensor::backend::Backend>(
+fn length_accuracy<B: crate::kernels::Backend>(
     model: &LanguageModel<B>,
     task: &crate::data::tasks::Task,
     cfg: &RunConfig,

@@ -6,10 +6,10 @@
 //! instances (decay / no decay) that each step only the parameters whose gradients they are
 //! handed, and a global-norm clip done here.
 
+use crate::kernels::AutodiffBackend;
 use burn::module::{AutodiffModule, Module, ModuleVisitor, Param};
 use burn::optim::adaptor::OptimizerAdaptor;
 use burn::optim::{AdamW, AdamWConfig, GradientsParams, Optimizer};
-use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{ElementConversion, Tensor};
 
 use crate::config::TrainConfig;

@@ -6,10 +6,10 @@ use std::path::PathBuf;
 use archlab::config::{
     FfnKind, MixerKind, MlpKind, ModelConfig, MoeConfig, NormKind, Positions, Precision, RunConfig,
 };
+use archlab::kernels::AutodiffBackend;
 use archlab::rng::Rng;
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::tensor::Tensor;
-use burn::tensor::backend::AutodiffBackend;
 
 /// The CPU backend archlab uses (Flex).
 pub type Cpu = archlab::device::CpuBackend;
