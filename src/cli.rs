@@ -139,6 +139,16 @@ pub struct BenchArgs {
     /// Where bench.json, bench.md and the plots go.
     #[arg(long, default_value = "runs/bench")]
     pub out: PathBuf,
+    /// Train on the batches of this file of raw little-endian u32 token ids instead of random
+    /// ids: step s takes the s-th run of batch·(T+1) tokens (inputs the first T of each row,
+    /// targets shifted by one), cycling when the file ends. `tools/torch_baseline.py` reads
+    /// the same file the same way.
+    #[arg(long, value_name = "FILE")]
+    pub tokens: Option<PathBuf>,
+    /// The device's dense peak in TFLOP/s for MFU, e.g. 989 for an H100 SXM in bf16. Without
+    /// it the peak comes from a table of known GPUs (nvidia-smi's name); none on a CPU.
+    #[arg(long, value_name = "TFLOPS")]
+    pub peak_tflops: Option<f64>,
 }
 
 #[derive(Args, Debug)]
@@ -158,6 +168,9 @@ pub struct BenchPointArgs {
     pub decode_tokens: usize,
     #[arg(long, value_enum, default_value = "auto")]
     pub device: DeviceArg,
+    /// Train on this token file's batches (see `bench --tokens`) instead of random ids.
+    #[arg(long)]
+    pub tokens: Option<PathBuf>,
     /// Where to write the point's JSON.
     #[arg(long)]
     pub out: PathBuf,

@@ -1,5 +1,6 @@
 //! `archlab bench` through the real binary: every point measured in its own process, failures
-//! classified, and an out-of-memory point reported without ending the bench.
+//! classified, an out-of-memory point reported without ending the bench, warm-up apart from
+//! the steady state, MFU only against a known peak, and training batches from a token file.
 
 mod common;
 
@@ -57,10 +58,100 @@ fn bench_measures_every_point() {
         assert!(positive(p.train_tokens_per_s) && positive(p.step_time_s), "{p:?}");
         assert!(positive(p.prefill_tokens_per_s) && positive(p.decode_tokens_per_s), "{p:?}");
         assert!(p.peak_memory_bytes.is_some_and(|b| b > 0), "{p:?}");
+        // The warm-up step is reported apart; with one timed step the median is that step.
+        assert!(positive(p.warmup_s) && positive(p.median_step_s), "{p:?}");
+        assert!((p.median_step_s.unwrap() - p.step_time_s.unwrap()).abs() < 1e-12, "{p:?}");
+        // FLOPs and the achieved rate always; MFU not on a CPU, whose peak archlab does not know.
+        let flops = p.train_flops_per_token.expect("FLOPs per token");
+        let achieved = p.achieved_tflops.expect("achieved TFLOP/s");
+        assert!((achieved - flops * p.train_tokens_per_s.unwrap() / 1e12).abs() <= 1e-12 * achieved.max(1.0));
+        assert_eq!(p.mfu, None, "{p:?}");
+        assert!(p.params_total.is_some_and(|n| n > 0) && p.params_active == p.params_total, "{p:?}");
+        let config = p.config_path.as_ref().expect("the point's config");
+        assert!(Path::new(config).exists(), "{config}");
     }
+    assert_eq!(r.peak_tflops, None);
+    assert!(r.peak_source.contains("CPU"), "{}", r.peak_source);
+    assert!(r.flops_formula.contains("6·N_matmul"), "{}", r.flops_formula);
+    assert_eq!(r.tokens, None);
     assert!(out.join("bench.md").exists());
     let table = String::from_utf8_lossy(&o.stdout);
     assert!(table.contains("| dense | 32 | 4 |") && table.contains("| mamba2 | 64 | 2 |"), "{table}");
+    assert!(table.contains("Warm-up") && table.contains("n/a (no peak)"), "{table}");
+    assert!(table.contains("MFU not computed: CPU"), "{table}");
+}
+
+/// Writes `ids` as raw little-endian u32, the format of `--tokens`.
+fn write_tokens(path: &Path, ids: &[u32]) {
+    let bytes: Vec<u8> = ids.iter().flat_map(|id| id.to_le_bytes()).collect();
+    std::fs::write(path, bytes).unwrap();
+}
+
+/// `--tokens`: a file holding one step's batch feeds the warm-up and the timed steps (it
+/// cycles), and `--peak-tflops` gives the MFU its denominator, even on a CPU.
+#[test]
+fn token_file_feeds_training_and_peak_gives_mfu() {
+    let out = temp_dir("bench-tokens");
+    let tokens = out.join("tokens.u32");
+    // batch 4 × (T 32 + 1) = 132 tokens per step; 140 hold one step and an unused tail.
+    write_tokens(&tokens, &(0..140).map(|i| (i * 7 % 256) as u32).collect::<Vec<_>>());
+    let t = tokens.to_str().unwrap();
+    let args = ["dense", "--seq-lens", "32", "--tokens-per-step", "128", "--steps", "2", "--tokens", t];
+    let o = bench(&[&args[..], &["--peak-tflops", "0.5"]].concat(), &out, &[]);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "bench failed:\n{stderr}");
+    let r = results(&out);
+    assert_eq!(r.tokens.as_deref(), Some(t));
+    assert_eq!(r.peak_tflops, Some(0.5));
+    let p = &r.points[0];
+    assert_eq!(p.status, BenchStatus::Ok, "{p:?}");
+    let mfu = p.mfu.expect("MFU with a peak");
+    assert!((mfu - p.achieved_tflops.unwrap() / 0.5).abs() < 1e-12, "{p:?}");
+    let table = String::from_utf8_lossy(&o.stdout);
+    assert!(table.contains(&format!("tokens from {t}")) && table.contains('%'), "{table}");
+}
+
+/// A token file that is too short for one step, or holds an id outside the vocabulary (256
+/// byte tokens at `tiny`), stops the bench before any point with the file's name.
+#[test]
+fn bad_token_files_are_errors_naming_the_file() {
+    let out = temp_dir("bench-bad-tokens");
+    let cases = [
+        ("short.u32", vec![1u32; 100], "fewer than one training step"),
+        ("vocab.u32", (0..200).map(|i| if i == 150 { 300 } else { 1 }).collect(), "token 150 is id 300"),
+    ];
+    for (name, ids, expected) in cases {
+        let path = out.join(name);
+        write_tokens(&path, &ids);
+        let dir = out.join(format!("out-{name}"));
+        let args =
+            ["dense", "--seq-lens", "32", "--tokens-per-step", "128", "--tokens", path.to_str().unwrap()];
+        let o = bench(&args, &dir, &[]);
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{stderr}");
+        assert!(stderr.contains(name) && stderr.contains(expected), "{stderr}");
+        assert!(!dir.join("bench.json").exists());
+        assert!(!dir.join("points").exists(), "no point may run");
+    }
+    // The point itself reads the file too (the parent's check is not all that stands
+    // between a bad file and training): run one directly on the out-of-vocabulary file.
+    let config = out.join("point.toml");
+    let cfg = Command::new(env!("CARGO_BIN_EXE_archlab"))
+        .args(["config", "--preset", "tiny", "--set", "model.vocab_size=256"])
+        .output()
+        .unwrap();
+    assert!(cfg.status.success());
+    std::fs::write(&config, &cfg.stdout).unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_archlab"))
+        .args(["bench-point", "--config", config.to_str().unwrap(), "--seq-len", "32", "--batch", "4"])
+        .args(["--steps", "1", "--decode-tokens", "1", "--device", "cpu"])
+        .args(["--tokens", out.join("vocab.u32").to_str().unwrap(), "--out"])
+        .arg(out.join("point.json"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("vocab.u32") && stderr.contains("token 150 is id 300"), "{stderr}");
 }
 
 /// A tiny address-space limit: T=32 fits, T=4096 cannot (its attention scores alone are

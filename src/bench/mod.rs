@@ -7,9 +7,16 @@
 //! `child`: its memory is its own, and an out-of-memory point is reported as such while the
 //! bench goes on. Once an architecture runs out of memory (or time) at some T, its longer T's
 //! are not tried: they would need more.
+//!
+//! Each point reports its warm-up step apart from the steady state (mean tokens/s and median
+//! step time), and the parent adds the model's FLOPs per token, the achieved TFLOP/s and the
+//! MFU against the device's peak (`mfu`). With `--tokens FILE` every point trains on the
+//! file's batches (`tokens`), the same ones `tools/torch_baseline.py` feeds PyTorch.
 
 mod child;
+mod mfu;
 mod point;
+mod tokens;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -27,7 +34,9 @@ use crate::train::{human, human_bytes};
 use crate::util::atomic;
 
 pub use child::{MEMORY_LIMIT_ENV, classify};
+pub use mfu::{FLOPS_FORMULA, Peak, achieved_tflops, device_peak, mfu, table_peak};
 pub use point::run_point;
+pub use tokens::TokenFile;
 
 /// How to measure (what `archlab bench` takes from its flags; `compare` fills it too).
 #[derive(Clone, Debug)]
@@ -46,6 +55,10 @@ pub struct BenchOptions {
     pub device: DeviceArg,
     /// `auto`, `bf16` or `f32`; `None` keeps each architecture's `train.precision`.
     pub precision: Option<String>,
+    /// Train on the batches of this token file (raw little-endian u32) instead of random ids.
+    pub tokens: Option<PathBuf>,
+    /// The device's peak TFLOP/s for MFU, overriding the table of known GPUs.
+    pub peak_tflops: Option<f64>,
     /// Where each point's config, result and stderr log are written.
     pub work_dir: PathBuf,
     /// No progress lines.
@@ -74,6 +87,8 @@ pub fn run(args: BenchArgs) -> Result<()> {
         timeout_s: args.timeout_s,
         device: a.device,
         precision: a.precision.clone(),
+        tokens: args.tokens.clone(),
+        peak_tflops: args.peak_tflops,
         work_dir: args.out.join("points"),
         quiet: false,
     };
@@ -83,9 +98,16 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let mut files = vec![json];
     files.extend(crate::report::write_bench(&args.out, &results)?);
     println!(
-        "{} · {} · {} tokens per training step\n",
-        results.device, results.precision, results.tokens_per_step
+        "{} · {} · {} tokens per training step · {}",
+        results.device,
+        results.precision,
+        results.tokens_per_step,
+        results.tokens.as_deref().map_or("random tokens".into(), |f| format!("tokens from {f}"))
     );
+    match results.peak_tflops {
+        Some(p) => println!("MFU against a peak of {p} TFLOP/s ({})\n", results.peak_source),
+        None => println!("MFU not computed: {}\n", results.peak_source),
+    }
     println!("{}", crate::report::bench_table(&results));
     for f in files {
         println!("wrote {}", f.display());
@@ -102,6 +124,12 @@ pub fn measure(archs: &[PlannedArch], opts: &BenchOptions) -> Result<BenchResult
     seq_lens.sort_unstable();
     seq_lens.dedup();
     let resolved = device::resolve(opts.device)?;
+    // A token file that cannot feed every point is an error before any point runs.
+    if let Some(path) = &opts.tokens {
+        check_token_file(path, archs, &seq_lens, opts)?;
+    }
+    let precision = precision_name(archs, opts, resolved);
+    let peak = device_peak(resolved, &precision, opts.peak_tflops);
     let exe = own_binary()?;
     std::fs::create_dir_all(&opts.work_dir)
         .with_context(|| format!("creating bench directory {}", opts.work_dir.display()))?;
@@ -113,14 +141,13 @@ pub fn measure(archs: &[PlannedArch], opts: &BenchOptions) -> Result<BenchResult
         for &t in &seq_lens {
             let batch = (opts.tokens_per_step / t).max(1);
             let started = Instant::now();
+            let files = PointFiles::new(&opts.work_dir, i, &arch.name, t);
             let mut p = match &skip {
-                Some(why) => unmeasured(&arch.name, t, batch, BenchStatus::Failed(why.clone())),
-                None => {
-                    let files = PointFiles::new(&opts.work_dir, i, &arch.name, t);
-                    measure_one(&exe, arch, t, batch, resolved, opts, &files)?
-                }
+                Some(why) => BenchPoint::new(&arch.name, t, batch, BenchStatus::Failed(why.clone())),
+                None => measure_one(&exe, arch, t, batch, resolved, opts, &files)?,
             };
             p.arch = arch.name.clone();
+            add_model_numbers(&mut p, arch, t, &peak, skip.is_none().then_some(&files.config));
             if skip.is_none() {
                 skip = skip_reason(&p.status, t);
             }
@@ -132,10 +159,57 @@ pub fn measure(archs: &[PlannedArch], opts: &BenchOptions) -> Result<BenchResult
     }
     Ok(BenchResults {
         device: resolved.name().into(),
-        precision: precision_name(archs, opts, resolved),
+        precision,
         tokens_per_step: opts.tokens_per_step,
+        tokens: opts.tokens.as_deref().map(path_arg),
+        peak_tflops: peak.tflops,
+        peak_source: peak.source,
+        flops_formula: FLOPS_FORMULA.into(),
         points,
     })
+}
+
+/// Opens the token file once and checks it against every point's batch shape and every
+/// architecture's vocabulary, so that a bad file stops the bench with its name before any
+/// training (the points read it again, each in its own process).
+fn check_token_file(
+    path: &Path,
+    archs: &[PlannedArch],
+    seq_lens: &[usize],
+    opts: &BenchOptions,
+) -> Result<()> {
+    let file = TokenFile::open(path)?;
+    for arch in archs {
+        for &t in seq_lens {
+            let batch = (opts.tokens_per_step / t).max(1);
+            file.check(batch, t, arch.cfg.model.vocab_size)
+                .with_context(|| format!("--tokens for `{}` at T={t} (batch {batch})", arch.name))?;
+        }
+    }
+    Ok(())
+}
+
+/// What the parent knows about a point from its config: the parameter counts, the model's
+/// FLOPs per token, and from the measured throughput the achieved TFLOP/s and MFU.
+fn add_model_numbers(
+    p: &mut BenchPoint,
+    arch: &PlannedArch,
+    t: usize,
+    peak: &Peak,
+    config: Option<&PathBuf>,
+) {
+    let m = &arch.cfg.model;
+    let counts = m.param_counts();
+    p.params_total = Some(counts.total);
+    p.params_active = Some(counts.active);
+    let flops = m.train_flops_per_token(t);
+    p.train_flops_per_token = Some(flops);
+    p.config_path = config.map(|c| path_arg(c));
+    if let Some(rate) = p.train_tokens_per_s.filter(|_| p.status == BenchStatus::Ok) {
+        let achieved = achieved_tflops(flops, rate);
+        p.achieved_tflops = Some(achieved);
+        p.mfu = mfu(achieved, peak.tflops);
+    }
 }
 
 /// The binary that runs the points: this very process's. On Linux through `/proc/<pid>/exe`,
@@ -155,6 +229,11 @@ fn check_options(o: &BenchOptions) -> Result<()> {
     }
     if o.tokens_per_step == 0 || o.steps == 0 || o.timeout_s == 0 {
         bail!("--tokens-per-step, --steps and --timeout-s must be at least 1");
+    }
+    if let Some(p) = o.peak_tflops
+        && !(p > 0.0 && p.is_finite())
+    {
+        bail!("--peak-tflops must be a positive number of TFLOP/s (got {p})");
     }
     if o.inference && o.decode_tokens == 0 {
         bail!("--decode-tokens must be at least 1 with --inference");
@@ -220,11 +299,11 @@ fn measure_one(
         child::Ended::Exited(s) => classify(&s, &stderr),
     };
     if status != BenchStatus::Ok {
-        return Ok(unmeasured(&arch.name, t, batch, status));
+        return Ok(BenchPoint::new(&arch.name, t, batch, status));
     }
     read_point(&files.result).or_else(|e| {
         let why = format!("the measurement exited cleanly but its result is unreadable: {e:#}");
-        Ok(unmeasured(&arch.name, t, batch, BenchStatus::Failed(why)))
+        Ok(BenchPoint::new(&arch.name, t, batch, BenchStatus::Failed(why)))
     })
 }
 
@@ -264,6 +343,9 @@ fn point_args(
     if opts.inference {
         args.push("--inference".into());
     }
+    if let Some(tokens) = &opts.tokens {
+        args.extend(["--tokens".into(), path_arg(tokens)]);
+    }
     // The parent resolved the device once; the child gets it by name, never `auto`.
     args.extend(["--device".into(), resolved.name().into(), "--out".into(), path_arg(&files.result)]);
     args
@@ -276,21 +358,6 @@ fn path_arg(p: &Path) -> String {
 fn read_point(path: &Path) -> Result<BenchPoint> {
     let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     serde_json::from_str(&text).with_context(|| format!("malformed {}", path.display()))
-}
-
-/// A point with a status and no numbers.
-fn unmeasured(arch: &str, seq_len: usize, batch: usize, status: BenchStatus) -> BenchPoint {
-    BenchPoint {
-        arch: arch.into(),
-        seq_len,
-        batch,
-        status,
-        train_tokens_per_s: None,
-        step_time_s: None,
-        peak_memory_bytes: None,
-        prefill_tokens_per_s: None,
-        decode_tokens_per_s: None,
-    }
 }
 
 /// Why longer sequences of the same architecture are not worth trying after this point:
@@ -323,11 +390,15 @@ fn progress_line(p: &BenchPoint, took: Duration) -> String {
         return format!("{head}: {} ({took:.0} s)", crate::report::bench_status(&p.status));
     }
     let mut s = format!(
-        "{head}: train {}/s, step {:.2} s, peak {}",
+        "{head}: train {}/s, median step {:.3} s, warm-up {:.2} s, peak {}",
         opt_human(p.train_tokens_per_s),
-        p.step_time_s.unwrap_or(0.0),
+        p.median_step_s.unwrap_or(0.0),
+        p.warmup_s.unwrap_or(0.0),
         human_bytes(p.peak_memory_bytes.unwrap_or(0))
     );
+    if let Some(m) = p.mfu {
+        s += &format!(", MFU {:.1}%", m * 100.0);
+    }
     if p.prefill_tokens_per_s.is_some() {
         s += &format!(
             ", prefill {}/s, decode {}/s",

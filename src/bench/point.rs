@@ -6,9 +6,11 @@
 //! one JSON file written at the end.
 //!
 //! What is measured, in order:
-//! 1. training: one warm-up step (kernel compilation, allocator growth), then `steps` timed
-//!    steps of forward + backward + global-norm clip + AdamW, each synchronised by reading the
-//!    loss to the host as `train` does; throughput = batch · T · steps / time;
+//! 1. training: one warm-up step (kernel compilation and autotuning, allocator growth,
+//!    optimizer state), timed on its own, then `steps` timed steps of forward + backward +
+//!    global-norm clip + AdamW, each ended by a device sync so that every step's time is its
+//!    own; throughput = batch · T · steps / their total time, and their median time. The
+//!    batches are random ids, or the `--tokens` file's (see `tokens`);
 //! 2. peak memory of the training: device memory held by the allocator on a GPU (sampled
 //!    after every step), the process's peak resident set (VmHWM) on the CPU;
 //! 3. with `--inference`, on the inner (non-autodiff) backend: prefill (one `forward` of
@@ -24,6 +26,7 @@ use burn::module::AutodiffModule;
 use burn::optim::GradientsParams;
 use burn::tensor::ElementConversion;
 
+use super::tokens::TokenFile;
 use crate::cli::BenchPointArgs;
 use crate::compare::results::{BenchPoint, BenchStatus};
 use crate::config::RunConfig;
@@ -92,25 +95,46 @@ fn measure_point<B: AutodiffBackend>(
     B::seed(dev, seed); // only dropout draws from the backend RNG
     let model = LanguageModel::<B>::new(&cfg.model, seed, bf16, dev);
     let mut tokens = Rng::fork(seed, "bench/tokens");
+    // Batches are made before the clock starts: the host's work on them is not the model's cost.
+    let batches = match &a.tokens {
+        Some(path) => file_batches(path, a, cfg.model.vocab_size)?,
+        None => random_batches(&mut tokens, a, cfg.model.vocab_size),
+    };
 
-    let train = time_training(model, cfg, a, dev, resolved, &mut tokens)?;
+    let train = time_training(model, cfg, a, dev, resolved, &batches)?;
     let (prefill, decode) = if a.inference {
         let (p, d) = time_inference(&train.model.valid(), a, dev, &mut tokens)?;
         (Some(p), Some(d))
     } else {
         (None, None)
     };
+    // The parent replaces the name with the architecture's and adds the FLOPs and MFU.
     Ok(BenchPoint {
-        arch: cfg.model.pattern.clone(), // the parent replaces it with the architecture's name
-        seq_len: a.seq_len,
-        batch: a.batch,
-        status: BenchStatus::Ok,
         train_tokens_per_s: Some(train.tokens_per_s),
         step_time_s: Some(train.step_time_s),
+        median_step_s: Some(train.median_step_s),
+        warmup_s: Some(train.warmup_s),
         peak_memory_bytes: Some(train.peak_memory_bytes),
         prefill_tokens_per_s: prefill,
         decode_tokens_per_s: decode,
+        ..BenchPoint::new(&cfg.model.pattern, a.seq_len, a.batch, BenchStatus::Ok)
     })
+}
+
+/// One training step's inputs and targets, `batch · T` ids each.
+type Batch = (Vec<u32>, Vec<u32>);
+
+/// The warm-up batch and the timed steps' batches (`steps + 1` in all) from the token file.
+fn file_batches(path: &std::path::Path, a: &BenchPointArgs, vocab: usize) -> Result<Vec<Batch>> {
+    let file = TokenFile::open(path)?;
+    file.check(a.batch, a.seq_len, vocab)?;
+    Ok((0..=a.steps).map(|step| file.batch(step, a.batch, a.seq_len)).collect())
+}
+
+/// Uniformly random inputs and targets, as the bench has always drawn them.
+fn random_batches(rng: &mut Rng, a: &BenchPointArgs, vocab: usize) -> Vec<Batch> {
+    let n = a.batch * a.seq_len;
+    (0..=a.steps).map(|_| (random_ids(rng, n, vocab), random_ids(rng, n, vocab))).collect()
 }
 
 /// What the training part measured, and the model it leaves (for inference).
@@ -118,6 +142,8 @@ struct Training<B: AutodiffBackend> {
     model: LanguageModel<B>,
     tokens_per_s: f64,
     step_time_s: f64,
+    median_step_s: f64,
+    warmup_s: f64,
     peak_memory_bytes: u64,
 }
 
@@ -127,40 +153,43 @@ fn time_training<B: AutodiffBackend>(
     a: &BenchPointArgs,
     dev: &B::Device,
     resolved: Resolved,
-    tokens: &mut Rng,
+    batches: &[Batch],
 ) -> Result<Training<B>> {
     let mut optim = optim::Optimizers::<B>::new(&cfg.train);
-    let vocab = cfg.model.vocab_size;
-    // Batches are drawn before the clock starts: the host's random numbers are not the model's cost.
-    let batches: Vec<(Vec<u32>, Vec<u32>)> = (0..=a.steps)
-        .map(|_| {
-            (random_ids(tokens, a.batch * a.seq_len, vocab), random_ids(tokens, a.batch * a.seq_len, vocab))
-        })
-        .collect();
     let mut peak_device = 0u64;
-    let mut started = Instant::now();
-    for (i, (x, y)) in batches.iter().enumerate() {
-        if i == 1 {
-            // Step 0 was the warm-up: wait for it to finish, then start the clock.
-            sync::<B>(dev)?;
-            started = Instant::now();
-        }
+    // Step 0 is the warm-up; every step ends with a device sync (the optimizer update would
+    // otherwise still be queued on a GPU and land in the next step's time).
+    let mut step_times = Vec::with_capacity(batches.len());
+    for (x, y) in batches {
+        let started = Instant::now();
         let shape = [a.batch, a.seq_len];
         model = train_step(model, &mut optim, cfg, ids_tensor(x, shape, dev), ids_tensor(y, shape, dev));
+        sync::<B>(dev)?;
+        step_times.push(started.elapsed().as_secs_f64().max(1e-9));
         if let Some(bytes) = device::device_memory_bytes(resolved) {
             peak_device = peak_device.max(bytes);
         }
     }
-    sync::<B>(dev)?; // the last optimizer update may still be queued on a GPU
-    let elapsed = started.elapsed().as_secs_f64().max(1e-9);
+    let (warmup_s, timed) = step_times.split_first().expect("at least the warm-up step ran");
+    let elapsed: f64 = timed.iter().sum();
     let peak_memory_bytes =
         if resolved == Resolved::Cpu { metrics::peak_rss_bytes().unwrap_or(0) } else { peak_device };
     Ok(Training {
         model,
-        tokens_per_s: (a.batch * a.seq_len * a.steps) as f64 / elapsed,
-        step_time_s: elapsed / a.steps as f64,
+        tokens_per_s: (a.batch * a.seq_len * timed.len()) as f64 / elapsed,
+        step_time_s: elapsed / timed.len() as f64,
+        median_step_s: median(timed),
+        warmup_s: *warmup_s,
         peak_memory_bytes,
     })
+}
+
+/// The median of a non-empty list (the mean of the middle two for an even length).
+fn median(xs: &[f64]) -> f64 {
+    let mut v = xs.to_vec();
+    v.sort_by(f64::total_cmp);
+    let mid = v.len() / 2;
+    if v.len().is_multiple_of(2) { (v[mid - 1] + v[mid]) / 2.0 } else { v[mid] }
 }
 
 /// One optimizer step as `train` takes it (grad_accum = 1, no NaN bookkeeping): objective,
@@ -231,4 +260,16 @@ fn random_ids(rng: &mut Rng, n: usize, vocab: usize) -> Vec<u32> {
 /// Waits until every queued operation on the device has finished.
 fn sync<B: Backend>(dev: &B::Device) -> Result<()> {
     B::sync(dev).map_err(|e| anyhow!("the device failed while running the measurement: {e:?}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::median;
+
+    #[test]
+    fn median_of_odd_and_even_lengths() {
+        assert_eq!(median(&[3.0]), 3.0);
+        assert_eq!(median(&[5.0, 1.0, 100.0]), 5.0);
+        assert_eq!(median(&[4.0, 1.0, 2.0, 100.0]), 3.0);
+    }
 }

@@ -77,6 +77,8 @@ pub fn run(args: CompareArgs) -> Result<()> {
             timeout_s: 600,
             device: args.arch.device,
             precision: spec.precision.clone(),
+            tokens: None,
+            peak_tflops: None,
             work_dir: dir.join("bench"),
             quiet: args.quiet,
         };

@@ -85,6 +85,20 @@ pub struct BenchResults {
     /// Tokens per training step (batch · seq_len), held fixed across sequence lengths where
     /// possible (the batch shrinks as T grows, down to 1).
     pub tokens_per_step: usize,
+    /// Where the training tokens came from: the `--tokens` file, or "random" (uniform ids
+    /// from a fixed seed).
+    #[serde(default)]
+    pub tokens: Option<String>,
+    /// The device's dense peak in TFLOP/s at this precision, the denominator of MFU; `None`
+    /// (and MFU `None`) where it is not known, e.g. on a CPU.
+    #[serde(default)]
+    pub peak_tflops: Option<f64>,
+    /// Where the peak came from, or why there is none.
+    #[serde(default)]
+    pub peak_source: String,
+    /// How `train_flops_per_token` is counted (`bench::mfu::FLOPS_FORMULA`).
+    #[serde(default)]
+    pub flops_formula: String,
     pub points: Vec<BenchPoint>,
 }
 
@@ -94,9 +108,37 @@ pub struct BenchPoint {
     pub seq_len: usize,
     pub batch: usize,
     pub status: BenchStatus,
-    /// Steady-state training throughput (forward + backward + optimizer), tokens/s.
+    /// Steady-state training throughput (forward + backward + optimizer), tokens/s: all timed
+    /// steps' tokens over their total time (the mean rate; the warm-up step excluded).
     pub train_tokens_per_s: Option<f64>,
+    /// Mean time of a timed step, seconds.
     pub step_time_s: Option<f64>,
+    /// Median time of a timed step, seconds (robust to a stray slow step).
+    #[serde(default)]
+    pub median_step_s: Option<f64>,
+    /// The first (untimed) training step, seconds: kernel compilation and autotuning on a GPU,
+    /// allocator growth, the optimizer's state allocation.
+    #[serde(default)]
+    pub warmup_s: Option<f64>,
+    /// The model's training FLOPs per token at this T (`bench::mfu::FLOPS_FORMULA`).
+    #[serde(default)]
+    pub train_flops_per_token: Option<f64>,
+    /// `train_flops_per_token · train_tokens_per_s`, in TFLOP/s.
+    #[serde(default)]
+    pub achieved_tflops: Option<f64>,
+    /// Model FLOPs utilisation, `achieved_tflops / peak_tflops` as a fraction; `None` without
+    /// a known peak.
+    #[serde(default)]
+    pub mfu: Option<f64>,
+    /// The model's parameters (all, and those one token uses), as archlab counts them.
+    #[serde(default)]
+    pub params_total: Option<usize>,
+    #[serde(default)]
+    pub params_active: Option<usize>,
+    /// The resolved config the point ran, so that another implementation (the PyTorch
+    /// baseline) can build the same model.
+    #[serde(default)]
+    pub config_path: Option<String>,
     /// Peak memory of the measurement (its own process): device memory on a GPU, resident set
     /// size on the CPU.
     pub peak_memory_bytes: Option<u64>,
@@ -104,6 +146,31 @@ pub struct BenchPoint {
     /// at a time with the KV cache / SSM state), tokens/s; `None` when not measured.
     pub prefill_tokens_per_s: Option<f64>,
     pub decode_tokens_per_s: Option<f64>,
+}
+
+impl BenchPoint {
+    /// A point with a status and no numbers yet.
+    pub fn new(arch: &str, seq_len: usize, batch: usize, status: BenchStatus) -> Self {
+        BenchPoint {
+            arch: arch.into(),
+            seq_len,
+            batch,
+            status,
+            train_tokens_per_s: None,
+            step_time_s: None,
+            median_step_s: None,
+            warmup_s: None,
+            train_flops_per_token: None,
+            achieved_tflops: None,
+            mfu: None,
+            params_total: None,
+            params_active: None,
+            config_path: None,
+            peak_memory_bytes: None,
+            prefill_tokens_per_s: None,
+            decode_tokens_per_s: None,
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -13,10 +13,23 @@ use super::plot::{LineChart, Series, line_chart};
 pub fn append(doc: &mut Document, bench: &BenchResults) {
     doc.paragraph(format!(
         "Measured on {} in {} precision with {} tokens per training step (batch × T held fixed where \
-         possible; the batch shrinks, down to 1, as T grows). Peak memory is each measurement's own \
-         process: device memory on a GPU, resident set size on the CPU.",
-        bench.device, bench.precision, bench.tokens_per_step
+         possible; the batch shrinks, down to 1, as T grows), training on {}. Peak memory is each \
+         measurement's own process: device memory on a GPU, resident set size on the CPU.",
+        bench.device,
+        bench.precision,
+        bench.tokens_per_step,
+        bench.tokens.as_deref().map_or("random token ids".to_string(), |f| format!("the batches of `{f}`"))
     ));
+    doc.paragraph(
+        "Warm-up is the first training step alone (kernel compilation and autotuning on a GPU, \
+         allocator growth, optimizer state); it is not in the throughput. Train tok/s is the mean \
+         over the timed steps that follow, Median step their median time, each step synchronised \
+         with the device.",
+    );
+    doc.paragraph(format!("MFU: achieved TFLOP/s = FLOPs/token × train tok/s; {}.", mfu_basis(bench)));
+    if !bench.flops_formula.is_empty() {
+        doc.paragraph(format!("FLOPs: {}.", bench.flops_formula));
+    }
     doc.table(table(bench));
 
     let by_arch = points_by_arch(bench);
@@ -53,13 +66,16 @@ pub fn table(bench: &BenchResults) -> Table {
         "T",
         "Batch",
         "Train tok/s",
-        "Step time",
+        "Median step",
+        "Warm-up",
+        "TFLOP/s",
+        "MFU",
         "Peak memory",
         "Prefill tok/s",
         "Decode tok/s",
         "Status",
     ])
-    .numeric(1..=7);
+    .numeric(1..=10);
     for p in &bench.points {
         let missing = match p.status {
             BenchStatus::Ok => "n/a (not measured)",
@@ -67,12 +83,23 @@ pub fn table(bench: &BenchResults) -> Table {
             BenchStatus::Failed(_) => "n/a (failed)",
         };
         let rate = |v: Option<f64>| v.filter(|x| x.is_finite()).map_or(missing.to_string(), human);
+        let time = |v: Option<f64>| v.filter(|x| x.is_finite()).map_or(missing.to_string(), format_step_time);
+        // Older bench.json files have no median: show the mean step time rather than nothing.
+        let step = p.median_step_s.or(p.step_time_s);
+        let mfu = match (p.mfu, &p.status) {
+            (Some(m), _) if m.is_finite() => format!("{:.1}%", m * 100.0),
+            (_, BenchStatus::Ok) if p.achieved_tflops.is_some() => "n/a (no peak)".to_string(),
+            _ => missing.to_string(),
+        };
         t.row(vec![
             p.arch.clone(),
             p.seq_len.to_string(),
             p.batch.to_string(),
             rate(p.train_tokens_per_s),
-            p.step_time_s.filter(|x| x.is_finite()).map_or(missing.to_string(), format_step_time),
+            time(step),
+            time(p.warmup_s),
+            p.achieved_tflops.filter(|x| x.is_finite()).map_or(missing.to_string(), format_tflops),
+            mfu,
             p.peak_memory_bytes.filter(|&b| b > 0).map_or(missing.to_string(), human_bytes),
             rate(p.prefill_tokens_per_s),
             rate(p.decode_tokens_per_s),
@@ -84,6 +111,26 @@ pub fn table(bench: &BenchResults) -> Table {
 
 fn format_step_time(s: f64) -> String {
     if s < 1.0 { format!("{:.1} ms", s * 1e3) } else { format!("{s:.2} s") }
+}
+
+/// Three significant digits: a CPU reaches hundredths of a TFLOP/s, a GPU hundreds.
+fn format_tflops(x: f64) -> String {
+    match x {
+        x if x >= 100.0 => format!("{x:.0}"),
+        x if x >= 10.0 => format!("{x:.1}"),
+        x if x >= 1.0 => format!("{x:.2}"),
+        x if x >= 0.001 => format!("{x:.3}"),
+        x => format!("{x:.1e}"),
+    }
+}
+
+/// What MFU is measured against, or why it is not given.
+fn mfu_basis(bench: &BenchResults) -> String {
+    match bench.peak_tflops {
+        Some(p) => format!("MFU = achieved / peak, peak {p} TFLOP/s ({})", bench.peak_source),
+        None if bench.peak_source.is_empty() => "MFU not given (no peak recorded)".to_string(),
+        None => format!("MFU not given: {}", bench.peak_source),
+    }
 }
 
 pub fn status_text(status: &BenchStatus) -> String {

@@ -134,16 +134,19 @@ mod tests {
         let ok = status == BenchStatus::Ok;
         // Attention slows down and grows with T, the SSM much less.
         let t = if arch == "mamba" { seq_len as f64 / 8.0 } else { seq_len as f64 };
+        let step = 8192.0 / (5e4 / (1.0 + t / 2048.0));
         BenchPoint {
-            arch: arch.into(),
-            seq_len,
-            batch: (8192 / seq_len).max(1),
-            status,
             train_tokens_per_s: ok.then(|| 5e4 / (1.0 + t / 2048.0)),
-            step_time_s: ok.then(|| 8192.0 / (5e4 / (1.0 + t / 2048.0))),
+            step_time_s: ok.then_some(step),
+            median_step_s: ok.then_some(step * 0.98),
+            warmup_s: ok.then_some(12.5),
+            train_flops_per_token: Some(1e8),
+            achieved_tflops: ok.then(|| 1e8 * 5e4 / (1.0 + t / 2048.0) / 1e12),
+            mfu: ok.then(|| 1e8 * 5e4 / (1.0 + t / 2048.0) / 1e12 / 989.0),
             peak_memory_bytes: ok.then_some((200.0 * t * 1024.0) as u64),
             prefill_tokens_per_s: ok.then_some(2e5),
             decode_tokens_per_s: ok.then(|| 900.0 - t / 10.0),
+            ..BenchPoint::new(arch, seq_len, (8192 / seq_len).max(1), status)
         }
     }
 
@@ -156,7 +159,16 @@ mod tests {
         }
         points.push(bench_point("dense", 16384, BenchStatus::OutOfMemory));
         points.push(bench_point("mamba", 16384, BenchStatus::Failed("kernel | launch\nfailed".into())));
-        BenchResults { device: "NVIDIA H100".into(), precision: "bf16".into(), tokens_per_step: 8192, points }
+        BenchResults {
+            device: "NVIDIA H100".into(),
+            precision: "bf16".into(),
+            tokens_per_step: 8192,
+            tokens: None,
+            peak_tflops: Some(989.0),
+            peak_source: "NVIDIA H100 80GB HBM3, bf16 dense (table)".into(),
+            flops_formula: crate::bench::FLOPS_FORMULA.into(),
+            points,
+        }
     }
 
     fn results() -> ComparisonResults {
@@ -375,9 +387,14 @@ mod tests {
         }
         let md = fs::read_to_string(dir.join("bench.md")).unwrap();
         let (header, rows) = table_rows(&md, "Architecture | T");
-        assert_eq!(header.len(), 9);
+        assert_eq!(header.len(), 12);
+        assert_eq!(header[4..8], ["Median step", "Warm-up", "TFLOP/s", "MFU"]);
         assert_eq!(rows.len(), 8);
         assert!(rows.iter().flatten().all(|c| !c.is_empty()));
+        // dense at T = 256: 5e4 / 1.125 tok/s · 1e8 FLOPs = 4.44 TFLOP/s, 0.4% of 989.
+        let first = &rows[0];
+        assert_eq!(first[5..8], ["12.50 s", "4.44", "0.4%"]);
+        assert!(md.contains("peak 989 TFLOP/s") && md.contains("6·N_matmul"), "{md}");
         assert!(md.contains("- dense at T = 16384 (batch 1): out of memory"));
         assert!(md.contains("- mamba at T = 16384 (batch 1): failed: kernel | launch failed"));
         let oom = rows.iter().find(|r| r[0] == "dense" && r[1] == "16384").unwrap();
