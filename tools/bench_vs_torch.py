@@ -35,6 +35,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+# The table's number formats are the baseline's own (it prints the same quantities).
+from torch_baseline import human, human_bytes
+
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_ARCHS = ["dense", "mamba", "mamba2", "moe", "sandwich", "jamba"]
 
@@ -173,21 +176,6 @@ def run_torch(args: argparse.Namespace, point: dict[str, Any], tokens: Path, dev
 # ---------------------------------------------------------------------------------------------
 
 
-def human(x: float | None) -> str:
-    if x is None:
-        return "–"
-    for unit, div in (("M", 1e6), ("k", 1e3)):
-        if abs(x) >= div:
-            return f"{x / div:.2f}{unit}"
-    return f"{x:.1f}"
-
-
-def mib(b: int | None) -> str:
-    if not b:
-        return "–"
-    return f"{b / 2**30:.2f} GiB" if b >= 2**30 else f"{b / 2**20:.0f} MiB"
-
-
 def pct(x: float | None) -> str:
     return "n/a" if x is None else f"{x * 100:.1f}%"
 
@@ -260,8 +248,8 @@ def torch_memory(r: dict[str, Any], mode: str) -> str:
     before the model existed (torch's own libraries are ~0.5 GiB of it)."""
     peak, base = r[f"{mode}_peak_bytes"], r[f"{mode}_baseline_bytes"]
     if peak and base:
-        return f"{mib(peak)} (+{mib(peak - base)} over torch's {mib(base)})"
-    return mib(peak)
+        return f"{human_bytes(peak)} (+{human_bytes(peak - base)} over torch's {human_bytes(base)})"
+    return human_bytes(peak)
 
 
 def markdown_table(table: list[dict[str, Any]], modes: list[str], mfu_known: bool) -> str:
@@ -283,7 +271,7 @@ def markdown_table(table: list[dict[str, Any]], modes: list[str], mfu_known: boo
         cells = [r["arch"], r["hf_model"], rate("archlab") if r["archlab_tok_s"] else r["archlab_status"]]
         cells += [rate(m) for m in modes]
         cells += [ratio(r["archlab_tok_s"], r[f"{m}_tok_s"]) for m in modes]
-        cells += [mib(r["archlab_peak_bytes"])] + [torch_memory(r, m) for m in modes]
+        cells += [human_bytes(r["archlab_peak_bytes"])] + [torch_memory(r, m) for m in modes]
         warm = [f"{r['archlab_warmup_s']:.2f} s" if r["archlab_warmup_s"] is not None else "–"]
         for m in modes:
             w, c = r[f"{m}_warmup_s"], r[f"{m}_compile_s"]

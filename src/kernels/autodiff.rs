@@ -8,8 +8,7 @@ use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::tensor::ops::FloatTensor;
 
-use super::{Backend, ScanOperands, plain_selective_scan};
-use crate::model::attention::causal_attention;
+use super::{Backend, ScanOperands, plain_causal_attention, plain_selective_scan};
 
 impl<B: Backend, C: CheckpointStrategy> Backend for Autodiff<B, C> {
     const FUSED_SCAN: bool = B::FUSED_SCAN;
@@ -47,9 +46,7 @@ impl<B: Backend, C: CheckpointStrategy> Backend for Autodiff<B, C> {
         window: usize,
     ) -> FloatTensor<Self> {
         if !B::FUSED_ATTENTION {
-            let t =
-                |p| burn::tensor::Tensor::<Self, 4>::from_primitive(burn::tensor::TensorPrimitive::Float(p));
-            return causal_attention(t(q), t(k), t(v), window).into_primitive().tensor();
+            return plain_causal_attention::<Self>(q, k, v, window);
         }
         let parents = [q.node.clone(), k.node.clone(), v.node.clone()];
         match AttentionBackward.prepare::<C>(parents).compute_bound().stateful() {

@@ -11,8 +11,7 @@ use burn_fusion::stream::{Operation, OperationStreams};
 use burn_fusion::{Fusion, FusionBackend, FusionRuntime, FusionTensor};
 use burn_ir::{CustomOpIr, HandleContainer, OperationIr, TensorIr};
 
-use super::{Backend, ScanOperands, plain_selective_scan};
-use crate::model::attention::causal_attention;
+use super::{Backend, ScanOperands, plain_causal_attention, plain_selective_scan};
 
 impl<B: FusionBackend + Backend> Backend for Fusion<B> {
     const FUSED_SCAN: bool = B::FUSED_SCAN;
@@ -81,9 +80,7 @@ impl<B: FusionBackend + Backend> Backend for Fusion<B> {
         window: usize,
     ) -> FloatTensor<Self> {
         if !B::FUSED_ATTENTION {
-            let t =
-                |p| burn::tensor::Tensor::<Self, 4>::from_primitive(burn::tensor::TensorPrimitive::Float(p));
-            return causal_attention(t(q), t(k), t(v), window).into_primitive().tensor();
+            return plain_causal_attention::<Self>(q, k, v, window);
         }
         let out = (q.shape.clone(), q.dtype);
         let [out] = custom::<B, 3, 1>("archlab.attention", [q, k, v], [out], window, |[q, k, v], window| {

@@ -74,8 +74,7 @@ pub trait Backend: burn::tensor::backend::Backend {
         v: FloatTensor<Self>,
         window: usize,
     ) -> FloatTensor<Self> {
-        let t = |p: FloatTensor<Self>| Tensor::<Self, 4>::from_primitive(TensorPrimitive::Float(p));
-        causal_attention(t(q), t(k), t(v), window).into_primitive().tensor()
+        plain_causal_attention::<Self>(q, k, v, window)
     }
 
     /// The kernel's forward that also returns each row's log-sum-exp (`[b, h, t]`, f32) for
@@ -171,6 +170,17 @@ pub fn attention<B: Backend>(
 ) -> Tensor<B, 4> {
     let p = |t: Tensor<B, 4>| t.into_primitive().tensor();
     Tensor::from_primitive(TensorPrimitive::Float(B::causal_attention(p(q), p(k), p(v), window)))
+}
+
+/// The plain-ops twin of [`Backend::causal_attention`]: the masked softmax of tensor ops.
+fn plain_causal_attention<B: burn::tensor::backend::Backend>(
+    q: FloatTensor<B>,
+    k: FloatTensor<B>,
+    v: FloatTensor<B>,
+    window: usize,
+) -> FloatTensor<B> {
+    let t = |p: FloatTensor<B>| Tensor::<B, 4>::from_primitive(TensorPrimitive::Float(p));
+    causal_attention(t(q), t(k), t(v), window).into_primitive().tensor()
 }
 
 fn no_kernel(op: &str) -> ! {
