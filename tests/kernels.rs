@@ -11,9 +11,11 @@
 mod common;
 
 use archlab::kernels::{self, AutodiffBackend, Backend};
+use archlab::model::lm::token_nll;
 use archlab::model::selective_scan::{self, ScanInputs};
+use archlab::model::{conv, layers, ssd};
 use archlab::rng::Rng;
-use burn::tensor::{Tensor, TensorData};
+use burn::tensor::{Int, Tensor, TensorData};
 use common::*;
 
 /// Host copies of one random selective-scan problem, so that every backend gets the same
@@ -232,8 +234,300 @@ fn attention_kernel_on_cuda_matches_the_masked_softmax() {
     check_attention::<B>(&Default::default(), "cuda");
 }
 
+/// `[nll, d_logits]` of the loss Σ nll·w for the per-row cross-entropy computed by `nll`.
+fn cross_entropy_run<B: AutodiffBackend>(
+    dev: &B::Device,
+    (n, v): (usize, usize),
+    seed: u64,
+    to_bf16: bool,
+    nll: impl Fn(Tensor<B, 2>, Tensor<B, 1, Int>) -> Tensor<B, 1>,
+) -> Vec<Vec<f64>> {
+    let mut rng = Rng::new(seed);
+    // Logits of a trained model's spread (a few nats), with rows shifted far from zero so
+    // that the kernel's max-subtraction matters; rounded to bf16's values when `to_bf16`.
+    let data: Vec<f32> = (0..n * v)
+        .map(|i| (rng.normal() * 3.0 + (i / v % 7) as f64 * 20.0) as f32)
+        .map(|x| if to_bf16 { round_to_bf16(x) } else { x })
+        .collect();
+    let logits = Tensor::<B, 2>::from_data(TensorData::new(data, [n, v]), dev).require_grad();
+    let targets: Vec<i64> = (0..n).map(|_| rng.below(v) as i64).collect();
+    let targets = Tensor::<B, 1, Int>::from_data(TensorData::new(targets, [n]), dev);
+    let w: Vec<f32> = (0..n).map(|_| rng.normal() as f32).collect();
+    let w = Tensor::<B, 1>::from_data(TensorData::new(w, [n]), dev);
+    let out = nll(logits.clone(), targets);
+    let grads = (out.clone() * w).sum().backward();
+    vec![host(out), host(logits.grad(&grads).expect("a gradient for the logits"))]
+}
+
+/// The bf16 value nearest `x` (round to nearest, ties to even), as an f32.
+fn round_to_bf16(x: f32) -> f32 {
+    let bits = x.to_bits();
+    f32::from_bits((bits + 0x7fff + ((bits >> 16) & 1)) & 0xffff_0000)
+}
+
+/// (rows, vocab): one row; a vocabulary smaller than a cube's 256 units, and one of 1 and 3;
+/// vocabularies that are not a multiple of 256; more rows than wgpu's 65 535 cubes, so that
+/// the kernels' row loop runs twice.
+const CROSS_ENTROPY_CASES: [(usize, usize); 6] =
+    [(1, 300), (37, 1000), (5, 257), (130, 50), (3, 1), (65_600, 3)];
+
+/// The fused cross-entropy on `B` against the plain-ops log-softmax in f64 on the CPU. The
+/// tolerance is f32's resolution at the test's largest logits (|x| ≈ 130, where one ulp is
+/// 1.5e-5, so `exp(x − lse)` carries ~1e-5 relative error before any summation), the same
+/// 1e-4 as the other kernels.
+fn check_cross_entropy<B: AutodiffBackend>(dev: &B::Device, device_name: &str) {
+    assert!(B::FUSED_CROSS_ENTROPY, "{device_name}: expected a fused cross-entropy on this backend");
+    for (i, &shape) in CROSS_ENTROPY_CASES.iter().enumerate() {
+        let seed = 300 + i as u64;
+        let fused = cross_entropy_run::<B>(dev, shape, seed, false, kernels::cross_entropy);
+        let reference = cross_entropy_run::<Cpu64Ad>(&Default::default(), shape, seed, false, token_nll);
+        for ((name, f), r) in ["nll", "d_logits"].iter().zip(&fused).zip(&reference) {
+            assert_close(r, f, 1e-4, &format!("{device_name} rows={} vocab={}: {name}", shape.0, shape.1));
+        }
+    }
+}
+
+#[cfg(feature = "wgpu")]
+#[test]
+fn cross_entropy_kernel_on_wgpu_matches_the_log_softmax() {
+    type B = burn::backend::Autodiff<archlab::device::WgpuBackend>;
+    match archlab::device::wgpu_device() {
+        Some(dev) => check_cross_entropy::<B>(&dev, "wgpu"),
+        None => no_wgpu_adapter(),
+    }
+}
+
+#[cfg(feature = "cuda")]
+#[test]
+fn cross_entropy_kernel_on_cuda_matches_the_log_softmax() {
+    type B = burn::backend::Autodiff<archlab::device::CudaBackend>;
+    if !archlab::device::cuda_available() {
+        eprintln!("skipping: no usable CUDA GPU");
+        return;
+    }
+    check_cross_entropy::<B>(&Default::default(), "cuda");
+}
+
+/// Under bf16 the kernel reads the logits as bf16 and returns a bf16 gradient: against the
+/// f64 twin on the same (bf16-rounded) logits, the loss is as exact as fp32 accumulation
+/// allows and the gradient is within bf16's rounding (2⁻⁸).
+#[cfg(feature = "cuda")]
+#[test]
+fn cross_entropy_kernel_on_cuda_reads_bf16_logits() {
+    type B = burn::backend::Autodiff<archlab::device::CudaBackend>;
+    if !archlab::device::cuda_available() {
+        eprintln!("skipping: no usable CUDA GPU");
+        return;
+    }
+    let bf16 = |l: Tensor<B, 2>, t| kernels::cross_entropy(l.cast(burn::tensor::DType::BF16), t);
+    for (i, &shape) in CROSS_ENTROPY_CASES.iter().take(4).enumerate() {
+        let seed = 400 + i as u64;
+        let fused = cross_entropy_run::<B>(&Default::default(), shape, seed, true, bf16);
+        let reference = cross_entropy_run::<Cpu64Ad>(&Default::default(), shape, seed, true, token_nll);
+        assert_close(&reference[0], &fused[0], 1e-4, &format!("cuda bf16 {shape:?}: nll"));
+        assert_close(&reference[1], &fused[1], 4e-3, &format!("cuda bf16 {shape:?}: d_logits"));
+    }
+}
+
+/// `[y, dx, dweight]` of the loss Σ y·w for the RMSNorm computed by `norm`.
+fn rms_norm_run<B: AutodiffBackend>(
+    dev: &B::Device,
+    (b, t, d): (usize, usize, usize),
+    seed: u64,
+    norm: impl Fn(Tensor<B, 3>, Tensor<B, 1>) -> Tensor<B, 3>,
+) -> Vec<Vec<f64>> {
+    let mut rng = Rng::new(seed);
+    let mut values =
+        |len: usize, mean: f64| (0..len).map(|_| (mean + rng.normal()) as f32).collect::<Vec<_>>();
+    // Rows of different scales, so that each row's own 1/rms matters.
+    let x: Vec<f32> =
+        values(b * t * d, 0.0).iter().enumerate().map(|(i, v)| v * (1 + i / d % 5) as f32).collect();
+    let x = Tensor::<B, 3>::from_data(TensorData::new(x, [b, t, d]), dev).require_grad();
+    let weight = Tensor::<B, 1>::from_data(TensorData::new(values(d, 1.0), [d]), dev).require_grad();
+    let w = Tensor::<B, 3>::from_data(TensorData::new(values(b * t * d, 0.0), [b, t, d]), dev);
+    let y = norm(x.clone(), weight.clone());
+    let grads = (y.clone() * w).sum().backward();
+    vec![
+        host(y),
+        host(x.grad(&grads).expect("a gradient for x")),
+        host(weight.grad(&grads).expect("a gradient for the weight")),
+    ]
+}
+
+/// (b, t, d): one row of one channel; widths below, at and past a cube's 128 units and not a
+/// multiple of it; more rows than the backward's 1024 cubes (each then sums several rows into
+/// its partial weight gradient) and than wgpu's 65 535 forward cubes.
+const RMS_NORM_CASES: [(usize, usize, usize); 6] =
+    [(1, 1, 1), (2, 7, 7), (1, 33, 128), (3, 50, 130), (2, 700, 1000), (1, 66_000, 2)];
+
+/// The fused RMSNorm on `B` against the plain-ops twin in f64 on the CPU.
+fn check_rms_norm<B: AutodiffBackend>(dev: &B::Device, device_name: &str) {
+    assert!(B::FUSED_RMS_NORM, "{device_name}: expected a fused RMSNorm on this backend");
+    for (i, &shape) in RMS_NORM_CASES.iter().enumerate() {
+        let seed = 500 + i as u64;
+        let fused = rms_norm_run::<B>(dev, shape, seed, |x, w| kernels::rms_norm(x, w, 1e-5));
+        let reference =
+            rms_norm_run::<Cpu64Ad>(&Default::default(), shape, seed, |x, w| layers::rms_norm(x, w, 1e-5));
+        for ((name, f), r) in ["y", "dx", "dweight"].iter().zip(&fused).zip(&reference) {
+            assert_close(r, f, 1e-4, &format!("{device_name} (b, t, d)={shape:?}: {name}"));
+        }
+    }
+}
+
+#[cfg(feature = "wgpu")]
+#[test]
+fn rms_norm_kernel_on_wgpu_matches_the_plain_ops() {
+    type B = burn::backend::Autodiff<archlab::device::WgpuBackend>;
+    match archlab::device::wgpu_device() {
+        Some(dev) => check_rms_norm::<B>(&dev, "wgpu"),
+        None => no_wgpu_adapter(),
+    }
+}
+
+#[cfg(feature = "cuda")]
+#[test]
+fn rms_norm_kernel_on_cuda_matches_the_plain_ops() {
+    type B = burn::backend::Autodiff<archlab::device::CudaBackend>;
+    if !archlab::device::cuda_available() {
+        eprintln!("skipping: no usable CUDA GPU");
+        return;
+    }
+    check_rms_norm::<B>(&Default::default(), "cuda");
+}
+
+/// `[y, dx, dweight, dbias]` of the loss Σ y·w for the causal convolution computed by `conv`.
+fn causal_conv_run<B: AutodiffBackend>(
+    dev: &B::Device,
+    (b, t, ch, k): (usize, usize, usize, usize),
+    seed: u64,
+    conv: impl Fn(Tensor<B, 3>, Tensor<B, 2>, Tensor<B, 1>) -> Tensor<B, 3>,
+) -> Vec<Vec<f64>> {
+    let mut rng = Rng::new(seed);
+    let mut values = |len: usize| (0..len).map(|_| rng.normal() as f32).collect::<Vec<_>>();
+    let x = Tensor::<B, 3>::from_data(TensorData::new(values(b * t * ch), [b, t, ch]), dev).require_grad();
+    let weight = Tensor::<B, 2>::from_data(TensorData::new(values(ch * k), [ch, k]), dev).require_grad();
+    let bias = Tensor::<B, 1>::from_data(TensorData::new(values(ch), [ch]), dev).require_grad();
+    let w = Tensor::<B, 3>::from_data(TensorData::new(values(b * t * ch), [b, t, ch]), dev);
+    let y = conv(x.clone(), weight.clone(), bias.clone());
+    let grads = (y.clone() * w).sum().backward();
+    vec![
+        host(y),
+        host(x.grad(&grads).expect("a gradient for x")),
+        host(weight.grad(&grads).expect("a gradient for the weight")),
+        host(bias.grad(&grads).expect("a gradient for the bias")),
+    ]
+}
+
+/// (b, t, ch, k): one step (every tap but the last reads the zero history); fewer steps than
+/// taps; lengths past one and several 32-step blocks and not a multiple of them; channel
+/// counts below, at and past a cube's 64; 2, 4 and 5 taps.
+const CAUSAL_CONV_CASES: [(usize, usize, usize, usize); 6] =
+    [(1, 1, 3, 4), (2, 3, 5, 4), (1, 33, 64, 4), (3, 70, 65, 4), (2, 129, 130, 2), (1, 64, 7, 5)];
+
+/// The fused convolution on `B` against the plain-ops twin in f64 on the CPU.
+fn check_causal_conv<B: AutodiffBackend>(dev: &B::Device, device_name: &str) {
+    assert!(B::FUSED_CAUSAL_CONV, "{device_name}: expected a fused causal convolution on this backend");
+    for (i, &shape) in CAUSAL_CONV_CASES.iter().enumerate() {
+        let seed = 600 + i as u64;
+        let fused = causal_conv_run::<B>(dev, shape, seed, kernels::causal_conv);
+        let reference = causal_conv_run::<Cpu64Ad>(&Default::default(), shape, seed, conv::causal_conv);
+        for ((name, f), r) in ["y", "dx", "dweight", "dbias"].iter().zip(&fused).zip(&reference) {
+            assert_close(r, f, 1e-4, &format!("{device_name} (b, t, ch, k)={shape:?}: {name}"));
+        }
+    }
+}
+
+#[cfg(feature = "wgpu")]
+#[test]
+fn causal_conv_kernel_on_wgpu_matches_the_plain_ops() {
+    type B = burn::backend::Autodiff<archlab::device::WgpuBackend>;
+    match archlab::device::wgpu_device() {
+        Some(dev) => check_causal_conv::<B>(&dev, "wgpu"),
+        None => no_wgpu_adapter(),
+    }
+}
+
+#[cfg(feature = "cuda")]
+#[test]
+fn causal_conv_kernel_on_cuda_matches_the_plain_ops() {
+    type B = burn::backend::Autodiff<archlab::device::CudaBackend>;
+    if !archlab::device::cuda_available() {
+        eprintln!("skipping: no usable CUDA GPU");
+        return;
+    }
+    check_causal_conv::<B>(&Default::default(), "cuda");
+}
+
+/// `[entering, d_states, d_decay, d_h0]` of the loss Σ entering·w for the SSD state passing
+/// computed by `pass`. A gradient the graph does not reach (the states of a single chunk) is 0.
+fn state_passing_run<B: AutodiffBackend>(
+    dev: &B::Device,
+    (b, nc, h, p, n): (usize, usize, usize, usize, usize),
+    seed: u64,
+    pass: impl Fn(Tensor<B, 5>, Tensor<B, 3>, Tensor<B, 4>) -> Tensor<B, 5>,
+) -> Vec<Vec<f64>> {
+    let mut rng = Rng::new(seed);
+    let mut normal = |len: usize| (0..len).map(|_| rng.normal() as f32).collect::<Vec<_>>();
+    let states =
+        Tensor::<B, 5>::from_data(TensorData::new(normal(b * nc * h * p * n), [b, nc, h, p, n]), dev);
+    let h0 = Tensor::<B, 4>::from_data(TensorData::new(normal(b * h * p * n), [b, h, p, n]), dev);
+    let w = Tensor::<B, 5>::from_data(TensorData::new(normal(b * nc * h * p * n), [b, nc, h, p, n]), dev);
+    // Chunk decays exp(Σ Δ·A) lie in (0, 1].
+    let decay: Vec<f32> = normal(b * nc * h).iter().map(|v| (-v.abs()).exp()).collect();
+    let decay = Tensor::<B, 3>::from_data(TensorData::new(decay, [b, nc, h]), dev);
+    let (states, decay, h0) = (states.require_grad(), decay.require_grad(), h0.require_grad());
+    let entering = pass(states.clone(), decay.clone(), h0.clone());
+    let grads = (entering.clone() * w).sum().backward();
+    let grad = |len: usize, g: Option<Vec<f64>>| g.unwrap_or_else(|| vec![0.0; len]);
+    vec![
+        host(entering),
+        grad(b * nc * h * p * n, states.grad(&grads).map(host)),
+        grad(b * nc * h, decay.grad(&grads).map(host)),
+        grad(b * h * p * n, h0.grad(&grads).map(host)),
+    ]
+}
+
+/// (b, nc, h, p, n): one chunk; state sizes (p·n) below, past and at several multiples of a
+/// cube's 128 units (1, 32, 320, 8192); 70 chunks.
+const STATE_PASSING_CASES: [(usize, usize, usize, usize, usize); 4] =
+    [(1, 1, 1, 1, 1), (2, 3, 2, 4, 8), (1, 70, 3, 16, 20), (2, 5, 1, 64, 128)];
+
+/// The fused state passing on `B` against the plain-ops loop in f64 on the CPU.
+fn check_state_passing<B: AutodiffBackend>(dev: &B::Device, device_name: &str) {
+    assert!(B::FUSED_STATE_PASSING, "{device_name}: expected a fused SSD state passing on this backend");
+    for (i, &shape) in STATE_PASSING_CASES.iter().enumerate() {
+        let seed = 700 + i as u64;
+        let fused = state_passing_run::<B>(dev, shape, seed, kernels::ssd_state_passing);
+        let reference = state_passing_run::<Cpu64Ad>(&Default::default(), shape, seed, ssd::pass_states);
+        for ((name, f), r) in ["entering", "d_states", "d_decay", "d_h0"].iter().zip(&fused).zip(&reference) {
+            assert_close(r, f, 1e-4, &format!("{device_name} (b, nc, h, p, n)={shape:?}: {name}"));
+        }
+    }
+}
+
+#[cfg(feature = "wgpu")]
+#[test]
+fn ssd_state_passing_kernel_on_wgpu_matches_the_plain_loop() {
+    type B = burn::backend::Autodiff<archlab::device::WgpuBackend>;
+    match archlab::device::wgpu_device() {
+        Some(dev) => check_state_passing::<B>(&dev, "wgpu"),
+        None => no_wgpu_adapter(),
+    }
+}
+
+#[cfg(feature = "cuda")]
+#[test]
+fn ssd_state_passing_kernel_on_cuda_matches_the_plain_loop() {
+    type B = burn::backend::Autodiff<archlab::device::CudaBackend>;
+    if !archlab::device::cuda_available() {
+        eprintln!("skipping: no usable CUDA GPU");
+        return;
+    }
+    check_state_passing::<B>(&Default::default(), "cuda");
+}
+
 /// End to end: a hybrid with every kernel-backed mixer (attention, sliding-window attention,
-/// Mamba-1) and a plain one (Mamba-2) trains on wgpu through the fused kernels, and its losses
+/// Mamba-1, Mamba-2) trains on wgpu through the fused kernels, and its losses
 /// follow the CPU run of the same seed step by step (the CPU has no kernels: plain-ops twins
 /// all the way). A wrong backward would bend the wgpu curve away within a few steps.
 #[cfg(feature = "wgpu")]

@@ -2,13 +2,17 @@
 //! is `B`'s backward kernel; without a kernel, autodiff differentiates the plain-ops twin.
 
 use burn::backend::Autodiff;
+use burn::backend::autodiff::NodeId;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
-use burn::tensor::ops::FloatTensor;
+use burn::tensor::ops::{FloatTensor, IntTensor};
 
-use super::{Backend, ScanOperands, plain_causal_attention, plain_selective_scan};
+use super::{
+    Backend, ScanOperands, plain_causal_attention, plain_causal_conv, plain_cross_entropy, plain_rms_norm,
+    plain_selective_scan, plain_state_passing,
+};
 
 impl<B: Backend, C: CheckpointStrategy> Backend for Autodiff<B, C> {
     const FUSED_SCAN: bool = B::FUSED_SCAN;
@@ -72,6 +76,96 @@ impl<B: Backend, C: CheckpointStrategy> Backend for Autodiff<B, C> {
             }
         }
     }
+
+    const FUSED_CROSS_ENTROPY: bool = B::FUSED_CROSS_ENTROPY;
+
+    fn cross_entropy(logits: FloatTensor<Self>, targets: IntTensor<Self>) -> FloatTensor<Self> {
+        if !B::FUSED_CROSS_ENTROPY {
+            return plain_cross_entropy::<Self>(logits, targets);
+        }
+        // The node keeps its state (the logits stay alive for it, as for the plain log-softmax)
+        // rather than running the forward again under gradient checkpointing.
+        match CrossEntropyBackward.prepare::<C>([logits.node.clone()]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => {
+                let (nll, lse) = B::cross_entropy_saving(logits.primitive.clone(), targets.clone());
+                prep.finish((logits.primitive, targets, lse), nll)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::cross_entropy(logits.primitive, targets)),
+        }
+    }
+
+    const FUSED_RMS_NORM: bool = B::FUSED_RMS_NORM;
+
+    fn rms_norm(x: FloatTensor<Self>, weight: FloatTensor<Self>, eps: f64) -> FloatTensor<Self> {
+        if !B::FUSED_RMS_NORM {
+            return plain_rms_norm::<Self>(x, weight, eps);
+        }
+        // The node keeps its state (one float per row besides the input it needs anyway).
+        match RmsNormBackward.prepare::<C>([x.node.clone(), weight.node.clone()]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => {
+                let (y, rstd) = B::rms_norm_saving(x.primitive.clone(), weight.primitive.clone(), eps);
+                prep.finish((x.primitive, weight.primitive, rstd), y)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::rms_norm(x.primitive, weight.primitive, eps)),
+        }
+    }
+
+    const FUSED_CAUSAL_CONV: bool = B::FUSED_CAUSAL_CONV;
+
+    fn causal_conv(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        if !B::FUSED_CAUSAL_CONV {
+            return plain_causal_conv::<Self>(x, weight, bias);
+        }
+        let parents = [x.node.clone(), weight.node.clone(), bias.node.clone()];
+        match CausalConvBackward.prepare::<C>(parents).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => {
+                let y = B::causal_conv(x.primitive.clone(), weight.primitive.clone(), bias.primitive);
+                prep.finish((x.primitive, weight.primitive), y)
+            }
+            OpsKind::UnTracked(prep) => {
+                prep.finish(B::causal_conv(x.primitive, weight.primitive, bias.primitive))
+            }
+        }
+    }
+
+    const FUSED_STATE_PASSING: bool = B::FUSED_STATE_PASSING;
+
+    fn ssd_state_passing(
+        states: FloatTensor<Self>,
+        decay: FloatTensor<Self>,
+        h0: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        if !B::FUSED_STATE_PASSING {
+            return plain_state_passing::<Self>(states, decay, h0);
+        }
+        let parents = [states.node.clone(), decay.node.clone(), h0.node.clone()];
+        match StatePassingBackward.prepare::<C>(parents).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => {
+                let entering = B::ssd_state_passing(states.primitive, decay.primitive.clone(), h0.primitive);
+                prep.finish((decay.primitive, entering.clone()), entering)
+            }
+            OpsKind::UnTracked(prep) => {
+                prep.finish(B::ssd_state_passing(states.primitive, decay.primitive, h0.primitive))
+            }
+        }
+    }
+}
+
+/// Gives each parent that requires a gradient (`Some` id) its gradient.
+fn register_parents<B: Backend, const N: usize>(
+    parents: [Option<NodeId>; N],
+    gradients: [FloatTensor<B>; N],
+    grads: &mut Gradients,
+) {
+    for (parent, grad) in parents.into_iter().zip(gradients) {
+        if let Some(id) = parent {
+            grads.register::<B>(id, grad);
+        }
+    }
 }
 
 /// What the attention backward needs: the inputs, the output and the rows' log-sum-exps (the
@@ -96,11 +190,7 @@ impl<B: Backend> Backward<B, 3> for AttentionBackward {
         let d_out = grads.consume::<B>(&ops.node);
         let s = ops.state;
         let g = B::causal_attention_backward(s.q, s.k, s.v, s.out, s.lse, d_out, s.window);
-        for (parent, grad) in ops.parents.into_iter().zip(g) {
-            if let Some(node) = parent {
-                grads.register::<B>(node.id, grad);
-            }
-        }
+        register_parents::<B, 3>(ops.parents.map(|p| p.map(|node| node.id)), g, grads);
     }
 }
 
@@ -116,10 +206,80 @@ impl<B: Backend> Backward<B, 5> for ScanBackward {
         let dy = grads.consume::<B>(&ops.node);
         let (operands, checkpoints) = ops.state;
         let g = B::selective_scan_backward(operands, checkpoints, dy);
-        for (parent, grad) in ops.parents.into_iter().zip([g.x, g.delta, g.a, g.b, g.c]) {
-            if let Some(node) = parent {
-                grads.register::<B>(node.id, grad);
-            }
+        register_parents::<B, 5>(
+            ops.parents.map(|p| p.map(|node| node.id)),
+            [g.x, g.delta, g.a, g.b, g.c],
+            grads,
+        );
+    }
+}
+
+/// The backward node of the fused cross-entropy: its state is the logits (in their own dtype),
+/// the targets and the rows' log-sum-exps, from which the softmax is recomputed.
+#[derive(Debug)]
+struct CrossEntropyBackward;
+
+impl<B: Backend> Backward<B, 1> for CrossEntropyBackward {
+    type State = (FloatTensor<B>, IntTensor<B>, FloatTensor<B>);
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
+        let d_nll = grads.consume::<B>(&ops.node);
+        let (logits, targets, lse) = ops.state;
+        if let [Some(node)] = ops.parents {
+            grads.register::<B>(node.id, B::cross_entropy_backward(logits, targets, lse, d_nll));
         }
+    }
+}
+
+/// The backward node of the fused RMSNorm: its state is the input, the weight and each row's
+/// `1/rms`.
+#[derive(Debug)]
+struct RmsNormBackward;
+
+impl<B: Backend> Backward<B, 2> for RmsNormBackward {
+    type State = (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>);
+
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
+        let dy = grads.consume::<B>(&ops.node);
+        let (x, weight, rstd) = ops.state;
+        register_parents::<B, 2>(
+            ops.parents.map(|p| p.map(|node| node.id)),
+            B::rms_norm_backward(x, weight, rstd, dy),
+            grads,
+        );
+    }
+}
+
+/// The backward node of the fused causal convolution: its state is the input and the taps.
+#[derive(Debug)]
+struct CausalConvBackward;
+
+impl<B: Backend> Backward<B, 3> for CausalConvBackward {
+    type State = (FloatTensor<B>, FloatTensor<B>);
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
+        let dy = grads.consume::<B>(&ops.node);
+        let (x, weight) = ops.state;
+        register_parents::<B, 3>(
+            ops.parents.map(|p| p.map(|node| node.id)),
+            B::causal_conv_backward(x, weight, dy),
+            grads,
+        );
+    }
+}
+
+/// The backward node of the fused SSD state passing: its state is the chunk decays and the
+/// forward's output (the carries the decays multiplied).
+#[derive(Debug)]
+struct StatePassingBackward;
+
+impl<B: Backend> Backward<B, 3> for StatePassingBackward {
+    type State = (FloatTensor<B>, FloatTensor<B>);
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
+        let d_entering = grads.consume::<B>(&ops.node);
+        let (decay, entering) = ops.state;
+        let g = B::ssd_state_passing_backward(decay, entering, d_entering);
+        register_parents::<B, 3>(ops.parents.map(|p| p.map(|node| node.id)), g, grads);
     }
 }

@@ -1,11 +1,13 @@
-//! The CubeCL backends (CUDA, wgpu): launches of the kernels in `scan_kernel.rs`.
+//! The CubeCL backends (CUDA, wgpu): launches of the kernels in `scan_kernel.rs`,
+//! `attention_kernel.rs` and `cross_entropy_kernel.rs`.
 //!
-//! Kernels compute in f32 whatever the model's dtype (bf16 under mixed precision): operands
-//! are cast to contiguous f32 on the way in and results back on the way out, as `mamba_ssm`
-//! keeps its scan state in f32.
+//! The scan and attention kernels compute in f32 whatever the model's dtype (bf16 under mixed
+//! precision): operands are cast to contiguous f32 on the way in and results back on the way
+//! out, as `mamba_ssm` keeps its scan state in f32. The cross-entropy kernels read the logits
+//! in their own dtype (an fp32 copy is what they exist to avoid) and accumulate in f32.
 
-use burn::tensor::ops::{FloatTensor, FloatTensorOps};
-use burn::tensor::{DType, FloatDType, Shape, TensorMetadata};
+use burn::tensor::ops::{FloatTensor, FloatTensorOps, IntTensorOps};
+use burn::tensor::{DType, FloatDType, IntDType, Shape, TensorMetadata};
 use burn_cubecl::kernel::into_contiguous;
 use burn_cubecl::ops::numeric::empty_device_dtype;
 use burn_cubecl::tensor::CubeTensor;
@@ -13,7 +15,11 @@ use burn_cubecl::{BoolElement, CubeBackend, CubeRuntime, FloatElement, IntElemen
 use cubecl::{CubeCount, CubeDim};
 
 use super::attention_kernel::{attention_dkv_kernel, attention_dq_kernel, attention_forward_kernel};
+use super::conv_kernel::{causal_conv_backward_kernel, causal_conv_forward_kernel};
+use super::cross_entropy_kernel::{cross_entropy_backward_kernel, cross_entropy_forward_kernel};
+use super::rms_norm_kernel::{rms_norm_backward_kernel, rms_norm_forward_kernel};
 use super::scan_kernel::{scan_backward_kernel, scan_forward_kernel};
+use super::state_passing_kernel::{state_passing_backward_kernel, state_passing_forward_kernel};
 use super::{Backend, ScanOperands};
 
 /// Units per cube along the channel axis: one warp on NVIDIA GPUs, so the backward's
@@ -81,6 +87,72 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> Backend fo
         window: usize,
     ) -> [CubeTensor<R>; 3] {
         attention_backward::<R, F, I, BT>(q, k, v, out, lse, d_out, window)
+    }
+
+    const FUSED_CROSS_ENTROPY: bool = true;
+
+    fn cross_entropy(logits: CubeTensor<R>, targets: CubeTensor<R>) -> CubeTensor<R> {
+        cross_entropy_forward::<R, F, I, BT>(logits, targets).0
+    }
+
+    fn cross_entropy_saving(logits: CubeTensor<R>, targets: CubeTensor<R>) -> (CubeTensor<R>, CubeTensor<R>) {
+        cross_entropy_forward::<R, F, I, BT>(logits, targets)
+    }
+
+    fn cross_entropy_backward(
+        logits: CubeTensor<R>,
+        targets: CubeTensor<R>,
+        lse: CubeTensor<R>,
+        d_nll: CubeTensor<R>,
+    ) -> CubeTensor<R> {
+        cross_entropy_backward::<R, F, I, BT>(logits, targets, lse, d_nll)
+    }
+
+    const FUSED_RMS_NORM: bool = true;
+
+    fn rms_norm(x: CubeTensor<R>, weight: CubeTensor<R>, eps: f64) -> CubeTensor<R> {
+        rms_norm_forward::<R, F, I, BT>(x, weight, eps).0
+    }
+
+    fn rms_norm_saving(x: CubeTensor<R>, weight: CubeTensor<R>, eps: f64) -> (CubeTensor<R>, CubeTensor<R>) {
+        rms_norm_forward::<R, F, I, BT>(x, weight, eps)
+    }
+
+    fn rms_norm_backward(
+        x: CubeTensor<R>,
+        weight: CubeTensor<R>,
+        rstd: CubeTensor<R>,
+        dy: CubeTensor<R>,
+    ) -> [CubeTensor<R>; 2] {
+        rms_norm_backward::<R, F, I, BT>(x, weight, rstd, dy)
+    }
+
+    const FUSED_CAUSAL_CONV: bool = true;
+
+    fn causal_conv(x: CubeTensor<R>, weight: CubeTensor<R>, bias: CubeTensor<R>) -> CubeTensor<R> {
+        causal_conv_forward::<R, F, I, BT>(x, weight, bias)
+    }
+
+    fn causal_conv_backward(
+        x: CubeTensor<R>,
+        weight: CubeTensor<R>,
+        dy: CubeTensor<R>,
+    ) -> [CubeTensor<R>; 3] {
+        causal_conv_backward::<R, F, I, BT>(x, weight, dy)
+    }
+
+    const FUSED_STATE_PASSING: bool = true;
+
+    fn ssd_state_passing(states: CubeTensor<R>, decay: CubeTensor<R>, h0: CubeTensor<R>) -> CubeTensor<R> {
+        state_passing_forward::<R, F, I, BT>(states, decay, h0)
+    }
+
+    fn ssd_state_passing_backward(
+        decay: CubeTensor<R>,
+        entering: CubeTensor<R>,
+        d_entering: CubeTensor<R>,
+    ) -> [CubeTensor<R>; 3] {
+        state_passing_backward::<R, F, I, BT>(decay, entering, d_entering)
     }
 }
 
@@ -320,4 +392,308 @@ pub(super) fn attention_backward<R: CubeRuntime, F: FloatElement, I: IntElement,
     );
     let mut grads = [dq, dk, dv].into_iter().zip(dtypes).map(|(g, dtype)| cast::<R, F, I, BT>(g, dtype));
     [(); 3].map(|_| grads.next().expect("three gradients"))
+}
+
+/// Units per cube of the cross-entropy kernels: a power of two, for the forward's tree
+/// reduction in shared memory (2 KiB).
+const CROSS_ENTROPY_UNITS: usize = 256;
+
+/// One cube per row, at most 65 535 of them (wgpu's grid limit); the kernels loop over the
+/// rows beyond.
+fn cross_entropy_grid(rows: usize) -> (CubeCount, CubeDim) {
+    (CubeCount::Static(rows.clamp(1, 65_535) as u32, 1, 1), CubeDim::new_1d(CROSS_ENTROPY_UNITS as u32))
+}
+
+/// `(nll, lse)`, both f32 `[n]`, of logits `[n, vocab]` read in their own dtype.
+fn cross_entropy_forward<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement>(
+    logits: CubeTensor<R>,
+    targets: CubeTensor<R>,
+) -> (CubeTensor<R>, CubeTensor<R>) {
+    let logits = into_contiguous(logits);
+    let targets = u32_contiguous::<R, F, I, BT>(targets);
+    let n = logits.shape().dims::<2>()[0];
+    let (nll, lse) = (empty::<R>(&logits, [n]), empty::<R>(&logits, [n]));
+    let (count, dim) = cross_entropy_grid(n);
+    let dtype = logits.dtype();
+    cross_entropy_forward_kernel::launch::<R>(
+        &logits.client,
+        count,
+        dim,
+        logits.clone().into_tensor_arg(),
+        targets.into_tensor_arg(),
+        nll.clone().into_tensor_arg(),
+        lse.clone().into_tensor_arg(),
+        CROSS_ENTROPY_UNITS,
+        dtype.into(),
+    );
+    (nll, lse)
+}
+
+/// The logits' gradient, in their dtype, from the forward's row log-sum-exps.
+fn cross_entropy_backward<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement>(
+    logits: CubeTensor<R>,
+    targets: CubeTensor<R>,
+    lse: CubeTensor<R>,
+    d_nll: CubeTensor<R>,
+) -> CubeTensor<R> {
+    let logits = into_contiguous(logits);
+    let targets = u32_contiguous::<R, F, I, BT>(targets);
+    let [lse, d_nll] = [lse, d_nll].map(f32_contiguous::<R, F, I, BT>);
+    let dtype = logits.dtype();
+    let d_logits =
+        empty_device_dtype::<R>(logits.client.clone(), logits.device.clone(), logits.shape(), dtype);
+    let (count, dim) = cross_entropy_grid(logits.shape().dims::<2>()[0]);
+    cross_entropy_backward_kernel::launch::<R>(
+        &logits.client,
+        count,
+        dim,
+        logits.clone().into_tensor_arg(),
+        targets.into_tensor_arg(),
+        lse.into_tensor_arg(),
+        d_nll.into_tensor_arg(),
+        d_logits.clone().into_tensor_arg(),
+        dtype.into(),
+    );
+    d_logits
+}
+
+/// Token ids as contiguous u32, the kernels' index type.
+fn u32_contiguous<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement>(
+    ids: CubeTensor<R>,
+) -> CubeTensor<R> {
+    let ids = if ids.dtype() == DType::U32 {
+        ids
+    } else {
+        CubeBackend::<R, F, I, BT>::int_cast(ids, IntDType::U32)
+    };
+    into_contiguous(ids)
+}
+
+/// Units per cube of the RMSNorm kernels: a power of two, for the tree sum in shared memory.
+const RMS_NORM_UNITS: usize = 128;
+
+/// Cubes of the RMSNorm backward: each writes one partial row of the weight gradient, so
+/// fewer cubes than rows (each loops over several) keeps that sum small.
+const RMS_NORM_BACKWARD_CUBES: usize = 1024;
+
+/// `(y, rstd)`: `y` in `x`'s shape and dtype, `rstd` f32 `[b, t]`.
+fn rms_norm_forward<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement>(
+    x: CubeTensor<R>,
+    weight: CubeTensor<R>,
+    eps: f64,
+) -> (CubeTensor<R>, CubeTensor<R>) {
+    let (shape, dtype) = (x.shape(), x.dtype());
+    let [x, weight] = [x, weight].map(f32_contiguous::<R, F, I, BT>);
+    let [b, t, d] = shape.dims::<3>();
+    let x = CubeBackend::<R, F, I, BT>::float_reshape(x, Shape::new([b * t, d]));
+    let (y, rstd) = (empty::<R>(&x, [b * t, d]), empty::<R>(&x, [b, t]));
+    rms_norm_forward_kernel::launch::<R>(
+        &x.client,
+        CubeCount::Static((b * t).clamp(1, 65_535) as u32, 1, 1),
+        CubeDim::new_1d(RMS_NORM_UNITS as u32),
+        x.clone().into_tensor_arg(),
+        weight.into_tensor_arg(),
+        y.clone().into_tensor_arg(),
+        rstd.clone().into_tensor_arg(),
+        eps as f32,
+        RMS_NORM_UNITS,
+        DType::F32.into(),
+    );
+    let y = CubeBackend::<R, F, I, BT>::float_reshape(y, shape);
+    (cast::<R, F, I, BT>(y, dtype), rstd)
+}
+
+/// `[dx, dweight]` from the forward's row `rstd`.
+fn rms_norm_backward<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement>(
+    x: CubeTensor<R>,
+    weight: CubeTensor<R>,
+    rstd: CubeTensor<R>,
+    dy: CubeTensor<R>,
+) -> [CubeTensor<R>; 2] {
+    type Cube<R, F, I, BT> = CubeBackend<R, F, I, BT>;
+    let (shape, dtypes) = (x.shape(), [x.dtype(), weight.dtype()]);
+    let [x, weight, rstd, dy] = [x, weight, rstd, dy].map(f32_contiguous::<R, F, I, BT>);
+    let [b, t, d] = shape.dims::<3>();
+    let rows = Shape::new([b * t, d]);
+    let x = Cube::<R, F, I, BT>::float_reshape(x, rows.clone());
+    let dy = Cube::<R, F, I, BT>::float_reshape(dy, rows);
+    let cubes = (b * t).clamp(1, RMS_NORM_BACKWARD_CUBES);
+    let (dx, dw_part) = (empty::<R>(&x, [b * t, d]), empty::<R>(&x, [cubes, d]));
+    rms_norm_backward_kernel::launch::<R>(
+        &x.client,
+        CubeCount::Static(cubes as u32, 1, 1),
+        CubeDim::new_1d(RMS_NORM_UNITS as u32),
+        x.clone().into_tensor_arg(),
+        weight.into_tensor_arg(),
+        rstd.into_tensor_arg(),
+        dy.into_tensor_arg(),
+        dx.clone().into_tensor_arg(),
+        dw_part.clone().into_tensor_arg(),
+        RMS_NORM_UNITS,
+        d.div_ceil(RMS_NORM_UNITS),
+        DType::F32.into(),
+    );
+    let dx = Cube::<R, F, I, BT>::float_reshape(dx, shape);
+    let dw =
+        Cube::<R, F, I, BT>::float_reshape(Cube::<R, F, I, BT>::float_sum_dim(dw_part, 0), Shape::new([d]));
+    let [dx_dtype, dw_dtype] = dtypes;
+    [cast::<R, F, I, BT>(dx, dx_dtype), cast::<R, F, I, BT>(dw, dw_dtype)]
+}
+
+/// Channels per cube of the convolution kernels (consecutive channels: coalesced access).
+const CONV_CHANNELS: usize = 64;
+
+/// Time steps per unit of the convolution kernels: enough to amortise loading the taps, few
+/// enough that `[b, t/steps, ch]` units fill the GPU at short `t`.
+const CONV_STEPS: usize = 32;
+
+fn conv_grid(b: usize, t: usize, ch: usize) -> (CubeCount, CubeDim) {
+    let count = CubeCount::Static(ch.div_ceil(CONV_CHANNELS) as u32, t.div_ceil(CONV_STEPS) as u32, b as u32);
+    (count, CubeDim::new_1d(CONV_CHANNELS as u32))
+}
+
+fn causal_conv_forward<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement>(
+    x: CubeTensor<R>,
+    weight: CubeTensor<R>,
+    bias: CubeTensor<R>,
+) -> CubeTensor<R> {
+    let dtype = x.dtype();
+    let [x, weight, bias] = [x, weight, bias].map(f32_contiguous::<R, F, I, BT>);
+    let [b, t, ch] = x.shape().dims::<3>();
+    let taps = weight.shape().dims::<2>()[1];
+    let y = empty::<R>(&x, [b, t, ch]);
+    let (count, dim) = conv_grid(b, t, ch);
+    causal_conv_forward_kernel::launch::<R>(
+        &x.client,
+        count,
+        dim,
+        x.clone().into_tensor_arg(),
+        weight.into_tensor_arg(),
+        bias.into_tensor_arg(),
+        y.clone().into_tensor_arg(),
+        taps,
+        CONV_STEPS,
+        DType::F32.into(),
+    );
+    cast::<R, F, I, BT>(y, dtype)
+}
+
+/// `[dx, dweight, dbias]`.
+fn causal_conv_backward<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement>(
+    x: CubeTensor<R>,
+    weight: CubeTensor<R>,
+    dy: CubeTensor<R>,
+) -> [CubeTensor<R>; 3] {
+    type Cube<R, F, I, BT> = CubeBackend<R, F, I, BT>;
+    let (x_dtype, w_dtype) = (x.dtype(), weight.dtype());
+    let [x, weight, dy] = [x, weight, dy].map(f32_contiguous::<R, F, I, BT>);
+    let [b, t, ch] = x.shape().dims::<3>();
+    let taps = weight.shape().dims::<2>()[1];
+    let blocks = t.div_ceil(CONV_STEPS);
+    let (dx, dw_part) = (empty::<R>(&x, [b, t, ch]), empty::<R>(&x, [b * blocks, ch * taps]));
+    let (count, dim) = conv_grid(b, t, ch);
+    causal_conv_backward_kernel::launch::<R>(
+        &x.client,
+        count,
+        dim,
+        x.clone().into_tensor_arg(),
+        weight.into_tensor_arg(),
+        dy.clone().into_tensor_arg(),
+        dx.clone().into_tensor_arg(),
+        dw_part.clone().into_tensor_arg(),
+        taps,
+        CONV_STEPS,
+        DType::F32.into(),
+    );
+    let dw = Cube::<R, F, I, BT>::float_reshape(
+        Cube::<R, F, I, BT>::float_sum_dim(dw_part, 0),
+        Shape::new([ch, taps]),
+    );
+    let rows = Cube::<R, F, I, BT>::float_reshape(dy, Shape::new([b * t, ch]));
+    let db =
+        Cube::<R, F, I, BT>::float_reshape(Cube::<R, F, I, BT>::float_sum_dim(rows, 0), Shape::new([ch]));
+    [cast::<R, F, I, BT>(dx, x_dtype), cast::<R, F, I, BT>(dw, w_dtype), cast::<R, F, I, BT>(db, w_dtype)]
+}
+
+/// Units per cube of the state-passing kernels: a power of two, for the backward's sum.
+const STATE_PASSING_UNITS: usize = 128;
+
+/// `[b, nc, h, p, n]` seen as `[b, nc, h, p·n]` and the grid over it.
+fn state_passing_grid(shape: &Shape) -> (usize, (CubeCount, CubeDim)) {
+    let [b, _, h, p, n] = shape.dims::<5>();
+    let blocks = (p * n).div_ceil(STATE_PASSING_UNITS);
+    (
+        blocks,
+        (CubeCount::Static(blocks as u32, (b * h) as u32, 1), CubeDim::new_1d(STATE_PASSING_UNITS as u32)),
+    )
+}
+
+fn state_passing_forward<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement>(
+    states: CubeTensor<R>,
+    decay: CubeTensor<R>,
+    h0: CubeTensor<R>,
+) -> CubeTensor<R> {
+    type Cube<R, F, I, BT> = CubeBackend<R, F, I, BT>;
+    let (shape, dtype) = (states.shape(), states.dtype());
+    let [b, nc, h, p, n] = shape.dims::<5>();
+    let [states, decay, h0] = [states, decay, h0].map(f32_contiguous::<R, F, I, BT>);
+    let states = Cube::<R, F, I, BT>::float_reshape(states, Shape::new([b, nc, h, p * n]));
+    let h0 = Cube::<R, F, I, BT>::float_reshape(h0, Shape::new([b, h, p * n]));
+    let entering = empty::<R>(&states, [b, nc, h, p * n]);
+    let (_, (count, dim)) = state_passing_grid(&shape);
+    state_passing_forward_kernel::launch::<R>(
+        &states.client,
+        count,
+        dim,
+        states.clone().into_tensor_arg(),
+        decay.into_tensor_arg(),
+        h0.into_tensor_arg(),
+        entering.clone().into_tensor_arg(),
+        DType::F32.into(),
+    );
+    cast::<R, F, I, BT>(Cube::<R, F, I, BT>::float_reshape(entering, shape), dtype)
+}
+
+/// `[d_states, d_decay, d_h0]` from the forward's output.
+fn state_passing_backward<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement>(
+    decay: CubeTensor<R>,
+    entering: CubeTensor<R>,
+    d_entering: CubeTensor<R>,
+) -> [CubeTensor<R>; 3] {
+    type Cube<R, F, I, BT> = CubeBackend<R, F, I, BT>;
+    let (shape, dtypes) = (entering.shape(), [entering.dtype(), decay.dtype()]);
+    let [b, nc, h, p, n] = shape.dims::<5>();
+    let flat = Shape::new([b, nc, h, p * n]);
+    let [decay, entering, d_entering] = [decay, entering, d_entering].map(f32_contiguous::<R, F, I, BT>);
+    let entering = Cube::<R, F, I, BT>::float_reshape(entering, flat.clone());
+    let d_entering = Cube::<R, F, I, BT>::float_reshape(d_entering, flat);
+    let (blocks, (count, dim)) = state_passing_grid(&shape);
+    let d_states = empty::<R>(&entering, [b, nc, h, p * n]);
+    let d_decay_part = empty::<R>(&entering, [b, nc, h, blocks]);
+    let d_h0 = empty::<R>(&entering, [b, h, p * n]);
+    state_passing_backward_kernel::launch::<R>(
+        &entering.client,
+        count,
+        dim,
+        decay.into_tensor_arg(),
+        entering.clone().into_tensor_arg(),
+        d_entering.into_tensor_arg(),
+        d_states.clone().into_tensor_arg(),
+        d_decay_part.clone().into_tensor_arg(),
+        d_h0.clone().into_tensor_arg(),
+        STATE_PASSING_UNITS,
+        DType::F32.into(),
+    );
+    let d_decay = Cube::<R, F, I, BT>::float_reshape(
+        Cube::<R, F, I, BT>::float_sum_dim(d_decay_part, 3),
+        Shape::new([b, nc, h]),
+    );
+    let d_states = Cube::<R, F, I, BT>::float_reshape(d_states, shape);
+    let d_h0 = Cube::<R, F, I, BT>::float_reshape(d_h0, Shape::new([b, h, p, n]));
+    let [states_dtype, decay_dtype] = dtypes;
+    [
+        cast::<R, F, I, BT>(d_states, states_dtype),
+        cast::<R, F, I, BT>(d_decay, decay_dtype),
+        cast::<R, F, I, BT>(d_h0, states_dtype),
+    ]
 }

@@ -3,15 +3,16 @@
 //! stream executes by calling the same operation on `B`. Fusion optimises the element-wise
 //! work around it and leaves the kernel alone.
 
-use std::marker::PhantomData;
-
-use burn::tensor::ops::FloatTensor;
+use burn::tensor::ops::{FloatTensor, IntTensor};
 use burn::tensor::{DType, Shape};
 use burn_fusion::stream::{Operation, OperationStreams};
 use burn_fusion::{Fusion, FusionBackend, FusionRuntime, FusionTensor};
 use burn_ir::{CustomOpIr, HandleContainer, OperationIr, TensorIr};
 
-use super::{Backend, ScanOperands, plain_causal_attention, plain_selective_scan};
+use super::{
+    Backend, ScanOperands, plain_causal_attention, plain_causal_conv, plain_cross_entropy, plain_rms_norm,
+    plain_selective_scan, plain_state_passing,
+};
 
 impl<B: FusionBackend + Backend> Backend for Fusion<B> {
     const FUSED_SCAN: bool = B::FUSED_SCAN;
@@ -125,6 +126,175 @@ impl<B: FusionBackend + Backend> Backend for Fusion<B> {
             },
         )
     }
+
+    const FUSED_CROSS_ENTROPY: bool = B::FUSED_CROSS_ENTROPY;
+
+    fn cross_entropy(logits: FloatTensor<Self>, targets: IntTensor<Self>) -> FloatTensor<Self> {
+        if !B::FUSED_CROSS_ENTROPY {
+            return plain_cross_entropy::<Self>(logits, targets);
+        }
+        let nll = (targets.shape.clone(), DType::F32);
+        let [nll] = register::<B, 1>("archlab.cross_entropy", vec![logits, targets], [nll], |ir, handles| {
+            let logits = handles.get_float_tensor::<B>(&ir[0]);
+            [B::cross_entropy(logits, handles.get_int_tensor::<B>(&ir[1]))]
+        });
+        nll
+    }
+
+    fn cross_entropy_saving(
+        logits: FloatTensor<Self>,
+        targets: IntTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        let rows = (targets.shape.clone(), DType::F32);
+        let outputs = [rows.clone(), rows];
+        let [nll, lse] = register::<B, 2>(
+            "archlab.cross_entropy_saving",
+            vec![logits, targets],
+            outputs,
+            |ir, handles| {
+                let logits = handles.get_float_tensor::<B>(&ir[0]);
+                let (nll, lse) = B::cross_entropy_saving(logits, handles.get_int_tensor::<B>(&ir[1]));
+                [nll, lse]
+            },
+        );
+        (nll, lse)
+    }
+
+    fn cross_entropy_backward(
+        logits: FloatTensor<Self>,
+        targets: IntTensor<Self>,
+        lse: FloatTensor<Self>,
+        d_nll: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        let grad = (logits.shape.clone(), logits.dtype);
+        let inputs = vec![logits, targets, lse, d_nll];
+        let [d_logits] = register::<B, 1>("archlab.cross_entropy_backward", inputs, [grad], |ir, handles| {
+            let [logits, lse, d_nll] = [&ir[0], &ir[2], &ir[3]].map(|t| handles.get_float_tensor::<B>(t));
+            [B::cross_entropy_backward(logits, handles.get_int_tensor::<B>(&ir[1]), lse, d_nll)]
+        });
+        d_logits
+    }
+
+    const FUSED_RMS_NORM: bool = B::FUSED_RMS_NORM;
+
+    fn rms_norm(x: FloatTensor<Self>, weight: FloatTensor<Self>, eps: f64) -> FloatTensor<Self> {
+        if !B::FUSED_RMS_NORM {
+            return plain_rms_norm::<Self>(x, weight, eps);
+        }
+        let y = (x.shape.clone(), x.dtype);
+        let [y] = register::<B, 1>("archlab.rms_norm", vec![x, weight], [y], move |ir, handles| {
+            let [x, weight] = [&ir[0], &ir[1]].map(|t| handles.get_float_tensor::<B>(t));
+            [B::rms_norm(x, weight, eps)]
+        });
+        y
+    }
+
+    fn rms_norm_saving(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        eps: f64,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        let [b, t, _] = x.shape.dims::<3>();
+        let outputs = [(x.shape.clone(), x.dtype), (Shape::new([b, t]), DType::F32)];
+        let [y, rstd] =
+            register::<B, 2>("archlab.rms_norm_saving", vec![x, weight], outputs, move |ir, handles| {
+                let [x, weight] = [&ir[0], &ir[1]].map(|t| handles.get_float_tensor::<B>(t));
+                let (y, rstd) = B::rms_norm_saving(x, weight, eps);
+                [y, rstd]
+            });
+        (y, rstd)
+    }
+
+    fn rms_norm_backward(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        rstd: FloatTensor<Self>,
+        dy: FloatTensor<Self>,
+    ) -> [FloatTensor<Self>; 2] {
+        let grads = [&x, &weight].map(|t| (t.shape.clone(), t.dtype));
+        custom::<B, 4, 2>(
+            "archlab.rms_norm_backward",
+            [x, weight, rstd, dy],
+            grads,
+            0,
+            |[x, weight, rstd, dy], _| B::rms_norm_backward(x, weight, rstd, dy),
+        )
+    }
+
+    const FUSED_CAUSAL_CONV: bool = B::FUSED_CAUSAL_CONV;
+
+    fn causal_conv(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        if !B::FUSED_CAUSAL_CONV {
+            return plain_causal_conv::<Self>(x, weight, bias);
+        }
+        let y = (x.shape.clone(), x.dtype);
+        let [y] =
+            custom::<B, 3, 1>("archlab.causal_conv", [x, weight, bias], [y], 0, |[x, weight, bias], _| {
+                [B::causal_conv(x, weight, bias)]
+            });
+        y
+    }
+
+    fn causal_conv_backward(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        dy: FloatTensor<Self>,
+    ) -> [FloatTensor<Self>; 3] {
+        let [ch, _] = weight.shape.dims::<2>();
+        let grads = [
+            (x.shape.clone(), x.dtype),
+            (weight.shape.clone(), weight.dtype),
+            (Shape::new([ch]), weight.dtype),
+        ];
+        custom::<B, 3, 3>("archlab.causal_conv_backward", [x, weight, dy], grads, 0, |[x, weight, dy], _| {
+            B::causal_conv_backward(x, weight, dy)
+        })
+    }
+
+    const FUSED_STATE_PASSING: bool = B::FUSED_STATE_PASSING;
+
+    fn ssd_state_passing(
+        states: FloatTensor<Self>,
+        decay: FloatTensor<Self>,
+        h0: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        if !B::FUSED_STATE_PASSING {
+            return plain_state_passing::<Self>(states, decay, h0);
+        }
+        let entering = (states.shape.clone(), states.dtype);
+        let [entering] = custom::<B, 3, 1>(
+            "archlab.ssd_state_passing",
+            [states, decay, h0],
+            [entering],
+            0,
+            |[states, decay, h0], _| [B::ssd_state_passing(states, decay, h0)],
+        );
+        entering
+    }
+
+    fn ssd_state_passing_backward(
+        decay: FloatTensor<Self>,
+        entering: FloatTensor<Self>,
+        d_entering: FloatTensor<Self>,
+    ) -> [FloatTensor<Self>; 3] {
+        let [b, _, h, p, n] = entering.shape.dims::<5>();
+        let grads = [
+            (entering.shape.clone(), entering.dtype),
+            (decay.shape.clone(), decay.dtype),
+            (Shape::new([b, h, p, n]), entering.dtype),
+        ];
+        custom::<B, 3, 3>(
+            "archlab.ssd_state_passing_backward",
+            [decay, entering, d_entering],
+            grads,
+            0,
+            |[decay, entering, d_entering], _| B::ssd_state_passing_backward(decay, entering, d_entering),
+        )
+    }
 }
 
 /// The checkpoint interval of the CubeCL scan kernel (`cube.rs`), needed to declare the shape
@@ -143,8 +313,7 @@ fn operands<R: FusionRuntime>(
 /// outputs out.
 type InnerOp<B, const I: usize, const O: usize> = fn([FloatTensor<B>; I], usize) -> [FloatTensor<B>; O];
 
-/// Registers `run` as one custom operation of the fusion stream and returns its outputs, of
-/// the declared shapes and dtypes.
+/// [`register`] for an operation with float inputs only.
 fn custom<B: FusionBackend, const I: usize, const O: usize>(
     name: &'static str,
     inputs: [FusionTensor<B::FusionRuntime>; I],
@@ -152,36 +321,51 @@ fn custom<B: FusionBackend, const I: usize, const O: usize>(
     param: usize,
     run: InnerOp<B, I, O>,
 ) -> [FusionTensor<B::FusionRuntime>; O] {
+    register::<B, O>(name, inputs.into(), outputs, move |ir, handles| {
+        run(std::array::from_fn(|i| handles.get_float_tensor::<B>(&ir[i])), param)
+    })
+}
+
+type Handles<B> = HandleContainer<<<B as FusionBackend>::FusionRuntime as FusionRuntime>::FusionHandle>;
+
+/// Runs the operation on `B`, given the inputs' descriptions and the stream's handles.
+type Run<B, const O: usize> = Box<dyn Fn(&[TensorIr], &mut Handles<B>) -> [FloatTensor<B>; O] + Send + Sync>;
+
+/// Registers `run` as one custom operation of the fusion stream and returns its outputs, of
+/// the declared shapes and dtypes.
+fn register<B: FusionBackend, const O: usize>(
+    name: &'static str,
+    inputs: Vec<FusionTensor<B::FusionRuntime>>,
+    outputs: [(Shape, DType); O],
+    run: impl Fn(&[TensorIr], &mut Handles<B>) -> [FloatTensor<B>; O] + Send + Sync + 'static,
+) -> [FusionTensor<B::FusionRuntime>; O] {
     let client = inputs[0].client.clone();
     let streams = OperationStreams::with_inputs(&inputs);
-    let inputs = inputs.map(|t| t.into_ir());
+    let inputs: Vec<TensorIr> = inputs.into_iter().map(|t| t.into_ir()).collect();
     let outputs = outputs.map(|(shape, dtype)| TensorIr::uninit(client.create_empty_handle(), shape, dtype));
     let desc = CustomOpIr::new(name, &inputs, &outputs);
-    let op = CustomOp::<B, I, O> { desc: desc.clone(), run, param, backend: PhantomData };
+    let op = CustomOp::<B, O> { desc: desc.clone(), run: Box::new(run) };
     let results = client.register(streams, OperationIr::Custom(desc), op);
     results
         .try_into()
         .unwrap_or_else(|_| unreachable!("{name}: the stream returns one tensor per declared output"))
 }
 
-struct CustomOp<B: FusionBackend, const I: usize, const O: usize> {
+struct CustomOp<B: FusionBackend, const O: usize> {
     desc: CustomOpIr,
-    run: InnerOp<B, I, O>,
-    param: usize,
-    backend: PhantomData<fn() -> B>,
+    run: Run<B, O>,
 }
 
-impl<B: FusionBackend, const I: usize, const O: usize> std::fmt::Debug for CustomOp<B, I, O> {
+impl<B: FusionBackend, const O: usize> std::fmt::Debug for CustomOp<B, O> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "CustomOp({})", self.desc.id)
     }
 }
 
-impl<B: FusionBackend, const I: usize, const O: usize> Operation<B::FusionRuntime> for CustomOp<B, I, O> {
-    fn execute(&self, handles: &mut HandleContainer<<B::FusionRuntime as FusionRuntime>::FusionHandle>) {
-        let (inputs, outputs) = self.desc.as_fixed::<I, O>();
-        let inputs = inputs.each_ref().map(|t| handles.get_float_tensor::<B>(t));
-        for (ir, tensor) in outputs.iter().zip((self.run)(inputs, self.param)) {
+impl<B: FusionBackend, const O: usize> Operation<B::FusionRuntime> for CustomOp<B, O> {
+    fn execute(&self, handles: &mut Handles<B>) {
+        let outputs = (self.run)(&self.desc.inputs, handles);
+        for (ir, tensor) in self.desc.outputs.iter().zip(outputs) {
             handles.register_float_tensor::<B>(&ir.id, tensor);
         }
     }

@@ -11,6 +11,10 @@
 //! |---|---|---|
 //! | Mamba-1 selective scan, forward + backward | `scan_kernel.rs` | [`crate::model::selective_scan::reference`] |
 //! | causal / sliding-window GQA attention, forward + backward (FlashAttention-2) | `attention_kernel.rs` | [`crate::model::attention::causal_attention`] |
+//! | cross-entropy over the vocabulary, forward + backward, no fp32 logits | `cross_entropy_kernel.rs` | [`crate::model::lm::token_nll`] |
+//! | RMSNorm, forward + backward | `rms_norm_kernel.rs` | [`crate::model::layers::rms_norm`] |
+//! | Mamba's causal depthwise convolution, forward + backward | `conv_kernel.rs` | [`crate::model::conv::causal_conv`] |
+//! | Mamba-2 SSD state passing between chunks, forward + backward | `state_passing_kernel.rs` | [`crate::model::ssd::pass_states`] |
 //!
 //! `tests/kernels.rs` checks every kernel against its twin on random inputs of awkward sizes,
 //! values and gradients, on every CubeCL device it finds: CUDA when a GPU is present, and
@@ -20,17 +24,31 @@
 pub mod attention_kernel;
 mod autodiff;
 #[cfg(feature = "cube-kernels")]
+pub mod conv_kernel;
+#[cfg(feature = "cube-kernels")]
+pub mod cross_entropy_kernel;
+#[cfg(feature = "cube-kernels")]
 mod cube;
 #[cfg(feature = "cube-kernels")]
 mod fusion;
 #[cfg(feature = "cube-kernels")]
+mod reduce;
+#[cfg(feature = "cube-kernels")]
+pub mod rms_norm_kernel;
+#[cfg(feature = "cube-kernels")]
 pub mod scan_kernel;
+#[cfg(feature = "cube-kernels")]
+pub mod state_passing_kernel;
 
-use burn::tensor::ops::FloatTensor;
-use burn::tensor::{Tensor, TensorPrimitive};
+use burn::tensor::ops::{FloatTensor, IntTensor};
+use burn::tensor::{Int, Tensor, TensorPrimitive};
 
 use crate::model::attention::causal_attention;
+use crate::model::conv::causal_conv as plain_causal_conv_3d;
+use crate::model::layers::rms_norm as plain_rms_norm_3d;
+use crate::model::lm::token_nll;
 use crate::model::selective_scan::{self, ScanInputs};
+use crate::model::ssd::pass_states;
 
 /// burn's backend with archlab's fused operations. Call the operations through the
 /// tensor-level functions below ([`selective_scan`]), not directly.
@@ -100,6 +118,113 @@ pub trait Backend: burn::tensor::backend::Backend {
         _window: usize,
     ) -> [FloatTensor<Self>; 3] {
         no_kernel("attention_backward")
+    }
+
+    /// Whether this backend runs [`Backend::cross_entropy`] as a fused kernel, and so also
+    /// implements [`Backend::cross_entropy_saving`] and [`Backend::cross_entropy_backward`].
+    const FUSED_CROSS_ENTROPY: bool = false;
+
+    /// Each row's negative log-likelihood of its target: `logits` `[n, vocab]` (any float
+    /// dtype), `targets` `[n]` → `[n]`, computed in fp32 (f64 stays f64).
+    fn cross_entropy(logits: FloatTensor<Self>, targets: IntTensor<Self>) -> FloatTensor<Self> {
+        plain_cross_entropy::<Self>(logits, targets)
+    }
+
+    /// The kernel's forward that also returns each row's log-sum-exp (`[n]`, f32) for its
+    /// backward. Only for backends with `FUSED_CROSS_ENTROPY`.
+    fn cross_entropy_saving(
+        _logits: FloatTensor<Self>,
+        _targets: IntTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        no_kernel("cross_entropy_saving")
+    }
+
+    /// The kernel's backward: the logits' gradient (their dtype) given the rows' `d_nll`.
+    /// Only for backends with `FUSED_CROSS_ENTROPY`.
+    fn cross_entropy_backward(
+        _logits: FloatTensor<Self>,
+        _targets: IntTensor<Self>,
+        _lse: FloatTensor<Self>,
+        _d_nll: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        no_kernel("cross_entropy_backward")
+    }
+
+    /// Whether this backend runs [`Backend::rms_norm`] as a fused kernel, and so also
+    /// implements [`Backend::rms_norm_saving`] and [`Backend::rms_norm_backward`].
+    const FUSED_RMS_NORM: bool = false;
+
+    /// RMSNorm over the last axis: `x` `[b, t, d]`, `weight` `[d]` → `[b, t, d]`.
+    fn rms_norm(x: FloatTensor<Self>, weight: FloatTensor<Self>, eps: f64) -> FloatTensor<Self> {
+        plain_rms_norm::<Self>(x, weight, eps)
+    }
+
+    /// The kernel's forward that also returns each row's `1/rms` (`[b, t]`, f32) for its
+    /// backward. Only for backends with `FUSED_RMS_NORM`.
+    fn rms_norm_saving(
+        _x: FloatTensor<Self>,
+        _weight: FloatTensor<Self>,
+        _eps: f64,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        no_kernel("rms_norm_saving")
+    }
+
+    /// The kernel's backward: `[dx, dweight]`. Only for backends with `FUSED_RMS_NORM`.
+    fn rms_norm_backward(
+        _x: FloatTensor<Self>,
+        _weight: FloatTensor<Self>,
+        _rstd: FloatTensor<Self>,
+        _dy: FloatTensor<Self>,
+    ) -> [FloatTensor<Self>; 2] {
+        no_kernel("rms_norm_backward")
+    }
+
+    /// Whether this backend runs [`Backend::causal_conv`] as a fused kernel, and so also
+    /// implements [`Backend::causal_conv_backward`].
+    const FUSED_CAUSAL_CONV: bool = false;
+
+    /// Mamba's causal depthwise convolution from a zero history: `x` `[b, t, ch]`, `weight`
+    /// `[ch, k]` (tap `k − 1` on the current step), `bias` `[ch]` → `[b, t, ch]`.
+    fn causal_conv(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        plain_causal_conv::<Self>(x, weight, bias)
+    }
+
+    /// The kernel's backward: `[dx, dweight, dbias]`. Only for backends with `FUSED_CAUSAL_CONV`.
+    fn causal_conv_backward(
+        _x: FloatTensor<Self>,
+        _weight: FloatTensor<Self>,
+        _dy: FloatTensor<Self>,
+    ) -> [FloatTensor<Self>; 3] {
+        no_kernel("causal_conv_backward")
+    }
+
+    /// Whether this backend runs [`Backend::ssd_state_passing`] as a fused kernel, and so also
+    /// implements [`Backend::ssd_state_passing_backward`].
+    const FUSED_STATE_PASSING: bool = false;
+
+    /// The state entering each chunk of Mamba-2's chunked scan: `states` `[b, nc, h, p, n]`
+    /// (each chunk's final state from zero), `decay` `[b, nc, h]` (each chunk's total decay),
+    /// `h0` `[b, h, p, n]` (the state before the first chunk) → `[b, nc, h, p, n]`.
+    fn ssd_state_passing(
+        states: FloatTensor<Self>,
+        decay: FloatTensor<Self>,
+        h0: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        plain_state_passing::<Self>(states, decay, h0)
+    }
+
+    /// The kernel's backward from the forward's output: `[d_states, d_decay, d_h0]`. Only for
+    /// backends with `FUSED_STATE_PASSING`.
+    fn ssd_state_passing_backward(
+        _decay: FloatTensor<Self>,
+        _entering: FloatTensor<Self>,
+        _d_entering: FloatTensor<Self>,
+    ) -> [FloatTensor<Self>; 3] {
+        no_kernel("ssd_state_passing_backward")
     }
 }
 
@@ -183,6 +308,95 @@ fn plain_causal_attention<B: burn::tensor::backend::Backend>(
     causal_attention(t(q), t(k), t(v), window).into_primitive().tensor()
 }
 
+/// Each row's negative log-likelihood of its target (`logits` `[n, vocab]`, `targets` `[n]` →
+/// `[n]`), fused where the backend has a kernel. Under bf16 the logits are read as they are:
+/// no fp32 copy of them is made.
+pub fn cross_entropy<B: Backend>(logits: Tensor<B, 2>, targets: Tensor<B, 1, Int>) -> Tensor<B, 1> {
+    let nll = B::cross_entropy(logits.into_primitive().tensor(), targets.into_primitive());
+    Tensor::from_primitive(TensorPrimitive::Float(nll))
+}
+
+/// The plain-ops twin of [`Backend::cross_entropy`]: fp32 log-softmax and a gather.
+fn plain_cross_entropy<B: burn::tensor::backend::Backend>(
+    logits: FloatTensor<B>,
+    targets: IntTensor<B>,
+) -> FloatTensor<B> {
+    let logits = Tensor::<B, 2>::from_primitive(TensorPrimitive::Float(logits));
+    token_nll(logits, Tensor::from_primitive(targets)).into_primitive().tensor()
+}
+
+/// RMSNorm over the last axis (`x` `[b, t, d]`, `weight` `[d]`), fused where the backend has
+/// a kernel.
+pub fn rms_norm<B: Backend>(x: Tensor<B, 3>, weight: Tensor<B, 1>, eps: f64) -> Tensor<B, 3> {
+    let y = B::rms_norm(x.into_primitive().tensor(), weight.into_primitive().tensor(), eps);
+    Tensor::from_primitive(TensorPrimitive::Float(y))
+}
+
+/// The plain-ops twin of [`Backend::rms_norm`].
+fn plain_rms_norm<B: burn::tensor::backend::Backend>(
+    x: FloatTensor<B>,
+    weight: FloatTensor<B>,
+    eps: f64,
+) -> FloatTensor<B> {
+    let x = Tensor::<B, 3>::from_primitive(TensorPrimitive::Float(x));
+    let weight = Tensor::<B, 1>::from_primitive(TensorPrimitive::Float(weight));
+    plain_rms_norm_3d(x, weight, eps).into_primitive().tensor()
+}
+
+/// Mamba's causal depthwise convolution from a zero history (shapes as in
+/// [`Backend::causal_conv`]), fused where the backend has a kernel.
+pub fn causal_conv<B: Backend>(x: Tensor<B, 3>, weight: Tensor<B, 2>, bias: Tensor<B, 1>) -> Tensor<B, 3> {
+    let y = B::causal_conv(
+        x.into_primitive().tensor(),
+        weight.into_primitive().tensor(),
+        bias.into_primitive().tensor(),
+    );
+    Tensor::from_primitive(TensorPrimitive::Float(y))
+}
+
+/// The plain-ops twin of [`Backend::causal_conv`].
+fn plain_causal_conv<B: burn::tensor::backend::Backend>(
+    x: FloatTensor<B>,
+    weight: FloatTensor<B>,
+    bias: FloatTensor<B>,
+) -> FloatTensor<B> {
+    let y = plain_causal_conv_3d(
+        Tensor::<B, 3>::from_primitive(TensorPrimitive::Float(x)),
+        Tensor::<B, 2>::from_primitive(TensorPrimitive::Float(weight)),
+        Tensor::<B, 1>::from_primitive(TensorPrimitive::Float(bias)),
+    );
+    y.into_primitive().tensor()
+}
+
+/// The states entering each chunk of Mamba-2's chunked scan (shapes as in
+/// [`Backend::ssd_state_passing`]), fused where the backend has a kernel.
+pub fn ssd_state_passing<B: Backend>(
+    states: Tensor<B, 5>,
+    decay: Tensor<B, 3>,
+    h0: Tensor<B, 4>,
+) -> Tensor<B, 5> {
+    let entering = B::ssd_state_passing(
+        states.into_primitive().tensor(),
+        decay.into_primitive().tensor(),
+        h0.into_primitive().tensor(),
+    );
+    Tensor::from_primitive(TensorPrimitive::Float(entering))
+}
+
+/// The plain-ops twin of [`Backend::ssd_state_passing`].
+fn plain_state_passing<B: burn::tensor::backend::Backend>(
+    states: FloatTensor<B>,
+    decay: FloatTensor<B>,
+    h0: FloatTensor<B>,
+) -> FloatTensor<B> {
+    let entering = pass_states(
+        Tensor::<B, 5>::from_primitive(TensorPrimitive::Float(states)),
+        Tensor::<B, 3>::from_primitive(TensorPrimitive::Float(decay)),
+        Tensor::<B, 4>::from_primitive(TensorPrimitive::Float(h0)),
+    );
+    entering.into_primitive().tensor()
+}
+
 fn no_kernel(op: &str) -> ! {
-    panic!("{op} is only defined for backends with the fused kernel (FUSED_SCAN / FUSED_ATTENTION)")
+    panic!("{op} is only defined for backends with the fused kernel (the FUSED_* constants)")
 }

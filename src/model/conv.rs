@@ -2,11 +2,13 @@
 //! channel is convolved with its own `k`-tap filter over the current and `k − 1` previous
 //! steps. PyTorch writes it as `Conv1d(groups=channels, padding=k−1)` truncated to the first
 //! `t` outputs; here it is `k` shifted multiply-adds on the time-major `[b, t, ch]` stream, which
-//! needs no transposes and is the same arithmetic on every backend.
+//! needs no transposes and is the same arithmetic on every backend. From a zero history (a
+//! whole sequence) it runs as a fused kernel where the backend has one (`kernels/conv_kernel.rs`).
 
 use burn::module::{Module, Param};
 use burn::tensor::Tensor;
-use burn::tensor::backend::Backend;
+
+use crate::kernels::Backend;
 
 use super::layers::param;
 use crate::rng::Rng;
@@ -43,18 +45,59 @@ impl<B: Backend> CausalConv1d<B> {
     pub fn forward(&self, x: Tensor<B, 3>, history: Option<Tensor<B, 3>>) -> (Tensor<B, 3>, Tensor<B, 3>) {
         let [b, t, ch] = x.dims();
         let k = self.kernel_size();
-        let history = history.unwrap_or_else(|| Tensor::zeros([b, k - 1, ch], (&x.device(), x.dtype())));
-        let padded = Tensor::cat(vec![history, x], 1); // [b, k − 1 + t, ch]
-        let weight = self.weight.val(); // [ch, k]
-        let mut y = match &self.bias {
-            Some(bias) => bias.val().reshape([1, 1, ch]).expand([b, t, ch]),
-            None => Tensor::zeros([b, t, ch], (&padded.device(), padded.dtype())),
+        let Some(history) = history else {
+            let next_history = if t >= k - 1 {
+                x.clone().narrow(1, t - (k - 1), k - 1)
+            } else {
+                Tensor::cat(vec![Tensor::zeros([b, k - 1 - t, ch], (&x.device(), x.dtype())), x.clone()], 1)
+            };
+            return (crate::kernels::causal_conv(x, self.weight.val(), self.bias_or_zeros()), next_history);
         };
-        for tap in 0..k {
-            let w = weight.clone().narrow(1, tap, 1).reshape([1, 1, ch]);
-            y = y + padded.clone().narrow(1, tap, t) * w;
-        }
-        let next_history = padded.narrow(1, t, k - 1);
-        (y, next_history)
+        let padded = Tensor::cat(vec![history, x], 1); // [b, k − 1 + t, ch]
+        let y = taps(padded.clone(), self.weight.val(), self.bias_or_zeros(), t);
+        (y, padded.narrow(1, t, k - 1))
     }
+
+    /// The bias, or zeros without one (adding zeros changes no value).
+    fn bias_or_zeros(&self) -> Tensor<B, 1> {
+        match &self.bias {
+            Some(bias) => bias.val(),
+            None => {
+                Tensor::zeros([self.weight.dims()[0]], (&self.weight.device(), self.weight.val().dtype()))
+            }
+        }
+    }
+}
+
+/// The causal depthwise convolution of plain tensor ops from a zero history; the twin of the
+/// fused kernel.
+///
+/// # Shapes
+/// - x: `[b, t, ch]`, weight: `[ch, k]`, bias: `[ch]` → `[b, t, ch]`
+pub fn causal_conv<B: burn::tensor::backend::Backend>(
+    x: Tensor<B, 3>,
+    weight: Tensor<B, 2>,
+    bias: Tensor<B, 1>,
+) -> Tensor<B, 3> {
+    let [b, t, ch] = x.dims();
+    let k = weight.dims()[1];
+    let zeros = Tensor::zeros([b, k - 1, ch], (&x.device(), x.dtype()));
+    taps(Tensor::cat(vec![zeros, x], 1), weight, bias, t)
+}
+
+/// `bias + Σ_j weight[:, j] · padded[:, j .. j + t]`: the `t` outputs of a sequence that
+/// `padded` holds with its `k − 1` steps of history in front.
+fn taps<B: burn::tensor::backend::Backend>(
+    padded: Tensor<B, 3>,
+    weight: Tensor<B, 2>,
+    bias: Tensor<B, 1>,
+    t: usize,
+) -> Tensor<B, 3> {
+    let [b, _, ch] = padded.dims();
+    let mut y = bias.reshape([1, 1, ch]).expand([b, t, ch]);
+    for tap in 0..weight.dims()[1] {
+        let w = weight.clone().narrow(1, tap, 1).reshape([1, 1, ch]);
+        y = y + padded.clone().narrow(1, tap, t) * w;
+    }
+    y
 }

@@ -78,17 +78,33 @@ impl<B: Backend> Linear<B> {
     /// # Shapes
     /// - x: `[..., d_in]` → `[..., d_out]`
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
-        let w = self.weight.val().unsqueeze::<D>();
         let y = if self.bf16 {
             // burn has no autocast: cast operands explicitly, accumulate and return fp32.
-            x.cast(DType::BF16).matmul(w.cast(DType::BF16)).cast(DType::F32)
+            self.matmul(x).cast(DType::F32)
         } else {
-            x.matmul(w)
+            self.matmul(x)
         };
         match &self.bias {
             Some(b) => y + b.val().unsqueeze::<D>(),
             None => y,
         }
+    }
+
+    /// [`Self::forward`] with the result left in the compute dtype (bf16 under bf16, the bias
+    /// added in bf16 as under PyTorch's autocast), for a consumer that reads bf16 itself.
+    pub fn forward_compute_dtype<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
+        let y = self.matmul(x);
+        match &self.bias {
+            Some(b) if self.bf16 => y + b.val().cast(DType::BF16).unsqueeze::<D>(),
+            Some(b) => y + b.val().unsqueeze::<D>(),
+            None => y,
+        }
+    }
+
+    /// `x W`, in bf16 when `bf16`.
+    fn matmul<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
+        let w = self.weight.val().unsqueeze::<D>();
+        if self.bf16 { x.cast(DType::BF16).matmul(w.cast(DType::BF16)) } else { x.matmul(w) }
     }
 }
 
@@ -113,8 +129,9 @@ impl<B: Backend> Embedding<B> {
 }
 
 /// RMSNorm (Zhang & Sennrich 2019) or LayerNorm (Ba et al. 2016), always computed in fp32.
+/// RMSNorm runs as a fused kernel where the backend has one ([`crate::kernels::rms_norm`]).
 #[derive(Module, Debug)]
-pub struct Norm<B: Backend> {
+pub struct Norm<B: crate::kernels::Backend> {
     pub weight: Param<Tensor<B, 1>>,
     pub bias: Option<Param<Tensor<B, 1>>>,
     /// true: RMSNorm; false: LayerNorm.
@@ -122,7 +139,7 @@ pub struct Norm<B: Backend> {
     pub eps: f64,
 }
 
-impl<B: Backend> Norm<B> {
+impl<B: crate::kernels::Backend> Norm<B> {
     pub fn new(kind: NormKind, d: usize, bias: bool, eps: f64, device: &B::Device) -> Self {
         let rms = kind == NormKind::Rms;
         Self {
@@ -137,19 +154,26 @@ impl<B: Backend> Norm<B> {
     /// # Shapes
     /// - x: `[b, t, d]` → `[b, t, d]`
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        let x = if self.rms {
-            let ms = x.clone().powf_scalar(2.0).mean_dim(2);
-            x * (ms + self.eps).sqrt().recip()
-        } else {
-            let mean = x.clone().mean_dim(2);
-            let centered = x - mean;
-            let var = centered.clone().powf_scalar(2.0).mean_dim(2);
-            centered * (var + self.eps).sqrt().recip()
-        };
-        let y = x * self.weight.val().unsqueeze::<3>();
+        if self.rms {
+            return crate::kernels::rms_norm(x, self.weight.val(), self.eps);
+        }
+        let mean = x.clone().mean_dim(2);
+        let centered = x - mean;
+        let var = centered.clone().powf_scalar(2.0).mean_dim(2);
+        let y = centered * (var + self.eps).sqrt().recip() * self.weight.val().unsqueeze::<3>();
         match &self.bias {
             Some(b) => y + b.val().unsqueeze::<3>(),
             None => y,
         }
     }
+}
+
+/// RMSNorm of plain tensor ops over the last axis: `x / √(mean(x²) + eps) · weight`; the twin
+/// of the fused kernel (`kernels/rms_norm_kernel.rs`).
+///
+/// # Shapes
+/// - x: `[b, t, d]`, weight: `[d]` → `[b, t, d]`
+pub fn rms_norm<B: Backend>(x: Tensor<B, 3>, weight: Tensor<B, 1>, eps: f64) -> Tensor<B, 3> {
+    let ms = x.clone().powf_scalar(2.0).mean_dim(2);
+    x * (ms + eps).sqrt().recip() * weight.unsqueeze::<3>()
 }

@@ -137,18 +137,22 @@ impl<B: Backend> LanguageModel<B> {
         self.dropout.forward(x)
     }
 
+    /// Final norm and output projection: fp32 logits.
     fn head(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        let logits = self.head_logits(x);
+        if self.bf16 { logits.cast(DType::F32) } else { logits }
+    }
+
+    /// [`Self::head`] in the compute dtype: bf16 logits under bf16, for the loss, whose fused
+    /// kernel reads them as they are (an fp32 copy would be the step's largest tensor).
+    fn head_logits(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
         let x = self.norm.forward(x);
         match &self.lm_head {
-            Some(head) => head.forward(x),
+            Some(head) => head.forward_compute_dtype(x),
             None => {
                 // Tied: logits = x · Eᵀ.
                 let w = self.embed_tokens.weight.val().transpose().unsqueeze::<3>();
-                if self.bf16 {
-                    x.cast(DType::BF16).matmul(w.cast(DType::BF16)).cast(DType::F32)
-                } else {
-                    x.matmul(w)
-                }
+                if self.bf16 { x.cast(DType::BF16).matmul(w.cast(DType::BF16)) } else { x.matmul(w) }
             }
         }
     }
@@ -224,7 +228,7 @@ impl<B: Backend> LanguageModel<B> {
         mask: Option<Tensor<B, 2>>,
     ) -> Objective<B> {
         let (x, moe) = self.blocks(self.embed(ids, 0), true);
-        let logits = self.head(x);
+        let logits = self.head_logits(x);
         let ce = match mask {
             Some(mask) => masked_cross_entropy(logits, targets, mask),
             None => cross_entropy(logits, targets),
@@ -262,12 +266,9 @@ impl<B: Backend> LanguageModel<B> {
     }
 }
 
-/// Mean cross-entropy of `logits` (`[b, t, v]`) against `targets` (`[b, t]`).
+/// Mean cross-entropy of `logits` (`[b, t, v]`, any float dtype) against `targets` (`[b, t]`).
 pub fn cross_entropy<B: Backend>(logits: Tensor<B, 3>, targets: Tensor<B, 2, Int>) -> Tensor<B, 1> {
-    let [b, t, v] = logits.dims();
-    let logp = log_softmax(logits.reshape([b * t, v]), 1);
-    let picked = logp.gather(1, targets.reshape([b * t, 1]));
-    picked.mean().neg()
+    rows_nll(logits, targets).mean()
 }
 
 /// Mean cross-entropy over the positions where `mask` (`[b, t]`, 1 or 0) is 1.
@@ -276,11 +277,30 @@ pub fn masked_cross_entropy<B: Backend>(
     targets: Tensor<B, 2, Int>,
     mask: Tensor<B, 2>,
 ) -> Tensor<B, 1> {
-    let [b, t, v] = logits.dims();
-    let logp = log_softmax(logits.reshape([b * t, v]), 1);
-    let picked = logp.gather(1, targets.reshape([b * t, 1])).reshape([b * t]);
+    let [b, t, _] = logits.dims();
     let mask = mask.reshape([b * t]);
-    (picked * mask.clone()).sum().neg() / mask.sum().clamp_min(1.0)
+    (rows_nll(logits, targets) * mask.clone()).sum() / mask.sum().clamp_min(1.0)
+}
+
+/// Every position's negative log-likelihood, `[b · t]`, through the fused kernel where the
+/// backend has one.
+fn rows_nll<B: Backend>(logits: Tensor<B, 3>, targets: Tensor<B, 2, Int>) -> Tensor<B, 1> {
+    let [b, t, v] = logits.dims();
+    crate::kernels::cross_entropy(logits.reshape([b * t, v]), targets.reshape([b * t]))
+}
+
+/// The plain-ops twin of the fused cross-entropy: each row's `−log softmax(logits)[target]`
+/// (`logits` `[n, v]`, `targets` `[n]` → `[n]`), with half-precision logits cast to fp32 first.
+pub fn token_nll<B: burn::tensor::backend::Backend>(
+    logits: Tensor<B, 2>,
+    targets: Tensor<B, 1, Int>,
+) -> Tensor<B, 1> {
+    let n = targets.dims()[0];
+    let logits = match logits.dtype() {
+        DType::BF16 | DType::F16 => logits.cast(DType::F32),
+        _ => logits,
+    };
+    log_softmax(logits, 1).gather(1, targets.reshape([n, 1])).reshape([n]).neg()
 }
 
 /// An answer mask as a `[b, t]` float tensor of ones and zeros.

@@ -11,9 +11,9 @@
 //! out       = out_proj(rmsnorm_per_group(y · silu(z)) · weight)
 //! ```
 
+use crate::kernels::Backend;
 use burn::module::{Module, Param};
 use burn::tensor::Tensor;
-use burn::tensor::backend::Backend;
 
 use super::activation::{silu, softplus};
 use super::conv::CausalConv1d;

@@ -104,7 +104,7 @@ pub fn step<B: Backend>(
 /// 4. their contribution: `Y_off = (C · H_enteringᵀ) ∘ exp(cumsum(ΔA))`.
 ///
 /// The time axis is padded to a multiple of `L` with Δ = 0 steps, which change nothing.
-pub fn chunked<B: Backend>(
+pub fn chunked<B: crate::kernels::Backend>(
     s: SsdInputs<B>,
     h0: Option<Tensor<B, 4>>,
     chunk: usize,
@@ -140,18 +140,13 @@ pub fn chunked<B: Backend>(
     let to_end = (last.clone() - a_cumsum.clone()).exp().unsqueeze_dim::<5>(4); // [b, nc, h, L, 1]
     let states = xdt.swap_dims(3, 4).matmul(b_h * to_end); // [b, nc, h, p, n]
 
-    // 3. Pass states across chunks.
-    let chunk_decay = last.exp().reshape([bsz, nc, heads, 1, 1]);
-    let mut carry = match h0 {
-        Some(h0) => h0.reshape([bsz, 1, heads, p, n]),
-        None => Tensor::zeros([bsz, 1, heads, p, n], (&device, dtype)),
-    };
-    let mut entering = Vec::with_capacity(nc);
-    for ci in 0..nc {
-        entering.push(carry.clone());
-        carry = chunk_decay.clone().narrow(1, ci, 1) * carry + states.clone().narrow(1, ci, 1);
-    }
-    let entering = Tensor::cat(entering, 1); // [b, nc, h, p, n]
+    // 3. Pass states across chunks (a fused kernel where the backend has one); the final
+    //    state is the last chunk's, advanced once more.
+    let chunk_decay = last.exp().reshape([bsz, nc, heads]);
+    let h0 = h0.unwrap_or_else(|| Tensor::zeros([bsz, heads, p, n], (&device, dtype)));
+    let entering = crate::kernels::ssd_state_passing(states.clone(), chunk_decay.clone(), h0); // [b, nc, h, p, n]
+    let last_decay = chunk_decay.narrow(1, nc - 1, 1).reshape([bsz, 1, heads, 1, 1]);
+    let carry = last_decay * entering.clone().narrow(1, nc - 1, 1) + states.narrow(1, nc - 1, 1);
 
     // 4. The entering states' contribution.
     let from_start = a_cumsum.exp().unsqueeze_dim::<5>(4); // [b, nc, h, L, 1]
@@ -159,6 +154,23 @@ pub fn chunked<B: Backend>(
 
     let y = (y_diag + y_off).swap_dims(2, 3).reshape([bsz, nc * chunk, heads, p]).narrow(1, 0, t);
     (y, carry.reshape([bsz, heads, p, n]))
+}
+
+/// The state entering each chunk: `carry_0 = h0`, `carry_{c+1} = decay_c · carry_c + states_c`,
+/// one step per chunk; the twin of the fused kernel (`kernels/state_passing_kernel.rs`).
+///
+/// # Shapes
+/// - states: `[b, nc, h, p, n]`, decay: `[b, nc, h]`, h0: `[b, h, p, n]` → `[b, nc, h, p, n]`
+pub fn pass_states<B: Backend>(states: Tensor<B, 5>, decay: Tensor<B, 3>, h0: Tensor<B, 4>) -> Tensor<B, 5> {
+    let [b, nc, h, p, n] = states.dims();
+    let decay = decay.reshape([b, nc, h, 1, 1]);
+    let mut carry = h0.reshape([b, 1, h, p, n]);
+    let mut entering = Vec::with_capacity(nc);
+    for ci in 0..nc {
+        entering.push(carry.clone());
+        carry = decay.clone().narrow(1, ci, 1) * carry + states.clone().narrow(1, ci, 1);
+    }
+    Tensor::cat(entering, 1)
 }
 
 /// `out[.., i, j] = Σ_{j<k≤i} x[.., k]` for `j ≤ i`, −∞ above the diagonal: the log of the
