@@ -168,7 +168,10 @@ pub fn pass_states<B: Backend>(states: Tensor<B, 5>, decay: Tensor<B, 3>, h0: Te
     let mut entering = Vec::with_capacity(nc);
     for ci in 0..nc {
         entering.push(carry.clone());
-        carry = decay.clone().narrow(1, ci, 1) * carry + states.clone().narrow(1, ci, 1);
+        // The state after the last chunk is the caller's to form (`chunked` does), not ours.
+        if ci + 1 < nc {
+            carry = decay.clone().narrow(1, ci, 1) * carry + states.clone().narrow(1, ci, 1);
+        }
     }
     Tensor::cat(entering, 1)
 }
