@@ -109,7 +109,7 @@ fn check_balance_losses(kind: &str, moe_layers: usize) {
     let objective = model.objective(x.clone(), x);
     let want = expected.float("balance_loss").unwrap().data;
     assert_eq!(objective.routing.len(), want.len());
-    for ((layer, stats), want) in objective.routing.iter().zip(&want) {
+    for ((layer, stats), want) in objective.routing_stats().iter().zip(&want) {
         let got = stats.mean_balance_loss();
         eprintln!("{kind} layer {layer}: balance loss {got} (transformers {want})");
         assert!(

@@ -10,8 +10,10 @@
 
 mod common;
 
+use archlab::config::{FfnKind, MoeConfig, RunConfig};
 use archlab::kernels::{self, AutodiffBackend, Backend};
 use archlab::model::lm::token_nll;
+use archlab::model::moe::{Dispatch, HostRoute, Moe, RoutingStats};
 use archlab::model::selective_scan::{self, ScanInputs};
 use archlab::model::{conv, layers, ssd};
 use archlab::rng::Rng;
@@ -526,14 +528,42 @@ fn ssd_state_passing_kernel_on_cuda_matches_the_plain_loop() {
     check_state_passing::<B>(&Default::default(), "cuda");
 }
 
+/// Trains `cfg` on the CPU (plain-ops twins all the way) and on wgpu (the fused kernels) from
+/// the same seed; the losses must follow each other step by step. A wrong backward would bend
+/// the wgpu curve away within a few steps. Returns both runs' summaries.
+#[cfg(feature = "wgpu")]
+fn train_on_wgpu_and_cpu(
+    cfg: &archlab::config::RunConfig,
+    dev: &burn::backend::wgpu::WgpuDevice,
+    name: &str,
+) -> [archlab::train::metrics::Summary; 2] {
+    use archlab::train::{TrainOptions, train};
+    let run = |device: &str, on_gpu: bool| TrainOptions {
+        run_dir: temp_dir(&format!("{name}-{device}")),
+        resume: false,
+        stop_after: None,
+        progress: false,
+        device_name: device.into(),
+        on_gpu,
+        device_memory: None,
+    };
+    let cpu = train::<CpuAd>(cfg, &Default::default(), &run("cpu", false)).unwrap();
+    type Wgpu = burn::backend::Autodiff<archlab::device::WgpuBackend>;
+    let wgpu = train::<Wgpu>(cfg, dev, &run("wgpu", true)).unwrap();
+    assert_eq!(cpu.losses.len(), wgpu.losses.len());
+    for ((step, a), (_, b)) in cpu.losses.iter().zip(&wgpu.losses) {
+        eprintln!("{name} step {step}: cpu {a:.6} wgpu {b:.6}");
+        assert!((a - b).abs() < 1e-4 * a.abs().max(1.0), "{name} step {step}: cpu loss {a} vs wgpu {b}");
+    }
+    assert!(wgpu.losses.last().unwrap().1 < wgpu.losses[0].1, "{name}: the wgpu run's loss did not fall");
+    [cpu.summary.expect("a summary"), wgpu.summary.expect("a summary")]
+}
+
 /// End to end: a hybrid with every kernel-backed mixer (attention, sliding-window attention,
-/// Mamba-1, Mamba-2) trains on wgpu through the fused kernels, and its losses
-/// follow the CPU run of the same seed step by step (the CPU has no kernels: plain-ops twins
-/// all the way). A wrong backward would bend the wgpu curve away within a few steps.
+/// Mamba-1, Mamba-2) trains on wgpu through the fused kernels with the CPU's losses.
 #[cfg(feature = "wgpu")]
 #[test]
 fn a_hybrid_trains_on_wgpu_with_the_cpu_losses() {
-    use archlab::train::{TrainOptions, train};
     let Some(dev) = archlab::device::wgpu_device() else {
         return no_wgpu_adapter();
     };
@@ -544,22 +574,165 @@ fn a_hybrid_trains_on_wgpu_with_the_cpu_losses() {
     cfg.train.max_steps = 8;
     cfg.eval.every = 12;
     cfg.validate().unwrap();
-    let run = |name: &str, on_gpu: bool| TrainOptions {
-        run_dir: temp_dir(name),
-        resume: false,
-        stop_after: None,
-        progress: false,
-        device_name: name.into(),
-        on_gpu,
-        device_memory: None,
+    train_on_wgpu_and_cpu(&cfg, &dev, "hybrid");
+}
+
+/// End to end: an MoE model trains on wgpu through the batched dispatch (routing on the
+/// device, its counts read by the trainer after each step's loss) with the CPU's losses
+/// (grouped dispatch, routing on the host), and both runs count the same expert loads.
+#[cfg(feature = "wgpu")]
+#[test]
+fn an_moe_trains_on_wgpu_with_the_cpu_losses_and_expert_loads() {
+    let Some(dev) = archlab::device::wgpu_device() else {
+        return no_wgpu_adapter();
     };
-    let cpu = train::<CpuAd>(&cfg, &Default::default(), &run("kernels-cpu", false)).unwrap().losses;
-    type Wgpu = burn::backend::Autodiff<archlab::device::WgpuBackend>;
-    let wgpu = train::<Wgpu>(&cfg, &dev, &run("kernels-wgpu", true)).unwrap().losses;
-    assert_eq!(cpu.len(), wgpu.len());
-    for ((step, a), (_, b)) in cpu.iter().zip(&wgpu) {
-        eprintln!("step {step}: cpu {a:.6} wgpu {b:.6}");
-        assert!((a - b).abs() < 1e-4 * a.abs().max(1.0), "step {step}: cpu loss {a} vs wgpu {b}");
+    let mut cfg = small_config();
+    cfg.model.ffn = FfnKind::Moe;
+    cfg.model.moe = MoeConfig { n_experts: 4, top_k: 2, capacity_factor: 1.0, ..MoeConfig::default() };
+    cfg.train.max_steps = 6;
+    cfg.eval.every = 12;
+    cfg.validate().unwrap();
+    let [cpu, wgpu] = train_on_wgpu_and_cpu(&cfg, &dev, "moe");
+    assert_eq!(cpu.moe.len(), cfg.model.n_layers);
+    for (c, w) in cpu.moe.iter().zip(&wgpu.moe) {
+        assert_eq!((c.layer, c.tokens, c.dropped), (w.layer, w.tokens, w.dropped), "routing counts");
+        assert_eq!(c.load, w.load, "layer {}: expert loads", c.layer);
+        assert!((c.balance_loss - w.balance_loss).abs() < 1e-5, "layer {}: balance loss", c.layer);
     }
-    assert!(wgpu.last().unwrap().1 < wgpu[0].1, "the wgpu run's loss did not fall");
+}
+
+/// Router logits of `n` tokens over `e` experts; with `tied`, rounded to halves so that a row
+/// holds many equal logits (ties must go to the lower expert index, as on the host).
+fn router_logits(n: usize, e: usize, tied: bool, seed: u64) -> Vec<f32> {
+    let mut rng = Rng::new(seed);
+    let round = |v: f64| if tied { (v * 2.0).round() / 2.0 } else { v };
+    (0..n * e).map(|_| round(rng.normal()) as f32).collect()
+}
+
+/// The first index where two integer lists differ, for a readable failure on long lists.
+fn assert_same(want: &[usize], got: &[usize], what: &str) {
+    assert_eq!(want.len(), got.len(), "{what}: lengths differ");
+    if let Some(i) = want.iter().zip(got).position(|(a, b)| a != b) {
+        panic!("{what}: first difference at {i}: want {} got {}", want[i], got[i]);
+    }
+}
+
+/// The routing kernels against the host's routing ([`HostRoute`]), exactly: one token and one
+/// expert; k = E; many ties; more assignments than one block of the positions scan (70 000
+/// tokens × top-2 = 547 blocks of 256); 64 and 130 experts (more experts than units would
+/// not matter: one cube per expert).
+fn check_moe_route<B: Backend>(dev: &B::Device, device_name: &str) {
+    assert!(B::FUSED_MOE_ROUTE, "{device_name}: expected MoE routing on the device");
+    let cases = [
+        (1, 1, 1, false),
+        (5, 3, 3, true),
+        (100, 8, 2, true),
+        (70_000, 8, 2, false),
+        (300, 64, 8, true),
+        (257, 130, 1, true),
+    ];
+    for (i, &(n, e, k, tied)) in cases.iter().enumerate() {
+        let logits = router_logits(n, e, tied, 300 + i as u64);
+        let want = HostRoute::new(&logits.iter().map(|&v| v as f64).collect::<Vec<_>>(), e, k);
+        let t = Tensor::<B, 2>::from_data(TensorData::new(logits, [n, e]), dev);
+        let (choices, positions, counts) = kernels::moe_route(t, k);
+        let ints = |d: TensorData| d.convert::<i64>().iter::<i64>().map(|v| v as usize).collect::<Vec<_>>();
+        let what = |name: &str| format!("{device_name} n={n} E={e} k={k}: {name}");
+        assert_same(&want.choices, &ints(choices.into_data()), &what("choices"));
+        assert_same(&want.positions, &ints(positions.into_data()), &what("positions"));
+        assert_same(&want.counts, &ints(counts.into_data()), &what("counts"));
+    }
+}
+
+#[cfg(feature = "wgpu")]
+#[test]
+fn moe_route_kernels_on_wgpu_match_the_host_routing() {
+    match archlab::device::wgpu_device() {
+        Some(dev) => check_moe_route::<archlab::device::WgpuBackend>(&dev, "wgpu"),
+        None => no_wgpu_adapter(),
+    }
+}
+
+#[cfg(feature = "cuda")]
+#[test]
+fn moe_route_kernels_on_cuda_match_the_host_routing() {
+    if !archlab::device::cuda_available() {
+        eprintln!("skipping: no usable CUDA GPU");
+        return;
+    }
+    check_moe_route::<archlab::device::CudaBackend>(&Default::default(), "cuda");
+}
+
+/// `[y, aux loss, dx, d(every parameter)…]` of the loss Σ y·w + aux of one MoE layer (top-2
+/// SwiGLU experts, 5 of them, d = 16) on 3 × 37 random tokens, and its routing counts.
+fn moe_layer_run<B: AutodiffBackend>(
+    dev: &B::Device,
+    capacity_factor: f64,
+    dispatch: Dispatch,
+) -> (Vec<Vec<f64>>, RoutingStats) {
+    let mut cfg = RunConfig::resolve("tiny", None, &[]).unwrap().model;
+    (cfg.d_model, cfg.d_ff, cfg.ffn) = (16, 24, FfnKind::Moe);
+    cfg.moe = MoeConfig { n_experts: 5, top_k: 2, capacity_factor, ..MoeConfig::default() };
+    let moe = Moe::<B>::new(&cfg, 0.02, &mut Rng::new(7), dev);
+    let shape = [3, 37, 16];
+    let mut rng = Rng::new(8);
+    let mut normal = |len: usize| (0..len).map(|_| rng.normal() as f32).collect::<Vec<_>>();
+    let (x, w) = (normal(3 * 37 * 16), normal(3 * 37 * 16));
+    let x = Tensor::<B, 3>::from_data(TensorData::new(x, shape), dev).require_grad();
+    let out = moe.forward_with(x.clone(), dispatch);
+    let w = Tensor::<B, 3>::from_data(TensorData::new(w, shape), dev);
+    let grads = ((out.y.clone() * w).sum() + out.aux.aux_loss.clone()).backward();
+    let mut values = vec![host(out.y), host(out.aux.aux_loss), host(x.grad(&grads).expect("dx"))];
+    values.extend(param_grads(&moe, &grads));
+    (values, out.aux.routing.stats())
+}
+
+/// One MoE layer on the GPU backend (batched dispatch: device routing, scatter into
+/// per-expert slots, batched expert matmuls, gather) against the dense-masked reference in
+/// f64 on the CPU: outputs, aux loss, and every gradient, dropless (the slot count read
+/// back) and with a capacity limit that drops tokens.
+fn check_moe_layer<B: AutodiffBackend>(dev: &B::Device, device_name: &str) {
+    for capacity_factor in [0.0, 0.5] {
+        let (got, got_stats) = moe_layer_run::<B>(dev, capacity_factor, Dispatch::Batched);
+        let (want, want_stats) =
+            moe_layer_run::<Cpu64Ad>(&Default::default(), capacity_factor, Dispatch::DenseMasked);
+        let what = |name: &str| format!("{device_name} capacity factor {capacity_factor}: {name}");
+        assert_eq!(
+            (&got_stats.routed, got_stats.dropped),
+            (&want_stats.routed, want_stats.dropped),
+            "{}",
+            what("routing")
+        );
+        assert_eq!(want_stats.dropped > 0, capacity_factor > 0.0, "{}", what("drops"));
+        assert!(
+            (got_stats.balance_loss_sum - want_stats.balance_loss_sum).abs() < 1e-5,
+            "{}",
+            what("balance")
+        );
+        assert_eq!(got.len(), want.len());
+        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+            assert_close(w, g, 1e-4, &what(&format!("output {i} (y, aux, dx, then parameters)")));
+        }
+    }
+}
+
+#[cfg(feature = "wgpu")]
+#[test]
+fn moe_layer_on_wgpu_matches_the_dense_masked_reference() {
+    type B = burn::backend::Autodiff<archlab::device::WgpuBackend>;
+    match archlab::device::wgpu_device() {
+        Some(dev) => check_moe_layer::<B>(&dev, "wgpu"),
+        None => no_wgpu_adapter(),
+    }
+}
+
+#[cfg(feature = "cuda")]
+#[test]
+fn moe_layer_on_cuda_matches_the_dense_masked_reference() {
+    type B = burn::backend::Autodiff<archlab::device::CudaBackend>;
+    if !archlab::device::cuda_available() {
+        eprintln!("skipping: no usable CUDA GPU");
+        return;
+    }
+    check_moe_layer::<B>(&Default::default(), "cuda");
 }

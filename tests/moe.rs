@@ -1,6 +1,7 @@
-//! Mixture-of-Experts: grouped dispatch == dense-masked reference (values and gradients, with
-//! and without capacity dropping, top-1 and top-2), the auxiliary loss is part of the training
-//! objective and trains the router, and the balancing loss evens out a skewed router.
+//! Mixture-of-Experts: grouped and batched dispatch == dense-masked reference (values and
+//! gradients, with and without capacity dropping, top-1 and top-2), the auxiliary loss is part
+//! of the training objective and trains the router, and the balancing loss evens out a skewed
+//! router.
 //!
 //! Its own test binary, in f64 throughout (see tests/gradients.rs for why f64 and f32 tests
 //! must not share a process).
@@ -75,17 +76,18 @@ fn run(moe: &Moe<B>, x: &[f64], weight: &[f64], shape: [usize; 3], dispatch: Dis
         aux: to_vec(out.aux.aux_loss)[0],
         x_grad: to_vec(x.grad(&grads).unwrap()),
         param_grads: param_grads(moe, &grads),
-        stats: out.aux.stats,
+        stats: out.aux.routing.stats(),
     }
 }
 
-/// The grouped (gather per expert) dispatch computes the same function as running every
-/// expert on every token and masking: values, the auxiliary loss, and the gradients of the
-/// input and of every parameter (router included), for top-1 and top-2, with and without a
+/// The grouped (gather per expert) and batched (scatter into per-expert slots, one batched
+/// matmul) dispatches compute the same function as running every expert on every token and
+/// masking: values, the auxiliary loss, the routing counts, and the gradients of the input
+/// and of every parameter (router included), for top-1 and top-2, with and without a
 /// capacity limit. Capacity 0.5 gives each expert room for half its even share, so tokens are
 /// certainly dropped (asserted), and the dropped ones must be dropped identically.
 #[test]
-fn grouped_dispatch_equals_the_dense_masked_reference() {
+fn grouped_and_batched_dispatch_equal_the_dense_masked_reference() {
     let cases = [
         ("top-1 (Switch), gelu", 1, 0.0, MlpKind::Gelu, false),
         ("top-2 renormalised (Mixtral), swiglu", 2, 0.0, MlpKind::Swiglu, false),
@@ -95,26 +97,37 @@ fn grouped_dispatch_equals_the_dense_masked_reference() {
     let shape = [3, 7, 16];
     let n = shape.iter().product();
     let (x, weight) = (normal(n, 1), normal(n, 2));
-    for (name, top_k, capacity, mlp, shared) in cases {
+    for (case, top_k, capacity, mlp, shared) in cases {
         let cfg = moe_config(top_k, capacity, mlp, shared);
         let moe = Moe::<B>::new(&cfg, 0.02, &mut Rng::new(7), &Default::default());
-        let grouped = run(&moe, &x, &weight, shape, Dispatch::Grouped);
         let reference = run(&moe, &x, &weight, shape, Dispatch::DenseMasked);
-        assert_eq!(grouped.stats, reference.stats, "{name}: routing");
         if capacity > 0.0 {
-            assert!(grouped.stats.dropped > 0, "{name}: the capacity limit dropped nothing");
+            assert!(reference.stats.dropped > 0, "{case}: the capacity limit dropped nothing");
         } else {
-            assert_eq!(grouped.stats.dropped, 0, "{name}");
+            assert_eq!(reference.stats.dropped, 0, "{case}");
         }
-        let tol = 1e-12;
-        assert!(max_diff(&grouped.y, &reference.y) < tol, "{name}: outputs differ");
-        assert!((grouped.aux - reference.aux).abs() < tol, "{name}: aux loss differs");
-        assert!(max_diff(&grouped.x_grad, &reference.x_grad) < tol, "{name}: input gradients differ");
-        for (i, (g, r)) in grouped.param_grads.iter().zip(&reference.param_grads).enumerate() {
-            assert!(max_diff(g, r) < tol, "{name}: gradient of parameter {i} differs by {}", max_diff(g, r));
+        for dispatch in [Dispatch::Grouped, Dispatch::Batched] {
+            let name = format!("{case}, {dispatch:?}");
+            let got = run(&moe, &x, &weight, shape, dispatch);
+            let tol = 1e-12;
+            let (s, r) = (&got.stats, &reference.stats);
+            assert_eq!((s.tokens, &s.routed, s.dropped), (r.tokens, &r.routed, r.dropped), "{name}: routing");
+            // The batched dispatch computes the loss terms with tensor ops, not on the host.
+            assert!((s.balance_loss_sum - r.balance_loss_sum).abs() < tol, "{name}: balance loss");
+            assert!((s.z_loss_sum - r.z_loss_sum).abs() < tol, "{name}: z-loss");
+            assert!(max_diff(&got.y, &reference.y) < tol, "{name}: outputs differ");
+            assert!((got.aux - reference.aux).abs() < tol, "{name}: aux loss differs");
+            assert!(max_diff(&got.x_grad, &reference.x_grad) < tol, "{name}: input gradients differ");
+            for (i, (g, r)) in got.param_grads.iter().zip(&reference.param_grads).enumerate() {
+                assert!(
+                    max_diff(g, r) < tol,
+                    "{name}: gradient of parameter {i} differs by {}",
+                    max_diff(g, r)
+                );
+            }
+            // The router is trained by both the LM path (gate weights) and the aux loss.
+            assert!(got.param_grads[0].iter().any(|g| g.abs() > 1e-9), "{name}: no router gradient");
         }
-        // The router is trained by both the LM path (gate weights) and the aux loss.
-        assert!(grouped.param_grads[0].iter().any(|g| g.abs() > 1e-9), "{name}: no router gradient");
     }
 }
 
@@ -154,9 +167,12 @@ fn aux_loss_is_in_the_objective_and_reaches_every_router() {
     assert!((loss - (ce + aux)).abs() < 1e-12, "objective {loss} != ce {ce} + aux {aux}");
     assert!((ce - to_vec(model.loss(x.clone(), y.clone()))[0]).abs() < 1e-12, "ce is the evaluation loss");
     // The tensor aux loss is the host-side formula (checked against transformers in hf_parity).
-    let host: f64 =
-        obj.routing.iter().map(|(_, s)| 0.3 * s.mean_balance_loss() + 0.2 * s.mean_z_loss()).sum::<f64>()
-            / obj.routing.len() as f64;
+    let host: f64 = obj
+        .routing_stats()
+        .iter()
+        .map(|(_, s)| 0.3 * s.mean_balance_loss() + 0.2 * s.mean_z_loss())
+        .sum::<f64>()
+        / obj.routing.len() as f64;
     assert!((aux - host).abs() < 1e-12, "aux {aux} vs host formula {host}");
     assert_eq!(obj.routing.len(), cfg.n_layers);
 
@@ -207,7 +223,7 @@ fn toy_load(balance_coef: f64) -> RoutingStats {
         let out = moe.forward(x);
         let loss = (out.y - target).powf_scalar(2.0).mean() + out.aux.aux_loss;
         if step >= steps - 20 {
-            load.merge(&out.aux.stats);
+            load.merge(&out.aux.routing.stats());
         }
         let grads = GradientsParams::from_grads(loss.backward(), &moe);
         moe = optim.step(1e-2, moe, grads);
@@ -247,7 +263,7 @@ fn capacity_dropping_keeps_the_model_causal() {
     let probe = random_ids(t, v, 0);
     let obj =
         model.objective(ids_tensor::<B>(&probe, [1, t], &device), ids_tensor::<B>(&probe, [1, t], &device));
-    assert!(obj.routing.iter().any(|(_, s)| s.dropped > 0), "capacity 0.5 must drop tokens");
+    assert!(obj.routing_stats().iter().any(|(_, s)| s.dropped > 0), "capacity 0.5 must drop tokens");
     for (pos, seed) in (1..t).flat_map(|p| (0..2).map(move |s| (p, s))) {
         let ids = random_ids(t, v, (pos * 10 + seed) as u64);
         let mut changed = ids.clone();

@@ -153,6 +153,13 @@ impl<B: Backend, C: CheckpointStrategy> Backend for Autodiff<B, C> {
             }
         }
     }
+
+    const FUSED_MOE_ROUTE: bool = B::FUSED_MOE_ROUTE;
+
+    /// Discrete: no node, the logits' primitive is routed as it is.
+    fn moe_route(logits: FloatTensor<Self>, top_k: usize) -> [IntTensor<Self>; 3] {
+        B::moe_route(logits.primitive, top_k)
+    }
 }
 
 /// Gives each parent that requires a gradient (`Some` id) its gradient.

@@ -17,6 +17,7 @@ use cubecl::{CubeCount, CubeDim};
 use super::attention_kernel::{attention_dkv_kernel, attention_dq_kernel, attention_forward_kernel};
 use super::conv_kernel::{causal_conv_backward_kernel, causal_conv_forward_kernel};
 use super::cross_entropy_kernel::{cross_entropy_backward_kernel, cross_entropy_forward_kernel};
+use super::moe_route_kernel::{moe_positions_kernel, moe_top_k_kernel};
 use super::rms_norm_kernel::{rms_norm_backward_kernel, rms_norm_forward_kernel};
 use super::scan_kernel::{scan_backward_kernel, scan_forward_kernel};
 use super::state_passing_kernel::{state_passing_backward_kernel, state_passing_forward_kernel};
@@ -153,6 +154,12 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> Backend fo
         d_entering: CubeTensor<R>,
     ) -> [CubeTensor<R>; 3] {
         state_passing_backward::<R, F, I, BT>(decay, entering, d_entering)
+    }
+
+    const FUSED_MOE_ROUTE: bool = true;
+
+    fn moe_route(logits: CubeTensor<R>, top_k: usize) -> [CubeTensor<R>; 3] {
+        moe_route::<R, F, I, BT>(logits, top_k)
     }
 }
 
@@ -696,4 +703,40 @@ fn state_passing_backward<R: CubeRuntime, F: FloatElement, I: IntElement, BT: Bo
         cast::<R, F, I, BT>(d_decay, decay_dtype),
         cast::<R, F, I, BT>(d_h0, states_dtype),
     ]
+}
+
+/// Units per cube of the MoE routing kernels (a power of two: the positions kernel's scan).
+const MOE_ROUTE_UNITS: usize = 256;
+
+/// `[choices [n, k], positions [n · k], counts [E]]` in the backend's int dtype.
+fn moe_route<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement>(
+    logits: CubeTensor<R>,
+    top_k: usize,
+) -> [CubeTensor<R>; 3] {
+    let logits = f32_contiguous::<R, F, I, BT>(logits);
+    let [n, experts] = logits.shape().dims::<2>();
+    let u32_empty = |shape: Shape| {
+        empty_device_dtype::<R>(logits.client.clone(), logits.device.clone(), shape, DType::U32)
+    };
+    let choices = u32_empty(Shape::new([n, top_k]));
+    let positions = u32_empty(Shape::new([n * top_k]));
+    let counts = u32_empty(Shape::new([experts]));
+    moe_top_k_kernel::launch::<R>(
+        &logits.client,
+        CubeCount::Static(n.div_ceil(MOE_ROUTE_UNITS).clamp(1, 65_535) as u32, 1, 1),
+        CubeDim::new_1d(MOE_ROUTE_UNITS as u32),
+        logits.clone().into_tensor_arg(),
+        choices.clone().into_tensor_arg(),
+    );
+    moe_positions_kernel::launch::<R>(
+        &logits.client,
+        CubeCount::Static(experts.clamp(1, 65_535) as u32, 1, 1),
+        CubeDim::new_1d(MOE_ROUTE_UNITS as u32),
+        choices.clone().into_tensor_arg(),
+        positions.clone().into_tensor_arg(),
+        counts.clone().into_tensor_arg(),
+        MOE_ROUTE_UNITS,
+    );
+    let int = <I as burn::tensor::Element>::dtype().into();
+    [choices, positions, counts].map(|t| CubeBackend::<R, F, I, BT>::int_cast(t, int))
 }

@@ -10,8 +10,8 @@ use burn_fusion::{Fusion, FusionBackend, FusionRuntime, FusionTensor};
 use burn_ir::{CustomOpIr, HandleContainer, OperationIr, TensorIr};
 
 use super::{
-    Backend, ScanOperands, plain_causal_attention, plain_causal_conv, plain_cross_entropy, plain_rms_norm,
-    plain_selective_scan, plain_state_passing,
+    Backend, ScanOperands, host_moe_route, plain_causal_attention, plain_causal_conv, plain_cross_entropy,
+    plain_rms_norm, plain_selective_scan, plain_state_passing,
 };
 
 impl<B: FusionBackend + Backend> Backend for Fusion<B> {
@@ -295,6 +295,20 @@ impl<B: FusionBackend + Backend> Backend for Fusion<B> {
             |[decay, entering, d_entering], _| B::ssd_state_passing_backward(decay, entering, d_entering),
         )
     }
+
+    const FUSED_MOE_ROUTE: bool = B::FUSED_MOE_ROUTE;
+
+    fn moe_route(logits: FloatTensor<Self>, top_k: usize) -> [IntTensor<Self>; 3] {
+        if !B::FUSED_MOE_ROUTE {
+            return host_moe_route::<Self>(logits, top_k);
+        }
+        let [n, e] = logits.shape.dims::<2>();
+        let int = <B::IntElem as burn::tensor::Element>::dtype();
+        let outputs = [Shape::new([n, top_k]), Shape::new([n * top_k]), Shape::new([e])].map(|s| (s, int));
+        register_outputs::<B, 3>("archlab.moe_route", vec![logits], outputs, move |ir, handles| {
+            B::moe_route(handles.get_float_tensor::<B>(&ir[0]), top_k).map(Output::Int)
+        })
+    }
 }
 
 /// The checkpoint interval of the CubeCL scan kernel (`cube.rs`), needed to declare the shape
@@ -328,16 +342,32 @@ fn custom<B: FusionBackend, const I: usize, const O: usize>(
 
 type Handles<B> = HandleContainer<<<B as FusionBackend>::FusionRuntime as FusionRuntime>::FusionHandle>;
 
+/// One output of a custom operation, as the inner backend returned it.
+enum Output<B: FusionBackend> {
+    Float(FloatTensor<B>),
+    Int(IntTensor<B>),
+}
+
 /// Runs the operation on `B`, given the inputs' descriptions and the stream's handles.
-type Run<B, const O: usize> = Box<dyn Fn(&[TensorIr], &mut Handles<B>) -> [FloatTensor<B>; O] + Send + Sync>;
+type Run<B, const O: usize> = Box<dyn Fn(&[TensorIr], &mut Handles<B>) -> [Output<B>; O] + Send + Sync>;
 
 /// Registers `run` as one custom operation of the fusion stream and returns its outputs, of
-/// the declared shapes and dtypes.
+/// the declared shapes and (float) dtypes.
 fn register<B: FusionBackend, const O: usize>(
     name: &'static str,
     inputs: Vec<FusionTensor<B::FusionRuntime>>,
     outputs: [(Shape, DType); O],
     run: impl Fn(&[TensorIr], &mut Handles<B>) -> [FloatTensor<B>; O] + Send + Sync + 'static,
+) -> [FusionTensor<B::FusionRuntime>; O] {
+    register_outputs::<B, O>(name, inputs, outputs, move |ir, handles| run(ir, handles).map(Output::Float))
+}
+
+/// [`register`] for outputs of any kind: each declared dtype must match what `run` returns.
+fn register_outputs<B: FusionBackend, const O: usize>(
+    name: &'static str,
+    inputs: Vec<FusionTensor<B::FusionRuntime>>,
+    outputs: [(Shape, DType); O],
+    run: impl Fn(&[TensorIr], &mut Handles<B>) -> [Output<B>; O] + Send + Sync + 'static,
 ) -> [FusionTensor<B::FusionRuntime>; O] {
     let client = inputs[0].client.clone();
     let streams = OperationStreams::with_inputs(&inputs);
@@ -366,7 +396,10 @@ impl<B: FusionBackend, const O: usize> Operation<B::FusionRuntime> for CustomOp<
     fn execute(&self, handles: &mut Handles<B>) {
         let outputs = (self.run)(&self.desc.inputs, handles);
         for (ir, tensor) in self.desc.outputs.iter().zip(outputs) {
-            handles.register_float_tensor::<B>(&ir.id, tensor);
+            match tensor {
+                Output::Float(t) => handles.register_float_tensor::<B>(&ir.id, t),
+                Output::Int(t) => handles.register_int_tensor::<B>(&ir.id, t),
+            }
         }
     }
 }

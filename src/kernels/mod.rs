@@ -15,6 +15,7 @@
 //! | RMSNorm, forward + backward | `rms_norm_kernel.rs` | [`crate::model::layers::rms_norm`] |
 //! | Mamba's causal depthwise convolution, forward + backward | `conv_kernel.rs` | [`crate::model::conv::causal_conv`] |
 //! | Mamba-2 SSD state passing between chunks, forward + backward | `state_passing_kernel.rs` | [`crate::model::ssd::pass_states`] |
+//! | MoE routing: top-k experts and each assignment's place in its expert's buffer | `moe_route_kernel.rs` | [`crate::model::moe::HostRoute`] |
 //!
 //! `tests/kernels.rs` checks every kernel against its twin on random inputs of awkward sizes,
 //! values and gradients, on every CubeCL device it finds: CUDA when a GPU is present, and
@@ -32,6 +33,8 @@ mod cube;
 #[cfg(feature = "cube-kernels")]
 mod fusion;
 #[cfg(feature = "cube-kernels")]
+pub mod moe_route_kernel;
+#[cfg(feature = "cube-kernels")]
 mod reduce;
 #[cfg(feature = "cube-kernels")]
 pub mod rms_norm_kernel;
@@ -45,8 +48,10 @@ use burn::tensor::{Int, Tensor, TensorPrimitive};
 
 use crate::model::attention::causal_attention;
 use crate::model::conv::causal_conv as plain_causal_conv_3d;
+use crate::model::layers::int_tensor;
 use crate::model::layers::rms_norm as plain_rms_norm_3d;
 use crate::model::lm::token_nll;
+use crate::model::moe::HostRoute;
 use crate::model::selective_scan::{self, ScanInputs};
 use crate::model::ssd::pass_states;
 
@@ -226,6 +231,17 @@ pub trait Backend: burn::tensor::backend::Backend {
     ) -> [FloatTensor<Self>; 3] {
         no_kernel("ssd_state_passing_backward")
     }
+
+    /// Whether this backend routes MoE tokens on the device ([`Backend::moe_route`]).
+    const FUSED_MOE_ROUTE: bool = false;
+
+    /// MoE routing without a capacity limit: router `logits` `[n, E]` → int tensors
+    /// `[choices [n, k], positions [n · k], counts [E]]` as in [`HostRoute`]. No gradient
+    /// flows through it (the choices are discrete; the gate weights are gathered from the
+    /// probabilities by the caller).
+    fn moe_route(logits: FloatTensor<Self>, top_k: usize) -> [IntTensor<Self>; 3] {
+        host_moe_route::<Self>(logits, top_k)
+    }
 }
 
 /// [`Backend`] for training: an autodiff backend whose inner backend is also a [`Backend`].
@@ -395,6 +411,34 @@ fn plain_state_passing<B: burn::tensor::backend::Backend>(
         Tensor::<B, 4>::from_primitive(TensorPrimitive::Float(h0)),
     );
     entering.into_primitive().tensor()
+}
+
+/// MoE routing (see [`Backend::moe_route`]) on the device where the backend has kernels:
+/// `(choices [n, k], positions [n · k], counts [E])`. `logits` is detached.
+pub fn moe_route<B: Backend>(
+    logits: Tensor<B, 2>,
+    top_k: usize,
+) -> (Tensor<B, 2, Int>, Tensor<B, 1, Int>, Tensor<B, 1, Int>) {
+    let [choices, positions, counts] = B::moe_route(logits.detach().into_primitive().tensor(), top_k);
+    (Tensor::from_primitive(choices), Tensor::from_primitive(positions), Tensor::from_primitive(counts))
+}
+
+/// The host-side twin of [`Backend::moe_route`]: reads the logits back and routes them with
+/// [`HostRoute`] (what the plain path does anyway).
+fn host_moe_route<B: burn::tensor::backend::Backend>(
+    logits: FloatTensor<B>,
+    top_k: usize,
+) -> [IntTensor<B>; 3] {
+    let logits = Tensor::<B, 2>::from_primitive(TensorPrimitive::Float(logits));
+    let ([n, e], device) = (logits.dims(), logits.device());
+    let values: Vec<f64> = logits.into_data().convert::<f64>().into_vec().expect("float logits");
+    let route = HostRoute::new(&values, e, top_k);
+    let ints = |v: Vec<usize>| v.into_iter().map(|i| i as i64).collect::<Vec<_>>();
+    [
+        int_tensor::<B, 2>(ints(route.choices), [n, top_k], &device).into_primitive(),
+        int_tensor::<B, 1>(ints(route.positions), [n * top_k], &device).into_primitive(),
+        int_tensor::<B, 1>(ints(route.counts), [e], &device).into_primitive(),
+    ]
 }
 
 fn no_kernel(op: &str) -> ! {

@@ -101,6 +101,30 @@ impl<B: Backend> Linear<B> {
         }
     }
 
+    /// Linear maps of one shape at once: `x` `[E, rows, d_in]`, map i on `x[i]` →
+    /// `[E, rows, d_out]`, as one batched matmul (an MoE's experts). The weights are stacked
+    /// on each call: a copy of `E · d_in · d_out` values, next to the matmul's `rows` times
+    /// as many multiply-adds. Precision as in [`Self::forward`], taken from the first map.
+    ///
+    /// # Panics
+    /// If `linears` is empty.
+    pub fn forward_stacked(linears: &[&Self], x: Tensor<B, 3>) -> Tensor<B, 3> {
+        let first = linears.first().expect("at least one linear map");
+        let w = Tensor::stack::<3>(linears.iter().map(|l| l.weight.val()).collect(), 0);
+        let y = if first.bf16 {
+            x.cast(DType::BF16).matmul(w.cast(DType::BF16)).cast(DType::F32)
+        } else {
+            x.matmul(w)
+        };
+        match &first.bias {
+            Some(_) => {
+                let biases = linears.iter().map(|l| l.bias.as_ref().expect("every map has a bias").val());
+                y + Tensor::stack::<2>(biases.collect(), 0).unsqueeze_dim::<3>(1)
+            }
+            None => y,
+        }
+    }
+
     /// `x W`, in bf16 when `bf16`.
     fn matmul<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
         let w = self.weight.val().unsqueeze::<D>();

@@ -9,7 +9,7 @@ use burn::tensor::{DType, Int, Tensor};
 use super::block::{Block, LayerState, SeqMixer};
 use super::hymba::BranchScales;
 use super::layers::{Embedding, Linear, Norm, int_tensor, normal_param};
-use super::moe::{MoeAux, RoutingStats};
+use super::moe::{MoeAux, Routing, RoutingStats};
 use crate::config::{ModelConfig, Positions};
 use crate::data::batcher::TokenBatch;
 use crate::rng::Rng;
@@ -39,8 +39,17 @@ pub struct Objective<B: Backend> {
     pub ce: Tensor<B, 1>,
     /// The auxiliary part, `loss − ce`; `None` without MoE layers.
     pub aux: Option<Tensor<B, 1>>,
-    /// Routing counts of each MoE layer, `(layer index, stats)`.
-    pub routing: Vec<(usize, RoutingStats)>,
+    /// Routing of each MoE layer, `(layer index, routing)`; on the device until read
+    /// ([`Objective::routing_stats`]).
+    pub routing: Vec<(usize, Routing<B>)>,
+}
+
+impl<B: Backend> Objective<B> {
+    /// Routing counts of each MoE layer, `(layer index, stats)`, read to the host (a sync
+    /// when the routing ran on the device: read them after the step's loss).
+    pub fn routing_stats(&self) -> Vec<(usize, RoutingStats)> {
+        self.routing.iter().map(|(layer, r)| (*layer, r.stats())).collect()
+    }
 }
 
 /// Decoding state of the whole model: one entry per layer, plus the next position.
@@ -234,7 +243,7 @@ impl<B: Backend> LanguageModel<B> {
             None => cross_entropy(logits, targets),
         };
         let (aux_terms, routing): (Vec<_>, Vec<_>) =
-            moe.into_iter().map(|(i, a)| (a.aux_loss, (i, a.stats))).unzip();
+            moe.into_iter().map(|(i, a)| (a.aux_loss, (i, a.routing))).unzip();
         let aux = (!aux_terms.is_empty()).then(|| Tensor::cat(aux_terms, 0).mean());
         let loss = match &aux {
             Some(a) => ce.clone() + a.clone(),

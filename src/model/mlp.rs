@@ -40,6 +40,24 @@ impl<B: Backend> Mlp<B> {
         self.down_proj.forward(hidden)
     }
 
+    /// Every expert of an MoE at once, each on its own rows: `x` `[E, rows, d]`, expert i on
+    /// `x[i]` → `[E, rows, d]`, one batched matmul per projection.
+    ///
+    /// # Panics
+    /// If `experts` is empty or mixes SwiGLU and GELU experts.
+    pub fn forward_stacked(experts: &[Self], x: Tensor<B, 3>) -> Tensor<B, 3> {
+        let all = |pick: fn(&Self) -> &Linear<B>| experts.iter().map(pick).collect::<Vec<_>>();
+        let up = Linear::forward_stacked(&all(|m| &m.up_proj), x.clone());
+        let hidden = match &experts[0].gate_proj {
+            Some(_) => {
+                let gates = all(|m| m.gate_proj.as_ref().expect("every expert is SwiGLU"));
+                silu(Linear::forward_stacked(&gates, x)) * up
+            }
+            None => gelu(up),
+        };
+        Linear::forward_stacked(&all(|m| &m.down_proj), hidden)
+    }
+
     pub fn linears_mut(&mut self) -> Vec<&mut Linear<B>> {
         [&mut self.up_proj, &mut self.down_proj].into_iter().chain(self.gate_proj.as_mut()).collect()
     }

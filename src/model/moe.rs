@@ -10,28 +10,35 @@
 //! y      = Σ_{kept (token, expert)} w · expert(x)   (+ shared expert)
 //! ```
 //!
-//! Two ways to compute `y`, which must agree (tests/moe.rs, values and gradients):
-//! - [`Dispatch::Grouped`], the one used: tokens are gathered per expert (a permutation
-//!   sorted by expert), each expert runs once on its own tokens, and the weighted results are
-//!   scattered back. Work is k/E of the dense form.
+//! Three ways to compute `y`, which must agree (tests/moe.rs, values and gradients):
+//! - [`Dispatch::Batched`], used on the GPU backends: the routing runs on the device
+//!   ([`crate::kernels::moe_route`]); each assignment is scattered into a buffer of `rows`
+//!   slots per expert (`[E, rows, d]`, GShard's dispatch tensor without its one-hot
+//!   matmul), all experts run at once as one batched matmul per projection, and the outputs
+//!   are gathered back and weighted. Nothing is read to the host mid-forward except, when no
+//!   capacity limit is set, the largest expert's count (E integers), which sizes the buffer.
+//! - [`Dispatch::Grouped`], used on the CPU backends: the routing is decided on the host,
+//!   tokens are gathered per expert (a permutation sorted by expert), each expert runs once
+//!   on its own tokens, and the weighted results are scattered back. Work is k/E of the dense
+//!   form, with no padding.
 //! - [`Dispatch::DenseMasked`], the reference: every expert runs on every token and a
 //!   `[N, E]` combine matrix (zero where a token was not routed or was dropped) mixes them.
 //!
-//! The routing decision (top-k, capacity) is made on the host from the router logits; it is
-//! discrete, so no gradient is lost by that. The balancing and z-losses are returned to the
-//! caller in [`MoeOutput::aux_loss`], never kept as hidden state (DESIGN.md), together with
-//! the counts behind them ([`RoutingStats`]).
+//! The routing decision (top-k, capacity) is discrete, so no gradient is lost by making it
+//! outside autodiff. The balancing and z-losses are returned to the caller in
+//! [`MoeAux::aux_loss`], never kept as hidden state (DESIGN.md), together with the counts
+//! behind them ([`Routing`]).
 
 use burn::module::Module;
 use burn::tensor::activation::softmax;
-use burn::tensor::backend::Backend;
-use burn::tensor::{Distribution, IndexingUpdateOp, Int, Tensor, TensorData};
+use burn::tensor::{Distribution, ElementConversion, IndexingUpdateOp, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 use super::activation::sigmoid;
 use super::layers::{Linear, float_tensor, int_tensor};
 use super::mlp::Mlp;
 use crate::config::ModelConfig;
+use crate::kernels::{self, Backend};
 use crate::rng::Rng;
 
 #[derive(Module, Debug)]
@@ -53,6 +60,7 @@ pub struct Moe<B: Backend> {
 /// How the experts' outputs are computed (see the module docs).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Dispatch {
+    Batched,
     Grouped,
     DenseMasked,
 }
@@ -62,7 +70,50 @@ pub enum Dispatch {
 pub struct MoeAux<B: Backend> {
     /// `balance_coef · balance + z_loss_coef · z`, to be added to the training loss.
     pub aux_loss: Tensor<B, 1>,
-    pub stats: RoutingStats,
+    pub routing: Routing<B>,
+}
+
+/// One forward pass's routing counts and unweighted auxiliary losses, read to the host by
+/// [`Routing::stats`].
+#[derive(Debug)]
+pub enum Routing<B: Backend> {
+    /// Decided on the host (grouped and dense-masked dispatch): already there.
+    Host(RoutingStats),
+    /// Decided on the device (batched dispatch) and left there, so that the forward pass
+    /// never waits for the host; the trainer reads it after the step's loss.
+    Device {
+        tokens: usize,
+        /// `[E]`: assignments per expert, before capacity.
+        counts: Tensor<B, 1, Int>,
+        capacity: Option<usize>,
+        /// `[1]` each, detached.
+        balance: Tensor<B, 1>,
+        z: Tensor<B, 1>,
+    },
+}
+
+impl<B: Backend> Routing<B> {
+    /// The counts and losses on the host (a device read for [`Routing::Device`]).
+    pub fn stats(&self) -> RoutingStats {
+        match self {
+            Routing::Host(stats) => stats.clone(),
+            Routing::Device { tokens, counts, capacity, balance, z } => {
+                let routed: Vec<u64> =
+                    counts.clone().into_data().convert::<i64>().iter::<i64>().map(|c| c as u64).collect();
+                let dropped =
+                    capacity.map_or(0, |c| routed.iter().map(|&r| r.saturating_sub(c as u64)).sum());
+                let scalar = |t: &Tensor<B, 1>| t.clone().into_scalar().elem::<f64>();
+                RoutingStats {
+                    tokens: *tokens as u64,
+                    routed,
+                    dropped,
+                    balance_loss_sum: scalar(balance),
+                    z_loss_sum: scalar(z),
+                    passes: 1,
+                }
+            }
+        }
+    }
 }
 
 pub struct MoeOutput<B: Backend> {
@@ -136,6 +187,48 @@ impl RoutingStats {
     }
 }
 
+/// The routing decision without a capacity limit, as the fused routing op returns it
+/// ([`crate::kernels::Backend::moe_route`]; this is its host-side twin).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HostRoute {
+    /// `[n, k]`: each token's experts, best first; ties go to the lower expert index.
+    pub choices: Vec<usize>,
+    /// `[n · k]`: how many earlier assignments (in token order, a token's choices in order)
+    /// went to the same expert. With a capacity `c`, an assignment is kept when this is `< c`.
+    pub positions: Vec<usize>,
+    /// `[E]`: assignments per expert.
+    pub counts: Vec<usize>,
+}
+
+impl HostRoute {
+    /// Routes the tokens of `logits` (`[n, E]`, row-major) to their top `k` experts.
+    pub fn new(logits: &[f64], n_experts: usize, top_k: usize) -> Self {
+        assert!(
+            n_experts > 0 && logits.len() % n_experts == 0 && top_k <= n_experts,
+            "router logits must be [tokens, experts] with k ≤ experts"
+        );
+        let n = logits.len() / n_experts;
+        let mut choices = Vec::with_capacity(n * top_k);
+        let mut positions = Vec::with_capacity(n * top_k);
+        let mut counts = vec![0usize; n_experts];
+        let mut order: Vec<usize> = (0..n_experts).collect();
+        // −0 and +0 are one value (IEEE equality, as the device kernel compares), which
+        // `total_cmp` alone would order.
+        let key = |v: f64| if v == 0.0 { 0.0 } else { v };
+        for row in logits.chunks(n_experts) {
+            // A stable sort by descending logit: ties keep the lower index first.
+            order.sort_by(|&a, &b| key(row[b]).total_cmp(&key(row[a])));
+            for &e in &order[..top_k] {
+                choices.push(e);
+                positions.push(counts[e]);
+                counts[e] += 1;
+            }
+            order.sort_unstable();
+        }
+        Self { choices, positions, counts }
+    }
+}
+
 /// The discrete routing decision for `n` tokens: which experts each token chose, which of
 /// those assignments were kept, and the unweighted auxiliary losses computed alongside.
 #[derive(Clone, Debug)]
@@ -160,13 +253,12 @@ impl RoutingPlan {
     /// which would leak the future into a causal language model during training.
     pub fn new(logits: &[f64], n: usize, n_experts: usize, top_k: usize, capacity: Option<usize>) -> Self {
         assert_eq!(logits.len(), n * n_experts, "router logits must be [tokens, experts]");
-        let mut choices = Vec::with_capacity(n * top_k);
-        let mut kept = Vec::with_capacity(n * top_k);
-        let mut filled = vec![0usize; n_experts];
-        let mut routed = vec![0u64; n_experts];
+        let route = HostRoute::new(logits, n_experts, top_k);
+        // Filling in token order, an assignment fits exactly when fewer than `capacity`
+        // earlier ones went to its expert: its position is below the capacity.
+        let kept: Vec<bool> = route.positions.iter().map(|&p| capacity.is_none_or(|c| p < c)).collect();
         let mut prob_sum = vec![0.0f64; n_experts];
         let mut z_sum = 0.0;
-        let mut order: Vec<usize> = (0..n_experts).collect();
         for row in logits.chunks(n_experts) {
             // Softmax (for P_e of the balancing loss) and logsumexp (for the z-loss), in f64.
             let max = row.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
@@ -175,23 +267,11 @@ impl RoutingPlan {
                 *p += (l - max).exp() / sum;
             }
             z_sum += (max + sum.ln()).powi(2);
-
-            // A stable sort by descending logit: ties keep the lower index first.
-            order.sort_by(|&a, &b| row[b].total_cmp(&row[a]));
-            for &e in &order[..top_k] {
-                choices.push(e);
-                routed[e] += 1;
-                let fits = capacity.is_none_or(|c| filled[e] < c);
-                if fits {
-                    filled[e] += 1;
-                }
-                kept.push(fits);
-            }
-            order.sort_unstable();
         }
         // Switch eq. 4 / Mixtral: E · Σ_e f_e · P_e, with f_e the fraction of tokens that chose
         // e among their top k (Σ_e f_e = k) and P_e the mean router probability of e.
         let nf = n.max(1) as f64;
+        let routed: Vec<u64> = route.counts.iter().map(|&c| c as u64).collect();
         let balance = n_experts as f64
             * routed.iter().zip(&prob_sum).map(|(&c, &p)| (c as f64 / nf) * (p / nf)).sum::<f64>();
         let dropped = kept.iter().filter(|k| !**k).count() as u64;
@@ -203,7 +283,7 @@ impl RoutingPlan {
             z_loss_sum: z_sum / nf,
             passes: 1,
         };
-        Self { n_tokens: n, n_experts, top_k, choices, kept, stats }
+        Self { n_tokens: n, n_experts, top_k, choices: route.choices, kept, stats }
     }
 
     /// Kept assignments (`token · k + slot`) grouped by expert, tokens ascending within each
@@ -256,8 +336,10 @@ impl<B: Backend> Moe<B> {
         }
     }
 
+    /// The batched dispatch where the backend routes on the device, the grouped one otherwise.
     pub fn forward(&self, x: Tensor<B, 3>) -> MoeOutput<B> {
-        self.forward_with(x, Dispatch::Grouped)
+        let dispatch = if B::FUSED_MOE_ROUTE { Dispatch::Batched } else { Dispatch::Grouped };
+        self.forward_with(x, dispatch)
     }
 
     /// # Shapes
@@ -277,17 +359,30 @@ impl<B: Backend> Moe<B> {
         };
         let logits = self.router.forward(router_input);
         let e = self.experts.len();
-        let host_logits: Vec<f64> =
-            logits.clone().into_data().convert::<f64>().into_vec().expect("float logits");
         let capacity = (training && self.capacity_factor > 0.0)
             .then(|| expert_capacity(self.capacity_factor, n, self.top_k, e));
-        let plan = RoutingPlan::new(&host_logits, n, e, self.top_k, capacity);
-
         let probs = softmax(logits.clone(), 1);
-        let gates = self.gate_weights(probs.clone(), &plan, &device);
-        let mut y = match dispatch {
-            Dispatch::Grouped => self.grouped(tokens.clone(), gates, &plan),
-            Dispatch::DenseMasked => self.dense_masked(tokens.clone(), gates, &plan),
+
+        // `chosen`: the fraction of tokens that chose each expert (`f_e` of the balancing loss).
+        let (mut y, chosen, host_stats) = match dispatch {
+            Dispatch::Batched => {
+                let (y, counts) = self.batched(tokens.clone(), logits.clone(), probs.clone(), capacity);
+                let chosen = counts.clone().float().reshape([1, e]) / n as f64;
+                (y, chosen, Err(counts))
+            }
+            Dispatch::Grouped | Dispatch::DenseMasked => {
+                let host_logits: Vec<f64> =
+                    logits.clone().into_data().convert::<f64>().into_vec().expect("float logits");
+                let plan = RoutingPlan::new(&host_logits, n, e, self.top_k, capacity);
+                let choices = index_tensor::<B, 2>(&plan.choices, [n, plan.top_k], &device);
+                let gates = self.gate_weights(probs.clone(), choices);
+                let y = match dispatch {
+                    Dispatch::Grouped => self.grouped(tokens.clone(), gates, &plan),
+                    _ => self.dense_masked(tokens.clone(), gates, &plan),
+                };
+                let chosen = float_tensor(TensorData::new(plan.routed_fraction(), [1, e]), &device);
+                (y, chosen, Ok(plan.stats))
+            }
         };
         if let Some(shared) = &self.shared_expert {
             let out = shared.forward(tokens.clone());
@@ -296,16 +391,68 @@ impl<B: Backend> Moe<B> {
                 None => out,
             };
         }
-        let aux_loss = self.aux_loss(logits, probs, &plan, &device);
-        MoeOutput { y: y.reshape([b, t, d]), aux: MoeAux { aux_loss, stats: plan.stats } }
+        let (balance, z) = aux_terms(logits, probs, chosen);
+        let aux_loss = balance.clone() * self.balance_coef + z.clone() * self.z_loss_coef;
+        let routing = match host_stats {
+            Ok(stats) => Routing::Host(stats),
+            Err(counts) => {
+                Routing::Device { tokens: n, counts, capacity, balance: balance.detach(), z: z.detach() }
+            }
+        };
+        MoeOutput { y: y.reshape([b, t, d]), aux: MoeAux { aux_loss, routing } }
     }
 
-    /// `[n, k]`: the router probabilities of each token's chosen experts (renormalised to sum
-    /// to 1 for k ≥ 2 when configured). Differentiable: this is how the LM loss trains the router.
-    fn gate_weights(&self, probs: Tensor<B, 2>, plan: &RoutingPlan, device: &B::Device) -> Tensor<B, 2> {
-        let choices = index_tensor::<B, 2>(&plan.choices, [plan.n_tokens, plan.top_k], device);
+    /// `[n, k]`: the router probabilities of each token's chosen experts (`choices` `[n, k]`),
+    /// renormalised to sum to 1 for k ≥ 2 when configured. Differentiable: this is how the LM
+    /// loss trains the router.
+    fn gate_weights(&self, probs: Tensor<B, 2>, choices: Tensor<B, 2, Int>) -> Tensor<B, 2> {
         let w = probs.gather(1, choices);
-        if self.renormalize && plan.top_k > 1 { w.clone() / w.sum_dim(1) } else { w }
+        if self.renormalize && self.top_k > 1 { w.clone() / w.sum_dim(1) } else { w }
+    }
+
+    /// Routes on the device, scatters each kept assignment into its expert's slots of one
+    /// `[E · rows, d]` buffer, runs every expert at once on its `rows` slots, and gathers the
+    /// outputs back, weighted. Returns `y` `[n, d]` and the assignments per expert (`[E]`).
+    ///
+    /// `rows` is the capacity when one is set. Dropless, it is the largest expert's count
+    /// (read back: E integers) rounded up to a multiple of 8, so that only a few distinct
+    /// matmul shapes reach the autotuner; the empty slots are zero rows whose outputs are
+    /// never read.
+    fn batched(
+        &self,
+        tokens: Tensor<B, 2>,
+        logits: Tensor<B, 2>,
+        probs: Tensor<B, 2>,
+        capacity: Option<usize>,
+    ) -> (Tensor<B, 2>, Tensor<B, 1, Int>) {
+        let [n, d] = tokens.dims();
+        let (e, k, m) = (self.experts.len(), self.top_k, n * self.top_k);
+        let (device, dtype) = (tokens.device(), tokens.dtype());
+        let (choices, positions, counts) = kernels::moe_route(logits, k);
+        let rows = capacity.unwrap_or_else(|| {
+            let largest: i64 = counts.clone().max().into_scalar().elem();
+            (largest.max(1) as usize).next_multiple_of(8)
+        });
+        // Slot `expert · rows + position` for a kept assignment; the extra row `E · rows`
+        // collects the dropped ones, and is never read.
+        let dropped_slot = (e * rows) as i64;
+        let dropped = positions.clone().greater_equal_elem(rows as i64);
+        let slots = (choices.clone().reshape([m]).mul_scalar(rows as i64) + positions)
+            .mask_fill(dropped, dropped_slot);
+        let assigned = tokens.unsqueeze_dim::<3>(1).expand([n, k, d]).reshape([m, d]);
+        let buffer = Tensor::zeros([e * rows + 1, d], (&device, dtype)).select_assign(
+            0,
+            slots.clone(),
+            assigned,
+            IndexingUpdateOp::Add,
+        );
+        let expert_in = buffer.narrow(0, 0, e * rows).reshape([e, rows, d]);
+        let expert_out = Mlp::forward_stacked(&self.experts, expert_in).reshape([e * rows, d]);
+        // A dropped assignment reads a zero row: it adds nothing and its gate gets no gradient.
+        let expert_out = Tensor::cat(vec![expert_out, Tensor::zeros([1, d], (&device, dtype))], 0);
+        let gates = self.gate_weights(probs, choices);
+        let weighted = expert_out.select(0, slots).reshape([n, k, d]) * gates.unsqueeze_dim::<3>(2);
+        (weighted.sum_dim(1).reshape([n, d]), counts)
     }
 
     /// Gathers each expert's tokens, runs the expert once on them, scatters the weighted
@@ -314,7 +461,7 @@ impl<B: Backend> Moe<B> {
         let [n, d] = tokens.dims();
         let device = tokens.device();
         let (assignments, sizes) = plan.grouped_assignments();
-        let out = Tensor::zeros([n, d], &device);
+        let out = Tensor::zeros([n, d], (&device, tokens.dtype()));
         if assignments.is_empty() {
             return out;
         }
@@ -348,30 +495,11 @@ impl<B: Backend> Moe<B> {
         }
         let mask: Tensor<B, 3> = float_tensor(TensorData::new(mask, [n, k, e]), &device);
         let combine = (gates.unsqueeze_dim::<3>(2) * mask).sum_dim(1).reshape([n, e]);
-        let mut y = Tensor::zeros(tokens.dims(), &device);
+        let mut y = Tensor::zeros(tokens.dims(), (&device, tokens.dtype()));
         for (i, expert) in self.experts.iter().enumerate() {
             y = y + expert.forward(tokens.clone()) * combine.clone().narrow(1, i, 1);
         }
         y
-    }
-
-    /// `balance_coef · E · Σ_e f_e · P_e + z_loss_coef · mean(logsumexp(logits)²)`. `f_e` comes
-    /// from the discrete choices (a constant); the gradient reaches the router through `P_e`
-    /// and through the logits of the z-loss.
-    fn aux_loss(
-        &self,
-        logits: Tensor<B, 2>,
-        probs: Tensor<B, 2>,
-        plan: &RoutingPlan,
-        device: &B::Device,
-    ) -> Tensor<B, 1> {
-        let e = plan.n_experts;
-        let f: Tensor<B, 2> = float_tensor(TensorData::new(plan.routed_fraction(), [1, e]), device);
-        let balance = (probs.mean_dim(0) * f).sum() * e as f64;
-        let max = logits.clone().detach().max_dim(1);
-        let lse = (logits - max.clone()).exp().sum_dim(1).log() + max;
-        let z = lse.powf_scalar(2.0).mean();
-        balance * self.balance_coef + z * self.z_loss_coef
     }
 
     /// Every linear layer that may run in bf16. The router stays fp32: small logit errors
@@ -379,6 +507,21 @@ impl<B: Backend> Moe<B> {
     pub fn linears_mut(&mut self) -> Vec<&mut Linear<B>> {
         self.experts.iter_mut().chain(self.shared_expert.as_mut()).flat_map(Mlp::linears_mut).collect()
     }
+}
+
+/// The unweighted auxiliary losses `(E · Σ_e f_e · P_e, mean(logsumexp(logits)²))`, each
+/// `[1]`, given `chosen` (`f_e`, `[1, E]`, a constant from the discrete choices). The
+/// gradient reaches the router through `P_e` and through the logits of the z-loss.
+fn aux_terms<B: Backend>(
+    logits: Tensor<B, 2>,
+    probs: Tensor<B, 2>,
+    chosen: Tensor<B, 2>,
+) -> (Tensor<B, 1>, Tensor<B, 1>) {
+    let e = logits.dims()[1];
+    let balance = (probs.mean_dim(0) * chosen).sum() * e as f64;
+    let max = logits.clone().detach().max_dim(1);
+    let lse = (logits - max.clone()).exp().sum_dim(1).log() + max;
+    (balance, lse.powf_scalar(2.0).mean())
 }
 
 fn index_tensor<B: Backend, const D: usize>(
@@ -400,6 +543,16 @@ mod tests {
         assert_eq!(plan.choices, vec![1, 3, 0, 3]);
         assert!(plan.kept.iter().all(|k| *k));
         assert_eq!(plan.stats.routed, vec![1, 1, 0, 2]);
+    }
+
+    #[test]
+    fn signed_zeros_tie_and_positions_count_earlier_assignments() {
+        // Token 0: −0 and +0 tie at the top, so the lower index (−0 at expert 0) goes first.
+        let logits = [-0.0, 0.0, -1.0, /* token 1 */ 0.0, 2.0, 1.0];
+        let route = HostRoute::new(&logits, 3, 2);
+        assert_eq!(route.choices, vec![0, 1, 1, 2]);
+        assert_eq!(route.positions, vec![0, 0, 1, 0]);
+        assert_eq!(route.counts, vec![1, 2, 1]);
     }
 
     #[test]

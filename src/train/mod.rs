@@ -215,7 +215,7 @@ pub fn train<B: AutodiffBackend>(
         let lr = schedule::lr(step, &cfg.train);
         let mut accumulator = GradientsAccumulator::<LanguageModel<B>>::new();
         let (mut ce_sum, mut aux_sum) = (None, None);
-        let mut step_routing = Vec::new();
+        let mut micro_routing = Vec::with_capacity(accum);
         for micro in 0..accum {
             let batch = batcher.batch((step * accum + micro) as u64);
             let (x, y) = batch_tensors::<B>(&batch.tokens, device);
@@ -228,11 +228,18 @@ pub fn train<B: AutodiffBackend>(
             if let Some(aux) = objective.aux {
                 add_detached(&mut aux_sum, aux, accum);
             }
-            metrics::merge_routing(&mut step_routing, &objective.routing);
+            micro_routing.push(objective.routing);
         }
         let mut grads = accumulator.grads();
         let loss: f64 = ce_sum.expect("grad_accum ≥ 1").into_scalar().elem(); // sync point
         let aux_loss: Option<f64> = aux_sum.map(|a| a.into_scalar().elem());
+        // Routing decided on the device is read only now, after the sync, so that no MoE
+        // layer's forward waited for the host.
+        let mut step_routing = Vec::new();
+        for routing in &micro_routing {
+            let stats: Vec<_> = routing.iter().map(|(layer, r)| (*layer, r.stats())).collect();
+            metrics::merge_routing(&mut step_routing, &stats);
+        }
         let grad_norm = optim::global_grad_norm(&model, &grads);
 
         // A non-finite loss or gradient would poison the weights and the Adam moments: skip.
