@@ -19,7 +19,14 @@
 //!
 //! Masked scores use a large finite negative rather than −∞ because WGSL has no −∞ literal.
 
+use burn::tensor::ops::FloatTensorOps;
+use burn::tensor::{DType, Shape, TensorMetadata};
+use burn_cubecl::kernel::into_contiguous;
+use burn_cubecl::tensor::CubeTensor;
+use burn_cubecl::{BoolElement, CubeBackend, CubeRuntime, FloatElement, IntElement};
 use cubecl::prelude::*;
+
+use super::cube::{cast, empty, f32_contiguous};
 
 /// Whether query `i` sees key `j`: causal, and within the last `window` positions when
 /// `window > 0`.
@@ -337,4 +344,129 @@ fn load_rows<F: Float>(
         tile[idx] = if start + r < seq_len { src[base + (start + r) * head_dim + e] } else { F::new(0.0) };
         idx += CUBE_DIM_X as usize;
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Launch (host side): grid, operand layouts and dtypes. Called by `cube.rs`.
+
+/// Rows per cube in the attention kernels (query rows in the forward and dQ, key rows in dK/dV).
+const ATTENTION_ROWS: usize = 32;
+
+/// Keys (or queries) per shared-memory tile: the largest power of two up to 32 whose two
+/// `tile · hd` f32 tiles (plus dK/dV's two `tile` row vectors) fit the device's shared memory
+/// (48 KiB on NVIDIA by default, 16 KiB under wgpu's default limits).
+pub(super) fn attention_tile<R: CubeRuntime>(like: &CubeTensor<R>, head_dim: usize) -> usize {
+    let limit = like.client.properties().hardware.max_shared_memory_size;
+    let bytes = |tile: usize| (2 * tile * head_dim + 2 * tile) * size_of::<f32>();
+    let mut tile = 32;
+    while tile > 1 && bytes(tile) > limit {
+        tile /= 2;
+    }
+    tile
+}
+
+fn attention_grid(rows: usize, slabs: usize) -> (CubeCount, CubeDim) {
+    (
+        CubeCount::Static(rows.div_ceil(ATTENTION_ROWS) as u32, slabs as u32, 1),
+        CubeDim::new_1d(ATTENTION_ROWS as u32),
+    )
+}
+
+/// `(out, lse)` of causal attention (`window` 0: unbounded).
+pub(super) fn attention_forward<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement>(
+    q: CubeTensor<R>,
+    k: CubeTensor<R>,
+    v: CubeTensor<R>,
+    window: usize,
+) -> (CubeTensor<R>, CubeTensor<R>) {
+    let out_dtype = q.dtype();
+    let [q, k, v] = [q, k, v].map(f32_contiguous::<R, F, I, BT>);
+    let [b, h, t, hd] = q.shape().dims::<4>();
+    let out = empty::<R>(&q, [b, h, t, hd]);
+    let lse = empty::<R>(&q, [b, h, t]);
+    let (count, dim) = attention_grid(t, b * h);
+    attention_forward_kernel::launch::<R>(
+        &q.client,
+        count,
+        dim,
+        q.clone().into_tensor_arg(),
+        k.into_tensor_arg(),
+        v.into_tensor_arg(),
+        out.clone().into_tensor_arg(),
+        lse.clone().into_tensor_arg(),
+        1.0 / (hd as f32).sqrt(),
+        window as u32,
+        hd,
+        attention_tile(&q, hd),
+        DType::F32.into(),
+    );
+    (cast::<R, F, I, BT>(out, out_dtype), lse)
+}
+
+/// `[dq, dk, dv]` from the forward's output and row log-sum-exps.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn attention_backward<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement>(
+    q: CubeTensor<R>,
+    k: CubeTensor<R>,
+    v: CubeTensor<R>,
+    out: CubeTensor<R>,
+    lse: CubeTensor<R>,
+    d_out: CubeTensor<R>,
+    window: usize,
+) -> [CubeTensor<R>; 3] {
+    type Cube<R, F, I, BT> = CubeBackend<R, F, I, BT>;
+    let dtypes = [q.dtype(), k.dtype(), v.dtype()];
+    let [q, k, v, out, d_out] = [q, k, v, out, d_out].map(f32_contiguous::<R, F, I, BT>);
+    let [b, h, t, hd] = q.shape().dims::<4>();
+    let kv = k.shape().dims::<4>()[1];
+    // D_i = dO_i · o_i, the softmax backward's row term (FlashAttention-2, Algorithm 2 line 4).
+    let delta_rows = Cube::<R, F, I, BT>::float_reshape(
+        Cube::<R, F, I, BT>::float_sum_dim(Cube::<R, F, I, BT>::float_mul(d_out.clone(), out), 3),
+        Shape::new([b, h, t]),
+    );
+    let delta_rows = into_contiguous(delta_rows);
+    let (dq, dk, dv) =
+        (empty::<R>(&q, [b, h, t, hd]), empty::<R>(&q, [b, kv, t, hd]), empty::<R>(&q, [b, kv, t, hd]));
+    let scale = 1.0 / (hd as f32).sqrt();
+    let tile = attention_tile(&q, hd);
+    let (count, dim) = attention_grid(t, b * h);
+    attention_dq_kernel::launch::<R>(
+        &q.client,
+        count,
+        dim,
+        q.clone().into_tensor_arg(),
+        k.clone().into_tensor_arg(),
+        v.clone().into_tensor_arg(),
+        d_out.clone().into_tensor_arg(),
+        lse.clone().into_tensor_arg(),
+        delta_rows.clone().into_tensor_arg(),
+        dq.clone().into_tensor_arg(),
+        scale,
+        window as u32,
+        hd,
+        tile,
+        DType::F32.into(),
+    );
+    let (count, dim) = attention_grid(t, b * kv);
+    let client = q.client.clone();
+    attention_dkv_kernel::launch::<R>(
+        &client,
+        count,
+        dim,
+        q.into_tensor_arg(),
+        k.into_tensor_arg(),
+        v.into_tensor_arg(),
+        d_out.into_tensor_arg(),
+        lse.into_tensor_arg(),
+        delta_rows.into_tensor_arg(),
+        dk.clone().into_tensor_arg(),
+        dv.clone().into_tensor_arg(),
+        scale,
+        window as u32,
+        hd,
+        tile,
+        DType::F32.into(),
+    );
+    let mut grads = [dq, dk, dv].into_iter().zip(dtypes).map(|(g, dtype)| cast::<R, F, I, BT>(g, dtype));
+    [(); 3].map(|_| grads.next().expect("three gradients"))
 }

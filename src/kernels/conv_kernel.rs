@@ -18,7 +18,13 @@
 //! gradient over its steps in registers and writes one partial per unit
 //! (`[b, ⌈t/steps⌉, ch, k]`), which the launcher adds with one tensor op: no atomics.
 
+use burn::tensor::ops::FloatTensorOps;
+use burn::tensor::{DType, Shape, TensorMetadata};
+use burn_cubecl::tensor::CubeTensor;
+use burn_cubecl::{BoolElement, CubeBackend, CubeRuntime, FloatElement, IntElement};
 use cubecl::prelude::*;
+
+use super::cube::{cast, empty, f32_contiguous};
 
 /// Forward: `y[b, t, c] = bias[c] + Σ_j weight[c, j] · x[b, t − (k − 1) + j, c]`, zero before
 /// the sequence.
@@ -118,4 +124,82 @@ pub fn causal_conv_backward_kernel<F: Float>(
     for j in 0..taps {
         dw_part[part + j] = dw[j];
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Launch (host side): grid, operand layouts and dtypes. Called by `cube.rs`.
+
+/// Channels per cube of the convolution kernels (consecutive channels: coalesced access).
+const CONV_CHANNELS: usize = 64;
+
+/// Time steps per unit of the convolution kernels: enough to amortise loading the taps, few
+/// enough that `[b, t/steps, ch]` units fill the GPU at short `t`.
+const CONV_STEPS: usize = 32;
+
+fn conv_grid(b: usize, t: usize, ch: usize) -> (CubeCount, CubeDim) {
+    let count = CubeCount::Static(ch.div_ceil(CONV_CHANNELS) as u32, t.div_ceil(CONV_STEPS) as u32, b as u32);
+    (count, CubeDim::new_1d(CONV_CHANNELS as u32))
+}
+
+pub(super) fn causal_conv_forward<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement>(
+    x: CubeTensor<R>,
+    weight: CubeTensor<R>,
+    bias: CubeTensor<R>,
+) -> CubeTensor<R> {
+    let dtype = x.dtype();
+    let [x, weight, bias] = [x, weight, bias].map(f32_contiguous::<R, F, I, BT>);
+    let [b, t, ch] = x.shape().dims::<3>();
+    let taps = weight.shape().dims::<2>()[1];
+    let y = empty::<R>(&x, [b, t, ch]);
+    let (count, dim) = conv_grid(b, t, ch);
+    causal_conv_forward_kernel::launch::<R>(
+        &x.client,
+        count,
+        dim,
+        x.clone().into_tensor_arg(),
+        weight.into_tensor_arg(),
+        bias.into_tensor_arg(),
+        y.clone().into_tensor_arg(),
+        taps,
+        CONV_STEPS,
+        DType::F32.into(),
+    );
+    cast::<R, F, I, BT>(y, dtype)
+}
+
+/// `[dx, dweight, dbias]`.
+pub(super) fn causal_conv_backward<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement>(
+    x: CubeTensor<R>,
+    weight: CubeTensor<R>,
+    dy: CubeTensor<R>,
+) -> [CubeTensor<R>; 3] {
+    type Cube<R, F, I, BT> = CubeBackend<R, F, I, BT>;
+    let (x_dtype, w_dtype) = (x.dtype(), weight.dtype());
+    let [x, weight, dy] = [x, weight, dy].map(f32_contiguous::<R, F, I, BT>);
+    let [b, t, ch] = x.shape().dims::<3>();
+    let taps = weight.shape().dims::<2>()[1];
+    let blocks = t.div_ceil(CONV_STEPS);
+    let (dx, dw_part) = (empty::<R>(&x, [b, t, ch]), empty::<R>(&x, [b * blocks, ch * taps]));
+    let (count, dim) = conv_grid(b, t, ch);
+    causal_conv_backward_kernel::launch::<R>(
+        &x.client,
+        count,
+        dim,
+        x.clone().into_tensor_arg(),
+        weight.into_tensor_arg(),
+        dy.clone().into_tensor_arg(),
+        dx.clone().into_tensor_arg(),
+        dw_part.clone().into_tensor_arg(),
+        taps,
+        CONV_STEPS,
+        DType::F32.into(),
+    );
+    let dw = Cube::<R, F, I, BT>::float_reshape(
+        Cube::<R, F, I, BT>::float_sum_dim(dw_part, 0),
+        Shape::new([ch, taps]),
+    );
+    let rows = Cube::<R, F, I, BT>::float_reshape(dy, Shape::new([b * t, ch]));
+    let db =
+        Cube::<R, F, I, BT>::float_reshape(Cube::<R, F, I, BT>::float_sum_dim(rows, 0), Shape::new([ch]));
+    [cast::<R, F, I, BT>(dx, x_dtype), cast::<R, F, I, BT>(dw, w_dtype), cast::<R, F, I, BT>(db, w_dtype)]
 }

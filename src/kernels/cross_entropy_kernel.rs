@@ -15,7 +15,14 @@
 //! exponentials rescaled to it (the online softmax of Milakov & Gimelshein 2018), and the cube
 //! merges the units' pairs by a tree in shared memory.
 
+use burn::tensor::TensorMetadata;
+use burn_cubecl::kernel::into_contiguous;
+use burn_cubecl::ops::numeric::empty_device_dtype;
+use burn_cubecl::tensor::CubeTensor;
+use burn_cubecl::{BoolElement, CubeRuntime, FloatElement, IntElement};
 use cubecl::prelude::*;
+
+use super::cube::{empty, f32_contiguous, u32_contiguous};
 
 /// Forward: `lse[r] = log Σ_j exp(logits[r, j])` and `nll[r] = lse[r] − logits[r, targets[r]]`.
 ///
@@ -110,4 +117,70 @@ pub fn cross_entropy_backward_kernel<F: Float>(
         }
         row += CUBE_COUNT_X as usize;
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Launch (host side): grid, operand layouts and dtypes. Called by `cube.rs`.
+
+/// Units per cube of the cross-entropy kernels: a power of two, for the forward's tree
+/// reduction in shared memory (2 KiB).
+const CROSS_ENTROPY_UNITS: usize = 256;
+
+/// One cube per row, at most 65 535 of them (wgpu's grid limit); the kernels loop over the
+/// rows beyond.
+fn cross_entropy_grid(rows: usize) -> (CubeCount, CubeDim) {
+    (CubeCount::Static(rows.clamp(1, 65_535) as u32, 1, 1), CubeDim::new_1d(CROSS_ENTROPY_UNITS as u32))
+}
+
+/// `(nll, lse)`, both f32 `[n]`, of logits `[n, vocab]` read in their own dtype.
+pub(super) fn cross_entropy_forward<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement>(
+    logits: CubeTensor<R>,
+    targets: CubeTensor<R>,
+) -> (CubeTensor<R>, CubeTensor<R>) {
+    let logits = into_contiguous(logits);
+    let targets = u32_contiguous::<R, F, I, BT>(targets);
+    let n = logits.shape().dims::<2>()[0];
+    let (nll, lse) = (empty::<R>(&logits, [n]), empty::<R>(&logits, [n]));
+    let (count, dim) = cross_entropy_grid(n);
+    let dtype = logits.dtype();
+    cross_entropy_forward_kernel::launch::<R>(
+        &logits.client,
+        count,
+        dim,
+        logits.clone().into_tensor_arg(),
+        targets.into_tensor_arg(),
+        nll.clone().into_tensor_arg(),
+        lse.clone().into_tensor_arg(),
+        CROSS_ENTROPY_UNITS,
+        dtype.into(),
+    );
+    (nll, lse)
+}
+
+/// The logits' gradient, in their dtype, from the forward's row log-sum-exps.
+pub(super) fn cross_entropy_backward<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement>(
+    logits: CubeTensor<R>,
+    targets: CubeTensor<R>,
+    lse: CubeTensor<R>,
+    d_nll: CubeTensor<R>,
+) -> CubeTensor<R> {
+    let logits = into_contiguous(logits);
+    let targets = u32_contiguous::<R, F, I, BT>(targets);
+    let [lse, d_nll] = [lse, d_nll].map(f32_contiguous::<R, F, I, BT>);
+    let dtype = logits.dtype();
+    let d_logits =
+        empty_device_dtype::<R>(logits.client.clone(), logits.device.clone(), logits.shape(), dtype);
+    let (count, dim) = cross_entropy_grid(logits.shape().dims::<2>()[0]);
+    cross_entropy_backward_kernel::launch::<R>(
+        &logits.client,
+        count,
+        dim,
+        logits.clone().into_tensor_arg(),
+        targets.into_tensor_arg(),
+        lse.into_tensor_arg(),
+        d_nll.into_tensor_arg(),
+        d_logits.clone().into_tensor_arg(),
+        dtype.into(),
+    );
+    d_logits
 }

@@ -311,10 +311,10 @@ impl<B: FusionBackend + Backend> Backend for Fusion<B> {
     }
 }
 
-/// The checkpoint interval of the CubeCL scan kernel (`cube.rs`), needed to declare the shape
+/// The checkpoint interval of the CubeCL scan kernel (`scan_kernel.rs`), needed to declare the shape
 /// of its checkpoints before the kernel runs.
 fn checkpoint_chunk(n_state: usize) -> usize {
-    super::cube::chunk_len(n_state)
+    super::scan_kernel::chunk_len(n_state)
 }
 
 fn operands<R: FusionRuntime>(

@@ -3,9 +3,10 @@
 //! The model is written against [`Backend`]: burn's backend trait plus the fused operations
 //! archlab knows. Each operation's default body is its plain-ops twin, so the CPU backends
 //! implement the trait with no code. The CubeCL backends (CUDA, wgpu) override it with a
-//! kernel (`cube.rs`), burn's fusion backend forwards it to the backend it wraps as one
-//! custom operation (`fusion.rs`), and `Autodiff<B>` wraps the kernel in a custom backward
-//! node when `B` has one (`autodiff.rs`), and otherwise differentiates the twin.
+//! kernel (`cube.rs`; each `*_kernel.rs` holds its kernels and, below them, their launchers),
+//! burn's fusion backend forwards it to the backend it wraps as one custom operation
+//! (`fusion.rs`), and `Autodiff<B>` wraps the kernel in a custom backward node when `B` has
+//! one (`autodiff.rs`), and otherwise differentiates the twin.
 //!
 //! | operation | kernel | twin (the test oracle) |
 //! |---|---|---|

@@ -18,7 +18,14 @@
 //!   inclusive scan in shared memory numbers the flagged ones, and the block's total carries
 //!   into the next block. The last total is the expert's count.
 
+use burn::tensor::ops::IntTensorOps;
+use burn::tensor::{DType, Shape, TensorMetadata};
+use burn_cubecl::ops::numeric::empty_device_dtype;
+use burn_cubecl::tensor::CubeTensor;
+use burn_cubecl::{BoolElement, CubeBackend, CubeRuntime, FloatElement, IntElement};
 use cubecl::prelude::*;
+
+use super::cube::f32_contiguous;
 
 /// `choices[r, j]`: token r's j-th best expert; ties go to the lower index (the host's stable
 /// sort). Layouts (contiguous): `logits` `[n, E]`, `choices` `[n, k]`. Grid: x over tokens,
@@ -117,4 +124,43 @@ pub fn moe_positions_kernel(
         }
         expert += CUBE_COUNT_X as usize;
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Launch (host side): grid, operand layouts and dtypes. Called by `cube.rs`.
+
+/// Units per cube of the MoE routing kernels (a power of two: the positions kernel's scan).
+const MOE_ROUTE_UNITS: usize = 256;
+
+/// `[choices [n, k], positions [n · k], counts [E]]` in the backend's int dtype.
+pub(super) fn moe_route<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement>(
+    logits: CubeTensor<R>,
+    top_k: usize,
+) -> [CubeTensor<R>; 3] {
+    let logits = f32_contiguous::<R, F, I, BT>(logits);
+    let [n, experts] = logits.shape().dims::<2>();
+    let u32_empty = |shape: Shape| {
+        empty_device_dtype::<R>(logits.client.clone(), logits.device.clone(), shape, DType::U32)
+    };
+    let choices = u32_empty(Shape::new([n, top_k]));
+    let positions = u32_empty(Shape::new([n * top_k]));
+    let counts = u32_empty(Shape::new([experts]));
+    moe_top_k_kernel::launch::<R>(
+        &logits.client,
+        CubeCount::Static(n.div_ceil(MOE_ROUTE_UNITS).clamp(1, 65_535) as u32, 1, 1),
+        CubeDim::new_1d(MOE_ROUTE_UNITS as u32),
+        logits.clone().into_tensor_arg(),
+        choices.clone().into_tensor_arg(),
+    );
+    moe_positions_kernel::launch::<R>(
+        &logits.client,
+        CubeCount::Static(experts.clamp(1, 65_535) as u32, 1, 1),
+        CubeDim::new_1d(MOE_ROUTE_UNITS as u32),
+        choices.clone().into_tensor_arg(),
+        positions.clone().into_tensor_arg(),
+        counts.clone().into_tensor_arg(),
+        MOE_ROUTE_UNITS,
+    );
+    let int = <I as burn::tensor::Element>::dtype().into();
+    [choices, positions, counts].map(|t| CubeBackend::<R, F, I, BT>::int_cast(t, int))
 }

@@ -13,7 +13,13 @@
 //! writes one partial row per cube (`[cubes, d]`); the launcher adds the partials with one
 //! tensor op. No atomics, so the result does not depend on scheduling.
 
+use burn::tensor::ops::FloatTensorOps;
+use burn::tensor::{DType, Shape, TensorMetadata};
+use burn_cubecl::tensor::CubeTensor;
+use burn_cubecl::{BoolElement, CubeBackend, CubeRuntime, FloatElement, IntElement};
 use cubecl::prelude::*;
+
+use super::cube::{cast, empty, f32_contiguous};
 
 use super::reduce::cube_sum;
 
@@ -115,4 +121,78 @@ pub fn rms_norm_backward_kernel<F: Float>(
             dw_part[part + j] = dw[c];
         }
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Launch (host side): grid, operand layouts and dtypes. Called by `cube.rs`.
+
+/// Units per cube of the RMSNorm kernels: a power of two, for the tree sum in shared memory.
+const RMS_NORM_UNITS: usize = 128;
+
+/// Cubes of the RMSNorm backward: each writes one partial row of the weight gradient, so
+/// fewer cubes than rows (each loops over several) keeps that sum small.
+const RMS_NORM_BACKWARD_CUBES: usize = 1024;
+
+/// `(y, rstd)`: `y` in `x`'s shape and dtype, `rstd` f32 `[b, t]`.
+pub(super) fn rms_norm_forward<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement>(
+    x: CubeTensor<R>,
+    weight: CubeTensor<R>,
+    eps: f64,
+) -> (CubeTensor<R>, CubeTensor<R>) {
+    let (shape, dtype) = (x.shape(), x.dtype());
+    let [x, weight] = [x, weight].map(f32_contiguous::<R, F, I, BT>);
+    let [b, t, d] = shape.dims::<3>();
+    let x = CubeBackend::<R, F, I, BT>::float_reshape(x, Shape::new([b * t, d]));
+    let (y, rstd) = (empty::<R>(&x, [b * t, d]), empty::<R>(&x, [b, t]));
+    rms_norm_forward_kernel::launch::<R>(
+        &x.client,
+        CubeCount::Static((b * t).clamp(1, 65_535) as u32, 1, 1),
+        CubeDim::new_1d(RMS_NORM_UNITS as u32),
+        x.clone().into_tensor_arg(),
+        weight.into_tensor_arg(),
+        y.clone().into_tensor_arg(),
+        rstd.clone().into_tensor_arg(),
+        eps as f32,
+        RMS_NORM_UNITS,
+        DType::F32.into(),
+    );
+    let y = CubeBackend::<R, F, I, BT>::float_reshape(y, shape);
+    (cast::<R, F, I, BT>(y, dtype), rstd)
+}
+
+/// `[dx, dweight]` from the forward's row `rstd`.
+pub(super) fn rms_norm_backward<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement>(
+    x: CubeTensor<R>,
+    weight: CubeTensor<R>,
+    rstd: CubeTensor<R>,
+    dy: CubeTensor<R>,
+) -> [CubeTensor<R>; 2] {
+    type Cube<R, F, I, BT> = CubeBackend<R, F, I, BT>;
+    let (shape, dtypes) = (x.shape(), [x.dtype(), weight.dtype()]);
+    let [x, weight, rstd, dy] = [x, weight, rstd, dy].map(f32_contiguous::<R, F, I, BT>);
+    let [b, t, d] = shape.dims::<3>();
+    let rows = Shape::new([b * t, d]);
+    let x = Cube::<R, F, I, BT>::float_reshape(x, rows.clone());
+    let dy = Cube::<R, F, I, BT>::float_reshape(dy, rows);
+    let cubes = (b * t).clamp(1, RMS_NORM_BACKWARD_CUBES);
+    let (dx, dw_part) = (empty::<R>(&x, [b * t, d]), empty::<R>(&x, [cubes, d]));
+    rms_norm_backward_kernel::launch::<R>(
+        &x.client,
+        CubeCount::Static(cubes as u32, 1, 1),
+        CubeDim::new_1d(RMS_NORM_UNITS as u32),
+        x.clone().into_tensor_arg(),
+        weight.into_tensor_arg(),
+        rstd.into_tensor_arg(),
+        dy.into_tensor_arg(),
+        dx.clone().into_tensor_arg(),
+        dw_part.clone().into_tensor_arg(),
+        RMS_NORM_UNITS,
+        d.div_ceil(RMS_NORM_UNITS),
+        DType::F32.into(),
+    );
+    let dx = Cube::<R, F, I, BT>::float_reshape(dx, shape);
+    let dw =
+        Cube::<R, F, I, BT>::float_reshape(Cube::<R, F, I, BT>::float_sum_dim(dw_part, 0), Shape::new([d]));
+    let [dx_dtype, dw_dtype] = dtypes;
+    [cast::<R, F, I, BT>(dx, dx_dtype), cast::<R, F, I, BT>(dw, dw_dtype)]
 }

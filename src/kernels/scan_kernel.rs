@@ -24,7 +24,14 @@
 //! row per cube (`[b, t, blocks, n]`); the launcher adds the `blocks` partials with one tensor
 //! op. No atomics, so the result does not depend on scheduling.
 
+use burn::tensor::ops::FloatTensorOps;
+use burn::tensor::{DType, Shape, TensorMetadata};
+use burn_cubecl::tensor::CubeTensor;
+use burn_cubecl::{BoolElement, CubeBackend, CubeRuntime, FloatElement, IntElement};
 use cubecl::prelude::*;
+
+use super::ScanOperands;
+use super::cube::{cast, empty, f32_contiguous};
 
 /// Forward pass from a zero state.
 ///
@@ -237,4 +244,112 @@ pub fn scan_backward_kernel<F: Float>(
             da_part[(batch * channels + channel) * n_state + n] = da[n];
         }
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Launch (host side): grid, operand layouts and dtypes. Called by `cube.rs`.
+
+/// Units per cube along the channel axis: one warp on NVIDIA GPUs, so the backward's
+/// shared-memory barriers stay within a warp.
+const CUBE_D: usize = 32;
+
+/// Steps between state checkpoints. The backward recomputes `chunk · n` states per unit into
+/// a private array (≤ 1024 floats), and the checkpoints cost `1/chunk` of storing every state.
+pub(super) fn chunk_len(n_state: usize) -> usize {
+    (1024 / n_state).clamp(4, 64)
+}
+
+/// Steps per shared-memory reduction of dB/dC in the backward: two `group · CUBE_D · n` f32
+/// buffers, at most 8 KiB, well inside every GPU's (and Metal's 32 KiB) shared memory.
+fn group_len(n_state: usize) -> usize {
+    (1024 / (CUBE_D * n_state)).max(1)
+}
+
+/// `(y, checkpoints)`; the checkpoints are a 1-element placeholder unless `save`.
+pub(super) fn scan_forward<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement>(
+    s: ScanOperands<CubeBackend<R, F, I, BT>>,
+    save: bool,
+) -> (CubeTensor<R>, CubeTensor<R>) {
+    let out_dtype = s.x.dtype();
+    let [x, delta, a, b, c] = [s.x, s.delta, s.a, s.b, s.c].map(f32_contiguous::<R, F, I, BT>);
+    let [bsz, t, d] = x.shape().dims::<3>();
+    let n = a.shape().dims::<2>()[1];
+    let chunk = chunk_len(n);
+    let y = empty::<R>(&x, [bsz, t, d]);
+    let checkpoints = if save { empty::<R>(&x, [bsz, t.div_ceil(chunk), d, n]) } else { empty::<R>(&x, [1]) };
+    scan_forward_kernel::launch::<R>(
+        &x.client,
+        CubeCount::Static(d.div_ceil(CUBE_D) as u32, bsz as u32, 1),
+        CubeDim::new_1d(CUBE_D as u32),
+        x.clone().into_tensor_arg(),
+        delta.into_tensor_arg(),
+        a.into_tensor_arg(),
+        b.into_tensor_arg(),
+        c.into_tensor_arg(),
+        y.clone().into_tensor_arg(),
+        checkpoints.clone().into_tensor_arg(),
+        n,
+        chunk,
+        save,
+        DType::F32.into(),
+    );
+    (cast::<R, F, I, BT>(y, out_dtype), checkpoints)
+}
+
+pub(super) fn scan_backward<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement>(
+    s: ScanOperands<CubeBackend<R, F, I, BT>>,
+    checkpoints: CubeTensor<R>,
+    dy: CubeTensor<R>,
+) -> ScanOperands<CubeBackend<R, F, I, BT>> {
+    let dtypes = [s.x.dtype(), s.delta.dtype(), s.a.dtype(), s.b.dtype(), s.c.dtype()];
+    let [x, delta, a, b, c] = [s.x, s.delta, s.a, s.b, s.c].map(f32_contiguous::<R, F, I, BT>);
+    let dy = f32_contiguous::<R, F, I, BT>(dy);
+    let [bsz, t, d] = x.shape().dims::<3>();
+    let n = a.shape().dims::<2>()[1];
+    let blocks = d.div_ceil(CUBE_D);
+    let (dx, ddelta) = (empty::<R>(&x, [bsz, t, d]), empty::<R>(&x, [bsz, t, d]));
+    let da_part = empty::<R>(&x, [bsz, d, n]);
+    let (db_part, dc_part) = (empty::<R>(&x, [bsz, t, blocks, n]), empty::<R>(&x, [bsz, t, blocks, n]));
+    scan_backward_kernel::launch::<R>(
+        &x.client,
+        CubeCount::Static(blocks as u32, bsz as u32, 1),
+        CubeDim::new_1d(CUBE_D as u32),
+        x.clone().into_tensor_arg(),
+        delta.into_tensor_arg(),
+        a.into_tensor_arg(),
+        b.into_tensor_arg(),
+        c.into_tensor_arg(),
+        checkpoints.into_tensor_arg(),
+        dy.into_tensor_arg(),
+        dx.clone().into_tensor_arg(),
+        ddelta.clone().into_tensor_arg(),
+        da_part.clone().into_tensor_arg(),
+        db_part.clone().into_tensor_arg(),
+        dc_part.clone().into_tensor_arg(),
+        n,
+        chunk_len(n),
+        group_len(n),
+        CUBE_D,
+        DType::F32.into(),
+    );
+    type Cube<R, F, I, BT> = CubeBackend<R, F, I, BT>;
+    let da = Cube::<R, F, I, BT>::float_reshape(
+        Cube::<R, F, I, BT>::float_sum_dim(da_part, 0),
+        Shape::new([d, n]),
+    );
+    let across_blocks = |part| {
+        Cube::<R, F, I, BT>::float_reshape(
+            Cube::<R, F, I, BT>::float_sum_dim(part, 2),
+            Shape::new([bsz, t, n]),
+        )
+    };
+    let (db, dc) = (across_blocks(db_part), across_blocks(dc_part));
+    let [dx, ddelta, da, db, dc] = [dx, ddelta, da, db, dc]
+        .into_iter()
+        .zip(dtypes)
+        .map(|(g, dtype)| cast::<R, F, I, BT>(g, dtype))
+        .collect::<Vec<_>>()
+        .try_into()
+        .expect("five gradients");
+    ScanOperands { x: dx, delta: ddelta, a: da, b: db, c: dc }
 }

@@ -16,7 +16,13 @@
 //! elements, which each cube reduces in shared memory and writes as one partial
 //! (`[b, nc, h, blocks]`), added by the launcher with one tensor op.
 
+use burn::tensor::ops::FloatTensorOps;
+use burn::tensor::{DType, Shape, TensorMetadata};
+use burn_cubecl::tensor::CubeTensor;
+use burn_cubecl::{BoolElement, CubeBackend, CubeRuntime, FloatElement, IntElement};
 use cubecl::prelude::*;
+
+use super::cube::{cast, empty, f32_contiguous};
 
 use super::reduce::cube_sum;
 
@@ -95,4 +101,90 @@ pub fn state_passing_backward_kernel<F: Float>(
     if active {
         d_h0[bh * elems + e] = g;
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Launch (host side): grid, operand layouts and dtypes. Called by `cube.rs`.
+
+/// Units per cube of the state-passing kernels: a power of two, for the backward's sum.
+const STATE_PASSING_UNITS: usize = 128;
+
+/// `[b, nc, h, p, n]` seen as `[b, nc, h, p·n]` and the grid over it.
+fn state_passing_grid(shape: &Shape) -> (usize, (CubeCount, CubeDim)) {
+    let [b, _, h, p, n] = shape.dims::<5>();
+    let blocks = (p * n).div_ceil(STATE_PASSING_UNITS);
+    (
+        blocks,
+        (CubeCount::Static(blocks as u32, (b * h) as u32, 1), CubeDim::new_1d(STATE_PASSING_UNITS as u32)),
+    )
+}
+
+pub(super) fn state_passing_forward<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement>(
+    states: CubeTensor<R>,
+    decay: CubeTensor<R>,
+    h0: CubeTensor<R>,
+) -> CubeTensor<R> {
+    type Cube<R, F, I, BT> = CubeBackend<R, F, I, BT>;
+    let (shape, dtype) = (states.shape(), states.dtype());
+    let [b, nc, h, p, n] = shape.dims::<5>();
+    let [states, decay, h0] = [states, decay, h0].map(f32_contiguous::<R, F, I, BT>);
+    let states = Cube::<R, F, I, BT>::float_reshape(states, Shape::new([b, nc, h, p * n]));
+    let h0 = Cube::<R, F, I, BT>::float_reshape(h0, Shape::new([b, h, p * n]));
+    let entering = empty::<R>(&states, [b, nc, h, p * n]);
+    let (_, (count, dim)) = state_passing_grid(&shape);
+    state_passing_forward_kernel::launch::<R>(
+        &states.client,
+        count,
+        dim,
+        states.clone().into_tensor_arg(),
+        decay.into_tensor_arg(),
+        h0.into_tensor_arg(),
+        entering.clone().into_tensor_arg(),
+        DType::F32.into(),
+    );
+    cast::<R, F, I, BT>(Cube::<R, F, I, BT>::float_reshape(entering, shape), dtype)
+}
+
+/// `[d_states, d_decay, d_h0]` from the forward's output.
+pub(super) fn state_passing_backward<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement>(
+    decay: CubeTensor<R>,
+    entering: CubeTensor<R>,
+    d_entering: CubeTensor<R>,
+) -> [CubeTensor<R>; 3] {
+    type Cube<R, F, I, BT> = CubeBackend<R, F, I, BT>;
+    let (shape, dtypes) = (entering.shape(), [entering.dtype(), decay.dtype()]);
+    let [b, nc, h, p, n] = shape.dims::<5>();
+    let flat = Shape::new([b, nc, h, p * n]);
+    let [decay, entering, d_entering] = [decay, entering, d_entering].map(f32_contiguous::<R, F, I, BT>);
+    let entering = Cube::<R, F, I, BT>::float_reshape(entering, flat.clone());
+    let d_entering = Cube::<R, F, I, BT>::float_reshape(d_entering, flat);
+    let (blocks, (count, dim)) = state_passing_grid(&shape);
+    let d_states = empty::<R>(&entering, [b, nc, h, p * n]);
+    let d_decay_part = empty::<R>(&entering, [b, nc, h, blocks]);
+    let d_h0 = empty::<R>(&entering, [b, h, p * n]);
+    state_passing_backward_kernel::launch::<R>(
+        &entering.client,
+        count,
+        dim,
+        decay.into_tensor_arg(),
+        entering.clone().into_tensor_arg(),
+        d_entering.into_tensor_arg(),
+        d_states.clone().into_tensor_arg(),
+        d_decay_part.clone().into_tensor_arg(),
+        d_h0.clone().into_tensor_arg(),
+        STATE_PASSING_UNITS,
+        DType::F32.into(),
+    );
+    let d_decay = Cube::<R, F, I, BT>::float_reshape(
+        Cube::<R, F, I, BT>::float_sum_dim(d_decay_part, 3),
+        Shape::new([b, nc, h]),
+    );
+    let d_states = Cube::<R, F, I, BT>::float_reshape(d_states, shape);
+    let d_h0 = Cube::<R, F, I, BT>::float_reshape(d_h0, Shape::new([b, h, p, n]));
+    let [states_dtype, decay_dtype] = dtypes;
+    [
+        cast::<R, F, I, BT>(d_states, states_dtype),
+        cast::<R, F, I, BT>(d_decay, decay_dtype),
+        cast::<R, F, I, BT>(d_h0, states_dtype),
+    ]
 }
