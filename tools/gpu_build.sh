@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Builds, on the CPU-only build machine, everything tools/gpu_check.sh runs on the GPU machine
-# (which has no Rust toolchain), into .device/ (ignored through .git/info/exclude).
+# Builds, on the CPU-only build machine, everything tools/gpu_check.sh and tools/gpu_issue7.sh
+# run on the GPU machine (which has no Rust toolchain), into .device/ (ignored through
+# .git/info/exclude).
 #
 #   tools/gpu_build.sh            then, with the device tool:
 #   run(command="bash tools/gpu_check.sh", carry=[".device"])
@@ -11,15 +12,22 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export CUDARC_CUDA_VERSION=13000
 cargo build --features cuda
-test_bin=$(cargo test --features cuda --test cuda --no-run --message-format=json 2>/dev/null |
+# The test binaries the GPU machine runs: `cuda` (tools/gpu_check.sh) and `kernels`
+# (tools/gpu_issue7.sh kernels).
+test_bins=$(cargo test --features cuda --test cuda --test kernels --no-run --message-format=json 2>/dev/null |
   python3 -c 'import json,sys
 for l in sys.stdin:
     m = json.loads(l)
-    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "cuda" and m.get("executable"):
-        print(m["executable"])')
+    if m.get("reason") == "compiler-artifact" and m["target"]["name"] in ("cuda", "kernels") and m.get("executable"):
+        print(m["target"]["name"], m["executable"])')
+rm -rf .device
 mkdir -p .device
 grep -qx '/.device/' .git/info/exclude 2>/dev/null || echo '/.device/' >> .git/info/exclude
 cp target/debug/archlab .device/archlab
-cp "$test_bin" .device/cuda-tests
-strip .device/archlab .device/cuda-tests
+while read -r name exe; do
+  cp "$exe" ".device/$name-tests"
+done <<< "$test_bins"
+strip .device/archlab .device/*-tests
+# Packed: the device tool carries at most 64 MiB (tools/gpu_unpack.sh unpacks them there).
+xz -T2 -6 -f .device/archlab .device/*-tests
 ls -la .device

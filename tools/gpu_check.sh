@@ -6,6 +6,7 @@ set -uo pipefail
 export LD_LIBRARY_PATH=/usr/local/cuda-13.0/targets/x86_64-linux/lib:${LD_LIBRARY_PATH:-}
 OUT=${OUT:-/tmp/archlab-gpu}
 mkdir -p "$OUT"
+bash tools/gpu_unpack.sh
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$OUT/device.txt"
 
 # The cuda test binary looks for ../shared/data relative to the source tree; none is needed here.

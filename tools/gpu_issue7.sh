@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# The GPU speed measurements of issue 7, one stage per device call (each fits the device
+# tool's 600 s limit), on the GPU machine from the repository root, with .device/ built by
+# tools/gpu_build.sh. Every stage writes its logs and JSON under $OUT and prints a short table
+# last; commit them under bench/results/ with the stage's command and the device.
+#
+#   run(command="bash tools/gpu_issue7.sh kernels", carry=[".device"])
+#   run(command="bash tools/gpu_issue7.sh vs-torch dense moe", carry=[".device"])
+#   run(command="bash tools/gpu_issue7.sh vs-torch mamba mamba2", carry=[".device"])
+#   run(command="bash tools/gpu_issue7.sh vs-torch sandwich jamba", carry=[".device"])
+#   run(command="bash tools/gpu_issue7.sh memory", carry=[".device"])
+#   run(command="bash tools/gpu_issue7.sh mfu", carry=[".device"])
+#
+# Stages:
+#   kernels      the CUDA kernel tests (tests/kernels.rs), every kernel against its twin
+#   vs-torch A…  archlab against transformers (eager and torch.compile) at the seeds' size:
+#                d=384, 8 layers, T=512, batch 32, vocab 8192 (tools/bench_vs_torch.py)
+#   memory       Mamba, Mamba-2, AMMMMMMA and dense at batch 1 from T=512 to 16384: peak
+#                memory against T (linear for the SSMs) and tokens/s (SSMs against dense)
+#   mfu          a GPT-2-small-shaped dense model (d=768, 12 layers, 12 heads, ~125M with its
+#                50 257 vocabulary) at T=1024: MFU
+#
+# DEVICE=cpu SIZE=tiny (and PYTHON=a python with torch) run the same commands on a CPU, small,
+# to check the script.
+set -uo pipefail
+stage=${1:?"usage: tools/gpu_issue7.sh kernels | vs-torch ARCH... | memory | mfu"}
+shift
+export LD_LIBRARY_PATH=/usr/local/cuda-13.0/targets/x86_64-linux/lib:${LD_LIBRARY_PATH:-}
+OUT=${OUT:-/tmp/archlab-gpu}
+DEVICE=${DEVICE:-cuda}
+SIZE=${SIZE:-27m}
+ARCHLAB=${ARCHLAB:-.device/archlab}
+mkdir -p "$OUT"
+bash tools/gpu_unpack.sh
+if [ "$DEVICE" = cuda ]; then
+  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$OUT/device.txt"
+fi
+
+case "$stage" in
+  kernels)
+    # Only the CUDA tests: the wgpu ones would also run on the GPU's Vulkan driver, which CI
+    # covers on lavapipe already.
+    .device/kernels-tests cuda --test-threads 1 2>&1 | tee "$OUT/kernel-tests.log"
+    echo
+    grep -E "^test |^test result" "$OUT/kernel-tests.log"
+    ;;
+  vs-torch)
+    [ $# -gt 0 ] || { echo "vs-torch needs architectures, e.g. dense moe" >&2; exit 2; }
+    name=$(IFS=-; echo "$*")
+    "${PYTHON:-python3}" tools/bench_vs_torch.py "$@" --archlab "$ARCHLAB" --device "$DEVICE" --size "$SIZE" \
+      --timeout-s 240 --out "$OUT/vs-torch-$name" 2>&1 | tee "$OUT/vs-torch-$name.log"
+    ;;
+  memory)
+    lens=${SEQ_LENS:-512,1024,2048,4096,8192,16384}
+    "$ARCHLAB" bench mamba mamba2 sandwich dense --size "$SIZE" --device "$DEVICE" \
+      --seq-lens "$lens" --tokens-per-step 1 --steps 3 --timeout-s 120 \
+      --out "$OUT/memory" 2>&1 | tee "$OUT/memory.log"
+    echo
+    cat "$OUT/memory/bench.md" 2>/dev/null
+    ;;
+  mfu)
+    t=${SEQ_LEN:-1024}
+    "$ARCHLAB" bench dense --size "$SIZE" --device "$DEVICE" --seq-lens "$t" \
+      --tokens-per-step $((16 * t)) --steps 10 --timeout-s 400 \
+      --set model.d_model=768 --set model.n_layers=12 --set model.n_heads=12 \
+      --set model.d_ff=3072 --set model.vocab_size=50257 \
+      --out "$OUT/mfu" 2>&1 | tee "$OUT/mfu.log"
+    echo
+    cat "$OUT/mfu/bench.md" 2>/dev/null
+    ;;
+  *)
+    echo "unknown stage $stage: kernels | vs-torch ARCH... | memory | mfu" >&2
+    exit 2
+    ;;
+esac
