@@ -17,8 +17,8 @@
 #                d=384, 8 layers, T=512, batch 32, vocab 8192 (tools/bench_vs_torch.py)
 #   memory       Mamba, Mamba-2, AMMMMMMA and dense at batch 1 from T=512 to 16384: peak
 #                memory against T (linear for the SSMs) and tokens/s (SSMs against dense)
-#   mfu          a GPT-2-small-shaped dense model (d=768, 12 layers, 12 heads, ~125M with its
-#                50 257 vocabulary) at T=1024: MFU
+#   mfu          a GPT-2-small-shaped dense model (d=768, 12 layers, 12 heads, SwiGLU 2048:
+#                124M parameters with its tied 50 257 vocabulary) at T=1024: MFU
 #
 # DEVICE=cpu SIZE=tiny (and PYTHON=a python with torch) run the same commands on a CPU, small,
 # to check the script.
@@ -63,7 +63,7 @@ case "$stage" in
     "$ARCHLAB" bench dense --size "$SIZE" --device "$DEVICE" --seq-lens "$t" \
       --tokens-per-step $((16 * t)) --steps 10 --timeout-s 400 \
       --set model.d_model=768 --set model.n_layers=12 --set model.n_heads=12 \
-      --set model.d_ff=3072 --set model.vocab_size=50257 \
+      --set model.d_ff=2048 --set model.vocab_size=50257 \
       --out "$OUT/mfu" 2>&1 | tee "$OUT/mfu.log"
     echo
     cat "$OUT/mfu/bench.md" 2>/dev/null

@@ -14,9 +14,11 @@
 //!   (j−1)-th in the order (logit descending, index ascending), so no list of taken experts
 //!   is kept: `k · E` reads per token, for the few experts (≤ 256) of an MoE layer.
 //! - Positions: one cube per expert walks the `n · k` assignments in token order, a block of
-//!   `units` at a time: each unit flags whether its assignment chose the cube's expert, an
-//!   inclusive scan in shared memory numbers the flagged ones, and the block's total carries
-//!   into the next block. The last total is the expert's count.
+//!   `units · items` at a time: each unit counts the cube's expert among its `items`
+//!   consecutive assignments, an inclusive scan of those counts in shared memory gives each
+//!   unit its first position, the unit numbers its assignments from there, and the block's
+//!   total carries into the next block. The last total is the expert's count. Every cube reads
+//!   all `n · k` choices (4 bytes each: 128 KiB at 16 384 tokens × top-2).
 
 use burn::tensor::ops::IntTensorOps;
 use burn::tensor::{DType, Shape, TensorMetadata};
@@ -69,7 +71,9 @@ pub fn moe_top_k_kernel(logits: &Tensor<f32>, choices: &mut Tensor<u32>) {
 
 /// `positions[a]`: how many assignments before `a` (flattened `[n · k]`, token-major) chose
 /// the same expert; `counts[e]`: assignments of expert e. Grid: x over experts, grid-stride;
-/// `units` units per cube, a power of two (the scan).
+/// `units` units per cube, a power of two (the scan). Each unit takes `items` consecutive
+/// assignments of a block of `units · items`, so a block costs one scan (log₂ units barrier
+/// pairs) for `items` times as many assignments as one per unit would.
 #[cube(launch)]
 #[allow(clippy::collapsible_if)]
 pub fn moe_positions_kernel(
@@ -77,6 +81,7 @@ pub fn moe_positions_kernel(
     positions: &mut Tensor<u32>,
     counts: &mut Tensor<u32>,
     #[comptime] units: usize,
+    #[comptime] items: usize,
 ) {
     let assignments = choices.len();
     let experts = counts.len();
@@ -87,17 +92,20 @@ pub fn moe_positions_kernel(
         let mut offset = 0u32;
         let mut start = 0usize;
         while start < assignments {
-            let a = start + unit;
-            let mut flag = 0u32;
-            // Nested, not `&&`: the read must not happen past the end.
-            if a < assignments {
-                if choices[a] as usize == expert {
-                    flag = 1u32;
+            let first = start + unit * items;
+            // This unit's assignments of the expert. Nested `if`s, not `&&`: no read may
+            // happen past the end.
+            let mut mine = 0u32;
+            for i in 0..items {
+                if first + i < assignments {
+                    if choices[first + i] as usize == expert {
+                        mine += 1u32;
+                    }
                 }
             }
-            // Inclusive scan of the flags (Hillis & Steele): after it, `scan[u]` counts the
-            // flagged assignments among units 0..=u of this block.
-            scan[unit] = flag;
+            // Inclusive scan of the units' counts (Hillis & Steele): after it, `scan[u]` counts
+            // the expert's assignments among units 0..=u of this block.
+            scan[unit] = mine;
             sync_cube();
             // A runtime value (a comptime one would not change inside the runtime loop).
             let mut step = 1usize;
@@ -111,13 +119,19 @@ pub fn moe_positions_kernel(
                 sync_cube();
                 step *= 2;
             }
-            if flag == 1u32 {
-                positions[a] = offset + scan[unit] - 1u32;
+            let mut position = offset + scan[unit] - mine;
+            for i in 0..items {
+                if first + i < assignments {
+                    if choices[first + i] as usize == expert {
+                        positions[first + i] = position;
+                        position += 1u32;
+                    }
+                }
             }
             offset += scan[CUBE_DIM_X as usize - 1];
             // Every unit has read the block's total before the next block overwrites it.
             sync_cube();
-            start += CUBE_DIM_X as usize;
+            start += CUBE_DIM_X as usize * items;
         }
         if unit == 0 {
             counts[expert] = offset;
@@ -131,6 +145,10 @@ pub fn moe_positions_kernel(
 
 /// Units per cube of the MoE routing kernels (a power of two: the positions kernel's scan).
 const MOE_ROUTE_UNITS: usize = 256;
+
+/// Consecutive assignments per unit in the positions kernel: a block of 4096, so 16 384
+/// tokens × top-2 take 8 scans per expert.
+const MOE_POSITIONS_ITEMS: usize = 16;
 
 /// `[choices [n, k], positions [n · k], counts [E]]` in the backend's int dtype.
 pub(super) fn moe_route<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement>(
@@ -160,6 +178,7 @@ pub(super) fn moe_route<R: CubeRuntime, F: FloatElement, I: IntElement, BT: Bool
         positions.clone().into_tensor_arg(),
         counts.clone().into_tensor_arg(),
         MOE_ROUTE_UNITS,
+        MOE_POSITIONS_ITEMS,
     );
     let int = <I as burn::tensor::Element>::dtype().into();
     [choices, positions, counts].map(|t| CubeBackend::<R, F, I, BT>::int_cast(t, int))
