@@ -204,7 +204,7 @@ impl HostRoute {
     /// Routes the tokens of `logits` (`[n, E]`, row-major) to their top `k` experts.
     pub fn new(logits: &[f64], n_experts: usize, top_k: usize) -> Self {
         assert!(
-            n_experts > 0 && logits.len() % n_experts == 0 && top_k <= n_experts,
+            n_experts > 0 && logits.len().is_multiple_of(n_experts) && top_k <= n_experts,
             "router logits must be [tokens, experts] with k ≤ experts"
         );
         let n = logits.len() / n_experts;
@@ -364,11 +364,15 @@ impl<B: Backend> Moe<B> {
         let probs = softmax(logits.clone(), 1);
 
         // `chosen`: the fraction of tokens that chose each expert (`f_e` of the balancing loss).
-        let (mut y, chosen, host_stats) = match dispatch {
+        let (mut y, balance, z, routing) = match dispatch {
             Dispatch::Batched => {
                 let (y, counts) = self.batched(tokens.clone(), logits.clone(), probs.clone(), capacity);
                 let chosen = counts.clone().float().reshape([1, e]) / n as f64;
-                (y, chosen, Err(counts))
+                let (balance, z) = aux_terms(logits, probs, chosen);
+                let (balance_value, z_value) = (balance.clone().detach(), z.clone().detach());
+                let routing =
+                    Routing::Device { tokens: n, counts, capacity, balance: balance_value, z: z_value };
+                (y, balance, z, routing)
             }
             Dispatch::Grouped | Dispatch::DenseMasked => {
                 let host_logits: Vec<f64> =
@@ -381,7 +385,8 @@ impl<B: Backend> Moe<B> {
                     _ => self.dense_masked(tokens.clone(), gates, &plan),
                 };
                 let chosen = float_tensor(TensorData::new(plan.routed_fraction(), [1, e]), &device);
-                (y, chosen, Ok(plan.stats))
+                let (balance, z) = aux_terms(logits, probs, chosen);
+                (y, balance, z, Routing::Host(plan.stats))
             }
         };
         if let Some(shared) = &self.shared_expert {
@@ -391,14 +396,7 @@ impl<B: Backend> Moe<B> {
                 None => out,
             };
         }
-        let (balance, z) = aux_terms(logits, probs, chosen);
-        let aux_loss = balance.clone() * self.balance_coef + z.clone() * self.z_loss_coef;
-        let routing = match host_stats {
-            Ok(stats) => Routing::Host(stats),
-            Err(counts) => {
-                Routing::Device { tokens: n, counts, capacity, balance: balance.detach(), z: z.detach() }
-            }
-        };
+        let aux_loss = balance * self.balance_coef + z * self.z_loss_coef;
         MoeOutput { y: y.reshape([b, t, d]), aux: MoeAux { aux_loss, routing } }
     }
 
