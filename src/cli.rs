@@ -48,6 +48,10 @@ pub enum Command {
     /// One measurement of `bench`, run in its own process (internal).
     #[command(hide = true)]
     BenchPoint(BenchPointArgs),
+    /// bf16 matmul throughput of every CubeCL matmul strategy beside burn's own (fused and
+    /// autotuned) at a training step's shapes, each checked against the autotuned result:
+    /// the instrument for the GEMM gap to cuBLAS (docs/gemm-gap.md).
+    Gemm(GemmArgs),
 }
 
 /// What `compare` and `bench` share: which architectures, at which size, matched how.
@@ -149,6 +153,41 @@ pub struct BenchArgs {
     /// it the peak comes from a table of known GPUs (nvidia-smi's name); none on a CPU.
     #[arg(long, value_name = "TFLOPS")]
     pub peak_tflops: Option<f64>,
+}
+
+/// `archlab gemm`'s default problems: the square sizes of the issue's measurement (8192³,
+/// where burn reached 224 TFLOP/s against cuBLAS's 796) and smaller ones, then the three
+/// matmuls of a d=768 model's MLP projection (`d_ff` 2048) at 16 384 tokens a step (forward
+/// `nn`, input gradient `nt`, weight gradient `tn`) and its 50 257-word vocabulary head.
+pub const DEFAULT_GEMM_SHAPES: &str = "8192x8192x8192,4096x4096x4096,1024x1024x1024,\
+16384x2048x768:nn,16384x768x2048:nt,768x2048x16384:tn,16384x50257x768:nn";
+
+#[derive(Args, Debug)]
+pub struct GemmArgs {
+    /// Problems `MxNxK[:layout]`: `[M, K] · [K, N]`, with layout `nn` (default), `nt` (the
+    /// right operand a transposed view, as in an input gradient) or `tn` (the left one, as in
+    /// a weight gradient).
+    #[arg(long, value_delimiter = ',', default_value = DEFAULT_GEMM_SHAPES)]
+    pub shapes: Vec<String>,
+    /// `cuda` or `wgpu`: the matmuls measured are CubeCL's.
+    #[arg(long, value_enum, default_value = "cuda")]
+    pub device: DeviceArg,
+    /// Element type of operands and output; accumulation is f32 either way.
+    #[cfg(feature = "cube-kernels")]
+    #[arg(long, value_enum, default_value = "bf16")]
+    pub dtype: crate::bench::gemm::GemmDType,
+    /// Only burn's own matmuls (fused and autotuned), not every strategy.
+    #[arg(long)]
+    pub autotuned_only: bool,
+    /// Also list the strategies that could not run a problem, with their reasons.
+    #[arg(long)]
+    pub all: bool,
+    /// Time each strategy for at least this long at steady state.
+    #[arg(long, default_value_t = 0.2)]
+    pub min_time_s: f64,
+    /// Where gemm.json and gemm.md go.
+    #[arg(long, default_value = "runs/gemm")]
+    pub out: PathBuf,
 }
 
 #[derive(Args, Debug)]

@@ -39,6 +39,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Report(a) => report_cmd(a),
         Command::Bench(a) => crate::bench::run(a),
         Command::BenchPoint(a) => crate::bench::run_point(a),
+        Command::Gemm(a) => crate::bench::gemm_cmd(a),
     }
 }
 

@@ -189,3 +189,19 @@ fn layer_patterns_are_checked_and_described() {
     );
     assert!(stdout.contains("bytes per token of context"), "{stdout}");
 }
+
+#[test]
+fn gemm_rejects_bad_problems_and_the_cpu_before_measuring() {
+    let dir = temp_dir("cli-gemm");
+    let err = fails(&["gemm", "--shapes", "64x64x64,8x0x2", "--out", "g"], &dir);
+    assert!(err.contains("8x0x2") && err.contains("positive integers"), "{err}");
+    let err = fails(&["gemm", "--shapes", "64x64x64:tt", "--out", "g"], &dir);
+    assert!(err.contains("layout \"tt\" is not nn, nt or tn"), "{err}");
+    let err = fails(&["gemm", "--device", "cpu", "--out", "g"], &dir);
+    assert!(err.contains("use --device cuda, or --device wgpu"), "{err}");
+    let err = fails(&["gemm", "--device", "wgpu", "--out", "g"], &dir);
+    assert!(err.contains("no bf16; use --dtype f32"), "{err}");
+    let err = fails(&["gemm", "--min-time-s", "0", "--out", "g"], &dir);
+    assert!(err.contains("--min-time-s 0 must be a positive number"), "{err}");
+    assert!(!dir.join("g").exists(), "no results may be written for bad input");
+}

@@ -10,6 +10,7 @@
 #   run(command="bash tools/gpu_issue7.sh vs-torch sandwich jamba", carry=[".device"])
 #   run(command="bash tools/gpu_issue7.sh memory", carry=[".device"])
 #   run(command="bash tools/gpu_issue7.sh mfu", carry=[".device"])
+#   run(command="bash tools/gpu_issue7.sh gemm", carry=[".device"])
 #
 # Stages:
 #   kernels      the CUDA kernel tests (tests/kernels.rs), every kernel against its twin
@@ -19,11 +20,14 @@
 #                memory against T (linear for the SSMs) and tokens/s (SSMs against dense)
 #   mfu          a GPT-2-small-shaped dense model (d=768, 12 layers, 12 heads, SwiGLU 2048:
 #                124M parameters with its tied 50 257 vocabulary) at T=1024: MFU
+#   gemm [SHAPES] bf16 matmul: every CubeCL strategy and burn's own (fused, autotuned)
+#                against cuBLAS through PyTorch (tools/gemm_vs_torch.py; docs/gemm-gap.md);
+#                SHAPES as `archlab gemm --shapes`, default archlab's own list
 #
 # DEVICE=cpu SIZE=tiny (and PYTHON=a python with torch) run the same commands on a CPU, small,
 # to check the script.
 set -uo pipefail
-stage=${1:?"usage: tools/gpu_issue7.sh kernels | vs-torch ARCH... | memory | mfu"}
+stage=${1:?"usage: tools/gpu_issue7.sh kernels | vs-torch ARCH... | memory | mfu | gemm [SHAPES]"}
 shift
 export LD_LIBRARY_PATH=/usr/local/cuda-13.0/targets/x86_64-linux/lib:${LD_LIBRARY_PATH:-}
 OUT=${OUT:-/tmp/archlab-gpu}
@@ -68,8 +72,13 @@ case "$stage" in
     echo
     cat "$OUT/mfu/bench.md" 2>/dev/null
     ;;
+  gemm)
+    [ "$DEVICE" = cuda ] || { echo "the gemm stage needs CUDA (cuBLAS is the peer)" >&2; exit 2; }
+    "${PYTHON:-python3}" tools/gemm_vs_torch.py --archlab "$ARCHLAB" ${1:+--shapes "$1"} \
+      --archlab-timeout-s "${GEMM_TIMEOUT_S:-420}" --out "$OUT/gemm" 2>&1 | tee "$OUT/gemm.log"
+    ;;
   *)
-    echo "unknown stage $stage: kernels | vs-torch ARCH... | memory | mfu" >&2
+    echo "unknown stage $stage: kernels | vs-torch ARCH... | memory | mfu | gemm [SHAPES]" >&2
     exit 2
     ;;
 esac

@@ -14,6 +14,8 @@
 //! file's batches (`tokens`), the same ones `tools/torch_baseline.py` feeds PyTorch.
 
 mod child;
+#[cfg(feature = "cube-kernels")]
+pub mod gemm;
 mod mfu;
 mod point;
 mod tokens;
@@ -37,6 +39,16 @@ pub use child::{MEMORY_LIMIT_ENV, classify};
 pub use mfu::{FLOPS_FORMULA, Peak, achieved_tflops, device_peak, mfu, table_peak};
 pub use point::run_point;
 pub use tokens::TokenFile;
+
+/// `archlab gemm` (see [`gemm`]).
+#[cfg(feature = "cube-kernels")]
+pub use gemm::run as gemm_cmd;
+
+/// `archlab gemm` needs a CubeCL backend.
+#[cfg(not(feature = "cube-kernels"))]
+pub fn gemm_cmd(_: crate::cli::GemmArgs) -> Result<()> {
+    bail!("archlab gemm measures CubeCL's matmuls; rebuild with `--features cuda` or `--features wgpu`")
+}
 
 /// How to measure (what `archlab bench` takes from its flags; `compare` fills it too).
 #[derive(Clone, Debug)]

@@ -1,0 +1,62 @@
+//! `archlab gemm`'s sweep on wgpu (lavapipe in CI): burn's matmuls agree with the host's f64
+//! product on every layout, every strategy that runs agrees with them, and a strategy the
+//! device cannot run is reported, not fatal. The speeds it prints on a software driver mean
+//! nothing; the GPU numbers come from `tools/gemm_vs_torch.py` on the GPU machine.
+#![cfg(feature = "wgpu")]
+
+use std::time::Duration;
+
+use archlab::bench::gemm::{
+    GemmDType, GemmShape, GemmStatus, Layout, MAX_REL_ERR, Timing, strategies, sweep,
+};
+use burn::backend::wgpu::WgpuRuntime;
+
+#[test]
+fn gemm_sweep_on_wgpu_checks_every_strategy_against_the_host_product() {
+    let Some(device) = archlab::device::wgpu_device() else {
+        assert!(
+            std::env::var_os("ARCHLAB_REQUIRE_WGPU").is_none(),
+            "ARCHLAB_REQUIRE_WGPU is set but there is no wgpu adapter"
+        );
+        eprintln!("skipping: no wgpu adapter");
+        return;
+    };
+    // Sizes that are not multiples of any tile or vector width, in all three layouts.
+    let shapes = [
+        GemmShape { m: 33, n: 45, k: 67, layout: Layout::Nn },
+        GemmShape { m: 40, n: 24, k: 70, layout: Layout::Nt },
+        GemmShape { m: 24, n: 40, k: 70, layout: Layout::Tn },
+    ];
+    let timing = Timing { min_time: Duration::from_millis(1) };
+    let rows = sweep::<WgpuRuntime, u32, archlab::device::WgpuBackend>(
+        &device,
+        &shapes,
+        GemmDType::F32, // wgpu has no bf16
+        false,
+        timing,
+        |_| {},
+    )
+    .expect("the sweep runs");
+
+    let per_shape = strategies().len() + 2;
+    assert_eq!(rows.len(), shapes.len() * per_shape, "every strategy once per problem");
+    for shape in shapes {
+        let of: Vec<_> = rows.iter().filter(|r| r.shape == shape).collect();
+        for burn_row in ["burn autotune", "burn fused"] {
+            let r = of.iter().find(|r| r.strategy == burn_row).expect("burn's own rows");
+            assert_eq!(r.status, GemmStatus::Ok, "{shape} {burn_row}: {r:?}");
+            // The autotuned row is checked against the host's f64 product, the fused one
+            // against the autotuned row.
+            let err = r.max_rel_err.expect("small problems are checked");
+            assert!(err <= MAX_REL_ERR, "{shape} {burn_row}: relative error {err}");
+            assert!(r.tflops.is_some_and(|t| t > 0.0), "{shape} {burn_row}: {r:?}");
+        }
+        let wrong: Vec<_> = of.iter().filter(|r| r.status == GemmStatus::Wrong).collect();
+        assert!(wrong.is_empty(), "{shape}: strategies that ran but gave a wrong product: {wrong:#?}");
+        let ran = of.iter().filter(|r| r.status == GemmStatus::Ok).count();
+        assert!(ran >= 3, "{shape}: fewer than one CubeCL strategy ran: {of:#?}");
+        for r in of.iter().filter(|r| r.status == GemmStatus::Failed) {
+            assert!(r.error.as_deref().is_some_and(|e| !e.is_empty()), "{shape}: a failure says why: {r:?}");
+        }
+    }
+}
