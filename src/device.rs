@@ -4,6 +4,8 @@
 //! present, and otherwise the CPU, saying so in one line. `--device cuda` without a driver is
 //! an error that says what is missing, not a panic deep inside the runtime.
 
+use std::path::PathBuf;
+
 use anyhow::{Result, bail};
 
 /// The CPU backend. Flex trained the tiny preset faster than NdArray in every run of
@@ -143,6 +145,68 @@ fn cuda_status() -> CudaStatus {
     CudaStatus::NotBuilt
 }
 
+/// Where compiled GPU kernels are kept between runs, given `ARCHLAB_KERNEL_CACHE` (`off`, or a
+/// folder) and the user's cache folder: one subfolder per archlab binary, named after the
+/// binary's size and modification time (`kernels-<hex>`). `None` when turned off.
+///
+/// CubeCL keys its kernel cache by a kernel's name and settings, not by its code; a rebuilt
+/// archlab whose kernel bodies changed would otherwise load the previous build's PTX and run
+/// it without a word. Per-binary folders make that impossible, at the price of one cold start
+/// after each rebuild (and old folders to delete by hand, all under one parent).
+pub fn kernel_cache_dir(
+    setting: Option<&str>,
+    user_cache: Option<PathBuf>,
+    exe: (u64, u128),
+) -> Option<PathBuf> {
+    let parent = match setting {
+        Some("off") => return None,
+        Some(dir) if !dir.is_empty() => PathBuf::from(dir),
+        _ => user_cache?.join("archlab"),
+    };
+    let (size, modified_ns) = exe;
+    let mut hash = crate::util::hash::Fnv64::default();
+    hash.update(&size.to_le_bytes());
+    hash.update(&modified_ns.to_le_bytes());
+    Some(parent.join(format!("kernels-{:016x}", hash.finish())))
+}
+
+/// Keeps the GPU kernels archlab compiles (NVRTC's PTX on CUDA) on disk between runs, so that
+/// a shape's kernels are compiled once, not in every process: each `bench` point and each run
+/// of a comparison is a process of its own, and compilation is most of the 10–40 s a new shape
+/// costs on an H100 (DESIGN.md). CubeCL can do this but leaves it off. Its autotune results
+/// are already kept (under the project's `target/`, else the user cache folder).
+///
+/// Must run before anything touches a CubeCL device (CubeCL reads its configuration once).
+/// A `cubecl.toml` or `burn.toml` that sets `[compilation] cache` itself is left alone; so is
+/// everything when the folder cannot be created (CubeCL would panic on it mid-run). The
+/// folder comes from [`kernel_cache_dir`]; `ARCHLAB_KERNEL_CACHE=off` turns the cache off.
+#[cfg(feature = "cube-kernels")]
+pub fn enable_kernel_cache() -> Option<PathBuf> {
+    use cubecl::config::cache::CacheConfig;
+    use cubecl::config::{CubeClRuntimeConfig, RuntimeConfig};
+
+    let mut config = CubeClRuntimeConfig::from_current_dir().override_from_env();
+    let dir = if config.compilation.cache.is_none() {
+        let setting = std::env::var("ARCHLAB_KERNEL_CACHE").ok();
+        let user_cache = std::env::var_os("XDG_CACHE_HOME")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")));
+        let exe = std::env::current_exe().and_then(std::fs::metadata).ok().map(|m| {
+            let modified = m.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok());
+            (m.len(), modified.map_or(0, |d| d.as_nanos()))
+        });
+        exe.and_then(|exe| kernel_cache_dir(setting.as_deref(), user_cache, exe))
+            .filter(|dir| std::fs::create_dir_all(dir).is_ok())
+    } else {
+        None
+    };
+    if let Some(dir) = &dir {
+        config.compilation.cache = Some(CacheConfig::File(dir.clone()));
+    }
+    CubeClRuntimeConfig::set(config);
+    dir
+}
+
 /// Bytes of device memory held by the GPU allocator right now (`None` on the CPU, where the
 /// process's peak RSS is reported instead). Sampled during training to report a peak.
 pub fn device_memory_bytes(resolved: Resolved) -> Option<u64> {
@@ -184,4 +248,27 @@ macro_rules! with_backend {
             }
         }
     }};
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::kernel_cache_dir;
+
+    #[test]
+    fn kernel_cache_is_per_binary_and_can_be_moved_or_turned_off() {
+        let home = Some(PathBuf::from("/home/u/.cache"));
+        let dir = kernel_cache_dir(None, home.clone(), (1000, 5)).unwrap();
+        assert!(dir.starts_with("/home/u/.cache/archlab"), "{dir:?}");
+        assert!(dir.file_name().unwrap().to_str().unwrap().starts_with("kernels-"), "{dir:?}");
+        assert_eq!(kernel_cache_dir(None, home.clone(), (1000, 5)), Some(dir.clone()), "stable");
+        // A rebuilt binary (another size or modification time) never reads this one's kernels.
+        assert_ne!(kernel_cache_dir(None, home.clone(), (1000, 6)), Some(dir.clone()));
+        assert_ne!(kernel_cache_dir(None, home.clone(), (1001, 5)), Some(dir.clone()));
+        let moved = kernel_cache_dir(Some("/scratch/k"), home.clone(), (1000, 5)).unwrap();
+        assert_eq!(moved.parent(), Some(std::path::Path::new("/scratch/k")));
+        assert_eq!(kernel_cache_dir(Some("off"), home, (1000, 5)), None);
+        assert_eq!(kernel_cache_dir(None, None, (1000, 5)), None, "no cache folder, no cache");
+    }
 }

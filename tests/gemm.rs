@@ -60,3 +60,40 @@ fn gemm_sweep_on_wgpu_checks_every_strategy_against_the_host_product() {
         }
     }
 }
+
+/// The command end to end: startup configures CubeCL's kernel cache (a per-binary folder under
+/// the user cache), then `gemm` runs on wgpu and writes its JSON.
+#[test]
+fn gemm_command_runs_on_wgpu_after_configuring_the_kernel_cache() {
+    if archlab::device::wgpu_device().is_none() {
+        assert!(
+            std::env::var_os("ARCHLAB_REQUIRE_WGPU").is_none(),
+            "ARCHLAB_REQUIRE_WGPU is set but no adapter"
+        );
+        eprintln!("skipping: no wgpu adapter");
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("archlab-gemm-cli-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_archlab"))
+        .args(["gemm", "--device", "wgpu", "--dtype", "f32", "--shapes", "17x9x33:nt", "--autotuned-only"])
+        .args(["--min-time-s", "0.001", "--out", "g"])
+        .env("XDG_CACHE_HOME", dir.join("cache"))
+        .env_remove("ARCHLAB_KERNEL_CACHE")
+        .current_dir(&dir)
+        .output()
+        .expect("the binary runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "archlab gemm failed:\n{stderr}");
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("g/gemm.json")).unwrap()).unwrap();
+    let rows = report["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 2, "burn autotune and burn fused: {report}");
+    assert!(rows.iter().all(|r| r["status"] == "ok"), "{report}");
+    assert!(std::fs::read_to_string(dir.join("g/gemm.md")).unwrap().contains("17x9x33:nt"));
+    let folders: Vec<_> =
+        std::fs::read_dir(dir.join("cache/archlab")).expect("the kernel cache folder").collect();
+    assert_eq!(folders.len(), 1, "one folder for this binary");
+    let _ = std::fs::remove_dir_all(&dir);
+}

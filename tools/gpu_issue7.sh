@@ -11,6 +11,7 @@
 #   run(command="bash tools/gpu_issue7.sh memory", carry=[".device"])
 #   run(command="bash tools/gpu_issue7.sh mfu", carry=[".device"])
 #   run(command="bash tools/gpu_issue7.sh gemm", carry=[".device"])
+#   run(command="bash tools/gpu_issue7.sh warmup", carry=[".device"])
 #
 # Stages:
 #   kernels      the CUDA kernel tests (tests/kernels.rs), every kernel against its twin
@@ -23,11 +24,14 @@
 #   gemm [SHAPES] bf16 matmul: every CubeCL strategy and burn's own (fused, autotuned)
 #                against cuBLAS through PyTorch (tools/gemm_vs_torch.py; docs/gemm-gap.md);
 #                SHAPES as `archlab gemm --shapes`, default archlab's own list
+#   warmup       the first training step (compilation + autotuning) of dense, mamba2 and moe
+#                at T=512, cold (empty caches) and then warm (the same binary again, with the
+#                kernel and autotune caches the first run left)
 #
 # DEVICE=cpu SIZE=tiny (and PYTHON=a python with torch) run the same commands on a CPU, small,
 # to check the script.
 set -uo pipefail
-stage=${1:?"usage: tools/gpu_issue7.sh kernels | vs-torch ARCH... | memory | mfu | gemm [SHAPES]"}
+stage=${1:?"usage: tools/gpu_issue7.sh kernels | vs-torch ARCH... | memory | mfu | gemm [SHAPES] | warmup"}
 shift
 export LD_LIBRARY_PATH=/usr/local/cuda-13.0/targets/x86_64-linux/lib:${LD_LIBRARY_PATH:-}
 OUT=${OUT:-/tmp/archlab-gpu}
@@ -77,8 +81,32 @@ case "$stage" in
     "${PYTHON:-python3}" tools/gemm_vs_torch.py --archlab "$ARCHLAB" ${1:+--shapes "$1"} \
       --archlab-timeout-s "${GEMM_TIMEOUT_S:-420}" --out "$OUT/gemm" 2>&1 | tee "$OUT/gemm.log"
     ;;
+  warmup)
+    # A fresh folder as working directory and cache home: CubeCL's autotune cache and
+    # archlab's kernel cache both start empty (device.rs, enable_kernel_cache).
+    scratch=$(mktemp -d)
+    exe=$(realpath "$ARCHLAB")
+    for run in cold warm; do
+      (cd "$scratch" && XDG_CACHE_HOME="$scratch/cache" "$exe" bench dense mamba2 moe --size "$SIZE" \
+        --device "$DEVICE" --seq-lens "${SEQ_LEN:-512}" --tokens-per-step $((32 * ${SEQ_LEN:-512})) \
+        --steps 3 --timeout-s 250 --out "$OUT/warmup-$run") 2>&1 | tee "$OUT/warmup-$run.log"
+    done
+    du -sh "$scratch/cache"/* 2>/dev/null | tee "$OUT/warmup-cache-size.txt"
+    echo
+    "${PYTHON:-python3}" - "$OUT" <<'PY'
+import json, sys
+out = sys.argv[1]
+runs = {r: json.load(open(f"{out}/warmup-{r}/bench.json")) for r in ("cold", "warm")}
+print("| arch | T | first step cold s | first step warm s | steady step s |")
+print("|---|---|---|---|---|")
+for cold, warm in zip(runs["cold"]["points"], runs["warm"]["points"]):
+    fmt = lambda v: "—" if v is None else f"{v:.2f}"
+    print(f"| {cold['arch']} | {cold['seq_len']} | {fmt(cold.get('warmup_s'))} | {fmt(warm.get('warmup_s'))} "
+          f"| {fmt(warm.get('median_step_s'))} |")
+PY
+    ;;
   *)
-    echo "unknown stage $stage: kernels | vs-torch ARCH... | memory | mfu | gemm [SHAPES]" >&2
+    echo "unknown stage $stage: kernels | vs-torch ARCH... | memory | mfu | gemm [SHAPES] | warmup" >&2
     exit 2
     ;;
 esac
