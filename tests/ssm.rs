@@ -157,6 +157,87 @@ fn ssd_chunked_equals_reference_values_and_gradients() {
     compare_ssd_scans::<Cpu64Ad>(1e-10);
 }
 
+/// With bf16 matmuls (mixed precision), values and gradients stay within bf16's rounding of
+/// the fp32 recurrence. The yardstick is the problem's own sensitivity to bf16: the recurrence
+/// run on inputs rounded to bf16. The bf16 SSD rounds those same inputs and, besides, three
+/// intermediate operands (the masked scores, the decayed B, the entering states), so its error
+/// may be a few times that, not more: at most 4×, everywhere, for values and every gradient.
+/// A wrong matmul is off by the size of the values, far beyond either.
+#[test]
+fn ssd_chunked_with_bf16_matmuls_stays_within_bf16_rounding() {
+    let (b, heads, p, g, n) = (2, 4, 3, 2, 5);
+    let round = |t: Tensor<CpuAd, 4>| t.cast(burn::tensor::DType::BF16).cast(burn::tensor::DType::F32);
+    for (t, chunk) in LENGTHS_AND_CHUNKS {
+        let chunk = chunk.max(1);
+        let s = ssd_inputs::<CpuAd>(b, t, heads, p, g, n, 100 + t as u64);
+        let mut rng = Rng::new(5);
+        let w_y = random::<CpuAd, 4>([b, t, heads, p], 1.0, &mut rng);
+        let exact = ssd_results(&s, &w_y, |s| ssd::reference(s, None).0);
+        let rounded_inputs = SsdInputs {
+            x: round(s.x.clone()),
+            dt: round(s.dt.clone().unsqueeze_dim(3)).squeeze_dim(3),
+            a: s.a.clone(),
+            b: round(s.b.clone()),
+            c: round(s.c.clone()),
+        };
+        let yardstick = ssd_results(&rounded_inputs, &w_y, |s| ssd::reference(s, None).0);
+        let mixed = ssd_results(&s, &w_y, |s| ssd::chunked(s, None, chunk, true).0);
+        for (((name, e), r), m) in
+            ["y", "dx", "dΔ", "dB", "dC", "dA"].iter().zip(&exact).zip(&yardstick).zip(&mixed)
+        {
+            let err =
+                |v: &[f64]| e.iter().zip(v).map(|(a, b)| (a - b).abs() / (1.0 + a.abs())).fold(0.0, f64::max);
+            let (allowed, got) = (4.0 * err(r), err(m));
+            assert!(
+                got <= allowed,
+                "t={t} chunk={chunk} {name}: bf16 SSD off by {got:e}, inputs rounded to bf16 by {:e}",
+                allowed / 4.0
+            );
+        }
+    }
+}
+
+/// `[y, dx, dΔ, dB, dC, dA]` of the loss Σ y·w, with `scan` computing y (each input its own
+/// leaf, so that rounded inputs get gradients too).
+fn ssd_results(
+    s: &SsdInputs<CpuAd>,
+    w_y: &Tensor<CpuAd, 4>,
+    scan: impl Fn(SsdInputs<CpuAd>) -> Tensor<CpuAd, 4>,
+) -> Vec<Vec<f64>> {
+    let leaf4 =
+        |t: &Tensor<CpuAd, 4>| Tensor::<CpuAd, 4>::from_data(t.to_data(), &Default::default()).require_grad();
+    let s = SsdInputs {
+        x: leaf4(&s.x),
+        dt: Tensor::from_data(s.dt.to_data(), &Default::default()).require_grad(),
+        a: Tensor::from_data(s.a.to_data(), &Default::default()).require_grad(),
+        b: leaf4(&s.b),
+        c: leaf4(&s.c),
+    };
+    let y = scan(s.clone());
+    let grads = (y.clone() * w_y.clone()).sum().backward();
+    let g4 = |v: &Tensor<CpuAd, 4>| values(v.grad(&grads).unwrap());
+    vec![
+        values(y),
+        g4(&s.x),
+        values(s.dt.grad(&grads).unwrap()),
+        g4(&s.b),
+        g4(&s.c),
+        values(s.a.grad(&grads).unwrap()),
+    ]
+}
+
+/// The bf16 path is the one taken: its output differs from the fp32 one by bf16 rounding,
+/// not by nothing.
+#[test]
+fn ssd_bf16_matmuls_round_their_operands() {
+    let s = ssd_inputs::<Cpu>(2, 37, 4, 3, 2, 5, 9);
+    let (y32, _) = ssd::chunked(s.clone(), None, 8, false);
+    let (y16, _) = ssd::chunked(s, None, 8, true);
+    let (y32, y16) = (values(y32), values(y16));
+    let worst = y32.iter().zip(&y16).map(|(a, b)| (a - b).abs() / (1.0 + a.abs())).fold(0.0, f64::max);
+    assert!(worst > 1e-4 && worst < 3e-2, "bf16 against fp32 differ by {worst:e}");
+}
+
 fn compare_ssd_scans<B: AutodiffBackend>(tol: f32) {
     let (b, heads, p, g, n) = (2, 4, 3, 2, 5);
     for (t, chunk) in LENGTHS_AND_CHUNKS {
@@ -177,7 +258,7 @@ fn compare_ssd_scans<B: AutodiffBackend>(tol: f32) {
             let w_h = random::<B, 4>([b, heads, p, n], 1.0, &mut rng);
             let run = |chunked: bool| {
                 let (y, h) = if chunked {
-                    ssd::chunked(s.clone(), h0.clone(), chunk)
+                    ssd::chunked(s.clone(), h0.clone(), chunk, false)
                 } else {
                     ssd::reference(s.clone(), h0.clone())
                 };
@@ -353,4 +434,35 @@ fn mixer_decoding_with_state_equals_full_forward() {
         assert_eq!(at, t);
         assert_close(&full, &values(Tensor::cat(pieces, 1)), 1e-5, &format!("{kind:?}"));
     }
+}
+
+/// A Mamba-2 model built for mixed precision runs its SSD's matmuls in bf16 as well as its
+/// projections: every layer is switched, and switching the SSD back to fp32 changes the
+/// logits (so the bf16 SSD is what runs). Its accuracy is the SSD-level test's above.
+#[test]
+fn mamba2_model_under_bf16_runs_its_ssd_in_bf16() {
+    use archlab::model::LanguageModel;
+    use archlab::model::block::SeqMixer;
+    let mut cfg = ssm_config(MixerKind::Mamba2);
+    cfg.vocab_size = 64;
+    let dev = Default::default();
+    let mut rng = Rng::new(4);
+    let ids: Vec<i64> = (0..2 * 21).map(|_| rng.below(64) as i64).collect();
+    let ids = || archlab::model::layers::int_tensor::<Cpu, 2>(ids.clone(), [2, 21], &dev);
+    let mixed = LanguageModel::<Cpu>::new(&cfg, 1, true, &dev);
+    let mut ssd_fp32 = LanguageModel::<Cpu>::new(&cfg, 1, true, &dev);
+    assert!(!mixed.layers.is_empty());
+    for (layer, other) in mixed.layers.iter().zip(&mut ssd_fp32.layers) {
+        match (&layer.mixer, &mut other.mixer) {
+            (SeqMixer::Mamba2(m), SeqMixer::Mamba2(o)) => {
+                assert!(m.ssd_bf16, "every Mamba-2 layer's SSD switched to bf16");
+                o.ssd_bf16 = false;
+            }
+            _ => panic!("a Mamba-2 model"),
+        }
+    }
+    let (a, b) = (values(mixed.forward(ids())), values(ssd_fp32.forward(ids())));
+    assert!(a.iter().all(|v| v.is_finite()));
+    let worst = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0.0, f64::max);
+    assert!(worst > 1e-6, "the SSD's precision made no difference to the logits: {worst:e}");
 }

@@ -56,6 +56,24 @@ pub fn normal_param<B: Backend, const D: usize>(
     param(shape, device, || (rng.normal() * std) as f32)
 }
 
+/// `a · b`, with bf16 operands when `bf16` and the result left in bf16 (the GPU kernels
+/// accumulate in fp32); `a · b` as it is otherwise. burn has no autocast, so every matmul that
+/// runs in bf16 under mixed precision goes through here or [`matmul_keep_dtype`].
+pub fn matmul<B: Backend, const D: usize>(a: Tensor<B, D>, b: Tensor<B, D>, bf16: bool) -> Tensor<B, D> {
+    if bf16 { a.cast(DType::BF16).matmul(b.cast(DType::BF16)) } else { a.matmul(b) }
+}
+
+/// [`matmul`] with the result cast back to `a`'s dtype (fp32 under mixed precision), as
+/// PyTorch's autocast hands a bf16 matmul's output to fp32 code.
+pub fn matmul_keep_dtype<B: Backend, const D: usize>(
+    a: Tensor<B, D>,
+    b: Tensor<B, D>,
+    bf16: bool,
+) -> Tensor<B, D> {
+    let dtype = a.dtype();
+    if bf16 { matmul(a, b, true).cast(dtype) } else { a.matmul(b) }
+}
+
 /// `y = x W + b`, with `W` stored `[d_in, d_out]` (so no transpose in the forward).
 #[derive(Module, Debug)]
 pub struct Linear<B: Backend> {
@@ -78,12 +96,7 @@ impl<B: Backend> Linear<B> {
     /// # Shapes
     /// - x: `[..., d_in]` → `[..., d_out]`
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
-        let y = if self.bf16 {
-            // burn has no autocast: cast operands explicitly, accumulate and return fp32.
-            self.matmul(x).cast(DType::F32)
-        } else {
-            self.matmul(x)
-        };
+        let y = matmul_keep_dtype(x, self.weight.val().unsqueeze::<D>(), self.bf16);
         match &self.bias {
             Some(b) => y + b.val().unsqueeze::<D>(),
             None => y,
@@ -93,7 +106,7 @@ impl<B: Backend> Linear<B> {
     /// [`Self::forward`] with the result left in the compute dtype (bf16 under bf16, the bias
     /// added in bf16 as under PyTorch's autocast), for a consumer that reads bf16 itself.
     pub fn forward_compute_dtype<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
-        let y = self.matmul(x);
+        let y = matmul(x, self.weight.val().unsqueeze::<D>(), self.bf16);
         match &self.bias {
             Some(b) if self.bf16 => y + b.val().cast(DType::BF16).unsqueeze::<D>(),
             Some(b) => y + b.val().unsqueeze::<D>(),
@@ -111,11 +124,7 @@ impl<B: Backend> Linear<B> {
     pub fn forward_stacked(linears: &[&Self], x: Tensor<B, 3>) -> Tensor<B, 3> {
         let first = linears.first().expect("at least one linear map");
         let w = Tensor::stack::<3>(linears.iter().map(|l| l.weight.val()).collect(), 0);
-        let y = if first.bf16 {
-            x.cast(DType::BF16).matmul(w.cast(DType::BF16)).cast(DType::F32)
-        } else {
-            x.matmul(w)
-        };
+        let y = matmul_keep_dtype(x, w, first.bf16);
         match &first.bias {
             Some(_) => {
                 let biases = linears.iter().map(|l| l.bias.as_ref().expect("every map has a bias").val());
@@ -123,12 +132,6 @@ impl<B: Backend> Linear<B> {
             }
             None => y,
         }
-    }
-
-    /// `x W`, in bf16 when `bf16`.
-    fn matmul<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
-        let w = self.weight.val().unsqueeze::<D>();
-        if self.bf16 { x.cast(DType::BF16).matmul(w.cast(DType::BF16)) } else { x.matmul(w) }
     }
 }
 

@@ -113,10 +113,14 @@ impl<B: Backend> LanguageModel<B> {
         model
     }
 
-    /// Switches every linear layer (and the head) to bf16 matmuls with fp32 master weights.
+    /// Switches every linear layer (and the head), and the Mamba-2 SSD's matmuls, to bf16
+    /// matmuls with fp32 master weights.
     pub fn with_bf16_matmuls(mut self) -> Self {
         self.bf16 = true;
         for layer in &mut self.layers {
+            if let SeqMixer::Mamba2(m) = &mut layer.mixer {
+                m.ssd_bf16 = true;
+            }
             let ffn_linears = layer.ffn.as_mut().map(|f| f.mixer.linears_mut()).unwrap_or_default();
             for lin in layer.mixer.linears_mut().into_iter().chain(ffn_linears) {
                 lin.bf16 = true;
@@ -161,7 +165,7 @@ impl<B: Backend> LanguageModel<B> {
             None => {
                 // Tied: logits = x · Eᵀ.
                 let w = self.embed_tokens.weight.val().transpose().unsqueeze::<3>();
-                if self.bf16 { x.cast(DType::BF16).matmul(w.cast(DType::BF16)) } else { x.matmul(w) }
+                super::layers::matmul(x, w, self.bf16)
             }
         }
     }

@@ -39,6 +39,8 @@ pub struct Mamba2<B: Backend> {
     pub n_groups: usize,
     pub d_state: usize,
     pub chunk_size: usize,
+    /// Run the SSD's matmuls with bf16 operands (set with the model's bf16 matmuls).
+    pub ssd_bf16: bool,
 }
 
 /// RMSNorm of `y · silu(z)` over groups of `group_size` channels, then a per-channel gain
@@ -122,6 +124,7 @@ impl<B: Backend> Mamba2<B> {
             n_groups: c.n_groups,
             d_state: c.d_state,
             chunk_size: c.chunk_size,
+            ssd_bf16: false,
         }
     }
 
@@ -159,8 +162,11 @@ impl<B: Backend> Mamba2<B> {
         let (inputs, z) = self.ssd_inputs(u, state);
         let x = inputs.x.clone();
         let h0 = state.ssm.take();
-        let (y, h) =
-            if sequential { ssd::reference(inputs, h0) } else { ssd::chunked(inputs, h0, self.chunk_size) };
+        let (y, h) = if sequential {
+            ssd::reference(inputs, h0)
+        } else {
+            ssd::chunked(inputs, h0, self.chunk_size, self.ssd_bf16)
+        };
         state.ssm = Some(h);
         self.output(y, x, z)
     }

@@ -16,6 +16,7 @@
 use burn::tensor::backend::Backend;
 use burn::tensor::{Bool, Tensor, TensorData};
 
+use super::layers::matmul_keep_dtype;
 use super::selective_scan::pad_time;
 
 /// The inputs of one SSD scan, time-major.
@@ -104,11 +105,18 @@ pub fn step<B: Backend>(
 /// 4. their contribution: `Y_off = (C · H_enteringᵀ) ∘ exp(cumsum(ΔA))`.
 ///
 /// The time axis is padded to a multiple of `L` with Δ = 0 steps, which change nothing.
+///
+/// With `bf16`, the four matmuls (`C Bᵀ`, its product with Δx, the chunk states and `C Hᵀ`)
+/// take bf16 operands and accumulate in fp32, on tensor cores on a GPU, as `mamba_ssm`'s
+/// Triton kernels do under autocast; the decays, the cumulative sums and the state passing
+/// stay fp32.
 pub fn chunked<B: crate::kernels::Backend>(
     s: SsdInputs<B>,
     h0: Option<Tensor<B, 4>>,
     chunk: usize,
+    bf16: bool,
 ) -> (Tensor<B, 4>, Tensor<B, 4>) {
+    let mm = |a, b| matmul_keep_dtype(a, b, bf16);
     let [bsz, t, heads, p] = s.x.dims();
     let [_, _, groups, n] = s.b.dims();
     let chunk = chunk.clamp(1, t.max(1));
@@ -130,15 +138,15 @@ pub fn chunked<B: crate::kernels::Backend>(
 
     // 1. Within chunks.
     let decay_mask = segsum(a_dt).exp(); // [b, nc, h, L, L]
-    let scores = c_g.matmul(b_g.swap_dims(3, 4)); // C Bᵀ per group, [b, nc, g, L, L]
+    let scores = mm(c_g, b_g.swap_dims(3, 4)); // C Bᵀ per group, [b, nc, g, L, L]
     let scores = groups_to_heads::<B, 4, 5>(scores.reshape([bsz, nc, groups, chunk * chunk]), heads)
         .reshape([bsz, nc, heads, chunk, chunk]);
-    let y_diag = (scores * decay_mask).matmul(xdt.clone()); // [b, nc, h, L, p]
+    let y_diag = mm(scores * decay_mask, xdt.clone()); // [b, nc, h, L, p]
 
     // 2. Each chunk's final state from zero.
     let last = a_cumsum.clone().narrow(3, chunk - 1, 1); // [b, nc, h, 1]
     let to_end = (last.clone() - a_cumsum.clone()).exp().unsqueeze_dim::<5>(4); // [b, nc, h, L, 1]
-    let states = xdt.swap_dims(3, 4).matmul(b_h * to_end); // [b, nc, h, p, n]
+    let states = mm(xdt.swap_dims(3, 4), b_h * to_end); // [b, nc, h, p, n]
 
     // 3. Pass states across chunks (a fused kernel where the backend has one); the final
     //    state is the last chunk's, advanced once more.
@@ -150,7 +158,7 @@ pub fn chunked<B: crate::kernels::Backend>(
 
     // 4. The entering states' contribution.
     let from_start = a_cumsum.exp().unsqueeze_dim::<5>(4); // [b, nc, h, L, 1]
-    let y_off = c_h.matmul(entering.swap_dims(3, 4)) * from_start; // [b, nc, h, L, p]
+    let y_off = mm(c_h, entering.swap_dims(3, 4)) * from_start; // [b, nc, h, L, p]
 
     let y = (y_diag + y_off).swap_dims(2, 3).reshape([bsz, nc * chunk, heads, p]).narrow(1, 0, t);
     (y, carry.reshape([bsz, heads, p, n]))
