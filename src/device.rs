@@ -178,7 +178,8 @@ pub fn kernel_cache_dir(
 ///
 /// Must run before anything touches a CubeCL device (CubeCL reads its configuration once).
 /// A `cubecl.toml` or `burn.toml` that sets `[compilation] cache` itself is left alone; so is
-/// everything when the folder cannot be created (CubeCL would panic on it mid-run). The
+/// everything when the cache's parent folder cannot be created (CubeCL would panic on it
+/// mid-run). The
 /// folder comes from [`kernel_cache_dir`]; `ARCHLAB_KERNEL_CACHE=off` turns the cache off.
 #[cfg(feature = "cube-kernels")]
 pub fn enable_kernel_cache() -> Option<PathBuf> {
@@ -195,8 +196,10 @@ pub fn enable_kernel_cache() -> Option<PathBuf> {
             let modified = m.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok());
             (m.len(), modified.map_or(0, |d| d.as_nanos()))
         });
+        // Only the parent is made here (once, for all builds); CubeCL makes the binary's own
+        // folder when a CUDA device first compiles, so runs that never touch one leave none.
         exe.and_then(|exe| kernel_cache_dir(setting.as_deref(), user_cache, exe))
-            .filter(|dir| std::fs::create_dir_all(dir).is_ok())
+            .filter(|dir| dir.parent().is_some_and(|p| std::fs::create_dir_all(p).is_ok()))
     } else {
         None
     };

@@ -62,7 +62,7 @@ fn gemm_sweep_on_wgpu_checks_every_strategy_against_the_host_product() {
 }
 
 /// The command end to end: startup configures CubeCL's kernel cache (a per-binary folder under
-/// the user cache), then `gemm` runs on wgpu and writes its JSON.
+/// the user cache) without disturbing the runtime, then `gemm` runs on wgpu and writes its JSON.
 #[test]
 fn gemm_command_runs_on_wgpu_after_configuring_the_kernel_cache() {
     if archlab::device::wgpu_device().is_none() {
@@ -92,8 +92,8 @@ fn gemm_command_runs_on_wgpu_after_configuring_the_kernel_cache() {
     assert_eq!(rows.len(), 2, "burn autotune and burn fused: {report}");
     assert!(rows.iter().all(|r| r["status"] == "ok"), "{report}");
     assert!(std::fs::read_to_string(dir.join("g/gemm.md")).unwrap().contains("17x9x33:nt"));
-    let folders: Vec<_> =
-        std::fs::read_dir(dir.join("cache/archlab")).expect("the kernel cache folder").collect();
-    assert_eq!(folders.len(), 1, "one folder for this binary");
+    // The parent is made at startup; the binary's own folder only when CUDA compiles (wgpu
+    // has no kernel cache in CubeCL 0.10).
+    assert!(dir.join("cache/archlab").is_dir(), "the kernel cache's parent folder");
     let _ = std::fs::remove_dir_all(&dir);
 }

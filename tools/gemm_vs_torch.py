@@ -28,9 +28,6 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
-# Kept equal to archlab's own default (`DEFAULT_GEMM_SHAPES` in src/cli.rs).
-DEFAULT_SHAPES = ("8192x8192x8192,4096x4096x4096,1024x1024x1024,"
-                  "16384x2048x768:nn,16384x768x2048:nt,768x2048x16384:tn,16384x50257x768:nn")
 
 
 def parse_shape(text: str) -> tuple[int, int, int, str]:
@@ -140,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--archlab", default=str(REPO / "target" / "release" / "archlab"))
     ap.add_argument("--device", default="cuda", choices=["cuda"])
     ap.add_argument("--dtype", default="bf16", choices=["bf16", "f32"])
-    ap.add_argument("--shapes", default=DEFAULT_SHAPES, help="MxNxK[:nn|nt|tn],... (default: %(default)s)")
+    ap.add_argument("--shapes", help="MxNxK[:nn|nt|tn],... (default: archlab gemm's own list)")
     ap.add_argument("--min-time-s", type=float, default=0.2, help="steady-state time per measurement")
     ap.add_argument("--autotuned-only", action="store_true", help="archlab: burn's own matmuls only")
     ap.add_argument("--archlab-timeout-s", type=float, default=None,
@@ -148,11 +145,15 @@ def main(argv: list[str] | None = None) -> int:
                          "gemm.json after every row)")
     ap.add_argument("--out", type=Path, default=Path("runs/gemm-vs-torch"))
     args = ap.parse_args(argv)
-    shapes = [parse_shape(s.strip()) for s in args.shapes.split(",")]
+    if args.shapes:
+        for s in args.shapes.split(","):
+            parse_shape(s.strip())  # fail on a bad shape before anything runs
     args.out.mkdir(parents=True, exist_ok=True)
 
-    cmd = [args.archlab, "gemm", "--device", args.device, "--dtype", args.dtype, "--shapes", args.shapes,
+    cmd = [args.archlab, "gemm", "--device", args.device, "--dtype", args.dtype,
            "--min-time-s", str(args.min_time_s), "--out", str(args.out / "archlab")]
+    if args.shapes:
+        cmd += ["--shapes", args.shapes]
     if args.autotuned_only:
         cmd.append("--autotuned-only")
     print("$", " ".join(cmd), flush=True)
@@ -169,9 +170,12 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         print("comparing the problems it finished", file=sys.stderr)
     archlab = json.loads(results.read_text())
-    measured = {shape_key(r["shape"]["m"], r["shape"]["n"], r["shape"]["k"], r["shape"]["layout"])
-                for r in archlab["rows"]}
-    shapes = [s for s in shapes if shape_key(*s) in measured]
+    # The problems archlab measured, in its order (all of them, or those it finished in time).
+    shapes = []
+    for r in archlab["rows"]:
+        s = (r["shape"]["m"], r["shape"]["n"], r["shape"]["k"], r["shape"]["layout"])
+        if s not in shapes:
+            shapes.append(s)
 
     import torch
 
