@@ -179,8 +179,8 @@ pub fn kernel_cache_dir(
 /// Must run before anything touches a CubeCL device (CubeCL reads its configuration once).
 /// A `cubecl.toml` or `burn.toml` that sets `[compilation] cache` itself is left alone; so is
 /// everything when the cache's parent folder cannot be created (CubeCL would panic on it
-/// mid-run). The
-/// folder comes from [`kernel_cache_dir`]; `ARCHLAB_KERNEL_CACHE=off` turns the cache off.
+/// mid-run). The folder comes from [`kernel_cache_dir`]; `ARCHLAB_KERNEL_CACHE=off` turns the
+/// cache off.
 #[cfg(feature = "cube-kernels")]
 pub fn enable_kernel_cache() -> Option<PathBuf> {
     use cubecl::config::cache::CacheConfig;
