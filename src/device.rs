@@ -172,9 +172,10 @@ pub fn kernel_cache_dir(
 
 /// Keeps the GPU kernels archlab compiles (NVRTC's PTX on CUDA) on disk between runs, so that
 /// a shape's kernels are compiled once, not in every process: each `bench` point and each run
-/// of a comparison is a process of its own, and compilation is most of the 10–40 s a new shape
-/// costs on an H100 (DESIGN.md). CubeCL can do this but leaves it off. Its autotune results
-/// are already kept (under the project's `target/`, else the user cache folder).
+/// of a comparison is a process of its own, and compilation is, with autotuning, what makes a
+/// new shape cost 10–40 s on an H100 (DESIGN.md; the split between the two is unmeasured).
+/// CubeCL can do this but leaves it off. Its autotune results are already kept (under the
+/// project's `target/`, else the user cache folder).
 ///
 /// Must run before anything touches a CubeCL device (CubeCL reads its configuration once).
 /// A `cubecl.toml` or `burn.toml` that sets `[compilation] cache` itself is left alone; so is
