@@ -66,6 +66,13 @@ impl GemmDType {
         }
     }
 
+    pub fn name(self) -> &'static str {
+        match self {
+            GemmDType::Bf16 => "bf16",
+            GemmDType::F32 => "f32",
+        }
+    }
+
     /// A value as the device holds it.
     fn round(self, v: f32) -> f64 {
         match self {
@@ -301,16 +308,10 @@ where
         let (lhs_data, rhs_data) = operands(shape);
         let raw_lhs = operand::<Raw<R, BT>>(&lhs_data, shape.layout == Layout::Tn, dtype, device);
         let raw_rhs = operand::<Raw<R, BT>>(&rhs_data, shape.layout == Layout::Nt, dtype, device);
-        let raw_sync = || sync::<Raw<R, BT>>(device);
 
         // The reference, and what the raw backend's autotuner makes of the problem.
-        let started = Instant::now();
-        let reference = raw_lhs.clone().matmul(raw_rhs.clone());
-        raw_sync()?;
-        let first_call_s = started.elapsed().as_secs_f64();
-        let per_call =
-            time_calls(timing, max_calls(shape), raw_sync, || raw_lhs.clone().matmul(raw_rhs.clone()))?;
-        let reference_host = host(reference.clone())?;
+        let (reference, first_call_s, per_call) = burn_matmul(&raw_lhs, &raw_rhs, shape, timing, device)?;
+        let reference_host = host(reference)?;
         // The reference is itself checked where the host can afford it (1024³ takes a few
         // seconds); above that, `max_rel_err` of this row is left empty.
         let checked = (shape.m * shape.n * shape.k <= HOST_CHECK_MACS)
@@ -323,13 +324,7 @@ where
         // The model path: burn's fusion backend, which may pick a fused matmul of its own.
         let fused_lhs = operand::<Fused>(&lhs_data, shape.layout == Layout::Tn, dtype, device);
         let fused_rhs = operand::<Fused>(&rhs_data, shape.layout == Layout::Nt, dtype, device);
-        let fused_sync = || sync::<Fused>(device);
-        let started = Instant::now();
-        let out = fused_lhs.clone().matmul(fused_rhs.clone());
-        fused_sync()?;
-        let first_call_s = started.elapsed().as_secs_f64();
-        let per_call =
-            time_calls(timing, max_calls(shape), fused_sync, || fused_lhs.clone().matmul(fused_rhs.clone()))?;
+        let (out, first_call_s, per_call) = burn_matmul(&fused_lhs, &fused_rhs, shape, timing, device)?;
         let err = relative_error(&host(out)?, &reference_host);
         let row = measured(shape, "burn fused", first_call_s, per_call, err);
         progress(&row);
@@ -347,6 +342,24 @@ where
         }
     }
     Ok(rows)
+}
+
+/// burn's own `matmul` on `B`: the first call's output and seconds (compilation and tuning
+/// included), and the steady-state seconds per call.
+fn burn_matmul<B: BurnBackend>(
+    lhs: &Tensor<B, 2>,
+    rhs: &Tensor<B, 2>,
+    shape: GemmShape,
+    timing: Timing,
+    device: &B::Device,
+) -> Result<(Tensor<B, 2>, f64, f64)> {
+    let started = Instant::now();
+    let out = lhs.clone().matmul(rhs.clone());
+    sync::<B>(device)?;
+    let first_call_s = started.elapsed().as_secs_f64();
+    let per_call =
+        time_calls(timing, max_calls(shape), || sync::<B>(device), || lhs.clone().matmul(rhs.clone()))?;
+    Ok((out, first_call_s, per_call))
 }
 
 fn measure_strategy<R: CubeRuntime, BT: BoolElement>(
@@ -600,10 +613,7 @@ pub fn run(a: GemmArgs) -> Result<()> {
     let timing = Timing { min_time: Duration::from_secs_f64(a.min_time_s) };
     let dtype = a.dtype;
     let (json_path, md_path) = (a.out.join("gemm.json"), a.out.join("gemm.md"));
-    let dtype_name = match dtype {
-        GemmDType::Bf16 => "bf16",
-        GemmDType::F32 => "f32",
-    };
+    let dtype_name = dtype.name();
     let write = |device: &str, rows: &[GemmRow]| -> Result<String> {
         let report = GemmReport {
             device: device.to_string(),
