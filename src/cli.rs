@@ -16,6 +16,12 @@ use crate::device::DeviceArg;
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    /// Run the models' matmuls (linear layers, head, MoE experts, SSD), forward and backward,
+    /// with this CubeCL matmul strategy, a name `archlab gemm` prints, instead of burn's
+    /// autotuned choice (CUDA and wgpu; CPU backends ignore it). Also read from
+    /// ARCHLAB_MATMUL. [default: autotune]
+    #[arg(long, global = true, value_name = "STRATEGY")]
+    pub matmul: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]

@@ -4,7 +4,7 @@
 use std::io::Write;
 use std::path::Path;
 
-use crate::kernels::Backend;
+use crate::kernels::{self, Backend};
 use anyhow::{Context, Result, bail};
 
 use crate::cli::*;
@@ -22,6 +22,10 @@ use crate::train::{self, TrainOptions, human, human_bytes};
 use crate::with_backend;
 
 pub fn run(cli: Cli) -> Result<()> {
+    let matmul = cli.matmul.or_else(|| std::env::var(kernels::MATMUL_ENV).ok().filter(|v| !v.is_empty()));
+    if let Some(name) = matmul {
+        kernels::select_matmul(&name)?;
+    }
     match cli.command {
         Command::Train(a) => train_cmd(a),
         Command::Eval(a) => eval_cmd(a),

@@ -4,12 +4,15 @@
 //! nothing; the GPU numbers come from `tools/gemm_vs_torch.py` on the GPU machine.
 #![cfg(feature = "wgpu")]
 
+mod common;
+
 use std::time::Duration;
 
 use archlab::bench::gemm::{
     GemmDType, GemmShape, GemmStatus, Layout, MAX_REL_ERR, Timing, strategies, sweep,
 };
 use burn::backend::wgpu::WgpuRuntime;
+use burn::tensor::{Tensor, TensorData};
 
 #[test]
 fn gemm_sweep_on_wgpu_checks_every_strategy_against_the_host_product() {
@@ -96,4 +99,105 @@ fn gemm_command_runs_on_wgpu_after_configuring_the_kernel_cache() {
     // has no kernel cache in CubeCL 0.10).
     assert!(dir.join("cache/archlab").is_dir(), "the kernel cache's parent folder");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Two model matmuls: `x · w` with `w` `[1, k, n]` broadcast over the batch, as a linear layer
+/// multiplies, and `x · vᵀ` with `v` `[1, n, k]` as a transposed (strided) view, as an input
+/// gradient multiplies. Returns `[y1, y2, dx, dw, dv]` of the loss Σ (y1·g1 + y2·g2).
+fn matmuls_and_grads<B: archlab::kernels::AutodiffBackend>(
+    dev: &B::Device,
+    matmul: impl Fn(Tensor<B, 3>, Tensor<B, 3>) -> Tensor<B, 3>,
+) -> Vec<Vec<f64>> {
+    let (b, t, k, n) = (2, 37, 45, 29);
+    let mut rng = archlab::rng::Rng::new(7);
+    let mut tensor = |shape: [usize; 3]| {
+        let values: Vec<f32> = (0..shape.iter().product()).map(|_| rng.normal() as f32).collect();
+        Tensor::<B, 3>::from_data(TensorData::new(values, shape), dev)
+    };
+    let (x, w, v) = (
+        tensor([b, t, k]).require_grad(),
+        tensor([1, k, n]).require_grad(),
+        tensor([1, n, k]).require_grad(),
+    );
+    let (g1, g2) = (tensor([b, t, n]), tensor([b, t, n]));
+    let y1 = matmul(x.clone(), w.clone());
+    let y2 = matmul(x.clone(), v.clone().swap_dims(1, 2));
+    let grads = ((y1.clone() * g1).sum() + (y2.clone() * g2).sum()).backward();
+    vec![
+        host(y1),
+        host(y2),
+        host(x.grad(&grads).expect("dx")),
+        host(w.grad(&grads).expect("dw")),
+        host(v.grad(&grads).expect("dv")),
+    ]
+}
+
+fn host<B: burn::tensor::backend::Backend>(t: Tensor<B, 3>) -> Vec<f64> {
+    t.into_data().convert::<f64>().into_vec().unwrap()
+}
+
+/// |a − b| ≤ tol · (1 + |a|) everywhere.
+fn assert_close(reference: &[f64], got: &[f64], tol: f64, what: &str) {
+    assert_eq!(reference.len(), got.len(), "{what}: lengths differ");
+    let worst = reference.iter().zip(got).map(|(r, g)| (r - g).abs() / (1.0 + r.abs())).fold(0.0, f64::max);
+    assert!(worst <= tol, "{what}: worst relative difference {worst:e} > {tol:e}");
+}
+
+/// `--matmul`: with a strategy forced, the model's matmuls run it, forward and backward (the
+/// fusion backend registers one custom operation, autodiff differentiates it with the same
+/// strategy), equal to the f64 product with no problem refused; then a small model trains
+/// through it on wgpu with the CPU's losses. One test, since the choice is process-wide.
+#[test]
+fn a_forced_matmul_strategy_runs_the_models_matmuls_forward_and_backward() {
+    use archlab::kernels::{self, Backend, matmul_strategy};
+    type Wgpu = burn::backend::Autodiff<archlab::device::WgpuBackend>;
+    let Some(dev) = archlab::device::wgpu_device() else {
+        assert!(
+            std::env::var_os("ARCHLAB_REQUIRE_WGPU").is_none(),
+            "ARCHLAB_REQUIRE_WGPU is set but no adapter"
+        );
+        eprintln!("skipping: no wgpu adapter");
+        return;
+    };
+    let err = kernels::select_matmul("matmul_no_such_thing").unwrap_err().to_string();
+    assert!(err.contains("matmul_simple_unit_max_tile_size") && err.contains("autotune"), "{err}");
+    assert!(!Wgpu::matmul_is_forced(), "nothing is forced by default");
+
+    // A unit (CUDA-core) strategy: lavapipe has no tensor cores.
+    let name = "matmul_simple_unit_max_tile_size";
+    kernels::select_matmul(name).unwrap();
+    assert!(Wgpu::matmul_is_forced() && !common::CpuAd::matmul_is_forced());
+    assert_eq!(kernels::matmul_choice(), name);
+    let refused_before = matmul_strategy::fallbacks();
+    let forced = matmuls_and_grads::<Wgpu>(&dev, kernels::matmul);
+    let reference = matmuls_and_grads::<common::Cpu64Ad>(&Default::default(), |a, b| a.matmul(b));
+    for ((what, f), r) in ["y1", "y2", "dx", "dw", "dv"].iter().zip(&forced).zip(&reference) {
+        assert_close(r, f, 1e-5, &format!("{name}: {what}"));
+    }
+    assert_eq!(
+        matmul_strategy::fallbacks(),
+        refused_before,
+        "{name} refused a problem and burn's matmul ran"
+    );
+
+    // A dense model trained through the forced strategy follows the CPU's losses.
+    let mut cfg = common::small_config();
+    cfg.train.max_steps = 6;
+    cfg.eval.every = 12;
+    cfg.validate().unwrap();
+    let run = |device: &str, on_gpu: bool| archlab::train::TrainOptions {
+        device_name: device.into(),
+        on_gpu,
+        ..common::train_options(&format!("forced-matmul-{device}"))
+    };
+    let cpu = archlab::train::train::<common::CpuAd>(&cfg, &Default::default(), &run("cpu", false)).unwrap();
+    let wgpu = archlab::train::train::<Wgpu>(&cfg, &dev, &run("wgpu", true)).unwrap();
+    for ((step, a), (_, b)) in cpu.losses.iter().zip(&wgpu.losses) {
+        eprintln!("step {step}: cpu {a:.6} wgpu ({name}) {b:.6}");
+        assert!((a - b).abs() < 1e-4 * a.abs().max(1.0), "step {step}: cpu loss {a} vs wgpu {b}");
+    }
+    assert_eq!(cpu.losses.len(), wgpu.losses.len());
+    assert_eq!(matmul_strategy::fallbacks(), refused_before, "{name} refused one of the model's matmuls");
+    kernels::select_matmul("autotune").unwrap();
+    assert!(!Wgpu::matmul_is_forced());
 }

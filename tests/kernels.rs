@@ -397,6 +397,77 @@ fn rms_norm_kernel_on_cuda_matches_the_plain_ops() {
     check_rms_norm::<B>(&Default::default(), "cuda");
 }
 
+/// Two residual sublayers as a model chains them, with `add_norm` the residual add and
+/// RMSNorm: `(s1, y1) = add_norm(r, d, w1)`, then `(s2, y2) = add_norm(s1, y1·u, w2)`, the
+/// branch `y1·u` standing in for a mixer. Returns `[s2, y2, dr, dd, dw1, dw2, du]` of the loss
+/// Σ y2·g. `s1` has two uses, the first norm and the second add, so its gradient has two
+/// sources (the fused backward adds one into the other); `s2` has one.
+fn add_rms_norm_run<B: AutodiffBackend>(
+    dev: &B::Device,
+    (b, t, d): (usize, usize, usize),
+    seed: u64,
+    add_norm: impl Fn(Tensor<B, 3>, Tensor<B, 3>, Tensor<B, 1>) -> (Tensor<B, 3>, Tensor<B, 3>),
+) -> Vec<Vec<f64>> {
+    let mut rng = Rng::new(seed);
+    let mut values =
+        |len: usize, mean: f64| (0..len).map(|_| (mean + rng.normal()) as f32).collect::<Vec<_>>();
+    let mut tensor3 =
+        |mean: f64| Tensor::<B, 3>::from_data(TensorData::new(values(b * t * d, mean), [b, t, d]), dev);
+    // Rows of different scales, so that each row's own 1/rms matters.
+    let scale: Vec<f32> = (0..b * t * d).map(|i| (1 + i / d % 5) as f32).collect();
+    let scale = Tensor::<B, 3>::from_data(TensorData::new(scale, [b, t, d]), dev);
+    let residual = (tensor3(0.0) * scale).detach().require_grad();
+    let delta = tensor3(0.0).require_grad();
+    let u = tensor3(0.0).require_grad();
+    let g = tensor3(0.0);
+    let mut weight = || Tensor::<B, 1>::from_data(TensorData::new(values(d, 1.0), [d]), dev).require_grad();
+    let (w1, w2) = (weight(), weight());
+    let (s1, y1) = add_norm(residual.clone(), delta.clone(), w1.clone());
+    let (s2, y2) = add_norm(s1, y1 * u.clone(), w2.clone());
+    let grads = (y2.clone() * g).sum().backward();
+    let grad3 = |x: &Tensor<B, 3>| host(x.grad(&grads).expect("a gradient for every operand"));
+    let grad1 = |x: &Tensor<B, 1>| host(x.grad(&grads).expect("a gradient for every weight"));
+    vec![host(s2), host(y2), grad3(&residual), grad3(&delta), grad1(&w1), grad1(&w2), grad3(&u)]
+}
+
+/// The fused residual add + RMSNorm on `B` against the plain add and norm in f64 on the CPU.
+fn check_add_rms_norm<B: AutodiffBackend>(dev: &B::Device, device_name: &str) {
+    assert!(B::FUSED_RMS_NORM, "{device_name}: expected a fused RMSNorm on this backend");
+    for (i, &shape) in RMS_NORM_CASES.iter().enumerate() {
+        let seed = 550 + i as u64;
+        let fused = add_rms_norm_run::<B>(dev, shape, seed, |r, d, w| kernels::add_rms_norm(r, d, w, 1e-5));
+        let reference = add_rms_norm_run::<Cpu64Ad>(&Default::default(), shape, seed, |r, d, w| {
+            let sum = r + d;
+            (sum.clone(), layers::rms_norm(sum, w, 1e-5))
+        });
+        let names = ["sum", "y", "d_residual", "d_delta", "d_weight1", "d_weight2", "d_branch"];
+        for ((name, f), r) in names.iter().zip(&fused).zip(&reference) {
+            assert_close(r, f, 1e-4, &format!("{device_name} (b, t, d)={shape:?}: {name}"));
+        }
+    }
+}
+
+#[cfg(feature = "wgpu")]
+#[test]
+fn add_rms_norm_kernel_on_wgpu_matches_the_plain_ops() {
+    type B = burn::backend::Autodiff<archlab::device::WgpuBackend>;
+    match archlab::device::wgpu_device() {
+        Some(dev) => check_add_rms_norm::<B>(&dev, "wgpu"),
+        None => no_wgpu_adapter(),
+    }
+}
+
+#[cfg(feature = "cuda")]
+#[test]
+fn add_rms_norm_kernel_on_cuda_matches_the_plain_ops() {
+    type B = burn::backend::Autodiff<archlab::device::CudaBackend>;
+    if !archlab::device::cuda_available() {
+        eprintln!("skipping: no usable CUDA GPU");
+        return;
+    }
+    check_add_rms_norm::<B>(&Default::default(), "cuda");
+}
+
 /// `[y, dx, dweight, dbias]` of the loss Σ y·w for the causal convolution computed by `conv`.
 fn causal_conv_run<B: AutodiffBackend>(
     dev: &B::Device,

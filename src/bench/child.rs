@@ -62,6 +62,8 @@ pub fn run(spec: &ChildSpec) -> Result<(Ended, String)> {
         }
         None => Command::new(&spec.exe),
     };
+    // The child runs its matmuls as this process does (`--matmul`).
+    cmd.env(crate::kernels::MATMUL_ENV, crate::kernels::matmul_choice());
     cmd.args(&spec.args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(stderr);
     let mut child = cmd.spawn().with_context(|| format!("starting {}", spec.exe.display()))?;
     let deadline = Instant::now() + spec.timeout;

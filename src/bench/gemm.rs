@@ -19,19 +19,13 @@ use burn::tensor::{DType, Tensor, TensorData, TensorPrimitive, bf16};
 use burn_cubecl::kernel::matmul::init_matmul_output;
 use burn_cubecl::tensor::CubeTensor;
 use burn_cubecl::{BoolElement, CubeBackend, CubeRuntime};
-use cubek::matmul::definition::{MatmulElems, MatmulGlobalElems};
 use cubek::matmul::launch::Strategy;
-use cubek::matmul::routines::double_buffering::DoubleBufferingArgs;
-use cubek::matmul::routines::double_unit::DoubleUnitSelectionArgs;
-use cubek::matmul::routines::ordered_double_buffering::OrderedSelectionArgs;
-use cubek::matmul::routines::simple::SimpleArgs;
-use cubek::matmul::routines::simple_unit::SimpleUnitSelectionArgs;
-use cubek::matmul::routines::{BlueprintStrategy, TileSizeSelection};
-use cubek::std::InputBinding;
 use serde::{Deserialize, Serialize};
 
 use crate::cli::GemmArgs;
 use crate::device::Resolved;
+pub use crate::kernels::matmul_strategy::strategies;
+use crate::kernels::matmul_strategy::{launch, panic_message};
 use crate::util::atomic;
 
 /// How the operands of `out[m, n] = lhs[m, k] · rhs[k, n]` lie in memory: the three matmuls
@@ -208,75 +202,6 @@ pub fn relative_error(a: &[f32], b: &[f32]) -> f64 {
     let scale = b.iter().fold(0.0f64, |m, &v| m.max((v as f64).abs())).max(f64::MIN_POSITIVE);
     let worst = a.iter().zip(b).fold(0.0f64, |m, (&x, &y)| m.max((x as f64 - y as f64).abs()));
     worst / scale
-}
-
-/// Every CubeCL strategy for a general matmul (45): the autotuner's 25 (burn-cubecl 0.21,
-/// `kernel/matmul/tune/base.rs`, with its non-default arguments; its 4 vector-matrix kernels
-/// are for m or n = 1) and the 20 it never offers (strided, tilewise, async and hybrid
-/// loaders, TMA double buffering).
-pub fn strategies() -> Vec<Strategy> {
-    use BlueprintStrategy::Inferred;
-    use Strategy as S;
-    let rows = || SimpleArgs { multi_rows: true, ..SimpleArgs::default() };
-    // The variant stamps its tile matmul (CMMA or MMA) over the arguments' own.
-    let specialized =
-        || Inferred(DoubleBufferingArgs { specialized: true, ..DoubleBufferingArgs::default() });
-    let ordered = |row_count| {
-        Inferred(OrderedSelectionArgs {
-            partition_k: Some(2),
-            row_count: Some(row_count),
-            rows_per_plane: Some(2),
-            ..OrderedSelectionArgs::default()
-        })
-    };
-    let mut all = vec![S::Naive];
-    for tile_size in [TileSizeSelection::MaxTileSize, TileSizeSelection::MinTileSize] {
-        all.push(S::SimpleUnit(Inferred(SimpleUnitSelectionArgs { tile_size })));
-        all.push(S::DoubleUnit(Inferred(DoubleUnitSelectionArgs { tile_size })));
-    }
-    all.extend([
-        S::SimpleCyclicCmma(Default::default()),
-        S::SimpleCyclicMma(Default::default()),
-        S::SimpleCyclicCmma(Inferred(rows())),
-        S::SimpleCyclicMma(Inferred(rows())),
-        S::SimpleStridedCmma(Default::default()),
-        S::SimpleStridedMma(Default::default()),
-        S::SimpleTilewiseCmma(Default::default()),
-        S::SimpleTilewiseMma(Default::default()),
-        S::SimpleAsyncStridedCmma(Default::default()),
-        S::SimpleAsyncStridedMma(Default::default()),
-        S::SimpleAsyncCyclicCmma(Default::default()),
-        S::SimpleAsyncCyclicMma(Default::default()),
-        S::SimpleTmaCmma(Default::default()),
-        S::SimpleTmaMma(Default::default()),
-        S::SimpleTmaCmma(Inferred(rows())),
-        S::SimpleTmaMma(Inferred(rows())),
-        S::DoubleCyclicCmma(Default::default()),
-        S::DoubleCyclicMma(Default::default()),
-        S::DoubleCyclicCmma(specialized()),
-        S::DoubleCyclicMma(specialized()),
-        S::DoubleTilewiseCmma(Default::default()),
-        S::DoubleTilewiseMma(Default::default()),
-        S::DoubleHybridCmma(Default::default()),
-        S::DoubleHybridMma(Default::default()),
-        S::DoubleAsyncCyclicCmma(Default::default()),
-        S::DoubleAsyncCyclicMma(Default::default()),
-        S::DoubleAsyncStridedCmma(Default::default()),
-        S::DoubleAsyncStridedMma(Default::default()),
-        S::DoubleTmaCmma(Default::default()),
-        S::DoubleTmaMma(Default::default()),
-        S::SpecializedCyclicCmma(Default::default()),
-        S::SpecializedCyclicMma(Default::default()),
-        S::SpecializedStridedCmma(Default::default()),
-        S::SpecializedStridedMma(Default::default()),
-        S::SpecializedTmaCmma(Default::default()),
-        S::SpecializedTmaMma(Default::default()),
-        S::OrderedDoubleCmma(ordered(4)),
-        S::OrderedDoubleMma(ordered(4)),
-        S::OrderedDoubleCmma(ordered(8)),
-        S::OrderedDoubleMma(ordered(8)),
-    ]);
-    all
 }
 
 /// How long to time each strategy at steady state (at least 3 calls, at most 200; a single
@@ -517,37 +442,6 @@ fn host<B: BurnBackend>(t: Tensor<B, 2>) -> Result<Vec<f32>> {
 
 fn sync<B: BurnBackend>(device: &B::Device) -> Result<()> {
     B::sync(device).map_err(|e| anyhow::anyhow!("the device failed during the matmul: {e:?}"))
-}
-
-/// Launches one strategy into `out` (of the operands' dtype), accumulating in f32.
-fn launch<R: CubeRuntime>(
-    strategy: &Strategy,
-    lhs: &CubeTensor<R>,
-    rhs: &CubeTensor<R>,
-    out: &CubeTensor<R>,
-) -> std::result::Result<(), String> {
-    let mut dtypes = MatmulElems::from_globals(&MatmulGlobalElems {
-        lhs: lhs.dtype.into(),
-        rhs: rhs.dtype.into(),
-        out: out.dtype.into(),
-    });
-    cubek::matmul::launch::launch_ref(
-        strategy,
-        &out.client,
-        InputBinding::new(lhs.clone().binding(), lhs.dtype.into()),
-        InputBinding::new(rhs.clone().binding(), rhs.dtype.into()),
-        out.clone().binding(),
-        &mut dtypes,
-    )
-    .map_err(|e| format!("{e:?}"))
-}
-
-fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
-    panic
-        .downcast_ref::<String>()
-        .cloned()
-        .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-        .unwrap_or_else(|| "(no message)".into())
 }
 
 /// The rows as a Markdown table, problem by problem, fastest first; failed strategies are

@@ -110,9 +110,10 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let mut files = vec![json];
     files.extend(crate::report::write_bench(&args.out, &results)?);
     println!(
-        "{} · {} · {} tokens per training step · {}",
+        "{} · {} · matmul {} · {} tokens per training step · {}",
         results.device,
         results.precision,
+        results.matmul,
         results.tokens_per_step,
         results.tokens.as_deref().map_or("random tokens".into(), |f| format!("tokens from {f}"))
     );
@@ -172,6 +173,7 @@ pub fn measure(archs: &[PlannedArch], opts: &BenchOptions) -> Result<BenchResult
     Ok(BenchResults {
         device: resolved.name().into(),
         precision,
+        matmul: crate::kernels::matmul_choice(),
         tokens_per_step: opts.tokens_per_step,
         tokens: opts.tokens.as_deref().map(path_arg),
         peak_tflops: peak.tflops,

@@ -82,6 +82,9 @@ pub struct CurvePoint {
 pub struct BenchResults {
     pub device: String,
     pub precision: String,
+    /// The models' matmuls: `autotune` (burn's own) or the CubeCL strategy `--matmul` forced.
+    #[serde(default = "autotune")]
+    pub matmul: String,
     /// Tokens per training step (batch · seq_len), held fixed across sequence lengths where
     /// possible (the batch shrinks as T grows, down to 1).
     pub tokens_per_step: usize,
@@ -181,4 +184,8 @@ pub enum BenchStatus {
     OutOfMemory,
     /// Anything else that stopped it, with the message.
     Failed(String),
+}
+
+fn autotune() -> String {
+    crate::kernels::AUTOTUNE_MATMUL.into()
 }

@@ -6,12 +6,13 @@ use burn::backend::autodiff::NodeId;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
-use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind, broadcast_shape};
+use burn::tensor::TensorMetadata;
 use burn::tensor::ops::{FloatTensor, IntTensor};
 
 use super::{
-    Backend, ScanOperands, plain_causal_attention, plain_causal_conv, plain_cross_entropy, plain_rms_norm,
-    plain_selective_scan, plain_state_passing,
+    Backend, ScanOperands, plain_add_rms_norm, plain_causal_attention, plain_causal_conv,
+    plain_cross_entropy, plain_rms_norm, plain_selective_scan, plain_state_passing,
 };
 
 impl<B: Backend, C: CheckpointStrategy> Backend for Autodiff<B, C> {
@@ -110,6 +111,30 @@ impl<B: Backend, C: CheckpointStrategy> Backend for Autodiff<B, C> {
         }
     }
 
+    fn add_rms_norm(
+        residual: FloatTensor<Self>,
+        delta: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        eps: f64,
+    ) -> [FloatTensor<Self>; 2] {
+        if !B::FUSED_RMS_NORM {
+            return plain_add_rms_norm::<Self>(residual, delta, weight, eps);
+        }
+        let [sum, y, rstd] =
+            B::add_rms_norm_saving(residual.primitive, delta.primitive, weight.primitive.clone(), eps);
+        // A node has one output, so the kernel's two outputs become two nodes: the add, whose
+        // backward hands the sum's gradient to both operands, and the norm of the sum.
+        let parents = [residual.node, delta.node];
+        let sum = ResidualAddBackward.prepare::<C>(parents).compute_bound().stateless(sum);
+        let y =
+            match AddRmsNormBackward.prepare::<C>([sum.node.clone(), weight.node]).compute_bound().stateful()
+            {
+                OpsKind::Tracked(prep) => prep.finish((sum.clone(), weight.primitive, rstd), y),
+                OpsKind::UnTracked(prep) => prep.finish(y),
+            };
+        [sum, y]
+    }
+
     const FUSED_CAUSAL_CONV: bool = B::FUSED_CAUSAL_CONV;
 
     fn causal_conv(
@@ -151,6 +176,23 @@ impl<B: Backend, C: CheckpointStrategy> Backend for Autodiff<B, C> {
             OpsKind::UnTracked(prep) => {
                 prep.finish(B::ssd_state_passing(states.primitive, decay.primitive, h0.primitive))
             }
+        }
+    }
+
+    fn matmul_is_forced() -> bool {
+        B::matmul_is_forced()
+    }
+
+    /// The forced matmul as a node whose backward runs the same strategy: `d_lhs = d_out ·
+    /// rhsᵀ` and `d_rhs = lhsᵀ · d_out` (the transposes are strided views), each summed over
+    /// the batch dimensions its operand was broadcast along.
+    fn matmul(lhs: FloatTensor<Self>, rhs: FloatTensor<Self>) -> FloatTensor<Self> {
+        match MatmulBackward.prepare::<C>([lhs.node.clone(), rhs.node.clone()]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => {
+                let out = B::matmul(lhs.primitive.clone(), rhs.primitive.clone());
+                prep.finish((lhs.primitive, rhs.primitive), out)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::matmul(lhs.primitive, rhs.primitive)),
         }
     }
 
@@ -254,6 +296,71 @@ impl<B: Backend> Backward<B, 2> for RmsNormBackward {
             B::rms_norm_backward(x, weight, rstd, dy),
             grads,
         );
+    }
+}
+
+/// The backward node of the residual add fused into a norm: both operands get the sum's
+/// gradient, which [`AddRmsNormBackward`] has completed.
+#[derive(Debug)]
+struct ResidualAddBackward;
+
+impl<B: Backend> Backward<B, 2> for ResidualAddBackward {
+    type State = ();
+
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
+        let d_sum = grads.consume::<B>(&ops.node);
+        register_parents::<B, 2>(ops.parents.map(|p| p.map(|node| node.id)), [d_sum.clone(), d_sum], grads);
+    }
+}
+
+/// The backward node of the RMSNorm of a residual sum (see [`Backend::add_rms_norm`]). Its
+/// state is the sum as an autodiff tensor, the weight and each row's `1/rms`.
+///
+/// The sum has two uses: this norm, and the residual path onward (the next layer's add), whose
+/// backward runs first (it is deeper in the graph). Autodiff would add the two gradients with
+/// a separate kernel when this node registers its own; instead this node takes the gradient
+/// registered so far and the backward kernel adds it in as it writes `dx`. A use whose
+/// gradient arrives later is still added by `Gradients::register`, so the order only decides
+/// what is saved, never the result.
+#[derive(Debug)]
+struct AddRmsNormBackward;
+
+impl<B: Backend> Backward<B, 2> for AddRmsNormBackward {
+    type State = (FloatTensor<Autodiff<B>>, FloatTensor<B>, FloatTensor<B>);
+
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
+        let dy = grads.consume::<B>(&ops.node);
+        let (sum, weight, rstd) = ops.state;
+        let partial = grads.remove::<B>(&sum);
+        let x = sum.primitive;
+        let g = match partial {
+            Some(d_x) => B::rms_norm_backward_accumulate(x, weight, rstd, dy, d_x),
+            None => B::rms_norm_backward(x, weight, rstd, dy),
+        };
+        register_parents::<B, 2>(ops.parents.map(|p| p.map(|node| node.id)), g, grads);
+    }
+}
+
+/// The backward node of a matmul through the forced strategy: its state is both operands.
+#[derive(Debug)]
+struct MatmulBackward;
+
+impl<B: Backend> Backward<B, 2> for MatmulBackward {
+    type State = (FloatTensor<B>, FloatTensor<B>);
+
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
+        let d_out = grads.consume::<B>(&ops.node);
+        let (lhs, rhs) = ops.state;
+        let (lhs_shape, rhs_shape) = (lhs.shape(), rhs.shape());
+        let [lhs_node, rhs_node] = ops.parents;
+        if let Some(node) = lhs_node {
+            let d_lhs = B::matmul(d_out.clone(), B::float_transpose(rhs));
+            grads.register::<B>(node.id, broadcast_shape::<B>(d_lhs, &lhs_shape));
+        }
+        if let Some(node) = rhs_node {
+            let d_rhs = B::matmul(B::float_transpose(lhs), d_out);
+            grads.register::<B>(node.id, broadcast_shape::<B>(d_rhs, &rhs_shape));
+        }
     }
 }
 

@@ -18,8 +18,9 @@ use burn_cubecl::{BoolElement, CubeBackend, CubeRuntime, FloatElement, IntElemen
 use super::attention_kernel::{attention_backward, attention_forward};
 use super::conv_kernel::{causal_conv_backward, causal_conv_forward};
 use super::cross_entropy_kernel::{cross_entropy_backward, cross_entropy_forward};
+use super::matmul_strategy::{forced, forced_matmul};
 use super::moe_route_kernel::moe_route;
-use super::rms_norm_kernel::{rms_norm_backward, rms_norm_forward};
+use super::rms_norm_kernel::{add_rms_norm_forward, rms_norm_backward, rms_norm_forward};
 use super::scan_kernel::{scan_backward, scan_forward};
 use super::state_passing_kernel::{state_passing_backward, state_passing_forward};
 use super::{Backend, ScanOperands};
@@ -110,7 +111,37 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> Backend fo
         rstd: CubeTensor<R>,
         dy: CubeTensor<R>,
     ) -> [CubeTensor<R>; 2] {
-        rms_norm_backward::<R, F, I, BT>(x, weight, rstd, dy)
+        rms_norm_backward::<R, F, I, BT>(x, weight, rstd, dy, None)
+    }
+
+    fn add_rms_norm(
+        residual: CubeTensor<R>,
+        delta: CubeTensor<R>,
+        weight: CubeTensor<R>,
+        eps: f64,
+    ) -> [CubeTensor<R>; 2] {
+        let (sum, y, _) = add_rms_norm_forward::<R, F, I, BT>(residual, delta, weight, eps);
+        [sum, y]
+    }
+
+    fn add_rms_norm_saving(
+        residual: CubeTensor<R>,
+        delta: CubeTensor<R>,
+        weight: CubeTensor<R>,
+        eps: f64,
+    ) -> [CubeTensor<R>; 3] {
+        let (sum, y, rstd) = add_rms_norm_forward::<R, F, I, BT>(residual, delta, weight, eps);
+        [sum, y, rstd]
+    }
+
+    fn rms_norm_backward_accumulate(
+        x: CubeTensor<R>,
+        weight: CubeTensor<R>,
+        rstd: CubeTensor<R>,
+        dy: CubeTensor<R>,
+        d_x: CubeTensor<R>,
+    ) -> [CubeTensor<R>; 2] {
+        rms_norm_backward::<R, F, I, BT>(x, weight, rstd, dy, Some(d_x))
     }
 
     const FUSED_CAUSAL_CONV: bool = true;
@@ -139,6 +170,14 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> Backend fo
         d_entering: CubeTensor<R>,
     ) -> [CubeTensor<R>; 3] {
         state_passing_backward::<R, F, I, BT>(decay, entering, d_entering)
+    }
+
+    fn matmul_is_forced() -> bool {
+        forced().is_some()
+    }
+
+    fn matmul(lhs: CubeTensor<R>, rhs: CubeTensor<R>) -> CubeTensor<R> {
+        forced_matmul::<R, F, I, BT>(lhs, rhs)
     }
 
     const FUSED_MOE_ROUTE: bool = true;

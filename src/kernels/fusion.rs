@@ -10,8 +10,8 @@ use burn_fusion::{Fusion, FusionBackend, FusionRuntime, FusionTensor};
 use burn_ir::{CustomOpIr, HandleContainer, OperationIr, TensorIr};
 
 use super::{
-    Backend, ScanOperands, host_moe_route, plain_causal_attention, plain_causal_conv, plain_cross_entropy,
-    plain_rms_norm, plain_selective_scan, plain_state_passing,
+    Backend, ScanOperands, host_moe_route, plain_add_rms_norm, plain_causal_attention, plain_causal_conv,
+    plain_cross_entropy, plain_rms_norm, plain_selective_scan, plain_state_passing,
 };
 
 impl<B: FusionBackend + Backend> Backend for Fusion<B> {
@@ -221,6 +221,58 @@ impl<B: FusionBackend + Backend> Backend for Fusion<B> {
         )
     }
 
+    fn add_rms_norm(
+        residual: FloatTensor<Self>,
+        delta: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        eps: f64,
+    ) -> [FloatTensor<Self>; 2] {
+        if !B::FUSED_RMS_NORM {
+            return plain_add_rms_norm::<Self>(residual, delta, weight, eps);
+        }
+        let out = (residual.shape.clone(), residual.dtype);
+        let inputs = vec![residual, delta, weight];
+        register::<B, 2>("archlab.add_rms_norm", inputs, [out.clone(), out], move |ir, handles| {
+            let [residual, delta, weight] =
+                [&ir[0], &ir[1], &ir[2]].map(|t| handles.get_float_tensor::<B>(t));
+            B::add_rms_norm(residual, delta, weight, eps)
+        })
+    }
+
+    fn add_rms_norm_saving(
+        residual: FloatTensor<Self>,
+        delta: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        eps: f64,
+    ) -> [FloatTensor<Self>; 3] {
+        let [b, t, _] = residual.shape.dims::<3>();
+        let out = (residual.shape.clone(), residual.dtype);
+        let outputs = [out.clone(), out, (Shape::new([b, t]), DType::F32)];
+        let inputs = vec![residual, delta, weight];
+        register::<B, 3>("archlab.add_rms_norm_saving", inputs, outputs, move |ir, handles| {
+            let [residual, delta, weight] =
+                [&ir[0], &ir[1], &ir[2]].map(|t| handles.get_float_tensor::<B>(t));
+            B::add_rms_norm_saving(residual, delta, weight, eps)
+        })
+    }
+
+    fn rms_norm_backward_accumulate(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        rstd: FloatTensor<Self>,
+        dy: FloatTensor<Self>,
+        d_x: FloatTensor<Self>,
+    ) -> [FloatTensor<Self>; 2] {
+        let grads = [&x, &weight].map(|t| (t.shape.clone(), t.dtype));
+        custom::<B, 5, 2>(
+            "archlab.rms_norm_backward_accumulate",
+            [x, weight, rstd, dy, d_x],
+            grads,
+            0,
+            |[x, weight, rstd, dy, d_x], _| B::rms_norm_backward_accumulate(x, weight, rstd, dy, d_x),
+        )
+    }
+
     const FUSED_CAUSAL_CONV: bool = B::FUSED_CAUSAL_CONV;
 
     fn causal_conv(
@@ -296,6 +348,19 @@ impl<B: FusionBackend + Backend> Backend for Fusion<B> {
         )
     }
 
+    fn matmul_is_forced() -> bool {
+        B::matmul_is_forced()
+    }
+
+    /// One custom operation: fusion's own matmul (with its fused prologues and epilogues) is
+    /// what a forced strategy replaces.
+    fn matmul(lhs: FloatTensor<Self>, rhs: FloatTensor<Self>) -> FloatTensor<Self> {
+        let out = (matmul_shape(&lhs.shape, &rhs.shape), lhs.dtype);
+        let [out] =
+            custom::<B, 2, 1>("archlab.matmul", [lhs, rhs], [out], 0, |[lhs, rhs], _| [B::matmul(lhs, rhs)]);
+        out
+    }
+
     const FUSED_MOE_ROUTE: bool = B::FUSED_MOE_ROUTE;
 
     fn moe_route(logits: FloatTensor<Self>, top_k: usize) -> [IntTensor<Self>; 3] {
@@ -326,6 +391,15 @@ fn operands<R: FusionRuntime>(
 /// An operation of the inner backend `B`: float inputs and a `usize` parameter in, float
 /// outputs out.
 type InnerOp<B, const I: usize, const O: usize> = fn([FloatTensor<B>; I], usize) -> [FloatTensor<B>; O];
+
+/// The shape of `lhs · rhs`: the batch dimensions broadcast, then `[m, n]`.
+fn matmul_shape(lhs: &Shape, rhs: &Shape) -> Shape {
+    let (l, r) = (lhs.as_slice(), rhs.as_slice());
+    let rank = l.len();
+    let mut dims: Vec<usize> = l[..rank - 2].iter().zip(&r[..rank - 2]).map(|(a, b)| *a.max(b)).collect();
+    dims.extend([l[rank - 2], r[rank - 1]]);
+    Shape::from(dims)
+}
 
 /// [`register`] for an operation with float inputs only.
 fn custom<B: FusionBackend, const I: usize, const O: usize>(

@@ -14,9 +14,13 @@
 //! | causal / sliding-window GQA attention, forward + backward (FlashAttention-2) | `attention_kernel.rs` | [`crate::model::attention::causal_attention`] |
 //! | cross-entropy over the vocabulary, forward + backward, no fp32 logits | `cross_entropy_kernel.rs` | [`crate::model::lm::token_nll`] |
 //! | RMSNorm, forward + backward | `rms_norm_kernel.rs` | [`crate::model::layers::rms_norm`] |
+//! | residual add + RMSNorm, forward + backward | `rms_norm_kernel.rs` | `x + delta`, then [`crate::model::layers::rms_norm`] |
 //! | Mamba's causal depthwise convolution, forward + backward | `conv_kernel.rs` | [`crate::model::conv::causal_conv`] |
 //! | Mamba-2 SSD state passing between chunks, forward + backward | `state_passing_kernel.rs` | [`crate::model::ssd::pass_states`] |
 //! | MoE routing: top-k experts and each assignment's place in its expert's buffer | `moe_route_kernel.rs` | [`crate::model::moe::HostRoute`] |
+//!
+//! Matmuls are burn's (fused and autotuned) unless `--matmul` forces one CubeCL strategy
+//! (`matmul_strategy.rs`); [`matmul`] is where the model's matmuls take that turn.
 //!
 //! `tests/kernels.rs` checks every kernel against its twin on random inputs of awkward sizes,
 //! values and gradients, on every CubeCL device it finds: CUDA when a GPU is present, and
@@ -33,6 +37,8 @@ pub mod cross_entropy_kernel;
 mod cube;
 #[cfg(feature = "cube-kernels")]
 mod fusion;
+#[cfg(feature = "cube-kernels")]
+pub mod matmul_strategy;
 #[cfg(feature = "cube-kernels")]
 pub mod moe_route_kernel;
 #[cfg(feature = "cube-kernels")]
@@ -185,6 +191,41 @@ pub trait Backend: burn::tensor::backend::Backend {
         no_kernel("rms_norm_backward")
     }
 
+    /// The residual add fused with the RMSNorm after it: `[sum, y]` with `sum = residual +
+    /// delta` and `y = rms_norm(sum)`; `residual`, `delta` `[b, t, d]`, `weight` `[d]`.
+    /// Backends with `FUSED_RMS_NORM` run it as one kernel.
+    fn add_rms_norm(
+        residual: FloatTensor<Self>,
+        delta: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        eps: f64,
+    ) -> [FloatTensor<Self>; 2] {
+        plain_add_rms_norm::<Self>(residual, delta, weight, eps)
+    }
+
+    /// The kernel's forward that also returns each row's `1/rms` of the sum: `[sum, y, rstd]`.
+    /// Only for backends with `FUSED_RMS_NORM`.
+    fn add_rms_norm_saving(
+        _residual: FloatTensor<Self>,
+        _delta: FloatTensor<Self>,
+        _weight: FloatTensor<Self>,
+        _eps: f64,
+    ) -> [FloatTensor<Self>; 3] {
+        no_kernel("add_rms_norm_saving")
+    }
+
+    /// [`Backend::rms_norm_backward`] with `d_x`, the gradient `x` already has from its other
+    /// uses, added into the returned `dx`. Only for backends with `FUSED_RMS_NORM`.
+    fn rms_norm_backward_accumulate(
+        _x: FloatTensor<Self>,
+        _weight: FloatTensor<Self>,
+        _rstd: FloatTensor<Self>,
+        _dy: FloatTensor<Self>,
+        _d_x: FloatTensor<Self>,
+    ) -> [FloatTensor<Self>; 2] {
+        no_kernel("rms_norm_backward_accumulate")
+    }
+
     /// Whether this backend runs [`Backend::causal_conv`] as a fused kernel, and so also
     /// implements [`Backend::causal_conv_backward`].
     const FUSED_CAUSAL_CONV: bool = false;
@@ -231,6 +272,18 @@ pub trait Backend: burn::tensor::backend::Backend {
         _d_entering: FloatTensor<Self>,
     ) -> [FloatTensor<Self>; 3] {
         no_kernel("ssd_state_passing_backward")
+    }
+
+    /// Whether [`Backend::matmul`] runs a matmul strategy forced with `--matmul`
+    /// (`matmul_strategy.rs`; CubeCL backends only) rather than burn's own matmul.
+    fn matmul_is_forced() -> bool {
+        false
+    }
+
+    /// `lhs · rhs` with batch dimensions broadcast, as burn's `float_matmul`, through the
+    /// forced strategy where [`Backend::matmul_is_forced`].
+    fn matmul(lhs: FloatTensor<Self>, rhs: FloatTensor<Self>) -> FloatTensor<Self> {
+        Self::float_matmul(lhs, rhs)
     }
 
     /// Whether this backend routes MoE tokens on the device ([`Backend::moe_route`]).
@@ -302,6 +355,48 @@ fn plain_selective_scan<B: burn::tensor::backend::Backend>(
     y.into_primitive().tensor()
 }
 
+/// The environment variable that carries `--matmul` (and hands it to `bench`'s child
+/// processes).
+pub const MATMUL_ENV: &str = "ARCHLAB_MATMUL";
+
+/// What `--matmul` calls burn's own (fused, autotuned) matmul, the default.
+pub const AUTOTUNE_MATMUL: &str = "autotune";
+
+/// Routes the models' matmuls through the CubeCL strategy `name` (`--matmul`), or through
+/// burn's own for `autotune`. A name that is not a strategy is an error listing the names.
+pub fn select_matmul(name: &str) -> anyhow::Result<()> {
+    #[cfg(feature = "cube-kernels")]
+    return matmul_strategy::force(name);
+    #[cfg(not(feature = "cube-kernels"))]
+    match name {
+        AUTOTUNE_MATMUL => Ok(()),
+        _ => anyhow::bail!(
+            "--matmul {name}: this archlab was built without CubeCL backends; rebuild with \
+             `--features cuda` or `--features wgpu`, or leave --matmul out"
+        ),
+    }
+}
+
+/// The `--matmul` choice this process runs with: a strategy's name, or `autotune`.
+pub fn matmul_choice() -> String {
+    #[cfg(feature = "cube-kernels")]
+    if let Some(strategy) = matmul_strategy::forced() {
+        return strategy.to_string();
+    }
+    AUTOTUNE_MATMUL.to_string()
+}
+
+/// `a · b` (batch dimensions broadcast): burn's matmul (fused, autotuned), or the CubeCL
+/// strategy forced with `--matmul` where one is. Every matmul of the model's layers goes
+/// through here ([`crate::model::layers::matmul`]).
+pub fn matmul<B: Backend, const D: usize>(a: Tensor<B, D>, b: Tensor<B, D>) -> Tensor<B, D> {
+    if !B::matmul_is_forced() {
+        return a.matmul(b);
+    }
+    let out = B::matmul(a.into_primitive().tensor(), b.into_primitive().tensor());
+    Tensor::from_primitive(TensorPrimitive::Float(out))
+}
+
 /// Causal attention (sliding-window when `window > 0`) over a whole sequence, fused where the
 /// backend has a kernel. Shapes as in [`Backend::causal_attention`].
 pub fn attention<B: Backend>(
@@ -358,6 +453,35 @@ fn plain_rms_norm<B: burn::tensor::backend::Backend>(
     let x = Tensor::<B, 3>::from_primitive(TensorPrimitive::Float(x));
     let weight = Tensor::<B, 1>::from_primitive(TensorPrimitive::Float(weight));
     plain_rms_norm_3d(x, weight, eps).into_primitive().tensor()
+}
+
+/// The residual add and the RMSNorm after it (`residual`, `delta` `[b, t, d]`, `weight` `[d]`):
+/// `(residual + delta, rms_norm(residual + delta))`, one kernel where the backend has the fused
+/// RMSNorm.
+pub fn add_rms_norm<B: Backend>(
+    residual: Tensor<B, 3>,
+    delta: Tensor<B, 3>,
+    weight: Tensor<B, 1>,
+    eps: f64,
+) -> (Tensor<B, 3>, Tensor<B, 3>) {
+    let p = |t: Tensor<B, 3>| t.into_primitive().tensor();
+    let [sum, y] = B::add_rms_norm(p(residual), p(delta), weight.into_primitive().tensor(), eps);
+    let t = |p: FloatTensor<B>| Tensor::<B, 3>::from_primitive(TensorPrimitive::Float(p));
+    (t(sum), t(y))
+}
+
+/// The plain-ops twin of [`Backend::add_rms_norm`]: an add, then the RMSNorm twin.
+fn plain_add_rms_norm<B: burn::tensor::backend::Backend>(
+    residual: FloatTensor<B>,
+    delta: FloatTensor<B>,
+    weight: FloatTensor<B>,
+    eps: f64,
+) -> [FloatTensor<B>; 2] {
+    let t = |p: FloatTensor<B>| Tensor::<B, 3>::from_primitive(TensorPrimitive::Float(p));
+    let sum = t(residual) + t(delta);
+    let weight = Tensor::<B, 1>::from_primitive(TensorPrimitive::Float(weight));
+    let y = plain_rms_norm_3d(sum.clone(), weight, eps);
+    [sum.into_primitive().tensor(), y.into_primitive().tensor()]
 }
 
 /// Mamba's causal depthwise convolution from a zero history (shapes as in

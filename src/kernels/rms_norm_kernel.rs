@@ -12,6 +12,15 @@
 //! weight gradient `dw_j = Σ_rows dy·x̂` in registers across all the rows its cube visits and
 //! writes one partial row per cube (`[cubes, d]`); the launcher adds the partials with one
 //! tensor op. No atomics, so the result does not depend on scheduling.
+//!
+//! # The residual add, fused
+//! In a pre-norm stack every norm but the first reads `x + branch`, the sum that the block
+//! before it has just written (mamba_ssm's `fused_add_norm`, its `layer_norm_fn` with a
+//! residual). [`add_rms_norm_forward_kernel`] forms that sum and normalises it in one pass:
+//! two reads and two writes of the row where an add kernel and a norm kernel make three and
+//! two. Backward, the sum's gradient has two sources, the norm and the residual path onward;
+//! the backward kernel adds the second (`d_sum`) into the first as it writes it, instead of a
+//! separate add of two whole activations.
 
 use burn::tensor::ops::FloatTensorOps;
 use burn::tensor::{DType, Shape, TensorMetadata};
@@ -66,8 +75,64 @@ pub fn rms_norm_forward_kernel<F: Float>(
     }
 }
 
+/// Forward with the residual add: `sum = residual + delta`, then `y`, `rstd` of `sum` as in
+/// [`rms_norm_forward_kernel`]. Each unit keeps its `cols` = ⌈d / units⌉ sums in registers
+/// between the two passes over the row.
+///
+/// Layouts (contiguous): `residual`, `delta`, `sum`, `y`: `[n, d]`; `weight`: `[d]`;
+/// `rstd`: `[n]`. Grid as the forward.
+#[cube(launch)]
+#[allow(clippy::too_many_arguments)]
+pub fn add_rms_norm_forward_kernel<F: Float>(
+    residual: &Tensor<F>,
+    delta: &Tensor<F>,
+    weight: &Tensor<F>,
+    sum: &mut Tensor<F>,
+    y: &mut Tensor<F>,
+    rstd: &mut Tensor<F>,
+    eps: f32,
+    #[comptime] units: usize,
+    #[comptime] cols: usize,
+    #[define(F)] _dtype: StorageType,
+) {
+    let rows = residual.shape(0);
+    let d = residual.shape(1);
+    let unit = UNIT_POS_X as usize;
+    let mut buffer = SharedMemory::<F>::new(units);
+    let mut row_sum = Array::<F>::new(cols);
+    let mut row = CUBE_POS_X as usize;
+    while row < rows {
+        let base = row * d;
+        let mut squares = F::new(0.0);
+        for c in 0..cols {
+            let j = unit + c * units;
+            if j < d {
+                let v = residual[base + j] + delta[base + j];
+                sum[base + j] = v;
+                row_sum[c] = v;
+                squares += v * v;
+            }
+        }
+        let mean = cube_sum::<F>(&mut buffer, squares) / F::cast_from(d as u32);
+        let r = F::new(1.0) / F::sqrt(mean + F::cast_from(eps));
+        for c in 0..cols {
+            let j = unit + c * units;
+            if j < d {
+                y[base + j] = row_sum[c] * r * weight[j];
+            }
+        }
+        if unit == 0 {
+            rstd[row] = r;
+        }
+        row += CUBE_COUNT_X as usize;
+    }
+}
+
 /// Backward, with `x̂ = x · rstd` and `g = dy · w`:
-/// `dx = rstd · (g − x̂ · mean_j(g · x̂))`, and `dw_part[cube, j] = Σ_{rows of this cube} dy · x̂`.
+/// `dx = rstd · (g − x̂ · mean_j(g · x̂)) (+ d_sum)`, and
+/// `dw_part[cube, j] = Σ_{rows of this cube} dy · x̂`. With `accumulate`, `d_sum` (`[n, d]`) is
+/// the gradient `x` already has from its other uses (the residual path), added in; without,
+/// `d_sum` is not read.
 ///
 /// Same layout and grid as the forward; `dw_part`: `[cubes, d]`; `cols` = ⌈d / units⌉, the
 /// channels each unit owns.
@@ -78,10 +143,12 @@ pub fn rms_norm_backward_kernel<F: Float>(
     weight: &Tensor<F>,
     rstd: &Tensor<F>,
     dy: &Tensor<F>,
+    d_sum: &Tensor<F>,
     dx: &mut Tensor<F>,
     dw_part: &mut Tensor<F>,
     #[comptime] units: usize,
     #[comptime] cols: usize,
+    #[comptime] accumulate: bool,
     #[define(F)] _dtype: StorageType,
 ) {
     let rows = x.shape(0);
@@ -109,7 +176,11 @@ pub fn rms_norm_backward_kernel<F: Float>(
         for c in 0..cols {
             let j = unit + c * units;
             if j < d {
-                dx[base + j] = r * (dy[base + j] * weight[j] - x[base + j] * r * mean);
+                let mut g = r * (dy[base + j] * weight[j] - x[base + j] * r * mean);
+                if accumulate {
+                    g += d_sum[base + j];
+                }
+                dx[base + j] = g;
             }
         }
         row += CUBE_COUNT_X as usize;
@@ -160,12 +231,51 @@ pub(super) fn rms_norm_forward<R: CubeRuntime, F: FloatElement, I: IntElement, B
     (cast::<R, F, I, BT>(y, dtype), rstd)
 }
 
-/// `[dx, dweight]` from the forward's row `rstd`.
+/// `(sum, y, rstd)` of `residual + delta`: `sum` and `y` in `residual`'s shape and dtype,
+/// `rstd` f32 `[b, t]`.
+pub(super) fn add_rms_norm_forward<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement>(
+    residual: CubeTensor<R>,
+    delta: CubeTensor<R>,
+    weight: CubeTensor<R>,
+    eps: f64,
+) -> (CubeTensor<R>, CubeTensor<R>, CubeTensor<R>) {
+    type Cube<R, F, I, BT> = CubeBackend<R, F, I, BT>;
+    let (shape, dtype) = (residual.shape(), residual.dtype());
+    let [residual, delta, weight] = [residual, delta, weight].map(f32_contiguous::<R, F, I, BT>);
+    let [b, t, d] = shape.dims::<3>();
+    let rows = Shape::new([b * t, d]);
+    let residual = Cube::<R, F, I, BT>::float_reshape(residual, rows.clone());
+    let delta = Cube::<R, F, I, BT>::float_reshape(delta, rows);
+    let [sum, y] = [0, 1].map(|_| empty::<R>(&residual, [b * t, d]));
+    let rstd = empty::<R>(&residual, [b, t]);
+    add_rms_norm_forward_kernel::launch::<R>(
+        &residual.client,
+        CubeCount::Static((b * t).clamp(1, 65_535) as u32, 1, 1),
+        CubeDim::new_1d(RMS_NORM_UNITS as u32),
+        residual.clone().into_tensor_arg(),
+        delta.into_tensor_arg(),
+        weight.into_tensor_arg(),
+        sum.clone().into_tensor_arg(),
+        y.clone().into_tensor_arg(),
+        rstd.clone().into_tensor_arg(),
+        eps as f32,
+        RMS_NORM_UNITS,
+        d.div_ceil(RMS_NORM_UNITS),
+        DType::F32.into(),
+    );
+    let [sum, y] =
+        [sum, y].map(|o| cast::<R, F, I, BT>(Cube::<R, F, I, BT>::float_reshape(o, shape.clone()), dtype));
+    (sum, y, rstd)
+}
+
+/// `[dx, dweight]` from the forward's row `rstd`; `d_sum`, when given, is added into `dx`
+/// (the gradient `x` has from its other uses).
 pub(super) fn rms_norm_backward<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement>(
     x: CubeTensor<R>,
     weight: CubeTensor<R>,
     rstd: CubeTensor<R>,
     dy: CubeTensor<R>,
+    d_sum: Option<CubeTensor<R>>,
 ) -> [CubeTensor<R>; 2] {
     type Cube<R, F, I, BT> = CubeBackend<R, F, I, BT>;
     let (shape, dtypes) = (x.shape(), [x.dtype(), weight.dtype()]);
@@ -173,7 +283,13 @@ pub(super) fn rms_norm_backward<R: CubeRuntime, F: FloatElement, I: IntElement, 
     let [b, t, d] = shape.dims::<3>();
     let rows = Shape::new([b * t, d]);
     let x = Cube::<R, F, I, BT>::float_reshape(x, rows.clone());
-    let dy = Cube::<R, F, I, BT>::float_reshape(dy, rows);
+    let dy = Cube::<R, F, I, BT>::float_reshape(dy, rows.clone());
+    let accumulate = d_sum.is_some();
+    // Without `accumulate` the kernel does not read `d_sum`; `dy` stands in for it.
+    let d_sum = match d_sum {
+        Some(g) => Cube::<R, F, I, BT>::float_reshape(f32_contiguous::<R, F, I, BT>(g), rows),
+        None => dy.clone(),
+    };
     let cubes = (b * t).clamp(1, RMS_NORM_BACKWARD_CUBES);
     let (dx, dw_part) = (empty::<R>(&x, [b * t, d]), empty::<R>(&x, [cubes, d]));
     rms_norm_backward_kernel::launch::<R>(
@@ -184,10 +300,12 @@ pub(super) fn rms_norm_backward<R: CubeRuntime, F: FloatElement, I: IntElement, 
         weight.into_tensor_arg(),
         rstd.into_tensor_arg(),
         dy.into_tensor_arg(),
+        d_sum.into_tensor_arg(),
         dx.clone().into_tensor_arg(),
         dw_part.clone().into_tensor_arg(),
         RMS_NORM_UNITS,
         d.div_ceil(RMS_NORM_UNITS),
+        accumulate,
         DType::F32.into(),
     );
     let dx = Cube::<R, F, I, BT>::float_reshape(dx, shape);

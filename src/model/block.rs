@@ -8,6 +8,11 @@
 //! (mamba_ssm's `Block(mixer_cls, mlp_cls)`, zoology's sequence/state mixers.) The block knows
 //! nothing about what its mixers do. Adding a mixer means one file, one variant of
 //! [`SeqMixer`] (and of [`LayerState`] if it carries decoding state), and its tests.
+//!
+//! Between sublayers the stream travels as a [`Residual`]: the sum so far and the last
+//! branch's output, which the next norm adds in the same kernel that normalises it (mamba_ssm's
+//! blocks pass `(hidden_states, residual)` for the same reason). The arithmetic is the one
+//! above, add for add.
 
 use crate::kernels::Backend;
 use burn::module::Module;
@@ -48,6 +53,49 @@ pub enum LayerState<B: Backend> {
     Mamba(MambaState<B>),
     Mamba2(Mamba2State<B>),
     Hymba(HymbaState<B>),
+}
+
+/// The residual stream between sublayers: `sum`, the embeddings plus every branch output
+/// added so far, and `pending`, the newest branch output, not yet added. The stream's value is
+/// `sum + pending`; the next norm forms it ([`Residual::add_norm`]).
+#[derive(Clone, Debug)]
+pub struct Residual<B: Backend> {
+    pub sum: Tensor<B, 3>,
+    pub pending: Option<Tensor<B, 3>>,
+}
+
+impl<B: Backend> Residual<B> {
+    /// The stream at its start (the embedded tokens), nothing pending.
+    pub fn new(x: Tensor<B, 3>) -> Self {
+        Self { sum: x, pending: None }
+    }
+
+    /// The stream's value as one tensor.
+    pub fn resolve(self) -> Tensor<B, 3> {
+        match self.pending {
+            Some(branch) => self.sum + branch,
+            None => self.sum,
+        }
+    }
+
+    /// Adds the pending branch and applies `norm`: `(the stream's value, its norm)`, one
+    /// kernel for RMSNorm where the backend has it.
+    pub fn add_norm(self, norm: &Norm<B>) -> (Tensor<B, 3>, Tensor<B, 3>) {
+        match self.pending {
+            Some(branch) => norm.forward_add(self.sum, branch),
+            None => (self.sum.clone(), norm.forward(self.sum)),
+        }
+    }
+
+    /// Positions `start..start + len` of the sequence axis.
+    pub fn narrow(self, start: usize, len: usize) -> Self {
+        Self { sum: self.sum.narrow(1, start, len), pending: self.pending.map(|p| p.narrow(1, start, len)) }
+    }
+
+    /// The stream after a sublayer: `sum` (its value so far) and the sublayer's output.
+    fn with_branch(sum: Tensor<B, 3>, branch: Tensor<B, 3>) -> Self {
+        Self { sum, pending: Some(branch) }
+    }
 }
 
 #[derive(Module, Debug)]
@@ -168,26 +216,30 @@ impl<B: Backend> Block<B> {
     /// # Shapes
     /// - x: `[b, t, d]` → `[b, t, d]`
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        self.forward_aux(x).0
+        self.forward_residual(Residual::new(x)).0.resolve()
     }
 
-    /// [`Self::forward`], also returning an MoE channel mixer's auxiliary loss and counts.
-    pub fn forward_aux(&self, x: Tensor<B, 3>) -> (Tensor<B, 3>, Option<MoeAux<B>>) {
-        let x = x.clone() + self.dropout.forward(self.mixer.forward(self.norm.forward(x)));
-        self.forward_ffn(x)
+    /// The layer on the residual stream, also returning an MoE channel mixer's auxiliary loss
+    /// and counts.
+    pub fn forward_residual(&self, x: Residual<B>) -> (Residual<B>, Option<MoeAux<B>>) {
+        let (sum, h) = x.add_norm(&self.norm);
+        let branch = self.dropout.forward(self.mixer.forward(h));
+        self.forward_ffn(Residual::with_branch(sum, branch))
     }
 
     /// The same layer on new tokens, with decoding state.
-    pub fn forward_step(&self, x: Tensor<B, 3>, state: &mut LayerState<B>) -> Tensor<B, 3> {
-        let x = x.clone() + self.mixer.forward_step(self.norm.forward(x), state);
-        self.forward_ffn(x).0
+    pub fn forward_step(&self, x: Residual<B>, state: &mut LayerState<B>) -> Residual<B> {
+        let (sum, h) = x.add_norm(&self.norm);
+        let branch = self.mixer.forward_step(h, state);
+        self.forward_ffn(Residual::with_branch(sum, branch)).0
     }
 
-    fn forward_ffn(&self, x: Tensor<B, 3>) -> (Tensor<B, 3>, Option<MoeAux<B>>) {
+    fn forward_ffn(&self, x: Residual<B>) -> (Residual<B>, Option<MoeAux<B>>) {
         match &self.ffn {
             Some(ffn) => {
-                let (y, aux) = ffn.mixer.forward(ffn.norm.forward(x.clone()));
-                (x + self.dropout.forward(y), aux)
+                let (sum, h) = x.add_norm(&ffn.norm);
+                let (y, aux) = ffn.mixer.forward(h);
+                (Residual::with_branch(sum, self.dropout.forward(y)), aux)
             }
             None => (x, None),
         }

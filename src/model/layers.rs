@@ -58,32 +58,39 @@ pub fn normal_param<B: Backend, const D: usize>(
 
 /// `a · b`, with bf16 operands when `bf16` and the result left in bf16 (the GPU kernels
 /// accumulate in fp32); `a · b` as it is otherwise. burn has no autocast, so every matmul that
-/// runs in bf16 under mixed precision goes through here or [`matmul_keep_dtype`].
-pub fn matmul<B: Backend, const D: usize>(a: Tensor<B, D>, b: Tensor<B, D>, bf16: bool) -> Tensor<B, D> {
-    if bf16 { a.cast(DType::BF16).matmul(b.cast(DType::BF16)) } else { a.matmul(b) }
+/// runs in bf16 under mixed precision goes through here or [`matmul_keep_dtype`], and so does
+/// every model matmul that `--matmul` may route through a forced CubeCL strategy
+/// ([`crate::kernels::matmul`]).
+pub fn matmul<B: crate::kernels::Backend, const D: usize>(
+    a: Tensor<B, D>,
+    b: Tensor<B, D>,
+    bf16: bool,
+) -> Tensor<B, D> {
+    let (a, b) = if bf16 { (a.cast(DType::BF16), b.cast(DType::BF16)) } else { (a, b) };
+    crate::kernels::matmul(a, b)
 }
 
 /// [`matmul`] with the result cast back to `a`'s dtype (fp32 under mixed precision), as
 /// PyTorch's autocast hands a bf16 matmul's output to fp32 code.
-pub fn matmul_keep_dtype<B: Backend, const D: usize>(
+pub fn matmul_keep_dtype<B: crate::kernels::Backend, const D: usize>(
     a: Tensor<B, D>,
     b: Tensor<B, D>,
     bf16: bool,
 ) -> Tensor<B, D> {
     let dtype = a.dtype();
-    if bf16 { matmul(a, b, true).cast(dtype) } else { a.matmul(b) }
+    if bf16 { matmul(a, b, true).cast(dtype) } else { matmul(a, b, false) }
 }
 
 /// `y = x W + b`, with `W` stored `[d_in, d_out]` (so no transpose in the forward).
 #[derive(Module, Debug)]
-pub struct Linear<B: Backend> {
+pub struct Linear<B: crate::kernels::Backend> {
     pub weight: Param<Tensor<B, 2>>,
     pub bias: Option<Param<Tensor<B, 1>>>,
     /// Run the matmul in bf16 (fp32 weights are cast on the fly; the result is fp32).
     pub bf16: bool,
 }
 
-impl<B: Backend> Linear<B> {
+impl<B: crate::kernels::Backend> Linear<B> {
     /// Weights from N(0, std²), bias zero.
     pub fn new(d_in: usize, d_out: usize, bias: bool, std: f64, rng: &mut Rng, device: &B::Device) -> Self {
         Self {
@@ -176,6 +183,19 @@ impl<B: crate::kernels::Backend> Norm<B> {
             rms,
             eps,
         }
+    }
+
+    /// The residual add and this norm after it: `(residual + delta, norm(residual + delta))`,
+    /// one kernel for RMSNorm where the backend has it ([`crate::kernels::add_rms_norm`]).
+    ///
+    /// # Shapes
+    /// - residual, delta: `[b, t, d]` → `([b, t, d], [b, t, d])`
+    pub fn forward_add(&self, residual: Tensor<B, 3>, delta: Tensor<B, 3>) -> (Tensor<B, 3>, Tensor<B, 3>) {
+        if self.rms {
+            return crate::kernels::add_rms_norm(residual, delta, self.weight.val(), self.eps);
+        }
+        let sum = residual + delta;
+        (sum.clone(), self.forward(sum))
     }
 
     /// # Shapes

@@ -6,7 +6,7 @@ use burn::nn::{Dropout, DropoutConfig};
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{DType, Int, Tensor};
 
-use super::block::{Block, LayerState, SeqMixer};
+use super::block::{Block, LayerState, Residual, SeqMixer};
 use super::hymba::BranchScales;
 use super::layers::{Embedding, Linear, Norm, int_tensor, normal_param};
 use super::moe::{MoeAux, Routing, RoutingStats};
@@ -151,15 +151,15 @@ impl<B: Backend> LanguageModel<B> {
     }
 
     /// Final norm and output projection: fp32 logits.
-    fn head(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+    fn head(&self, x: Residual<B>) -> Tensor<B, 3> {
         let logits = self.head_logits(x);
         if self.bf16 { logits.cast(DType::F32) } else { logits }
     }
 
     /// [`Self::head`] in the compute dtype: bf16 logits under bf16, for the loss, whose fused
     /// kernel reads them as they are (an fp32 copy would be the step's largest tensor).
-    fn head_logits(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        let x = self.norm.forward(x);
+    fn head_logits(&self, x: Residual<B>) -> Tensor<B, 3> {
+        let (_, x) = x.add_norm(&self.norm);
         match &self.lm_head {
             Some(head) => head.forward_compute_dtype(x),
             None => {
@@ -179,18 +179,19 @@ impl<B: Backend> LanguageModel<B> {
 
     /// The layer stack on embedded tokens, with the meta tokens in front when `fresh` (a new
     /// sequence) and dropped again after; also returns each MoE layer's auxiliary output.
-    fn blocks(&self, x: Tensor<B, 3>, fresh: bool) -> (Tensor<B, 3>, Vec<(usize, MoeAux<B>)>) {
+    fn blocks(&self, x: Tensor<B, 3>, fresh: bool) -> (Residual<B>, Vec<(usize, MoeAux<B>)>) {
         let t = x.dims()[1];
-        let (mut x, m) = self.with_meta_tokens(x, fresh);
+        let (x, m) = self.with_meta_tokens(x, fresh);
+        let mut x = Residual::new(x);
         let mut aux = Vec::new();
         for (i, layer) in self.layers.iter().enumerate() {
-            let (y, a) = layer.forward_aux(x);
+            let (y, a) = layer.forward_residual(x);
             x = y;
             if let Some(a) = a {
                 aux.push((i, a));
             }
         }
-        (if m > 0 { x.narrow(1, m, t) } else { x }, aux)
+        (if m > 0 { x.narrow(m, t) } else { x }, aux)
     }
 
     /// `x` with the meta tokens in front when `fresh` (a new sequence), and their number.
@@ -270,12 +271,13 @@ impl<B: Backend> LanguageModel<B> {
     pub fn forward_step(&self, ids: Tensor<B, 2, Int>, state: &mut DecodeState<B>) -> Tensor<B, 3> {
         let t = ids.dims()[1];
         // A new sequence starts with the meta tokens, which fill the layers' state like a prompt.
-        let (mut x, m) = self.with_meta_tokens(self.embed(ids, state.pos), state.pos == 0);
+        let (x, m) = self.with_meta_tokens(self.embed(ids, state.pos), state.pos == 0);
+        let mut x = Residual::new(x);
         for (layer, layer_state) in self.layers.iter().zip(state.layers.iter_mut()) {
             x = layer.forward_step(x, layer_state);
         }
         state.pos += t;
-        self.head(if m > 0 { x.narrow(1, m, t) } else { x })
+        self.head(if m > 0 { x.narrow(m, t) } else { x })
     }
 }
 

@@ -76,7 +76,7 @@ impl MambaConfig {
 
 /// PyTorch's default `Linear` initialisation, U(±1/√d_in), which `mamba_ssm` keeps for every
 /// projection (it re-initialises only `out_proj`, scaled for depth).
-pub fn torch_default_linear<B: burn::tensor::backend::Backend>(
+pub fn torch_default_linear<B: Backend>(
     d_in: usize,
     d_out: usize,
     bias: bool,

@@ -1,9 +1,9 @@
 //! The per-token channel mixer of a dense Transformer: GELU MLP (GPT-2) or SwiGLU (Shazeer
 //! 2020, "GLU Variants Improve Transformer"; Llama). Names follow `transformers`' `LlamaMLP`.
 
+use crate::kernels::Backend;
 use burn::module::Module;
 use burn::tensor::Tensor;
-use burn::tensor::backend::Backend;
 
 use super::activation::{gelu, silu};
 use super::layers::Linear;

@@ -12,11 +12,15 @@ use super::plot::{LineChart, Series, line_chart};
 /// Appends the scaling section's blocks (no heading) to `doc`.
 pub fn append(doc: &mut Document, bench: &BenchResults) {
     doc.paragraph(format!(
-        "Measured on {} in {} precision with {} tokens per training step (batch × T held fixed where \
-         possible; the batch shrinks, down to 1, as T grows), training on {}. Peak memory is each \
-         measurement's own process: device memory on a GPU, resident set size on the CPU.",
+        "Measured on {} in {} precision ({}) with {} tokens per training step (batch × T held fixed \
+         where possible; the batch shrinks, down to 1, as T grows), training on {}. Peak memory is \
+         each measurement's own process: device memory on a GPU, resident set size on the CPU.",
         bench.device,
         bench.precision,
+        match bench.matmul.as_str() {
+            crate::kernels::AUTOTUNE_MATMUL => "burn's autotuned matmuls".to_string(),
+            forced => format!("every model matmul through CubeCL's `{forced}` strategy"),
+        },
         bench.tokens_per_step,
         bench.tokens.as_deref().map_or("random token ids".to_string(), |f| format!("the batches of `{f}`"))
     ));

@@ -162,6 +162,7 @@ mod tests {
         BenchResults {
             device: "NVIDIA H100".into(),
             precision: "bf16".into(),
+            matmul: "autotune".into(),
             tokens_per_step: 8192,
             tokens: None,
             peak_tflops: Some(989.0),
