@@ -205,3 +205,29 @@ fn gemm_rejects_bad_problems_and_the_cpu_before_measuring() {
     assert!(err.contains("--min-time-s 0 must be a positive number"), "{err}");
     assert!(!dir.join("g").exists(), "no results may be written for bad input");
 }
+
+#[test]
+fn an_unknown_matmul_strategy_is_refused_before_any_work() {
+    let dir = temp_dir("cli-matmul");
+    let run_dir = ["--run-dir", "r"];
+    let err = fails(&[&["--matmul", "fastest"][..], &train_args(&run_dir)].concat(), &dir);
+    let strategy_build = cfg!(any(feature = "cuda", feature = "wgpu"));
+    if strategy_build {
+        assert!(err.contains("--matmul fastest: no such CubeCL matmul strategy"), "{err}");
+        assert!(err.contains("autotune") && err.contains("matmul_simple_unit_max_tile_size"), "{err}");
+    } else {
+        assert!(err.contains("--matmul fastest") && err.contains("--features cuda"), "{err}");
+    }
+    // The environment variable (how bench hands the choice to its child processes) is checked
+    // the same way.
+    let out = Command::new(env!("CARGO_BIN_EXE_archlab"))
+        .args(train_args(&run_dir))
+        .env("ARCHLAB_MATMUL", "fastest")
+        .current_dir(&dir)
+        .output()
+        .expect("binary runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.starts_with("error: --matmul fastest"), "{stderr}");
+    assert!(!dir.join("r").exists(), "no run may start for a bad --matmul");
+}

@@ -12,6 +12,7 @@
 #   run(command="bash tools/gpu_issue7.sh mfu", carry=[".device"])
 #   run(command="bash tools/gpu_issue7.sh gemm", carry=[".device"])
 #   run(command="bash tools/gpu_issue7.sh warmup", carry=[".device"])
+#   run(command="bash tools/gpu_issue7.sh matmul STRATEGY...", carry=[".device"])
 #
 # Stages:
 #   kernels      the CUDA kernel tests (tests/kernels.rs), every kernel against its twin
@@ -27,11 +28,14 @@
 #   warmup       the first training step (compilation + autotuning) of dense, mamba2 and moe
 #                at T=512, cold (empty caches) and then warm (the same binary again, with the
 #                kernel and autotune caches the first run left)
+#   matmul S…    dense and moe at the seeds' size (T=512, batch 32) with burn's autotuned
+#                matmuls and then with each CubeCL strategy S forced (`--matmul S`, e.g. the
+#                gemm stage's fastest): training tokens/s and MFU side by side
 #
 # DEVICE=cpu SIZE=tiny (and PYTHON=a python with torch) run the same commands on a CPU, small,
 # to check the script.
 set -uo pipefail
-stage=${1:?"usage: tools/gpu_issue7.sh kernels | vs-torch ARCH... | memory | mfu | gemm [SHAPES] | warmup"}
+stage=${1:?"usage: tools/gpu_issue7.sh kernels | vs-torch ARCH... | memory | mfu | gemm [SHAPES] | warmup | matmul STRATEGY..."}
 shift
 export LD_LIBRARY_PATH=/usr/local/cuda-13.0/targets/x86_64-linux/lib:${LD_LIBRARY_PATH:-}
 OUT=${OUT:-/tmp/archlab-gpu}
@@ -105,8 +109,38 @@ for cold, warm in zip(runs["cold"]["points"], runs["warm"]["points"]):
           f"| {fmt(warm.get('median_step_s'))} |")
 PY
     ;;
+  matmul)
+    [ $# -gt 0 ] || { echo "matmul needs CubeCL strategy names (archlab gemm prints them)" >&2; exit 2; }
+    t=${SEQ_LEN:-512}
+    for s in autotune "$@"; do
+      "$ARCHLAB" --matmul "$s" bench dense moe --size "$SIZE" --device "$DEVICE" --seq-lens "$t" \
+        --tokens-per-step $((32 * t)) --steps 10 --timeout-s 200 --out "$OUT/matmul-$s" 2>&1 | tee "$OUT/matmul-$s.log"
+    done
+    echo
+    "${PYTHON:-python3}" - "$OUT" autotune "$@" <<'PY'
+import glob, json, sys
+out, names = sys.argv[1], sys.argv[2:]
+print("| matmul | arch | train tok/s | MFU | peak memory GB | refused problems |")
+print("|---|---|---|---|---|---|")
+for name in names:
+    try:
+        bench = json.load(open(f"{out}/matmul-{name}/bench.json"))
+    except OSError:
+        print(f"| {name} | (no bench.json: see matmul-{name}.log) | | | | |")
+        continue
+    # Each point's process says on its stderr log which problems the strategy refused.
+    logs = glob.glob(f"{out}/matmul-{name}/points/**/*.log", recursive=True)
+    refused = sum(open(f, errors="replace").read().count("cannot run") for f in logs)
+    for p in bench["points"]:
+        tok = p.get("train_tokens_per_s")
+        mfu = p.get("mfu")
+        mem = p.get("peak_memory_bytes")
+        print(f"| {name} | {p['arch']} | {'—' if tok is None else f'{tok:,.0f}'} "
+              f"| {'—' if mfu is None else f'{100 * mfu:.1f}%'} | {'—' if mem is None else f'{mem / 1e9:.2f}'} | {refused} |")
+PY
+    ;;
   *)
-    echo "unknown stage $stage: kernels | vs-torch ARCH... | memory | mfu | gemm [SHAPES] | warmup" >&2
+    echo "unknown stage $stage: kernels | vs-torch ARCH... | memory | mfu | gemm [SHAPES] | warmup | matmul STRATEGY..." >&2
     exit 2
     ;;
 esac

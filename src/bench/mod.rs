@@ -173,7 +173,11 @@ pub fn measure(archs: &[PlannedArch], opts: &BenchOptions) -> Result<BenchResult
     Ok(BenchResults {
         device: resolved.name().into(),
         precision,
-        matmul: crate::kernels::matmul_choice(),
+        // The CPU backends run their own matmul whatever `--matmul` says.
+        matmul: match resolved {
+            Resolved::Cpu => "cpu".into(),
+            _ => crate::kernels::matmul_choice(),
+        },
         tokens_per_step: opts.tokens_per_step,
         tokens: opts.tokens.as_deref().map(path_arg),
         peak_tflops: peak.tflops,

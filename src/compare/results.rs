@@ -82,7 +82,8 @@ pub struct CurvePoint {
 pub struct BenchResults {
     pub device: String,
     pub precision: String,
-    /// The models' matmuls: `autotune` (burn's own) or the CubeCL strategy `--matmul` forced.
+    /// The models' matmuls: `autotune` (burn's own), the CubeCL strategy `--matmul` forced, or
+    /// `cpu` (the CPU backends' own matmul, which `--matmul` does not change).
     #[serde(default = "autotune")]
     pub matmul: String,
     /// Tokens per training step (batch · seq_len), held fixed across sequence lengths where

@@ -19,6 +19,7 @@ pub fn append(doc: &mut Document, bench: &BenchResults) {
         bench.precision,
         match bench.matmul.as_str() {
             crate::kernels::AUTOTUNE_MATMUL => "burn's autotuned matmuls".to_string(),
+            "cpu" => "the CPU backend's matmuls".to_string(),
             forced => format!("every model matmul through CubeCL's `{forced}` strategy"),
         },
         bench.tokens_per_step,
