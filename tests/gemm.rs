@@ -14,16 +14,23 @@ use archlab::bench::gemm::{
 use burn::backend::wgpu::WgpuRuntime;
 use burn::tensor::{Tensor, TensorData};
 
-#[test]
-fn gemm_sweep_on_wgpu_checks_every_strategy_against_the_host_product() {
-    let Some(device) = archlab::device::wgpu_device() else {
+/// The wgpu device, or `None` after saying the test skips; a missing adapter fails where
+/// `ARCHLAB_REQUIRE_WGPU` is set (CI, after installing lavapipe).
+fn wgpu_or_skip() -> Option<burn::backend::wgpu::WgpuDevice> {
+    let device = archlab::device::wgpu_device();
+    if device.is_none() {
         assert!(
             std::env::var_os("ARCHLAB_REQUIRE_WGPU").is_none(),
             "ARCHLAB_REQUIRE_WGPU is set but there is no wgpu adapter"
         );
         eprintln!("skipping: no wgpu adapter");
-        return;
-    };
+    }
+    device
+}
+
+#[test]
+fn gemm_sweep_on_wgpu_checks_every_strategy_against_the_host_product() {
+    let Some(device) = wgpu_or_skip() else { return };
     // Sizes that are not multiples of any tile or vector width, in all three layouts.
     let shapes = [
         GemmShape { m: 33, n: 45, k: 67, layout: Layout::Nn },
@@ -68,12 +75,7 @@ fn gemm_sweep_on_wgpu_checks_every_strategy_against_the_host_product() {
 /// the user cache) without disturbing the runtime, then `gemm` runs on wgpu and writes its JSON.
 #[test]
 fn gemm_command_runs_on_wgpu_after_configuring_the_kernel_cache() {
-    if archlab::device::wgpu_device().is_none() {
-        assert!(
-            std::env::var_os("ARCHLAB_REQUIRE_WGPU").is_none(),
-            "ARCHLAB_REQUIRE_WGPU is set but no adapter"
-        );
-        eprintln!("skipping: no wgpu adapter");
+    if wgpu_or_skip().is_none() {
         return;
     }
     let dir = std::env::temp_dir().join(format!("archlab-gemm-cli-{}", std::process::id()));
@@ -151,14 +153,7 @@ fn assert_close(reference: &[f64], got: &[f64], tol: f64, what: &str) {
 fn a_forced_matmul_strategy_runs_the_models_matmuls_forward_and_backward() {
     use archlab::kernels::{self, Backend, matmul_strategy};
     type Wgpu = burn::backend::Autodiff<archlab::device::WgpuBackend>;
-    let Some(dev) = archlab::device::wgpu_device() else {
-        assert!(
-            std::env::var_os("ARCHLAB_REQUIRE_WGPU").is_none(),
-            "ARCHLAB_REQUIRE_WGPU is set but no adapter"
-        );
-        eprintln!("skipping: no wgpu adapter");
-        return;
-    };
+    let Some(dev) = wgpu_or_skip() else { return };
     let err = kernels::select_matmul("matmul_no_such_thing").unwrap_err().to_string();
     assert!(err.contains("matmul_simple_unit_max_tile_size") && err.contains("autotune"), "{err}");
     assert!(!Wgpu::matmul_is_forced(), "nothing is forced by default");

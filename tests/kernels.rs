@@ -468,6 +468,84 @@ fn add_rms_norm_kernel_on_cuda_matches_the_plain_ops() {
     check_add_rms_norm::<B>(&Default::default(), "cuda");
 }
 
+/// `[out, dy, dz, dweight]` of the loss Σ out·w for Mamba-2's gated RMSNorm computed by `norm`
+/// (groups of `group` channels).
+fn gated_rms_norm_run<B: AutodiffBackend>(
+    dev: &B::Device,
+    (b, t, di, group): (usize, usize, usize, usize),
+    seed: u64,
+    norm: impl Fn(Tensor<B, 3>, Tensor<B, 3>, Tensor<B, 1>, usize) -> Tensor<B, 3>,
+) -> Vec<Vec<f64>> {
+    let mut rng = Rng::new(seed);
+    let mut values = |len: usize, mean: f64, scale: f64| {
+        (0..len).map(|_| (mean + scale * rng.normal()) as f32).collect::<Vec<_>>()
+    };
+    // Gates from deep in silu's negative tail to well into its linear part.
+    let y = Tensor::<B, 3>::from_data(TensorData::new(values(b * t * di, 0.0, 1.0), [b, t, di]), dev)
+        .require_grad();
+    let z = Tensor::<B, 3>::from_data(TensorData::new(values(b * t * di, 0.0, 3.0), [b, t, di]), dev)
+        .require_grad();
+    let weight = Tensor::<B, 1>::from_data(TensorData::new(values(di, 1.0, 1.0), [di]), dev).require_grad();
+    let w = Tensor::<B, 3>::from_data(TensorData::new(values(b * t * di, 0.0, 1.0), [b, t, di]), dev);
+    let out = norm(y.clone(), z.clone(), weight.clone(), group);
+    let grads = (out.clone() * w).sum().backward();
+    vec![
+        host(out),
+        host(y.grad(&grads).expect("a gradient for y")),
+        host(z.grad(&grads).expect("a gradient for z")),
+        host(weight.grad(&grads).expect("a gradient for the weight")),
+    ]
+}
+
+/// (b, t, di, group): one channel; three groups of 4; one group of a cube's 128 units; two
+/// groups of 65 (part-empty cubes); four groups of 250 over 600 rows (several items per
+/// backward cube); 66 000 rows of two groups of 2 (past wgpu's 65 535 forward cubes).
+const GATED_RMS_NORM_CASES: [(usize, usize, usize, usize); 6] = [
+    (1, 1, 1, 1),
+    (2, 7, 12, 4),
+    (1, 33, 128, 128),
+    (3, 50, 130, 65),
+    (2, 300, 1000, 250),
+    (1, 66_000, 4, 2),
+];
+
+/// The fused gated RMSNorm on `B` against the plain-ops twin in f64 on the CPU.
+fn check_gated_rms_norm<B: AutodiffBackend>(dev: &B::Device, device_name: &str) {
+    assert!(B::FUSED_RMS_NORM, "{device_name}: expected a fused RMSNorm on this backend");
+    for (i, &shape) in GATED_RMS_NORM_CASES.iter().enumerate() {
+        let seed = 580 + i as u64;
+        let fused =
+            gated_rms_norm_run::<B>(dev, shape, seed, |y, z, w, g| kernels::gated_rms_norm(y, z, w, g, 1e-5));
+        let reference = gated_rms_norm_run::<Cpu64Ad>(&Default::default(), shape, seed, |y, z, w, g| {
+            archlab::model::mamba2::gated_rms_norm(y, z, w, g, 1e-5)
+        });
+        for ((name, f), r) in ["out", "dy", "dz", "dweight"].iter().zip(&fused).zip(&reference) {
+            assert_close(r, f, 1e-4, &format!("{device_name} (b, t, di, group)={shape:?}: {name}"));
+        }
+    }
+}
+
+#[cfg(feature = "wgpu")]
+#[test]
+fn gated_rms_norm_kernel_on_wgpu_matches_the_plain_ops() {
+    type B = burn::backend::Autodiff<archlab::device::WgpuBackend>;
+    match archlab::device::wgpu_device() {
+        Some(dev) => check_gated_rms_norm::<B>(&dev, "wgpu"),
+        None => no_wgpu_adapter(),
+    }
+}
+
+#[cfg(feature = "cuda")]
+#[test]
+fn gated_rms_norm_kernel_on_cuda_matches_the_plain_ops() {
+    type B = burn::backend::Autodiff<archlab::device::CudaBackend>;
+    if !archlab::device::cuda_available() {
+        eprintln!("skipping: no usable CUDA GPU");
+        return;
+    }
+    check_gated_rms_norm::<B>(&Default::default(), "cuda");
+}
+
 /// `[y, dx, dweight, dbias]` of the loss Σ y·w for the causal convolution computed by `conv`.
 fn causal_conv_run<B: AutodiffBackend>(
     dev: &B::Device,

@@ -12,7 +12,7 @@ use burn::tensor::ops::{FloatTensor, IntTensor};
 
 use super::{
     Backend, ScanOperands, plain_add_rms_norm, plain_causal_attention, plain_causal_conv,
-    plain_cross_entropy, plain_rms_norm, plain_selective_scan, plain_state_passing,
+    plain_cross_entropy, plain_gated_rms_norm, plain_rms_norm, plain_selective_scan, plain_state_passing,
 };
 
 impl<B: Backend, C: CheckpointStrategy> Backend for Autodiff<B, C> {
@@ -133,6 +133,35 @@ impl<B: Backend, C: CheckpointStrategy> Backend for Autodiff<B, C> {
                 OpsKind::UnTracked(prep) => prep.finish(y),
             };
         [sum, y]
+    }
+
+    fn gated_rms_norm(
+        y: FloatTensor<Self>,
+        z: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        group: usize,
+        eps: f64,
+    ) -> FloatTensor<Self> {
+        if !B::FUSED_RMS_NORM {
+            return plain_gated_rms_norm::<Self>(y, z, weight, group, eps);
+        }
+        // The node keeps y and z (the gate is recomputed backward) and one float per group.
+        let parents = [y.node.clone(), z.node.clone(), weight.node.clone()];
+        match GatedRmsNormBackward.prepare::<C>(parents).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => {
+                let [out, rstd] = B::gated_rms_norm_saving(
+                    y.primitive.clone(),
+                    z.primitive.clone(),
+                    weight.primitive.clone(),
+                    group,
+                    eps,
+                );
+                prep.finish((y.primitive, z.primitive, weight.primitive, rstd, group), out)
+            }
+            OpsKind::UnTracked(prep) => {
+                prep.finish(B::gated_rms_norm(y.primitive, z.primitive, weight.primitive, group, eps))
+            }
+        }
     }
 
     const FUSED_CAUSAL_CONV: bool = B::FUSED_CAUSAL_CONV;
@@ -338,6 +367,22 @@ impl<B: Backend> Backward<B, 2> for AddRmsNormBackward {
             None => B::rms_norm_backward(x, weight, rstd, dy),
         };
         register_parents::<B, 2>(ops.parents.map(|p| p.map(|node| node.id)), g, grads);
+    }
+}
+
+/// The backward node of Mamba-2's fused gated RMSNorm: its state is `y`, `z`, the weight,
+/// each group's `1/rms` and the group size.
+#[derive(Debug)]
+struct GatedRmsNormBackward;
+
+impl<B: Backend> Backward<B, 3> for GatedRmsNormBackward {
+    type State = (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>, FloatTensor<B>, usize);
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
+        let d_out = grads.consume::<B>(&ops.node);
+        let (y, z, weight, rstd, group) = ops.state;
+        let g = B::gated_rms_norm_backward(y, z, weight, rstd, d_out, group);
+        register_parents::<B, 3>(ops.parents.map(|p| p.map(|node| node.id)), g, grads);
     }
 }
 

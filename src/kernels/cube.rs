@@ -18,6 +18,7 @@ use burn_cubecl::{BoolElement, CubeBackend, CubeRuntime, FloatElement, IntElemen
 use super::attention_kernel::{attention_backward, attention_forward};
 use super::conv_kernel::{causal_conv_backward, causal_conv_forward};
 use super::cross_entropy_kernel::{cross_entropy_backward, cross_entropy_forward};
+use super::gated_rms_norm_kernel::{gated_rms_norm_backward, gated_rms_norm_forward};
 use super::matmul_strategy::{forced, forced_matmul};
 use super::moe_route_kernel::moe_route;
 use super::rms_norm_kernel::{add_rms_norm_forward, rms_norm_backward, rms_norm_forward};
@@ -142,6 +143,38 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> Backend fo
         d_x: CubeTensor<R>,
     ) -> [CubeTensor<R>; 2] {
         rms_norm_backward::<R, F, I, BT>(x, weight, rstd, dy, Some(d_x))
+    }
+
+    fn gated_rms_norm(
+        y: CubeTensor<R>,
+        z: CubeTensor<R>,
+        weight: CubeTensor<R>,
+        group: usize,
+        eps: f64,
+    ) -> CubeTensor<R> {
+        gated_rms_norm_forward::<R, F, I, BT>(y, z, weight, group, eps).0
+    }
+
+    fn gated_rms_norm_saving(
+        y: CubeTensor<R>,
+        z: CubeTensor<R>,
+        weight: CubeTensor<R>,
+        group: usize,
+        eps: f64,
+    ) -> [CubeTensor<R>; 2] {
+        let (out, rstd) = gated_rms_norm_forward::<R, F, I, BT>(y, z, weight, group, eps);
+        [out, rstd]
+    }
+
+    fn gated_rms_norm_backward(
+        y: CubeTensor<R>,
+        z: CubeTensor<R>,
+        weight: CubeTensor<R>,
+        rstd: CubeTensor<R>,
+        d_out: CubeTensor<R>,
+        group: usize,
+    ) -> [CubeTensor<R>; 3] {
+        gated_rms_norm_backward::<R, F, I, BT>(y, z, weight, rstd, d_out, group)
     }
 
     const FUSED_CAUSAL_CONV: bool = true;

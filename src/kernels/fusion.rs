@@ -11,7 +11,7 @@ use burn_ir::{CustomOpIr, HandleContainer, OperationIr, TensorIr};
 
 use super::{
     Backend, ScanOperands, host_moe_route, plain_add_rms_norm, plain_causal_attention, plain_causal_conv,
-    plain_cross_entropy, plain_rms_norm, plain_selective_scan, plain_state_passing,
+    plain_cross_entropy, plain_gated_rms_norm, plain_rms_norm, plain_selective_scan, plain_state_passing,
 };
 
 impl<B: FusionBackend + Backend> Backend for Fusion<B> {
@@ -270,6 +270,58 @@ impl<B: FusionBackend + Backend> Backend for Fusion<B> {
             grads,
             0,
             |[x, weight, rstd, dy, d_x], _| B::rms_norm_backward_accumulate(x, weight, rstd, dy, d_x),
+        )
+    }
+
+    fn gated_rms_norm(
+        y: FloatTensor<Self>,
+        z: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        group: usize,
+        eps: f64,
+    ) -> FloatTensor<Self> {
+        if !B::FUSED_RMS_NORM {
+            return plain_gated_rms_norm::<Self>(y, z, weight, group, eps);
+        }
+        let out = (y.shape.clone(), y.dtype);
+        let [out] =
+            register::<B, 1>("archlab.gated_rms_norm", vec![y, z, weight], [out], move |ir, handles| {
+                let [y, z, weight] = [&ir[0], &ir[1], &ir[2]].map(|t| handles.get_float_tensor::<B>(t));
+                [B::gated_rms_norm(y, z, weight, group, eps)]
+            });
+        out
+    }
+
+    fn gated_rms_norm_saving(
+        y: FloatTensor<Self>,
+        z: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        group: usize,
+        eps: f64,
+    ) -> [FloatTensor<Self>; 2] {
+        let [b, t, di] = y.shape.dims::<3>();
+        let outputs = [(y.shape.clone(), y.dtype), (Shape::new([b, t, di / group]), DType::F32)];
+        register::<B, 2>("archlab.gated_rms_norm_saving", vec![y, z, weight], outputs, move |ir, handles| {
+            let [y, z, weight] = [&ir[0], &ir[1], &ir[2]].map(|t| handles.get_float_tensor::<B>(t));
+            B::gated_rms_norm_saving(y, z, weight, group, eps)
+        })
+    }
+
+    fn gated_rms_norm_backward(
+        y: FloatTensor<Self>,
+        z: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        rstd: FloatTensor<Self>,
+        d_out: FloatTensor<Self>,
+        group: usize,
+    ) -> [FloatTensor<Self>; 3] {
+        let grads = [&y, &z, &weight].map(|t| (t.shape.clone(), t.dtype));
+        custom::<B, 5, 3>(
+            "archlab.gated_rms_norm_backward",
+            [y, z, weight, rstd, d_out],
+            grads,
+            group,
+            |[y, z, weight, rstd, d_out], group| B::gated_rms_norm_backward(y, z, weight, rstd, d_out, group),
         )
     }
 

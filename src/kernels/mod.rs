@@ -15,6 +15,7 @@
 //! | cross-entropy over the vocabulary, forward + backward, no fp32 logits | `cross_entropy_kernel.rs` | [`crate::model::lm::token_nll`] |
 //! | RMSNorm, forward + backward | `rms_norm_kernel.rs` | [`crate::model::layers::rms_norm`] |
 //! | residual add + RMSNorm, forward + backward | `rms_norm_kernel.rs` | `x + delta`, then [`crate::model::layers::rms_norm`] |
+//! | Mamba-2's gated RMSNorm, forward + backward | `gated_rms_norm_kernel.rs` | [`crate::model::mamba2::gated_rms_norm`] |
 //! | Mamba's causal depthwise convolution, forward + backward | `conv_kernel.rs` | [`crate::model::conv::causal_conv`] |
 //! | Mamba-2 SSD state passing between chunks, forward + backward | `state_passing_kernel.rs` | [`crate::model::ssd::pass_states`] |
 //! | MoE routing: top-k experts and each assignment's place in its expert's buffer | `moe_route_kernel.rs` | [`crate::model::moe::HostRoute`] |
@@ -38,6 +39,8 @@ mod cube;
 #[cfg(feature = "cube-kernels")]
 mod fusion;
 #[cfg(feature = "cube-kernels")]
+pub mod gated_rms_norm_kernel;
+#[cfg(feature = "cube-kernels")]
 pub mod matmul_strategy;
 #[cfg(feature = "cube-kernels")]
 pub mod moe_route_kernel;
@@ -58,6 +61,7 @@ use crate::model::conv::causal_conv as plain_causal_conv_3d;
 use crate::model::layers::int_tensor;
 use crate::model::layers::rms_norm as plain_rms_norm_3d;
 use crate::model::lm::token_nll;
+use crate::model::mamba2::gated_rms_norm as plain_gated_rms_norm_3d;
 use crate::model::moe::HostRoute;
 use crate::model::selective_scan::{self, ScanInputs};
 use crate::model::ssd::pass_states;
@@ -224,6 +228,43 @@ pub trait Backend: burn::tensor::backend::Backend {
         _d_x: FloatTensor<Self>,
     ) -> [FloatTensor<Self>; 2] {
         no_kernel("rms_norm_backward_accumulate")
+    }
+
+    /// Mamba-2's gated RMSNorm: `rms_norm(y · silu(z))` over groups of `group` channels, times
+    /// `weight`; `y`, `z` `[b, t, di]` (`group` divides `di`), `weight` `[di]`. Backends with
+    /// `FUSED_RMS_NORM` run it as one kernel.
+    fn gated_rms_norm(
+        y: FloatTensor<Self>,
+        z: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        group: usize,
+        eps: f64,
+    ) -> FloatTensor<Self> {
+        plain_gated_rms_norm::<Self>(y, z, weight, group, eps)
+    }
+
+    /// The kernel's forward that also returns each group's `1/rms` (`[b, t, di / group]`, f32)
+    /// for its backward: `[out, rstd]`. Only for backends with `FUSED_RMS_NORM`.
+    fn gated_rms_norm_saving(
+        _y: FloatTensor<Self>,
+        _z: FloatTensor<Self>,
+        _weight: FloatTensor<Self>,
+        _group: usize,
+        _eps: f64,
+    ) -> [FloatTensor<Self>; 2] {
+        no_kernel("gated_rms_norm_saving")
+    }
+
+    /// The kernel's backward: `[dy, dz, dweight]`. Only for backends with `FUSED_RMS_NORM`.
+    fn gated_rms_norm_backward(
+        _y: FloatTensor<Self>,
+        _z: FloatTensor<Self>,
+        _weight: FloatTensor<Self>,
+        _rstd: FloatTensor<Self>,
+        _d_out: FloatTensor<Self>,
+        _group: usize,
+    ) -> [FloatTensor<Self>; 3] {
+        no_kernel("gated_rms_norm_backward")
     }
 
     /// Whether this backend runs [`Backend::causal_conv`] as a fused kernel, and so also
@@ -482,6 +523,33 @@ fn plain_add_rms_norm<B: burn::tensor::backend::Backend>(
     let weight = Tensor::<B, 1>::from_primitive(TensorPrimitive::Float(weight));
     let y = plain_rms_norm_3d(sum.clone(), weight, eps);
     [sum.into_primitive().tensor(), y.into_primitive().tensor()]
+}
+
+/// Mamba-2's gated RMSNorm (shapes as in [`Backend::gated_rms_norm`]), one kernel where the
+/// backend has the fused RMSNorm.
+pub fn gated_rms_norm<B: Backend>(
+    y: Tensor<B, 3>,
+    z: Tensor<B, 3>,
+    weight: Tensor<B, 1>,
+    group: usize,
+    eps: f64,
+) -> Tensor<B, 3> {
+    let p = |t: Tensor<B, 3>| t.into_primitive().tensor();
+    let out = B::gated_rms_norm(p(y), p(z), weight.into_primitive().tensor(), group, eps);
+    Tensor::from_primitive(TensorPrimitive::Float(out))
+}
+
+/// The plain-ops twin of [`Backend::gated_rms_norm`].
+fn plain_gated_rms_norm<B: burn::tensor::backend::Backend>(
+    y: FloatTensor<B>,
+    z: FloatTensor<B>,
+    weight: FloatTensor<B>,
+    group: usize,
+    eps: f64,
+) -> FloatTensor<B> {
+    let t = |p: FloatTensor<B>| Tensor::<B, 3>::from_primitive(TensorPrimitive::Float(p));
+    let weight = Tensor::<B, 1>::from_primitive(TensorPrimitive::Float(weight));
+    plain_gated_rms_norm_3d(t(y), t(z), weight, group, eps).into_primitive().tensor()
 }
 
 /// Mamba's causal depthwise convolution from a zero history (shapes as in

@@ -57,13 +57,27 @@ impl<B: Backend> GatedRmsNorm<B> {
     /// # Shapes
     /// - y, z: `[b, t, di]` → `[b, t, di]`
     pub fn forward(&self, y: Tensor<B, 3>, z: Tensor<B, 3>) -> Tensor<B, 3> {
-        let [b, t, di] = y.dims();
-        let groups = di / self.group_size;
-        let gated = (y * silu(z)).reshape([b, t, groups, self.group_size]);
-        let ms = gated.clone().powf_scalar(2.0).mean_dim(3);
-        let normed = (gated * (ms + self.eps).sqrt().recip()).reshape([b, t, di]);
-        normed * self.weight.val().reshape([1, 1, di])
+        crate::kernels::gated_rms_norm(y, z, self.weight.val(), self.group_size, self.eps)
     }
+}
+
+/// [`GatedRmsNorm`] in plain tensor ops, the twin of the fused kernel
+/// (`kernels/gated_rms_norm_kernel.rs`).
+///
+/// # Shapes
+/// - y, z: `[b, t, di]`, weight: `[di]` (`group` divides `di`) → `[b, t, di]`
+pub fn gated_rms_norm<B: burn::tensor::backend::Backend>(
+    y: Tensor<B, 3>,
+    z: Tensor<B, 3>,
+    weight: Tensor<B, 1>,
+    group: usize,
+    eps: f64,
+) -> Tensor<B, 3> {
+    let [b, t, di] = y.dims();
+    let gated = (y * silu(z)).reshape([b, t, di / group, group]);
+    let ms = gated.clone().powf_scalar(2.0).mean_dim(3);
+    let normed = (gated * (ms + eps).sqrt().recip()).reshape([b, t, di]);
+    normed * weight.reshape([1, 1, di])
 }
 
 /// What a Mamba-2 layer carries between decoding steps: O(1) in the context length.
