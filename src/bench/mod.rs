@@ -174,9 +174,10 @@ pub fn measure(archs: &[PlannedArch], opts: &BenchOptions) -> Result<BenchResult
         device: resolved.name().into(),
         precision,
         // The CPU backends run their own matmul whatever `--matmul` says.
-        matmul: match resolved {
-            Resolved::Cpu => "cpu".into(),
-            _ => crate::kernels::matmul_choice(),
+        matmul: if matches!(resolved, Resolved::Cpu) {
+            "cpu".into()
+        } else {
+            crate::kernels::matmul_choice()
         },
         tokens_per_step: opts.tokens_per_step,
         tokens: opts.tokens.as_deref().map(path_arg),
