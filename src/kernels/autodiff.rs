@@ -9,6 +9,7 @@ use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind, broadcast_shape};
 use burn::tensor::TensorMetadata;
 use burn::tensor::ops::{FloatTensor, IntTensor};
+use std::sync::Arc;
 
 use super::{
     Backend, ScanOperands, plain_add_rms_norm, plain_causal_attention, plain_causal_conv,
@@ -126,12 +127,19 @@ impl<B: Backend, C: CheckpointStrategy> Backend for Autodiff<B, C> {
         // backward hands the sum's gradient to both operands, and the norm of the sum.
         let parents = [residual.node, delta.node];
         let sum = ResidualAddBackward.prepare::<C>(parents).compute_bound().stateless(sum);
-        let y =
-            match AddRmsNormBackward.prepare::<C>([sum.node.clone(), weight.node]).compute_bound().stateful()
-            {
-                OpsKind::Tracked(prep) => prep.finish((sum.clone(), weight.primitive, rstd), y),
-                OpsKind::UnTracked(prep) => prep.finish(y),
-            };
+        let norm = AddRmsNormBackward.prepare::<C>([sum.node.clone(), weight.node]).compute_bound();
+        let y = match norm.stateful() {
+            OpsKind::Tracked(prep) => {
+                // The state names the sum's node (for `Gradients::remove`) with a reference
+                // count of its own: burn frees graph nodes by counting the `rc`s that live
+                // tensors hold, and a step holding the sum's own would keep the graph of a
+                // forward pass that never runs backward alive.
+                let mut sum_ref = sum.clone();
+                sum_ref.rc = Arc::new(*sum.rc);
+                prep.finish((sum_ref, weight.primitive, rstd), y)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(y),
+        };
         [sum, y]
     }
 
