@@ -4,7 +4,7 @@
 //! work around it and leaves the kernel alone.
 
 use burn::tensor::ops::{FloatTensor, IntTensor};
-use burn::tensor::{DType, Shape};
+use burn::tensor::{DType, Shape, calculate_matmul_output};
 use burn_fusion::stream::{Operation, OperationStreams};
 use burn_fusion::{Fusion, FusionBackend, FusionRuntime, FusionTensor};
 use burn_ir::{CustomOpIr, HandleContainer, OperationIr, TensorIr};
@@ -407,7 +407,10 @@ impl<B: FusionBackend + Backend> Backend for Fusion<B> {
     /// One custom operation: fusion's own matmul (with its fused prologues and epilogues) is
     /// what a forced strategy replaces.
     fn matmul(lhs: FloatTensor<Self>, rhs: FloatTensor<Self>) -> FloatTensor<Self> {
-        let out = (matmul_shape(&lhs.shape, &rhs.shape), lhs.dtype);
+        // Batch dimensions broadcast, then `[m, n]`, as burn's own matmul shapes its output.
+        let shape = calculate_matmul_output(&lhs.shape, &rhs.shape)
+            .expect("matmul operands of matching rank and inner size");
+        let out = (shape, lhs.dtype);
         let [out] =
             custom::<B, 2, 1>("archlab.matmul", [lhs, rhs], [out], 0, |[lhs, rhs], _| [B::matmul(lhs, rhs)]);
         out
@@ -443,15 +446,6 @@ fn operands<R: FusionRuntime>(
 /// An operation of the inner backend `B`: float inputs and a `usize` parameter in, float
 /// outputs out.
 type InnerOp<B, const I: usize, const O: usize> = fn([FloatTensor<B>; I], usize) -> [FloatTensor<B>; O];
-
-/// The shape of `lhs · rhs`: the batch dimensions broadcast, then `[m, n]`.
-fn matmul_shape(lhs: &Shape, rhs: &Shape) -> Shape {
-    let (l, r) = (lhs.as_slice(), rhs.as_slice());
-    let rank = l.len();
-    let mut dims: Vec<usize> = l[..rank - 2].iter().zip(&r[..rank - 2]).map(|(a, b)| *a.max(b)).collect();
-    dims.extend([l[rank - 2], r[rank - 1]]);
-    Shape::from(dims)
-}
 
 /// [`register`] for an operation with float inputs only.
 fn custom<B: FusionBackend, const I: usize, const O: usize>(
