@@ -199,7 +199,7 @@ pub(crate) fn device_memory_probe(resolved: device::Resolved) -> Option<fn() -> 
         #[cfg(feature = "cuda")]
         device::Resolved::Cuda => Some(|| device::device_memory_bytes(device::Resolved::Cuda)),
         #[cfg(feature = "wgpu")]
-        device::Resolved::Wgpu => None,
+        device::Resolved::Wgpu => Some(|| device::device_memory_bytes(device::Resolved::Wgpu)),
     }
 }
 

@@ -212,7 +212,7 @@ pub fn enable_kernel_cache() -> Option<PathBuf> {
 }
 
 /// Bytes of device memory held by the GPU allocator right now (`None` on the CPU, where the
-/// process's peak RSS is reported instead). Sampled during training to report a peak.
+/// process's peak RSS is reported instead), CUDA and wgpu alike. Sampled during training to report a peak.
 pub fn device_memory_bytes(resolved: Resolved) -> Option<u64> {
     match resolved {
         Resolved::Cpu => None,
@@ -222,8 +222,14 @@ pub fn device_memory_bytes(resolved: Resolved) -> Option<u64> {
             let client = burn::cubecl::cuda::CudaRuntime::client(&Default::default());
             client.memory_usage().ok().map(|u| u.bytes_reserved)
         }
+        // wgpu's allocator is CubeCL's too, so the same count applies. On a software driver
+        // (lavapipe) this "device" memory is host memory; the count is still the allocator's.
         #[cfg(feature = "wgpu")]
-        Resolved::Wgpu => None,
+        Resolved::Wgpu => {
+            use burn::cubecl::Runtime;
+            let client = burn::cubecl::wgpu::WgpuRuntime::client(&Default::default());
+            client.memory_usage().ok().map(|u| u.bytes_reserved)
+        }
     }
 }
 

@@ -114,6 +114,11 @@ pub fn gated_rms_norm_backward_kernel<F: Float>(
     for c in 0..cols {
         dw[c] = F::new(0.0);
     }
+    // Per channel, between the two passes: the gate σ(z), the normalised gated value ĝ and
+    // h = dout · w. Registers, as in the forward, so the second pass computes no exp.
+    let mut gate = Array::<F>::new(cols);
+    let mut g_hat = Array::<F>::new(cols);
+    let mut h = Array::<F>::new(cols);
     let mut item = CUBE_POS_X as usize;
     while item < items {
         let base = item * group;
@@ -124,21 +129,22 @@ pub fn gated_rms_norm_backward_kernel<F: Float>(
             let j = unit + c * units;
             if j < group {
                 let zv = z[base + j];
-                let g_hat = y[base + j] * zv * sigmoid::<F>(zv) * r;
-                let h = d_out[base + j] * weight[channel0 + j];
-                dot += h * g_hat;
-                dw[c] += d_out[base + j] * g_hat;
+                let s = sigmoid::<F>(zv);
+                let dout = d_out[base + j];
+                gate[c] = s;
+                g_hat[c] = y[base + j] * zv * s * r;
+                h[c] = dout * weight[channel0 + j];
+                dot += h[c] * g_hat[c];
+                dw[c] += dout * g_hat[c];
             }
         }
         let mean = cube_sum::<F>(&mut buffer, dot) / F::cast_from(group as u32);
         for c in 0..cols {
             let j = unit + c * units;
             if j < group {
-                let (yv, zv) = (y[base + j], z[base + j]);
-                let s = sigmoid::<F>(zv);
-                let silu = zv * s;
-                let dg = r * (d_out[base + j] * weight[channel0 + j] - yv * silu * r * mean);
-                dy[base + j] = dg * silu;
+                let (yv, zv, s) = (y[base + j], z[base + j], gate[c]);
+                let dg = r * (h[c] - g_hat[c] * mean);
+                dy[base + j] = dg * zv * s;
                 dz[base + j] = dg * yv * s * (F::new(1.0) + zv * (F::new(1.0) - s));
             }
         }
