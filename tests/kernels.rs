@@ -885,3 +885,17 @@ fn moe_layer_on_cuda_matches_the_dense_masked_reference() {
     }
     check_moe_layer::<B>(&Default::default(), "cuda");
 }
+
+/// `bench` reports a wgpu run's peak memory from CubeCL's allocator, as on CUDA: the count
+/// must cover what is held. Other tests share the device's pool, so only a lower bound holds.
+#[cfg(feature = "wgpu")]
+#[test]
+fn wgpu_memory_count_covers_what_is_held() {
+    use archlab::device::{Resolved, device_memory_bytes};
+    let Some(dev) = archlab::device::wgpu_device() else { return no_wgpu_adapter() };
+    let held = Tensor::<archlab::device::WgpuBackend, 1>::ones([16 << 20], &dev); // 64 MiB of f32
+    let _ = held.clone().sum().into_scalar(); // the allocation has happened
+    let bytes = device_memory_bytes(Resolved::Wgpu).expect("wgpu reports its allocator's memory");
+    assert!(bytes >= 64 << 20, "allocator reports {bytes} bytes while 64 MiB are held");
+    drop(held);
+}
