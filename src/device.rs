@@ -212,25 +212,27 @@ pub fn enable_kernel_cache() -> Option<PathBuf> {
 }
 
 /// Bytes of device memory held by the GPU allocator right now (`None` on the CPU, where the
-/// process's peak RSS is reported instead), CUDA and wgpu alike. Sampled during training to report a peak.
+/// process's peak RSS is reported instead). Sampled during training to report a peak.
 pub fn device_memory_bytes(resolved: Resolved) -> Option<u64> {
     match resolved {
         Resolved::Cpu => None,
         #[cfg(feature = "cuda")]
-        Resolved::Cuda => {
-            use burn::cubecl::Runtime;
-            let client = burn::cubecl::cuda::CudaRuntime::client(&Default::default());
-            client.memory_usage().ok().map(|u| u.bytes_reserved)
-        }
-        // wgpu's allocator is CubeCL's too, so the same count applies. On a software driver
-        // (lavapipe) this "device" memory is host memory; the count is still the allocator's.
+        Resolved::Cuda => allocator_reserved_bytes::<burn::cubecl::cuda::CudaRuntime>(),
+        // On a software driver (lavapipe) this "device" memory is host memory; the count is
+        // still the allocator's.
         #[cfg(feature = "wgpu")]
-        Resolved::Wgpu => {
-            use burn::cubecl::Runtime;
-            let client = burn::cubecl::wgpu::WgpuRuntime::client(&Default::default());
-            client.memory_usage().ok().map(|u| u.bytes_reserved)
-        }
+        Resolved::Wgpu => allocator_reserved_bytes::<burn::cubecl::wgpu::WgpuRuntime>(),
     }
+}
+
+/// What CubeCL's allocator has reserved on `R`'s default device: the same count on every
+/// CubeCL runtime, CUDA and wgpu alike.
+#[cfg(any(feature = "cuda", feature = "wgpu"))]
+fn allocator_reserved_bytes<R: burn::cubecl::Runtime>() -> Option<u64>
+where
+    R::Device: Default,
+{
+    R::client(&Default::default()).memory_usage().ok().map(|u| u.bytes_reserved)
 }
 
 /// Runs `$body` with `$B` bound to the autodiff backend type of `$resolved` and `$device` to
