@@ -37,7 +37,7 @@ pub enum Command {
     /// Print a layer pattern's resolved layer table: mixers, channel mixers, parameters
     /// (total / non-embedding / active), FLOPs per token and decoding-state size.
     Describe(DescribeArgs),
-    /// Import a Hugging Face checkpoint (Mamba, Mamba2, Llama, Mixtral) as a run directory for
+    /// Import a Hugging Face checkpoint (Mamba, Mamba2, Llama, Mixtral, Jamba) as a run directory for
     /// eval and generate.
     Import(ImportArgs),
     /// Data preparation: tokenizers, token shards, the built-in corpus.
@@ -64,8 +64,9 @@ pub enum Command {
 #[derive(Args, Debug, Clone)]
 pub struct ArchArgs {
     /// Architectures: dense, mamba, mamba2, moe, sandwich (AMMMMMMA), sandwich2 (ASSSSSSA),
-    /// hybrid (AMAM…), local (sliding-window hybrid LLLA…), hymba, jamba; or a layer pattern
-    /// such as AMMA or (LLLA)2. Default: dense mamba2 moe sandwich2.
+    /// hybrid (AMAM…), local (sliding-window hybrid LLLA…), hymba, jamba, gdn (Gated
+    /// DeltaNet), deltanet, gdn-hybrid (GGGA…, 3:1); or a layer pattern such as AMMA or
+    /// (LLLA)2. Default: dense mamba2 moe sandwich2.
     pub archs: Vec<String>,
     /// The size the architectures start from: tiny (CPU, minutes) or 27m (the seeds' models).
     /// [default: tiny]
@@ -162,7 +163,7 @@ pub struct BenchArgs {
 }
 
 /// `archlab gemm`'s default problems, most telling first (a sweep cut short by a time limit
-/// keeps the first): the measurement (8192³, where burn reached 224 TFLOP/s against
+/// keeps the first): the GEMM gap's reference problem (8192³, where burn reached 224 TFLOP/s against
 /// cuBLAS's 796), then the three matmuls of a d=768 model's MLP projection (`d_ff` 2048) at
 /// 16 384 tokens a step (forward `nn`, input gradient `nt`, weight gradient `tn`), its 50 257-word
 /// vocabulary head, and two smaller squares.
@@ -240,9 +241,13 @@ pub struct ConfigArgs {
 #[derive(Args, Debug)]
 pub struct DescribeArgs {
     /// Layer pattern, one symbol per layer: A attention, L local attention, M Mamba, S Mamba-2,
-    /// H Hymba; each optionally followed by f (MLP), e (MoE) or n (no FFN); (…)N repeats.
-    /// Omit to describe the preset as it is.
+    /// H Hymba, G Gated DeltaNet, D DeltaNet; each optionally followed by f (MLP), e (MoE) or
+    /// n (no FFN); (…)N repeats. Omit to describe the preset as it is.
     pub pattern: Option<String>,
+    /// Print the layer kinds a pattern can use (symbol, name, what it is, HF import, fused
+    /// kernels) and exit.
+    #[arg(long)]
+    pub list: bool,
     #[command(flatten)]
     pub config: ConfigArgs,
     /// Context length for the FLOPs per token (default: train.seq_len).

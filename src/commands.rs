@@ -63,6 +63,10 @@ fn report_cmd(a: ReportArgs) -> Result<()> {
 }
 
 fn describe_cmd(a: DescribeArgs) -> Result<()> {
+    if a.list {
+        print!("{}", crate::config::registry::table());
+        return Ok(());
+    }
     let extra: Vec<String> = a.pattern.iter().map(|p| format!("model.pattern={p:?}")).collect();
     let mut cfg = resolve(&a.config, &extra)?;
     cfg.model.vocab_size = crate::compare::plan::planned_vocab(&cfg)?;

@@ -173,7 +173,7 @@ pub fn kernel_cache_dir(
 /// Keeps the GPU kernels archlab compiles (NVRTC's PTX on CUDA) on disk between runs, so that
 /// a shape's kernels are compiled once, not in every process: each `bench` point and each run
 /// of a comparison is a process of its own, and compilation is, with autotuning, what makes a
-/// new shape cost 10–40 s on an H100 (DESIGN.md; the split between the two is unmeasured).
+/// new shape cost 10–40 s on an H100 (docs/gpu.md; the split between the two is unmeasured).
 /// CubeCL can do this but leaves it off. Its autotune results are already kept (under the
 /// project's `target/`, else the user cache folder).
 ///

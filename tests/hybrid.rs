@@ -195,11 +195,11 @@ fn hymba_branch_scales_learn_and_are_reported() {
 }
 
 /// Decoding with every layer's cache (KV caches, SSM states) equals the full forward, for each
-/// seed pattern and for patterns with local attention, Mamba-2 and Hymba layers.
+/// seed pattern and for patterns with local attention, Mamba-2, Hymba and (Gated) DeltaNet layers.
 #[test]
 fn decoding_equals_the_full_forward_for_every_pattern() {
     let device = Default::default();
-    let extra = ["LLMMLL", "SASA", "HLMe", "(MMMA)2"];
+    let extra = ["LLMMLL", "SASA", "HLMe", "(MMMA)2", "(GGGA)2", "DSGe"];
     for pattern in SEED_PATTERNS.iter().chain(&extra) {
         let mut cfg = with_pattern(variants().remove(0).1, pattern);
         cfg.moe.n_experts = 4;

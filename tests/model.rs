@@ -123,3 +123,25 @@ fn same_seed_same_weights_different_seed_different_weights() {
     assert_eq!(a, b);
     assert_ne!(a, c);
 }
+
+/// Partial RoPE (`model.partial_rotary_factor`) rotates the first `factor · head_dim` channels
+/// of each head by position and leaves the rest as they are; with factor 1 every channel turns.
+#[test]
+fn partial_rope_rotates_only_the_leading_channels() {
+    use archlab::model::attention::Rope;
+    use burn::tensor::{Tensor, TensorData};
+    let device = Default::default();
+    let (hd, rotary) = (8, 4);
+    let data: Vec<f32> = (0..2 * hd).map(|i| 0.1 * i as f32 + 0.3).collect();
+    let x = archlab::model::layers::float_tensor::<Cpu, 4>(TensorData::new(data, [1, 1, 2, hd]), &device);
+    let values = |t: Tensor<Cpu, 4>| t.into_data().convert::<f32>().into_vec::<f32>().unwrap();
+    let partial = Rope::<Cpu>::new(rotary, 16, 10_000.0, &device);
+    let (at0, at5) = (values(partial.apply(x.clone(), 0)), values(partial.apply(x.clone(), 5)));
+    let x = values(x);
+    for tok in 0..2 {
+        let row = |v: &[f32]| v[tok * hd..(tok + 1) * hd].to_vec();
+        assert_eq!(row(&at5)[rotary..], row(&x)[rotary..], "token {tok}: unrotated channels moved");
+        assert_eq!(row(&at0)[rotary..], row(&x)[rotary..]);
+        assert!((0..rotary).any(|c| (row(&at5)[c] - row(&at0)[c]).abs() > 1e-3), "token {tok}: no rotation");
+    }
+}

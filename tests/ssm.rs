@@ -1,12 +1,14 @@
-//! State-space oracles: every form of the Mamba-1 selective scan and of the Mamba-2 SSD scan
-//! agrees with the sequential reference (values and gradients, random inputs, lengths that are
-//! and are not multiples of the chunk), and the mixers built on them are causal, mix across
-//! time, and decode token by token exactly as they run in one pass.
+//! State-space oracles: every form of the Mamba-1 selective scan, of the Mamba-2 SSD scan and
+//! of the (gated) delta rule agrees with the sequential reference (values and gradients,
+//! random inputs, lengths that are and are not multiples of the chunk), and the mixers built on
+//! them are causal, mix across time, and decode token by token exactly as they run in one pass.
 
 mod common;
 
 use archlab::config::{MixerKind, ModelConfig, RunConfig};
 use archlab::kernels::{AutodiffBackend, Backend};
+use archlab::model::delta_rule::{self, DeltaInputs};
+use archlab::model::gated_deltanet::{DeltaNetState, GatedDeltaNet};
 use archlab::model::mamba::{Mamba, MambaState};
 use archlab::model::mamba2::{Mamba2, Mamba2State};
 use archlab::model::selective_scan::{self, ScanInputs};
@@ -313,6 +315,11 @@ fn ssm_config(mixer: MixerKind) -> ModelConfig {
     m.mamba2.head_dim = 8;
     m.mamba2.n_groups = 2;
     m.mamba2.chunk_size = 4;
+    m.gdn.head_dim = 4;
+    m.gdn.n_heads = 2;
+    m.gdn.n_v_heads = 4;
+    m.gdn.v_head_dim = 6;
+    m.gdn.chunk_size = 4;
     m
 }
 
@@ -320,11 +327,13 @@ fn ssm_config(mixer: MixerKind) -> ModelConfig {
 enum Mixer {
     One(Mamba<Cpu>),
     Two(Mamba2<Cpu>),
+    Delta(GatedDeltaNet<Cpu>),
 }
 
 enum State {
     One(MambaState<Cpu>),
     Two(Mamba2State<Cpu>),
+    Delta(DeltaNetState<Cpu>),
 }
 
 impl Mixer {
@@ -334,13 +343,17 @@ impl Mixer {
         let device = Default::default();
         match kind {
             MixerKind::Mamba => Mixer::One(Mamba::new(&cfg, 1.0, &mut rng, &device)),
-            _ => Mixer::Two(Mamba2::new(&cfg, 1.0, &mut rng, &device)),
+            MixerKind::Mamba2 => Mixer::Two(Mamba2::new(&cfg, 1.0, &mut rng, &device)),
+            MixerKind::GatedDeltaNet => Mixer::Delta(GatedDeltaNet::new(&cfg, true, 1.0, &mut rng, &device)),
+            MixerKind::DeltaNet => Mixer::Delta(GatedDeltaNet::new(&cfg, false, 1.0, &mut rng, &device)),
+            other => panic!("{other:?} is no state-space mixer"),
         }
     }
     fn forward(&self, x: Tensor<Cpu, 3>) -> Tensor<Cpu, 3> {
         match self {
             Mixer::One(m) => m.forward(x),
             Mixer::Two(m) => m.forward(x),
+            Mixer::Delta(m) => m.forward(x),
         }
     }
     fn sequential(&self, x: Tensor<Cpu, 3>) -> Tensor<Cpu, 3> {
@@ -349,24 +362,28 @@ impl Mixer {
                 m.forward_with(x, &mut MambaState::empty(), selective_scan::ScanAlgorithm::Sequential)
             }
             Mixer::Two(m) => m.forward_with(x, &mut Mamba2State::empty(), true),
+            Mixer::Delta(m) => m.forward_with(x, &mut DeltaNetState::empty(), true),
         }
     }
     fn empty(&self) -> State {
         match self {
             Mixer::One(_) => State::One(MambaState::empty()),
             Mixer::Two(_) => State::Two(Mamba2State::empty()),
+            Mixer::Delta(_) => State::Delta(DeltaNetState::empty()),
         }
     }
     fn step(&self, x: Tensor<Cpu, 3>, state: &mut State) -> Tensor<Cpu, 3> {
         match (self, state) {
             (Mixer::One(m), State::One(s)) => m.forward_step(x, s),
             (Mixer::Two(m), State::Two(s)) => m.forward_step(x, s),
+            (Mixer::Delta(m), State::Delta(s)) => m.forward_step(x, s),
             _ => unreachable!(),
         }
     }
 }
 
-const KINDS: [MixerKind; 2] = [MixerKind::Mamba, MixerKind::Mamba2];
+const KINDS: [MixerKind; 4] =
+    [MixerKind::Mamba, MixerKind::Mamba2, MixerKind::GatedDeltaNet, MixerKind::DeltaNet];
 
 #[test]
 fn mixers_are_causal_and_mix_across_time() {
@@ -465,4 +482,164 @@ fn mamba2_model_under_bf16_runs_its_ssd_in_bf16() {
     assert!(a.iter().all(|v| v.is_finite()));
     let worst = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0.0, f64::max);
     assert!(worst > 1e-6, "the SSD's precision made no difference to the logits: {worst:e}");
+}
+
+/// Random delta-rule inputs as the mixer makes them: unit-norm keys and queries (queries scaled
+/// by dk^-1/2), g = −exp(N(0, 0.5))·softplus(N(0, 1)) ≤ 0, β = σ(N(0, 1)) (twice that with
+/// negative eigenvalues); `gated = false` gives DeltaNet's g = 0.
+fn delta_inputs<B: Backend>(
+    shape: (usize, usize, usize, usize, usize),
+    gated: bool,
+    neg_eigval: bool,
+    seed: u64,
+) -> DeltaInputs<B> {
+    use archlab::model::activation::{sigmoid, softplus};
+    let (b, t, h, dk, dv) = shape;
+    let mut rng = Rng::new(seed);
+    let q = delta_rule::l2_normalize(random::<B, 4>([b, t, h, dk], 1.0, &mut rng)) * (dk as f64).powf(-0.5);
+    let k = delta_rule::l2_normalize(random::<B, 4>([b, t, h, dk], 1.0, &mut rng));
+    let v = random([b, t, h, dv], 1.0, &mut rng);
+    let rate = random::<B, 3>([1, 1, h], 0.5, &mut rng).exp();
+    let g = softplus(random::<B, 3>([b, t, h], 1.0, &mut rng)) * rate.neg();
+    let g = if gated { g } else { g.zeros_like() };
+    let beta = sigmoid(random::<B, 3>([b, t, h], 1.0, &mut rng));
+    let beta = if neg_eigval { beta * 2.0 } else { beta };
+    DeltaInputs { q, k, v, g, beta }
+}
+
+/// Chunked (WY form) against the token-by-token recurrence: values, the final state and every
+/// gradient (q, k, v, g, β and the initial state), f32 to 1e-4 relative and f64 to 1e-10, on
+/// lengths that are and are not multiples of the chunk, for Gated DeltaNet, DeltaNet (g = 0)
+/// and β ∈ (0, 2).
+#[test]
+fn delta_rule_chunked_equals_reference_values_and_gradients() {
+    compare_delta_rules::<CpuAd>(1e-4);
+    compare_delta_rules::<Cpu64Ad>(1e-10);
+}
+
+fn compare_delta_rules<B: AutodiffBackend>(tol: f32) {
+    let (b, h, dk, dv) = (2, 3, 4, 5);
+    let cases = [(1, 1), (5, 2), (16, 4), (37, 8), (37, 5), (23, 64), (64, 16)];
+    for (t, chunk) in cases {
+        for (gated, neg) in [(true, false), (false, false), (true, true)] {
+            for with_s0 in [false, true] {
+                let what = format!("t={t} chunk={chunk} gated={gated} neg_eigval={neg} s0={with_s0}");
+                let x = delta_inputs::<B>((b, t, h, dk, dv), gated, neg, 300 + t as u64);
+                let x = DeltaInputs {
+                    q: x.q.require_grad(),
+                    k: x.k.require_grad(),
+                    v: x.v.require_grad(),
+                    g: x.g.require_grad(),
+                    beta: x.beta.require_grad(),
+                };
+                let mut rng = Rng::new(6);
+                let s0 = with_s0.then(|| random::<B, 4>([b, h, dk, dv], 1.0, &mut rng).require_grad());
+                let w_o = random::<B, 4>([b, t, h, dv], 1.0, &mut rng);
+                let w_s = random::<B, 4>([b, h, dk, dv], 1.0, &mut rng);
+                let run = |chunked: bool| {
+                    let (o, s) = if chunked {
+                        delta_rule::chunked(x.clone(), s0.clone(), chunk)
+                    } else {
+                        delta_rule::reference(x.clone(), s0.clone())
+                    };
+                    let loss = (o.clone() * w_o.clone()).sum() + (s.clone() * w_s.clone()).sum();
+                    let grads = loss.backward();
+                    let g4 = |v: &Tensor<B, 4>| values(v.grad(&grads).unwrap());
+                    let g3 = |v: &Tensor<B, 3>| values(v.grad(&grads).unwrap());
+                    let mut all = vec![values(o), values(s), g4(&x.q), g4(&x.k), g4(&x.v), g3(&x.beta)];
+                    if gated {
+                        all.push(g3(&x.g));
+                    }
+                    if let Some(s0) = &s0 {
+                        all.push(g4(s0));
+                    }
+                    all
+                };
+                let names = ["o", "s_last", "dq", "dk", "dv", "dβ", "dg|ds0", "ds0"];
+                let (reference, chunked) = (run(false), run(true));
+                for ((r, c), name) in reference.iter().zip(&chunked).zip(names) {
+                    assert_close(r, c, tol, &format!("{what} {name}"));
+                }
+            }
+        }
+    }
+}
+
+/// Running `[0, t1)` and then `[t1, t)` from the carried state equals one pass, in both forms.
+#[test]
+fn delta_rule_state_carries_across_calls() {
+    let x = delta_inputs::<Cpu>((2, 19, 3, 4, 5), true, false, 9);
+    let (o_ref, s_ref) = delta_rule::reference(x.clone(), None);
+    let part = |x: &DeltaInputs<Cpu>, start: usize, len: usize| DeltaInputs {
+        q: x.q.clone().narrow(1, start, len),
+        k: x.k.clone().narrow(1, start, len),
+        v: x.v.clone().narrow(1, start, len),
+        g: x.g.clone().narrow(1, start, len),
+        beta: x.beta.clone().narrow(1, start, len),
+    };
+    let (o1, s1) = delta_rule::chunked(part(&x, 0, 7), None, 4);
+    let (o2, s2) = delta_rule::chunked(part(&x, 7, 12), Some(s1), 4);
+    assert_close(&values(o_ref), &values(Tensor::cat(vec![o1, o2], 1)), 1e-5, "o");
+    assert_close(&values(s_ref), &values(s2), 1e-5, "s");
+}
+
+/// With β = 1, no decay and orthonormal keys, the memory stores every pair exactly:
+/// `Sᵀ k_i = v_i` for each written (k_i, v_i), read from the final state.
+#[test]
+fn delta_rule_recalls_orthonormal_keys_exactly() {
+    let (t, dk, dv) = (6, 8, 3);
+    let mut rng = Rng::new(12);
+    // Rows of a permuted, sign-flipped identity: orthonormal.
+    let mut order: Vec<usize> = (0..dk).collect();
+    for i in (1..dk).rev() {
+        order.swap(i, rng.below(i + 1));
+    }
+    let mut keys = vec![0f32; t * dk];
+    for i in 0..t {
+        keys[i * dk + order[i]] = if i % 2 == 0 { 1.0 } else { -1.0 };
+    }
+    let k = archlab::model::layers::float_tensor::<Cpu, 4>(
+        TensorData::new(keys.clone(), [1, t, 1, dk]),
+        &Default::default(),
+    );
+    let v = random::<Cpu, 4>([1, t, 1, dv], 1.0, &mut rng);
+    let x = DeltaInputs {
+        q: k.clone(),
+        k: k.clone(),
+        v: v.clone(),
+        g: Tensor::zeros([1, t, 1], &Default::default()),
+        beta: Tensor::ones([1, t, 1], &Default::default()),
+    };
+    for chunked in [false, true] {
+        let (_, s) = if chunked {
+            delta_rule::chunked(x.clone(), None, 4)
+        } else {
+            delta_rule::reference(x.clone(), None)
+        };
+        let s = s.reshape([dk, dv]);
+        let recalled = k.clone().reshape([t, dk]).matmul(s); // row i: Sᵀ k_i
+        assert_close(
+            &values(v.clone().reshape([t, dv])),
+            &values(recalled),
+            1e-6,
+            &format!("chunked={chunked}"),
+        );
+    }
+}
+
+/// Grouped heads: with 2 key heads and 4 value heads, value heads 2h and 2h + 1 read key head h
+/// (Qwen3-Next's `repeat_interleave`), and a layer with grouped heads is causal and decodes
+/// exactly (the mixer tests above run with 2 key and 4 value heads).
+#[test]
+fn grouped_key_heads_map_to_consecutive_value_heads() {
+    let x = random::<Cpu, 4>([1, 3, 2, 5], 1.0, &mut Rng::new(2));
+    let mapped = values(archlab::model::gated_deltanet::key_to_value_heads(x.clone(), 4));
+    let x = values(x);
+    for t in 0..3 {
+        for j in 0..4 {
+            for c in 0..5 {
+                assert_eq!(mapped[(t * 4 + j) * 5 + c], x[(t * 2 + j / 2) * 5 + c], "t={t} value head {j}");
+            }
+        }
+    }
 }

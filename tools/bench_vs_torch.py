@@ -13,8 +13,9 @@ Ratios are archlab / HF: above 1 archlab is faster (tokens/s) or leaner (memory 
 Throughput on both sides is batch·T / median step time; warm-up (first step: compilation,
 autotuning, allocator growth) is reported apart, as is torch.compile's compile time.
 
-The defaults are the issue's: d=384, 8 layers, T=512, batch 32, vocab 8192 (archlab's `27m`
-size), architectures dense, mamba, mamba2, moe, sandwich (AMMMMMMA) and jamba. A quick CPU run:
+The defaults are the GPU measurement shape: d=384, 8 layers, T=512, batch 32, vocab 8192
+(archlab's `27m` size), architectures dense, mamba, mamba2, moe, sandwich (AMMMMMMA) and jamba.
+A quick CPU run:
 
     python tools/bench_vs_torch.py --size tiny --vocab 512 --seq-len 64 --batch 4 --steps 8 \\
         --device cpu --out bench/vs-torch-cpu

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # On the GPU machine: unpacks the binaries tools/gpu_build.sh packed (.device/NAME.xz →
-# .device/NAME). They are packed because the device tool carries at most 64 MiB and the three
-# stripped binaries weigh ~210 MB (~33 MB packed). Python's lzma unpacks them, so the machine
-# needs no xz.
+# .device/NAME). They are packed so that .device/ stays under 64 MiB for the copy to the GPU
+# machine: the three stripped binaries weigh ~210 MB (~33 MB packed). Python's lzma unpacks
+# them, so the machine needs no xz.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 for packed in .device/*.xz; do

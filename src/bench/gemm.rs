@@ -1,6 +1,6 @@
 //! `archlab gemm`: bf16 matmul throughput of every CubeCL matmul strategy at the shapes of a
 //! training step, beside what archlab's models actually get (burn's fused and autotuned
-//! matmul). It is the instrument for issue 7's GEMM gap (burn at 28% of cuBLAS on an H100):
+//! matmul). It is the instrument for the GEMM gap (burn at 28% of cuBLAS on an H100):
 //! if some strategy is far ahead of the autotuner's pick, the gap is the autotuner's choice
 //! and archlab can force that strategy; if none comes near cuBLAS, the gap is in the kernels
 //! themselves. `tools/gemm_vs_torch.py` puts cuBLAS (through PyTorch) beside it in one call,

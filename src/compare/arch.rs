@@ -16,6 +16,9 @@
 //! | local | `(LLLA)2`, window = T/4 | sliding-window hybrid (Gemma 2 / Mistral style) |
 //! | hymba | `H` in every layer | Hymba: parallel attention ‖ SSM heads (Dong et al. 2024) |
 //! | jamba | `MfMeMfMeAfMeMfMe` | Jamba's block: 1 attention in 8, MoE every other layer |
+//! | gdn | Gated DeltaNet + MLP in every layer | Yang, Kautz & Hatamizadeh 2024 (fla's GatedDeltaNet) |
+//! | deltanet | DeltaNet + MLP in every layer | Yang et al. 2024 |
+//! | gdn-hybrid | `(GGGA)2`, gated attention | 3 Gated DeltaNet : 1 attention with Qwen3-Next's output gate, qk-norm and 25% RoPE |
 //!
 //! Anything else that parses as a layer pattern (`AMMA`, `(LLLA)2`…) is used as one, on the
 //! dense preset's settings.
@@ -31,8 +34,21 @@ use crate::config::pattern::Pattern;
 /// `mamba` and `sandwich` to compare Mamba-1.
 pub const DEFAULT_ARCHS: &[&str] = &["dense", "mamba2", "moe", "sandwich2"];
 
-pub const NAMES: &[&str] =
-    &["dense", "mamba", "mamba2", "moe", "sandwich", "sandwich2", "hybrid", "local", "hymba", "jamba"];
+pub const NAMES: &[&str] = &[
+    "dense",
+    "mamba",
+    "mamba2",
+    "moe",
+    "sandwich",
+    "sandwich2",
+    "hybrid",
+    "local",
+    "hymba",
+    "jamba",
+    "gdn",
+    "deltanet",
+    "gdn-hybrid",
+];
 
 /// Sizes: the dense preset each size starts from.
 pub const SIZES: &[(&str, &str)] = &[("tiny", "tiny"), ("27m", "27m")];
@@ -59,6 +75,18 @@ pub fn arch_config(name: &str, size: &str, sets: &[String]) -> Result<RunConfig>
         "local" => (preset(""), vec![pattern("(LLLA)2")]),
         "hymba" => (preset(""), vec![]),
         "jamba" => (preset(""), vec![pattern("MfMeMfMeAfMeMfMe")]),
+        "gdn" => (preset("gdn"), vec![]),
+        "deltanet" => (preset("gdn"), vec!["model.mixer=\"deltanet\"".into()]),
+        // Qwen3-Next's fourth layer: attention with an output gate, qk-norm and partial RoPE.
+        "gdn-hybrid" => (
+            preset("gdn"),
+            vec![
+                pattern("(GGGA)2"),
+                "model.attn_output_gate=true".into(),
+                "model.qk_norm=true".into(),
+                "model.partial_rotary_factor=0.25".into(),
+            ],
+        ),
         other => match Pattern::parse(other) {
             Ok(_) => (preset(""), vec![pattern(other)]),
             Err(e) => {

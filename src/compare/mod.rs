@@ -1,6 +1,6 @@
 //! `archlab compare`: fair side-by-side training of several architectures.
 //!
-//! The protocol (docs/DESIGN.md, "Fair comparison protocol"):
+//! The protocol (docs/comparing.md; how the code enforces it: docs/ARCHITECTURE.md, "Comparisons"):
 //! 1. every architecture starts from the same size's dense preset and is sized to one budget
 //!    (`sizing`), so data, tokenizer, optimizer, schedule, tokens and batch are identical;
 //! 2. seed k gives every architecture the same data order (the batcher is a pure function of

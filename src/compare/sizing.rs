@@ -210,6 +210,16 @@ fn knob_text(m: &ModelConfig) -> String {
     if uses(&|l| l.mixer == MixerKind::Mamba2) {
         parts.push(format!("mamba2 head_dim {}", m.mamba2.head_dim));
     }
+    if uses(&|l| matches!(l.mixer, MixerKind::GatedDeltaNet | MixerKind::DeltaNet)) {
+        let (c, d) = (&m.gdn, m.d_model);
+        parts.push(format!(
+            "gdn heads {} (k {}) / {} (v {})",
+            c.key_heads(d),
+            c.head_dim,
+            c.value_heads(d),
+            c.value_head_dim()
+        ));
+    }
     parts.join(", ")
 }
 

@@ -9,6 +9,7 @@
 mod overrides;
 pub mod pattern;
 pub mod presets;
+pub mod registry;
 
 use std::path::Path;
 
@@ -99,17 +100,19 @@ pub enum MixerKind {
     /// Attention and Mamba-1 heads in parallel on the same input (Hymba, Dong et al. 2024),
     /// configured by `[model.hymba]`.
     Hymba,
+    /// Gated DeltaNet (Yang, Kautz & Hatamizadeh 2024): the delta rule with a per-head decay
+    /// gate, configured by `[model.gdn]`; Qwen3-Next's linear-attention layers.
+    #[serde(rename = "gdn")]
+    GatedDeltaNet,
+    /// DeltaNet (Yang et al. 2024): the same layer without the decay gate, `[model.gdn]`.
+    #[serde(rename = "deltanet")]
+    DeltaNet,
 }
 
 impl MixerKind {
+    /// Its config name (`config::registry`).
     pub fn name(self) -> &'static str {
-        match self {
-            MixerKind::Attention => "attention",
-            MixerKind::Mamba => "mamba",
-            MixerKind::Mamba2 => "mamba2",
-            MixerKind::Local => "local",
-            MixerKind::Hymba => "hymba",
-        }
+        registry::seq_mixer(self).name
     }
 
     /// Whether the mixer attends (and so needs heads, and a position table with RoPE).
@@ -136,6 +139,58 @@ impl Default for HymbaConfig {
     }
 }
 
+/// Gated DeltaNet and DeltaNet layers (see `model::gated_deltanet`). Defaults follow fla's
+/// `GatedDeltaNet` layer: key width ≈ 0.75 · d_model, value heads twice as wide as key heads.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GatedDeltaNetConfig {
+    /// dk, the width of each query and key head.
+    pub head_dim: usize,
+    /// Query/key heads; 0 means `round(0.75 · d_model / head_dim)`, at least 1.
+    pub n_heads: usize,
+    /// Value heads, a multiple of `n_heads` (Qwen3-Next uses twice as many); 0 means `n_heads`.
+    pub n_v_heads: usize,
+    /// dv, the width of each value head; 0 means `2 · head_dim` (fla's `expand_v = 2`).
+    pub v_head_dim: usize,
+    /// Width of the causal depthwise convolution over q, k and v.
+    pub d_conv: usize,
+    pub conv_bias: bool,
+    /// Tokens per chunk of the chunked (WY) form.
+    pub chunk_size: usize,
+    /// β = 2σ(·) ∈ (0, 2) instead of σ(·), so that the transition `I − β k kᵀ` can have
+    /// negative eigenvalues (Grazzi et al. 2024; fla's `allow_neg_eigval`): what parity-like
+    /// state tracking needs.
+    pub allow_neg_eigval: bool,
+    /// The decay's step size softplus(a + dt_bias) starts log-uniform in `[dt_min, dt_max]`.
+    pub dt_min: f64,
+    pub dt_max: f64,
+    pub dt_init_floor: f64,
+    /// `exp(A_log)` is drawn uniformly in `[a_init_min, a_init_max]` per value head (fla:
+    /// U(0, 16)), floored at 1e-4.
+    pub a_init_min: f64,
+    pub a_init_max: f64,
+}
+
+impl Default for GatedDeltaNetConfig {
+    fn default() -> Self {
+        Self {
+            head_dim: 64,
+            n_heads: 0,
+            n_v_heads: 0,
+            v_head_dim: 0,
+            d_conv: 4,
+            conv_bias: false,
+            chunk_size: 64,
+            allow_neg_eigval: false,
+            dt_min: 0.001,
+            dt_max: 0.1,
+            dt_init_floor: 1e-4,
+            a_init_min: 0.0,
+            a_init_max: 16.0,
+        }
+    }
+}
+
 /// One resolved layer: its sequence mixer and channel mixer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LayerKind {
@@ -157,12 +212,9 @@ pub enum FfnKind {
 }
 
 impl FfnKind {
+    /// Its config name (`config::registry`).
     pub fn name(self) -> &'static str {
-        match self {
-            FfnKind::Mlp => "mlp",
-            FfnKind::Moe => "moe",
-            FfnKind::None => "none",
-        }
+        registry::channel_mixer(self).name
     }
 }
 
@@ -350,6 +402,17 @@ pub struct ModelConfig {
     /// `mixer`. When set, it decides the number of layers.
     #[serde(default)]
     pub pattern: String,
+    /// Attention: a sigmoid gate on each output channel, from a doubled `q_proj` (Qiu et al.
+    /// 2025, "Gated Attention for LLMs"; Qwen3-Next's full-attention layers).
+    #[serde(default)]
+    pub attn_output_gate: bool,
+    /// Attention: RMSNorm over each head of q and k before RoPE (Qwen3, Qwen3-Next).
+    #[serde(default)]
+    pub qk_norm: bool,
+    /// Attention: the fraction of each head's channels that RoPE rotates (Qwen3-Next: 0.25;
+    /// GPT-NeoX's `rotary_pct`); the rest carry no position. `factor · head_dim` must be even.
+    #[serde(default = "full_rotation")]
+    pub partial_rotary_factor: f64,
     /// Window of local (`L`) attention layers, in tokens (the query's own included).
     #[serde(default = "default_window")]
     pub window: usize,
@@ -361,10 +424,16 @@ pub struct ModelConfig {
     pub mamba2: Mamba2Config,
     #[serde(default)]
     pub moe: MoeConfig,
+    #[serde(default)]
+    pub gdn: GatedDeltaNetConfig,
 }
 
 fn default_window() -> usize {
     256
+}
+
+fn full_rotation() -> f64 {
+    1.0
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -552,6 +621,9 @@ impl ModelConfig {
         if uses(&|l| l.mixer == MixerKind::Mamba2) {
             m.validate_mamba2()?;
         }
+        if uses(&|l| matches!(l.mixer, MixerKind::GatedDeltaNet | MixerKind::DeltaNet)) {
+            m.validate_gdn()?;
+        }
         if uses(&|l| l.mixer == MixerKind::Local) {
             must_be_positive(&[("model.window", m.window)])?;
         }
@@ -611,8 +683,16 @@ impl ModelConfig {
         if !m.n_heads.is_multiple_of(kv) {
             bail!("model.n_heads ({}) must be a multiple of model.n_kv_heads ({kv})", m.n_heads);
         }
-        if m.positions == Positions::Rope && !(m.d_model / m.n_heads).is_multiple_of(2) {
-            bail!("RoPE needs an even head dimension; d_model / n_heads = {}", m.d_model / m.n_heads);
+        let f = m.partial_rotary_factor;
+        if !(f > 0.0 && f <= 1.0) {
+            bail!("model.partial_rotary_factor must be in (0, 1] (got {f}); 1 rotates every channel");
+        }
+        let (hd, rotary) = (m.d_model / m.n_heads, m.rotary_dim());
+        if m.positions == Positions::Rope && (rotary == 0 || !rotary.is_multiple_of(2)) {
+            bail!(
+                "RoPE needs an even number of rotated channels; head_dim {hd} × model.partial_rotary_factor \
+                 {f} = {rotary}; choose a factor (or n_heads) that makes it even and at least 2"
+            );
         }
         Ok(())
     }
@@ -654,6 +734,28 @@ impl ModelConfig {
             bail!("model.mamba2 needs 0 < a_init_min <= a_init_max (got {}, {})", c.a_init_min, c.a_init_max);
         }
         check_dt_range("model.mamba2", c.dt_min, c.dt_max, c.dt_init_floor)
+    }
+
+    fn validate_gdn(&self) -> Result<()> {
+        let c = &self.gdn;
+        check_conv_width("model.gdn.d_conv", c.d_conv)?;
+        must_be_positive(&[("model.gdn.head_dim", c.head_dim), ("model.gdn.chunk_size", c.chunk_size)])?;
+        let (k_heads, v_heads) = (c.key_heads(self.d_model), c.value_heads(self.d_model));
+        if !v_heads.is_multiple_of(k_heads) {
+            bail!(
+                "model.gdn.n_v_heads ({v_heads}) must be a multiple of the key heads ({k_heads}, \
+                 model.gdn.n_heads); try n_v_heads = {}",
+                k_heads * v_heads.div_ceil(k_heads)
+            );
+        }
+        if !(0.0 <= c.a_init_min && c.a_init_min <= c.a_init_max && c.a_init_max > 0.0) {
+            bail!(
+                "model.gdn needs 0 <= a_init_min <= a_init_max, a_init_max > 0 (got {}, {})",
+                c.a_init_min,
+                c.a_init_max
+            );
+        }
+        check_dt_range("model.gdn", c.dt_min, c.dt_max, c.dt_init_floor)
     }
 
     fn validate_moe(&self) -> Result<()> {
@@ -711,6 +813,12 @@ impl ModelConfig {
 
     pub fn head_dim(&self) -> usize {
         self.d_model / self.n_heads
+    }
+
+    /// Channels of each attention head that RoPE rotates: `partial_rotary_factor · head_dim`,
+    /// rounded down (as `transformers` does).
+    pub fn rotary_dim(&self) -> usize {
+        (self.head_dim() as f64 * self.partial_rotary_factor) as usize
     }
 }
 
@@ -793,6 +901,41 @@ mod tests {
     fn invalid_combination_names_the_fix() {
         let err = RunConfig::resolve("tiny", None, &["model.n_heads=5".into()]).unwrap_err();
         assert!(format!("{err:#}").contains("divisible"), "{err:#}");
+    }
+
+    #[test]
+    fn gdn_and_attention_options_are_checked_before_work() {
+        let bad = |sets: &[&str], expect: &str| {
+            let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
+            let msg = format!("{:#}", RunConfig::resolve("tiny", None, &sets).unwrap_err());
+            assert!(msg.contains(expect), "{sets:?}: {msg}");
+        };
+        // tiny: head_dim 32.
+        bad(&["model.partial_rotary_factor=0.1"], "even number of rotated channels");
+        bad(&["model.partial_rotary_factor=1.5"], "(0, 1]");
+        bad(
+            &["model.mixer=\"gdn\"", "model.gdn.n_heads=2", "model.gdn.n_v_heads=3"],
+            "multiple of the key heads",
+        );
+        bad(&["model.mixer=\"gdn\"", "model.gdn.chunk_size=0"], "model.gdn.chunk_size");
+        bad(&["model.pattern=\"GGDX\""], "A/L/M/S/H/G/D");
+        bad(&["model.pattern=\"XG\""], "G (gdn), D (deltanet)");
+        let ok = RunConfig::resolve("tiny", None, &["model.partial_rotary_factor=0.25".into()]).unwrap();
+        assert_eq!(ok.model.rotary_dim(), 8);
+    }
+
+    /// A run directory written before the (Gated) DeltaNet and gated-attention keys existed
+    /// still loads: the new keys take their defaults.
+    #[test]
+    fn configs_without_the_newer_keys_still_load() {
+        let cfg = RunConfig::resolve("tiny", None, &[]).unwrap();
+        let mut tree = toml::Value::try_from(&cfg).unwrap();
+        let model = tree.get_mut("model").unwrap().as_table_mut().unwrap();
+        for key in ["gdn", "attn_output_gate", "qk_norm", "partial_rotary_factor"] {
+            assert!(model.remove(key).is_some(), "{key}");
+        }
+        let old: RunConfig = toml::from_str(&toml::to_string(&tree).unwrap()).unwrap();
+        assert_eq!(old, cfg);
     }
 
     #[test]

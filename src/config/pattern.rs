@@ -5,11 +5,7 @@
 //! pattern := item+                      whitespace between items is ignored
 //! item    := layer | "(" item+ ")" N    a group repeated N ≥ 1 times: "(MMMA)6"
 //! layer   := mixer ffn?
-//! mixer   := A  global causal attention
-//!          | L  local (sliding-window) attention, window `model.window`
-//!          | M  Mamba-1
-//!          | S  Mamba-2 (SSD)
-//!          | H  Hymba: attention and Mamba-1 heads in parallel
+//! mixer   := A | L | M | S | H | G | D  a sequence mixer (`config::registry`: `archlab describe --list`)
 //! ffn     := f  MLP        e  MoE (`[model.moe]`)        n  none
 //!            (absent: `model.ffn`, the global default)
 //! ```
@@ -21,7 +17,7 @@
 
 use std::fmt;
 
-use super::{FfnKind, MixerKind};
+use super::{FfnKind, MixerKind, registry};
 
 /// One layer as the pattern names it; `ffn: None` takes the global default.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -39,14 +35,23 @@ pub struct Pattern(pub Vec<LayerSymbol>);
 pub struct PatternError {
     pub position: usize,
     pub found: Option<char>,
-    pub expected: &'static str,
+    pub expected: String,
 }
 
-const MIXERS: &str = "A (attention), L (local attention), M (Mamba), S (Mamba-2), H (Hymba) or '('";
-const AFTER_LAYER: &str =
-    "a mixer symbol A/L/M/S/H, a channel mixer f (MLP) / e (MoE) / n (none), '(' or ')' closing a group";
-const GROUP_COUNT: &str = "a repeat count (1–9999) right after ')', as in (MMMA)6";
 const MAX_LAYERS: usize = 100_000;
+const GROUP_COUNT: &str = "a repeat count (1–9999) right after ')', as in (MMMA)6";
+
+fn mixers_expected() -> String {
+    format!("a sequence mixer {} or '('", registry::seq_symbols_named())
+}
+
+fn after_layer_expected() -> String {
+    format!(
+        "a mixer symbol {}, a channel mixer {} (MLP / MoE / none), '(' or ')' closing a group",
+        registry::seq_symbols(),
+        registry::channel_symbols()
+    )
+}
 
 impl fmt::Display for PatternError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -62,41 +67,19 @@ impl fmt::Display for PatternError {
 impl std::error::Error for PatternError {}
 
 fn mixer_of(c: char) -> Option<MixerKind> {
-    Some(match c {
-        'A' => MixerKind::Attention,
-        'L' => MixerKind::Local,
-        'M' => MixerKind::Mamba,
-        'S' => MixerKind::Mamba2,
-        'H' => MixerKind::Hymba,
-        _ => return None,
-    })
+    registry::seq_mixer_by_symbol(c).map(|m| m.kind)
 }
 
 fn ffn_of(c: char) -> Option<FfnKind> {
-    Some(match c {
-        'f' => FfnKind::Mlp,
-        'e' => FfnKind::Moe,
-        'n' => FfnKind::None,
-        _ => return None,
-    })
+    registry::channel_mixer_by_symbol(c).map(|m| m.kind)
 }
 
 pub fn mixer_symbol(m: MixerKind) -> char {
-    match m {
-        MixerKind::Attention => 'A',
-        MixerKind::Local => 'L',
-        MixerKind::Mamba => 'M',
-        MixerKind::Mamba2 => 'S',
-        MixerKind::Hymba => 'H',
-    }
+    registry::seq_mixer(m).symbol
 }
 
 pub fn ffn_symbol(f: FfnKind) -> char {
-    match f {
-        FfnKind::Mlp => 'f',
-        FfnKind::Moe => 'e',
-        FfnKind::None => 'n',
-    }
+    registry::channel_mixer(f).symbol
 }
 
 impl Pattern {
@@ -105,7 +88,7 @@ impl Pattern {
         let mut parser = Parser { chars: &chars, at: 0 };
         let layers = parser.items(0)?;
         if layers.is_empty() {
-            return Err(PatternError { position: 0, found: None, expected: MIXERS });
+            return Err(PatternError { position: 0, found: None, expected: mixers_expected() });
         }
         Ok(Pattern(layers))
     }
@@ -144,8 +127,8 @@ impl Parser<'_> {
         self.chars.get(self.at).copied()
     }
 
-    fn error(&self, expected: &'static str) -> PatternError {
-        PatternError { position: self.at, found: self.chars.get(self.at).copied(), expected }
+    fn error(&self, expected: impl Into<String>) -> PatternError {
+        PatternError { position: self.at, found: self.chars.get(self.at).copied(), expected: expected.into() }
     }
 
     /// Items up to the end (depth 0) or up to the ')' closing the current group.
@@ -162,7 +145,7 @@ impl Parser<'_> {
                     self.at += 1; // the ')'
                     let count = self.count()?;
                     if layers.len() + group.len() * count > MAX_LAYERS {
-                        return Err(self.error("a pattern of at most 100000 layers"));
+                        return Err(self.error(format!("a pattern of at most {MAX_LAYERS} layers")));
                     }
                     for _ in 0..count {
                         layers.extend_from_slice(&group);
@@ -178,9 +161,19 @@ impl Parser<'_> {
                         layers.push(LayerSymbol { mixer, ffn });
                     }
                     None if ffn_of(c).is_some() => {
-                        return Err(self.error("a mixer symbol A/L/M/S/H before the channel mixer f/e/n"));
+                        return Err(self.error(format!(
+                            "a mixer symbol {} before the channel mixer {}",
+                            registry::seq_symbols(),
+                            registry::channel_symbols()
+                        )));
                     }
-                    None => return Err(self.error(if layers.is_empty() { MIXERS } else { AFTER_LAYER })),
+                    None => {
+                        return Err(self.error(if layers.is_empty() {
+                            mixers_expected()
+                        } else {
+                            after_layer_expected()
+                        }));
+                    }
                 },
             }
         }
@@ -245,7 +238,7 @@ mod tests {
     fn errors_name_the_position_the_symbol_and_the_valid_ones() {
         let e = Pattern::parse("AMXMA").unwrap_err();
         assert_eq!((e.position, e.found), (2, Some('X')));
-        assert!(e.to_string().contains("A/L/M/S/H"), "{e}");
+        assert!(e.to_string().contains("A/L/M/S/H/G/D"), "{e}");
         let e = Pattern::parse("eMM").unwrap_err();
         assert_eq!((e.position, e.found), (0, Some('e')));
         let e = Pattern::parse("(AM)").unwrap_err();
@@ -263,7 +256,7 @@ mod tests {
     /// every string built from random layers round-trips through Display.
     #[test]
     fn random_strings_never_panic_and_valid_ones_round_trip() {
-        let alphabet: Vec<char> = "ALMSHfen()0123456789 xZé".chars().collect();
+        let alphabet: Vec<char> = "ALMSHGDfen()0123456789 xZé".chars().collect();
         let mut rng = Rng::new(42);
         for _ in 0..20_000 {
             let len = rng.below(16);
@@ -272,13 +265,13 @@ mod tests {
                 assert_eq!(Pattern::parse(&p.to_string()).unwrap(), p, "{s}");
             }
         }
-        let mixers = "ALMSH".chars().collect::<Vec<_>>();
+        let mixers: Vec<char> = registry::SEQ_MIXERS.iter().map(|m| m.symbol).collect();
         let ffns = [None, Some('f'), Some('e'), Some('n')];
         for _ in 0..2000 {
             let n = 1 + rng.below(12);
             let s: String = (0..n)
                 .map(|_| {
-                    let m = mixers[rng.below(5)];
+                    let m = mixers[rng.below(mixers.len())];
                     match ffns[rng.below(4)] {
                         Some(f) => format!("{m}{f}"),
                         None => m.to_string(),

@@ -16,6 +16,8 @@ pub const NAMES: &[&str] = &[
     "mamba-130m",
     "moe-tiny",
     "moe-27m",
+    "gdn-tiny",
+    "gdn-27m",
 ];
 
 pub fn preset(name: &str) -> Result<RunConfig> {
@@ -30,6 +32,8 @@ pub fn preset(name: &str) -> Result<RunConfig> {
         "mamba-130m" => mamba_130m(),
         "moe-tiny" => moe(tiny()),
         "moe-27m" => moe(seeds_27m(512)),
+        "gdn-tiny" => gated_deltanet(tiny(), 32),
+        "gdn-27m" => gated_deltanet(seeds_27m(512), 48),
         other => bail!("unknown preset `{other}`; available presets: {}", NAMES.join(", ")),
     })
 }
@@ -71,8 +75,12 @@ fn base() -> RunConfig {
             mamba: MambaConfig::default(),
             mamba2: Mamba2Config::default(),
             moe: MoeConfig::default(),
+            gdn: Default::default(),
             pattern: String::new(),
             window: 256,
+            attn_output_gate: false,
+            qk_norm: false,
+            partial_rotary_factor: 1.0,
             hymba: HymbaConfig::default(),
         },
         train: TrainConfig {
@@ -165,6 +173,15 @@ fn mamba_130m() -> RunConfig {
     c.model.max_seq_len = 2048;
     c.train.batch_size = 16;
     c.train.lr = 3e-4;
+    c
+}
+
+/// Gated DeltaNet in every layer, each followed by the preset's MLP (the block of fla's
+/// GatedDeltaNet models and of Qwen3-Next): key heads of `head_dim` spanning 0.75 · d_model and
+/// value heads twice as wide, fla's proportions (3 heads of 32 at `tiny`, 6 of 48 at `27m`).
+fn gated_deltanet(mut c: RunConfig, head_dim: usize) -> RunConfig {
+    c.model.mixer = MixerKind::GatedDeltaNet;
+    c.model.gdn.head_dim = head_dim;
     c
 }
 

@@ -73,7 +73,7 @@ pub fn probe_layers<B: Backend>(
             let max_reach = diff((p + 1) * d..t * d);
             LayerHealth {
                 layer,
-                mixer: mixer_name(&block.mixer).into(),
+                mixer: block.mixer.kind().name().into(),
                 causal: max_leak <= TOLERANCE * scale,
                 max_leak,
                 mixes: max_reach > TOLERANCE * scale,
@@ -81,17 +81,6 @@ pub fn probe_layers<B: Backend>(
             }
         })
         .collect()
-}
-
-fn mixer_name<B: Backend>(m: &crate::model::block::SeqMixer<B>) -> &'static str {
-    use crate::model::block::SeqMixer;
-    match m {
-        SeqMixer::Attention(a) if a.window > 0 => "local",
-        SeqMixer::Attention(_) => "attention",
-        SeqMixer::Mamba(_) => "mamba",
-        SeqMixer::Mamba2(_) => "mamba2",
-        SeqMixer::Hymba(_) => "hymba",
-    }
 }
 
 #[cfg(test)]

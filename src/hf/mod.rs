@@ -355,6 +355,7 @@ pub fn load_model<B: Backend>(dir: &Path, cfg: &ModelConfig, device: &B::Device)
                 w.linear(&mut m.out_proj, &format!("{q}.out_proj"), di, d)?;
             }
             SeqMixer::Hymba(_) => bail!("Hymba checkpoints are not imported"),
+            SeqMixer::GatedDeltaNet(_) => bail!("(Gated) DeltaNet checkpoints are not imported"),
             SeqMixer::Attention(a) => {
                 layer.norm.weight = w.param(&format!("{p}.input_layernorm.weight"), [cfg.d_model])?;
                 let (d, hd) = (cfg.d_model, cfg.head_dim());

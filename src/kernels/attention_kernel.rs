@@ -15,7 +15,7 @@
 //!   so the group's sum happens in registers, without atomics.
 //!
 //! Units compute their dot products themselves (CUDA cores, f32 accumulate); the tensor-core
-//! form of these loops is the next step and is not done (see the closing notes of issue 7).
+//! form of these loops is the next step and is not done (docs/kernels.md, "Not written yet").
 //!
 //! Masked scores use a large finite negative rather than −∞ because WGSL has no −∞ literal.
 

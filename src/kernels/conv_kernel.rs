@@ -6,8 +6,8 @@
 //! zero-padded copy of the input, about `3k + 2` launches each way. `tests/kernels.rs` checks
 //! these kernels against it, values and gradients.
 //!
-//! Why a kernel of its own and not fused into the selective scan (as issue 7 suggested "where
-//! it pays"): the convolution's output feeds `x_proj`, which makes the scan's Δ, B and C, so
+//! Why a kernel of its own and not fused into the selective scan, which would save a pass over
+//! the stream: the convolution's output feeds `x_proj`, which makes the scan's Δ, B and C, so
 //! the scan cannot start before the whole convolution has run; fusing it would mean computing
 //! it twice. `mamba_ssm` keeps it apart for the same reason (its `causal_conv1d` package).
 //!

@@ -4,7 +4,7 @@
 //! that launches (docs/gemm-gap.md). `archlab gemm` times every strategy of [`strategies`]; when
 //! one beats the autotuner's pick, `--matmul NAME` (or `ARCHLAB_MATMUL=NAME`) makes every
 //! matmul of archlab's models (linear layers, the head, MoE experts, the SSD) run it instead,
-//! forward and backward, on CUDA and wgpu. That is issue 7's lever on the GEMM gap should the
+//! forward and backward, on CUDA and wgpu. That is archlab's lever on the GEMM gap should the
 //! gap be the autotuner's choice. Off by default: the model's matmuls then go through burn
 //! (fusion, autotune) untouched. A problem the forced strategy refuses runs burn's matmul, with
 //! one warning per problem on stderr.

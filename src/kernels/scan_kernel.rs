@@ -9,7 +9,7 @@
 //! `n_state` states in registers: the recurrence of every (channel, state) pair is independent,
 //! so no unit waits on another in the forward pass. This is the layout of `mamba_ssm`'s
 //! `selective_scan_fwd_kernel` without its intra-block parallel scan over time (a later
-//! speed-up; see the closing notes of issue 7).
+//! speed-up; see docs/kernels.md, "Not written yet").
 //!
 //! # Memory: recompute instead of storing
 //! Autograd through the recurrence would keep every `h_t` (`[b, t, d, n]`, the tensor that

@@ -10,15 +10,24 @@
 //! attend to their own block and the one before (`windowed`); decoding keeps at most W − 1
 //! cached keys. Tests compare it with global attention under a band mask (tests/hybrid.rs).
 //!
-//! This is the plain-ops reference: it materialises the `[b, h, t, t]` score matrix. A fused
-//! flash-attention kernel will sit beside it and be tested against it.
+//! Three options of Qwen3-Next's gated attention (Qiu et al. 2025, arXiv 2505.06708), each off
+//! by default: an output gate (`model.attn_output_gate`: `q_proj` also emits a per-channel gate,
+//! laid out per head as `[query_h | gate_h]`, and the attention output is multiplied by its
+//! sigmoid before `o_proj`), an RMSNorm over each head of q and k before RoPE
+//! (`model.qk_norm`), and partial RoPE (`model.partial_rotary_factor`: only the first
+//! `factor · head_dim` channels of each head rotate).
+//!
+//! On a whole sequence the scores come from the fused flash-attention kernel where the backend
+//! has one ([`causal_attention`] is its plain-ops twin); decoding with a cache materialises the
+//! `[b, h, t_new, t_all]` scores.
 
 use crate::kernels::{self, Backend};
 use burn::module::Module;
 use burn::tensor::activation::softmax;
 use burn::tensor::{Bool, Tensor, TensorData};
 
-use super::layers::{Linear, float_tensor};
+use super::activation::sigmoid;
+use super::layers::{Linear, float_tensor, param};
 use crate::config::ModelConfig;
 use crate::rng::Rng;
 
@@ -29,6 +38,12 @@ pub struct Attention<B: Backend> {
     pub v_proj: Linear<B>,
     pub o_proj: Linear<B>,
     pub rope: Option<Rope<B>>,
+    /// Gains of the per-head RMSNorms of q and k (`[head_dim]` each); `None` without qk-norm.
+    pub q_norm: Option<burn::module::Param<Tensor<B, 1>>>,
+    pub k_norm: Option<burn::module::Param<Tensor<B, 1>>>,
+    /// `q_proj` also emits a sigmoid output gate per channel.
+    pub output_gate: bool,
+    pub norm_eps: f64,
     pub n_heads: usize,
     pub n_kv_heads: usize,
     pub head_dim: usize,
@@ -67,13 +82,18 @@ impl<B: Backend> Attention<B> {
     pub fn new(cfg: &ModelConfig, window: usize, resid_std: f64, rng: &mut Rng, device: &B::Device) -> Self {
         let (d, hd, kv) = (cfg.d_model, cfg.head_dim(), cfg.kv_heads());
         let std = cfg.init_std;
+        let gate = usize::from(cfg.attn_output_gate);
         Self {
-            q_proj: Linear::new(d, cfg.n_heads * hd, cfg.bias, std, rng, device),
+            q_proj: Linear::new(d, (1 + gate) * cfg.n_heads * hd, cfg.bias, std, rng, device),
             k_proj: Linear::new(d, kv * hd, cfg.bias, std, rng, device),
             v_proj: Linear::new(d, kv * hd, cfg.bias, std, rng, device),
             o_proj: Linear::new(cfg.n_heads * hd, d, cfg.bias, resid_std, rng, device),
             rope: (cfg.positions == crate::config::Positions::Rope)
-                .then(|| Rope::new(hd, cfg.max_seq_len, cfg.rope_theta, device)),
+                .then(|| Rope::new(cfg.rotary_dim(), cfg.max_seq_len, cfg.rope_theta, device)),
+            q_norm: cfg.qk_norm.then(|| param([hd], device, || 1.0)),
+            k_norm: cfg.qk_norm.then(|| param([hd], device, || 1.0)),
+            output_gate: cfg.attn_output_gate,
+            norm_eps: cfg.norm_eps,
             n_heads: cfg.n_heads,
             n_kv_heads: kv,
             head_dim: hd,
@@ -100,8 +120,17 @@ impl<B: Backend> Attention<B> {
         let (h, kv, hd) = (self.n_heads, self.n_kv_heads, self.head_dim);
         let start = cache.seen;
 
-        let q = self.q_proj.forward(x.clone()).reshape([b, t, h, hd]).swap_dims(1, 2); // [b, h, t, hd]
+        let (q, gate) = if self.output_gate {
+            // Per head: [query_h | gate_h] (Qwen3-Next's row layout).
+            let both = self.q_proj.forward(x.clone()).reshape([b, t, h, 2 * hd]);
+            let gate = both.clone().narrow(3, hd, hd).reshape([b, t, h * hd]);
+            (both.narrow(3, 0, hd), Some(gate))
+        } else {
+            (self.q_proj.forward(x.clone()).reshape([b, t, h, hd]), None)
+        };
+        let q = head_norm(q.swap_dims(1, 2), &self.q_norm, self.norm_eps); // [b, h, t, hd]
         let k = self.k_proj.forward(x.clone()).reshape([b, t, kv, hd]).swap_dims(1, 2); // [b, kv, t, hd]
+        let k = head_norm(k, &self.k_norm, self.norm_eps);
         let v = self.v_proj.forward(x).reshape([b, t, kv, hd]).swap_dims(1, 2);
         let (q, k) = match &self.rope {
             Some(rope) => (rope.apply(q, start), rope.apply(k, start)),
@@ -135,7 +164,31 @@ impl<B: Backend> Attention<B> {
             let scores = scores.mask_fill(mask.unsqueeze::<4>().expand([b, h, t, t_all]), f32::NEG_INFINITY);
             softmax(scores, 3).matmul(v)
         };
-        self.o_proj.forward(out.swap_dims(1, 2).reshape([b, t, h * hd])) // [b, t, h·hd] → [b, t, d]
+        let out = out.swap_dims(1, 2).reshape([b, t, h * hd]);
+        let out = match gate {
+            Some(gate) => out * sigmoid(gate),
+            None => out,
+        };
+        self.o_proj.forward(out) // [b, t, h·hd] → [b, t, d]
+    }
+}
+
+/// RMSNorm over each head's channels with gain `weight` (`[hd]`), or `x` as it is without one;
+/// the fused kernel where the backend has one.
+///
+/// # Shapes
+/// - x: `[b, heads, t, hd]` → `[b, heads, t, hd]`
+fn head_norm<B: Backend>(
+    x: Tensor<B, 4>,
+    weight: &Option<burn::module::Param<Tensor<B, 1>>>,
+    eps: f64,
+) -> Tensor<B, 4> {
+    match weight {
+        Some(w) => {
+            let [b, h, t, hd] = x.dims();
+            kernels::rms_norm(x.reshape([b * h, t, hd]), w.val(), eps).reshape([b, h, t, hd])
+        }
+        None => x,
     }
 }
 
@@ -226,7 +279,8 @@ fn repeat_kv<B: burn::tensor::backend::Backend>(x: Tensor<B, 4>, groups: usize) 
     x.unsqueeze_dim::<5>(2).expand([b, kv, groups, t, hd]).reshape([b, kv * groups, t, hd])
 }
 
-/// Rotary position embedding tables (Su et al. 2021, "RoFormer"), `[max_seq_len, head_dim]`.
+/// Rotary position embedding tables (Su et al. 2021, "RoFormer"), `[max_seq_len, rotary_dim]`;
+/// a head's channels past `rotary_dim` pass unrotated (partial RoPE).
 #[derive(Module, Debug)]
 pub struct Rope<B: Backend> {
     cos: Tensor<B, 2>,
@@ -234,15 +288,15 @@ pub struct Rope<B: Backend> {
 }
 
 impl<B: Backend> Rope<B> {
-    pub fn new(head_dim: usize, max_seq_len: usize, theta: f64, device: &B::Device) -> Self {
-        let half = head_dim / 2;
-        let mut cos = Vec::with_capacity(max_seq_len * head_dim);
-        let mut sin = Vec::with_capacity(max_seq_len * head_dim);
+    pub fn new(rotary_dim: usize, max_seq_len: usize, theta: f64, device: &B::Device) -> Self {
+        let half = rotary_dim / 2;
+        let mut cos = Vec::with_capacity(max_seq_len * rotary_dim);
+        let mut sin = Vec::with_capacity(max_seq_len * rotary_dim);
         for pos in 0..max_seq_len {
             // Llama layout: the angle of pair i is repeated in both halves of the head.
             for _ in 0..2 {
                 for i in 0..half {
-                    let inv_freq = theta.powf(-((2 * i) as f64) / head_dim as f64);
+                    let inv_freq = theta.powf(-((2 * i) as f64) / rotary_dim as f64);
                     let angle = pos as f64 * inv_freq;
                     cos.push(angle.cos() as f32);
                     sin.push(angle.sin() as f32);
@@ -250,15 +304,19 @@ impl<B: Backend> Rope<B> {
             }
         }
         Self {
-            cos: float_tensor(TensorData::new(cos, [max_seq_len, head_dim]), device),
-            sin: float_tensor(TensorData::new(sin, [max_seq_len, head_dim]), device),
+            cos: float_tensor(TensorData::new(cos, [max_seq_len, rotary_dim]), device),
+            sin: float_tensor(TensorData::new(sin, [max_seq_len, rotary_dim]), device),
         }
     }
 
     /// Rotates `x` (`[b, heads, t, hd]`) as if its tokens sat at positions `start..start + t`.
     pub fn apply(&self, x: Tensor<B, 4>, start: usize) -> Tensor<B, 4> {
-        let [_, _, t, hd] = x.dims();
-        let max = self.cos.dims()[0];
+        let [_, _, t, head_dim] = x.dims();
+        let [max, hd] = self.cos.dims();
+        if hd < head_dim {
+            let rotated = self.apply(x.clone().narrow(3, 0, hd), start);
+            return Tensor::cat(vec![rotated, x.narrow(3, hd, head_dim - hd)], 3);
+        }
         assert!(start + t <= max, "position {} is past model.max_seq_len {max}", start + t);
         let cos = self.cos.clone().narrow(0, start, t).unsqueeze::<4>(); // [1, 1, t, hd]
         let sin = self.sin.clone().narrow(0, start, t).unsqueeze::<4>();

@@ -20,6 +20,7 @@ use burn::nn::{Dropout, DropoutConfig};
 use burn::tensor::Tensor;
 
 use super::attention::{Attention, KvCache};
+use super::gated_deltanet::{DeltaNetState, GatedDeltaNet};
 use super::hymba::{Hymba, HymbaState};
 use super::layers::{Linear, Norm};
 use super::mamba::{Mamba, MambaState};
@@ -37,6 +38,8 @@ pub enum SeqMixer<B: Backend> {
     Mamba(Mamba<B>),
     Mamba2(Mamba2<B>),
     Hymba(Hymba<B>),
+    /// Gated DeltaNet, or DeltaNet without its decay gate.
+    GatedDeltaNet(GatedDeltaNet<B>),
 }
 
 /// Mixes information across channels, token by token. Contract: `[b, t, d] → [b, t, d]`.
@@ -53,6 +56,7 @@ pub enum LayerState<B: Backend> {
     Mamba(MambaState<B>),
     Mamba2(Mamba2State<B>),
     Hymba(HymbaState<B>),
+    DeltaNet(DeltaNetState<B>),
 }
 
 /// The residual stream between sublayers: `sum`, the embeddings plus every branch output
@@ -113,12 +117,26 @@ pub struct Block<B: Backend> {
 }
 
 impl<B: Backend> SeqMixer<B> {
+    /// Which layer kind of the registry (`config::registry`) this mixer is.
+    pub fn kind(&self) -> MixerKind {
+        match self {
+            SeqMixer::Attention(a) if a.window > 0 => MixerKind::Local,
+            SeqMixer::Attention(_) => MixerKind::Attention,
+            SeqMixer::Mamba(_) => MixerKind::Mamba,
+            SeqMixer::Mamba2(_) => MixerKind::Mamba2,
+            SeqMixer::Hymba(_) => MixerKind::Hymba,
+            SeqMixer::GatedDeltaNet(m) if m.a_log.is_some() => MixerKind::GatedDeltaNet,
+            SeqMixer::GatedDeltaNet(_) => MixerKind::DeltaNet,
+        }
+    }
+
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
         match self {
             SeqMixer::Attention(m) => m.forward(x),
             SeqMixer::Mamba(m) => m.forward(x),
             SeqMixer::Mamba2(m) => m.forward(x),
             SeqMixer::Hymba(m) => m.forward(x),
+            SeqMixer::GatedDeltaNet(m) => m.forward(x),
         }
     }
 
@@ -129,6 +147,7 @@ impl<B: Backend> SeqMixer<B> {
             (SeqMixer::Mamba(m), LayerState::Mamba(state)) => m.forward_step(x, state),
             (SeqMixer::Mamba2(m), LayerState::Mamba2(state)) => m.forward_step(x, state),
             (SeqMixer::Hymba(m), LayerState::Hymba(state)) => m.forward_step(x, state),
+            (SeqMixer::GatedDeltaNet(m), LayerState::DeltaNet(state)) => m.forward_step(x, state),
             _ => panic!("decoding state does not belong to this layer's mixer"),
         }
     }
@@ -139,6 +158,7 @@ impl<B: Backend> SeqMixer<B> {
             SeqMixer::Mamba(_) => LayerState::Mamba(MambaState::empty()),
             SeqMixer::Mamba2(_) => LayerState::Mamba2(Mamba2State::empty()),
             SeqMixer::Hymba(_) => LayerState::Hymba(HymbaState::empty()),
+            SeqMixer::GatedDeltaNet(_) => LayerState::DeltaNet(DeltaNetState::empty()),
         }
     }
 
@@ -149,6 +169,7 @@ impl<B: Backend> SeqMixer<B> {
             SeqMixer::Mamba(m) => m.linears_mut().into_iter().collect(),
             SeqMixer::Mamba2(m) => m.linears_mut().into_iter().collect(),
             SeqMixer::Hymba(m) => m.linears_mut(),
+            SeqMixer::GatedDeltaNet(m) => m.linears_mut().into_iter().collect(),
         }
     }
 }
@@ -194,6 +215,12 @@ impl<B: Backend> Block<B> {
             MixerKind::Mamba => SeqMixer::Mamba(Mamba::new(cfg, resid_scale, &mut rng, device)),
             MixerKind::Mamba2 => SeqMixer::Mamba2(Mamba2::new(cfg, resid_scale, &mut rng, device)),
             MixerKind::Hymba => SeqMixer::Hymba(Hymba::new(cfg, resid_scale, &mut rng, device)),
+            MixerKind::GatedDeltaNet => {
+                SeqMixer::GatedDeltaNet(GatedDeltaNet::new(cfg, true, resid_scale, &mut rng, device))
+            }
+            MixerKind::DeltaNet => {
+                SeqMixer::GatedDeltaNet(GatedDeltaNet::new(cfg, false, resid_scale, &mut rng, device))
+            }
         };
         let mut ffn_rng = Rng::fork(seed, &format!("init/layer{layer}/{}", kind.ffn.name()));
         let ffn_mixer = match kind.ffn {

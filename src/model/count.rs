@@ -128,9 +128,10 @@ impl ModelConfig {
             MixerKind::Attention | MixerKind::Local => {
                 let bias = usize::from(self.bias);
                 let (q, kv) = (self.n_heads * self.head_dim(), self.kv_heads() * self.head_dim());
+                let q_out = q * (1 + usize::from(self.attn_output_gate)); // queries and gates
                 LayerParams {
-                    matmul: d * q + 2 * d * kv + q * d,
-                    other: bias * (q + 2 * kv + d),
+                    matmul: d * q_out + 2 * d * kv + q * d,
+                    other: bias * (q_out + 2 * kv + d) + usize::from(self.qk_norm) * 2 * self.head_dim(),
                     ..Default::default()
                 }
             }
@@ -164,6 +165,21 @@ impl ModelConfig {
                         + usize::from(c.conv_bias) * conv
                         + 3 * heads
                         + di,
+                    ..Default::default()
+                }
+            }
+            MixerKind::GatedDeltaNet | MixerKind::DeltaNet => {
+                let c = &self.gdn;
+                let gated = mixer == MixerKind::GatedDeltaNet;
+                let (conv, hv) = (c.conv_channels(d), c.value_heads(d));
+                LayerParams {
+                    // in_proj, out_proj
+                    matmul: d * c.projections(d, gated) + c.value_dim(d) * d,
+                    // conv taps and bias, A_log and dt_bias (gated), the output norm's gain
+                    other: conv * c.d_conv
+                        + usize::from(c.conv_bias) * conv
+                        + usize::from(gated) * 2 * hv
+                        + c.value_head_dim(),
                     ..Default::default()
                 }
             }
@@ -222,7 +238,10 @@ impl ModelConfig {
     /// - Mamba-2 (chunked SSD, chunk Q): the within-chunk matmuls `Q·(2·g·n + 2·di)` (C Bᵀ
     ///   and its product with x, causal halves), the chunk states and their readout `4·di·n`,
     ///   and the convolution;
-    /// - Hymba: its attention (global or windowed) plus its Mamba.
+    /// - Hymba: its attention (global or windowed) plus its Mamba;
+    /// - (Gated) DeltaNet (chunked WY form, chunk C): per value head `4·C·dk` (β k kᵀ, q kᵀ),
+    ///   the triangular inverse, `U`, `W` and `P·V'` (`O(C·(dk + dv) + C²·log C)`), and
+    ///   `6·dk·dv` for the state's three products, plus the convolution.
     pub fn train_flops_per_token(&self, seq_len: usize) -> f64 {
         self.layer_counts(seq_len).iter().map(|l| l.train_flops).sum::<f64>()
             + 6.0 * (self.d_model * self.vocab_size) as f64
@@ -252,6 +271,23 @@ impl ModelConfig {
                     + 4.0 * di * n
                     + 2.0 * c.conv_channels(self.d_model) as f64 * c.d_conv as f64
             }
+            MixerKind::GatedDeltaNet | MixerKind::DeltaNet => {
+                let c = &self.gdn;
+                let (hv, dk, dv) =
+                    (c.value_heads(self.d_model) as f64, c.head_dim as f64, c.value_head_dim() as f64);
+                let q = c.chunk_size.min(seq_len.max(1)) as f64;
+                let squarings = (q.log2().ceil() - 1.0).max(0.0);
+                // Per value head and token, as `delta_rule::chunked` computes them: β k kᵀ and
+                // q kᵀ (2·C·dk each), the doubling inverse (2 C×C products per squaring),
+                // U and W (2·C·(dv + dk)), P·V' (2·C·dv), and W·S, q·S and the state update
+                // (2·dk·dv each); plus the convolution.
+                hv * (4.0 * q * dk
+                    + 4.0 * squarings * q * q
+                    + 2.0 * q * (dv + dk)
+                    + 2.0 * q * dv
+                    + 6.0 * dk * dv)
+                    + 2.0 * c.conv_channels(self.d_model) as f64 * c.d_conv as f64
+            }
             MixerKind::Hymba => {
                 let attn = if self.hymba.window > 0 {
                     local(self.hymba.window)
@@ -278,6 +314,15 @@ impl ModelConfig {
                 let c = &self.mamba2;
                 let (di, conv) = (c.inner(self.d_model), c.conv_channels(self.d_model));
                 (0, 4 * (di * c.d_state + conv * (c.d_conv - 1)))
+            }
+            MixerKind::GatedDeltaNet | MixerKind::DeltaNet => {
+                let c = &self.gdn;
+                let d = self.d_model;
+                (
+                    0,
+                    4 * (c.value_heads(d) * c.head_dim * c.value_head_dim()
+                        + c.conv_channels(d) * (c.d_conv - 1)),
+                )
             }
             MixerKind::Hymba => {
                 let (_, ssm) = self.state_bytes(MixerKind::Mamba);

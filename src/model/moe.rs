@@ -26,7 +26,7 @@
 //!
 //! The routing decision (top-k, capacity) is discrete, so no gradient is lost by making it
 //! outside autodiff. The balancing and z-losses are returned to the caller in
-//! [`MoeAux::aux_loss`], never kept as hidden state (DESIGN.md), together with the counts
+//! [`MoeAux::aux_loss`], never kept as hidden state (docs/ARCHITECTURE.md), together with the counts
 //! behind them ([`Routing`]).
 
 use burn::module::Module;

@@ -14,9 +14,9 @@
 //! y_t[d] = Σ_n C_t[n] · h_t[d, n]
 //! ```
 //!
-//! The `D·x` skip and the `z` gate are applied by the mixer (`mamba.rs`), not here. A fused
-//! kernel (GPU issue) will implement [`ScanInputs`] → `(y, h_last)` with the same contract and be
-//! tested against [`reference`].
+//! The `D·x` skip and the `z` gate are applied by the mixer (`mamba.rs`), not here. On a
+//! CubeCL backend the fused kernel (`kernels/scan_kernel.rs`) implements [`ScanInputs`] →
+//! `(y, h_last)` with the same contract and is tested against [`reference`].
 
 use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;

@@ -187,7 +187,7 @@ pub fn pass_states<B: Backend>(states: Tensor<B, 5>, decay: Tensor<B, 3>, h0: Te
 /// `out[.., i, j] = Σ_{j<k≤i} x[.., k]` for `j ≤ i`, −∞ above the diagonal: the log of the
 /// causal decay between steps `j` and `i`. Summed with a masked cumsum rather than as a
 /// difference of cumsums, so it stays exact however long the chunk (the paper's `segsum`).
-fn segsum<B: Backend>(x: Tensor<B, 4>) -> Tensor<B, 5> {
+pub(crate) fn segsum<B: Backend>(x: Tensor<B, 4>) -> Tensor<B, 5> {
     let [b, nc, h, l] = x.dims();
     let device = x.device();
     let full = [b, nc, h, l, l];

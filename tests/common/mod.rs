@@ -86,6 +86,12 @@ pub fn variants() -> Vec<(&'static str, ModelConfig)> {
     v.extend(ssm_variants(&base));
     v.extend(moe_variants(&base));
     v.extend(hybrid_variants(&base));
+    let mut gated = base.clone();
+    gated.n_kv_heads = 2;
+    gated.attn_output_gate = true;
+    gated.qk_norm = true;
+    gated.partial_rotary_factor = 0.5;
+    v.push(("gated attention (output gate, qk-norm, half RoPE, GQA)", gated));
     v
 }
 
@@ -99,7 +105,18 @@ pub fn with_pattern(mut base: ModelConfig, pattern: &str) -> ModelConfig {
     base.mamba2.d_state = 8;
     base.mamba2.head_dim = 16;
     base.mamba2.chunk_size = 4;
+    small_gdn(&mut base);
     base
+}
+
+/// (Gated) DeltaNet layers sized for tests: 2 key heads of 4, 4 value heads of 8 (grouped as
+/// Qwen3-Next's), chunks of 4.
+pub fn small_gdn(m: &mut ModelConfig) {
+    m.gdn.head_dim = 4;
+    m.gdn.n_heads = 2;
+    m.gdn.n_v_heads = 4;
+    m.gdn.v_head_dim = 8;
+    m.gdn.chunk_size = 4;
 }
 
 /// Sliding-window attention, Hymba (global attention branch, meta tokens), and a mixed
@@ -116,10 +133,12 @@ pub fn hybrid_variants(base: &ModelConfig) -> Vec<(&'static str, ModelConfig)> {
     hymba.hymba.scale_init = 0.7;
     let mut mixed = with_pattern(moe_variants(base).remove(0).1, "LMeSnHA");
     mixed.hymba.window = 4;
+    let linear_hybrid = with_pattern(base.clone(), "GGGADn");
     vec![
         ("local attention (window 5)", local),
         ("hymba (global attention branch, 3 meta tokens)", hymba),
         ("pattern LMeSnHA (window 4, MoE, no-FFN, windowed Hymba)", mixed),
+        ("pattern GGGADn (3:1 Gated DeltaNet : attention, a DeltaNet layer)", linear_hybrid),
     ]
 }
 
@@ -167,10 +186,20 @@ pub fn ssm_variants(base: &ModelConfig) -> Vec<(&'static str, ModelConfig)> {
     mamba2.mamba2.head_dim = 16;
     mamba2.mamba2.n_groups = 2;
     mamba2.mamba2.chunk_size = 4;
+    let mut gdn = base.clone();
+    gdn.mixer = MixerKind::GatedDeltaNet;
+    small_gdn(&mut gdn);
+    let mut deltanet = gdn.clone();
+    deltanet.mixer = MixerKind::DeltaNet;
+    deltanet.ffn = FfnKind::None;
+    deltanet.gdn.allow_neg_eigval = true;
+    deltanet.gdn.conv_bias = true;
     vec![
         ("mamba (pure, d_state 4)", mamba),
         ("mamba + swiglu MLP, projection biases", with_mlp),
         ("mamba2 (4 heads, 2 groups, d_state 8)", mamba2),
+        ("gated deltanet (2 key heads, 4 value heads, chunk 4) + swiglu MLP", gdn),
+        ("deltanet (β in (0, 2), conv bias, no FFN)", deltanet),
     ]
 }
 

@@ -1,18 +1,19 @@
 #!/usr/bin/env bash
-# The GPU speed measurements of issue 7, one stage per device call (each fits the device
-# tool's 600 s limit), on the GPU machine from the repository root, with .device/ built by
-# tools/gpu_build.sh. Every stage writes its logs and JSON under $OUT and prints a short table
-# last; commit them under bench/results/ with the stage's command and the device.
+# archlab's GPU speed measurements, one stage per call (each stage is sized to finish within
+# 10 minutes), on the GPU machine from the repository root, with .device/ built by
+# tools/gpu_build.sh on a build machine and copied over. Every stage writes its logs and JSON
+# under $OUT and prints a short table last; commit them under bench/results/ with the stage's
+# command and the device.
 #
-#   run(command="bash tools/gpu_issue7.sh kernels", carry=[".device"])
-#   run(command="bash tools/gpu_issue7.sh vs-torch dense moe", carry=[".device"])
-#   run(command="bash tools/gpu_issue7.sh vs-torch mamba mamba2", carry=[".device"])
-#   run(command="bash tools/gpu_issue7.sh vs-torch sandwich jamba", carry=[".device"])
-#   run(command="bash tools/gpu_issue7.sh memory", carry=[".device"])
-#   run(command="bash tools/gpu_issue7.sh mfu", carry=[".device"])
-#   run(command="bash tools/gpu_issue7.sh gemm", carry=[".device"])
-#   run(command="bash tools/gpu_issue7.sh warmup", carry=[".device"])
-#   run(command="bash tools/gpu_issue7.sh matmul STRATEGY...", carry=[".device"])
+#   bash tools/gpu_measure.sh kernels
+#   bash tools/gpu_measure.sh vs-torch dense moe
+#   bash tools/gpu_measure.sh vs-torch mamba mamba2
+#   bash tools/gpu_measure.sh vs-torch sandwich jamba
+#   bash tools/gpu_measure.sh memory
+#   bash tools/gpu_measure.sh mfu
+#   bash tools/gpu_measure.sh gemm
+#   bash tools/gpu_measure.sh warmup
+#   bash tools/gpu_measure.sh matmul STRATEGY...
 #
 # Stages:
 #   kernels      the CUDA kernel tests (tests/kernels.rs), every kernel against its twin
@@ -35,7 +36,7 @@
 # DEVICE=cpu SIZE=tiny (and PYTHON=a python with torch) run the same commands on a CPU, small,
 # to check the script.
 set -uo pipefail
-stage=${1:?"usage: tools/gpu_issue7.sh kernels | vs-torch ARCH... | memory | mfu | gemm [SHAPES] | warmup | matmul STRATEGY..."}
+stage=${1:?"usage: tools/gpu_measure.sh kernels | vs-torch ARCH... | memory | mfu | gemm [SHAPES] | warmup | matmul STRATEGY..."}
 shift
 export LD_LIBRARY_PATH=/usr/local/cuda-13.0/targets/x86_64-linux/lib:${LD_LIBRARY_PATH:-}
 OUT=${OUT:-/tmp/archlab-gpu}
