@@ -363,6 +363,24 @@ fn import_cmd(a: ImportArgs) -> Result<()> {
         human(counts.total as f64),
         a.out.display()
     );
+    let m = &cfg.model;
+    let uses_mamba2 = m.layers()?.iter().any(|l| l.mixer == crate::config::MixerKind::Mamba2);
+    if uses_mamba2 && m.mamba2.n_groups > 1 {
+        let per_group = m.mamba2.norm_per_group;
+        println!(
+            "note:     Mamba-2's gated norm runs {} (model.mamba2.norm_per_group = {per_group}); {}",
+            if per_group {
+                "per group of channels, as mamba_ssm and transformers 5.18+"
+            } else {
+                "over the whole inner width, as transformers 5.17 and before"
+            },
+            if per_group {
+                "to match transformers 5.17 or older, import with --set model.mamba2.norm_per_group=false"
+            } else {
+                "drop --set model.mamba2.norm_per_group=false to match mamba_ssm"
+            }
+        );
+    }
     println!("sample:   archlab generate --run {}", a.out.display());
     Ok(())
 }

@@ -643,3 +643,34 @@ fn grouped_key_heads_map_to_consecutive_value_heads() {
         }
     }
 }
+
+/// Mamba-2's gated norm with two groups: per group by default (mamba_ssm, current
+/// `transformers`) and over the whole inner width with `norm_per_group = false` (older
+/// `transformers`). Each equals the plain-ops norm with its group size, and the two differ.
+#[test]
+fn mamba2_gated_norm_per_group_or_over_the_whole_width() {
+    let device = Default::default();
+    let mut cfg = ssm_config(MixerKind::Mamba2);
+    assert_eq!(cfg.mamba2.n_groups, 2);
+    let di = cfg.mamba2.inner(cfg.d_model);
+    let mut rng = Rng::new(31);
+    let (y, z) = (random::<Cpu, 3>([2, 5, di], 1.0, &mut rng), random::<Cpu, 3>([2, 5, di], 1.0, &mut rng));
+    let mut outputs = Vec::new();
+    for (per_group, group) in [(true, di / 2), (false, di)] {
+        cfg.mamba2.norm_per_group = per_group;
+        let m = Mamba2::<Cpu>::new(&cfg, 1.0, &mut Rng::new(11), &device);
+        assert_eq!(m.norm.group_size, group);
+        let out = values(m.norm.forward(y.clone(), z.clone()));
+        let plain = archlab::model::mamba2::gated_rms_norm(
+            y.clone(),
+            z.clone(),
+            m.norm.weight.val(),
+            group,
+            cfg.norm_eps,
+        );
+        assert_close(&values(plain), &out, 1e-6, &format!("per_group={per_group}"));
+        outputs.push(out);
+    }
+    let worst = outputs[0].iter().zip(&outputs[1]).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
+    assert!(worst > 1e-3, "per-group and whole-width norms agree ({worst:e}): the key changes nothing");
+}

@@ -342,6 +342,11 @@ pub struct Mamba2Config {
     pub a_init_max: f64,
     pub conv_bias: bool,
     pub bias: bool,
+    /// The gated RMSNorm normalises each of the `n_groups` groups of channels on its own, as
+    /// `mamba_ssm` and current `transformers` do; `false` normalises over the whole inner
+    /// width, as `transformers` releases up to 5.17 did (their logits differ when
+    /// `n_groups > 1`).
+    pub norm_per_group: bool,
 }
 
 impl Default for Mamba2Config {
@@ -360,6 +365,7 @@ impl Default for Mamba2Config {
             a_init_max: 16.0,
             conv_bias: true,
             bias: false,
+            norm_per_group: true,
         }
     }
 }

@@ -130,7 +130,7 @@ impl<B: Backend> Mamba2<B> {
             d_skip: param([heads], device, || 1.0),
             norm: GatedRmsNorm {
                 weight: param([di], device, || 1.0),
-                group_size: di / c.n_groups,
+                group_size: if c.norm_per_group { di / c.n_groups } else { di },
                 eps: cfg.norm_eps,
             },
             out_proj: torch_default_linear(di, d, c.bias, out_scale, rng, device),
