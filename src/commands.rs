@@ -17,7 +17,6 @@ use crate::data::{batcher, stories};
 use crate::device;
 use crate::eval::generate::{SamplingConfig, generate};
 use crate::eval::{ValMetrics, evaluate};
-use crate::model::LanguageModel;
 use crate::train::{self, TrainOptions, human, human_bytes};
 use crate::with_backend;
 
@@ -140,7 +139,7 @@ fn train_cmd(a: TrainArgs) -> Result<()> {
         progress: !a.quiet,
         device_name: resolved.name().into(),
         on_gpu: resolved != device::Resolved::Cpu,
-        device_memory: device_memory_probe(resolved),
+        device_memory: device::memory_probe(resolved),
     };
     let outcome = with_backend!(resolved, |B, dev| train::train::<B>(&cfg, &dev, &opts))?;
     match outcome.summary {
@@ -197,16 +196,6 @@ fn train_cmd(a: TrainArgs) -> Result<()> {
     Ok(())
 }
 
-pub(crate) fn device_memory_probe(resolved: device::Resolved) -> Option<fn() -> Option<u64>> {
-    match resolved {
-        device::Resolved::Cpu => None,
-        #[cfg(feature = "cuda")]
-        device::Resolved::Cuda => Some(|| device::device_memory_bytes(device::Resolved::Cuda)),
-        #[cfg(feature = "wgpu")]
-        device::Resolved::Wgpu => Some(|| device::device_memory_bytes(device::Resolved::Wgpu)),
-    }
-}
-
 /// A trained run, ready for inference.
 struct LoadedRun {
     cfg: RunConfig,
@@ -235,22 +224,6 @@ fn load_run(dir: &Path) -> Result<LoadedRun> {
     Ok(LoadedRun { cfg, tokenizer, on_gpu: false })
 }
 
-pub(crate) fn load_model<B: Backend>(
-    dir: &Path,
-    which: &str,
-    cfg: &RunConfig,
-    device: &B::Device,
-    on_gpu: bool,
-) -> Result<LanguageModel<B>> {
-    let path = dir.join(format!("{which}.ckpt"));
-    if !path.exists() {
-        bail!("{} has no {which}.ckpt; has the run started?", dir.display());
-    }
-    let bf16 = train::use_bf16::<B>(cfg.train.precision, device, on_gpu)?;
-    let model = LanguageModel::<B>::new(&cfg.model, cfg.train.seed, bf16, device);
-    crate::train::checkpoint::load_weights(&path, model, device)
-}
-
 fn eval_cmd(a: EvalArgs) -> Result<()> {
     let mut run = load_run(&a.run)?;
     let data = prepare::ensure_prepared(&run.cfg.data)?;
@@ -271,7 +244,7 @@ fn eval_on<B: Backend>(
     data: &Dataset,
     device: &B::Device,
 ) -> Result<ValMetrics> {
-    let model = load_model::<B>(&a.run, &a.checkpoint, &run.cfg, device, run.on_gpu)?;
+    let model = train::checkpoint::load_model::<B>(&a.run, &a.checkpoint, &run.cfg, device, run.on_gpu)?;
     let t = &run.cfg.train;
     let batches: Vec<Batch> =
         batcher::validation_batches(&data.val, run.cfg.eval.batches, t.batch_size, t.seq_len)?
@@ -295,7 +268,7 @@ fn generate_cmd(a: GenerateArgs) -> Result<()> {
 }
 
 fn generate_on<B: Backend>(a: &GenerateArgs, run: &LoadedRun, device: &B::Device) -> Result<()> {
-    let model = load_model::<B>(&a.run, &a.checkpoint, &run.cfg, device, run.on_gpu)?;
+    let model = train::checkpoint::load_model::<B>(&a.run, &a.checkpoint, &run.cfg, device, run.on_gpu)?;
     let cfg = SamplingConfig {
         max_new_tokens: a.max_tokens,
         temperature: a.temperature,

@@ -211,6 +211,18 @@ pub fn enable_kernel_cache() -> Option<PathBuf> {
     dir
 }
 
+/// A sampler of [`device_memory_bytes`] for `resolved`, for training loops that record a peak
+/// (`None` on the CPU).
+pub fn memory_probe(resolved: Resolved) -> Option<fn() -> Option<u64>> {
+    match resolved {
+        Resolved::Cpu => None,
+        #[cfg(feature = "cuda")]
+        Resolved::Cuda => Some(|| device_memory_bytes(Resolved::Cuda)),
+        #[cfg(feature = "wgpu")]
+        Resolved::Wgpu => Some(|| device_memory_bytes(Resolved::Wgpu)),
+    }
+}
+
 /// Bytes of device memory held by the GPU allocator right now (`None` on the CPU, where the
 /// process's peak RSS is reported instead). Sampled during training to report a peak.
 pub fn device_memory_bytes(resolved: Resolved) -> Option<u64> {

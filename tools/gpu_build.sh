@@ -15,13 +15,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export CUDARC_CUDA_VERSION=13000
 cargo build --release --features cuda
-# The test binaries the GPU machine runs: `cuda` (tools/gpu_check.sh) and `kernels`
-# (tools/gpu_measure.sh kernels), release builds too.
-test_bins=$(cargo test --release --features cuda --test cuda --test kernels --no-run --message-format=json 2>/dev/null |
+# The test binary the GPU machine runs (`tests/all`: its `cuda::` module for tools/gpu_check.sh,
+# its kernel tests for tools/gpu_measure.sh kernels), a release build too.
+test_bins=$(cargo test --release --features cuda --test all --no-run --message-format=json 2>/dev/null |
   python3 -c 'import json,sys
 for l in sys.stdin:
     m = json.loads(l)
-    if m.get("reason") == "compiler-artifact" and m["target"]["name"] in ("cuda", "kernels") and m.get("executable"):
+    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "all" and m.get("executable"):
         print(m["target"]["name"], m["executable"])')
 rm -rf .device
 mkdir -p .device

@@ -10,7 +10,7 @@ bash tools/gpu_unpack.sh
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$OUT/device.txt"
 
 # The cuda test binary looks for ../shared/data relative to the source tree; none is needed here.
-.device/cuda-tests --nocapture --test-threads 1 2>&1 | tee "$OUT/cuda-tests.log"
+.device/all-tests cuda:: --nocapture --test-threads 1 2>&1 | tee "$OUT/cuda-tests.log"
 
 steps=${STEPS:-300}
 .device/archlab train --preset 27m --device cuda --quiet --run-dir "$OUT/run-27m" \

@@ -16,7 +16,7 @@
 #   bash tools/gpu_measure.sh matmul STRATEGY...
 #
 # Stages:
-#   kernels      the CUDA kernel tests (tests/kernels.rs), every kernel against its twin
+#   kernels      the CUDA kernel tests (tests/all/kernels.rs), every kernel against its twin
 #   vs-torch A…  archlab against transformers (eager and torch.compile) at the seeds' size:
 #                d=384, 8 layers, T=512, batch 32, vocab 8192 (tools/bench_vs_torch.py)
 #   memory       Mamba, Mamba-2, AMMMMMMA and dense at batch 1 from T=512 to 16384: peak
@@ -53,7 +53,7 @@ case "$stage" in
   kernels)
     # Only the CUDA tests: the wgpu ones would also run on the GPU's Vulkan driver, which CI
     # covers on lavapipe already.
-    .device/kernels-tests cuda --test-threads 1 2>&1 | tee "$OUT/kernel-tests.log"
+    .device/all-tests _on_cuda --test-threads 1 2>&1 | tee "$OUT/kernel-tests.log"
     echo
     grep -E "^test |^test result" "$OUT/kernel-tests.log"
     ;;

@@ -234,7 +234,7 @@ fn train_run(
             progress: !quiet,
             device_name: resolved.name().into(),
             on_gpu: resolved != Resolved::Cpu,
-            device_memory: crate::commands::device_memory_probe(resolved),
+            device_memory: crate::device::memory_probe(resolved),
         };
         crate::train::metrics::reset_peak_rss();
         let outcome = with_backend!(resolved, |B, dev| train::train::<B>(&cfg, &dev, &opts))?;
@@ -273,7 +273,7 @@ fn sample_text(run_dir: &Path, resolved: Resolved) -> Result<Option<String>> {
     let on_gpu = resolved != Resolved::Cpu;
     let text = with_backend!(resolved, |B, dev| {
         type I = <B as burn::tensor::backend::AutodiffBackend>::InnerBackend;
-        let model = crate::commands::load_model::<I>(run_dir, "best", &cfg, &dev, on_gpu)?;
+        let model = crate::train::checkpoint::load_model::<I>(run_dir, "best", &cfg, &dev, on_gpu)?;
         let mut out = String::from(SAMPLE_PROMPT);
         crate::eval::generate::generate(
             &model,

@@ -4,7 +4,7 @@
 //! recomputed tile by tile from Q and K, and the forward keeps only each row's log-sum-exp.
 //!
 //! The plain-ops twin is `model::attention`'s masked softmax (`kernels::plain_attention`);
-//! `tests/kernels.rs` checks these kernels against it, values and gradients.
+//! `tests/all/kernels.rs` checks these kernels against it, values and gradients.
 //!
 //! # Work split
 //! - forward and dQ: one unit per query row; a cube of `CUBE_DIM_X` consecutive rows of one

@@ -3,7 +3,7 @@
 //! with a history uses the plain ops).
 //!
 //! The plain-ops twin is [`crate::model::conv::causal_conv`]: `k` shifted multiply-adds over a
-//! zero-padded copy of the input, about `3k + 2` launches each way. `tests/kernels.rs` checks
+//! zero-padded copy of the input, about `3k + 2` launches each way. `tests/all/kernels.rs` checks
 //! these kernels against it, values and gradients.
 //!
 //! Why a kernel of its own and not fused into the selective scan, which would save a pass over

@@ -6,7 +6,7 @@
 //! that is 2 GiB, the largest tensor of a small model's training step. Here the forward keeps
 //! one float per row (the log-sum-exp), and the backward writes `softmax − one-hot` straight
 //! into the gradient, in the logits' dtype. (The same idea as Liger-Kernel's fused linear
-//! cross-entropy, without fusing the head matmul; `tests/kernels.rs` checks both kernels
+//! cross-entropy, without fusing the head matmul; `tests/all/kernels.rs` checks both kernels
 //! against the twin.)
 //!
 //! # Work split

@@ -23,7 +23,7 @@
 //! Matmuls are burn's (fused and autotuned) unless `--matmul` forces one CubeCL strategy
 //! (`matmul_strategy.rs`); [`matmul`] is where the model's matmuls take that turn.
 //!
-//! `tests/kernels.rs` checks every kernel against its twin on random inputs of awkward sizes,
+//! `tests/all/kernels.rs` checks every kernel against its twin on random inputs of awkward sizes,
 //! values and gradients, on every CubeCL device it finds: CUDA when a GPU is present, and
 //! wgpu on any Vulkan driver (on CI, Mesa's software driver lavapipe).
 

@@ -7,7 +7,7 @@
 //! these kernels the routing stays on the device and the experts' token buffers are filled
 //! by a scatter ([`crate::model::moe`]'s batched dispatch), as in GShard and MegaBlocks'
 //! permutation step. The host-side twin is [`crate::model::moe::HostRoute`];
-//! `tests/kernels.rs` checks the kernels against it, ties included.
+//! `tests/all/kernels.rs` checks the kernels against it, ties included.
 //!
 //! # Work split
 //! - Top-k: one unit per token. The j-th choice is the best expert strictly after the

@@ -3,7 +3,7 @@
 //! a reciprocal and two products forward, and about twice that backward, each a launch that
 //! reads and writes the whole activation.
 //!
-//! The plain-ops twin is [`crate::model::layers::rms_norm`]; `tests/kernels.rs` checks these
+//! The plain-ops twin is [`crate::model::layers::rms_norm`]; `tests/all/kernels.rs` checks these
 //! kernels against it, values and gradients.
 //!
 //! # Work split

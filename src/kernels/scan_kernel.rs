@@ -1,7 +1,7 @@
 //! Mamba-1's selective scan as two CubeCL kernels (forward, backward), written once for every
 //! CubeCL runtime (CUDA, wgpu/Vulkan/Metal).
 //!
-//! The plain-ops twin is [`crate::model::selective_scan::reference`]; `tests/kernels.rs`
+//! The plain-ops twin is [`crate::model::selective_scan::reference`]; `tests/all/kernels.rs`
 //! checks these kernels against it, values and gradients, on random inputs of awkward sizes.
 //!
 //! # Work split

@@ -7,7 +7,7 @@
 //!
 //! The plain-ops twin ([`crate::model::ssd::pass_states`]) is a loop of two launches per chunk
 //! (`t / L` chunks: 256 at T = 16 384, and as many again backward); here it is one launch each
-//! way. `tests/kernels.rs` checks both kernels against the twin, values and gradients.
+//! way. `tests/all/kernels.rs` checks both kernels against the twin, values and gradients.
 //!
 //! # Work split
 //! One unit per (batch row, head, state element `(p, n)`): the recurrence of every element is

@@ -8,7 +8,7 @@
 //! With `window = W > 0` it is sliding-window (local) attention: query `p` sees keys
 //! `p − W < j ≤ p`. Training runs it blocked, O(T·W) instead of O(T²): queries in blocks of W
 //! attend to their own block and the one before (`windowed`); decoding keeps at most W − 1
-//! cached keys. Tests compare it with global attention under a band mask (tests/hybrid.rs).
+//! cached keys. Tests compare it with global attention under a band mask (tests/all/hybrid.rs).
 //!
 //! Three options of Qwen3-Next's gated attention (Qiu et al. 2025, arXiv 2505.06708), each off
 //! by default: an output gate (`model.attn_output_gate`: `q_proj` also emits a per-channel gate,

@@ -10,7 +10,7 @@
 //! y      = Σ_{kept (token, expert)} w · expert(x)   (+ shared expert)
 //! ```
 //!
-//! Three ways to compute `y`, which must agree (tests/moe.rs, values and gradients):
+//! Three ways to compute `y`, which must agree (tests/all/moe.rs, values and gradients):
 //! - [`Dispatch::Batched`], used on the GPU backends: the routing runs on the device
 //!   ([`crate::kernels::moe_route`]); each assignment is scattered into a buffer of `rows`
 //!   slots per expert (`[E, rows, d]`, GShard's dispatch tensor without its one-hot

@@ -125,6 +125,24 @@ pub fn load<B: AutodiffBackend>(
     Ok((state, model))
 }
 
+/// The model of the run in `dir` from its `which` checkpoint (`best` or `last`), built for
+/// `cfg` on `device` (bf16 matmuls where the run's precision asks for them on a GPU).
+pub fn load_model<B: crate::kernels::Backend>(
+    dir: &Path,
+    which: &str,
+    cfg: &crate::config::RunConfig,
+    device: &B::Device,
+    on_gpu: bool,
+) -> Result<LanguageModel<B>> {
+    let path = dir.join(format!("{which}.ckpt"));
+    if !path.exists() {
+        bail!("{} has no {which}.ckpt; has the run started?", dir.display());
+    }
+    let bf16 = super::use_bf16::<B>(cfg.train.precision, device, on_gpu)?;
+    let model = LanguageModel::<B>::new(&cfg.model, cfg.train.seed, bf16, device);
+    load_weights(&path, model, device)
+}
+
 /// Loads only the model weights, for evaluation and generation (inference backend).
 pub fn load_weights<B: crate::kernels::Backend>(
     path: &Path,

@@ -4,8 +4,7 @@
 //! and NdArray<f32> and NdArray<f64> share one device, so f64 checks must not run in a
 //! process whose other tests create f32 tensors.
 
-mod common;
-
+use crate::common::*;
 use archlab::kernels::Backend;
 use archlab::model::LanguageModel;
 use archlab::model::attention::Attention;
@@ -13,7 +12,6 @@ use archlab::model::lm::ids_tensor;
 use archlab::rng::Rng;
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
 use burn::tensor::{Tensor, TensorData};
-use common::*;
 
 // -- gradient check ------------------------------------------------------------------------
 

@@ -3,8 +3,7 @@
 //! random inputs, lengths that are and are not multiples of the chunk), and the mixers built on
 //! them are causal, mix across time, and decode token by token exactly as they run in one pass.
 
-mod common;
-
+use crate::common::*;
 use archlab::config::{MixerKind, ModelConfig, RunConfig};
 use archlab::kernels::{AutodiffBackend, Backend};
 use archlab::model::delta_rule::{self, DeltaInputs};
@@ -15,7 +14,6 @@ use archlab::model::selective_scan::{self, ScanInputs};
 use archlab::model::ssd::{self, SsdInputs};
 use archlab::rng::Rng;
 use burn::tensor::{Tensor, TensorData};
-use common::*;
 
 fn random<B: Backend, const D: usize>(shape: [usize; D], scale: f64, rng: &mut Rng) -> Tensor<B, D> {
     let n = shape.iter().product::<usize>();

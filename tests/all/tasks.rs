@@ -1,11 +1,9 @@
 //! Synthetic tasks through the training loop: a model learns MQAR, the loss counts answers
 //! only, and held-out accuracy is measured at longer lengths than trained on.
 
-mod common;
-
+use crate::common::{CpuAd, train_options};
 use archlab::config::RunConfig;
 use archlab::train::train;
-use common::{CpuAd, train_options};
 
 fn task_config(source: &str, extra: &[&str]) -> RunConfig {
     let mut sets: Vec<String> = [

@@ -2,14 +2,12 @@
 //! classified, an out-of-memory point reported without ending the bench, warm-up apart from
 //! the steady state, MFU only against a known peak, and training batches from a token file.
 
-mod common;
-
 use std::path::Path;
 use std::process::{Command, ExitStatus, Output};
 
+use crate::common::temp_dir;
 use archlab::bench::{MEMORY_LIMIT_ENV, classify};
 use archlab::compare::results::{BenchResults, BenchStatus};
-use common::temp_dir;
 
 fn bench(args: &[&str], out: &Path, env: &[(&str, &str)]) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_archlab"));

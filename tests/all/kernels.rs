@@ -8,8 +8,7 @@
 //! recurrence in f64 on the CPU. A test with no device to run on says so and passes.
 #![cfg(feature = "cube-kernels")]
 
-mod common;
-
+use crate::common::*;
 use archlab::config::{FfnKind, MoeConfig, RunConfig};
 use archlab::kernels::{self, AutodiffBackend, Backend};
 use archlab::model::lm::token_nll;
@@ -18,7 +17,6 @@ use archlab::model::selective_scan::{self, ScanInputs};
 use archlab::model::{conv, layers, ssd};
 use archlab::rng::Rng;
 use burn::tensor::{Int, Tensor, TensorData};
-use common::*;
 
 /// Host copies of one random selective-scan problem, so that every backend gets the same
 /// numbers. Δ = softplus(N(0,1)) and A = −exp(N(0, 0.5)), as the mixer produces them.

@@ -1,8 +1,7 @@
 //! Hybrids: every seed pattern builds, trains, and has the parameter count `describe` reports;
 //! sliding-window attention is the band it claims to be; Hymba's branch scales learn.
 
-mod common;
-
+use crate::common::*;
 use archlab::config::pattern::SEED_PATTERNS;
 use archlab::config::{MixerKind, RunConfig};
 use archlab::model::LanguageModel;
@@ -13,7 +12,6 @@ use archlab::rng::Rng;
 use archlab::train::train;
 use burn::module::Module;
 use burn::tensor::{Tensor, TensorData};
-use common::*;
 
 /// Each seed pattern resolves through `--set model.pattern=…` (which sets the depth), builds
 /// with exactly the per-layer and total parameter counts `describe` prints, and trains a few

@@ -1,11 +1,9 @@
 //! Real text and a real tokenizer from ../shared/data (skipped, saying so, when absent).
 
-mod common;
-
+use crate::common::*;
 use archlab::config::RunConfig;
 use archlab::data::prepare::ensure_prepared;
 use archlab::data::tokenizer::Tokenizer;
-use common::*;
 
 #[test]
 fn gpt_neox_tokenizer_loads_and_round_trips() {

@@ -1,17 +1,15 @@
 //! `archlab compare` end to end through the binary: sizing to a budget, a small comparison's
 //! report, and resuming an interrupted comparison without redoing finished runs.
 
-mod common;
-
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::common::temp_dir;
 use archlab::compare::arch::{NAMES, SIZES};
 use archlab::compare::plan::{default_budget, plan_one};
 use archlab::compare::results::ComparisonResults;
 use archlab::compare::sizing::{MatchBy, TOLERANCE};
-use common::temp_dir;
 
 #[test]
 fn every_architecture_is_sized_within_two_percent() {

@@ -1,8 +1,6 @@
 //! The bf16 path (bf16 matmuls, fp32 master weights and optimizer state), checked on the CPU
 //! through the Flex backend (archlab's CPU backend), which supports bf16 (NdArray does not).
 
-mod common;
-
 use archlab::config::{Precision, RunConfig};
 use archlab::kernels::Backend;
 use archlab::model::LanguageModel;

@@ -6,15 +6,13 @@
 //! group-to-head order, is off by 2e-2), and the greedy tokens exactly, through the O(1)
 //! recurrent decoding path.
 
-mod common;
-
 use std::path::PathBuf;
 
+use crate::common::*;
 use archlab::config::{FfnKind, RunConfig};
 use archlab::hf::{self, safetensors::SafeTensors};
 use archlab::model::lm::ids_tensor;
 use burn::module::Module;
-use common::*;
 
 const TOLERANCE: f32 = 1e-4;
 

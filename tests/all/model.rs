@@ -1,15 +1,13 @@
 //! Model oracles: causality and time-mixing, KV-cache decoding == full forward, gradients ==
 //! finite differences, built parameter count == analytic count.
 
-mod common;
-
+use crate::common::*;
 use archlab::config::RunConfig;
 use archlab::kernels::Backend;
 use archlab::model::LanguageModel;
 use archlab::model::block::{ChannelMixer, FfnSublayer};
 use archlab::model::lm::ids_tensor;
 use burn::module::Module;
-use common::*;
 
 fn logits_of<B: Backend>(model: &LanguageModel<B>, ids: &[u32], b: usize, device: &B::Device) -> Vec<f32> {
     let t = ids.len() / b;

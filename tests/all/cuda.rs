@@ -1,10 +1,9 @@
 //! The CUDA backend, checked against the CPU. Each test skips itself (saying so) when no CUDA
 //! GPU is usable, so CI (which has none) passes them trivially; on the GPU machine run
-//! `cargo test --test cuda -- --nocapture` (tools/gpu_check.sh does, and records the log).
+//! `cargo test --test all cuda:: -- --nocapture` (tools/gpu_check.sh does, and records the log).
 #![cfg(feature = "cuda")]
 
-mod common;
-
+use crate::common::*;
 use archlab::config::Precision;
 use archlab::device::{CudaBackend, cuda_available};
 use archlab::kernels::Backend;
@@ -14,7 +13,6 @@ use archlab::rng::Rng;
 use archlab::train::{TrainOptions, train};
 use burn::backend::Autodiff;
 use burn::tensor::Tensor;
-use common::*;
 
 fn skip() -> bool {
     if cuda_available() {

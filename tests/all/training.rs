@@ -2,8 +2,7 @@
 //! overfit, the same seed gives the same losses, and a resumed run continues the same
 //! trajectory.
 
-mod common;
-
+use crate::common::*;
 use archlab::config::{FfnKind, MixerKind, MoeConfig, RunConfig};
 use archlab::data::batcher::Batcher;
 use archlab::data::prepare::ensure_prepared;
@@ -12,7 +11,6 @@ use archlab::model::lm::batch_tensors;
 use archlab::train::optim::Optimizers;
 use archlab::train::{TrainOptions, resolve_vocab, train};
 use burn::optim::GradientsParams;
-use common::*;
 
 fn run(cfg: &RunConfig, opts: &TrainOptions) -> Vec<(usize, f64)> {
     train::<CpuAd>(cfg, &Default::default(), opts).unwrap().losses

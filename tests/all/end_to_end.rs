@@ -1,10 +1,8 @@
 //! The commands a user types, end to end on the CPU: train → eval → generate.
 
-mod common;
-
 use std::process::Command;
 
-use common::temp_dir;
+use crate::common::temp_dir;
 
 fn archlab<S: AsRef<std::ffi::OsStr>>(args: &[S], cwd: &std::path::Path) -> (bool, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_archlab")).args(args).current_dir(cwd).output().unwrap();

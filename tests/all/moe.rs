@@ -6,8 +6,7 @@
 //! Its own test binary, in f64 throughout (see tests/gradients.rs for why f64 and f32 tests
 //! must not share a process).
 
-mod common;
-
+use crate::common::*;
 use archlab::config::{FfnKind, MlpKind, ModelConfig, MoeConfig, RunConfig};
 use archlab::model::LanguageModel;
 use archlab::model::block::{ChannelMixer, FfnSublayer};
@@ -17,7 +16,6 @@ use archlab::rng::Rng;
 use burn::module::Param;
 use burn::optim::{AdamConfig, GradientsParams, Optimizer};
 use burn::tensor::{Tensor, TensorData};
-use common::*;
 
 type B = Cpu64Ad;
 

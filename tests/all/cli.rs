@@ -1,12 +1,10 @@
 //! Bad input through the real binary: a clear error naming the problem, exit code 1, no panic,
 //! and no work started.
 
-mod common;
-
 use std::path::Path;
 use std::process::{Command, Output};
 
-use common::temp_dir;
+use crate::common::temp_dir;
 
 fn archlab(args: &[&str], cwd: &Path) -> Output {
     Command::new(env!("CARGO_BIN_EXE_archlab")).args(args).current_dir(cwd).output().expect("binary runs")
