@@ -59,6 +59,23 @@ pub enum LayerState<B: Backend> {
     DeltaNet(DeltaNetState<B>),
 }
 
+impl<B: Backend> LayerState<B> {
+    /// Bytes the state holds now: what `describe`'s decoding-state columns predict per sequence
+    /// (`ModelConfig::layer_counts`), and what tests hold them to.
+    pub fn bytes(&self) -> usize {
+        fn size<B: Backend, const D: usize>(t: &Option<Tensor<B, D>>) -> usize {
+            t.as_ref().map_or(0, |t| t.shape().num_elements() * t.dtype().size())
+        }
+        match self {
+            LayerState::Attention(c) => size(&c.k) + size(&c.v),
+            LayerState::Mamba(s) => size(&s.conv) + size(&s.ssm),
+            LayerState::Mamba2(s) => size(&s.conv) + size(&s.ssm),
+            LayerState::Hymba(s) => size(&s.kv.k) + size(&s.kv.v) + size(&s.ssm.conv) + size(&s.ssm.ssm),
+            LayerState::DeltaNet(s) => size(&s.conv) + size(&s.memory),
+        }
+    }
+}
+
 /// The residual stream between sublayers: `sum`, the embeddings plus every branch output
 /// added so far, and `pending`, the newest branch output, not yet added. The stream's value is
 /// `sum + pending`; the next norm forms it ([`Residual::add_norm`]).

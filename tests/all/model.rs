@@ -143,3 +143,38 @@ fn partial_rope_rotates_only_the_leading_channels() {
         assert!((0..rotary).any(|c| (row(&at5)[c] - row(&at0)[c]).abs() > 1e-3), "token {tok}: no rotation");
     }
 }
+
+/// The decoding state each layer actually holds after a prompt equals what `describe` predicts
+/// (`layer_counts`: bytes per token of context × tokens seen, plus fixed bytes), for every
+/// variant; and every sequence mixer of the registry is among the variants, so a new mixer's
+/// registry line is not enough to pass without its entry in the model tables.
+#[test]
+fn decoding_state_bytes_match_the_analytic_counts_for_every_registered_mixer() {
+    use archlab::config::registry::SEQ_MIXERS;
+    let device = Default::default();
+    let mut seen_kinds = Vec::new();
+    for (name, cfg) in variants() {
+        let model = LanguageModel::<Cpu>::new(&cfg, 3, false, &device);
+        let t = 11; // longer than the variants' windows (≤ 5)
+        let ids = random_ids(t, cfg.vocab_size, 4);
+        let mut state = model.decode_state();
+        model.forward_step(ids_tensor::<Cpu>(&ids, [1, t], &device), &mut state);
+        let tokens = t + cfg.hymba.meta_tokens;
+        for (i, (count, layer)) in cfg.layer_counts(t).iter().zip(&state.layers).enumerate() {
+            seen_kinds.push(count.mixer);
+            let predicted = count.state_bytes_per_token * tokens + count.state_bytes_fixed;
+            assert_eq!(layer.bytes(), predicted, "{name}: layer {i} ({})", count.mixer.name());
+        }
+        for (block, count) in model.layers.iter().zip(cfg.layer_counts(t)) {
+            assert_eq!(block.mixer.kind(), count.mixer, "{name}: the built layer is the counted one");
+        }
+    }
+    for m in SEQ_MIXERS {
+        assert!(
+            seen_kinds.contains(&m.kind),
+            "no model variant uses {} ({}): add one to tests/common",
+            m.symbol,
+            m.name
+        );
+    }
+}
