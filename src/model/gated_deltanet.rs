@@ -208,18 +208,15 @@ impl<B: Backend> GatedDeltaNet<B> {
     /// `out_proj(rmsnorm(o) · w · silu(z))` per head, o and z `[b, t, hv, dv]`.
     fn output(&self, o: Tensor<B, 4>, z: Tensor<B, 4>) -> Tensor<B, 3> {
         let [b, t, hv, dv] = o.dims();
-        let ms = o.clone().powf_scalar(2.0).mean_dim(3);
-        let normed = o * (ms + self.eps).sqrt().recip() * self.norm_weight.val().reshape([1, 1, 1, dv]);
-        self.out_proj.forward((normed * silu(z)).reshape([b, t, hv * dv]))
+        // Per head: the fused RMSNorm kernel where the backend has one.
+        let normed = crate::kernels::rms_norm(o.reshape([b, t * hv, dv]), self.norm_weight.val(), self.eps);
+        self.out_proj.forward((normed.reshape([b, t, hv, dv]) * silu(z)).reshape([b, t, hv * dv]))
     }
 }
 
 /// Repeats each key head for the value heads that read it (`transformers`' `repeat_interleave`):
 /// `[b, t, hk, dk] → [b, t, hv, dk]`, value head `j` reading key head `j / (hv / hk)`.
 pub fn key_to_value_heads<B: Backend>(x: Tensor<B, 4>, hv: usize) -> Tensor<B, 4> {
-    let [b, t, hk, dk] = x.dims();
-    if hk == hv {
-        return x;
-    }
-    x.unsqueeze_dim::<5>(3).expand([b, t, hk, hv / hk, dk]).reshape([b, t, hv, dk])
+    // The same mapping as Mamba-2's B/C groups to heads.
+    super::ssd::groups_to_heads::<B, 4, 5>(x, hv)
 }

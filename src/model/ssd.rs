@@ -35,7 +35,7 @@ pub struct SsdInputs<B: Backend> {
 }
 
 /// Repeats each group's B or C for the heads that share it: `[.., g, n] → [.., heads, n]`.
-fn groups_to_heads<B: Backend, const D: usize, const D1: usize>(
+pub(crate) fn groups_to_heads<B: Backend, const D: usize, const D1: usize>(
     v: Tensor<B, D>,
     heads: usize,
 ) -> Tensor<B, D> {
