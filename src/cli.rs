@@ -1,11 +1,19 @@
-//! Command-line interface (clap derive). Only argument definitions live here; `commands`
-//! does the work.
+//! Command-line interface (clap derive). Only argument definitions live here, and their
+//! conversion into the library's request types; `commands` does the work. The library itself
+//! knows nothing of clap.
 
 use std::path::PathBuf;
 
+use archlab::bench::{BenchRequest, PointRequest};
+use archlab::compare::{ArchSelection, CompareRequest};
+use archlab::device::DeviceArg;
+use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Args, Parser, Subcommand};
 
-use crate::device::DeviceArg;
+/// `--device`: one of [`DeviceArg::NAMES`], listed in `--help`.
+fn device_parser() -> impl TypedValueParser<Value = DeviceArg> {
+    PossibleValuesParser::new(DeviceArg::NAMES).map(|s| s.parse().expect("a listed device name"))
+}
 
 #[derive(Parser, Debug)]
 #[command(
@@ -82,7 +90,7 @@ pub struct ArchArgs {
     /// Config overrides applied to every architecture, e.g. --set train.seq_len=256.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub sets: Vec<String>,
-    #[arg(long, value_enum, default_value = "auto")]
+    #[arg(long, default_value = "auto", value_parser = device_parser())]
     pub device: DeviceArg,
     /// auto: bf16 on GPU, f32 on CPU.
     #[arg(long, value_parser = ["auto", "bf16", "f32"])]
@@ -162,11 +170,8 @@ pub struct BenchArgs {
     pub peak_tflops: Option<f64>,
 }
 
-/// `archlab gemm`'s default problems, most telling first (a sweep cut short by a time limit
-/// keeps the first): the GEMM gap's reference problem (8192³, where burn reached 224 TFLOP/s against
-/// cuBLAS's 796), then the three matmuls of a d=768 model's MLP projection (`d_ff` 2048) at
-/// 16 384 tokens a step (forward `nn`, input gradient `nt`, weight gradient `tn`), its 50 257-word
-/// vocabulary head, and two smaller squares.
+/// `archlab gemm`'s default problems (see [`archlab::bench::gemm::DEFAULT_SHAPES`]; the gemm
+/// module exists only with a CubeCL backend).
 pub const DEFAULT_GEMM_SHAPES: &str = "8192x8192x8192,16384x2048x768:nn,16384x768x2048:nt,\
 768x2048x16384:tn,16384x50257x768:nn,4096x4096x4096,1024x1024x1024";
 
@@ -178,12 +183,13 @@ pub struct GemmArgs {
     #[arg(long, value_delimiter = ',', default_value = DEFAULT_GEMM_SHAPES)]
     pub shapes: Vec<String>,
     /// `cuda` or `wgpu`: the matmuls measured are CubeCL's.
-    #[arg(long, value_enum, default_value = "cuda")]
+    #[arg(long, default_value = "cuda", value_parser = device_parser())]
     pub device: DeviceArg,
     /// Element type of operands and output; accumulation is f32 either way.
     #[cfg(feature = "cube-kernels")]
-    #[arg(long, value_enum, default_value = "bf16")]
-    pub dtype: crate::bench::gemm::GemmDType,
+    #[arg(long, default_value = "bf16",
+          value_parser = PossibleValuesParser::new(["bf16", "f32"]).map(|s| s.parse::<archlab::bench::gemm::GemmDType>().expect("a listed type")))]
+    pub dtype: archlab::bench::gemm::GemmDType,
     /// Only burn's own matmuls (fused and autotuned), not every strategy.
     #[arg(long)]
     pub autotuned_only: bool,
@@ -213,7 +219,7 @@ pub struct BenchPointArgs {
     pub inference: bool,
     #[arg(long)]
     pub decode_tokens: usize,
-    #[arg(long, value_enum, default_value = "auto")]
+    #[arg(long, default_value = "auto", value_parser = device_parser())]
     pub device: DeviceArg,
     /// Train on this token file's batches (see `bench --tokens`) instead of random ids.
     #[arg(long)]
@@ -260,7 +266,7 @@ pub struct TrainArgs {
     #[command(flatten)]
     pub config: ConfigArgs,
     /// auto: CUDA if present, else CPU.
-    #[arg(long, value_enum, default_value = "auto")]
+    #[arg(long, default_value = "auto", value_parser = device_parser())]
     pub device: DeviceArg,
     /// Shorthand for --set train.precision=… (auto: bf16 on GPU, f32 on CPU).
     #[arg(long, value_parser = ["auto", "bf16", "f32"])]
@@ -304,7 +310,7 @@ pub struct EvalArgs {
     /// Which checkpoint: best or last.
     #[arg(long, default_value = "best", value_parser = ["best", "last"])]
     pub checkpoint: String,
-    #[arg(long, value_enum, default_value = "auto")]
+    #[arg(long, default_value = "auto", value_parser = device_parser())]
     pub device: DeviceArg,
 }
 
@@ -330,7 +336,7 @@ pub struct GenerateArgs {
     pub seed: u64,
     #[arg(long, default_value = "best", value_parser = ["best", "last"])]
     pub checkpoint: String,
-    #[arg(long, value_enum, default_value = "auto")]
+    #[arg(long, default_value = "auto", value_parser = device_parser())]
     pub device: DeviceArg,
 }
 
@@ -385,4 +391,89 @@ pub struct StoriesArgs {
     /// Write to this file instead of standard output.
     #[arg(long)]
     pub out: Option<PathBuf>,
+}
+
+impl From<ArchArgs> for ArchSelection {
+    fn from(a: ArchArgs) -> Self {
+        ArchSelection {
+            archs: a.archs,
+            size: a.size,
+            match_by: a.match_by,
+            budget: a.budget,
+            sets: a.sets,
+            device: a.device,
+            precision: a.precision,
+        }
+    }
+}
+
+impl From<CompareArgs> for CompareRequest {
+    fn from(a: CompareArgs) -> Self {
+        CompareRequest {
+            arch: a.arch.into(),
+            experiment: a.experiment,
+            seeds: a.seeds,
+            lr_grid: a.lr_grid,
+            steps: a.steps,
+            bench_seq_lens: a.bench_seq_lens,
+            dir: a.dir,
+            quiet: a.quiet,
+        }
+    }
+}
+
+impl From<BenchArgs> for BenchRequest {
+    fn from(a: BenchArgs) -> Self {
+        BenchRequest {
+            arch: a.arch.into(),
+            seq_lens: a.seq_lens,
+            tokens_per_step: a.tokens_per_step,
+            steps: a.steps,
+            inference: a.inference,
+            decode_tokens: a.decode_tokens,
+            timeout_s: a.timeout_s,
+            out: a.out,
+            tokens: a.tokens,
+            peak_tflops: a.peak_tflops,
+        }
+    }
+}
+
+impl From<BenchPointArgs> for PointRequest {
+    fn from(a: BenchPointArgs) -> Self {
+        PointRequest {
+            config: a.config,
+            seq_len: a.seq_len,
+            batch: a.batch,
+            steps: a.steps,
+            inference: a.inference,
+            decode_tokens: a.decode_tokens,
+            device: a.device,
+            tokens: a.tokens,
+            out: a.out,
+        }
+    }
+}
+
+#[cfg(feature = "cube-kernels")]
+impl From<GemmArgs> for archlab::bench::gemm::GemmRequest {
+    fn from(a: GemmArgs) -> Self {
+        archlab::bench::gemm::GemmRequest {
+            shapes: a.shapes,
+            device: a.device,
+            dtype: a.dtype,
+            autotuned_only: a.autotuned_only,
+            all: a.all,
+            min_time_s: a.min_time_s,
+            out: a.out,
+        }
+    }
+}
+
+#[cfg(all(test, feature = "cube-kernels"))]
+mod tests {
+    #[test]
+    fn the_default_gemm_shapes_are_the_library_defaults() {
+        assert_eq!(super::DEFAULT_GEMM_SHAPES, archlab::bench::gemm::DEFAULT_SHAPES);
+    }
 }

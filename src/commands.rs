@@ -4,21 +4,21 @@
 use std::io::Write;
 use std::path::Path;
 
-use crate::kernels::{self, Backend};
 use anyhow::{Context, Result, bail};
+use archlab::kernels::{self, Backend};
 
 use crate::cli::*;
-use crate::config::RunConfig;
-use crate::data::prepare::{self, Dataset};
-use crate::data::sources::Source;
-use crate::data::stream::Batch;
-use crate::data::tokenizer::{Tokenizer, TokenizerSpec};
-use crate::data::{batcher, stories};
-use crate::device;
-use crate::eval::generate::{SamplingConfig, generate};
-use crate::eval::{ValMetrics, evaluate};
-use crate::train::{self, TrainOptions, human, human_bytes};
-use crate::with_backend;
+use archlab::config::RunConfig;
+use archlab::data::prepare::{self, Dataset};
+use archlab::data::sources::Source;
+use archlab::data::stream::Batch;
+use archlab::data::tokenizer::{Tokenizer, TokenizerSpec};
+use archlab::data::{batcher, stories};
+use archlab::device;
+use archlab::eval::generate::{SamplingConfig, generate};
+use archlab::eval::{ValMetrics, evaluate};
+use archlab::train::{self, TrainOptions, human, human_bytes};
+use archlab::with_backend;
 
 pub fn run(cli: Cli) -> Result<()> {
     let matmul = cli.matmul.or_else(|| std::env::var(kernels::MATMUL_ENV).ok().filter(|v| !v.is_empty()));
@@ -38,11 +38,22 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Data(DataCommand::Prepare(a)) => prepare_cmd(a),
         Command::Data(DataCommand::Tokenizer(a)) => tokenizer_cmd(a),
         Command::Data(DataCommand::Stories(a)) => stories_cmd(a),
-        Command::Compare(a) => crate::compare::run(a),
+        Command::Compare(a) => archlab::compare::run(a.into()),
         Command::Report(a) => report_cmd(a),
-        Command::Bench(a) => crate::bench::run(a),
-        Command::BenchPoint(a) => crate::bench::run_point(a),
-        Command::Gemm(a) => crate::bench::gemm_cmd(a),
+        Command::Bench(a) => archlab::bench::run(a.into()),
+        Command::BenchPoint(a) => archlab::bench::run_point(a.into()),
+        Command::Gemm(a) => gemm_cmd(a),
+    }
+}
+
+/// `archlab gemm` measures CubeCL's matmuls, so it needs a CubeCL backend.
+fn gemm_cmd(a: GemmArgs) -> Result<()> {
+    #[cfg(feature = "cube-kernels")]
+    return archlab::bench::gemm::run(a.into());
+    #[cfg(not(feature = "cube-kernels"))]
+    {
+        let _ = a;
+        bail!("archlab gemm measures CubeCL's matmuls; rebuild with `--features cuda` or `--features wgpu`")
     }
 }
 
@@ -53,8 +64,8 @@ fn resolve(args: &ConfigArgs, extra: &[String]) -> Result<RunConfig> {
 }
 
 fn report_cmd(a: ReportArgs) -> Result<()> {
-    let results = crate::compare::load_results(&a.dir)?;
-    let files = crate::report::write(&a.dir, &results)?;
+    let results = archlab::compare::load_results(&a.dir)?;
+    let files = archlab::report::write(&a.dir, &results)?;
     for f in files {
         println!("wrote {}", f.display());
     }
@@ -63,12 +74,12 @@ fn report_cmd(a: ReportArgs) -> Result<()> {
 
 fn describe_cmd(a: DescribeArgs) -> Result<()> {
     if a.list {
-        print!("{}", crate::config::registry::table());
+        print!("{}", archlab::config::registry::table());
         return Ok(());
     }
     let extra: Vec<String> = a.pattern.iter().map(|p| format!("model.pattern={p:?}")).collect();
     let mut cfg = resolve(&a.config, &extra)?;
-    cfg.model.vocab_size = crate::compare::plan::planned_vocab(&cfg)?;
+    cfg.model.vocab_size = archlab::compare::plan::planned_vocab(&cfg)?;
     let m = &cfg.model;
     let t = a.seq_len.unwrap_or(cfg.train.seq_len);
     let layers = m.layer_counts(t);
@@ -180,11 +191,9 @@ fn train_cmd(a: TrainArgs) -> Result<()> {
                     100.0 * l.dropped_fraction
                 );
             }
-            for h in &s.hymba {
-                println!(
-                    "Hymba layer {}: branch scales attn {:.3}, ssm {:.3} (started at {}; mean |change| {:.3} / {:.3})",
-                    h.layer, h.attn_mean, h.ssm_mean, h.init, h.attn_mean_abs_change, h.ssm_mean_abs_change
-                );
+            for d in &s.diagnostics {
+                let init = d.init.map(|i| format!(" (started at {i})")).unwrap_or_default();
+                println!("layer {} ({}): {} {:.3}{init}", d.layer, d.mixer, d.name, d.value);
             }
             println!(
                 "\nrun files: {}/{{config.toml, metrics.jsonl, summary.json, best.ckpt, last.ckpt}}",
@@ -291,10 +300,10 @@ fn generate_on<B: Backend>(a: &GenerateArgs, run: &LoadedRun, device: &B::Device
 /// `config.json`, everything else from the `tiny` preset and `--set`), `tokenizer.json`, and the
 /// weights as `best.ckpt` / `last.ckpt`. `eval` and `generate` then work as on a trained run.
 fn import_cmd(a: ImportArgs) -> Result<()> {
-    use crate::train::checkpoint::{self, TrainState};
+    use archlab::train::checkpoint::{self, TrainState};
     type Cpu = burn::backend::Autodiff<device::CpuBackend>;
 
-    let dir = crate::hf::resolve_source(&a.source)?;
+    let dir = archlab::hf::resolve_source(&a.source)?;
     let tokenizer_src = match &a.tokenizer {
         Some(path) => path.clone(),
         None => dir.join("tokenizer.json"),
@@ -307,7 +316,7 @@ fn import_cmd(a: ImportArgs) -> Result<()> {
         bail!("{} already holds a run; choose another --out", a.out.display());
     }
     let base = RunConfig::resolve("tiny", None, &a.sets)?;
-    let mut cfg = crate::hf::read_config(&dir, &base)?;
+    let mut cfg = archlab::hf::read_config(&dir, &base)?;
     if tokenizer.vocab_size() > cfg.model.vocab_size {
         bail!(
             "the tokenizer has {} entries but the model only {}; pass the model's own tokenizer",
@@ -317,16 +326,16 @@ fn import_cmd(a: ImportArgs) -> Result<()> {
     }
     std::fs::create_dir_all(&a.out).with_context(|| format!("cannot create {}", a.out.display()))?;
     let tokenizer_path = a.out.join("tokenizer.json");
-    crate::util::atomic::write(&tokenizer_path, tokenizer.to_json()?.as_bytes())?;
+    archlab::util::atomic::write(&tokenizer_path, tokenizer.to_json()?.as_bytes())?;
     let absolute = std::fs::canonicalize(&tokenizer_path)?;
     cfg.data.tokenizer = absolute.display().to_string();
     cfg.validate()?;
 
-    let model = crate::hf::load_model::<Cpu>(&dir, &cfg.model, &Default::default())?;
+    let model = archlab::hf::load_model::<Cpu>(&dir, &cfg.model, &Default::default())?;
     let state = TrainState::default();
     checkpoint::save(&a.out.join("last.ckpt"), &state, &model, None)?;
     checkpoint::save(&a.out.join("best.ckpt"), &state, &model, None)?;
-    crate::util::atomic::write(&a.out.join("config.toml"), cfg.to_toml().as_bytes())?;
+    archlab::util::atomic::write(&a.out.join("config.toml"), cfg.to_toml().as_bytes())?;
     let counts = cfg.model.param_counts();
     println!(
         "imported {} ({} layers of {}, {} parameters) → {}",
@@ -337,7 +346,7 @@ fn import_cmd(a: ImportArgs) -> Result<()> {
         a.out.display()
     );
     let m = &cfg.model;
-    let uses_mamba2 = m.layers()?.iter().any(|l| l.mixer == crate::config::MixerKind::Mamba2);
+    let uses_mamba2 = m.layers()?.iter().any(|l| l.mixer == archlab::config::MixerKind::Mamba2);
     if uses_mamba2 && m.mamba2.n_groups > 1 {
         let per_group = m.mamba2.norm_per_group;
         println!(
@@ -402,7 +411,7 @@ fn tokenizer_cmd(a: TokenizerArgs) -> Result<()> {
         bail!("the corpus {} is empty: no documents with text were found", a.source);
     }
     let tok = Tokenizer::train_bpe(docs.iter(), a.vocab)?;
-    crate::util::atomic::write(&a.out, tok.to_json()?.as_bytes())
+    archlab::util::atomic::write(&a.out, tok.to_json()?.as_bytes())
         .with_context(|| format!("writing {}", a.out.display()))?;
     println!("trained a {}-entry BPE on {} documents → {}", tok.vocab_size(), docs.len(), a.out.display());
     Ok(())
@@ -411,7 +420,7 @@ fn tokenizer_cmd(a: TokenizerArgs) -> Result<()> {
 fn stories_cmd(a: StoriesArgs) -> Result<()> {
     let text = stories::generate(a.seed, a.bytes).join("\n\n");
     match a.out {
-        Some(path) => crate::util::atomic::write(&path, text.as_bytes()),
+        Some(path) => archlab::util::atomic::write(&path, text.as_bytes()),
         None => {
             println!("{text}");
             Ok(())

@@ -18,12 +18,34 @@ pub type CudaBackend = burn::backend::Cuda<f32, i32>;
 #[cfg(feature = "wgpu")]
 pub type WgpuBackend = burn::backend::Wgpu<f32, i32>;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+/// The device a user asks for (`--device`); [`resolve`] turns it into the backend that runs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum DeviceArg {
+    /// CUDA when the binary has it and a driver is present, otherwise the CPU.
+    #[default]
     Auto,
     Cpu,
     Cuda,
     Wgpu,
+}
+
+impl DeviceArg {
+    /// Every choice by its name, as `--device` takes it.
+    pub const NAMES: [&'static str; 4] = ["auto", "cpu", "cuda", "wgpu"];
+}
+
+impl std::str::FromStr for DeviceArg {
+    type Err = anyhow::Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        Ok(match s {
+            "auto" => DeviceArg::Auto,
+            "cpu" => DeviceArg::Cpu,
+            "cuda" => DeviceArg::Cuda,
+            "wgpu" => DeviceArg::Wgpu,
+            other => bail!("unknown device {other:?}: expected one of {}", Self::NAMES.join(", ")),
+        })
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -2,12 +2,11 @@
 //!
 //! Modules in data-flow order: `config` → `data` (text → tokens → batches) → `model`
 //! (tokens → logits) → `train` (loss → gradients → optimizer step → checkpoints, metrics) →
-//! `eval` (validation metrics, generation). `device` picks the backend; `cli` and
-//! `commands` are the binary's surface.
+//! `eval` (validation metrics, generation). `device` picks the backend. The binary's surface
+//! (`src/main.rs` with `cli.rs` and `commands.rs`) parses flags into the request types of
+//! `compare` and `bench` and calls the library; the library knows nothing of clap.
 
 pub mod bench;
-pub mod cli;
-pub mod commands;
 pub mod compare;
 pub mod config;
 pub mod data;

@@ -1,10 +1,15 @@
+//! The `archlab` binary: flags (`cli`) → one function per command (`commands`) → the library.
+
+mod cli;
+mod commands;
+
 use clap::Parser;
 
 fn main() {
-    let cli = archlab::cli::Cli::parse();
+    let cli = cli::Cli::parse();
     #[cfg(feature = "cube-kernels")]
     archlab::device::enable_kernel_cache();
-    if let Err(e) = archlab::commands::run(cli) {
+    if let Err(e) = commands::run(cli) {
         eprintln!("error: {e:#}");
         std::process::exit(1);
     }

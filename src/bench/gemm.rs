@@ -22,7 +22,6 @@ use burn_cubecl::{BoolElement, CubeBackend, CubeRuntime};
 use cubek::matmul::launch::Strategy;
 use serde::{Deserialize, Serialize};
 
-use crate::cli::GemmArgs;
 use crate::device::Resolved;
 pub use crate::kernels::matmul_strategy::strategies;
 use crate::kernels::matmul_strategy::{launch, panic_message};
@@ -43,13 +42,25 @@ pub enum Layout {
 }
 
 /// The element type of operands and output (the accumulation is f32 either way).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum GemmDType {
     /// What archlab's models multiply in under bf16 (tensor cores on CUDA).
     Bf16,
     /// For backends without bf16, as wgpu's shader compilers are.
     F32,
+}
+
+impl std::str::FromStr for GemmDType {
+    type Err = anyhow::Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "bf16" => Ok(GemmDType::Bf16),
+            "f32" => Ok(GemmDType::F32),
+            other => bail!("unknown element type {other:?}: expected bf16 or f32"),
+        }
+    }
 }
 
 impl GemmDType {
@@ -498,8 +509,34 @@ pub struct GemmReport {
     pub rows: Vec<GemmRow>,
 }
 
+/// `archlab gemm`'s default problems, most telling first (a sweep cut short by a time limit
+/// keeps the first): the GEMM gap's reference problem (8192³, where burn reached 224 TFLOP/s against
+/// cuBLAS's 796), then the three matmuls of a d=768 model's MLP projection (`d_ff` 2048) at
+/// 16 384 tokens a step (forward `nn`, input gradient `nt`, weight gradient `tn`), its 50 257-word
+/// vocabulary head, and two smaller squares.
+pub const DEFAULT_SHAPES: &str = "8192x8192x8192,16384x2048x768:nn,16384x768x2048:nt,\
+768x2048x16384:tn,16384x50257x768:nn,4096x4096x4096,1024x1024x1024";
+
+/// What to measure: `archlab gemm`'s flags.
+#[derive(Clone, Debug)]
+pub struct GemmRequest {
+    /// Problems `MxNxK[:layout]` (see [`GemmShape::parse`]).
+    pub shapes: Vec<String>,
+    /// `Cuda` or `Wgpu`: the matmuls measured are CubeCL's.
+    pub device: crate::device::DeviceArg,
+    pub dtype: GemmDType,
+    /// Only burn's own matmuls (fused and autotuned), not every strategy.
+    pub autotuned_only: bool,
+    /// Also list the strategies that could not run a problem, with their reasons.
+    pub all: bool,
+    /// Time each strategy for at least this long at steady state.
+    pub min_time_s: f64,
+    /// Where gemm.json and gemm.md go.
+    pub out: std::path::PathBuf,
+}
+
 /// The `gemm` command: measure, write `gemm.json` and `gemm.md` under `--out`, print the table.
-pub fn run(a: GemmArgs) -> Result<()> {
+pub fn run(a: GemmRequest) -> Result<()> {
     let shapes = parse_shapes(&a.shapes)?;
     if !(a.min_time_s.is_finite() && a.min_time_s > 0.0) {
         bail!("--min-time-s {} must be a positive number of seconds, e.g. 0.2", a.min_time_s);
@@ -603,7 +640,7 @@ mod tests {
         assert_eq!(s, GemmShape { m: 16384, n: 768, k: 2048, layout: Layout::Nt });
         assert_eq!(s.to_string(), "16384x768x2048:nt");
         assert_eq!(GemmShape::parse("8x4x2").unwrap().layout, Layout::Nn);
-        let defaults: Vec<String> = crate::cli::DEFAULT_GEMM_SHAPES.split(',').map(String::from).collect();
+        let defaults: Vec<String> = DEFAULT_SHAPES.split(',').map(String::from).collect();
         assert_eq!(parse_shapes(&defaults).unwrap().len(), 7);
     }
 

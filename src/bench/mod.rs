@@ -25,11 +25,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
-use crate::cli::BenchArgs;
 use crate::compare::arch::DEFAULT_ARCHS;
 use crate::compare::plan::{PlannedArch, plan_archs};
 use crate::compare::results::{BenchPoint, BenchResults, BenchStatus};
 use crate::compare::sizing::{MatchBy, parse_budget};
+use crate::compare::spec::ArchSelection;
 use crate::config::{Precision, RunConfig};
 use crate::device::{self, DeviceArg, Resolved};
 use crate::train::{human, human_bytes};
@@ -37,17 +37,30 @@ use crate::util::atomic;
 
 pub use child::{MEMORY_LIMIT_ENV, classify};
 pub use mfu::{FLOPS_FORMULA, Peak, achieved_tflops, device_peak, mfu, table_peak};
-pub use point::run_point;
+pub use point::{PointRequest, run_point};
 pub use tokens::TokenFile;
 
-/// `archlab gemm` (see [`gemm`]).
-#[cfg(feature = "cube-kernels")]
-pub use gemm::run as gemm_cmd;
-
-/// `archlab gemm` needs a CubeCL backend.
-#[cfg(not(feature = "cube-kernels"))]
-pub fn gemm_cmd(_: crate::cli::GemmArgs) -> Result<()> {
-    bail!("archlab gemm measures CubeCL's matmuls; rebuild with `--features cuda` or `--features wgpu`")
+/// What a user asks `bench` for (its flags).
+#[derive(Clone, Debug)]
+pub struct BenchRequest {
+    pub arch: ArchSelection,
+    /// Sequence lengths to measure.
+    pub seq_lens: Vec<usize>,
+    /// Tokens per training step, kept fixed across sequence lengths.
+    pub tokens_per_step: usize,
+    /// Timed training steps per point (after one warm-up step).
+    pub steps: usize,
+    /// Also measure prefill and decoding.
+    pub inference: bool,
+    pub decode_tokens: usize,
+    /// Give up on a point after this many seconds.
+    pub timeout_s: u64,
+    /// Where bench.json, bench.md and the plots go.
+    pub out: PathBuf,
+    /// Train on this token file's batches instead of random ids.
+    pub tokens: Option<PathBuf>,
+    /// The device's dense peak TFLOP/s for MFU.
+    pub peak_tflops: Option<f64>,
 }
 
 /// How to measure (what `archlab bench` takes from its flags; `compare` fills it too).
@@ -79,7 +92,7 @@ pub struct BenchOptions {
 
 /// The `bench` command: plan the architectures, measure, write `bench.json` and the report,
 /// print the table.
-pub fn run(args: BenchArgs) -> Result<()> {
+pub fn run(args: BenchRequest) -> Result<()> {
     let a = &args.arch;
     let names: Vec<String> = if a.archs.is_empty() {
         DEFAULT_ARCHS.iter().map(|s| s.to_string()).collect()

@@ -27,9 +27,9 @@ use burn::optim::GradientsParams;
 use burn::tensor::ElementConversion;
 
 use super::tokens::TokenFile;
-use crate::cli::BenchPointArgs;
 use crate::compare::results::{BenchPoint, BenchStatus};
 use crate::config::RunConfig;
+use crate::device::DeviceArg;
 use crate::device::{self, Resolved};
 use crate::model::LanguageModel;
 use crate::model::lm::ids_tensor;
@@ -38,8 +38,25 @@ use crate::train::{metrics, optim, use_bf16};
 use crate::util::atomic;
 use crate::with_backend;
 
+/// One point to measure: what the parent `bench` passes to `archlab bench-point`.
+#[derive(Clone, Debug)]
+pub struct PointRequest {
+    /// The resolved config (TOML) of the architecture to measure.
+    pub config: std::path::PathBuf,
+    pub seq_len: usize,
+    pub batch: usize,
+    pub steps: usize,
+    pub inference: bool,
+    pub decode_tokens: usize,
+    pub device: DeviceArg,
+    /// Train on this token file's batches instead of random ids.
+    pub tokens: Option<std::path::PathBuf>,
+    /// Where to write the point's JSON.
+    pub out: std::path::PathBuf,
+}
+
 /// The `bench-point` command: measure, then write one `BenchPoint` to `--out`.
-pub fn run_point(args: BenchPointArgs) -> Result<()> {
+pub fn run_point(args: PointRequest) -> Result<()> {
     check_args(&args)?;
     let mut cfg = RunConfig::load(&args.config)?;
     // The command line's shape wins over the config's (the parent writes both the same).
@@ -52,7 +69,7 @@ pub fn run_point(args: BenchPointArgs) -> Result<()> {
     atomic::write_json(&args.out, &point)
 }
 
-fn check_args(a: &BenchPointArgs) -> Result<()> {
+fn check_args(a: &PointRequest) -> Result<()> {
     if a.seq_len == 0 || a.batch == 0 || a.steps == 0 {
         bail!("bench-point needs --seq-len, --batch and --steps of at least 1");
     }
@@ -63,7 +80,7 @@ fn check_args(a: &BenchPointArgs) -> Result<()> {
 }
 
 /// What the model needs before it can be built: a vocabulary and room for the positions.
-fn check_config(cfg: &RunConfig, a: &BenchPointArgs) -> Result<()> {
+fn check_config(cfg: &RunConfig, a: &PointRequest) -> Result<()> {
     if cfg.model.vocab_size == 0 {
         bail!(
             "{}: model.vocab_size is 0; bench-point builds no tokenizer, so the config must give it",
@@ -85,7 +102,7 @@ fn check_config(cfg: &RunConfig, a: &BenchPointArgs) -> Result<()> {
 /// The whole measurement on backend `B` (autodiff); inference runs on its inner backend.
 fn measure_point<B: AutodiffBackend>(
     cfg: &RunConfig,
-    a: &BenchPointArgs,
+    a: &PointRequest,
     dev: &B::Device,
     resolved: Resolved,
 ) -> Result<BenchPoint> {
@@ -125,14 +142,14 @@ fn measure_point<B: AutodiffBackend>(
 type Batch = (Vec<u32>, Vec<u32>);
 
 /// The warm-up batch and the timed steps' batches (`steps + 1` in all) from the token file.
-fn file_batches(path: &std::path::Path, a: &BenchPointArgs, vocab: usize) -> Result<Vec<Batch>> {
+fn file_batches(path: &std::path::Path, a: &PointRequest, vocab: usize) -> Result<Vec<Batch>> {
     let file = TokenFile::open(path)?;
     file.check(a.batch, a.seq_len, vocab)?;
     Ok((0..=a.steps).map(|step| file.batch(step, a.batch, a.seq_len)).collect())
 }
 
 /// Uniformly random inputs and targets, as the bench has always drawn them.
-fn random_batches(rng: &mut Rng, a: &BenchPointArgs, vocab: usize) -> Vec<Batch> {
+fn random_batches(rng: &mut Rng, a: &PointRequest, vocab: usize) -> Vec<Batch> {
     let n = a.batch * a.seq_len;
     (0..=a.steps).map(|_| (random_ids(rng, n, vocab), random_ids(rng, n, vocab))).collect()
 }
@@ -150,7 +167,7 @@ struct Training<B: AutodiffBackend> {
 fn time_training<B: AutodiffBackend>(
     mut model: LanguageModel<B>,
     cfg: &RunConfig,
-    a: &BenchPointArgs,
+    a: &PointRequest,
     dev: &B::Device,
     resolved: Resolved,
     batches: &[Batch],
@@ -215,7 +232,7 @@ fn train_step<B: AutodiffBackend>(
 /// Prefill and decoding throughput (tokens/s) of one sequence on the inference backend.
 fn time_inference<B: Backend>(
     model: &LanguageModel<B>,
-    a: &BenchPointArgs,
+    a: &PointRequest,
     dev: &B::Device,
     tokens: &mut Rng,
 ) -> Result<(f64, f64)> {

@@ -23,7 +23,6 @@ use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 
-use crate::cli::CompareArgs;
 use crate::device::{self, Resolved};
 use crate::train::metrics::{Record, Summary, read_records};
 use crate::train::{self, TrainOptions, human, human_bytes};
@@ -33,13 +32,14 @@ use plan::PlannedArch;
 use results::{ArchResult, ComparisonResults, CurvePoint, LrTrial, SeedRun};
 use sizing::MatchBy;
 use spec::CompareSpec;
+pub use spec::{ArchSelection, CompareRequest};
 
 /// The prompt of the text samples in the report (the built-in corpus is stories).
 const SAMPLE_PROMPT: &str = "Once upon a time";
 const SAMPLE_TOKENS: usize = 160;
 
-pub fn run(args: CompareArgs) -> Result<()> {
-    let spec = CompareSpec::from_args(&args)?;
+pub fn run(args: CompareRequest) -> Result<()> {
+    let spec = CompareSpec::from_request(&args)?;
     let by = MatchBy::parse(&spec.match_by)?;
     // Resolve and size everything before any training: a bad name or budget fails now.
     let budget = match spec.budget {

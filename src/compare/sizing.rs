@@ -16,7 +16,7 @@
 
 use anyhow::{Result, bail};
 
-use crate::config::{FfnKind, MixerKind, ModelConfig};
+use crate::config::{FfnKind, ModelConfig};
 
 /// Largest accepted relative error between achieved and target.
 pub const TOLERANCE: f64 = 0.02;
@@ -169,16 +169,7 @@ fn with_width(base: &ModelConfig, d: usize) -> Option<ModelConfig> {
     if base.moe.shared_expert_d_ff > 0 {
         c.moe.shared_expert_d_ff = scale(base.moe.shared_expert_d_ff);
     }
-    let layers = base.layers().ok()?;
-    if layers.iter().any(|l| l.mixer == MixerKind::Mamba2) {
-        let inner = c.mamba2.expand * d;
-        let p = base.mamba2.head_dim;
-        c.mamba2.head_dim = (p.div_ceil(2)..=p).rev().find(|h| inner.is_multiple_of(*h))?;
-        let heads = inner / c.mamba2.head_dim;
-        if !heads.is_multiple_of(c.mamba2.n_groups) {
-            return None;
-        }
-    }
+    crate::model::mixer::fit_width(&mut c, base)?;
     c.validate().ok().map(|_| c)
 }
 
@@ -207,19 +198,7 @@ fn knob_text(m: &ModelConfig) -> String {
     if uses(&|l| l.ffn == FfnKind::Moe) {
         parts.push(format!("expert d_ff {}", m.moe.expert_width(m.d_ff)));
     }
-    if uses(&|l| l.mixer == MixerKind::Mamba2) {
-        parts.push(format!("mamba2 head_dim {}", m.mamba2.head_dim));
-    }
-    if uses(&|l| matches!(l.mixer, MixerKind::GatedDeltaNet | MixerKind::DeltaNet)) {
-        let (c, d) = (&m.gdn, m.d_model);
-        parts.push(format!(
-            "gdn heads {} (k {}) / {} (v {})",
-            c.key_heads(d),
-            c.head_dim,
-            c.value_heads(d),
-            c.value_head_dim()
-        ));
-    }
+    parts.extend(crate::model::mixer::knobs(m));
     parts.join(", ")
 }
 

@@ -33,7 +33,7 @@ use serde::{Deserialize, Serialize};
 
 use super::arch::DEFAULT_ARCHS;
 use super::sizing::{MatchBy, parse_budget};
-use crate::cli::CompareArgs;
+use crate::device::DeviceArg;
 
 /// The default workload of `archlab compare` (no `--steps`, no experiment file): small
 /// enough that the default four architectures × 3 seeds finish in under 10 minutes on a
@@ -45,6 +45,44 @@ pub const DEFAULT_SEEDS: usize = 3;
 pub const DEFAULT_TINY_BUDGET: f64 = 250e3;
 /// Default sequence lengths of the scaling measurement in the report (at size `tiny`).
 pub const DEFAULT_BENCH_SEQ_LENS: &[usize] = &[64, 256];
+
+/// Which architectures, at which size, matched how: what `compare` and `bench` share (their
+/// flags; `None` and empty fields take the defaults).
+#[derive(Clone, Debug, Default)]
+pub struct ArchSelection {
+    /// Named architectures (`compare::arch`) or layer patterns; empty: [`DEFAULT_ARCHS`].
+    pub archs: Vec<String>,
+    /// The preset size they start from (`tiny` or `27m`).
+    pub size: Option<String>,
+    /// `params`, `active` or `flops`.
+    pub match_by: Option<String>,
+    /// The budget, e.g. `25M`.
+    pub budget: Option<String>,
+    /// Config overrides applied to every architecture.
+    pub sets: Vec<String>,
+    pub device: DeviceArg,
+    /// `auto`, `bf16` or `f32`.
+    pub precision: Option<String>,
+}
+
+/// What a user asks `compare` for (its flags, over an optional experiment file).
+#[derive(Clone, Debug, Default)]
+pub struct CompareRequest {
+    pub arch: ArchSelection,
+    /// A TOML experiment file; explicit fields here win over it.
+    pub experiment: Option<std::path::PathBuf>,
+    pub seeds: Option<usize>,
+    /// Learning rates tried on the first seed; empty: the config's.
+    pub lr_grid: Vec<f64>,
+    /// Optimizer steps per run.
+    pub steps: Option<usize>,
+    /// Sequence lengths of the report's scaling measurement (`Some(vec![])`: none).
+    pub bench_seq_lens: Option<Vec<usize>>,
+    /// The comparison directory (default: `runs/compare-<time>`).
+    pub dir: Option<std::path::PathBuf>,
+    /// No progress bars.
+    pub quiet: bool,
+}
 
 /// One architecture of a comparison: a named architecture or pattern, plus its own overrides.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -117,7 +155,7 @@ struct SweepEntry {
 
 impl CompareSpec {
     /// Flags over the experiment file over the defaults.
-    pub fn from_args(args: &CompareArgs) -> Result<Self> {
+    pub fn from_request(args: &CompareRequest) -> Result<Self> {
         let file = match &args.experiment {
             Some(path) => read_experiment(path)?,
             None => ExperimentFile::default(),
@@ -247,19 +285,13 @@ fn read_experiment(path: &Path) -> Result<ExperimentFile> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::Parser;
-
-    fn args(cmd: &[&str]) -> CompareArgs {
-        let cli = crate::cli::Cli::parse_from(std::iter::once("archlab").chain(cmd.iter().copied()));
-        match cli.command {
-            crate::cli::Command::Compare(a) => a,
-            _ => unreachable!(),
-        }
+    fn experiment(path: &std::path::Path) -> CompareRequest {
+        CompareRequest { experiment: Some(path.to_path_buf()), ..Default::default() }
     }
 
     #[test]
     fn no_arguments_is_the_default_comparison() {
-        let s = CompareSpec::from_args(&args(&["compare"])).unwrap();
+        let s = CompareSpec::from_request(&CompareRequest::default()).unwrap();
         let names: Vec<&str> = s.archs.iter().map(|a| a.arch.as_str()).collect();
         assert_eq!(names, DEFAULT_ARCHS);
         assert_eq!((s.seeds, s.budget, s.size.as_str()), (DEFAULT_SEEDS, Some(DEFAULT_TINY_BUDGET), "tiny"));
@@ -273,39 +305,37 @@ mod tests {
         let path = dir.join("e.toml");
         let file = concat!(env!("CARGO_MANIFEST_DIR"), "/experiments/mamba-state-size.toml");
         std::fs::copy(file, &path).unwrap();
-        let s = CompareSpec::from_args(&args(&["compare", "--experiment", path.to_str().unwrap()])).unwrap();
+        let s = CompareSpec::from_request(&experiment(&path)).unwrap();
         let labels: Vec<&str> = s.archs.iter().map(|a| a.label.as_str()).collect();
         assert_eq!(labels, ["dense", "mamba d_state=4", "mamba d_state=16", "mamba d_state=64"]);
         assert_eq!(s.archs[1].sets, ["model.mamba.d_state=4"]);
         assert_eq!((s.budget, s.seeds, s.match_by.as_str()), (Some(1e6), 3, "params"));
         assert_eq!(s.lr_grid, [1e-3, 3e-3]);
-        let s = CompareSpec::from_args(&args(&[
-            "compare",
-            "--experiment",
-            path.to_str().unwrap(),
-            "--seeds",
-            "5",
-            "--budget",
-            "2M",
-        ]))
-        .unwrap();
+        let mut flags = experiment(&path);
+        flags.seeds = Some(5);
+        flags.arch.budget = Some("2M".into());
+        let s = CompareSpec::from_request(&flags).unwrap();
         assert_eq!((s.budget, s.seeds), (Some(2e6), 5));
 
         std::fs::write(&path, "archs = [\"dense\"]\nbugdet = \"1M\"\n").unwrap();
-        let err =
-            CompareSpec::from_args(&args(&["compare", "--experiment", path.to_str().unwrap()])).unwrap_err();
+        let err = CompareSpec::from_request(&experiment(&path)).unwrap_err();
         assert!(format!("{err:#}").contains("bugdet"), "{err:#}");
     }
 
     #[test]
-    fn bad_flags_are_errors() {
+    fn bad_requests_are_errors() {
+        let selection = |archs: &[&str], budget: Option<&str>| ArchSelection {
+            archs: archs.iter().map(|s| s.to_string()).collect(),
+            budget: budget.map(String::from),
+            ..Default::default()
+        };
         for bad in [
-            vec!["compare", "--seeds", "0"],
-            vec!["compare", "--budget", "lots"],
-            vec!["compare", "--lr-grid", "0.001,-1"],
-            vec!["compare", "dense", "dense"],
+            CompareRequest { seeds: Some(0), ..Default::default() },
+            CompareRequest { arch: selection(&[], Some("lots")), ..Default::default() },
+            CompareRequest { lr_grid: vec![0.001, -1.0], ..Default::default() },
+            CompareRequest { arch: selection(&["dense", "dense"], None), ..Default::default() },
         ] {
-            assert!(CompareSpec::from_args(&args(&bad)).is_err(), "{bad:?}");
+            assert!(CompareSpec::from_request(&bad).is_err(), "{bad:?}");
         }
     }
 }

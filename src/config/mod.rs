@@ -509,6 +509,17 @@ impl RunConfig {
         let mut cfg: RunConfig = tree.try_into().map_err(|e: toml::de::Error| {
             anyhow::anyhow!("invalid config value: {}", e.to_string().trim())
         })?;
+        // A pattern names every layer's mixer: a changed `model.mixer` beside it would be
+        // silently ignored.
+        if !cfg.model.pattern.trim().is_empty() && cfg.model.mixer != base.model.mixer {
+            bail!(
+                "model.mixer = {:?} has no effect beside model.pattern = {:?}, which names every \
+                 layer's mixer; drop model.mixer, or write its symbol ({}) into the pattern",
+                cfg.model.mixer.name(),
+                cfg.model.pattern,
+                pattern::mixer_symbol(cfg.model.mixer)
+            );
+        }
         // A pattern decides the depth, unless the user also changed n_layers (then they must agree).
         if cfg.model.n_layers == base.model.n_layers
             && let Ok(p) = pattern::Pattern::parse(&cfg.model.pattern)
@@ -926,6 +937,7 @@ mod tests {
         bad(&["model.mixer=\"gdn\"", "model.gdn.chunk_size=0"], "model.gdn.chunk_size");
         bad(&["model.pattern=\"GGDX\""], "A/L/M/S/H/G/D");
         bad(&["model.pattern=\"XG\""], "G (gdn), D (deltanet)");
+        bad(&["model.mixer=\"mamba\"", "model.pattern=\"AA\""], "write its symbol (M) into the pattern");
         let ok = RunConfig::resolve("tiny", None, &["model.partial_rotary_factor=0.25".into()]).unwrap();
         assert_eq!(ok.model.rotary_dim(), 8);
     }

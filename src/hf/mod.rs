@@ -354,8 +354,6 @@ pub fn load_model<B: Backend>(dir: &Path, cfg: &ModelConfig, device: &B::Device)
                 m.norm.weight = w.param(&format!("{q}.norm.weight"), [di])?;
                 w.linear(&mut m.out_proj, &format!("{q}.out_proj"), di, d)?;
             }
-            SeqMixer::Hymba(_) => bail!("Hymba checkpoints are not imported"),
-            SeqMixer::GatedDeltaNet(_) => bail!("(Gated) DeltaNet checkpoints are not imported"),
             SeqMixer::Attention(a) => {
                 layer.norm.weight = w.param(&format!("{p}.input_layernorm.weight"), [cfg.d_model])?;
                 let (d, hd) = (cfg.d_model, cfg.head_dim());
@@ -366,6 +364,8 @@ pub fn load_model<B: Backend>(dir: &Path, cfg: &ModelConfig, device: &B::Device)
                 w.linear(&mut a.v_proj, &format!("{q}.v_proj"), d, kv_dim)?;
                 w.linear(&mut a.o_proj, &format!("{q}.o_proj"), q_dim, d)?;
             }
+            // A layer kind no Hugging Face architecture maps onto (`config::registry`).
+            other => bail!("{} layers are not imported from Hugging Face checkpoints", other.kind().name()),
         }
         if let Some(ffn) = &mut layer.ffn {
             let d = cfg.d_model;

@@ -26,7 +26,7 @@ use burn_cubecl::tensor::CubeTensor;
 use burn_cubecl::{BoolElement, CubeBackend, CubeRuntime, FloatElement, IntElement};
 use cubecl::prelude::*;
 
-use super::cube::{cast, empty, f32_contiguous};
+use super::launch::{cast, empty, f32_contiguous};
 
 /// Whether query `i` sees key `j`: causal, and within the last `window` positions when
 /// `window > 0`.

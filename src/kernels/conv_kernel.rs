@@ -2,7 +2,7 @@
 //! forward and backward, from a zero history (training and whole-sequence evaluation; decoding
 //! with a history uses the plain ops).
 //!
-//! The plain-ops twin is [`crate::model::conv::causal_conv`]: `k` shifted multiply-adds over a
+//! The plain-ops twin is [`super::conv::causal_conv`]: `k` shifted multiply-adds over a
 //! zero-padded copy of the input, about `3k + 2` launches each way. `tests/all/kernels.rs` checks
 //! these kernels against it, values and gradients.
 //!
@@ -24,7 +24,7 @@ use burn_cubecl::tensor::CubeTensor;
 use burn_cubecl::{BoolElement, CubeBackend, CubeRuntime, FloatElement, IntElement};
 use cubecl::prelude::*;
 
-use super::cube::{cast, empty, f32_contiguous};
+use super::launch::{cast, empty, f32_contiguous};
 
 /// Forward: `y[b, t, c] = bias[c] + Σ_j weight[c, j] · x[b, t − (k − 1) + j, c]`, zero before
 /// the sequence.

@@ -1,7 +1,7 @@
 //! Cross-entropy over the vocabulary as two CubeCL kernels that read the logits in the
 //! model's compute dtype (bf16 under mixed precision) and never write an fp32 copy of them.
 //!
-//! The plain-ops twin ([`crate::model::lm::token_nll`]) casts the logits to fp32 and keeps the
+//! The plain-ops twin ([`super::cross_entropy::token_nll`]) casts the logits to fp32 and keeps the
 //! `[n, vocab]` log-softmax for its backward: at batch 32 × 512 tokens and a 32K vocabulary
 //! that is 2 GiB, the largest tensor of a small model's training step. Here the forward keeps
 //! one float per row (the log-sum-exp), and the backward writes `softmax − one-hot` straight
@@ -22,7 +22,7 @@ use burn_cubecl::tensor::CubeTensor;
 use burn_cubecl::{BoolElement, CubeRuntime, FloatElement, IntElement};
 use cubecl::prelude::*;
 
-use super::cube::{empty, f32_contiguous, u32_contiguous};
+use super::launch::{empty, f32_contiguous, u32_contiguous};
 
 /// Forward: `lse[r] = log Σ_j exp(logits[r, j])` and `nll[r] = lse[r] − logits[r, targets[r]]`.
 ///

@@ -8,10 +8,7 @@
 //! `mamba_ssm` keeps its scan state in f32. The cross-entropy kernels read the logits in their
 //! own dtype (an fp32 copy is what they exist to avoid) and accumulate in f32.
 
-use burn::tensor::ops::{FloatTensor, FloatTensorOps, IntTensorOps};
-use burn::tensor::{DType, FloatDType, IntDType, Shape, TensorMetadata};
-use burn_cubecl::kernel::into_contiguous;
-use burn_cubecl::ops::numeric::empty_device_dtype;
+use burn::tensor::ops::FloatTensor;
 use burn_cubecl::tensor::CubeTensor;
 use burn_cubecl::{BoolElement, CubeBackend, CubeRuntime, FloatElement, IntElement};
 
@@ -218,43 +215,4 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> Backend fo
     fn moe_route(logits: CubeTensor<R>, top_k: usize) -> [CubeTensor<R>; 3] {
         moe_route::<R, F, I, BT>(logits, top_k)
     }
-}
-
-pub(super) fn f32_contiguous<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement>(
-    t: CubeTensor<R>,
-) -> CubeTensor<R> {
-    into_contiguous(cast::<R, F, I, BT>(t, DType::F32))
-}
-
-pub(super) fn cast<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement>(
-    t: CubeTensor<R>,
-    dtype: DType,
-) -> CubeTensor<R> {
-    if t.dtype() == dtype {
-        return t;
-    }
-    let float = match dtype {
-        DType::F64 => FloatDType::F64,
-        DType::F16 => FloatDType::F16,
-        DType::BF16 => FloatDType::BF16,
-        _ => FloatDType::F32,
-    };
-    CubeBackend::<R, F, I, BT>::float_cast(t, float)
-}
-
-/// An uninitialised f32 tensor on `like`'s device; every element is written by the kernel.
-pub(super) fn empty<R: CubeRuntime>(like: &CubeTensor<R>, shape: impl Into<Shape>) -> CubeTensor<R> {
-    empty_device_dtype::<R>(like.client.clone(), like.device.clone(), shape.into(), DType::F32)
-}
-
-/// Token ids as contiguous u32, the kernels' index type.
-pub(super) fn u32_contiguous<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement>(
-    ids: CubeTensor<R>,
-) -> CubeTensor<R> {
-    let ids = if ids.dtype() == DType::U32 {
-        ids
-    } else {
-        CubeBackend::<R, F, I, BT>::int_cast(ids, IntDType::U32)
-    };
-    into_contiguous(ids)
 }

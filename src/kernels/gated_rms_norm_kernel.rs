@@ -4,7 +4,7 @@
 //! a reciprocal forward, and about twice that backward, each reading and writing `[b, t, di]`;
 //! here it is one pass each way that reads `y` and `z` and recomputes the gate.
 //!
-//! The plain-ops twin is [`crate::model::mamba2::gated_rms_norm`]; `tests/all/kernels.rs` checks
+//! The plain-ops twin is [`super::norm::gated_rms_norm`]; `tests/all/kernels.rs` checks
 //! these kernels against it, values and gradients.
 //!
 //! # Work split
@@ -21,7 +21,7 @@ use burn_cubecl::tensor::CubeTensor;
 use burn_cubecl::{BoolElement, CubeBackend, CubeRuntime, FloatElement, IntElement};
 use cubecl::prelude::*;
 
-use super::cube::{cast, empty, f32_contiguous};
+use super::launch::{cast, empty, f32_contiguous};
 use super::reduce::cube_sum;
 
 /// `σ(z)`.

@@ -10,15 +10,20 @@
 //!
 //! | operation | kernel | twin (the test oracle) |
 //! |---|---|---|
-//! | Mamba-1 selective scan, forward + backward | `scan_kernel.rs` | [`crate::model::selective_scan::reference`] |
-//! | causal / sliding-window GQA attention, forward + backward (FlashAttention-2) | `attention_kernel.rs` | [`crate::model::attention::causal_attention`] |
-//! | cross-entropy over the vocabulary, forward + backward, no fp32 logits | `cross_entropy_kernel.rs` | [`crate::model::lm::token_nll`] |
-//! | RMSNorm, forward + backward | `rms_norm_kernel.rs` | [`crate::model::layers::rms_norm`] |
-//! | residual add + RMSNorm, forward + backward | `rms_norm_kernel.rs` | `x + delta`, then [`crate::model::layers::rms_norm`] |
-//! | Mamba-2's gated RMSNorm, forward + backward | `gated_rms_norm_kernel.rs` | [`crate::model::mamba2::gated_rms_norm`] |
-//! | Mamba's causal depthwise convolution, forward + backward | `conv_kernel.rs` | [`crate::model::conv::causal_conv`] |
-//! | Mamba-2 SSD state passing between chunks, forward + backward | `state_passing_kernel.rs` | [`crate::model::ssd::pass_states`] |
-//! | MoE routing: top-k experts and each assignment's place in its expert's buffer | `moe_route_kernel.rs` | [`crate::model::moe::HostRoute`] |
+//! | Mamba-1 selective scan, forward + backward | `scan_kernel.rs` | [`selective_scan::reference`] |
+//! | causal / sliding-window GQA attention, forward + backward (FlashAttention-2) | `attention_kernel.rs` | [`attention::causal_attention`] |
+//! | cross-entropy over the vocabulary, forward + backward, no fp32 logits | `cross_entropy_kernel.rs` | [`cross_entropy::token_nll`] |
+//! | RMSNorm, forward + backward | `rms_norm_kernel.rs` | [`norm::rms_norm`] |
+//! | residual add + RMSNorm, forward + backward | `rms_norm_kernel.rs` | `x + delta`, then [`norm::rms_norm`] |
+//! | Mamba-2's gated RMSNorm, forward + backward | `gated_rms_norm_kernel.rs` | [`norm::gated_rms_norm`] |
+//! | Mamba's causal depthwise convolution, forward + backward | `conv_kernel.rs` | [`conv::causal_conv`] |
+//! | Mamba-2 SSD state passing between chunks, forward + backward | `state_passing_kernel.rs` | [`state_passing::pass_states`] |
+//! | MoE routing: top-k experts and each assignment's place in its expert's buffer | `moe_route_kernel.rs` | [`moe_route::HostRoute`] |
+//!
+//! Each twin is a file of its own beside its kernel (`attention.rs` beside
+//! `attention_kernel.rs`, …) and uses nothing of `model` but its pointwise activations: the
+//! model calls the fused operations through the functions below, and the kernels' tests call
+//! the twins directly.
 //!
 //! Matmuls are burn's (fused and autotuned) unless `--matmul` forces one CubeCL strategy
 //! (`matmul_strategy.rs`); [`matmul`] is where the model's matmuls take that turn.
@@ -27,11 +32,14 @@
 //! values and gradients, on every CubeCL device it finds: CUDA when a GPU is present, and
 //! wgpu on any Vulkan driver (on CI, Mesa's software driver lavapipe).
 
+pub mod attention;
 #[cfg(feature = "cube-kernels")]
 pub mod attention_kernel;
 mod autodiff;
+pub mod conv;
 #[cfg(feature = "cube-kernels")]
 pub mod conv_kernel;
+pub mod cross_entropy;
 #[cfg(feature = "cube-kernels")]
 pub mod cross_entropy_kernel;
 #[cfg(feature = "cube-kernels")]
@@ -41,30 +49,36 @@ mod fusion;
 #[cfg(feature = "cube-kernels")]
 pub mod gated_rms_norm_kernel;
 #[cfg(feature = "cube-kernels")]
+mod launch;
+#[cfg(feature = "cube-kernels")]
 pub mod matmul_strategy;
+pub mod moe_route;
 #[cfg(feature = "cube-kernels")]
 pub mod moe_route_kernel;
+pub mod norm;
 #[cfg(feature = "cube-kernels")]
 mod reduce;
 #[cfg(feature = "cube-kernels")]
 pub mod rms_norm_kernel;
 #[cfg(feature = "cube-kernels")]
 pub mod scan_kernel;
+pub mod selective_scan;
+pub mod state_passing;
 #[cfg(feature = "cube-kernels")]
 pub mod state_passing_kernel;
+pub mod tensors;
 
 use burn::tensor::ops::{FloatTensor, IntTensor};
 use burn::tensor::{Int, Tensor, TensorPrimitive};
 
-use crate::model::attention::causal_attention;
-use crate::model::conv::causal_conv as plain_causal_conv_3d;
-use crate::model::layers::int_tensor;
-use crate::model::layers::rms_norm as plain_rms_norm_3d;
-use crate::model::lm::token_nll;
-use crate::model::mamba2::gated_rms_norm as plain_gated_rms_norm_3d;
-use crate::model::moe::HostRoute;
-use crate::model::selective_scan::{self, ScanInputs};
-use crate::model::ssd::pass_states;
+use attention::causal_attention;
+use conv::causal_conv as plain_causal_conv_3d;
+use cross_entropy::token_nll;
+use moe_route::HostRoute;
+use norm::{gated_rms_norm as plain_gated_rms_norm_3d, rms_norm as plain_rms_norm_3d};
+use selective_scan::ScanInputs;
+use state_passing::pass_states;
+use tensors::int_tensor;
 
 /// burn's backend with archlab's fused operations. Call the operations through the
 /// tensor-level functions below ([`selective_scan`]), not directly.

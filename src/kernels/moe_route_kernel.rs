@@ -6,7 +6,7 @@
 //! leaves the GPU idle until the host has routed and launched the rest of the layer. With
 //! these kernels the routing stays on the device and the experts' token buffers are filled
 //! by a scatter ([`crate::model::moe`]'s batched dispatch), as in GShard and MegaBlocks'
-//! permutation step. The host-side twin is [`crate::model::moe::HostRoute`];
+//! permutation step. The host-side twin is [`super::moe_route::HostRoute`];
 //! `tests/all/kernels.rs` checks the kernels against it, ties included.
 //!
 //! # Work split
@@ -27,7 +27,7 @@ use burn_cubecl::tensor::CubeTensor;
 use burn_cubecl::{BoolElement, CubeBackend, CubeRuntime, FloatElement, IntElement};
 use cubecl::prelude::*;
 
-use super::cube::f32_contiguous;
+use super::launch::f32_contiguous;
 
 /// `choices[r, j]`: token r's j-th best expert; ties go to the lower index (the host's stable
 /// sort). Layouts (contiguous): `logits` `[n, E]`, `choices` `[n, k]`. Grid: x over tokens,

@@ -3,7 +3,7 @@
 //! a reciprocal and two products forward, and about twice that backward, each a launch that
 //! reads and writes the whole activation.
 //!
-//! The plain-ops twin is [`crate::model::layers::rms_norm`]; `tests/all/kernels.rs` checks these
+//! The plain-ops twin is [`super::norm::rms_norm`]; `tests/all/kernels.rs` checks these
 //! kernels against it, values and gradients.
 //!
 //! # Work split
@@ -28,7 +28,7 @@ use burn_cubecl::tensor::CubeTensor;
 use burn_cubecl::{BoolElement, CubeBackend, CubeRuntime, FloatElement, IntElement};
 use cubecl::prelude::*;
 
-use super::cube::{cast, empty, f32_contiguous};
+use super::launch::{cast, empty, f32_contiguous};
 
 use super::reduce::cube_sum;
 

@@ -1,7 +1,7 @@
 //! Mamba-1's selective scan as two CubeCL kernels (forward, backward), written once for every
 //! CubeCL runtime (CUDA, wgpu/Vulkan/Metal).
 //!
-//! The plain-ops twin is [`crate::model::selective_scan::reference`]; `tests/all/kernels.rs`
+//! The plain-ops twin is [`super::selective_scan::reference`]; `tests/all/kernels.rs`
 //! checks these kernels against it, values and gradients, on random inputs of awkward sizes.
 //!
 //! # Work split
@@ -31,7 +31,7 @@ use burn_cubecl::{BoolElement, CubeBackend, CubeRuntime, FloatElement, IntElemen
 use cubecl::prelude::*;
 
 use super::ScanOperands;
-use super::cube::{cast, empty, f32_contiguous};
+use super::launch::{cast, empty, f32_contiguous};
 
 /// Forward pass from a zero state.
 ///

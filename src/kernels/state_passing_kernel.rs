@@ -5,7 +5,7 @@
 //! carry_0 = h0 ;  entering_c = carry_c ;  carry_{c+1} = decay_c · carry_c + states_c
 //! ```
 //!
-//! The plain-ops twin ([`crate::model::ssd::pass_states`]) is a loop of two launches per chunk
+//! The plain-ops twin ([`super::state_passing::pass_states`]) is a loop of two launches per chunk
 //! (`t / L` chunks: 256 at T = 16 384, and as many again backward); here it is one launch each
 //! way. `tests/all/kernels.rs` checks both kernels against the twin, values and gradients.
 //!
@@ -22,7 +22,7 @@ use burn_cubecl::tensor::CubeTensor;
 use burn_cubecl::{BoolElement, CubeBackend, CubeRuntime, FloatElement, IntElement};
 use cubecl::prelude::*;
 
-use super::cube::{cast, empty, f32_contiguous};
+use super::launch::{cast, empty, f32_contiguous};
 
 use super::reduce::cube_sum;
 

@@ -24,11 +24,14 @@
 use crate::kernels::{self, Backend};
 use burn::module::Module;
 use burn::tensor::activation::softmax;
-use burn::tensor::{Bool, Tensor, TensorData};
+use burn::tensor::{Tensor, TensorData};
 
 use super::activation::sigmoid;
 use super::layers::{Linear, float_tensor, param};
+use super::mixer::{LayerParams, MixerSpec, SequenceMixer, tensor_bytes};
+use crate::config::MixerKind;
 use crate::config::ModelConfig;
+use crate::kernels::attention::{band_mask, repeat_kv};
 use crate::rng::Rng;
 
 #[derive(Module, Debug)]
@@ -192,93 +195,6 @@ fn head_norm<B: Backend>(
     }
 }
 
-/// Causal attention over a whole sequence (no cache), sliding-window when `window > 0`: the
-/// plain-ops twin of the fused attention kernel (`kernels::attention_kernel`).
-///
-/// # Shapes
-/// - q: `[b, h, t, hd]`; k, v: `[b, kv, t, hd]` → `[b, h, t, hd]`
-pub fn causal_attention<B: burn::tensor::backend::Backend>(
-    q: Tensor<B, 4>,
-    k: Tensor<B, 4>,
-    v: Tensor<B, 4>,
-    window: usize,
-) -> Tensor<B, 4> {
-    let [b, h, t, hd] = q.dims();
-    // Grouped-query attention: each group of h/kv query heads shares one key/value head
-    // (the order of `transformers`' `repeat_kv`).
-    let groups = h / k.dims()[1];
-    let (k, v) = (repeat_kv(k, groups), repeat_kv(v, groups)); // [b, h, t, hd]
-    if window > 0 && t > window {
-        return windowed(q, k, v, window);
-    }
-    let scores = q.matmul(k.swap_dims(2, 3)) / (hd as f64).sqrt(); // [b, h, t, t]
-    let mask = band_mask::<B>(t, 0, if window > 0 { window } else { usize::MAX }, &scores.device());
-    let scores = scores.mask_fill(mask.unsqueeze::<4>().expand([b, h, t, t]), f32::NEG_INFINITY);
-    softmax(scores, 3).matmul(v)
-}
-
-/// Sliding-window attention in blocks: queries in blocks of `w` attend to the keys of their own
-/// block and of the block before, under a band mask: O(T·w) work and memory instead of O(T²).
-///
-/// # Shapes
-/// - q, k, v: `[b, h, t, hd]` (positions 0..t) → `[b, h, t, hd]`
-fn windowed<B: burn::tensor::backend::Backend>(
-    q: Tensor<B, 4>,
-    k: Tensor<B, 4>,
-    v: Tensor<B, 4>,
-    w: usize,
-) -> Tensor<B, 4> {
-    let [b, h, t, hd] = q.dims();
-    let device = q.device();
-    let nc = t.div_ceil(w);
-    let pad = |x: Tensor<B, 4>| {
-        if nc * w == t { x } else { Tensor::cat(vec![x, Tensor::zeros([b, h, nc * w - t, hd], &device)], 2) }
-    };
-    let blocks = |x: Tensor<B, 4>| pad(x).reshape([b, h, nc, w, hd]);
-    let (q, k, v) = (blocks(q), blocks(k), blocks(v));
-    // Keys and values of block c − 1 beside those of block c: [b, h, nc, 2w, hd].
-    let with_previous = |x: Tensor<B, 5>| {
-        let previous =
-            Tensor::cat(vec![Tensor::zeros([b, h, 1, w, hd], &device), x.clone().narrow(2, 0, nc - 1)], 2);
-        Tensor::cat(vec![previous, x], 3)
-    };
-    let (k, v) = (with_previous(k), with_previous(v));
-    let scores = q.matmul(k.swap_dims(3, 4)) / (hd as f64).sqrt(); // [b, h, nc, w, 2w]
-    // Query i of block c sits at c·w + i, key j at (c − 1)·w + j: visible iff i < j ≤ i + w,
-    // and in block 0 only keys of the block itself (j ≥ w) exist.
-    let data: Vec<bool> = (0..nc)
-        .flat_map(|c| {
-            (0..w).flat_map(move |i| (0..2 * w).map(move |j| !(i < j && j <= i + w && (c > 0 || j >= w))))
-        })
-        .collect();
-    let mask = Tensor::<B, 3, Bool>::from_data(TensorData::new(data, [nc, w, 2 * w]), &device);
-    let scores = scores.mask_fill(mask.unsqueeze::<5>().expand([b, h, nc, w, 2 * w]), f32::NEG_INFINITY);
-    let out = softmax(scores, 4).matmul(v); // [b, h, nc, w, hd]
-    out.reshape([b, h, nc * w, hd]).narrow(2, 0, t)
-}
-
-/// `true` where query `i` (the `i`-th new token, after `cached` earlier keys) must not see key
-/// `j`: keys after it, and keys `window` or more positions before it.
-pub fn band_mask<B: burn::tensor::backend::Backend>(
-    t: usize,
-    cached: usize,
-    window: usize,
-    device: &B::Device,
-) -> Tensor<B, 2, Bool> {
-    let t_all = cached + t;
-    let data: Vec<bool> =
-        (0..t).flat_map(|i| (0..t_all).map(move |j| j > cached + i || cached + i - j >= window)).collect();
-    Tensor::from_data(TensorData::new(data, [t, t_all]), device)
-}
-
-fn repeat_kv<B: burn::tensor::backend::Backend>(x: Tensor<B, 4>, groups: usize) -> Tensor<B, 4> {
-    if groups == 1 {
-        return x;
-    }
-    let [b, kv, t, hd] = x.dims();
-    x.unsqueeze_dim::<5>(2).expand([b, kv, groups, t, hd]).reshape([b, kv * groups, t, hd])
-}
-
 /// Rotary position embedding tables (Su et al. 2021, "RoFormer"), `[max_seq_len, rotary_dim]`;
 /// a head's channels past `rotary_dim` pass unrotated (partial RoPE).
 #[derive(Module, Debug)]
@@ -325,4 +241,96 @@ impl<B: Backend> Rope<B> {
         let rotated = Tensor::cat(vec![x2.neg(), x1], 3); // rotate_half
         x * cos + rotated * sin
     }
+}
+
+impl<B: Backend> SequenceMixer<B> for Attention<B> {
+    type State = KvCache<B>;
+
+    /// Global attention (`A`), or sliding-window attention over `model.window` tokens (`L`).
+    fn build(
+        cfg: &ModelConfig,
+        kind: MixerKind,
+        resid_scale: f64,
+        rng: &mut Rng,
+        device: &B::Device,
+    ) -> Self {
+        let window = if kind == MixerKind::Local { cfg.window } else { 0 };
+        Attention::new(cfg, window, cfg.init_std * resid_scale, rng, device)
+    }
+
+    fn kind(&self) -> MixerKind {
+        if self.window > 0 { MixerKind::Local } else { MixerKind::Attention }
+    }
+
+    fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        Attention::forward(self, x)
+    }
+
+    fn forward_step(&self, x: Tensor<B, 3>, cache: &mut KvCache<B>) -> Tensor<B, 3> {
+        self.forward_cached(x, cache)
+    }
+
+    fn empty_state(&self) -> KvCache<B> {
+        KvCache::empty()
+    }
+
+    fn state_bytes(cache: &KvCache<B>) -> usize {
+        tensor_bytes(&cache.k) + tensor_bytes(&cache.v)
+    }
+
+    fn linears_mut(&mut self) -> Vec<&mut Linear<B>> {
+        vec![&mut self.q_proj, &mut self.k_proj, &mut self.v_proj, &mut self.o_proj]
+    }
+}
+
+/// Attention's analytic side, from the config alone.
+pub struct Spec;
+
+impl MixerSpec for Spec {
+    /// Parameters of one attention layer (global or local alike): q (and its output gate), k, v
+    /// and o, their biases, and the qk-norm gains.
+    fn params(cfg: &ModelConfig, _kind: MixerKind) -> LayerParams {
+        let (d, bias) = (cfg.d_model, usize::from(cfg.bias));
+        let (q, kv) = (cfg.n_heads * cfg.head_dim(), cfg.kv_heads() * cfg.head_dim());
+        let q_out = q * (1 + usize::from(cfg.attn_output_gate)); // queries and gates
+        LayerParams {
+            matmul: d * q_out + 2 * d * kv + q * d,
+            other: bias * (q_out + 2 * kv + d) + usize::from(cfg.qk_norm) * 2 * cfg.head_dim(),
+            ..Default::default()
+        }
+    }
+
+    /// Forward FLOPs per token of QKᵀ and AV: `2·d_attn·T` for global attention (causal: average
+    /// context T/2; the llm.c convention, where PaLM/nanoGPT count 12·L·d·T without the causal
+    /// halving), and `4·d_attn·c` for a window W, `c` the mean over positions p of min(p + 1, W).
+    fn flops(cfg: &ModelConfig, kind: MixerKind, seq_len: usize) -> f64 {
+        match kind {
+            MixerKind::Local => local_flops(cfg, cfg.window, seq_len),
+            _ => global_flops(cfg, seq_len),
+        }
+    }
+
+    /// The f32 KV cache: per token of context for global attention; `window − 1` tokens, fixed,
+    /// for local attention.
+    fn state_bytes(cfg: &ModelConfig, kind: MixerKind) -> (usize, usize) {
+        match kind {
+            MixerKind::Local => (0, kv_bytes_per_token(cfg) * cfg.window.saturating_sub(1)),
+            _ => (kv_bytes_per_token(cfg), 0),
+        }
+    }
+}
+
+pub fn global_flops(cfg: &ModelConfig, seq_len: usize) -> f64 {
+    2.0 * (cfg.n_heads * cfg.head_dim()) as f64 * seq_len as f64
+}
+
+pub fn local_flops(cfg: &ModelConfig, window: usize, seq_len: usize) -> f64 {
+    let t = seq_len.max(1);
+    let mean_context = (0..t).map(|p| (p + 1).min(window)).sum::<usize>() as f64 / t as f64;
+    4.0 * (cfg.n_heads * cfg.head_dim()) as f64 * mean_context
+}
+
+/// One token's keys and values in f32.
+pub fn kv_bytes_per_token(cfg: &ModelConfig) -> usize {
+    2 * cfg.kv_heads() * cfg.head_dim() * 4
 }

@@ -6,8 +6,8 @@
 //! ```
 //!
 //! (mamba_ssm's `Block(mixer_cls, mlp_cls)`, zoology's sequence/state mixers.) The block knows
-//! nothing about what its mixers do. Adding a mixer means one file, one variant of
-//! [`SeqMixer`] (and of [`LayerState`] if it carries decoding state), and its tests.
+//! nothing about what its mixers do, nor which there are: the sequence mixers and their
+//! dispatch come from the table in `mixer.rs`.
 //!
 //! Between sublayers the stream travels as a [`Residual`]: the sum so far and the last
 //! branch's output, which the next norm adds in the same kernel that normalises it (mamba_ssm's
@@ -19,61 +19,18 @@ use burn::module::Module;
 use burn::nn::{Dropout, DropoutConfig};
 use burn::tensor::Tensor;
 
-use super::attention::{Attention, KvCache};
-use super::gated_deltanet::{DeltaNetState, GatedDeltaNet};
-use super::hymba::{Hymba, HymbaState};
 use super::layers::{Linear, Norm};
-use super::mamba::{Mamba, MambaState};
-use super::mamba2::{Mamba2, Mamba2State};
+pub use super::mixer::{LayerState, SeqMixer};
 use super::mlp::Mlp;
 use super::moe::{Moe, MoeAux};
-use crate::config::{FfnKind, MixerKind, ModelConfig};
+use crate::config::{FfnKind, ModelConfig};
 use crate::rng::Rng;
-
-/// Mixes information across time. Contract: `[b, t, d] → [b, t, d]`, causal.
-#[derive(Module, Debug)]
-pub enum SeqMixer<B: Backend> {
-    /// Global or sliding-window attention (`window`).
-    Attention(Attention<B>),
-    Mamba(Mamba<B>),
-    Mamba2(Mamba2<B>),
-    Hymba(Hymba<B>),
-    /// Gated DeltaNet, or DeltaNet without its decay gate.
-    GatedDeltaNet(GatedDeltaNet<B>),
-}
 
 /// Mixes information across channels, token by token. Contract: `[b, t, d] → [b, t, d]`.
 #[derive(Module, Debug)]
 pub enum ChannelMixer<B: Backend> {
     Mlp(Mlp<B>),
     Moe(Moe<B>),
-}
-
-/// What a sequence mixer remembers between decoding steps.
-#[derive(Clone, Debug)]
-pub enum LayerState<B: Backend> {
-    Attention(KvCache<B>),
-    Mamba(MambaState<B>),
-    Mamba2(Mamba2State<B>),
-    Hymba(HymbaState<B>),
-    DeltaNet(DeltaNetState<B>),
-}
-
-impl<B: Backend> LayerState<B> {
-    /// Bytes the state holds now: what `describe`'s decoding-state columns predict per sequence
-    /// (`ModelConfig::layer_counts`), and what tests hold them to.
-    pub fn bytes(&self) -> usize {
-        fn size<B: Backend, const D: usize>(t: &Option<Tensor<B, D>>) -> usize {
-            t.as_ref().map_or(0, |t| t.shape().num_elements() * t.dtype().size())
-        }
-        match self {
-            LayerState::Attention(c) => size(&c.k) + size(&c.v),
-            LayerState::Mamba(s) => size(&s.conv) + size(&s.ssm),
-            LayerState::Mamba2(s) => size(&s.conv) + size(&s.ssm),
-            LayerState::Hymba(s) => size(&s.kv.k) + size(&s.kv.v) + size(&s.ssm.conv) + size(&s.ssm.ssm),
-            LayerState::DeltaNet(s) => size(&s.conv) + size(&s.memory),
-        }
-    }
 }
 
 /// The residual stream between sublayers: `sum`, the embeddings plus every branch output
@@ -133,64 +90,6 @@ pub struct Block<B: Backend> {
     pub dropout: Dropout,
 }
 
-impl<B: Backend> SeqMixer<B> {
-    /// Which layer kind of the registry (`config::registry`) this mixer is.
-    pub fn kind(&self) -> MixerKind {
-        match self {
-            SeqMixer::Attention(a) if a.window > 0 => MixerKind::Local,
-            SeqMixer::Attention(_) => MixerKind::Attention,
-            SeqMixer::Mamba(_) => MixerKind::Mamba,
-            SeqMixer::Mamba2(_) => MixerKind::Mamba2,
-            SeqMixer::Hymba(_) => MixerKind::Hymba,
-            SeqMixer::GatedDeltaNet(m) if m.a_log.is_some() => MixerKind::GatedDeltaNet,
-            SeqMixer::GatedDeltaNet(_) => MixerKind::DeltaNet,
-        }
-    }
-
-    pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        match self {
-            SeqMixer::Attention(m) => m.forward(x),
-            SeqMixer::Mamba(m) => m.forward(x),
-            SeqMixer::Mamba2(m) => m.forward(x),
-            SeqMixer::Hymba(m) => m.forward(x),
-            SeqMixer::GatedDeltaNet(m) => m.forward(x),
-        }
-    }
-
-    /// Processes new tokens given (and updating) the state left by earlier ones.
-    pub fn forward_step(&self, x: Tensor<B, 3>, state: &mut LayerState<B>) -> Tensor<B, 3> {
-        match (self, state) {
-            (SeqMixer::Attention(m), LayerState::Attention(cache)) => m.forward_cached(x, cache),
-            (SeqMixer::Mamba(m), LayerState::Mamba(state)) => m.forward_step(x, state),
-            (SeqMixer::Mamba2(m), LayerState::Mamba2(state)) => m.forward_step(x, state),
-            (SeqMixer::Hymba(m), LayerState::Hymba(state)) => m.forward_step(x, state),
-            (SeqMixer::GatedDeltaNet(m), LayerState::DeltaNet(state)) => m.forward_step(x, state),
-            _ => panic!("decoding state does not belong to this layer's mixer"),
-        }
-    }
-
-    pub fn empty_state(&self) -> LayerState<B> {
-        match self {
-            SeqMixer::Attention(_) => LayerState::Attention(KvCache::empty()),
-            SeqMixer::Mamba(_) => LayerState::Mamba(MambaState::empty()),
-            SeqMixer::Mamba2(_) => LayerState::Mamba2(Mamba2State::empty()),
-            SeqMixer::Hymba(_) => LayerState::Hymba(HymbaState::empty()),
-            SeqMixer::GatedDeltaNet(_) => LayerState::DeltaNet(DeltaNetState::empty()),
-        }
-    }
-
-    /// Every linear layer, for switching matmul precision.
-    pub fn linears_mut(&mut self) -> Vec<&mut Linear<B>> {
-        match self {
-            SeqMixer::Attention(a) => vec![&mut a.q_proj, &mut a.k_proj, &mut a.v_proj, &mut a.o_proj],
-            SeqMixer::Mamba(m) => m.linears_mut().into_iter().collect(),
-            SeqMixer::Mamba2(m) => m.linears_mut().into_iter().collect(),
-            SeqMixer::Hymba(m) => m.linears_mut(),
-            SeqMixer::GatedDeltaNet(m) => m.linears_mut().into_iter().collect(),
-        }
-    }
-}
-
 impl<B: Backend> ChannelMixer<B> {
     /// The output, and for an MoE its auxiliary loss and routing counts.
     pub fn forward(&self, x: Tensor<B, 3>) -> (Tensor<B, 3>, Option<MoeAux<B>>) {
@@ -224,21 +123,7 @@ impl<B: Backend> Block<B> {
         let resid_scale = 1.0 / (branches as f64).sqrt();
         let resid_std = cfg.init_std * resid_scale;
         let mut rng = Rng::fork(seed, &format!("init/layer{layer}/{}", kind.mixer.name()));
-        let mixer = match kind.mixer {
-            MixerKind::Attention => SeqMixer::Attention(Attention::new(cfg, 0, resid_std, &mut rng, device)),
-            MixerKind::Local => {
-                SeqMixer::Attention(Attention::new(cfg, cfg.window, resid_std, &mut rng, device))
-            }
-            MixerKind::Mamba => SeqMixer::Mamba(Mamba::new(cfg, resid_scale, &mut rng, device)),
-            MixerKind::Mamba2 => SeqMixer::Mamba2(Mamba2::new(cfg, resid_scale, &mut rng, device)),
-            MixerKind::Hymba => SeqMixer::Hymba(Hymba::new(cfg, resid_scale, &mut rng, device)),
-            MixerKind::GatedDeltaNet => {
-                SeqMixer::GatedDeltaNet(GatedDeltaNet::new(cfg, true, resid_scale, &mut rng, device))
-            }
-            MixerKind::DeltaNet => {
-                SeqMixer::GatedDeltaNet(GatedDeltaNet::new(cfg, false, resid_scale, &mut rng, device))
-            }
-        };
+        let mixer = SeqMixer::new(cfg, kind.mixer, resid_scale, &mut rng, device);
         let mut ffn_rng = Rng::fork(seed, &format!("init/layer{layer}/{}", kind.ffn.name()));
         let ffn_mixer = match kind.ffn {
             FfnKind::Mlp => Some(ChannelMixer::Mlp(Mlp::new(cfg, cfg.d_ff, resid_std, &mut ffn_rng, device))),

@@ -3,6 +3,7 @@
 
 use serde::Serialize;
 
+use super::mixer::{self, LayerParams};
 use crate::config::{FfnKind, LayerKind, MixerKind, MlpKind, ModelConfig, NormKind, Positions};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -41,31 +42,6 @@ pub struct LayerCount {
     pub state_bytes_fixed: usize,
 }
 
-/// One layer's parameters: `matmul` (weights multiplying the token stream) and `other`;
-/// `idle_*` are the parts of those a token does not use (the MoE experts it is not sent to).
-#[derive(Clone, Copy, Debug, Default)]
-struct LayerParams {
-    matmul: usize,
-    other: usize,
-    idle_matmul: usize,
-    idle_other: usize,
-}
-
-impl LayerParams {
-    fn add(self, o: LayerParams) -> LayerParams {
-        LayerParams {
-            matmul: self.matmul + o.matmul,
-            other: self.other + o.other,
-            idle_matmul: self.idle_matmul + o.idle_matmul,
-            idle_other: self.idle_other + o.idle_other,
-        }
-    }
-
-    fn total(self) -> usize {
-        self.matmul + self.other
-    }
-}
-
 impl ModelConfig {
     pub fn param_counts(&self) -> ParamCounts {
         let (d, v) = (self.d_model, self.vocab_size);
@@ -91,14 +67,14 @@ impl ModelConfig {
             .into_iter()
             .map(|kind| {
                 let p = self.layer_params(kind);
-                let (per_token, fixed) = self.state_bytes(kind.mixer);
+                let (per_token, fixed) = mixer::state_bytes(self, kind.mixer);
                 LayerCount {
                     mixer: kind.mixer,
                     ffn: kind.ffn,
                     params: p.total(),
                     active: p.total() - p.idle_matmul - p.idle_other,
                     train_flops: 6.0 * (p.matmul - p.idle_matmul) as f64
-                        + 3.0 * self.mixer_flops(kind.mixer, seq_len),
+                        + 3.0 * mixer::flops(self, kind.mixer, seq_len),
                     state_bytes_per_token: per_token,
                     state_bytes_fixed: fixed,
                 }
@@ -113,82 +89,13 @@ impl ModelConfig {
     /// A layer: its norms, sequence mixer and channel mixer.
     fn layer_params(&self, kind: LayerKind) -> LayerParams {
         let norms = self.norm_params() * (1 + usize::from(kind.ffn != FfnKind::None));
-        self.mixer_params(kind.mixer)
+        mixer::params(self, kind.mixer)
             .add(self.ffn_params(kind.ffn))
             .add(LayerParams { other: norms, ..Default::default() })
     }
 
     fn norm_params(&self) -> usize {
         self.d_model + if self.norm == NormKind::Layer { usize::from(self.bias) * self.d_model } else { 0 }
-    }
-
-    fn mixer_params(&self, mixer: MixerKind) -> LayerParams {
-        let d = self.d_model;
-        match mixer {
-            MixerKind::Attention | MixerKind::Local => {
-                let bias = usize::from(self.bias);
-                let (q, kv) = (self.n_heads * self.head_dim(), self.kv_heads() * self.head_dim());
-                let q_out = q * (1 + usize::from(self.attn_output_gate)); // queries and gates
-                LayerParams {
-                    matmul: d * q_out + 2 * d * kv + q * d,
-                    other: bias * (q_out + 2 * kv + d) + usize::from(self.qk_norm) * 2 * self.head_dim(),
-                    ..Default::default()
-                }
-            }
-            MixerKind::Mamba => {
-                let c = &self.mamba;
-                let (di, n, r, bias) = (c.inner(d), c.d_state, c.rank(d), usize::from(c.bias));
-                LayerParams {
-                    // in_proj, x_proj, dt_proj, out_proj
-                    matmul: d * 2 * di + di * (r + 2 * n) + r * di + di * d,
-                    // their biases, conv taps and bias, A_log, D, Jamba's norms
-                    other: bias * (2 * di + d)
-                        + di
-                        + di * c.d_conv
-                        + usize::from(c.conv_bias) * di
-                        + di * n
-                        + di
-                        + usize::from(c.inner_norms) * (r + 2 * n),
-                    ..Default::default()
-                }
-            }
-            MixerKind::Mamba2 => {
-                let c = &self.mamba2;
-                let (di, heads, conv, bias) =
-                    (c.inner(d), c.heads(d), c.conv_channels(d), usize::from(c.bias));
-                let proj = di + conv + heads;
-                LayerParams {
-                    matmul: d * proj + di * d,
-                    // projection biases, conv, dt_bias, A_log, D, gated-norm gain
-                    other: bias * (proj + d)
-                        + conv * c.d_conv
-                        + usize::from(c.conv_bias) * conv
-                        + 3 * heads
-                        + di,
-                    ..Default::default()
-                }
-            }
-            MixerKind::GatedDeltaNet | MixerKind::DeltaNet => {
-                let c = &self.gdn;
-                let gated = mixer == MixerKind::GatedDeltaNet;
-                let (conv, hv) = (c.conv_channels(d), c.value_heads(d));
-                LayerParams {
-                    // in_proj, out_proj
-                    matmul: d * c.projections(d, gated) + c.value_dim(d) * d,
-                    // conv taps and bias, A_log and dt_bias (gated), the output norm's gain
-                    other: conv * c.d_conv
-                        + usize::from(c.conv_bias) * conv
-                        + usize::from(gated) * 2 * hv
-                        + c.value_head_dim(),
-                    ..Default::default()
-                }
-            }
-            // Both branches and the two per-channel scales.
-            MixerKind::Hymba => self
-                .mixer_params(MixerKind::Attention)
-                .add(self.mixer_params(MixerKind::Mamba))
-                .add(LayerParams { other: 2 * d, ..Default::default() }),
-        }
     }
 
     fn ffn_params(&self, ffn: FfnKind) -> LayerParams {
@@ -229,109 +136,9 @@ impl ModelConfig {
     /// token is routed to and the router, at full capacity; the dispatch itself is data
     /// movement, not FLOPs) plus, per layer, the sequence mixer's own work, ×3 for forward +
     /// backward:
-    /// - attention: `2·d_attn·T` (QKᵀ and AV, causal: average context T/2), the llm.c
-    ///   convention; PaLM/nanoGPT count 12·L·d·T (no causal halving);
-    /// - local attention (window W): `4·d_attn·c` with `c` the mean context, the mean over
-    ///   positions p of min(p + 1, W);
-    /// - Mamba: the convolution `2·di·k` and the scan, ~9 FLOPs per state entry (exp(ΔA), ΔBx,
-    ///   the multiply-add update, the C readout), `9·di·n`;
-    /// - Mamba-2 (chunked SSD, chunk Q): the within-chunk matmuls `Q·(2·g·n + 2·di)` (C Bᵀ
-    ///   and its product with x, causal halves), the chunk states and their readout `4·di·n`,
-    ///   and the convolution;
-    /// - Hymba: its attention (global or windowed) plus its Mamba;
-    /// - (Gated) DeltaNet (chunked WY form, chunk C): per value head `4·C·dk` (β k kᵀ, q kᵀ),
-    ///   the triangular inverse, `U`, `W` and `P·V'` (`O(C·(dk + dv) + C²·log C)`), and
-    ///   `6·dk·dv` for the state's three products, plus the convolution.
+    /// each mixer's `flops` in its own file (`mixer.rs` lists them).
     pub fn train_flops_per_token(&self, seq_len: usize) -> f64 {
         self.layer_counts(seq_len).iter().map(|l| l.train_flops).sum::<f64>()
             + 6.0 * (self.d_model * self.vocab_size) as f64
-    }
-
-    /// The non-matmul forward FLOPs per token of a sequence mixer.
-    fn mixer_flops(&self, mixer: MixerKind, seq_len: usize) -> f64 {
-        let d_attn = (self.n_heads * self.head_dim()) as f64;
-        let local = |w: usize| {
-            let t = seq_len.max(1);
-            let mean_context = (0..t).map(|p| (p + 1).min(w)).sum::<usize>() as f64 / t as f64;
-            4.0 * d_attn * mean_context
-        };
-        match mixer {
-            MixerKind::Attention => 2.0 * d_attn * seq_len as f64,
-            MixerKind::Local => local(self.window),
-            MixerKind::Mamba => {
-                let c = &self.mamba;
-                let di = c.inner(self.d_model) as f64;
-                2.0 * di * c.d_conv as f64 + 9.0 * di * c.d_state as f64
-            }
-            MixerKind::Mamba2 => {
-                let c = &self.mamba2;
-                let (di, n, g) = (c.inner(self.d_model) as f64, c.d_state as f64, c.n_groups as f64);
-                let q = c.chunk_size.min(seq_len) as f64;
-                q * (2.0 * g * n + 2.0 * di)
-                    + 4.0 * di * n
-                    + 2.0 * c.conv_channels(self.d_model) as f64 * c.d_conv as f64
-            }
-            MixerKind::GatedDeltaNet | MixerKind::DeltaNet => {
-                let c = &self.gdn;
-                let (hv, dk, dv) =
-                    (c.value_heads(self.d_model) as f64, c.head_dim as f64, c.value_head_dim() as f64);
-                let q = c.chunk_size.min(seq_len.max(1)) as f64;
-                let squarings = (q.log2().ceil() - 1.0).max(0.0);
-                // Per value head and token, as `delta_rule::chunked` computes them: β k kᵀ and
-                // q kᵀ (2·C·dk each), the doubling inverse (2 C×C products per squaring),
-                // U and W (2·C·(dv + dk)), P·V' (2·C·dv), and W·S, q·S and the state update
-                // (2·dk·dv each); plus the convolution.
-                hv * (4.0 * q * dk
-                    + 4.0 * squarings * q * q
-                    + 2.0 * q * (dv + dk)
-                    + 2.0 * q * dv
-                    + 6.0 * dk * dv)
-                    + 2.0 * c.conv_channels(self.d_model) as f64 * c.d_conv as f64
-            }
-            MixerKind::Hymba => {
-                let attn = if self.hymba.window > 0 {
-                    local(self.hymba.window)
-                } else {
-                    2.0 * d_attn * seq_len as f64
-                };
-                attn + self.mixer_flops(MixerKind::Mamba, seq_len)
-            }
-        }
-    }
-
-    /// Decoding state of one sequence in f32: (bytes per token of context, fixed bytes).
-    fn state_bytes(&self, mixer: MixerKind) -> (usize, usize) {
-        let kv_per_token = 2 * self.kv_heads() * self.head_dim() * 4;
-        match mixer {
-            MixerKind::Attention => (kv_per_token, 0),
-            MixerKind::Local => (0, kv_per_token * self.window.saturating_sub(1)),
-            MixerKind::Mamba => {
-                let c = &self.mamba;
-                let di = c.inner(self.d_model);
-                (0, 4 * (di * c.d_state + di * (c.d_conv - 1)))
-            }
-            MixerKind::Mamba2 => {
-                let c = &self.mamba2;
-                let (di, conv) = (c.inner(self.d_model), c.conv_channels(self.d_model));
-                (0, 4 * (di * c.d_state + conv * (c.d_conv - 1)))
-            }
-            MixerKind::GatedDeltaNet | MixerKind::DeltaNet => {
-                let c = &self.gdn;
-                let d = self.d_model;
-                (
-                    0,
-                    4 * (c.value_heads(d) * c.head_dim * c.value_head_dim()
-                        + c.conv_channels(d) * (c.d_conv - 1)),
-                )
-            }
-            MixerKind::Hymba => {
-                let (_, ssm) = self.state_bytes(MixerKind::Mamba);
-                if self.hymba.window > 0 {
-                    (0, ssm + kv_per_token * (self.hymba.window - 1))
-                } else {
-                    (kv_per_token, ssm)
-                }
-            }
-        }
     }
 }

@@ -21,8 +21,8 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Bool, Tensor, TensorData};
 
 use super::layers::{float_tensor, matmul_keep_dtype};
-use super::selective_scan::pad_time;
 use super::ssd::segsum;
+use crate::kernels::selective_scan::pad_time;
 
 /// The inputs of one delta-rule scan, time-major, keys and queries already mapped to the value
 /// heads (value head `j` of a group of `r` reads key head `j / r`).

@@ -26,6 +26,8 @@ use super::conv::CausalConv1d;
 use super::delta_rule::{self, DeltaInputs};
 use super::layers::{Linear, param};
 use super::mamba::{dt_bias_init, torch_default_linear};
+use super::mixer::{LayerParams, MixerSpec, SequenceMixer, tensor_bytes};
+use crate::config::MixerKind;
 use crate::config::{GatedDeltaNetConfig, ModelConfig};
 use crate::rng::Rng;
 
@@ -219,4 +221,95 @@ impl<B: Backend> GatedDeltaNet<B> {
 pub fn key_to_value_heads<B: Backend>(x: Tensor<B, 4>, hv: usize) -> Tensor<B, 4> {
     // The same mapping as Mamba-2's B/C groups to heads.
     super::ssd::groups_to_heads::<B, 4, 5>(x, hv)
+}
+
+impl<B: Backend> SequenceMixer<B> for GatedDeltaNet<B> {
+    type State = DeltaNetState<B>;
+
+    /// Gated DeltaNet (`G`), or DeltaNet (`D`): the same module without its decay gate.
+    fn build(
+        cfg: &ModelConfig,
+        kind: MixerKind,
+        resid_scale: f64,
+        rng: &mut Rng,
+        device: &B::Device,
+    ) -> Self {
+        GatedDeltaNet::new(cfg, kind == MixerKind::GatedDeltaNet, resid_scale, rng, device)
+    }
+
+    fn kind(&self) -> MixerKind {
+        if self.a_log.is_some() { MixerKind::GatedDeltaNet } else { MixerKind::DeltaNet }
+    }
+
+    fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        GatedDeltaNet::forward(self, x)
+    }
+
+    fn forward_step(&self, x: Tensor<B, 3>, state: &mut DeltaNetState<B>) -> Tensor<B, 3> {
+        GatedDeltaNet::forward_step(self, x, state)
+    }
+
+    fn empty_state(&self) -> DeltaNetState<B> {
+        DeltaNetState::empty()
+    }
+
+    fn state_bytes(state: &DeltaNetState<B>) -> usize {
+        tensor_bytes(&state.conv) + tensor_bytes(&state.memory)
+    }
+
+    fn linears_mut(&mut self) -> Vec<&mut Linear<B>> {
+        GatedDeltaNet::linears_mut(self).into_iter().collect()
+    }
+}
+
+/// (Gated) DeltaNet's analytic side, from the config alone.
+pub struct Spec;
+
+impl MixerSpec for Spec {
+    /// in_proj and out_proj; the conv taps and bias, A_log and dt_bias (gated), and the output
+    /// norm's gain.
+    fn params(cfg: &ModelConfig, kind: MixerKind) -> LayerParams {
+        let (c, d) = (&cfg.gdn, cfg.d_model);
+        let gated = kind == MixerKind::GatedDeltaNet;
+        let (conv, hv) = (c.conv_channels(d), c.value_heads(d));
+        LayerParams {
+            matmul: d * c.projections(d, gated) + c.value_dim(d) * d,
+            other: conv * c.d_conv
+                + usize::from(c.conv_bias) * conv
+                + usize::from(gated) * 2 * hv
+                + c.value_head_dim(),
+            ..Default::default()
+        }
+    }
+
+    /// The chunked WY form with chunk C, per value head and token, as `delta_rule::chunked`
+    /// computes it: β k kᵀ and q kᵀ (2·C·dk each), the doubling inverse (2 C×C products per
+    /// squaring), U and W (2·C·(dv + dk)), P·V' (2·C·dv), and W·S, q·S and the state update
+    /// (2·dk·dv each); plus the convolution.
+    fn flops(cfg: &ModelConfig, _kind: MixerKind, seq_len: usize) -> f64 {
+        let c = &cfg.gdn;
+        let (hv, dk, dv) = (c.value_heads(cfg.d_model) as f64, c.head_dim as f64, c.value_head_dim() as f64);
+        let q = c.chunk_size.min(seq_len.max(1)) as f64;
+        let squarings = (q.log2().ceil() - 1.0).max(0.0);
+        hv * (4.0 * q * dk + 4.0 * squarings * q * q + 2.0 * q * (dv + dk) + 2.0 * q * dv + 6.0 * dk * dv)
+            + 2.0 * c.conv_channels(cfg.d_model) as f64 * c.d_conv as f64
+    }
+
+    /// The delta-rule memory (dk × dv per value head) and the convolution's history, fixed.
+    fn state_bytes(cfg: &ModelConfig, _kind: MixerKind) -> (usize, usize) {
+        let (c, d) = (&cfg.gdn, cfg.d_model);
+        (0, 4 * (c.value_heads(d) * c.head_dim * c.value_head_dim() + c.conv_channels(d) * (c.d_conv - 1)))
+    }
+
+    /// Its heads follow the width (0 in the config: derived from d_model).
+    fn knob(cfg: &ModelConfig) -> Option<String> {
+        let (c, d) = (&cfg.gdn, cfg.d_model);
+        Some(format!(
+            "gdn heads {} (k {}) / {} (v {})",
+            c.key_heads(d),
+            c.head_dim,
+            c.value_heads(d),
+            c.value_head_dim()
+        ))
+    }
 }

@@ -16,11 +16,13 @@
 use crate::kernels::Backend;
 use burn::module::{Module, Param};
 use burn::tensor::Tensor;
-use serde::{Deserialize, Serialize};
 
 use super::attention::{Attention, KvCache};
 use super::layers::{Linear, param};
 use super::mamba::{Mamba, MambaState};
+use super::mixer::{Diagnostic, LayerParams, MixerSpec, SequenceMixer};
+use super::{attention, mamba};
+use crate::config::MixerKind;
 use crate::config::ModelConfig;
 use crate::rng::Rng;
 
@@ -35,19 +37,6 @@ pub struct Hymba<B: Backend> {
     /// The value both scales started from.
     pub scale_init: f64,
     pub eps: f64,
-}
-
-/// Where a Hymba layer's branch scales stand against their initial value (logged during
-/// training, reported in `summary.json`).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct BranchScales {
-    pub layer: usize,
-    pub init: f64,
-    pub attn_mean: f64,
-    pub ssm_mean: f64,
-    /// Mean |β − init| over channels: 0 means the scales never moved.
-    pub attn_mean_abs_change: f64,
-    pub ssm_mean_abs_change: f64,
 }
 
 /// Decoding state: the attention branch's KV cache and the SSM branch's state.
@@ -94,23 +83,30 @@ impl<B: Backend> Hymba<B> {
         (scaled(attn, &self.attn_scale) + scaled(ssm, &self.ssm_scale)) * 0.5
     }
 
-    /// Reads both scales to the host.
-    pub fn branch_scales(&self, layer: usize) -> BranchScales {
+    /// Both scales against their initial value: the mean per-channel β of each branch, and
+    /// the mean per-channel distance |Δβ| from the initial value (0: never moved). A branch
+    /// whose β collapses towards 0 has been switched off by training.
+    pub fn branch_scales(&self, layer: usize) -> Vec<Diagnostic> {
         let stats = |p: &Param<Tensor<B, 1>>| {
             let v: Vec<f64> = p.val().into_data().convert::<f64>().into_vec().expect("float scales");
             let n = v.len().max(1) as f64;
             (v.iter().sum::<f64>() / n, v.iter().map(|x| (x - self.scale_init).abs()).sum::<f64>() / n)
         };
-        let (attn_mean, attn_mean_abs_change) = stats(&self.attn_scale);
-        let (ssm_mean, ssm_mean_abs_change) = stats(&self.ssm_scale);
-        BranchScales {
+        let (attn_mean, attn_change) = stats(&self.attn_scale);
+        let (ssm_mean, ssm_change) = stats(&self.ssm_scale);
+        let entry = |name: &str, value: f64, init: Option<f64>| Diagnostic {
             layer,
-            init: self.scale_init,
-            attn_mean,
-            ssm_mean,
-            attn_mean_abs_change,
-            ssm_mean_abs_change,
-        }
+            mixer: MixerKind::Hymba.name().into(),
+            name: name.into(),
+            value,
+            init,
+        };
+        vec![
+            entry("attention β", attn_mean, Some(self.scale_init)),
+            entry("SSM β", ssm_mean, Some(self.scale_init)),
+            entry("attention |Δβ|", attn_change, None),
+            entry("SSM |Δβ|", ssm_change, None),
+        ]
     }
 
     pub fn linears_mut(&mut self) -> Vec<&mut Linear<B>> {
@@ -118,5 +114,81 @@ impl<B: Backend> Hymba<B> {
         let mut out = vec![&mut a.q_proj, &mut a.k_proj, &mut a.v_proj, &mut a.o_proj];
         out.extend(self.ssm.linears_mut());
         out
+    }
+}
+
+impl<B: Backend> SequenceMixer<B> for Hymba<B> {
+    type State = HymbaState<B>;
+
+    fn build(
+        cfg: &ModelConfig,
+        _kind: MixerKind,
+        resid_scale: f64,
+        rng: &mut Rng,
+        device: &B::Device,
+    ) -> Self {
+        Hymba::new(cfg, resid_scale, rng, device)
+    }
+
+    fn kind(&self) -> MixerKind {
+        MixerKind::Hymba
+    }
+
+    fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        Hymba::forward(self, x)
+    }
+
+    fn forward_step(&self, x: Tensor<B, 3>, state: &mut HymbaState<B>) -> Tensor<B, 3> {
+        Hymba::forward_step(self, x, state)
+    }
+
+    fn empty_state(&self) -> HymbaState<B> {
+        HymbaState::empty()
+    }
+
+    fn state_bytes(state: &HymbaState<B>) -> usize {
+        <Attention<B> as SequenceMixer<B>>::state_bytes(&state.kv)
+            + <Mamba<B> as SequenceMixer<B>>::state_bytes(&state.ssm)
+    }
+
+    fn linears_mut(&mut self) -> Vec<&mut Linear<B>> {
+        Hymba::linears_mut(self)
+    }
+
+    fn diagnostics(&self, layer: usize) -> Vec<Diagnostic> {
+        self.branch_scales(layer)
+    }
+}
+
+/// Hymba's analytic side, from the config alone.
+pub struct Spec;
+
+impl MixerSpec for Spec {
+    /// Both branches and the two per-channel scales.
+    fn params(cfg: &ModelConfig, _kind: MixerKind) -> LayerParams {
+        attention::Spec::params(cfg, MixerKind::Attention)
+            .add(mamba::Spec::params(cfg, MixerKind::Mamba))
+            .add(LayerParams { other: 2 * cfg.d_model, ..Default::default() })
+    }
+
+    /// Its attention (global, or over `model.hymba.window`) plus its Mamba.
+    fn flops(cfg: &ModelConfig, _kind: MixerKind, seq_len: usize) -> f64 {
+        let attn = if cfg.hymba.window > 0 {
+            attention::local_flops(cfg, cfg.hymba.window, seq_len)
+        } else {
+            attention::global_flops(cfg, seq_len)
+        };
+        attn + mamba::Spec::flops(cfg, MixerKind::Mamba, seq_len)
+    }
+
+    /// The Mamba branch's state, and the attention branch's cache (fixed with a window).
+    fn state_bytes(cfg: &ModelConfig, _kind: MixerKind) -> (usize, usize) {
+        let (_, ssm) = mamba::Spec::state_bytes(cfg, MixerKind::Mamba);
+        let kv_per_token = attention::kv_bytes_per_token(cfg);
+        if cfg.hymba.window > 0 {
+            (0, ssm + kv_per_token * (cfg.hymba.window - 1))
+        } else {
+            (kv_per_token, ssm)
+        }
     }
 }

@@ -5,9 +5,10 @@
 
 use burn::module::{Module, Param};
 use burn::tensor::backend::Backend;
-use burn::tensor::{DType, Int, Tensor, TensorCreationOptions, TensorData};
+use burn::tensor::{DType, Int, Tensor, TensorData};
 
 use crate::config::NormKind;
+pub use crate::kernels::tensors::{float_tensor, int_tensor};
 use crate::rng::Rng;
 
 /// Creates a parameter from a host-side generator of its values.
@@ -19,31 +20,6 @@ pub fn param<B: Backend, const D: usize>(
     let n = shape.iter().product::<usize>();
     let data: Vec<f32> = (0..n).map(|_| value()).collect();
     Param::from_tensor(float_tensor(TensorData::new(data, shape), device))
-}
-
-/// A float tensor in the backend's own float type. Without an explicit dtype burn uses the
-/// *device's* default, which is shared by every backend on that device (NdArray<f32> and
-/// NdArray<f64> both run on `NdArrayDevice::Cpu`), so an f64 model could silently get f32
-/// weights in a process that also used f32.
-pub fn float_tensor<B: Backend, const D: usize>(data: TensorData, device: &B::Device) -> Tensor<B, D> {
-    let dtype = <B::FloatElem as burn::tensor::Element>::dtype();
-    Tensor::from_data(
-        data.convert::<B::FloatElem>(),
-        TensorCreationOptions::new(device.clone()).with_dtype(dtype),
-    )
-}
-
-/// An int tensor in the backend's own int type (see [`float_tensor`] for why the dtype is explicit).
-pub fn int_tensor<B: Backend, const D: usize>(
-    data: Vec<i64>,
-    shape: [usize; D],
-    device: &B::Device,
-) -> Tensor<B, D, Int> {
-    let dtype = <B::IntElem as burn::tensor::Element>::dtype();
-    Tensor::from_data(
-        TensorData::new(data, shape).convert::<B::IntElem>(),
-        TensorCreationOptions::new(device.clone()).with_dtype(dtype),
-    )
 }
 
 /// A parameter drawn from N(0, std²).
@@ -213,14 +189,4 @@ impl<B: crate::kernels::Backend> Norm<B> {
             None => y,
         }
     }
-}
-
-/// RMSNorm of plain tensor ops over the last axis: `x / √(mean(x²) + eps) · weight`; the twin
-/// of the fused kernel (`kernels/rms_norm_kernel.rs`).
-///
-/// # Shapes
-/// - x: `[b, t, d]`, weight: `[d]` → `[b, t, d]`
-pub fn rms_norm<B: Backend>(x: Tensor<B, 3>, weight: Tensor<B, 1>, eps: f64) -> Tensor<B, 3> {
-    let ms = x.clone().powf_scalar(2.0).mean_dim(2);
-    x * (ms + eps).sqrt().recip() * weight.unsqueeze::<3>()
 }

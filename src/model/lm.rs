@@ -3,12 +3,11 @@
 use crate::kernels::Backend;
 use burn::module::{Module, Param};
 use burn::nn::{Dropout, DropoutConfig};
-use burn::tensor::activation::log_softmax;
 use burn::tensor::{DType, Int, Tensor};
 
-use super::block::{Block, LayerState, Residual, SeqMixer};
-use super::hymba::BranchScales;
+use super::block::{Block, LayerState, Residual};
 use super::layers::{Embedding, Linear, Norm, int_tensor, normal_param};
+use super::mixer::Diagnostic;
 use super::moe::{MoeAux, Routing, RoutingStats};
 use crate::config::{ModelConfig, Positions};
 use crate::data::batcher::TokenBatch;
@@ -113,16 +112,14 @@ impl<B: Backend> LanguageModel<B> {
         model
     }
 
-    /// Switches every linear layer (and the head), and the Mamba-2 SSD's matmuls, to bf16
-    /// matmuls with fp32 master weights.
+    /// Switches every linear layer (and the head) to bf16 matmuls with fp32 master weights,
+    /// and each sequence mixer's own matmuls as its precision policy says
+    /// ([`super::mixer::SequenceMixer::use_bf16_matmuls`]).
     pub fn with_bf16_matmuls(mut self) -> Self {
         self.bf16 = true;
         for layer in &mut self.layers {
-            if let SeqMixer::Mamba2(m) = &mut layer.mixer {
-                m.ssd_bf16 = true;
-            }
-            let ffn_linears = layer.ffn.as_mut().map(|f| f.mixer.linears_mut()).unwrap_or_default();
-            for lin in layer.mixer.linears_mut().into_iter().chain(ffn_linears) {
+            layer.mixer.use_bf16_matmuls();
+            for lin in layer.ffn.as_mut().map(|f| f.mixer.linears_mut()).unwrap_or_default() {
                 lin.bf16 = true;
             }
         }
@@ -206,16 +203,10 @@ impl<B: Backend> LanguageModel<B> {
         }
     }
 
-    /// The branch scales of every Hymba layer, read to the host.
-    pub fn branch_scales(&self) -> Vec<BranchScales> {
-        self.layers
-            .iter()
-            .enumerate()
-            .filter_map(|(i, l)| match &l.mixer {
-                SeqMixer::Hymba(h) => Some(h.branch_scales(i)),
-                _ => None,
-            })
-            .collect()
+    /// What every layer's sequence mixer reports about itself, read to the host
+    /// ([`super::mixer::SequenceMixer::diagnostics`]).
+    pub fn diagnostics(&self) -> Vec<Diagnostic> {
+        self.layers.iter().enumerate().flat_map(|(i, l)| l.mixer.diagnostics(i)).collect()
     }
 
     /// Mean next-token cross-entropy (nats per token): the evaluation loss.
@@ -302,20 +293,6 @@ pub fn masked_cross_entropy<B: Backend>(
 fn rows_nll<B: Backend>(logits: Tensor<B, 3>, targets: Tensor<B, 2, Int>) -> Tensor<B, 1> {
     let [b, t, v] = logits.dims();
     crate::kernels::cross_entropy(logits.reshape([b * t, v]), targets.reshape([b * t]))
-}
-
-/// The plain-ops twin of the fused cross-entropy: each row's `−log softmax(logits)[target]`
-/// (`logits` `[n, v]`, `targets` `[n]` → `[n]`), with half-precision logits cast to fp32 first.
-pub fn token_nll<B: burn::tensor::backend::Backend>(
-    logits: Tensor<B, 2>,
-    targets: Tensor<B, 1, Int>,
-) -> Tensor<B, 1> {
-    let n = targets.dims()[0];
-    let logits = match logits.dtype() {
-        DType::BF16 | DType::F16 => logits.cast(DType::F32),
-        _ => logits,
-    };
-    log_softmax(logits, 1).gather(1, targets.reshape([n, 1])).reshape([n]).neg()
 }
 
 /// An answer mask as a `[b, t]` float tensor of ones and zeros.

@@ -18,8 +18,10 @@ use burn::tensor::Tensor;
 use super::activation::{silu, softplus};
 use super::conv::CausalConv1d;
 use super::layers::{Linear, Norm, param};
-use super::selective_scan::{self, ScanAlgorithm, ScanInputs};
+use super::mixer::{LayerParams, MixerSpec, SequenceMixer, tensor_bytes};
+use crate::config::MixerKind;
 use crate::config::{MambaConfig, ModelConfig, NormKind};
+use crate::kernels::selective_scan::{self, ScanAlgorithm, ScanInputs};
 use crate::rng::Rng;
 
 #[derive(Module, Debug)]
@@ -227,5 +229,81 @@ impl<B: Backend> Mamba<B> {
 
     fn a(&self) -> Tensor<B, 2> {
         self.a_log.val().exp().neg()
+    }
+}
+
+impl<B: Backend> SequenceMixer<B> for Mamba<B> {
+    type State = MambaState<B>;
+
+    fn build(
+        cfg: &ModelConfig,
+        _kind: MixerKind,
+        resid_scale: f64,
+        rng: &mut Rng,
+        device: &B::Device,
+    ) -> Self {
+        Mamba::new(cfg, resid_scale, rng, device)
+    }
+
+    fn kind(&self) -> MixerKind {
+        MixerKind::Mamba
+    }
+
+    fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        Mamba::forward(self, x)
+    }
+
+    fn forward_step(&self, x: Tensor<B, 3>, state: &mut MambaState<B>) -> Tensor<B, 3> {
+        Mamba::forward_step(self, x, state)
+    }
+
+    fn empty_state(&self) -> MambaState<B> {
+        MambaState::empty()
+    }
+
+    fn state_bytes(state: &MambaState<B>) -> usize {
+        tensor_bytes(&state.conv) + tensor_bytes(&state.ssm)
+    }
+
+    fn linears_mut(&mut self) -> Vec<&mut Linear<B>> {
+        Mamba::linears_mut(self).into_iter().collect()
+    }
+}
+
+/// Mamba's analytic side, from the config alone.
+pub struct Spec;
+
+impl MixerSpec for Spec {
+    /// in_proj, x_proj, dt_proj and out_proj; their biases, the conv taps and bias, A_log, D, and
+    /// Jamba's inner norms.
+    fn params(cfg: &ModelConfig, _kind: MixerKind) -> LayerParams {
+        let (c, d) = (&cfg.mamba, cfg.d_model);
+        let (di, n, r, bias) = (c.inner(d), c.d_state, c.rank(d), usize::from(c.bias));
+        LayerParams {
+            matmul: d * 2 * di + di * (r + 2 * n) + r * di + di * d,
+            other: bias * (2 * di + d)
+                + di
+                + di * c.d_conv
+                + usize::from(c.conv_bias) * di
+                + di * n
+                + di
+                + usize::from(c.inner_norms) * (r + 2 * n),
+            ..Default::default()
+        }
+    }
+
+    /// The convolution `2·di·k` and the scan, ~9 FLOPs per state entry (exp(ΔA), ΔBx, the
+    /// multiply-add update, the C readout): `9·di·n`.
+    fn flops(cfg: &ModelConfig, _kind: MixerKind, _seq_len: usize) -> f64 {
+        let c = &cfg.mamba;
+        let di = c.inner(cfg.d_model) as f64;
+        2.0 * di * c.d_conv as f64 + 9.0 * di * c.d_state as f64
+    }
+
+    /// The SSM state and the convolution's history, fixed.
+    fn state_bytes(cfg: &ModelConfig, _kind: MixerKind) -> (usize, usize) {
+        let c = &cfg.mamba;
+        let di = c.inner(cfg.d_model);
+        (0, 4 * (di * c.d_state + di * (c.d_conv - 1)))
     }
 }

@@ -19,7 +19,9 @@ use super::activation::{silu, softplus};
 use super::conv::CausalConv1d;
 use super::layers::{Linear, param};
 use super::mamba::{dt_bias_init, torch_default_linear};
+use super::mixer::{LayerParams, MixerSpec, SequenceMixer, tensor_bytes};
 use super::ssd::{self, SsdInputs};
+use crate::config::MixerKind;
 use crate::config::{Mamba2Config, ModelConfig};
 use crate::rng::Rng;
 
@@ -59,25 +61,6 @@ impl<B: Backend> GatedRmsNorm<B> {
     pub fn forward(&self, y: Tensor<B, 3>, z: Tensor<B, 3>) -> Tensor<B, 3> {
         crate::kernels::gated_rms_norm(y, z, self.weight.val(), self.group_size, self.eps)
     }
-}
-
-/// [`GatedRmsNorm`] in plain tensor ops, the twin of the fused kernel
-/// (`kernels/gated_rms_norm_kernel.rs`).
-///
-/// # Shapes
-/// - y, z: `[b, t, di]`, weight: `[di]` (`group` divides `di`) → `[b, t, di]`
-pub fn gated_rms_norm<B: burn::tensor::backend::Backend>(
-    y: Tensor<B, 3>,
-    z: Tensor<B, 3>,
-    weight: Tensor<B, 1>,
-    group: usize,
-    eps: f64,
-) -> Tensor<B, 3> {
-    let [b, t, di] = y.dims();
-    let gated = (y * silu(z)).reshape([b, t, di / group, group]);
-    let ms = gated.clone().powf_scalar(2.0).mean_dim(3);
-    let normed = (gated * (ms + eps).sqrt().recip()).reshape([b, t, di]);
-    normed * weight.reshape([1, 1, di])
 }
 
 /// What a Mamba-2 layer carries between decoding steps: O(1) in the context length.
@@ -225,5 +208,102 @@ impl<B: Backend> Mamba2<B> {
         let [b, t, heads, p] = y.dims();
         let y = y + x * self.d_skip.val().reshape([1, 1, heads, 1]);
         self.out_proj.forward(self.norm.forward(y.reshape([b, t, heads * p]), z))
+    }
+}
+
+impl<B: Backend> SequenceMixer<B> for Mamba2<B> {
+    type State = Mamba2State<B>;
+
+    fn build(
+        cfg: &ModelConfig,
+        _kind: MixerKind,
+        resid_scale: f64,
+        rng: &mut Rng,
+        device: &B::Device,
+    ) -> Self {
+        Mamba2::new(cfg, resid_scale, rng, device)
+    }
+
+    fn kind(&self) -> MixerKind {
+        MixerKind::Mamba2
+    }
+
+    fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        Mamba2::forward(self, x)
+    }
+
+    fn forward_step(&self, x: Tensor<B, 3>, state: &mut Mamba2State<B>) -> Tensor<B, 3> {
+        Mamba2::forward_step(self, x, state)
+    }
+
+    fn empty_state(&self) -> Mamba2State<B> {
+        Mamba2State::empty()
+    }
+
+    fn state_bytes(state: &Mamba2State<B>) -> usize {
+        tensor_bytes(&state.conv) + tensor_bytes(&state.ssm)
+    }
+
+    fn linears_mut(&mut self) -> Vec<&mut Linear<B>> {
+        Mamba2::linears_mut(self).into_iter().collect()
+    }
+
+    /// Its projections, and the SSD's chunk matmuls (`ssd::chunked`); the decays, their
+    /// cumulative sums and the carried state stay f32.
+    fn use_bf16_matmuls(&mut self) {
+        self.ssd_bf16 = true;
+        for linear in Mamba2::linears_mut(self) {
+            linear.bf16 = true;
+        }
+    }
+}
+
+/// Mamba-2's analytic side, from the config alone.
+pub struct Spec;
+
+impl MixerSpec for Spec {
+    /// in_proj and out_proj; the projection biases, the conv, dt_bias, A_log, D and the gated
+    /// norm's gain.
+    fn params(cfg: &ModelConfig, _kind: MixerKind) -> LayerParams {
+        let (c, d) = (&cfg.mamba2, cfg.d_model);
+        let (di, heads, conv, bias) = (c.inner(d), c.heads(d), c.conv_channels(d), usize::from(c.bias));
+        let proj = di + conv + heads;
+        LayerParams {
+            matmul: d * proj + di * d,
+            other: bias * (proj + d) + conv * c.d_conv + usize::from(c.conv_bias) * conv + 3 * heads + di,
+            ..Default::default()
+        }
+    }
+
+    /// Chunked SSD with chunk Q: the within-chunk matmuls `Q·(2·g·n + 2·di)` (C Bᵀ and its product
+    /// with x, causal halves), the chunk states and their readout `4·di·n`, and the convolution.
+    fn flops(cfg: &ModelConfig, _kind: MixerKind, seq_len: usize) -> f64 {
+        let c = &cfg.mamba2;
+        let (di, n, g) = (c.inner(cfg.d_model) as f64, c.d_state as f64, c.n_groups as f64);
+        let q = c.chunk_size.min(seq_len) as f64;
+        q * (2.0 * g * n + 2.0 * di)
+            + 4.0 * di * n
+            + 2.0 * c.conv_channels(cfg.d_model) as f64 * c.d_conv as f64
+    }
+
+    /// The SSM state and the convolution's history, fixed.
+    fn state_bytes(cfg: &ModelConfig, _kind: MixerKind) -> (usize, usize) {
+        let c = &cfg.mamba2;
+        let (di, conv) = (c.inner(cfg.d_model), c.conv_channels(cfg.d_model));
+        (0, 4 * (di * c.d_state + conv * (c.d_conv - 1)))
+    }
+
+    /// The largest head_dim from half the base's up to the base's that divides the new inner
+    /// width, into a number of heads the groups divide.
+    fn fit_width(cfg: &mut ModelConfig, base: &ModelConfig) -> Option<()> {
+        let inner = cfg.mamba2.expand * cfg.d_model;
+        let p = base.mamba2.head_dim;
+        cfg.mamba2.head_dim = (p.div_ceil(2)..=p).rev().find(|h| inner.is_multiple_of(*h))?;
+        let heads = inner / cfg.mamba2.head_dim;
+        heads.is_multiple_of(cfg.mamba2.n_groups).then_some(())
+    }
+
+    fn knob(cfg: &ModelConfig) -> Option<String> {
+        Some(format!("mamba2 head_dim {}", cfg.mamba2.head_dim))
     }
 }

@@ -15,7 +15,7 @@
 //! | `E`, `k` | experts per MoE layer, experts per token |
 //!
 //! `lm` assembles `layers` (embeddings, linear maps, norms) and `block`s; each block holds a
-//! sequence mixer (`attention`, global or sliding-window; `mamba` with its `selective_scan`;
+//! sequence mixer (`attention`, global or sliding-window; `mamba`, whose scan is `kernels::selective_scan`;
 //! `mamba2` with its `ssd`; `hymba`, attention and Mamba in parallel; `gated_deltanet`, Gated
 //! DeltaNet and DeltaNet, with its `delta_rule`; the Mambas and DeltaNets use `conv`)
 //! and a channel mixer (`mlp`, `moe`, or none); `activation` holds SiLU, GELU and softplus.
@@ -38,9 +38,9 @@ pub mod layers;
 pub mod lm;
 pub mod mamba;
 pub mod mamba2;
+pub mod mixer;
 pub mod mlp;
 pub mod moe;
-pub mod selective_scan;
 pub mod ssd;
 
 pub use lm::{DecodeState, LanguageModel};

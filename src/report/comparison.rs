@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, HashSet};
 use crate::compare::results::{ArchResult, ComparisonResults, SeedRun};
 use crate::compare::stats::{MeanCi, compare_pair, mean_ci};
 use crate::eval::health::LayerHealth;
+use crate::model::mixer::Diagnostic;
 use crate::train::{human, human_bytes};
 
 use super::document::{Document, Table};
@@ -38,7 +39,7 @@ pub fn document(r: &ComparisonResults) -> Document {
     lr_grids(&mut doc, r);
     loss_curves(&mut doc, r);
     moe(&mut doc, r, &slugs);
-    hymba(&mut doc, r, &slugs);
+    diagnostics(&mut doc, r, &slugs);
     health(&mut doc, r);
     if let Some(bench) = &r.bench {
         doc.heading("Sequence-length scaling");
@@ -212,7 +213,7 @@ fn notes(a: &ArchResult) -> String {
     }
     notes.extend(health_note(a));
     notes.extend(moe_note(a));
-    notes.extend(hymba_note(a));
+    notes.extend(diagnostics_note(a));
     notes.join("; ")
 }
 
@@ -262,20 +263,27 @@ fn moe_note(a: &ArchResult) -> Option<String> {
     ))
 }
 
-fn hymba_note(a: &ArchResult) -> Option<String> {
-    let scales = &a.runs.first()?.summary.hymba;
-    if scales.is_empty() {
-        return None;
+/// The learned quantities a mixer reports (those with an initial value), each as its mean over
+/// layers on the first seed, e.g. "hymba attention β 0.85, SSM β 1.15 (init 1)".
+fn diagnostics_note(a: &ArchResult) -> Option<String> {
+    let diagnostics = a.runs.first()?.summary.all_diagnostics();
+    let mut groups: Vec<(String, Vec<f64>, f64)> = Vec::new(); // (mixer + name, values, init)
+    for d in diagnostics.iter() {
+        let Some(init) = d.init else { continue };
+        let key = format!("{} {}", d.mixer, d.name);
+        match groups.iter_mut().find(|(k, _, _)| *k == key) {
+            Some((_, values, _)) => values.push(d.value),
+            None => groups.push((key, vec![d.value], init)),
+        }
     }
-    let mean = |f: fn(&crate::model::hymba::BranchScales) -> f64| {
-        scales.iter().map(f).sum::<f64>() / scales.len() as f64
-    };
-    Some(format!(
-        "Hymba branch scales: attention {:.2}, SSM {:.2} (init {:.2})",
-        mean(|s| s.attn_mean),
-        mean(|s| s.ssm_mean),
-        scales[0].init
-    ))
+    let parts: Vec<String> = groups
+        .iter()
+        .map(|(key, values, init)| {
+            let mean = values.iter().sum::<f64>() / values.len() as f64;
+            format!("{key} {mean:.2} (init {})", compact(*init))
+        })
+        .collect();
+    (!parts.is_empty()).then(|| parts.join(", "))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -538,59 +546,68 @@ fn moe(doc: &mut Document, r: &ComparisonResults, slugs: &[String]) {
     }
 }
 
-fn hymba(doc: &mut Document, r: &ComparisonResults, slugs: &[String]) {
-    let with_hymba: Vec<(usize, &ArchResult, &SeedRun)> = r
+/// What the mixers report about themselves (`Summary::diagnostics`, e.g. Hymba's branch
+/// scales): a table, and per architecture a chart of the learned quantities against their
+/// initial value. Nothing here knows which mixer reported what.
+fn diagnostics(doc: &mut Document, r: &ComparisonResults, slugs: &[String]) {
+    let reported: Vec<(usize, &ArchResult, &SeedRun, Vec<Diagnostic>)> = r
         .archs
         .iter()
         .enumerate()
-        .filter_map(|(i, a)| Some((i, a, a.runs.first()?)))
-        .filter(|(_, _, run)| !run.summary.hymba.is_empty())
+        .filter_map(|(i, a)| {
+            let run = a.runs.first()?;
+            let d = run.summary.all_diagnostics();
+            (!d.is_empty()).then_some((i, a, run, d))
+        })
         .collect();
-    if with_hymba.is_empty() {
+    if reported.is_empty() {
         return;
     }
-    doc.heading("Hymba branch scales");
+    doc.heading("Mixer diagnostics");
     doc.paragraph(
-        "Mean per-channel scale β of the attention and SSM branches of each Hymba layer at the end of \
-         the first seed's run, against their common initial value, and the mean per-channel distance \
-         |Δβ| from it: a branch whose scale collapses towards 0 has been switched off by training.",
+        "What each layer's mixer reports about itself at the end of the first seed's run, beside the \
+         value a learned quantity started from: a gate or scale that collapses towards 0 has been \
+         switched off by training, one that never moved is not learning. (Hymba: β is the mean \
+         per-channel scale of a branch, |Δβ| its mean per-channel distance from the initial value.)",
     );
-    let mut t =
-        Table::new(["Architecture", "Layer", "Init", "Attention β", "SSM β", "Attention |Δβ|", "SSM |Δβ|"])
-            .numeric(1..=6);
-    for (_, a, run) in &with_hymba {
-        for s in &run.summary.hymba {
+    let mut t = Table::new(["Architecture", "Layer", "Mixer", "Quantity", "Value", "Init"]).numeric(4..=5);
+    for (_, a, _, diagnostics) in &reported {
+        for d in diagnostics {
             t.row(vec![
                 a.name.clone(),
-                s.layer.to_string(),
-                compact(s.init),
-                format!("{:.3}", s.attn_mean),
-                format!("{:.3}", s.ssm_mean),
-                format!("{:.3}", s.attn_mean_abs_change),
-                format!("{:.3}", s.ssm_mean_abs_change),
+                d.layer.to_string(),
+                d.mixer.clone(),
+                d.name.clone(),
+                format!("{:.3}", d.value),
+                d.init.map(compact).unwrap_or_default(),
             ]);
         }
     }
     doc.table(t);
-    for (i, a, run) in with_hymba {
-        let scales = &run.summary.hymba;
-        let groups = scales
-            .iter()
-            .map(|s| {
-                let bars = vec![("attention".to_string(), s.attn_mean), ("SSM".to_string(), s.ssm_mean)];
-                (format!("layer {}", s.layer), bars)
-            })
-            .collect();
-        let init = scales[0].init;
+    for (i, a, run, diagnostics) in reported {
+        let learned: Vec<&Diagnostic> = diagnostics.iter().filter(|d| d.init.is_some()).collect();
+        if learned.is_empty() {
+            continue;
+        }
+        let mut groups: Vec<(String, Vec<(String, f64)>)> = Vec::new();
+        for d in &learned {
+            let group = format!("layer {}", d.layer);
+            match groups.iter_mut().find(|(g, _)| *g == group) {
+                Some((_, bars)) => bars.push((d.name.clone(), d.value)),
+                None => groups.push((group, vec![(d.name.clone(), d.value)])),
+            }
+        }
+        let init = learned[0].init.unwrap_or_default();
+        let one_init = learned.iter().all(|d| d.init == Some(init));
         let chart = BarChart {
-            title: format!("{}: Hymba branch scales (seed {})", a.name, run.seed),
-            y_label: "mean β".into(),
+            title: format!("{}: learned mixer quantities (seed {})", a.name, run.seed),
+            y_label: "value".into(),
             groups,
-            reference: Some((format!("init {init}"), init)),
+            reference: one_init.then(|| (format!("init {init}"), init)),
         };
         doc.figure(
-            format!("hymba-{}", slugs[i]),
-            format!("{}: mean branch scale per Hymba layer; the dashed line is the initial value.", a.name),
+            format!("diagnostics-{}", slugs[i]),
+            format!("{}: learned quantities per layer; the dashed line is their initial value.", a.name),
             bar_chart(&chart),
         );
     }

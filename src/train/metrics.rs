@@ -8,7 +8,7 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::model::hymba::BranchScales;
+use crate::model::mixer::Diagnostic;
 use crate::model::moe::RoutingStats;
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -36,9 +36,10 @@ pub enum Record {
         /// Expert load of each MoE layer on this step's tokens.
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         moe: Vec<ExpertLoad>,
-        /// Branch scales of each Hymba layer after this step, against their initial value.
+        /// What each layer's mixer reports about itself after this step (e.g. Hymba's branch
+        /// scales against their initial value).
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
-        hymba: Vec<BranchScales>,
+        diagnostics: Vec<Diagnostic>,
     },
     Eval {
         step: usize,
@@ -210,9 +211,14 @@ pub struct Summary {
     /// Expert load of each MoE layer over the whole training run.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub moe: Vec<ExpertLoad>,
-    /// Branch scales of each Hymba layer at the end, against their initial value.
+    /// What each layer's mixer reports about itself at the end
+    /// ([`crate::model::mixer::SequenceMixer::diagnostics`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub hymba: Vec<BranchScales>,
+    pub diagnostics: Vec<Diagnostic>,
+    /// Hymba's branch scales as summaries written before `diagnostics` held them; read only
+    /// (see [`Summary::all_diagnostics`]).
+    #[serde(default, rename = "hymba", skip_serializing)]
+    pub legacy_hymba: Vec<LegacyBranchScales>,
     /// Synthetic tasks only: accuracy on the answer tokens of the held-out sequences.
     #[serde(default, skip_serializing_if = "Option::is_none", with = "crate::util::json_opt_f64")]
     pub final_val_accuracy: Option<f64>,
@@ -222,6 +228,39 @@ pub struct Summary {
     /// The causality / time-mixing probe of every layer on the final weights.
     #[serde(default)]
     pub health: Vec<crate::eval::health::LayerHealth>,
+}
+
+impl Summary {
+    /// `diagnostics`, with the Hymba branch scales of an older summary converted into them.
+    pub fn all_diagnostics(&self) -> Vec<Diagnostic> {
+        let legacy = self.legacy_hymba.iter().flat_map(|s| {
+            let entry = |name: &str, value: f64, init: Option<f64>| Diagnostic {
+                layer: s.layer,
+                mixer: "hymba".into(),
+                name: name.into(),
+                value,
+                init,
+            };
+            [
+                entry("attention β", s.attn_mean, Some(s.init)),
+                entry("SSM β", s.ssm_mean, Some(s.init)),
+                entry("attention |Δβ|", s.attn_mean_abs_change, None),
+                entry("SSM |Δβ|", s.ssm_mean_abs_change, None),
+            ]
+        });
+        self.diagnostics.iter().cloned().chain(legacy).collect()
+    }
+}
+
+/// A Hymba layer's branch scales as older summaries recorded them.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LegacyBranchScales {
+    pub layer: usize,
+    pub init: f64,
+    pub attn_mean: f64,
+    pub ssm_mean: f64,
+    pub attn_mean_abs_change: f64,
+    pub ssm_mean_abs_change: f64,
 }
 
 /// Held-out accuracy of a synthetic task at one sequence length.

@@ -280,7 +280,7 @@ pub fn train<B: AutodiffBackend>(
                 skipped,
                 aux_loss,
                 moe: metrics::ExpertLoad::all(&step_routing),
-                hymba: model.branch_scales(),
+                diagnostics: model.diagnostics(),
             })?;
         }
         bar.set_position(step as u64);
@@ -331,7 +331,8 @@ pub fn train<B: AutodiffBackend>(
         device: opts.device_name.clone(),
         precision: if bf16 { "bf16".into() } else { "f32".into() },
         moe: metrics::ExpertLoad::all(&state.routing),
-        hymba: model.branch_scales(),
+        diagnostics: model.diagnostics(),
+        legacy_hymba: Vec::new(),
         final_val_accuracy: m.accuracy,
         length_accuracy: match data.task() {
             Some(task) => length_accuracy(&model.valid(), task, &cfg, device),

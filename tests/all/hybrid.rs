@@ -182,14 +182,18 @@ fn hymba_branch_scales_learn_and_are_reported() {
 
     let opts = train_options("hymba-scales");
     let summary = train::<CpuAd>(&cfg, &device, &opts).unwrap().summary.unwrap();
-    assert_eq!(summary.hymba.len(), cfg.model.n_layers);
-    for s in &summary.hymba {
-        eprintln!("{s:?}");
-        assert_eq!(s.init, 1.0);
-        assert!(s.attn_mean_abs_change > 1e-4 && s.ssm_mean_abs_change > 1e-4, "scales did not move: {s:?}");
+    // Four quantities per layer: each branch's mean β (learned, init 1) and its mean |Δβ|.
+    assert_eq!(summary.diagnostics.len(), 4 * cfg.model.n_layers);
+    for d in &summary.diagnostics {
+        eprintln!("{d:?}");
+        assert_eq!(d.mixer, "hymba");
+        match d.init {
+            Some(init) => assert_eq!(init, 1.0),
+            None => assert!(d.value > 1e-4, "scales did not move: {d:?}"),
+        }
     }
     let log = std::fs::read_to_string(opts.run_dir.join("metrics.jsonl")).unwrap();
-    assert!(log.lines().filter(|l| l.contains("\"kind\":\"train\"")).all(|l| l.contains("\"attn_mean\"")));
+    assert!(log.lines().filter(|l| l.contains("\"kind\":\"train\"")).all(|l| l.contains("\"SSM |Δβ|\"")));
 }
 
 /// Decoding with every layer's cache (KV caches, SSM states) equals the full forward, for each

@@ -10,11 +10,12 @@
 
 use crate::common::*;
 use archlab::config::{FfnKind, MoeConfig, RunConfig};
+use archlab::kernels::cross_entropy::token_nll;
+use archlab::kernels::moe_route::HostRoute;
+use archlab::kernels::selective_scan::{self, ScanInputs};
 use archlab::kernels::{self, AutodiffBackend, Backend};
-use archlab::model::lm::token_nll;
-use archlab::model::moe::{Dispatch, HostRoute, Moe, RoutingStats};
-use archlab::model::selective_scan::{self, ScanInputs};
-use archlab::model::{conv, layers, ssd};
+use archlab::kernels::{conv, norm, state_passing};
+use archlab::model::moe::{Dispatch, Moe, RoutingStats};
 use archlab::rng::Rng;
 use burn::tensor::{Int, Tensor, TensorData};
 
@@ -204,7 +205,7 @@ fn check_attention<B: AutodiffBackend>(dev: &B::Device, device_name: &str) {
         let seed = 200 + i as u64;
         let fused = attention_run::<B>(dev, shapes, seed, |q, k, v| kernels::attention(q, k, v, window));
         let reference = attention_run::<Cpu64Ad>(&Default::default(), shapes, seed, |q, k, v| {
-            archlab::model::attention::causal_attention(q, k, v, window)
+            archlab::kernels::attention::causal_attention(q, k, v, window)
         });
         for ((name, f), r) in ["out", "dq", "dk", "dv"].iter().zip(&fused).zip(&reference) {
             let what = format!("{device_name} b={b} h={h} kv={kv} t={t} hd={hd} window={window}: {name}");
@@ -367,7 +368,7 @@ fn check_rms_norm<B: AutodiffBackend>(dev: &B::Device, device_name: &str) {
         let seed = 500 + i as u64;
         let fused = rms_norm_run::<B>(dev, shape, seed, |x, w| kernels::rms_norm(x, w, 1e-5));
         let reference =
-            rms_norm_run::<Cpu64Ad>(&Default::default(), shape, seed, |x, w| layers::rms_norm(x, w, 1e-5));
+            rms_norm_run::<Cpu64Ad>(&Default::default(), shape, seed, |x, w| norm::rms_norm(x, w, 1e-5));
         for ((name, f), r) in ["y", "dx", "dweight"].iter().zip(&fused).zip(&reference) {
             assert_close(r, f, 1e-4, &format!("{device_name} (b, t, d)={shape:?}: {name}"));
         }
@@ -436,7 +437,7 @@ fn check_add_rms_norm<B: AutodiffBackend>(dev: &B::Device, device_name: &str) {
         let fused = add_rms_norm_run::<B>(dev, shape, seed, |r, d, w| kernels::add_rms_norm(r, d, w, 1e-5));
         let reference = add_rms_norm_run::<Cpu64Ad>(&Default::default(), shape, seed, |r, d, w| {
             let sum = r + d;
-            (sum.clone(), layers::rms_norm(sum, w, 1e-5))
+            (sum.clone(), norm::rms_norm(sum, w, 1e-5))
         });
         let names = ["sum", "y", "d_residual", "d_delta", "d_weight1", "d_weight2", "d_branch"];
         for ((name, f), r) in names.iter().zip(&fused).zip(&reference) {
@@ -515,7 +516,7 @@ fn check_gated_rms_norm<B: AutodiffBackend>(dev: &B::Device, device_name: &str) 
         let fused =
             gated_rms_norm_run::<B>(dev, shape, seed, |y, z, w, g| kernels::gated_rms_norm(y, z, w, g, 1e-5));
         let reference = gated_rms_norm_run::<Cpu64Ad>(&Default::default(), shape, seed, |y, z, w, g| {
-            archlab::model::mamba2::gated_rms_norm(y, z, w, g, 1e-5)
+            archlab::kernels::norm::gated_rms_norm(y, z, w, g, 1e-5)
         });
         for ((name, f), r) in ["out", "dy", "dz", "dweight"].iter().zip(&fused).zip(&reference) {
             assert_close(r, f, 1e-4, &format!("{device_name} (b, t, di, group)={shape:?}: {name}"));
@@ -647,7 +648,8 @@ fn check_state_passing<B: AutodiffBackend>(dev: &B::Device, device_name: &str) {
     for (i, &shape) in STATE_PASSING_CASES.iter().enumerate() {
         let seed = 700 + i as u64;
         let fused = state_passing_run::<B>(dev, shape, seed, kernels::ssd_state_passing);
-        let reference = state_passing_run::<Cpu64Ad>(&Default::default(), shape, seed, ssd::pass_states);
+        let reference =
+            state_passing_run::<Cpu64Ad>(&Default::default(), shape, seed, state_passing::pass_states);
         for ((name, f), r) in ["entering", "d_states", "d_decay", "d_h0"].iter().zip(&fused).zip(&reference) {
             assert_close(r, f, 1e-4, &format!("{device_name} (b, nc, h, p, n)={shape:?}: {name}"));
         }

@@ -17,6 +17,7 @@ mod hf_parity;
 mod hybrid;
 mod kernels;
 mod model;
+mod old_files;
 mod moe;
 mod precision;
 mod real_data;

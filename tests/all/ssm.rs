@@ -5,12 +5,12 @@
 
 use crate::common::*;
 use archlab::config::{MixerKind, ModelConfig, RunConfig};
+use archlab::kernels::selective_scan::{self, ScanInputs};
 use archlab::kernels::{AutodiffBackend, Backend};
 use archlab::model::delta_rule::{self, DeltaInputs};
 use archlab::model::gated_deltanet::{DeltaNetState, GatedDeltaNet};
 use archlab::model::mamba::{Mamba, MambaState};
 use archlab::model::mamba2::{Mamba2, Mamba2State};
-use archlab::model::selective_scan::{self, ScanInputs};
 use archlab::model::ssd::{self, SsdInputs};
 use archlab::rng::Rng;
 use burn::tensor::{Tensor, TensorData};
@@ -659,7 +659,7 @@ fn mamba2_gated_norm_per_group_or_over_the_whole_width() {
         let m = Mamba2::<Cpu>::new(&cfg, 1.0, &mut Rng::new(11), &device);
         assert_eq!(m.norm.group_size, group);
         let out = values(m.norm.forward(y.clone(), z.clone()));
-        let plain = archlab::model::mamba2::gated_rms_norm(
+        let plain = archlab::kernels::norm::gated_rms_norm(
             y.clone(),
             z.clone(),
             m.norm.weight.val(),

@@ -92,6 +92,15 @@ pub fn variants() -> Vec<(&'static str, ModelConfig)> {
     gated.qk_norm = true;
     gated.partial_rotary_factor = 0.5;
     v.push(("gated attention (output gate, qk-norm, half RoPE, GQA)", gated));
+    // Every layer kind of the registry is covered: one the variants above miss (a mixer just
+    // added to the registry) gets a two-layer model of its own, so its registry line alone
+    // buys it every check that iterates these variants.
+    for info in archlab::config::registry::SEQ_MIXERS {
+        let covered = v.iter().any(|(_, cfg)| cfg.layers().unwrap().iter().any(|l| l.mixer == info.kind));
+        if !covered {
+            v.push((info.name, with_pattern(base.clone(), &format!("{0}{0}", info.symbol))));
+        }
+    }
     v
 }
 

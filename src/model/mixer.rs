@@ -1,0 +1,281 @@
+//! The sequence-mixer contract, and the one table of its implementations.
+//!
+//! A sequence mixer maps `[b, t, d] → [b, t, d]` causally. Everything about one mixer lives in
+//! its own file: its module, its decoding state, its share of the precision policy
+//! ([`SequenceMixer`]), and its analytic side (parameters, forward FLOPs per token,
+//! decoding-state bytes, and the knob budget matching turns: [`MixerSpec`], implemented on a
+//! unit struct `Spec` in the same file), and what it reports about itself ([`Diagnostic`]s).
+//! It joins the model through one line of `sequence_mixers!` at the bottom of this file. The
+//! macro writes the [`SeqMixer`] and [`LayerState`] enums (burn's `Module` derive needs an enum
+//! of concrete types) and every match over them, so that `block.rs`, `lm.rs`, `count.rs` and
+//! `compare/sizing.rs` name no mixer.
+//!
+//! (mamba_ssm builds `Block(mixer_cls, mlp_cls)`; zoology keeps one mixer per file. Here the
+//! table plays the role of `mixer_cls`.)
+
+use burn::module::Module;
+use burn::tensor::Tensor;
+use serde::{Deserialize, Serialize};
+
+use super::layers::Linear;
+use crate::config::{MixerKind, ModelConfig};
+use crate::kernels::Backend;
+use crate::rng::Rng;
+
+/// What a layer asks of its sequence mixer. Implemented in the mixer's own file.
+pub trait SequenceMixer<B: Backend>: Module<B> + Sized {
+    /// What it remembers between decoding steps (a KV cache, an SSM state, …).
+    type State: Clone + std::fmt::Debug;
+
+    /// Layer kind `kind` of the model `cfg` describes; one module may serve several registry
+    /// entries (global and local attention, Gated DeltaNet and DeltaNet). `resid_scale`
+    /// (1/√branches, GPT-2's residual scaling) scales the projection into the residual stream.
+    fn build(cfg: &ModelConfig, kind: MixerKind, resid_scale: f64, rng: &mut Rng, device: &B::Device)
+    -> Self;
+
+    /// Which registry entry (`config::registry`) this module is.
+    fn kind(&self) -> MixerKind;
+
+    /// The whole sequence, from an empty state.
+    fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3>;
+
+    /// New tokens after those `state` summarises, updating it: prefill when `t > 1`, one
+    /// decoding step when `t = 1`.
+    fn forward_step(&self, x: Tensor<B, 3>, state: &mut Self::State) -> Tensor<B, 3>;
+
+    fn empty_state(&self) -> Self::State;
+
+    /// Bytes `state` holds now (what `describe`'s decoding-state columns predict).
+    fn state_bytes(state: &Self::State) -> usize;
+
+    /// Every linear layer (what bf16 matmuls switch).
+    fn linears_mut(&mut self) -> Vec<&mut Linear<B>>;
+
+    /// What the mixer reports about itself (layer `layer`): training logs it every step,
+    /// `summary.json` keeps the last, and the report shows it, none of them knowing which
+    /// mixer it came from. Most mixers report nothing.
+    fn diagnostics(&self, _layer: usize) -> Vec<Diagnostic> {
+        Vec::new()
+    }
+
+    /// The precision policy: switch to bf16 matmuls with fp32 master weights. By default its
+    /// linear layers; a mixer with matmuls of its own (Mamba-2's SSD) switches those too, and
+    /// keeps in f32 whatever must stay there (every recurrence's decay and state).
+    fn use_bf16_matmuls(&mut self) {
+        for linear in self.linears_mut() {
+            linear.bf16 = true;
+        }
+    }
+}
+
+/// A mixer's analytic side, from the config alone (no model is built): what `describe`,
+/// the FLOPs and MFU columns and `compare`'s budget matching read. Implemented on a unit
+/// struct `Spec` beside the mixer.
+pub trait MixerSpec {
+    /// Its parameters (tests hold them to the built module's).
+    fn params(cfg: &ModelConfig, kind: MixerKind) -> LayerParams;
+
+    /// Forward FLOPs per token that are not weight matmuls, at context `seq_len`, as the
+    /// implementation computes them (training counts them ×3).
+    fn flops(cfg: &ModelConfig, kind: MixerKind, seq_len: usize) -> f64;
+
+    /// Decoding state per sequence in f32: (bytes per token of context, fixed bytes).
+    fn state_bytes(cfg: &ModelConfig, kind: MixerKind) -> (usize, usize);
+
+    /// Budget matching scales the model's width (`d_model`) and every width-proportional
+    /// size with it; a mixer whose own sizes must then be re-fitted (Mamba-2's head_dim must
+    /// divide its inner width) does so here, on `cfg` at the new width, from `base`.
+    /// `None`: no valid model at this width.
+    fn fit_width(_cfg: &mut ModelConfig, _base: &ModelConfig) -> Option<()> {
+        Some(())
+    }
+
+    /// The mixer's own sizes as budget matching reports them beside `d_model`, e.g.
+    /// "mamba2 head_dim 32"; `None` when `d_model` says it all.
+    fn knob(_cfg: &ModelConfig) -> Option<String> {
+        None
+    }
+}
+
+/// A named measurement a layer reports about itself ([`SequenceMixer::diagnostics`]), e.g. a
+/// learned gate's mean against the value it started from.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Diagnostic {
+    pub layer: usize,
+    /// The mixer's registry name.
+    pub mixer: String,
+    /// What is measured, as the report prints it.
+    pub name: String,
+    #[serde(with = "crate::util::json_f64")]
+    pub value: f64,
+    /// For a learned quantity, the value it was initialised to: the report draws it beside
+    /// `value`, so a quantity training never moved (or moved to 0) shows.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "crate::util::json_opt_f64")]
+    pub init: Option<f64>,
+}
+
+/// One layer's parameters: `matmul` (weights multiplying the token stream) and `other`;
+/// `idle_*` are the parts of those a token does not use (the MoE experts it is not sent to).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct LayerParams {
+    pub matmul: usize,
+    pub other: usize,
+    pub idle_matmul: usize,
+    pub idle_other: usize,
+}
+
+impl LayerParams {
+    pub fn add(self, o: LayerParams) -> LayerParams {
+        LayerParams {
+            matmul: self.matmul + o.matmul,
+            other: self.other + o.other,
+            idle_matmul: self.idle_matmul + o.idle_matmul,
+            idle_other: self.idle_other + o.idle_other,
+        }
+    }
+
+    pub fn total(self) -> usize {
+        self.matmul + self.other
+    }
+}
+
+/// Bytes of a tensor that may not exist yet (an empty decoding state).
+pub fn tensor_bytes<B: Backend, const D: usize>(t: &Option<Tensor<B, D>>) -> usize {
+    t.as_ref().map_or(0, |t| t.shape().num_elements() * t.dtype().size())
+}
+
+/// Writes the enums over the mixers and every dispatch over them from one line per mixer:
+/// `Variant => module::Type [the MixerKinds it builds]`.
+macro_rules! sequence_mixers {
+    ($($variant:ident => $module:ident :: $ty:ident [$($kind:ident),+];)+) => {
+        /// Mixes information across time. Contract: `[b, t, d] → [b, t, d]`, causal.
+        #[derive(Module, Debug)]
+        pub enum SeqMixer<B: Backend> {
+            $($variant(super::$module::$ty<B>),)+
+        }
+
+        /// What a sequence mixer remembers between decoding steps.
+        #[derive(Clone, Debug)]
+        pub enum LayerState<B: Backend> {
+            $($variant(<super::$module::$ty<B> as SequenceMixer<B>>::State),)+
+        }
+
+        impl<B: Backend> SeqMixer<B> {
+            pub fn new(cfg: &ModelConfig, kind: MixerKind, resid_scale: f64, rng: &mut Rng, device: &B::Device) -> Self {
+                match kind {
+                    $($(MixerKind::$kind)|+ => SeqMixer::$variant(SequenceMixer::build(cfg, kind, resid_scale, rng, device)),)+
+                }
+            }
+
+            pub fn kind(&self) -> MixerKind {
+                match self {
+                    $(SeqMixer::$variant(m) => SequenceMixer::kind(m),)+
+                }
+            }
+
+            pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+                match self {
+                    $(SeqMixer::$variant(m) => SequenceMixer::forward(m, x),)+
+                }
+            }
+
+            /// Processes new tokens given (and updating) the state left by earlier ones.
+            pub fn forward_step(&self, x: Tensor<B, 3>, state: &mut LayerState<B>) -> Tensor<B, 3> {
+                match (self, state) {
+                    $((SeqMixer::$variant(m), LayerState::$variant(s)) => SequenceMixer::forward_step(m, x, s),)+
+                    #[allow(unreachable_patterns)]
+                    _ => panic!("decoding state does not belong to this layer's mixer"),
+                }
+            }
+
+            pub fn empty_state(&self) -> LayerState<B> {
+                match self {
+                    $(SeqMixer::$variant(m) => LayerState::$variant(SequenceMixer::empty_state(m)),)+
+                }
+            }
+
+            /// Every linear layer, for switching matmul precision.
+            pub fn linears_mut(&mut self) -> Vec<&mut Linear<B>> {
+                match self {
+                    $(SeqMixer::$variant(m) => SequenceMixer::linears_mut(m),)+
+                }
+            }
+
+            /// What the mixer reports about itself ([`SequenceMixer::diagnostics`]).
+            pub fn diagnostics(&self, layer: usize) -> Vec<Diagnostic> {
+                match self {
+                    $(SeqMixer::$variant(m) => SequenceMixer::diagnostics(m, layer),)+
+                }
+            }
+
+            /// The mixer's precision policy for bf16 matmuls ([`SequenceMixer::use_bf16_matmuls`]).
+            pub fn use_bf16_matmuls(&mut self) {
+                match self {
+                    $(SeqMixer::$variant(m) => SequenceMixer::use_bf16_matmuls(m),)+
+                }
+            }
+        }
+
+        impl<B: Backend> LayerState<B> {
+            /// Bytes the state holds now: what `describe`'s decoding-state columns predict per
+            /// sequence (`ModelConfig::layer_counts`), and what tests hold them to.
+            pub fn bytes(&self) -> usize {
+                match self {
+                    $(LayerState::$variant(s) => <super::$module::$ty<B> as SequenceMixer<B>>::state_bytes(s),)+
+                }
+            }
+        }
+
+        /// A mixer's parameters ([`MixerSpec::params`]).
+        pub fn params(cfg: &ModelConfig, kind: MixerKind) -> LayerParams {
+            match kind {
+                $($(MixerKind::$kind)|+ => <super::$module::Spec as MixerSpec>::params(cfg, kind),)+
+            }
+        }
+
+        /// A mixer's non-matmul forward FLOPs per token ([`MixerSpec::flops`]).
+        pub fn flops(cfg: &ModelConfig, kind: MixerKind, seq_len: usize) -> f64 {
+            match kind {
+                $($(MixerKind::$kind)|+ => <super::$module::Spec as MixerSpec>::flops(cfg, kind, seq_len),)+
+            }
+        }
+
+        /// A mixer's decoding state per sequence ([`MixerSpec::state_bytes`]).
+        pub fn state_bytes(cfg: &ModelConfig, kind: MixerKind) -> (usize, usize) {
+            match kind {
+                $($(MixerKind::$kind)|+ => <super::$module::Spec as MixerSpec>::state_bytes(cfg, kind),)+
+            }
+        }
+
+        /// Re-fits every mixer `cfg` uses to its new width ([`MixerSpec::fit_width`]).
+        pub fn fit_width(cfg: &mut ModelConfig, base: &ModelConfig) -> Option<()> {
+            let kinds: Vec<MixerKind> = base.layers().ok()?.iter().map(|l| l.mixer).collect();
+            $(
+                if kinds.iter().any(|k| matches!(k, $(MixerKind::$kind)|+)) {
+                    <super::$module::Spec as MixerSpec>::fit_width(cfg, base)?;
+                }
+            )+
+            Some(())
+        }
+
+        /// The knobs of every mixer `cfg` uses ([`MixerSpec::knob`]), in table order.
+        pub fn knobs(cfg: &ModelConfig) -> Vec<String> {
+            let kinds: Vec<MixerKind> = cfg.layers().map(|l| l.iter().map(|l| l.mixer).collect()).unwrap_or_default();
+            let mut out = Vec::new();
+            $(
+                if kinds.iter().any(|k| matches!(k, $(MixerKind::$kind)|+)) {
+                    out.extend(<super::$module::Spec as MixerSpec>::knob(cfg));
+                }
+            )+
+            out
+        }
+    };
+}
+
+sequence_mixers! {
+    Attention => attention::Attention [Attention, Local];
+    Mamba => mamba::Mamba [Mamba];
+    Mamba2 => mamba2::Mamba2 [Mamba2];
+    Hymba => hymba::Hymba [Hymba];
+    GatedDeltaNet => gated_deltanet::GatedDeltaNet [GatedDeltaNet, DeltaNet];
+}
