@@ -14,16 +14,17 @@
 //! | `n` | tokens of a batch, `b · t` (MoE routing works on the flattened batch) |
 //! | `E`, `k` | experts per MoE layer, experts per token |
 //!
-//! `lm` assembles `layers` (embeddings, linear maps, norms) and `block`s; each block holds a
-//! sequence mixer (`attention`, global or sliding-window; `mamba`, whose scan is `kernels::selective_scan`;
-//! `mamba2` with its `ssd`; `hymba`, attention and Mamba in parallel; `gated_deltanet`, Gated
-//! DeltaNet and DeltaNet, with its `delta_rule`; the Mambas and DeltaNets use `conv`)
-//! and a channel mixer (`mlp`, `moe`, or none); `activation` holds SiLU, GELU and softplus.
-//! `count` gives analytic parameter, FLOP and decoding-state counts. Every weight is drawn from
-//! a per-tensor stream of `rng::Rng` named after the tensor. Attention, MLP and expert weights
-//! follow GPT-2 (Radford et al. 2019): N(0, `init_std`²), 0.02 by default, the output
-//! projections of each residual branch scaled by 1/sqrt(2·n_layers), biases 0, norm gains 1.
-//! Mamba and DeltaNet layers follow `mamba_ssm` (and fla for DeltaNet's gates) instead
+//! `lm` assembles `layers` (embeddings, linear maps, norms) and `block`s. Each block holds a
+//! sequence mixer and a channel mixer (`mlp`, `moe`, or none). `mixer` holds the sequence
+//! mixers' contract and their table: `attention` (global or sliding-window), `mamba` (its scan
+//! is `kernels::selective_scan`), `mamba2` with its `ssd`, `hymba` (attention and Mamba in
+//! parallel) and `gated_deltanet` (Gated DeltaNet and DeltaNet) with its `delta_rule`; the
+//! Mambas and DeltaNets use `conv`. `activation` holds SiLU, GELU and softplus. `count` sums
+//! the analytic parameter, FLOP and decoding-state counts each mixer gives. Every weight is
+//! drawn from a per-tensor stream of `rng::Rng` named after the tensor. Attention, MLP and
+//! expert weights follow GPT-2 (Radford et al. 2019): N(0, `init_std`²), 0.02 by default, the
+//! output projections of each residual branch scaled by 1/sqrt(2·n_layers), biases 0, norm
+//! gains 1. Mamba and DeltaNet layers follow `mamba_ssm` (and fla for DeltaNet's gates) instead
 //! (docs/ARCHITECTURE.md, "Numerics worth knowing").
 
 pub mod activation;
