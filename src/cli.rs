@@ -15,6 +15,16 @@ fn device_parser() -> impl TypedValueParser<Value = DeviceArg> {
     PossibleValuesParser::new(DeviceArg::NAMES).map(|s| s.parse().expect("a listed device name"))
 }
 
+/// One value of `--bench-seq-lens`: a length, or `none` (no measurement).
+type SeqLen = Option<usize>;
+
+fn seq_len_parser() -> impl TypedValueParser<Value = SeqLen> {
+    clap::builder::NonEmptyStringValueParser::new().try_map(|s| match s.as_str() {
+        "none" => Ok(None),
+        n => n.parse::<usize>().map(Some).map_err(|_| format!("`{n}` is not a sequence length (a number, or none)")),
+    })
+}
+
 #[derive(Parser, Debug)]
 #[command(
     name = "archlab",
@@ -62,6 +72,10 @@ pub enum Command {
     /// One measurement of `bench`, run in its own process (internal).
     #[command(hide = true)]
     BenchPoint(BenchPointArgs),
+    /// One training run of `compare`, in its own process (internal): the run whose resolved
+    /// config is `RUN_DIR/config.toml`.
+    #[command(hide = true)]
+    TrainRun(TrainRunArgs),
     /// bf16 matmul throughput of every CubeCL matmul strategy beside burn's own (fused and
     /// autotuned) at a training step's shapes, each checked against the autotuned result:
     /// the instrument for the GEMM gap to cuBLAS (docs/gemm-gap.md).
@@ -110,15 +124,17 @@ pub struct CompareArgs {
     #[arg(long)]
     pub seeds: Option<usize>,
     /// Learning rates to try per architecture on the first seed, e.g. 1e-3,3e-3,1e-2; the
-    /// best on validation loss is used for every seed.
+    /// best on a held-out selection set (the end of the validation split, never reported) is
+    /// used for every seed.
     #[arg(long, value_delimiter = ',')]
     pub lr_grid: Vec<f64>,
     /// Optimizer steps per run (shorthand for --set train.max_steps=N).
     #[arg(long)]
     pub steps: Option<usize>,
-    /// Sequence lengths of the scaling measurement shown in the report (empty: none).
-    #[arg(long, value_delimiter = ',')]
-    pub bench_seq_lens: Option<Vec<usize>>,
+    /// Sequence lengths of the scaling measurement shown in the report; given without a value
+    /// (or as "none"), no measurement, whatever an experiment file says.
+    #[arg(long, value_delimiter = ',', num_args = 0.., value_parser = seq_len_parser())]
+    pub bench_seq_lens: Option<Vec<SeqLen>>,
     /// The comparison directory (default: runs/compare-<time>). Rerunning with the same
     /// directory continues an interrupted comparison; finished runs are kept.
     #[arg(long)]
@@ -202,6 +218,24 @@ pub struct GemmArgs {
     /// Where gemm.json and gemm.md go.
     #[arg(long, default_value = "runs/gemm")]
     pub out: PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub struct TrainRunArgs {
+    #[arg(long)]
+    pub run_dir: PathBuf,
+    #[arg(long, default_value = "auto", value_parser = device_parser())]
+    pub device: DeviceArg,
+    #[arg(long)]
+    pub resume: bool,
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+impl From<TrainRunArgs> for archlab::compare::worker::TrainRunRequest {
+    fn from(a: TrainRunArgs) -> Self {
+        Self { run_dir: a.run_dir, device: a.device, resume: a.resume, quiet: a.quiet }
+    }
 }
 
 #[derive(Args, Debug)]
@@ -323,14 +357,14 @@ pub struct GenerateArgs {
     pub prompt: String,
     #[arg(long, default_value_t = 200)]
     pub max_tokens: usize,
-    /// 0 for greedy decoding.
-    #[arg(long, default_value_t = 0.8)]
+    /// 0 for greedy decoding. (A negative value is read as a value, and refused.)
+    #[arg(long, default_value_t = 0.8, allow_negative_numbers = true)]
     pub temperature: f64,
     /// Sample among the k most likely tokens (0: all).
     #[arg(long, default_value_t = 0)]
     pub top_k: usize,
     /// Nucleus sampling threshold (1.0: off).
-    #[arg(long, default_value_t = 0.95)]
+    #[arg(long, default_value_t = 0.95, allow_negative_numbers = true)]
     pub top_p: f64,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -415,7 +449,7 @@ impl From<CompareArgs> for CompareRequest {
             seeds: a.seeds,
             lr_grid: a.lr_grid,
             steps: a.steps,
-            bench_seq_lens: a.bench_seq_lens,
+            bench_seq_lens: a.bench_seq_lens.map(|lens| lens.into_iter().flatten().collect()),
             dir: a.dir,
             quiet: a.quiet,
         }

@@ -42,6 +42,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Report(a) => report_cmd(a),
         Command::Bench(a) => archlab::bench::run(a.into()),
         Command::BenchPoint(a) => archlab::bench::run_point(a.into()),
+        Command::TrainRun(a) => archlab::compare::worker::train_run(a.into()),
         Command::Gemm(a) => gemm_cmd(a),
     }
 }
@@ -181,20 +182,7 @@ fn train_cmd(a: TrainArgs) -> Result<()> {
                 s.wall_time_s,
                 s.nan_skips
             );
-            for l in &s.moe {
-                let load: Vec<String> = l.load.iter().map(|p| format!("{:.0}%", 100.0 * p)).collect();
-                println!(
-                    "MoE layer {}: expert load [{}], evenness {:.3} (1 = even), dropped {:.2}%",
-                    l.layer,
-                    load.join(" "),
-                    l.load_entropy,
-                    100.0 * l.dropped_fraction
-                );
-            }
-            for d in &s.diagnostics {
-                let init = d.init.map(|i| format!(" (started at {i})")).unwrap_or_default();
-                println!("layer {} ({}): {} {:.3}{init}", d.layer, d.mixer, d.name, d.value);
-            }
+            print_diagnostics(&s.all_diagnostics());
             println!(
                 "\nrun files: {}/{{config.toml, metrics.jsonl, summary.json, best.ckpt, last.ckpt}}",
                 run_dir.display()
@@ -203,6 +191,24 @@ fn train_cmd(a: TrainArgs) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// One line per layer and mixer: what it reports about itself, each quantity beside its
+/// reference value where it has one.
+fn print_diagnostics(diagnostics: &[archlab::model::mixer::Diagnostic]) {
+    let mut lines: Vec<((usize, &str), Vec<String>)> = Vec::new();
+    for d in diagnostics {
+        let reference = d.reference.map(|r| format!(" (ref {r:.3})")).unwrap_or_default();
+        let item = format!("{} {:.3}{reference}", d.name, d.value);
+        let key = (d.layer, d.mixer.as_str());
+        match lines.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, items)) => items.push(item),
+            None => lines.push((key, vec![item])),
+        }
+    }
+    for ((layer, mixer), items) in lines {
+        println!("layer {layer} ({mixer}): {}", items.join(", "));
+    }
 }
 
 /// A trained run, ready for inference.
@@ -260,11 +266,11 @@ fn eval_on<B: Backend>(
             .into_iter()
             .map(|tokens| Batch { tokens, answer: None })
             .collect();
-    Ok(evaluate(&model, &batches, data.val.bytes_per_token(), device))
+    Ok(evaluate(&model, &batches, Some(&data.tokenizer.token_bytes()), device))
 }
 
 fn generate_cmd(a: GenerateArgs) -> Result<()> {
-    if a.temperature < 0.0 || !(0.0 < a.top_p && a.top_p <= 1.0) {
+    if a.temperature.is_nan() || a.temperature < 0.0 || !(0.0 < a.top_p && a.top_p <= 1.0) {
         bail!("--temperature must be ≥ 0 and --top-p in (0, 1]");
     }
     let mut run = load_run(&a.run)?;

@@ -15,6 +15,7 @@ pub mod eval;
 pub mod hf;
 pub mod kernels;
 pub mod model;
+mod registry;
 pub mod report;
 pub mod rng;
 pub mod train;

@@ -10,7 +10,8 @@ bash tools/gpu_unpack.sh
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$OUT/device.txt"
 
 # The cuda test binary looks for ../shared/data relative to the source tree; none is needed here.
-.device/all-tests cuda:: --nocapture --test-threads 1 2>&1 | tee "$OUT/cuda-tests.log"
+# ARCHLAB_REQUIRE_CUDA: a missing or broken GPU fails the tests instead of skipping them.
+ARCHLAB_REQUIRE_CUDA=1 .device/all-tests cuda:: --nocapture --test-threads 1 2>&1 | tee "$OUT/cuda-tests.log"
 
 steps=${STEPS:-300}
 .device/archlab train --preset 27m --device cuda --quiet --run-dir "$OUT/run-27m" \

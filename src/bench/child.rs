@@ -44,9 +44,17 @@ pub struct ChildSpec {
 
 /// How a child ended.
 pub enum Ended {
-    Exited(ExitStatus),
+    /// It exited; with the kernel's out-of-memory kills during its life where the kernel
+    /// counts them (`oom_kill` in /proc/vmstat, Linux), `None` elsewhere.
+    Exited(ExitStatus, Option<u64>),
     /// Still running at the time limit; it was killed.
     TimedOut,
+}
+
+/// The kernel's count of out-of-memory kills since boot (Linux ≥ 4.13), machine-wide.
+fn oom_kills() -> Option<u64> {
+    let vmstat = std::fs::read_to_string("/proc/vmstat").ok()?;
+    vmstat.lines().find_map(|l| l.strip_prefix("oom_kill ")).and_then(|n| n.trim().parse().ok())
 }
 
 /// Runs the child to its end or its time limit; returns how it ended and its stderr.
@@ -65,11 +73,13 @@ pub fn run(spec: &ChildSpec) -> Result<(Ended, String)> {
     // The child runs its matmuls as this process does (`--matmul`).
     cmd.env(crate::kernels::MATMUL_ENV, crate::kernels::matmul_choice());
     cmd.args(&spec.args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(stderr);
+    let oom_before = oom_kills();
     let mut child = cmd.spawn().with_context(|| format!("starting {}", spec.exe.display()))?;
     let deadline = Instant::now() + spec.timeout;
     let ended = loop {
         if let Some(status) = child.try_wait().context("waiting for a bench point")? {
-            break Ended::Exited(status);
+            let oom_during = oom_before.zip(oom_kills()).map(|(before, after)| after.saturating_sub(before));
+            break Ended::Exited(status, oom_during);
         }
         if Instant::now() >= deadline {
             child.kill().ok(); // it may have exited just now
@@ -82,16 +92,26 @@ pub fn run(spec: &ChildSpec) -> Result<(Ended, String)> {
     Ok((ended, text))
 }
 
-/// The status of a child that exited (not timed out): `Ok` on success; `OutOfMemory` when it
-/// was SIGKILLed (what the Linux OOM killer sends) or its stderr says it ran out of memory;
-/// otherwise `Failed` with the last line of its stderr.
-pub fn classify(status: &ExitStatus, stderr: &str) -> BenchStatus {
+/// The status of a child that exited (not timed out): `Ok` on success; `OutOfMemory` when its
+/// stderr says it ran out of memory, or it was SIGKILLed (what the Linux OOM killer sends)
+/// while the kernel counted an out-of-memory kill (`oom_kills_during`; where the kernel does
+/// not count them, `None`, a SIGKILL is taken for one); otherwise `Failed` with the last line
+/// of its stderr, or how it ended.
+pub fn classify(status: &ExitStatus, stderr: &str, oom_kills_during: Option<u64>) -> BenchStatus {
     if status.success() {
         return BenchStatus::Ok;
     }
     let lower = stderr.to_lowercase();
-    if killed_by_sigkill(status) || OOM_MARKERS.iter().any(|m| lower.contains(m)) {
+    if OOM_MARKERS.iter().any(|m| lower.contains(m)) {
         return BenchStatus::OutOfMemory;
+    }
+    if killed_by_sigkill(status) {
+        return match oom_kills_during {
+            Some(0) => BenchStatus::Failed(
+                "killed by SIGKILL, not by the out-of-memory killer (the kernel counted no OOM kill)".into(),
+            ),
+            _ => BenchStatus::OutOfMemory,
+        };
     }
     BenchStatus::Failed(last_line(stderr).unwrap_or_else(|| describe_exit(status)))
 }

@@ -328,7 +328,7 @@ fn measure_one(
     let (ended, stderr) = child::run(&spec)?;
     let status = match ended {
         child::Ended::TimedOut => BenchStatus::Failed(format!("timed out after {} s", opts.timeout_s)),
-        child::Ended::Exited(s) => classify(&s, &stderr),
+        child::Ended::Exited(s, oom_kills) => classify(&s, &stderr, oom_kills),
     };
     if status != BenchStatus::Ok {
         return Ok(BenchPoint::new(&arch.name, t, batch, status));

@@ -7,9 +7,10 @@
 //!    the seed), so per-seed differences are paired;
 //! 3. an optional LR grid is searched per architecture on the first seed, and the winner is
 //!    used for every seed (SSMs and attention do not share a best LR);
-//! 4. each run is an ordinary `train` run directory under `DIR/runs/`; a finished run (its
-//!    `summary.json`) is never redone, a started one resumes from its checkpoint, so an
-//!    interrupted comparison continues where it stopped;
+//! 4. each run is an ordinary `train` run directory under `DIR/runs/`, trained in a process
+//!    of its own (`worker`: its peak memory is its own); a finished run (its `summary.json`)
+//!    is never redone, a started one resumes from its checkpoint, so an interrupted comparison
+//!    continues where it stopped;
 //! 5. `results.json` collects everything; `report` draws it.
 
 pub mod arch;
@@ -18,14 +19,16 @@ pub mod results;
 pub mod sizing;
 pub mod spec;
 pub mod stats;
+pub mod worker;
 
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
+use serde::{Deserialize, Serialize};
 
 use crate::device::{self, Resolved};
 use crate::train::metrics::{Record, Summary, read_records};
-use crate::train::{self, TrainOptions, human, human_bytes};
+use crate::train::{self, human, human_bytes};
 use crate::util::atomic;
 use crate::with_backend;
 use plan::PlannedArch;
@@ -52,6 +55,8 @@ pub fn run(args: CompareRequest) -> Result<()> {
         .map(|a| plan::plan_one(&a.label, &a.arch, &spec.size, &spec.sets_for(a), by, budget))
         .collect::<Result<_>>()?;
     let dir = args.dir.clone().unwrap_or_else(|| train::default_run_dir("compare"));
+    // One process per comparison directory; each run's own directory is locked by its trainer.
+    let _lock = crate::util::lock::DirLock::acquire(&dir, "compare")?;
     claim_dir(&dir, &spec)?;
     let resolved = device::resolve(args.arch.device)?;
 
@@ -124,7 +129,8 @@ fn claim_dir(dir: &Path, spec: &CompareSpec) -> Result<()> {
         return Ok(());
     }
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    if std::fs::read_dir(dir)?.next().is_some() {
+    let lock = std::ffi::OsStr::new(crate::util::lock::LOCK_FILE);
+    if std::fs::read_dir(dir)?.any(|e| e.map_or(true, |e| e.file_name() != lock)) {
         bail!("{} is not empty and holds no comparison; choose another --dir", dir.display());
     }
     atomic::write_json(&path, spec)
@@ -152,20 +158,23 @@ fn run_arch(
     let lr = if spec.lr_grid.is_empty() {
         arch.cfg.train.lr
     } else {
+        // Decided on the held-out selection set: a winner picked on the reported validation
+        // batches would be biased towards them (the best of several draws looks better there
+        // than it is). The winning run is kept as the first seed.
         let mut best: Option<(f64, f64, SeedRun)> = None;
         for &lr in &spec.lr_grid {
             let run = train_run(arch, lr, base_seed, arch_dir, root, resolved, quiet, counter)?;
-            let loss = run.summary.final_val_loss;
-            trials.push(LrTrial { lr, val_loss: loss });
-            let better = best.as_ref().is_none_or(|(_, b, _)| loss < *b || b.is_nan());
-            if better && loss.is_finite() {
-                best = Some((lr, loss, run));
+            let selection = selection_loss(&root.join(&run.dir), resolved)?;
+            trials.push(LrTrial { lr, val_loss: run.summary.final_val_loss, selection_loss: Some(selection) });
+            let better = best.as_ref().is_none_or(|(_, b, _)| selection < *b || b.is_nan());
+            if better && selection.is_finite() {
+                best = Some((lr, selection, run));
             }
         }
         let Some((lr, _, run)) = best else {
             bail!("every learning rate of the grid diverged for {} (NaN loss); try smaller ones", arch.name);
         };
-        eprintln!("{}: learning rate {lr:e} wins the grid on validation loss", arch.name);
+        eprintln!("{}: learning rate {lr:e} wins the grid on the held-out selection set", arch.name);
         runs.push(run);
         lr
     };
@@ -227,18 +236,9 @@ fn train_run(
             arch.name,
             if resume { " (resuming)" } else { "" }
         );
-        let opts = TrainOptions {
-            run_dir: run_dir.clone(),
-            resume,
-            stop_after: None,
-            progress: !quiet,
-            device_name: resolved.name().into(),
-            on_gpu: resolved != Resolved::Cpu,
-            device_memory: crate::device::memory_probe(resolved),
-        };
-        crate::train::metrics::reset_peak_rss();
-        let outcome = with_backend!(resolved, |B, dev| train::train::<B>(&cfg, &dev, &opts))?;
-        outcome.summary.expect("a run without stop_after runs to the end")
+        // In a process of its own: its peak memory is then its own (see `worker`).
+        worker::spawn_train_run(&cfg, &run_dir, resolved, resume, quiet)?;
+        read_summary(&summary_path)?
     };
     let curve = read_records(&run_dir.join("metrics.jsonl"))?
         .into_iter()
@@ -256,6 +256,33 @@ fn read_summary(path: &Path) -> Result<Summary> {
 }
 
 /// A text sample from a run's best checkpoint (`None` for a synthetic task).
+/// The final model of the run in `run_dir` (`last.ckpt`) scored on the held-out selection
+/// set ([`crate::data::stream::TrainData::selection`]); kept in `selection.json` beside it, so
+/// that a continued comparison does not score it again.
+fn selection_loss(run_dir: &Path, resolved: Resolved) -> Result<f64> {
+    #[derive(Serialize, Deserialize)]
+    struct Selection {
+        #[serde(with = "crate::util::json_f64")]
+        loss: f64,
+    }
+    let cache = run_dir.join("selection.json");
+    if let Some(kept) = std::fs::read_to_string(&cache).ok().and_then(|t| serde_json::from_str::<Selection>(&t).ok()) {
+        return Ok(kept.loss);
+    }
+    let cfg = crate::config::RunConfig::load(&run_dir.join("config.toml"))?;
+    let (t, b) = (cfg.train.seq_len, cfg.train.batch_size);
+    let data = crate::data::stream::TrainData::open(&cfg.data, t)?;
+    let batches = data.selection(cfg.eval.batches, b, t, cfg.data.corpus_seed)?;
+    let on_gpu = resolved != Resolved::Cpu;
+    let loss = with_backend!(resolved, |B, dev| {
+        type I = <B as burn::tensor::backend::AutodiffBackend>::InnerBackend;
+        let model = crate::train::checkpoint::load_model::<I>(run_dir, "last", &cfg, &dev, on_gpu)?;
+        Ok::<f64, anyhow::Error>(crate::eval::evaluate(&model, &batches, None, &dev).loss)
+    })?;
+    atomic::write_json(&cache, &Selection { loss })?;
+    Ok(loss)
+}
+
 fn sample_text(run_dir: &Path, resolved: Resolved) -> Result<Option<String>> {
     let cfg = crate::config::RunConfig::load(&run_dir.join("config.toml"))?;
     if cfg.data.source.starts_with("task:") {
@@ -365,9 +392,13 @@ fn print_results(c: &ComparisonResults) {
     println!("| architecture | params (active) | val loss ± 95% CI |{acc_header} tok/s | peak mem | wall |");
     println!("|---|---|---|{}---|---|---|", if task { "---|" } else { "" });
     for a in &c.archs {
-        let losses: Vec<f64> = a.runs.iter().map(|r| r.summary.final_val_loss).collect();
-        let m = stats::mean_ci(&losses);
-        let ci = m.half_width.map_or("n/a".to_string(), |h| format!("{h:.4}"));
+        // The report's numbers: the mean over finite seeds, the diverged ones said apart.
+        let m = a.loss_ci();
+        let diverged = match a.diverged_seeds() {
+            0 => String::new(),
+            k => format!(" ({k} of {} seeds diverged)", a.runs.len()),
+        };
+        let ci = m.half_width.map_or("n/a".to_string(), |h| format!("{h:.4}")) + &diverged;
         let mean = |f: &dyn Fn(&Summary) -> f64| {
             a.runs.iter().map(|r| f(&r.summary)).sum::<f64>() / a.runs.len() as f64
         };
@@ -401,8 +432,7 @@ fn print_results(c: &ComparisonResults) {
 }
 
 fn mean_loss(a: &ArchResult) -> f64 {
-    let l: Vec<f64> = a.runs.iter().map(|r| r.summary.final_val_loss).collect();
-    stats::mean_ci(&l).mean
+    a.loss_ci().mean
 }
 
 fn seed_losses(a: &ArchResult) -> Vec<(u64, f64)> {

@@ -54,8 +54,13 @@ pub struct ArchResult {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct LrTrial {
     pub lr: f64,
+    /// The final validation loss (on the reported batches).
     #[serde(with = "crate::util::json_f64")]
     pub val_loss: f64,
+    /// The final model's loss on the held-out selection set, which decided the grid; `None` in
+    /// comparisons written before it existed (they chose on `val_loss`).
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "crate::util::json_opt_f64")]
+    pub selection_loss: Option<f64>,
 }
 
 /// One finished training run.
@@ -150,6 +155,21 @@ pub struct BenchPoint {
     /// at a time with the KV cache / SSM state), tokens/s; `None` when not measured.
     pub prefill_tokens_per_s: Option<f64>,
     pub decode_tokens_per_s: Option<f64>,
+}
+
+impl ArchResult {
+    /// Mean ± 95% CI of the final validation loss over the seeds whose loss is finite (the
+    /// diverged ones are counted apart): what the terminal and the report both print.
+    pub fn loss_ci(&self) -> crate::compare::stats::MeanCi {
+        let losses: Vec<f64> =
+            self.runs.iter().map(|r| r.summary.final_val_loss).filter(|v| v.is_finite()).collect();
+        crate::compare::stats::mean_ci(&losses)
+    }
+
+    /// Seeds whose final loss is not finite.
+    pub fn diverged_seeds(&self) -> usize {
+        self.runs.iter().filter(|r| !r.summary.final_val_loss.is_finite()).count()
+    }
 }
 
 impl BenchPoint {

@@ -11,6 +11,8 @@ pub mod pattern;
 pub mod presets;
 pub mod registry;
 
+pub use registry::{FfnKind, MixerKind};
+
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
@@ -81,44 +83,6 @@ pub enum MlpKind {
     Gelu,
     /// `W2 · (silu(W1 x) ⊙ W3 x)` (Shazeer 2020; Llama).
     Swiglu,
-}
-
-/// The sequence mixer of every layer (see `model::block`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum MixerKind {
-    /// Causal multi-head self-attention (Vaswani et al. 2017), with GQA and RoPE options.
-    #[default]
-    Attention,
-    /// Mamba-1 selective SSM (Gu & Dao 2023), configured by `[model.mamba]`.
-    Mamba,
-    /// Mamba-2 / SSD (Dao & Gu 2024), configured by `[model.mamba2]`.
-    Mamba2,
-    /// Sliding-window causal attention over the last `model.window` tokens (Longformer's local
-    /// attention; Mistral's SWA).
-    Local,
-    /// Attention and Mamba-1 heads in parallel on the same input (Hymba, Dong et al. 2024),
-    /// configured by `[model.hymba]`.
-    Hymba,
-    /// Gated DeltaNet (Yang, Kautz & Hatamizadeh 2024): the delta rule with a per-head decay
-    /// gate, configured by `[model.gdn]`; Qwen3-Next's linear-attention layers.
-    #[serde(rename = "gdn")]
-    GatedDeltaNet,
-    /// DeltaNet (Yang et al. 2024): the same layer without the decay gate, `[model.gdn]`.
-    #[serde(rename = "deltanet")]
-    DeltaNet,
-}
-
-impl MixerKind {
-    /// Its config name (`config::registry`).
-    pub fn name(self) -> &'static str {
-        registry::seq_mixer(self).name
-    }
-
-    /// Whether the mixer attends (and so needs heads, and a position table with RoPE).
-    pub fn attends(self) -> bool {
-        matches!(self, MixerKind::Attention | MixerKind::Local | MixerKind::Hymba)
-    }
 }
 
 /// Hymba layers (see `model::hymba`).
@@ -196,26 +160,6 @@ impl Default for GatedDeltaNetConfig {
 pub struct LayerKind {
     pub mixer: MixerKind,
     pub ffn: FfnKind,
-}
-
-/// The channel mixer after each sequence mixer.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum FfnKind {
-    /// An MLP of width `d_ff` (`model.mlp` picks GELU or SwiGLU).
-    #[default]
-    Mlp,
-    /// A Mixture-of-Experts layer of expert MLPs, configured by `[model.moe]`.
-    Moe,
-    /// No channel mixer: the block is `x + mixer(norm(x))` only (the Mamba paper's layout).
-    None,
-}
-
-impl FfnKind {
-    /// Its config name (`config::registry`).
-    pub fn name(self) -> &'static str {
-        registry::channel_mixer(self).name
-    }
 }
 
 /// Mixture-of-Experts channel mixer (see `model::moe`): a router sends each token to `top_k`
@@ -559,6 +503,14 @@ impl RunConfig {
             ("eval.batches", self.eval.batches),
         ];
         must_be_positive(&positive)?;
+        let step_tokens = t.batch_size as f64 * t.seq_len as f64 * t.grad_accum as f64;
+        if step_tokens > (1u64 << 32) as f64 || t.seq_len > 1 << 24 {
+            bail!(
+                "train.batch_size × train.seq_len × train.grad_accum = {step_tokens:.0} tokens per step \
+                 (seq_len {}): at most 2^32 per step and 2^24 per sequence",
+                t.seq_len
+            );
+        }
         if m.context_limit().is_some_and(|limit| t.seq_len > limit) {
             bail!(
                 "train.seq_len ({}) exceeds model.max_seq_len ({}); raise model.max_seq_len",
@@ -613,6 +565,10 @@ impl RunConfig {
     }
 }
 
+/// The largest model [`ModelConfig::validate`] accepts, by [`ModelConfig::rough_params_bound`]
+/// (a thousand times today's largest models; integer counts stay below 2^60).
+pub const MAX_ROUGH_PARAMS: f64 = 1e15;
+
 impl ModelConfig {
     /// Checks the model section alone; only the settings of the mixers in use are checked.
     pub fn validate(&self) -> Result<()> {
@@ -621,6 +577,14 @@ impl ModelConfig {
         let layers = m.layers()?;
         if !(0.0..1.0).contains(&m.dropout) {
             bail!("model.dropout must be in [0, 1) (got {})", m.dropout);
+        }
+        let rough = m.rough_params_bound();
+        if rough > MAX_ROUGH_PARAMS {
+            bail!(
+                "a model this large (about {rough:.1e} parameters, bounding its sizes from above) is \
+                 beyond what archlab can train or count (at most {MAX_ROUGH_PARAMS:.0e}); check model.d_model, \
+                 d_ff, n_layers, vocab_size, the expand and state sizes, and moe.n_experts"
+            );
         }
         let uses = |f: &dyn Fn(&LayerKind) -> bool| layers.iter().any(f);
         if uses(&|l| l.ffn == FfnKind::Mlp) {
@@ -651,6 +615,36 @@ impl ModelConfig {
             bail!("model.hymba.scale_init must be positive (got {})", m.hymba.scale_init);
         }
         Ok(())
+    }
+
+    /// An upper bound of the parameter count from the sizes alone, in f64 (no overflow): every
+    /// layer holds at most 16·S²·max(1, E) parameters, S being the sum of all its sizes and E
+    /// the experts. Refusing models past [`MAX_ROUGH_PARAMS`] keeps every count archlab makes
+    /// in integers far from overflowing.
+    fn rough_params_bound(&self) -> f64 {
+        let d = self.d_model as f64;
+        let g = &self.gdn;
+        let sizes = [
+            d,
+            self.d_ff as f64,
+            self.moe.expert_d_ff as f64,
+            self.moe.shared_expert_d_ff as f64,
+            self.mamba.expand as f64 * d,
+            self.mamba.d_state as f64,
+            self.mamba.d_conv as f64,
+            self.mamba2.expand as f64 * d,
+            self.mamba2.n_groups as f64 * self.mamba2.d_state as f64,
+            self.mamba2.d_conv as f64,
+            g.n_heads.max(1) as f64 * g.head_dim as f64,
+            g.n_v_heads.max(g.n_heads).max(1) as f64 * g.v_head_dim.max(2 * g.head_dim) as f64,
+            g.d_conv as f64,
+            self.vocab_size as f64,
+            self.max_seq_len as f64,
+            self.window as f64,
+            self.hymba.meta_tokens as f64,
+        ];
+        let s: f64 = sizes.iter().sum();
+        (self.n_layers as f64 + 2.0) * 16.0 * s * s * (self.moe.n_experts.max(1) as f64)
     }
 
     /// The resolved layers as a pattern with every layer's channel mixer spelled out, e.g.
@@ -828,8 +822,9 @@ impl ModelConfig {
         if self.n_kv_heads == 0 { self.n_heads } else { self.n_kv_heads }
     }
 
+    /// `d_model / n_heads`; 0 without heads (a model without attention may leave n_heads 0).
     pub fn head_dim(&self) -> usize {
-        self.d_model / self.n_heads
+        self.d_model.checked_div(self.n_heads).unwrap_or(0)
     }
 
     /// Channels of each attention head that RoPE rotates: `partial_rotary_factor · head_dim`,
@@ -961,5 +956,36 @@ mod tests {
         let cfg = RunConfig::resolve("27m", None, &[]).unwrap();
         let back: RunConfig = toml::from_str(&cfg.to_toml()).unwrap();
         assert_eq!(cfg, back);
+    }
+
+    /// Random overrides with hostile values (zero, negative, huge, NaN, wrong types) resolve to
+    /// a valid config or an error, never a panic or an overflow; a config that validates can be
+    /// counted (`describe`'s numbers) without one either.
+    #[test]
+    fn survives_hostile_overrides() {
+        let keys = [
+            "model.d_model", "model.n_layers", "model.n_heads", "model.n_kv_heads", "model.d_ff",
+            "model.vocab_size", "model.max_seq_len", "model.window", "model.mamba.d_state",
+            "model.mamba.expand", "model.mamba2.head_dim", "model.mamba2.n_groups", "model.mamba2.chunk_size",
+            "model.moe.n_experts", "model.moe.top_k", "model.moe.capacity_factor", "model.gdn.n_heads",
+            "model.gdn.head_dim", "model.hymba.meta_tokens", "model.partial_rotary_factor", "model.pattern",
+            "train.seq_len", "train.batch_size", "train.lr", "train.max_steps", "train.warmup_steps",
+            "data.val_fraction", "eval.batches", "eval.every",
+        ];
+        let values = [
+            "0", "1", "-1", "3", "64", "4294967296", "18446744073709551615", "1e300", "nan", "inf", "-0.5",
+            "\"\"", "\"(A)9999\"", "\"(MA)64\"", "true", "[1]", "\"x\"",
+        ];
+        let mut rng = crate::rng::Rng::new(17);
+        for _ in 0..1500 {
+            let sets: Vec<String> =
+                (0..1 + rng.below(3)).map(|_| format!("{}={}", rng.pick(&keys), rng.pick(&values))).collect();
+            let preset = *rng.pick(&["tiny", "mamba-tiny", "moe-tiny", "gdn-tiny"]);
+            if let Ok(cfg) = RunConfig::resolve(preset, None, &sets) {
+                let _ = cfg.model.param_counts();
+                let _ = cfg.model.layer_counts(cfg.train.seq_len);
+                let _ = cfg.model.train_flops_per_token(cfg.train.seq_len);
+            }
+        }
     }
 }

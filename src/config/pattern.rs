@@ -39,6 +39,9 @@ pub struct PatternError {
 }
 
 const MAX_LAYERS: usize = 100_000;
+const MAX_COUNT: usize = 9999;
+/// Groups nest at most this deep (the parser recurses per level: no stack overflow).
+const MAX_DEPTH: usize = 32;
 const GROUP_COUNT: &str = "a repeat count (1–9999) right after ')', as in (MMMA)6";
 
 fn mixers_expected() -> String {
@@ -139,6 +142,9 @@ impl Parser<'_> {
                 None if depth == 0 => return Ok(layers),
                 None => return Err(self.error("')' closing the group")),
                 Some(')') if depth > 0 && !layers.is_empty() => return Ok(layers),
+                Some('(') if depth >= MAX_DEPTH => {
+                    return Err(self.error(format!("at most {MAX_DEPTH} nested groups")));
+                }
                 Some('(') => {
                     self.at += 1;
                     let group = self.items(depth + 1)?;
@@ -181,16 +187,21 @@ impl Parser<'_> {
 
     fn count(&mut self) -> Result<usize, PatternError> {
         let start = self.at;
-        while self.chars.get(self.at).is_some_and(|c| c.is_ascii_digit()) && self.at - start < 4 {
+        while self.chars.get(self.at).is_some_and(|c| c.is_ascii_digit()) {
             self.at += 1;
         }
         let digits: String = self.chars[start..self.at].iter().collect();
-        match digits.parse::<usize>() {
-            Ok(n) if n >= 1 => Ok(n),
-            _ => {
-                self.at = start;
-                Err(self.error(GROUP_COUNT))
+        let parsed = digits.parse::<usize>();
+        self.at = start;
+        match parsed {
+            Ok(n) if (1..=MAX_COUNT).contains(&n) => {
+                self.at += digits.len();
+                Ok(n)
             }
+            _ if digits.len() > 1 && digits.chars().any(|c| c != '0') => {
+                Err(self.error(format!("a repeat count of at most {MAX_COUNT}, not {digits}")))
+            }
+            _ => Err(self.error(GROUP_COUNT)),
         }
     }
 }
@@ -281,6 +292,29 @@ mod tests {
             let p = Pattern::parse(&s).unwrap();
             assert_eq!(p.to_string(), s);
             assert_eq!(p.len(), n);
+        }
+    }
+
+    #[test]
+    fn limits_are_stated_not_overflowed() {
+        let err = Pattern::parse("(A)999999").unwrap_err().to_string();
+        assert!(err.contains("a repeat count of at most 9999, not 999999"), "{err}");
+        let err = Pattern::parse("(A)0").unwrap_err().to_string();
+        assert!(err.contains("1–9999"), "{err}");
+        let deep = format!("{}A{}", "(".repeat(100_000), ")2".repeat(100_000));
+        let err = Pattern::parse(&deep).unwrap_err().to_string();
+        assert!(err.contains("at most 32 nested groups"), "{err}");
+        let ok = format!("{}A{}", "(".repeat(10), ")1".repeat(10));
+        assert_eq!(Pattern::parse(&ok).unwrap().len(), 1);
+    }
+
+    /// Mutated patterns parse or are errors, never panics; what parses stays within the limits.
+    #[test]
+    fn survives_mutated_patterns() {
+        for text in crate::util::mutate::text_mutants("(AMMf)3 L(SnGe)2 H(D(An)4)12", 2000, 9) {
+            if let Ok(p) = Pattern::parse(&text) {
+                assert!((1..=MAX_LAYERS).contains(&p.len()), "{text}");
+            }
         }
     }
 }

@@ -1,8 +1,9 @@
-//! The one table of layer kinds: pattern symbol ↔ config name ↔ what the layer is. The
-//! pattern parser, its error messages, `archlab describe --list` and the mixer tests read it;
-//! a duplicate symbol or name is rejected by a test below.
+//! The config layer's reading of the table of layer kinds (`crate::registry`): pattern symbol
+//! ↔ config name ↔ what the layer is, and the `MixerKind` and `FfnKind` enums. The pattern
+//! parser, its error messages, `archlab describe --list` and the mixer tests read it; a
+//! duplicate symbol or name is rejected by a test below.
 
-use super::{FfnKind, MixerKind};
+use serde::{Deserialize, Serialize};
 
 /// A sequence mixer: mixes across time, `[b, t, d] → [b, t, d]`, causal.
 #[derive(Clone, Copy, Debug)]
@@ -32,92 +33,89 @@ pub struct ChannelMixerInfo {
     pub summary: &'static str,
 }
 
-pub const SEQ_MIXERS: &[SeqMixerInfo] = &[
-    SeqMixerInfo {
-        symbol: 'A',
-        kind: MixerKind::Attention,
-        name: "attention",
-        section: "",
-        summary: "causal softmax attention (MHA/GQA; RoPE, learned or no positions)",
-        hf_import: &["llama", "mixtral", "jamba"],
-        fused_kernels: &["FlashAttention-2 forward + backward"],
-    },
-    SeqMixerInfo {
-        symbol: 'L',
-        kind: MixerKind::Local,
-        name: "local",
-        section: "model.window",
-        summary: "sliding-window causal attention over the last model.window tokens",
-        hf_import: &[],
-        fused_kernels: &["FlashAttention-2 forward + backward (windowed)"],
-    },
-    SeqMixerInfo {
-        symbol: 'M',
-        kind: MixerKind::Mamba,
-        name: "mamba",
-        section: "model.mamba",
-        summary: "Mamba-1 selective state-space model (Gu & Dao 2023)",
-        hf_import: &["mamba", "jamba"],
-        fused_kernels: &["selective scan", "causal conv"],
-    },
-    SeqMixerInfo {
-        symbol: 'S',
-        kind: MixerKind::Mamba2,
-        name: "mamba2",
-        section: "model.mamba2",
-        summary: "Mamba-2 / SSD, scalar decay per head, chunked scan (Dao & Gu 2024)",
-        hf_import: &["mamba2"],
-        fused_kernels: &["SSD state passing", "gated RMSNorm", "causal conv"],
-    },
-    SeqMixerInfo {
-        symbol: 'H',
-        kind: MixerKind::Hymba,
-        name: "hymba",
-        section: "model.hymba",
-        summary: "attention and Mamba-1 heads in parallel on one input (Hymba, Dong et al. 2024)",
-        hf_import: &[],
-        fused_kernels: &["those of A and M"],
-    },
-    SeqMixerInfo {
-        symbol: 'G',
-        kind: MixerKind::GatedDeltaNet,
-        name: "gdn",
-        section: "model.gdn",
-        summary: "Gated DeltaNet: delta rule with a decay gate, chunked WY form (Yang et al. 2024)",
-        hf_import: &[],
-        fused_kernels: &["causal conv"],
-    },
-    SeqMixerInfo {
-        symbol: 'D',
-        kind: MixerKind::DeltaNet,
-        name: "deltanet",
-        section: "model.gdn",
-        summary: "DeltaNet: the delta rule without decay, chunked WY form (Yang et al. 2024)",
-        hf_import: &[],
-        fused_kernels: &["causal conv"],
-    },
-];
+/// Reads the table of layer kinds (`crate::registry`): writes the [`MixerKind`] and
+/// [`FfnKind`] enums (their serde names are the registry names) and the [`SEQ_MIXERS`] and
+/// [`CHANNEL_MIXERS`] tables.
+macro_rules! layer_kinds {
+    (
+        sequence mixers {
+            $($variant:ident => $module:ident :: $ty:ident {
+                $($kind:ident = $symbol:literal, $name:literal {
+                    section: $section:literal,
+                    summary: $summary:literal,
+                    hf_import: [$($hf:literal),*],
+                    fused_kernels: [$($kernel:literal),*] $(,)?
+                })+
+            })+
+        }
+        channel mixers {
+            $($ckind:ident = $csymbol:literal, $cname:literal { summary: $csummary:literal $(,)? })+
+        }
+    ) => {
+        /// The sequence mixer of a layer (`model.mixer`, or a pattern's upper-case letter); the
+        /// modules are in `model/`, built through `model::mixer`'s table.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+        pub enum MixerKind {
+            $($(#[doc = $summary] #[serde(rename = $name)] $kind,)+)+
+        }
 
-pub const CHANNEL_MIXERS: &[ChannelMixerInfo] = &[
-    ChannelMixerInfo {
-        symbol: 'f',
-        kind: FfnKind::Mlp,
-        name: "mlp",
-        summary: "MLP of width model.d_ff (GELU or SwiGLU, model.mlp)",
-    },
-    ChannelMixerInfo {
-        symbol: 'e',
-        kind: FfnKind::Moe,
-        name: "moe",
-        summary: "Mixture of Experts, model.moe (top-k routing, shared expert, capacity)",
-    },
-    ChannelMixerInfo {
-        symbol: 'n',
-        kind: FfnKind::None,
-        name: "none",
-        summary: "no channel mixer: the block is x + mixer(norm(x)) (the Mamba paper's layout)",
-    },
-];
+        /// The channel mixer after each sequence mixer (`model.ffn`, or a pattern's lower-case
+        /// letter).
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+        pub enum FfnKind {
+            $(#[doc = $csummary] #[serde(rename = $cname)] $ckind,)+
+        }
+
+        pub const SEQ_MIXERS: &[SeqMixerInfo] = &[
+            $($(SeqMixerInfo {
+                symbol: $symbol,
+                kind: MixerKind::$kind,
+                name: $name,
+                section: $section,
+                summary: $summary,
+                hf_import: &[$($hf),*],
+                fused_kernels: &[$($kernel),*],
+            },)+)+
+        ];
+
+        pub const CHANNEL_MIXERS: &[ChannelMixerInfo] = &[
+            $(ChannelMixerInfo { symbol: $csymbol, kind: FfnKind::$ckind, name: $cname, summary: $csummary },)+
+        ];
+    };
+}
+
+crate::registry::layer_table!(layer_kinds);
+
+impl Default for MixerKind {
+    fn default() -> Self {
+        MixerKind::Attention
+    }
+}
+
+impl Default for FfnKind {
+    fn default() -> Self {
+        FfnKind::Mlp
+    }
+}
+
+impl MixerKind {
+    /// Its config name.
+    pub fn name(self) -> &'static str {
+        seq_mixer(self).name
+    }
+
+    /// Whether the mixer attends (and so needs heads, and a position table with RoPE).
+    pub fn attends(self) -> bool {
+        matches!(self, MixerKind::Attention | MixerKind::Local | MixerKind::Hymba)
+    }
+}
+
+impl FfnKind {
+    /// Its config name.
+    pub fn name(self) -> &'static str {
+        channel_mixer(self).name
+    }
+}
 
 /// The entry of a sequence mixer.
 pub fn seq_mixer(kind: MixerKind) -> &'static SeqMixerInfo {
@@ -184,6 +182,8 @@ mod tests {
     use super::*;
     use std::collections::HashSet;
 
+    // Every kind has exactly one entry, named as in configs, by construction: `layer_kinds!`
+    // writes each enum variant, its serde name and its entry from the same table entry.
     #[test]
     fn symbols_and_names_are_unique_and_well_formed() {
         let mut symbols = HashSet::new();
@@ -199,36 +199,5 @@ mod tests {
         }
         // Pattern syntax must stay free: groups and repeat counts.
         assert!(symbols.iter().all(|c| c.is_ascii_alphabetic()));
-    }
-
-    /// Every variant is in the table. Adding a variant makes the match below fail to compile
-    /// until it is listed here, and then `seq_mixer` fails until it has its registry line.
-    #[test]
-    fn every_variant_is_registered() {
-        use MixerKind::*;
-        for kind in [Attention, Local, Mamba, Mamba2, Hymba, GatedDeltaNet, DeltaNet] {
-            match kind {
-                Attention | Local | Mamba | Mamba2 | Hymba | GatedDeltaNet | DeltaNet => {}
-            }
-            seq_mixer(kind);
-        }
-        for kind in [FfnKind::Mlp, FfnKind::Moe, FfnKind::None] {
-            channel_mixer(kind);
-        }
-    }
-
-    /// Every kind has exactly one entry, and its registry name is its config (serde) name.
-    #[test]
-    fn every_kind_has_one_entry_named_as_in_configs() {
-        for m in SEQ_MIXERS {
-            assert_eq!(SEQ_MIXERS.iter().filter(|o| o.kind == m.kind).count(), 1);
-            assert_eq!(serde_json::to_value(m.kind).unwrap(), serde_json::json!(m.name));
-            assert_eq!(m.kind.name(), m.name);
-        }
-        for c in CHANNEL_MIXERS {
-            assert_eq!(CHANNEL_MIXERS.iter().filter(|o| o.kind == c.kind).count(), 1);
-            assert_eq!(serde_json::to_value(c.kind).unwrap(), serde_json::json!(c.name));
-            assert_eq!(c.kind.name(), c.name);
-        }
     }
 }

@@ -100,8 +100,36 @@ pub fn validation_batches(
         );
     }
     let n_batches = n_batches.min(available / batch);
+    Ok(windows(shard, 0, n_batches, batch, seq_len))
+}
+
+/// The held-out selection set: up to `n_batches` batches of windows from the end of the
+/// validation split, disjoint from [`validation_batches`]' windows. `compare` decides its
+/// learning-rate grid on them, so that no reported loss is scored on the data that chose it.
+pub fn selection_batches(
+    shard: &TokenShard,
+    n_batches: usize,
+    batch: usize,
+    seq_len: usize,
+) -> Result<Vec<TokenBatch>> {
+    let available = shard.len().saturating_sub(1) / seq_len;
+    let reported = n_batches.min(available / batch.max(1)) * batch;
+    let n = n_batches.min(available.saturating_sub(reported) / batch.max(1));
+    if n == 0 {
+        bail!(
+            "the validation split ({} tokens) has no room for a held-out learning-rate selection set \
+             beside its reported validation batches ({reported} windows of {seq_len} tokens); raise \
+             data.val_fraction, use more data, or lower eval.batches",
+            shard.len()
+        );
+    }
+    Ok(windows(shard, available - n * batch, n, batch, seq_len))
+}
+
+/// `n_batches` batches of consecutive windows of `seq_len + 1` tokens, from window `first`.
+fn windows(shard: &TokenShard, first: usize, n_batches: usize, batch: usize, seq_len: usize) -> Vec<TokenBatch> {
     let mut window = Vec::with_capacity(seq_len + 1);
-    Ok((0..n_batches)
+    (0..n_batches)
         .map(|b| {
             let mut out = TokenBatch {
                 batch,
@@ -111,13 +139,13 @@ pub fn validation_batches(
             };
             for row in 0..batch {
                 window.clear();
-                shard.read_into((b * batch + row) * seq_len, seq_len + 1, &mut window);
+                shard.read_into((first + b * batch + row) * seq_len, seq_len + 1, &mut window);
                 out.inputs.extend_from_slice(&window[..seq_len]);
                 out.targets.extend_from_slice(&window[1..]);
             }
             out
         })
-        .collect())
+        .collect()
 }
 
 #[cfg(test)]
@@ -173,5 +201,18 @@ mod tests {
         assert!(Batcher::new(&s, 4, 16, 0).is_err());
         assert!(validation_batches(&s, 2, 4, 16).is_err());
         assert_eq!(validation_batches(&s, 10, 1, 16).unwrap().len(), 3);
+    }
+
+    #[test]
+    fn the_selection_set_is_held_out_from_the_reported_one() {
+        let s = shard(16 * 20 + 1); // 20 windows of 16
+        let first_tokens = |b: &[TokenBatch]| -> Vec<u32> { b.iter().flat_map(|b| b.inputs.iter().step_by(16).copied()).collect() };
+        let reported = first_tokens(&validation_batches(&s, 3, 4, 16).unwrap()); // windows 0..12
+        let selection = first_tokens(&selection_batches(&s, 3, 4, 16).unwrap()); // 8 windows left: 2 batches
+        assert_eq!(reported, (0..12).map(|w| w * 16).collect::<Vec<u32>>());
+        assert_eq!(selection, (12..20).map(|w| w * 16).collect::<Vec<u32>>());
+        // All 20 windows reported: none left to select on.
+        let err = selection_batches(&s, 5, 4, 16).unwrap_err().to_string();
+        assert!(err.contains("no room for a held-out"), "{err}");
     }
 }

@@ -131,8 +131,9 @@ fn parse_header(bytes: &[u8], path: &Path) -> Result<ShardHeader> {
             header.token_bytes
         );
     }
-    let expected = HEADER_BYTES as u64 + header.count * header.token_bytes as u64;
-    if bytes.len() as u64 != expected {
+    let expected = header.count.checked_mul(header.token_bytes as u64).and_then(|n| n.checked_add(HEADER_BYTES as u64));
+    if expected != Some(bytes.len() as u64) {
+        let expected = expected.map_or("more than 2^64".into(), |n| n.to_string());
         bail!(
             "corrupt token shard {}: header says {} tokens ({expected} bytes) but the file has {} bytes; {hint}",
             path.display(),
@@ -224,5 +225,19 @@ mod tests {
         std::fs::write(&path, b"short").unwrap();
         let err = TokenShard::open(&path).err().unwrap().to_string();
         assert!(err.contains("shorter than"), "{err}");
+    }
+
+    /// Damaged and crafted headers are errors, never panics or overflows; a header that passes
+    /// promises no more tokens than the file holds.
+    #[test]
+    fn survives_mutated_files() {
+        let path = tmp("fuzz.bin");
+        write_shard(&path, &(0..40).collect::<Vec<u32>>(), 300, 7, 99).unwrap();
+        let valid = std::fs::read(&path).unwrap();
+        for bytes in crate::util::mutate::mutants(&valid, 500, 5) {
+            if let Ok(h) = parse_header(&bytes, &path) {
+                assert_eq!(HEADER_BYTES as u64 + h.count * h.token_bytes as u64, bytes.len() as u64);
+            }
+        }
     }
 }

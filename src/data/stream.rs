@@ -6,7 +6,7 @@
 
 use anyhow::Result;
 
-use super::batcher::{Batcher, TokenBatch, validation_batches};
+use super::batcher::{Batcher, TokenBatch, selection_batches, validation_batches};
 use super::prepare::{Dataset, ensure_prepared};
 use super::tasks::{Split, Task};
 use crate::config::DataConfig;
@@ -52,11 +52,12 @@ impl TrainData {
         }
     }
 
-    /// Bytes of text per validation token, for bits per byte (NaN for a task: no text).
-    pub fn bytes_per_token(&self) -> f64 {
+    /// The bytes of text each token id stands for, for bits per byte (`None` for a task: no
+    /// text).
+    pub fn token_bytes(&self) -> Option<Vec<u32>> {
         match self {
-            TrainData::Corpus(d) => d.val.bytes_per_token(),
-            TrainData::Task(_) => f64::NAN,
+            TrainData::Corpus(d) => Some(d.tokenizer.token_bytes()),
+            TrainData::Task(_) => None,
         }
     }
 
@@ -85,17 +86,30 @@ impl TrainData {
         seed: u64,
     ) -> Result<Vec<Batch>> {
         Ok(match self {
-            TrainData::Corpus(d) => validation_batches(&d.val, n_batches, batch, seq_len)?
-                .into_iter()
-                .map(|tokens| Batch { tokens, answer: None })
-                .collect(),
-            TrainData::Task(task) => task
-                .validation_batches(seed, batch, seq_len)
-                .into_iter()
-                .map(|b| Batch { tokens: b.tokens, answer: Some(b.answer) })
-                .collect(),
+            TrainData::Corpus(d) => text_batches(validation_batches(&d.val, n_batches, batch, seq_len)?),
+            TrainData::Task(task) => answer_batches(task.validation_batches(seed, batch, seq_len)),
         })
     }
+
+    /// The held-out selection set, disjoint from [`TrainData::validation`]'s: the corpus's last
+    /// windows of its validation split, or the task's held-out sequences after the reported
+    /// ones (`compare` decides its learning-rate grid on it).
+    pub fn selection(&self, n_batches: usize, batch: usize, seq_len: usize, seed: u64) -> Result<Vec<Batch>> {
+        Ok(match self {
+            TrainData::Corpus(d) => text_batches(selection_batches(&d.val, n_batches, batch, seq_len)?),
+            TrainData::Task(task) => answer_batches(task.selection_batches(seed, batch, seq_len)),
+        })
+    }
+}
+
+/// Corpus batches: every target scored.
+fn text_batches(batches: Vec<TokenBatch>) -> Vec<Batch> {
+    batches.into_iter().map(|tokens| Batch { tokens, answer: None }).collect()
+}
+
+/// Task batches: scored on their answers.
+fn answer_batches(batches: Vec<crate::data::tasks::TaskBatch>) -> Vec<Batch> {
+    batches.into_iter().map(|b| Batch { tokens: b.tokens, answer: Some(b.answer) }).collect()
 }
 
 /// Numbered training batches.

@@ -281,6 +281,19 @@ impl Task {
             .collect()
     }
 
+    /// The held-out selection set: as many rows as [`Task::validation_batches`], the next ones
+    /// of the held-out split (rows are drawn one stream per index: disjoint from the reported).
+    pub fn selection_batches(&self, seed: u64, batch: usize, seq_len: usize) -> Vec<TaskBatch> {
+        assert!(batch > 0, "selection batch size 0");
+        let total = self.cfg.val_sequences as u64;
+        (total..2 * total)
+            .step_by(batch)
+            .map(|first| {
+                self.rows(seed, Split::Val, first, (2 * total - first).min(batch as u64) as usize, seq_len)
+            })
+            .collect()
+    }
+
     /// Rows `first .. first + count` of a split.
     fn rows(&self, seed: u64, split: Split, first: u64, count: usize, seq_len: usize) -> TaskBatch {
         if let Err(e) = self.check_len(seq_len, "seq_len") {

@@ -155,6 +155,37 @@ impl Tokenizer {
         }
     }
 
+    /// The bytes of source text each token id stands for, indexed by id: what bits per byte
+    /// divides by ([`crate::eval::bits_per_byte`]). Special tokens (the end-of-text separator
+    /// and other added tokens) stand for no text: 0. A byte-level BPE token stands for one
+    /// byte per symbol of its byte alphabet; a SentencePiece token (Metaspace, byte fallback)
+    /// for its UTF-8 length with `▁` as a space and `<0xNN>` as one byte. Over a text these
+    /// add up to the text's UTF-8 length (tests hold them to it).
+    pub fn token_bytes(&self) -> Vec<u32> {
+        match self {
+            Tokenizer::Byte => (0..256u32).map(|id| u32::from(id != BYTE_EOT)).collect(),
+            Tokenizer::Hf(t) => {
+                let special = t.get_added_tokens_decoder();
+                let byte_level = matches!(t.get_decoder(), Some(DecoderWrapper::ByteLevel(_)));
+                (0..t.get_vocab_size(true) as u32)
+                    .map(|id| {
+                        if special.contains_key(&id) {
+                            return 0;
+                        }
+                        let Some(token) = t.id_to_token(id) else { return 0 };
+                        if byte_level {
+                            token.chars().count() as u32
+                        } else if token.len() == 6 && token.starts_with("<0x") && token.ends_with('>') {
+                            1
+                        } else {
+                            token.replace('\u{2581}', " ").len() as u32
+                        }
+                    })
+                    .collect()
+            }
+        }
+    }
+
     /// The serialised form saved next to prepared shards and runs (`byte` or JSON).
     pub fn to_json(&self) -> Result<String> {
         match self {
@@ -232,6 +263,79 @@ mod tests {
             out.push_str(&s.push(&t, id).unwrap());
         }
         assert_eq!(out, "a é b");
+    }
+
+    /// Over any text, the bytes the tokens stand for add up to the text's UTF-8 length.
+    fn assert_token_bytes_cover(t: &Tokenizer, texts: &[&str]) {
+        let bytes = t.token_bytes();
+        assert_eq!(bytes.len(), t.vocab_size());
+        for text in texts {
+            let ids = t.encode(text).unwrap();
+            let sum: u32 = ids.iter().map(|&id| bytes[id as usize]).sum();
+            assert_eq!(sum as usize, text.len(), "{text:?} as {ids:?}");
+        }
+    }
+
+    const MIXED: [&str; 4] = ["plain words", "héllo wörld, naïve café", "日本語のテキスト and 🦀 crabs", " two  spaces\n"];
+
+    #[test]
+    fn byte_tokens_stand_for_one_byte_and_the_separator_for_none() {
+        assert_token_bytes_cover(&Tokenizer::Byte, &MIXED);
+        assert_eq!(Tokenizer::Byte.token_bytes()[BYTE_EOT as usize], 0);
+    }
+
+    #[test]
+    fn byte_level_bpe_tokens_stand_for_their_bytes() {
+        let texts: Vec<String> = (0..200).map(|i| format!("Ünïcode {i}: café, 日本語, the fox.")).collect();
+        let t = Tokenizer::train_bpe(texts.iter(), 400).unwrap();
+        assert_token_bytes_cover(&t, &MIXED);
+        assert_token_bytes_cover(&t, &[texts[7].as_str()]);
+        let eot = t.eot().unwrap();
+        assert_eq!(t.token_bytes()[eot as usize], 0);
+        // Merged tokens are longer than one byte, multi-byte characters count every byte.
+        let ids = t.encode("café").unwrap();
+        assert!(ids.len() < 5, "{ids:?}");
+    }
+
+    /// A SentencePiece-style BPE (Metaspace `▁`, byte fallback for characters not in the
+    /// vocabulary), written as a tokenizer.json.
+    #[test]
+    fn sentencepiece_tokens_stand_for_their_bytes() {
+        let mut vocab = serde_json::Map::new();
+        for (i, t) in ["<unk>", "<s>", "</s>"].iter().enumerate() {
+            vocab.insert(t.to_string(), i.into());
+        }
+        for b in 0..256 {
+            vocab.insert(format!("<0x{b:02X}>"), (3 + b).into());
+        }
+        for (i, t) in ["\u{2581}", "a", "b", "\u{2581}a", "é", "ab"].iter().enumerate() {
+            vocab.insert(t.to_string(), (259 + i).into());
+        }
+        let json = serde_json::json!({
+            "version": "1.0", "truncation": null, "padding": null,
+            "added_tokens": [{"id": 2, "content": "</s>", "single_word": false, "lstrip": false,
+                              "rstrip": false, "normalized": false, "special": true}],
+            "normalizer": {"type": "Replace", "pattern": {"String": " "}, "content": "\u{2581}"},
+            "pre_tokenizer": null, "post_processor": null,
+            "decoder": {"type": "Sequence", "decoders": [
+                {"type": "Replace", "pattern": {"String": "\u{2581}"}, "content": " "},
+                {"type": "ByteFallback"}, {"type": "Fuse"}]},
+            "model": {"type": "BPE", "dropout": null, "unk_token": "<unk>",
+                      "continuing_subword_prefix": null, "end_of_word_suffix": null,
+                      "fuse_unk": true, "byte_fallback": true, "vocab": vocab,
+                      "merges": ["\u{2581} a", "a b"]}
+        });
+        let dir = std::env::temp_dir().join(format!("archlab-sp-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("tokenizer.json");
+        std::fs::write(&path, json.to_string()).unwrap();
+        let t = Tokenizer::from_file(&path).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        // "日" is not in the vocabulary: three byte tokens.
+        let ids = t.encode("a ab é 日").unwrap();
+        assert!(ids.iter().filter(|&&id| (3..259).contains(&id)).count() == 3, "{ids:?}");
+        assert_token_bytes_cover(&t, &["a ab é 日", "ab ab"]);
+        assert_eq!(t.token_bytes()[2], 0, "</s> stands for no text");
     }
 
     #[test]

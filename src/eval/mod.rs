@@ -16,31 +16,46 @@ pub struct ValMetrics {
     /// Mean cross-entropy, nats per token (per answer token on a synthetic task).
     pub loss: f64,
     pub ppl: f64,
-    /// Bits per UTF-8 byte of the text: comparable across tokenizers (nanochat's val_bpb).
-    /// NaN on a synthetic task (no text).
+    /// Bits per UTF-8 byte of the text the evaluated targets stand for: comparable across
+    /// tokenizers (nanochat's val_bpb). NaN on a synthetic task (no text).
     pub bpb: f64,
     /// Synthetic tasks: the fraction of answer tokens predicted exactly (argmax).
     pub accuracy: Option<f64>,
 }
 
-/// Evaluates `model` on the fixed validation batches. `bytes_per_token` converts nats per
-/// token into bits per byte: bpb = loss / ln 2 / bytes_per_token. Batches with an answer mask
-/// (a task) are scored on their answers, and their accuracy is measured too.
+/// Bits per byte: `nats`, the summed loss of some target tokens, over the `bytes` of text those
+/// tokens stand for ([`crate::data::tokenizer::Tokenizer::token_bytes`]). The one definition
+/// every report, `eval` and run use; NaN without bytes (a synthetic task has no text).
+pub fn bits_per_byte(nats: f64, bytes: u64) -> f64 {
+    if bytes == 0 { f64::NAN } else { nats / (std::f64::consts::LN_2 * bytes as f64) }
+}
+
+/// Evaluates `model` on the fixed validation batches. `token_bytes` (the tokenizer's bytes of
+/// text per token id; `None` for a synthetic task) gives bits per byte exactly: the summed loss
+/// of the evaluated target tokens over the bytes those targets stand for ([`bits_per_byte`]).
+/// Batches with an answer mask (a task) are scored on their answers, and their accuracy is
+/// measured too.
 pub fn evaluate<B: Backend>(
     model: &LanguageModel<B>,
     batches: &[Batch],
-    bytes_per_token: f64,
+    token_bytes: Option<&[u32]>,
     device: &B::Device,
 ) -> ValMetrics {
     let (mut total, mut weight) = (0.0, 0.0);
+    let (mut nats, mut bytes) = (0.0, 0u64);
     let mut accuracy: Option<Accuracy> = None;
     for batch in batches {
         let (x, y) = batch_tensors::<B>(&batch.tokens, device);
         let logits = model.forward(x);
         match &batch.answer {
             None => {
-                total += cross_entropy(logits, y).into_scalar().elem::<f64>();
+                let mean = cross_entropy(logits, y).into_scalar().elem::<f64>();
+                total += mean;
                 weight += 1.0;
+                if let Some(per_id) = token_bytes {
+                    nats += mean * batch.tokens.targets.len() as f64;
+                    bytes += batch.tokens.targets.iter().map(|&id| u64::from(per_id.get(id as usize).copied().unwrap_or(0))).sum::<u64>();
+                }
             }
             Some(answer) => {
                 // Weight each batch by its answers: the mean over all answer tokens.
@@ -55,12 +70,7 @@ pub fn evaluate<B: Backend>(
         }
     }
     let loss = total / weight.max(1.0);
-    ValMetrics {
-        loss,
-        ppl: loss.exp(),
-        bpb: loss / std::f64::consts::LN_2 / bytes_per_token,
-        accuracy: accuracy.map(|a| a.token_accuracy()),
-    }
+    ValMetrics { loss, ppl: loss.exp(), bpb: bits_per_byte(nats, bytes), accuracy: accuracy.map(|a| a.token_accuracy()) }
 }
 
 /// Accuracy of `model` on task batches (token and whole-sequence).

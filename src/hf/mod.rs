@@ -17,6 +17,9 @@ use burn::module::Param;
 use burn::tensor::{Tensor, TensorData};
 use serde_json::Value;
 
+/// The Hugging Face `model_type`s archlab imports.
+const SUPPORTED: [&str; 5] = ["mamba", "mamba2", "llama", "mixtral", "jamba"];
+
 use crate::config::{FfnKind, MixerKind, ModelConfig, MoeConfig, RunConfig};
 use crate::model::LanguageModel;
 use crate::model::block::{ChannelMixer, SeqMixer};
@@ -49,6 +52,14 @@ pub fn read_config(dir: &Path, base: &RunConfig) -> Result<RunConfig> {
     let json: Value = serde_json::from_str(&text).with_context(|| format!("malformed {}", path.display()))?;
     let hf = HfConfig { json: &json, path: &path };
     let model_type = hf.str("model_type")?;
+    // Said first: the fields below are the supported architectures'.
+    if !SUPPORTED.contains(&model_type) {
+        bail!(
+            "{}: model_type `{model_type}` is not supported; archlab imports {}",
+            path.display(),
+            SUPPORTED.join(", ")
+        );
+    }
     let mut cfg = base.clone();
     let m = &mut cfg.model;
     m.vocab_size = hf.usize("vocab_size")?;
@@ -142,10 +153,7 @@ pub fn read_config(dir: &Path, base: &RunConfig) -> Result<RunConfig> {
             };
         }
         "jamba" => read_jamba(&hf, m)?,
-        other => bail!(
-            "{}: model_type `{other}` is not supported; archlab imports mamba, mamba2, llama, mixtral and jamba",
-            path.display()
-        ),
+        other => bail!("{}: model_type `{other}` is not supported; archlab imports {}", path.display(), SUPPORTED.join(", ")),
     }
     cfg.model.validate().with_context(|| format!("the model in {}", path.display()))?;
     Ok(cfg)

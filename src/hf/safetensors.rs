@@ -12,6 +12,9 @@ use anyhow::{Context, Result, anyhow, bail};
 use memmap2::Mmap;
 use serde::Deserialize;
 
+/// The largest JSON header the format allows (the reference implementation's limit).
+const MAX_HEADER_BYTES: u64 = 100_000_000;
+
 #[derive(Debug, Deserialize)]
 struct Entry {
     dtype: String,
@@ -44,9 +47,12 @@ impl SafeTensors {
         if map.len() < 8 {
             return Err(bad("shorter than its 8-byte header length"));
         }
-        let header_len = u64::from_le_bytes(map[..8].try_into().expect("8 bytes")) as usize;
+        let header_len = u64::from_le_bytes(map[..8].try_into().expect("8 bytes"));
+        if header_len > MAX_HEADER_BYTES {
+            return Err(bad(&format!("a header of {header_len} bytes (the format allows {MAX_HEADER_BYTES})")));
+        }
         let data_start = 8usize
-            .checked_add(header_len)
+            .checked_add(header_len as usize)
             .filter(|&e| e <= map.len())
             .ok_or_else(|| bad("header runs past the end"))?;
         let header: BTreeMap<String, serde_json::Value> = serde_json::from_slice(&map[8..data_start])
@@ -59,7 +65,7 @@ impl SafeTensors {
             let entry: Entry =
                 serde_json::from_value(value).map_err(|e| bad(&format!("entry {name}: {e}")))?;
             let [start, end] = entry.data_offsets;
-            if start > end || data_start + end > map.len() {
+            if start > end || data_start.checked_add(end).is_none_or(|e| e > map.len()) {
                 return Err(bad(&format!("tensor {name} lies outside the file")));
             }
             entries.insert(name, entry);
@@ -78,7 +84,7 @@ impl SafeTensors {
             .ok_or_else(|| anyhow!("{} has no tensor `{name}`", self.path.display()))?;
         let [start, end] = entry.data_offsets;
         let bytes = &self.map[self.data_start + start..self.data_start + end];
-        let width = match entry.dtype.as_str() {
+        let width: usize = match entry.dtype.as_str() {
             "F64" | "I64" => 8,
             "F32" | "I32" => 4,
             "F16" | "BF16" => 2,
@@ -86,7 +92,8 @@ impl SafeTensors {
                 bail!("tensor `{name}` has dtype {other}; archlab reads F32, F16, BF16, F64, I64 and I32")
             }
         };
-        if bytes.len() != entry.shape.iter().product::<usize>() * width {
+        let expected = entry.shape.iter().try_fold(width, |n, &d| n.checked_mul(d));
+        if expected != Some(bytes.len()) {
             bail!("tensor `{name}` in {}: byte size does not match its shape", self.path.display());
         }
         Ok((entry, bytes))
@@ -248,5 +255,26 @@ mod tests {
         assert!(f16_to_f32(0x7e00).is_nan());
         assert_eq!(f16_to_f32(0x0001), 2f32.powi(-24));
         assert_eq!(f16_to_f32(0x3555), 0.333_251_95);
+    }
+
+    /// Damaged and crafted files are errors, never panics or overflows.
+    #[test]
+    fn survives_mutated_files() {
+        let path = std::env::temp_dir().join(format!("archlab-st-fuzz-{}.safetensors", std::process::id()));
+        let header = r#"{"a":{"dtype":"F32","shape":[2,1],"data_offsets":[0,8]},"h":{"dtype":"F16","shape":[1],"data_offsets":[8,10]},"i":{"dtype":"I64","shape":[1],"data_offsets":[10,18]}}"#;
+        let mut valid = (header.len() as u64).to_le_bytes().to_vec();
+        valid.extend_from_slice(header.as_bytes());
+        valid.extend_from_slice(&[0x3f; 18]);
+        for bytes in crate::util::mutate::mutants(&valid, 400, 11) {
+            std::fs::write(&path, &bytes).unwrap();
+            if let Ok(st) = SafeTensors::open(&path) {
+                let names: Vec<String> = st.names().map(String::from).collect();
+                for name in names {
+                    let _ = st.float(&name);
+                    let _ = st.int(&name);
+                }
+            }
+        }
+        std::fs::remove_file(&path).unwrap();
     }
 }

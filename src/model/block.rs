@@ -20,9 +20,10 @@ use burn::nn::{Dropout, DropoutConfig};
 use burn::tensor::Tensor;
 
 use super::layers::{Linear, Norm};
+use super::mixer::LayerParams;
 pub use super::mixer::{LayerState, SeqMixer};
-use super::mlp::Mlp;
-use super::moe::{Moe, MoeAux};
+use super::mlp::{self, Mlp};
+use super::moe::{self, Moe, MoeAux};
 use crate::config::{FfnKind, ModelConfig};
 use crate::rng::Rng;
 
@@ -31,6 +32,15 @@ use crate::rng::Rng;
 pub enum ChannelMixer<B: Backend> {
     Mlp(Mlp<B>),
     Moe(Moe<B>),
+}
+
+/// The parameters of a layer's channel mixer, from the config alone.
+pub fn channel_mixer_params(cfg: &ModelConfig, kind: FfnKind) -> LayerParams {
+    match kind {
+        FfnKind::Mlp => mlp::params(cfg, cfg.d_ff),
+        FfnKind::Moe => moe::params(cfg),
+        FfnKind::None => LayerParams::default(),
+    }
 }
 
 /// The residual stream between sublayers: `sum`, the embeddings plus every branch output
@@ -91,6 +101,16 @@ pub struct Block<B: Backend> {
 }
 
 impl<B: Backend> ChannelMixer<B> {
+    /// The channel mixer `kind` (none for [`FfnKind::None`]); `resid_std` initialises the
+    /// projection into the residual stream.
+    pub fn new(cfg: &ModelConfig, kind: FfnKind, resid_std: f64, rng: &mut Rng, device: &B::Device) -> Option<Self> {
+        match kind {
+            FfnKind::Mlp => Some(ChannelMixer::Mlp(Mlp::new(cfg, cfg.d_ff, resid_std, rng, device))),
+            FfnKind::Moe => Some(ChannelMixer::Moe(Moe::new(cfg, resid_std, rng, device))),
+            FfnKind::None => None,
+        }
+    }
+
     /// The output, and for an MoE its auxiliary loss and routing counts.
     pub fn forward(&self, x: Tensor<B, 3>) -> (Tensor<B, 3>, Option<MoeAux<B>>) {
         match self {
@@ -125,12 +145,7 @@ impl<B: Backend> Block<B> {
         let mut rng = Rng::fork(seed, &format!("init/layer{layer}/{}", kind.mixer.name()));
         let mixer = SeqMixer::new(cfg, kind.mixer, resid_scale, &mut rng, device);
         let mut ffn_rng = Rng::fork(seed, &format!("init/layer{layer}/{}", kind.ffn.name()));
-        let ffn_mixer = match kind.ffn {
-            FfnKind::Mlp => Some(ChannelMixer::Mlp(Mlp::new(cfg, cfg.d_ff, resid_std, &mut ffn_rng, device))),
-            FfnKind::Moe => Some(ChannelMixer::Moe(Moe::new(cfg, resid_std, &mut ffn_rng, device))),
-            FfnKind::None => None,
-        };
-        let ffn = ffn_mixer.map(|mixer| FfnSublayer {
+        let ffn = ChannelMixer::new(cfg, kind.ffn, resid_std, &mut ffn_rng, device).map(|mixer| FfnSublayer {
             norm: Norm::new(cfg.norm, cfg.d_model, cfg.bias, cfg.norm_eps, device),
             mixer,
         });

@@ -3,8 +3,9 @@
 
 use serde::Serialize;
 
+use super::block;
 use super::mixer::{self, LayerParams};
-use crate::config::{FfnKind, LayerKind, MixerKind, MlpKind, ModelConfig, NormKind, Positions};
+use crate::config::{FfnKind, LayerKind, MixerKind, ModelConfig, NormKind, Positions};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub struct ParamCounts {
@@ -90,46 +91,12 @@ impl ModelConfig {
     fn layer_params(&self, kind: LayerKind) -> LayerParams {
         let norms = self.norm_params() * (1 + usize::from(kind.ffn != FfnKind::None));
         mixer::params(self, kind.mixer)
-            .add(self.ffn_params(kind.ffn))
+            .add(block::channel_mixer_params(self, kind.ffn))
             .add(LayerParams { other: norms, ..Default::default() })
     }
 
     fn norm_params(&self) -> usize {
         self.d_model + if self.norm == NormKind::Layer { usize::from(self.bias) * self.d_model } else { 0 }
-    }
-
-    fn ffn_params(&self, ffn: FfnKind) -> LayerParams {
-        match ffn {
-            FfnKind::None => LayerParams::default(),
-            FfnKind::Mlp => self.mlp_params(self.d_ff),
-            FfnKind::Moe => {
-                let c = &self.moe;
-                let (d, e, k) = (self.d_model, c.n_experts, c.top_k);
-                let expert = self.mlp_params(c.expert_width(self.d_ff));
-                let shared = if c.shared_expert_d_ff > 0 {
-                    self.mlp_params(c.shared_expert_d_ff)
-                } else {
-                    LayerParams::default()
-                };
-                let gates = d * e + usize::from(c.shared_expert_gate) * d;
-                LayerParams {
-                    matmul: e * expert.matmul + shared.matmul + gates,
-                    other: e * expert.other + shared.other,
-                    idle_matmul: (e - k) * expert.matmul,
-                    idle_other: (e - k) * expert.other,
-                }
-            }
-        }
-    }
-
-    /// One MLP of hidden width `f`.
-    fn mlp_params(&self, f: usize) -> LayerParams {
-        let (d, bias) = (self.d_model, usize::from(self.bias));
-        let (matmul, other) = match self.mlp {
-            MlpKind::Swiglu => (3 * d * f, bias * (2 * f + d)),
-            MlpKind::Gelu => (2 * d * f, bias * (f + d)),
-        };
-        LayerParams { matmul, other, ..Default::default() }
     }
 
     /// Training FLOPs per token at context `seq_len`: `6·N_matmul` (for MoE, the k experts a

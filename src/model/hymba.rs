@@ -94,19 +94,7 @@ impl<B: Backend> Hymba<B> {
         };
         let (attn_mean, attn_change) = stats(&self.attn_scale);
         let (ssm_mean, ssm_change) = stats(&self.ssm_scale);
-        let entry = |name: &str, value: f64, init: Option<f64>| Diagnostic {
-            layer,
-            mixer: MixerKind::Hymba.name().into(),
-            name: name.into(),
-            value,
-            init,
-        };
-        vec![
-            entry("attention β", attn_mean, Some(self.scale_init)),
-            entry("SSM β", ssm_mean, Some(self.scale_init)),
-            entry("attention |Δβ|", attn_change, None),
-            entry("SSM |Δβ|", ssm_change, None),
-        ]
+        scale_diagnostics(layer, self.scale_init, [attn_mean, ssm_mean], [attn_change, ssm_change])
     }
 
     pub fn linears_mut(&mut self) -> Vec<&mut Linear<B>> {
@@ -115,6 +103,18 @@ impl<B: Backend> Hymba<B> {
         out.extend(self.ssm.linears_mut());
         out
     }
+}
+
+/// The branch scales as diagnostics: each branch's mean β against its initial value (the
+/// headline), and its mean per-channel distance |Δβ| from it. `[attention, SSM]` each.
+pub fn scale_diagnostics(layer: usize, init: f64, mean: [f64; 2], mean_abs_change: [f64; 2]) -> Vec<Diagnostic> {
+    let name = MixerKind::Hymba.name();
+    vec![
+        Diagnostic::new(layer, name, "attention β", mean[0]).against(init).headline(),
+        Diagnostic::new(layer, name, "SSM β", mean[1]).against(init).headline(),
+        Diagnostic::new(layer, name, "attention |Δβ|", mean_abs_change[0]),
+        Diagnostic::new(layer, name, "SSM |Δβ|", mean_abs_change[1]),
+    ]
 }
 
 impl<B: Backend> SequenceMixer<B> for Hymba<B> {

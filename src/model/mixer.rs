@@ -1,14 +1,15 @@
-//! The sequence-mixer contract, and the one table of its implementations.
+//! The sequence-mixer contract, and the model's reading of the table of its implementations.
 //!
 //! A sequence mixer maps `[b, t, d] → [b, t, d]` causally. Everything about one mixer lives in
 //! its own file: its module, its decoding state, its share of the precision policy
 //! ([`SequenceMixer`]), and its analytic side (parameters, forward FLOPs per token,
 //! decoding-state bytes, and the knob budget matching turns: [`MixerSpec`], implemented on a
 //! unit struct `Spec` in the same file), and what it reports about itself ([`Diagnostic`]s).
-//! It joins the model through one line of `sequence_mixers!` at the bottom of this file. The
-//! macro writes the [`SeqMixer`] and [`LayerState`] enums (burn's `Module` derive needs an enum
-//! of concrete types) and every match over them, so that `block.rs`, `lm.rs`, `count.rs` and
-//! `compare/sizing.rs` name no mixer.
+//! It joins the model through its entry in the table of layer kinds (`crate::registry`), which
+//! `sequence_mixers!` at the bottom of this file reads: it writes the [`SeqMixer`] and
+//! [`LayerState`] enums (burn's `Module` derive needs an enum of concrete types) and every
+//! match over them, so that `block.rs`, `lm.rs`, `count.rs` and `compare/sizing.rs` name no
+//! mixer.
 //!
 //! (mamba_ssm builds `Block(mixer_cls, mlp_cls)`; zoology keeps one mixer per file. Here the
 //! table plays the role of `mixer_cls`.)
@@ -97,8 +98,10 @@ pub trait MixerSpec {
     }
 }
 
-/// A named measurement a layer reports about itself ([`SequenceMixer::diagnostics`]), e.g. a
-/// learned gate's mean against the value it started from.
+/// A named measurement a layer reports about itself: a sequence mixer from its weights
+/// ([`SequenceMixer::diagnostics`], e.g. Hymba's branch scales), a channel mixer from what it
+/// did during training (an MoE layer's expert loads). One generic path carries them into
+/// `metrics.jsonl`, `summary.json`, the terminal and the report, which know no mixer by name.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Diagnostic {
     pub layer: usize,
@@ -108,10 +111,31 @@ pub struct Diagnostic {
     pub name: String,
     #[serde(with = "crate::util::json_f64")]
     pub value: f64,
-    /// For a learned quantity, the value it was initialised to: the report draws it beside
-    /// `value`, so a quantity training never moved (or moved to 0) shows.
+    /// The value to read `value` against, drawn beside it in the report: for a learned
+    /// quantity its initial value (one that never moved, or collapsed to 0, shows), for a
+    /// statistic its ideal (an even expert load, 1/E).
     #[serde(default, skip_serializing_if = "Option::is_none", with = "crate::util::json_opt_f64")]
-    pub init: Option<f64>,
+    pub reference: Option<f64>,
+    /// A headline quantity: the report's results table notes its range over layers.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub headline: bool,
+}
+
+impl Diagnostic {
+    /// `name` of layer `layer`'s mixer `mixer`, without a reference, not a headline.
+    pub fn new(layer: usize, mixer: &str, name: &str, value: f64) -> Self {
+        Self { layer, mixer: mixer.into(), name: name.into(), value, reference: None, headline: false }
+    }
+
+    /// Read against `reference`.
+    pub fn against(self, reference: f64) -> Self {
+        Self { reference: Some(reference), ..self }
+    }
+
+    /// Noted in the report's results table.
+    pub fn headline(self) -> Self {
+        Self { headline: true, ..self }
+    }
 }
 
 /// One layer's parameters: `matmul` (weights multiplying the token stream) and `other`;
@@ -144,10 +168,18 @@ pub fn tensor_bytes<B: Backend, const D: usize>(t: &Option<Tensor<B, D>>) -> usi
     t.as_ref().map_or(0, |t| t.shape().num_elements() * t.dtype().size())
 }
 
-/// Writes the enums over the mixers and every dispatch over them from one line per mixer:
-/// `Variant => module::Type [the MixerKinds it builds]`.
+/// Writes the enums over the mixers and every dispatch over them from the table's entries
+/// (`Variant => module::Type { the layer kinds it builds }`); the kinds' other fields and the
+/// channel mixers are the config layer's.
 macro_rules! sequence_mixers {
-    ($($variant:ident => $module:ident :: $ty:ident [$($kind:ident),+];)+) => {
+    (
+        sequence mixers {
+            $($variant:ident => $module:ident :: $ty:ident {
+                $($kind:ident = $symbol:literal, $name:literal { $($field:tt)* })+
+            })+
+        }
+        channel mixers { $($channel:tt)* }
+    ) => {
         /// Mixes information across time. Contract: `[b, t, d] → [b, t, d]`, causal.
         #[derive(Module, Debug)]
         pub enum SeqMixer<B: Backend> {
@@ -272,10 +304,4 @@ macro_rules! sequence_mixers {
     };
 }
 
-sequence_mixers! {
-    Attention => attention::Attention [Attention, Local];
-    Mamba => mamba::Mamba [Mamba];
-    Mamba2 => mamba2::Mamba2 [Mamba2];
-    Hymba => hymba::Hymba [Hymba];
-    GatedDeltaNet => gated_deltanet::GatedDeltaNet [GatedDeltaNet, DeltaNet];
-}
+crate::registry::layer_table!(sequence_mixers);

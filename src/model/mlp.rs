@@ -7,6 +7,7 @@ use burn::tensor::Tensor;
 
 use super::activation::{gelu, silu};
 use super::layers::Linear;
+use super::mixer::LayerParams;
 use crate::config::{MlpKind, ModelConfig};
 use crate::rng::Rng;
 
@@ -61,4 +62,14 @@ impl<B: Backend> Mlp<B> {
     pub fn linears_mut(&mut self) -> Vec<&mut Linear<B>> {
         [&mut self.up_proj, &mut self.down_proj].into_iter().chain(self.gate_proj.as_mut()).collect()
     }
+}
+
+/// The parameters of one MLP of hidden width `width`.
+pub fn params(cfg: &ModelConfig, width: usize) -> LayerParams {
+    let (d, f, bias) = (cfg.d_model, width, usize::from(cfg.bias));
+    let (matmul, other) = match cfg.mlp {
+        MlpKind::Swiglu => (3 * d * f, bias * (2 * f + d)),
+        MlpKind::Gelu => (2 * d * f, bias * (f + d)),
+    };
+    LayerParams { matmul, other, ..Default::default() }
 }

@@ -28,20 +28,27 @@
 //! (docs/ARCHITECTURE.md, "Numerics worth knowing").
 
 pub mod activation;
-pub mod attention;
 pub mod block;
 pub mod conv;
 pub mod count;
 pub mod delta_rule;
-pub mod gated_deltanet;
-pub mod hymba;
 pub mod layers;
 pub mod lm;
-pub mod mamba;
-pub mod mamba2;
 pub mod mixer;
 pub mod mlp;
 pub mod moe;
 pub mod ssd;
+
+/// Declares the module of every sequence mixer in the table of layer kinds
+/// (`crate::registry`): a mixer's file joins the crate by its table entry.
+macro_rules! mixer_modules {
+    (
+        sequence mixers { $($variant:ident => $module:ident :: $ty:ident { $($kinds:tt)* })+ }
+        channel mixers { $($channel:tt)* }
+    ) => {
+        $(pub mod $module;)+
+    };
+}
+crate::registry::layer_table!(mixer_modules);
 
 pub use lm::{DecodeState, LanguageModel};

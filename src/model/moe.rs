@@ -36,8 +36,9 @@ use serde::{Deserialize, Serialize};
 
 use super::activation::sigmoid;
 use super::layers::{Linear, float_tensor, int_tensor};
-use super::mlp::Mlp;
-use crate::config::ModelConfig;
+use super::mixer::{Diagnostic, LayerParams};
+use super::mlp::{self, Mlp};
+use crate::config::{FfnKind, ModelConfig};
 use crate::kernels::moe_route::HostRoute;
 use crate::kernels::{self, Backend};
 use crate::rng::Rng;
@@ -185,6 +186,52 @@ impl RoutingStats {
 
     pub fn mean_z_loss(&self) -> f64 {
         self.z_loss_sum / self.passes.max(1) as f64
+    }
+
+    /// What layer `layer`'s routing did over these tokens, as diagnostics
+    /// ([`routing_diagnostics`]).
+    pub fn diagnostics(&self, layer: usize) -> Vec<Diagnostic> {
+        routing_diagnostics(
+            layer,
+            &self.load(),
+            self.load_entropy(),
+            self.dropped_fraction(),
+            [self.mean_balance_loss(), self.mean_z_loss()],
+        )
+    }
+}
+
+/// An MoE layer's routing as diagnostics: each expert's share of the routed assignments
+/// against an even 1/E, and as headlines the load's evenness (its entropy over ln E: 1 when
+/// even, 0 when one expert takes all) and the fraction of assignments the capacity limit
+/// dropped; then the mean unweighted balancing and z-losses (`[balance, z]`).
+pub fn routing_diagnostics(layer: usize, load: &[f64], evenness: f64, dropped: f64, losses: [f64; 2]) -> Vec<Diagnostic> {
+    let name = FfnKind::Moe.name();
+    let even = 1.0 / load.len().max(1) as f64;
+    let experts = load.iter().enumerate().map(|(e, &share)| Diagnostic::new(layer, name, &format!("load of expert {e}"), share).against(even));
+    experts
+        .chain([
+            Diagnostic::new(layer, name, "load evenness", evenness).headline(),
+            Diagnostic::new(layer, name, "dropped fraction", dropped).headline(),
+            Diagnostic::new(layer, name, "balance loss", losses[0]),
+            Diagnostic::new(layer, name, "z-loss", losses[1]),
+        ])
+        .collect()
+}
+
+/// The parameters of an MoE layer: E experts, the shared expert and its gate, the router;
+/// a token leaves E − k experts idle.
+pub fn params(cfg: &ModelConfig) -> LayerParams {
+    let c = &cfg.moe;
+    let (d, e, k) = (cfg.d_model, c.n_experts, c.top_k);
+    let expert = mlp::params(cfg, c.expert_width(cfg.d_ff));
+    let shared = if c.shared_expert_d_ff > 0 { mlp::params(cfg, c.shared_expert_d_ff) } else { LayerParams::default() };
+    let gates = d * e + usize::from(c.shared_expert_gate) * d;
+    LayerParams {
+        matmul: e * expert.matmul + shared.matmul + gates,
+        other: e * expert.other + shared.other,
+        idle_matmul: (e - k) * expert.matmul,
+        idle_other: (e - k) * expert.other,
     }
 }
 

@@ -38,7 +38,6 @@ pub fn document(r: &ComparisonResults) -> Document {
     }
     lr_grids(&mut doc, r);
     loss_curves(&mut doc, r);
-    moe(&mut doc, r, &slugs);
     diagnostics(&mut doc, r, &slugs);
     health(&mut doc, r);
     if let Some(bench) = &r.bench {
@@ -170,11 +169,8 @@ fn params_cell(a: &ArchResult) -> String {
     }
 }
 
-/// Mean ± CI of the final validation loss over the seeds whose loss is finite.
 fn loss_ci(a: &ArchResult) -> MeanCi {
-    let losses: Vec<f64> =
-        a.runs.iter().map(|r| r.summary.final_val_loss).filter(|v| v.is_finite()).collect();
-    mean_ci(&losses)
+    a.loss_ci()
 }
 
 fn seed_losses(a: &ArchResult) -> Vec<(u64, f64)> {
@@ -207,12 +203,11 @@ fn filled(text: &str) -> String {
 /// (the learning rate is always there).
 fn notes(a: &ArchResult) -> String {
     let mut notes = vec![lr_note(a)];
-    let diverged = a.runs.iter().filter(|r| !r.summary.final_val_loss.is_finite()).count();
+    let diverged = a.diverged_seeds();
     if diverged > 0 {
         notes.push(format!("{diverged} of {} seeds diverged (left out)", a.runs.len()));
     }
     notes.extend(health_note(a));
-    notes.extend(moe_note(a));
     notes.extend(diagnostics_note(a));
     notes.join("; ")
 }
@@ -250,37 +245,26 @@ fn health_note(a: &ArchResult) -> Option<String> {
     Some(if problems.is_empty() { "health ok".into() } else { format!("HEALTH: {}", problems.join(", ")) })
 }
 
-fn moe_note(a: &ArchResult) -> Option<String> {
-    let loads: Vec<_> = a.runs.iter().flat_map(|r| &r.summary.moe).collect();
-    if loads.is_empty() {
-        return None;
-    }
-    let min_entropy = loads.iter().map(|l| l.load_entropy).fold(f64::INFINITY, f64::min);
-    let max_dropped = loads.iter().map(|l| l.dropped_fraction).fold(0.0, f64::max);
-    Some(format!(
-        "MoE load entropy ≥ {min_entropy:.3} (1 = even), ≤ {:.2}% of assignments dropped",
-        100.0 * max_dropped
-    ))
-}
-
-/// The learned quantities a mixer reports (those with an initial value), each as its mean over
-/// layers on the first seed, e.g. "hymba attention β 0.85, SSM β 1.15 (init 1)".
+/// The headline quantities the mixers report ([`Diagnostic::headline`]), each as its range
+/// over layers and seeds beside its reference value, e.g. "hymba attention β 0.81–0.92 (ref
+/// 1)", "moe load evenness 0.987".
 fn diagnostics_note(a: &ArchResult) -> Option<String> {
-    let diagnostics = a.runs.first()?.summary.all_diagnostics();
-    let mut groups: Vec<(String, Vec<f64>, f64)> = Vec::new(); // (mixer + name, values, init)
-    for d in diagnostics.iter() {
-        let Some(init) = d.init else { continue };
+    let mut groups: Vec<(String, Vec<f64>, Option<f64>)> = Vec::new(); // (mixer + name, values, reference)
+    for d in a.runs.iter().flat_map(|r| r.summary.all_diagnostics()).filter(|d| d.headline) {
         let key = format!("{} {}", d.mixer, d.name);
         match groups.iter_mut().find(|(k, _, _)| *k == key) {
             Some((_, values, _)) => values.push(d.value),
-            None => groups.push((key, vec![d.value], init)),
+            None => groups.push((key, vec![d.value], d.reference)),
         }
     }
     let parts: Vec<String> = groups
         .iter()
-        .map(|(key, values, init)| {
-            let mean = values.iter().sum::<f64>() / values.len() as f64;
-            format!("{key} {mean:.2} (init {})", compact(*init))
+        .map(|(key, values, reference)| {
+            let lo = values.iter().copied().fold(f64::INFINITY, f64::min);
+            let hi = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            let range = if compact(lo) == compact(hi) { compact(lo) } else { format!("{}–{}", compact(lo), compact(hi)) };
+            let reference = reference.map(|r| format!(" (ref {})", compact(r))).unwrap_or_default();
+            format!("{key} {range}{reference}")
         })
         .collect();
     (!parts.is_empty()).then(|| parts.join(", "))
@@ -424,17 +408,19 @@ fn lr_grids(doc: &mut Document, r: &ComparisonResults) {
     }
     doc.heading("Learning-rate grid");
     doc.paragraph(
-        "Each architecture's learning rate was chosen by a grid on the first seed; the winner \
-         was then used on every seed.",
+        "Each architecture's learning rate was chosen by a grid on the first seed, on a held-out \
+         selection set (the end of the validation split) that no reported loss is scored on; the \
+         winner was then used on every seed, its grid run kept as the first.",
     );
-    let mut t =
-        Table::new(["Architecture", "Learning rate", "Val loss (first seed)", "Chosen"]).numeric(1..=2);
+    let mut t = Table::new(["Architecture", "Learning rate", "Selection loss", "Val loss (first seed)", "Chosen"])
+        .numeric(1..=3);
+    let loss = |v: f64| if v.is_finite() { format!("{v:.4}") } else { "diverged".into() };
     for a in with_grid {
         for trial in &a.lr_trials {
-            let loss =
-                if trial.val_loss.is_finite() { format!("{:.4}", trial.val_loss) } else { "diverged".into() };
+            // Comparisons written before the selection set chose on the validation loss.
+            let selection = trial.selection_loss.map(loss).unwrap_or_else(|| "— (chose on val)".into());
             let chosen = if trial.lr == a.lr { "yes" } else { "no" };
-            t.row(vec![a.name.clone(), lr(trial.lr), loss, chosen.into()]);
+            t.row(vec![a.name.clone(), lr(trial.lr), selection, loss(trial.val_loss), chosen.into()]);
         }
     }
     doc.table(t);
@@ -485,70 +471,10 @@ fn curve_series(name: &str, runs: &[SeedRun]) -> Series {
     series
 }
 
-fn moe(doc: &mut Document, r: &ComparisonResults, slugs: &[String]) {
-    let with_moe: Vec<(usize, &ArchResult, &SeedRun)> = r
-        .archs
-        .iter()
-        .enumerate()
-        .filter_map(|(i, a)| Some((i, a, a.runs.first()?)))
-        .filter(|(_, _, run)| !run.summary.moe.is_empty())
-        .collect();
-    if with_moe.is_empty() {
-        return;
-    }
-    doc.heading("Mixture-of-experts load");
-    doc.paragraph(
-        "Fraction of routed (token, expert) assignments each expert received over the whole first-seed \
-         run; an even router gives every expert 1/E. Load entropy is normalised by ln E (1 = even).",
-    );
-    let mut t =
-        Table::new(["Architecture", "Layer", "Experts", "Load entropy", "Busiest expert × E", "Dropped"])
-            .numeric(1..=5);
-    for (_, a, run) in &with_moe {
-        for l in &run.summary.moe {
-            let experts = l.load.len();
-            let busiest = l.load.iter().copied().fold(0.0, f64::max) * experts as f64;
-            t.row(vec![
-                a.name.clone(),
-                l.layer.to_string(),
-                experts.to_string(),
-                format!("{:.3}", l.load_entropy),
-                format!("{busiest:.2}"),
-                format!("{:.2}%", 100.0 * l.dropped_fraction),
-            ]);
-        }
-    }
-    doc.table(t);
-    for (i, a, run) in with_moe {
-        let loads = &run.summary.moe;
-        let groups = loads
-            .iter()
-            .map(|l| {
-                let bars = l.load.iter().enumerate().map(|(e, &v)| (format!("expert {e}"), v)).collect();
-                (format!("layer {}", l.layer), bars)
-            })
-            .collect();
-        let experts = loads[0].load.len();
-        let same_width = loads.iter().all(|l| l.load.len() == experts);
-        let reference =
-            (same_width && experts > 0).then(|| (format!("even 1/{experts}"), 1.0 / experts as f64));
-        let chart = BarChart {
-            title: format!("{}: expert load per MoE layer (seed {})", a.name, run.seed),
-            y_label: "fraction of assignments".into(),
-            groups,
-            reference,
-        };
-        doc.figure(
-            format!("moe-{}", slugs[i]),
-            format!("{}: expert load per MoE layer; the dashed line is an even load.", a.name),
-            bar_chart(&chart),
-        );
-    }
-}
-
-/// What the mixers report about themselves (`Summary::diagnostics`, e.g. Hymba's branch
-/// scales): a table, and per architecture a chart of the learned quantities against their
-/// initial value. Nothing here knows which mixer reported what.
+/// What the mixers report about themselves (`Summary::diagnostics`: Hymba's branch scales, an
+/// MoE layer's expert loads, …): a table, and per architecture and mixer a chart of the
+/// quantities that have a reference value, layer by layer. Nothing here knows which mixer
+/// reported what.
 fn diagnostics(doc: &mut Document, r: &ComparisonResults, slugs: &[String]) {
     let reported: Vec<(usize, &ArchResult, &SeedRun, Vec<Diagnostic>)> = r
         .archs
@@ -565,12 +491,15 @@ fn diagnostics(doc: &mut Document, r: &ComparisonResults, slugs: &[String]) {
     }
     doc.heading("Mixer diagnostics");
     doc.paragraph(
-        "What each layer's mixer reports about itself at the end of the first seed's run, beside the \
-         value a learned quantity started from: a gate or scale that collapses towards 0 has been \
-         switched off by training, one that never moved is not learning. (Hymba: β is the mean \
-         per-channel scale of a branch, |Δβ| its mean per-channel distance from the initial value.)",
+        "What each layer's mixers report about themselves at the end of the first seed's run, beside \
+         a reference value: for a learned gate or scale its initial value (one that collapses \
+         towards 0 has been switched off by training, one that never moved is not learning), for a \
+         statistic its ideal (an even router gives each expert 1/E). Hymba: β is the mean \
+         per-channel scale of a branch, |Δβ| its mean per-channel distance from the initial value. \
+         MoE: load is an expert's share of the routed (token, expert) assignments over the whole run; \
+         evenness is the load's entropy over ln E (1 = even).",
     );
-    let mut t = Table::new(["Architecture", "Layer", "Mixer", "Quantity", "Value", "Init"]).numeric(4..=5);
+    let mut t = Table::new(["Architecture", "Layer", "Mixer", "Quantity", "Value", "Reference"]).numeric(4..=5);
     for (_, a, _, diagnostics) in &reported {
         for d in diagnostics {
             t.row(vec![
@@ -578,38 +507,50 @@ fn diagnostics(doc: &mut Document, r: &ComparisonResults, slugs: &[String]) {
                 d.layer.to_string(),
                 d.mixer.clone(),
                 d.name.clone(),
-                format!("{:.3}", d.value),
-                d.init.map(compact).unwrap_or_default(),
+                compact(d.value),
+                d.reference.map(compact).unwrap_or_default(),
             ]);
         }
     }
     doc.table(t);
     for (i, a, run, diagnostics) in reported {
-        let learned: Vec<&Diagnostic> = diagnostics.iter().filter(|d| d.init.is_some()).collect();
-        if learned.is_empty() {
-            continue;
-        }
-        let mut groups: Vec<(String, Vec<(String, f64)>)> = Vec::new();
-        for d in &learned {
-            let group = format!("layer {}", d.layer);
-            match groups.iter_mut().find(|(g, _)| *g == group) {
-                Some((_, bars)) => bars.push((d.name.clone(), d.value)),
-                None => groups.push((group, vec![(d.name.clone(), d.value)])),
+        let mut mixers: Vec<&str> = Vec::new();
+        for d in diagnostics.iter().filter(|d| d.reference.is_some()) {
+            if !mixers.contains(&d.mixer.as_str()) {
+                mixers.push(&d.mixer);
             }
         }
-        let init = learned[0].init.unwrap_or_default();
-        let one_init = learned.iter().all(|d| d.init == Some(init));
-        let chart = BarChart {
-            title: format!("{}: learned mixer quantities (seed {})", a.name, run.seed),
-            y_label: "value".into(),
-            groups,
-            reference: one_init.then(|| (format!("init {init}"), init)),
-        };
-        doc.figure(
-            format!("diagnostics-{}", slugs[i]),
-            format!("{}: learned quantities per layer; the dashed line is their initial value.", a.name),
-            bar_chart(&chart),
-        );
+        for mixer in &mixers {
+            let charted: Vec<&Diagnostic> =
+                diagnostics.iter().filter(|d| d.reference.is_some() && d.mixer == *mixer).collect();
+            let mut groups: Vec<(String, Vec<(String, f64)>)> = Vec::new();
+            for d in &charted {
+                let group = format!("layer {}", d.layer);
+                match groups.iter_mut().find(|(g, _)| *g == group) {
+                    Some((_, bars)) => bars.push((d.name.clone(), d.value)),
+                    None => groups.push((group, vec![(d.name.clone(), d.value)])),
+                }
+            }
+            let reference = charted[0].reference.unwrap_or_default();
+            let one_reference = charted.iter().all(|d| d.reference == Some(reference));
+            let chart = BarChart {
+                title: format!("{}: {mixer} diagnostics (seed {})", a.name, run.seed),
+                y_label: "value".into(),
+                groups,
+                reference: one_reference.then(|| (format!("reference {}", compact(reference)), reference)),
+            };
+            // One chart per architecture keeps the name it has always had.
+            let name = if mixers.len() == 1 {
+                format!("diagnostics-{}", slugs[i])
+            } else {
+                format!("diagnostics-{}-{}", slugs[i], slug(mixer))
+            };
+            doc.figure(
+                name,
+                format!("{}: {mixer} diagnostics per layer; the dashed line is their reference value.", a.name),
+                bar_chart(&chart),
+            );
+        }
     }
 }
 

@@ -196,7 +196,7 @@ mod tests {
         });
         let mut dense = arch("dense", [2.31, 2.33], json!({}));
         dense.lr_trials =
-            [1e-3, 3e-3, 1e-2].map(|lr| LrTrial { lr, val_loss: 2.3 + (lr - 3e-3f64).abs() * 10.0 }).into();
+            [1e-3, 3e-3, 1e-2].map(|lr| LrTrial { lr, val_loss: 2.3 + (lr - 3e-3f64).abs() * 10.0, selection_loss: Some(2.31 + (lr - 3e-3f64).abs() * 9.0) }).into();
         let mut moe_arch = arch("moe|8x", [2.45, 2.48], moe);
         moe_arch.params_total = 1_600_000;
         moe_arch.params_active = 400_000;
@@ -236,7 +236,7 @@ mod tests {
             "report.md",
             "report.html",
             "plots/val-loss.svg",
-            "plots/moe-moe-8x.svg",
+            "plots/diagnostics-moe-8x.svg",
             "plots/diagnostics-hymba.svg",
             "plots/bench-throughput.svg",
             "plots/bench-memory.svg",
@@ -271,13 +271,14 @@ mod tests {
         assert_eq!(row("dense")[2], "2.3200 ± 0.1271");
         assert!(row("dense")[9].contains("best of grid 1e-3, 3e-3, 1e-2"));
         assert_eq!(row("moe|8x")[1], "1.60M (400.00k)");
-        assert!(row("moe|8x")[9].contains("MoE load entropy"));
+        // MoE loads of an older summary (its `moe` field) reach the generic path too.
+        assert!(row("moe|8x")[9].contains("moe load evenness 0.987, moe dropped fraction 0.004"), "{}", row("moe|8x")[9]);
         // One seed diverged: the other alone gives no interval, and the notes say why.
         assert_eq!(row("hymba")[2], "2.3800 ± n/a (1 seed)");
         assert!(row("hymba")[9].contains("1 of 2 seeds diverged"));
         assert!(row("hymba")[9].contains("layer 1 (hymba) not causal"));
         // The Hymba scales of an older summary (its `hymba` field) reach the generic path.
-        assert!(row("hymba")[9].contains("hymba attention β 0.85 (init 1)"), "{}", row("hymba")[9]);
+        assert!(row("hymba")[9].contains("hymba attention β 0.8–0.9 (ref 1)"), "{}", row("hymba")[9]);
         assert_eq!(row("dense")[8], "2");
         fs::remove_dir_all(dir).unwrap();
     }
@@ -300,7 +301,7 @@ mod tests {
             let class_count =
                 |class: &str| xml.descendants().filter(|n| n.attribute("class") == Some(class)).count();
             let name = path.file_name().unwrap().to_string_lossy();
-            if name.starts_with("moe-") || name.starts_with("diagnostics-") {
+            if name.starts_with("diagnostics-") {
                 assert!(class_count("bar") >= 4, "{name} has no bars");
             } else {
                 let lines = xml.descendants().filter(|n| n.attribute("class") == Some("series"));

@@ -2,14 +2,15 @@
 //! style) and the final `summary.json`.
 
 use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::Path;
 
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::model::mixer::Diagnostic;
-use crate::model::moe::RoutingStats;
+use crate::model::hymba::scale_diagnostics;
+use crate::model::moe::{RoutingStats, routing_diagnostics};
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "kind", rename_all = "lowercase")]
@@ -33,13 +34,14 @@ pub enum Record {
         /// cross-entropy alone, comparable with models without MoE.
         #[serde(default, skip_serializing_if = "Option::is_none", with = "crate::util::json_opt_f64")]
         aux_loss: Option<f64>,
-        /// Expert load of each MoE layer on this step's tokens.
-        #[serde(default, skip_serializing_if = "Vec::is_empty")]
-        moe: Vec<ExpertLoad>,
-        /// What each layer's mixer reports about itself after this step (e.g. Hymba's branch
-        /// scales against their initial value).
+        /// What each layer's mixers report about themselves after this step: Hymba's branch
+        /// scales against their initial value, an MoE layer's expert loads on this step's
+        /// tokens, … ([`Diagnostic`]).
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         diagnostics: Vec<Diagnostic>,
+        /// The MoE layers' expert loads as older versions recorded them; read only.
+        #[serde(default, rename = "moe", skip_serializing)]
+        legacy_moe: Vec<ExpertLoad>,
     },
     Eval {
         step: usize,
@@ -104,39 +106,44 @@ impl MetricsLog {
     }
 }
 
-/// All records of a run's `metrics.jsonl` (a missing file has none; a torn last line from a
-/// killed process is ignored).
+/// All records of a run's `metrics.jsonl` (a missing file has none). A torn last line (no
+/// newline after it: a process killed while writing it) is left out; any other line that is
+/// not a record is an error naming it, never skipped without a word.
 pub fn read_records(path: &Path) -> Result<Vec<Record>> {
     if !path.exists() {
         return Ok(Vec::new());
     }
-    let reader = BufReader::new(File::open(path)?);
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let complete = match text.rfind('\n') {
+        Some(end) => &text[..end],
+        None => "",
+    };
     let mut out = Vec::new();
-    for line in reader.lines() {
-        let line = line?;
-        if let Ok(r) = serde_json::from_str::<Record>(&line) {
-            out.push(r);
-        }
+    for (i, line) in complete.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+        let record = serde_json::from_str::<Record>(line).with_context(|| {
+            format!(
+                "{} line {} is not a metrics record (was the file edited or damaged?)",
+                path.display(),
+                i + 1
+            )
+        })?;
+        out.push(record);
     }
     Ok(out)
 }
 
-/// One MoE layer's routing over some tokens (a step's in `metrics.jsonl`, the whole run's in
-/// `summary.json`).
+/// One MoE layer's routing as older versions recorded it (`moe` in `metrics.jsonl` and
+/// `summary.json`); read only, converted into [`Diagnostic`]s.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct ExpertLoad {
     pub layer: usize,
     pub tokens: u64,
-    /// Fraction of routed (token, expert) assignments per expert; 1/E each when even.
     pub load: Vec<f64>,
-    /// Entropy of `load` over ln E: 1 for an even load, 0 when one expert takes everything.
     #[serde(with = "crate::util::json_f64")]
     pub load_entropy: f64,
-    /// Fraction of assignments dropped by the capacity limit.
     #[serde(with = "crate::util::json_f64")]
     pub dropped_fraction: f64,
     pub dropped: u64,
-    /// Mean unweighted balancing loss (k when even) and z-loss.
     #[serde(with = "crate::util::json_f64")]
     pub balance_loss: f64,
     #[serde(with = "crate::util::json_f64")]
@@ -144,22 +151,15 @@ pub struct ExpertLoad {
 }
 
 impl ExpertLoad {
-    pub fn new(layer: usize, stats: &RoutingStats) -> Self {
-        Self {
-            layer,
-            tokens: stats.tokens,
-            load: stats.load(),
-            load_entropy: stats.load_entropy(),
-            dropped_fraction: stats.dropped_fraction(),
-            dropped: stats.dropped,
-            balance_loss: stats.mean_balance_loss(),
-            z_loss: stats.mean_z_loss(),
-        }
+    pub fn diagnostics(&self) -> Vec<Diagnostic> {
+        let losses = [self.balance_loss, self.z_loss];
+        routing_diagnostics(self.layer, &self.load, self.load_entropy, self.dropped_fraction, losses)
     }
+}
 
-    pub fn all(routing: &[(usize, RoutingStats)]) -> Vec<Self> {
-        routing.iter().map(|(layer, s)| Self::new(*layer, s)).collect()
-    }
+/// Every MoE layer's routing stats as diagnostics.
+pub fn routing_diagnostics_all(routing: &[(usize, RoutingStats)]) -> Vec<Diagnostic> {
+    routing.iter().flat_map(|(layer, stats)| stats.diagnostics(*layer)).collect()
 }
 
 /// Adds `more` (per-layer stats) into `total`, layer by layer.
@@ -208,13 +208,15 @@ pub struct Summary {
     pub nan_skips: usize,
     pub device: String,
     pub precision: String,
-    /// Expert load of each MoE layer over the whole training run.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub moe: Vec<ExpertLoad>,
-    /// What each layer's mixer reports about itself at the end
-    /// ([`crate::model::mixer::SequenceMixer::diagnostics`]).
+    /// What each layer's mixers report about themselves at the end ([`Diagnostic`]): the
+    /// sequence mixers' from their final weights, an MoE layer's expert loads over the whole
+    /// training run.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub diagnostics: Vec<Diagnostic>,
+    /// The MoE layers' expert loads as summaries written before `diagnostics` held them; read
+    /// only (see [`Summary::all_diagnostics`]).
+    #[serde(default, rename = "moe", skip_serializing)]
+    pub legacy_moe: Vec<ExpertLoad>,
     /// Hymba's branch scales as summaries written before `diagnostics` held them; read only
     /// (see [`Summary::all_diagnostics`]).
     #[serde(default, rename = "hymba", skip_serializing)]
@@ -231,24 +233,15 @@ pub struct Summary {
 }
 
 impl Summary {
-    /// `diagnostics`, with the Hymba branch scales of an older summary converted into them.
+    /// `diagnostics`, with the Hymba branch scales and MoE expert loads of an older summary
+    /// converted into them.
     pub fn all_diagnostics(&self) -> Vec<Diagnostic> {
-        let legacy = self.legacy_hymba.iter().flat_map(|s| {
-            let entry = |name: &str, value: f64, init: Option<f64>| Diagnostic {
-                layer: s.layer,
-                mixer: "hymba".into(),
-                name: name.into(),
-                value,
-                init,
-            };
-            [
-                entry("attention β", s.attn_mean, Some(s.init)),
-                entry("SSM β", s.ssm_mean, Some(s.init)),
-                entry("attention |Δβ|", s.attn_mean_abs_change, None),
-                entry("SSM |Δβ|", s.ssm_mean_abs_change, None),
-            ]
+        let hymba = self.legacy_hymba.iter().flat_map(|s| {
+            let change = [s.attn_mean_abs_change, s.ssm_mean_abs_change];
+            scale_diagnostics(s.layer, s.init, [s.attn_mean, s.ssm_mean], change)
         });
-        self.diagnostics.iter().cloned().chain(legacy).collect()
+        let moe = self.legacy_moe.iter().flat_map(ExpertLoad::diagnostics);
+        self.diagnostics.iter().cloned().chain(hymba).chain(moe).collect()
     }
 }
 
@@ -275,17 +268,52 @@ pub struct LengthAccuracy {
     pub sequence_accuracy: f64,
 }
 
-/// Resets the peak resident set size to the current one (Linux: writing 5 to
-/// `/proc/self/clear_refs`), so that each of several runs in one process (a comparison)
-/// reports its own peak. Elsewhere it does nothing, and peaks accumulate.
-pub fn reset_peak_rss() {
-    let _ = std::fs::write("/proc/self/clear_refs", "5");
-}
-
-/// Peak resident set size of this process (Linux `VmHWM`), if known.
+/// Peak resident set size of this process (Linux `VmHWM`), if known: a run's own when it has
+/// the process to itself (`compare` trains each run in a process of its own).
 pub fn peak_rss_bytes() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb * 1024)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn eval_line(step: usize) -> String {
+        let r = Record::Eval {
+            step,
+            val_loss: 2.0,
+            val_ppl: 7.4,
+            val_bpb: 1.1,
+            val_accuracy: None,
+            tokens: 10,
+            elapsed_s: 1.0,
+        };
+        serde_json::to_string(&r).unwrap()
+    }
+
+    fn file(name: &str, text: &str) -> std::path::PathBuf {
+        let path = std::env::temp_dir().join(format!("archlab-metrics-{name}-{}.jsonl", std::process::id()));
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    #[test]
+    fn a_torn_last_line_is_left_out() {
+        let torn = &eval_line(2)[..20];
+        let path = file("torn", &format!("{}\n{}\n{torn}", eval_line(0), eval_line(1)));
+        let steps: Vec<usize> = read_records(&path).unwrap().iter().map(Record::step).collect();
+        assert_eq!(steps, [0, 1]);
+        std::fs::remove_file(path).unwrap();
+    }
+
+    #[test]
+    fn a_damaged_line_is_an_error_that_names_it() {
+        let path = file("damaged", &format!("{}\n{{\"kind\":\"eval\",\"st\n{}\n", eval_line(0), eval_line(2)));
+        let err = format!("{:#}", read_records(&path).unwrap_err());
+        assert!(err.contains("line 2 is not a metrics record"), "{err}");
+        std::fs::remove_file(path).unwrap();
+    }
 }

@@ -23,9 +23,10 @@ use crate::data::stream::TrainData;
 use crate::eval::{ValMetrics, evaluate};
 use crate::model::LanguageModel;
 use crate::model::lm::{batch_tensors, mask_tensor};
+use crate::rng::Rng;
 use crate::util::atomic;
 use checkpoint::TrainState;
-use metrics::{MetricsLog, Record, Summary};
+use metrics::{MetricsLog, Record, Summary, read_records};
 
 /// Steps whose time is reported apart as warm-up (kernel compilation, autotuning, caches).
 const WARMUP_STEPS: usize = 5;
@@ -108,10 +109,11 @@ pub fn train<B: AutodiffBackend>(
     // The held-out set depends on the corpus seed, not the training seed: every seed and
     // every architecture is scored on the same sequences.
     let val_batches = data.validation(cfg.eval.batches, b, t, cfg.data.corpus_seed)?;
-    let bytes_per_token = data.bytes_per_token();
+    let token_bytes = data.token_bytes();
 
     // -- run directory ---------------------------------------------------------------------
     std::fs::create_dir_all(run).with_context(|| format!("creating run directory {}", run.display()))?;
+    let _lock = crate::util::lock::DirLock::acquire(run, "train")?;
     let last_ckpt = run.join("last.ckpt");
     if opts.resume {
         if !last_ckpt.exists() {
@@ -132,7 +134,6 @@ pub fn train<B: AutodiffBackend>(
     }
 
     // -- model & optimizer -----------------------------------------------------------------
-    B::seed(device, cfg.train.seed); // only dropout draws from the backend RNG
     let mut model = LanguageModel::<B>::new(&cfg.model, cfg.train.seed, bf16, device);
     let mut optim = optim::Optimizers::new(&cfg.train);
     let mut state = TrainState::default();
@@ -140,10 +141,25 @@ pub fn train<B: AutodiffBackend>(
         let (s, m) = checkpoint::load(&last_ckpt, model, Some(&mut optim), device)?;
         state = s;
         model = m;
+        // A finished run keeps its summary: resuming it again must not rewrite its numbers
+        // with those of a process that trained nothing.
+        let finished = std::fs::read_to_string(run.join("summary.json")).ok();
+        if let Some(summary) = finished.and_then(|text| serde_json::from_str::<Summary>(&text).ok()) {
+            if state.step >= cfg.train.max_steps {
+                eprintln!(
+                    "{} has finished training (step {} of {}); its summary is kept as it is",
+                    run.display(),
+                    state.step,
+                    cfg.train.max_steps
+                );
+                return Ok(TrainOutcome { losses: Vec::new(), summary: Some(summary) });
+            }
+        }
     }
     let counts = cfg.model.param_counts();
     let flops_per_token = cfg.model.train_flops_per_token(t);
-    let mut log = MetricsLog::open(&run.join("metrics.jsonl"), opts.resume.then_some(state.step))?;
+    // A fresh start drops the records of an earlier try killed before its first checkpoint.
+    let mut log = MetricsLog::open(&run.join("metrics.jsonl"), Some(if opts.resume { state.step } else { 0 }))?;
 
     // A bar on a terminal; on a pipe or log file, one plain line per evaluation instead.
     let interactive = opts.progress && std::io::stderr().is_terminal();
@@ -176,7 +192,7 @@ pub fn train<B: AutodiffBackend>(
     loop {
         // Evaluate on the fixed validation batches every `eval.every` steps and at the end.
         if step % cfg.eval.every == 0 || step == cfg.train.max_steps {
-            let m = evaluate(&model.valid(), &val_batches, bytes_per_token, device);
+            let m = evaluate(&model.valid(), &val_batches, token_bytes.as_deref(), device);
             log.write(&Record::Eval {
                 step,
                 val_loss: m.loss,
@@ -212,6 +228,12 @@ pub fn train<B: AutodiffBackend>(
 
         // One optimizer step over `grad_accum` micro-batches.
         let t0 = Instant::now();
+        // Dropout masks and MoE router jitter draw from the backend's generator. Seeding it
+        // from (seed, step) makes each step's draws independent of the steps before it, so a
+        // resumed run draws exactly what an uninterrupted one does (burn cannot save the
+        // generator's state into the checkpoint). The data order needs no state: batch i is a
+        // pure function of (seed, i), and the checkpoint's step says where it is.
+        B::seed(device, Rng::fork(cfg.train.seed, &format!("step{step}")).next_u64());
         let lr = schedule::lr(step, &cfg.train);
         let mut accumulator = GradientsAccumulator::<LanguageModel<B>>::new();
         let (mut ce_sum, mut aux_sum) = (None, None);
@@ -279,8 +301,8 @@ pub fn train<B: AutodiffBackend>(
                 elapsed_s: elapsed_before + wall.elapsed().as_secs_f64(),
                 skipped,
                 aux_loss,
-                moe: metrics::ExpertLoad::all(&step_routing),
-                diagnostics: model.diagnostics(),
+                diagnostics: diagnostics(&model, &step_routing),
+                legacy_moe: Vec::new(),
             })?;
         }
         bar.set_position(step as u64);
@@ -302,7 +324,13 @@ pub fn train<B: AutodiffBackend>(
         return Ok(TrainOutcome { losses, summary: None });
     }
     let m = last_eval.expect("the final step is always evaluated");
-    let steady = if steady_time > 0.0 { steady_tokens as f64 / steady_time } else { 0.0 };
+    let steady = if steady_time > 0.0 {
+        steady_tokens as f64 / steady_time
+    } else {
+        // No step of this process was past warm-up (a short run, or one resumed near its end):
+        // the run's logged steps say how fast it trained.
+        logged_throughput(&read_records(&run.join("metrics.jsonl"))?)
+    };
     let summary = Summary {
         final_val_loss: m.loss,
         final_val_ppl: m.ppl,
@@ -330,9 +358,9 @@ pub fn train<B: AutodiffBackend>(
         nan_skips: state.nan_skips,
         device: opts.device_name.clone(),
         precision: if bf16 { "bf16".into() } else { "f32".into() },
-        moe: metrics::ExpertLoad::all(&state.routing),
-        diagnostics: model.diagnostics(),
+        diagnostics: diagnostics(&model, &state.routing),
         legacy_hymba: Vec::new(),
+        legacy_moe: Vec::new(),
         final_val_accuracy: m.accuracy,
         length_accuracy: match data.task() {
             Some(task) => length_accuracy(&model.valid(), task, &cfg, device),
@@ -366,6 +394,34 @@ fn length_accuracy<B: crate::kernels::Backend>(
             }
         })
         .collect()
+}
+
+/// Mean tokens/s of the logged training steps past warm-up (all of them if none is), as total
+/// tokens over total time: the harmonic mean of the per-step rates, every step having the same
+/// tokens. NaN without a logged step.
+fn logged_throughput(records: &[Record]) -> f64 {
+    let rates: Vec<(usize, f64)> = records
+        .iter()
+        .filter_map(|r| match r {
+            Record::Train { step, tokens_per_s, skipped: false, .. } if *tokens_per_s > 0.0 => Some((*step, *tokens_per_s)),
+            _ => None,
+        })
+        .collect();
+    let steady: Vec<f64> = rates.iter().filter(|(s, _)| *s >= WARMUP_STEPS).map(|(_, r)| *r).collect();
+    let used = if steady.is_empty() { rates.iter().map(|(_, r)| *r).collect() } else { steady };
+    used.len() as f64 / used.iter().map(|r| 1.0 / r).sum::<f64>()
+}
+
+/// What every layer's mixers report ([`crate::model::mixer::Diagnostic`]), layer by layer:
+/// the sequence mixers' from the weights, the MoE layers' from their routing counts `routing`.
+fn diagnostics<B: crate::kernels::Backend>(
+    model: &LanguageModel<B>,
+    routing: &[(usize, crate::model::moe::RoutingStats)],
+) -> Vec<crate::model::mixer::Diagnostic> {
+    let mut all = model.diagnostics();
+    all.extend(metrics::routing_diagnostics_all(routing));
+    all.sort_by_key(|d| d.layer); // stable: a layer's sequence mixer, then its channel mixer
+    all
 }
 
 /// `sum += x / n`, detached from the graph (for reporting a micro-batched step's loss).
@@ -415,9 +471,10 @@ pub fn human_bytes(b: u64) -> String {
     }
 }
 
-/// The run directory used when none is given: `runs/<preset>-<unix time>`.
+/// The run directory used when none is given: `runs/<preset>-<unix time>-<pid>`, unique
+/// among the processes of one machine even when they start in the same second.
 pub fn default_run_dir(label: &str) -> PathBuf {
     let secs =
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-    Path::new("runs").join(format!("{label}-{secs}"))
+    Path::new("runs").join(format!("{label}-{secs}-{}", std::process::id()))
 }

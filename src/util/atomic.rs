@@ -8,18 +8,28 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 
-/// Atomically replaces `path` with `bytes`.
+/// Atomically replaces `path` with `bytes`: the data and then the directory entry reach the
+/// disk before this returns (a crash after it keeps the new file), and a failed write leaves
+/// neither a partial target nor a temporary file behind.
 pub fn write(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    fs::create_dir_all(dir).with_context(|| format!("creating directory {}", dir.display()))?;
+    fs::create_dir_all(dir).with_context(|| format!("cannot create directory {}", dir.display()))?;
     let file_name = path.file_name().context("atomic write needs a file name")?.to_string_lossy();
     let tmp = dir.join(format!(".{file_name}.{}.tmp", std::process::id()));
-    {
-        let mut f = fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-        f.write_all(bytes).with_context(|| format!("writing {}", tmp.display()))?;
-        f.sync_all().with_context(|| format!("syncing {}", tmp.display()))?;
+    let written = (|| -> Result<()> {
+        let mut f = fs::File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+        f.write_all(bytes).with_context(|| format!("cannot write {}", path.display()))?;
+        f.sync_all().with_context(|| format!("cannot sync {} to disk", path.display()))?;
+        fs::rename(&tmp, path).with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()))
+    })();
+    if written.is_err() {
+        let _ = fs::remove_file(&tmp);
+        return written;
     }
-    fs::rename(&tmp, path).with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
+    // The rename lives in the directory: sync it too, or a crash can forget it.
+    if let Ok(d) = fs::File::open(dir) {
+        d.sync_all().with_context(|| format!("cannot sync directory {}", dir.display()))?;
+    }
     Ok(())
 }
 
@@ -41,6 +51,25 @@ mod tests {
         assert_eq!(std::fs::read(&path).unwrap(), b"two");
         let leftovers = std::fs::read_dir(&dir).unwrap().count();
         assert_eq!(leftovers, 1);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// A write that fails (here: the disk is full) reports it and leaves no temporary file.
+    #[test]
+    fn a_failed_write_leaves_nothing_behind() {
+        let dir = std::env::temp_dir().join(format!("archlab-atomic-full-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        // /dev/full accepts opens and fails every write with ENOSPC; reach it through a
+        // symlinked temporary name, the one `write` will create.
+        let target = dir.join("a.json");
+        let tmp = dir.join(format!(".a.json.{}.tmp", std::process::id()));
+        if std::path::Path::new("/dev/full").exists() {
+            std::os::unix::fs::symlink("/dev/full", &tmp).unwrap();
+            let err = super::write(&target, &vec![7u8; 1 << 16]).unwrap_err();
+            assert!(format!("{err:#}").contains("cannot"), "{err:#}");
+            assert!(!tmp.exists() && !tmp.is_symlink(), "the temporary file was left behind");
+            assert!(!target.exists());
+        }
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

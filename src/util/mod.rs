@@ -2,6 +2,9 @@
 
 pub mod atomic;
 pub mod hash;
+pub mod lock;
+#[cfg(test)]
+pub mod mutate;
 
 /// Serde helpers for f64 fields that may be NaN or infinite (a diverged run's loss): JSON has no
 /// such numbers, so they are written as `null` and read back as NaN, instead of making the

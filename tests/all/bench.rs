@@ -195,23 +195,30 @@ fn wait_status(raw: i32) -> ExitStatus {
 fn failing_points_are_classified() {
     let exit = |code: i32| wait_status(code << 8);
     let (sigkill, sigabrt) = (wait_status(9), wait_status(6));
-    assert_eq!(classify(&exit(0), ""), BenchStatus::Ok);
-    // Linux's OOM killer sends SIGKILL; Rust's allocation failure aborts with a message.
-    assert_eq!(classify(&sigkill, ""), BenchStatus::OutOfMemory);
-    assert_eq!(classify(&sigabrt, "memory allocation of 268435456 bytes failed\n"), BenchStatus::OutOfMemory);
+    assert_eq!(classify(&exit(0), "", Some(0)), BenchStatus::Ok);
+    // Linux's OOM killer sends SIGKILL: an OOM when the kernel counted a kill meanwhile (or
+    // cannot say), any other SIGKILL (a user, a scheduler) is not called one.
+    assert_eq!(classify(&sigkill, "", Some(1)), BenchStatus::OutOfMemory);
+    assert_eq!(classify(&sigkill, "", None), BenchStatus::OutOfMemory);
+    match classify(&sigkill, "", Some(0)) {
+        BenchStatus::Failed(why) => assert!(why.contains("not by the out-of-memory killer"), "{why}"),
+        other => panic!("a SIGKILL without an OOM kill is {other:?}"),
+    }
+    // Rust's allocation failure aborts with a message.
+    assert_eq!(classify(&sigabrt, "memory allocation of 268435456 bytes failed\n", Some(0)), BenchStatus::OutOfMemory);
     for text in [
         "error: CUDA_ERROR_OUT_OF_MEMORY",
         "thread 'main' panicked: OutOfMemory { size: 1 }",
         "error: the device ran out of memory",
         "failed to spawn thread: Cannot allocate memory (os error 12)",
     ] {
-        assert_eq!(classify(&exit(1), text), BenchStatus::OutOfMemory, "{text}");
+        assert_eq!(classify(&exit(1), text, Some(0)), BenchStatus::OutOfMemory, "{text}");
     }
     // Anything else: the last line of stderr, or what the exit status says.
     assert_eq!(
-        classify(&exit(1), "archlab: loading\nerror: model.vocab_size is 0\n\n"),
+        classify(&exit(1), "archlab: loading\nerror: model.vocab_size is 0\n\n", None),
         BenchStatus::Failed("error: model.vocab_size is 0".into())
     );
-    assert_eq!(classify(&exit(3), ""), BenchStatus::Failed("exited with code 3".into()));
-    assert_eq!(classify(&sigabrt, ""), BenchStatus::Failed("killed by signal 6".into()));
+    assert_eq!(classify(&exit(3), "", None), BenchStatus::Failed("exited with code 3".into()));
+    assert_eq!(classify(&sigabrt, "", None), BenchStatus::Failed("killed by signal 6".into()));
 }

@@ -131,6 +131,15 @@ fn invalid_values_and_devices() {
     assert!(err.contains("unknown preset `huge`") && err.contains("tiny"), "{err}");
     let err = fails(&["generate", "--run", "nowhere"], &dir);
     assert!(err.contains("not a run directory"), "{err}");
+    // A negative number is a value, not a flag: refused for what it is.
+    let err = fails(&["generate", "--run", "nowhere", "--temperature", "-1"], &dir);
+    assert!(err.contains("temperature"), "{err}");
+    // Limits are stated; no heads is fine for a model without attention.
+    let err = fails(&["describe", "(A)999999"], &dir);
+    assert!(err.contains("at most 9999"), "{err}");
+    let out = archlab(&["describe", "MMMM", "--set", "model.n_heads=0"], &dir);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && !stderr.contains("panicked"), "{stderr}");
 }
 
 /// With no CUDA driver on this machine, `--device cuda` is a clear error and `auto` falls back.

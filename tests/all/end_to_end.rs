@@ -103,7 +103,8 @@ fn train_eval_generate() {
 
 /// SIGKILL in the middle of training, then `--resume`: the run finishes, and its log holds
 /// every step once with exactly the losses of an uninterrupted run (the resumed process
-/// restarts from the last complete checkpoint and redoes the steps after it).
+/// restarts from the last complete checkpoint and redoes the steps after it), with dropout and
+/// MoE router jitter on.
 #[test]
 fn a_killed_run_resumes_on_the_same_trajectory() {
     let dir = temp_dir("e2e-kill");
@@ -121,6 +122,11 @@ fn a_killed_run_resumes_on_the_same_trajectory() {
             "train.log_every=1",
             "eval.every=50",
             "eval.batches=1",
+            // Random draws in every step: resuming must redraw them as the full run did.
+            "model.dropout=0.1",
+            "model.ffn=\"moe\"",
+            "model.moe.n_experts=4",
+            "model.moe.jitter=0.2",
         ];
         with_sets(&["train", "--device", "cpu", "--quiet", "--run-dir", run], &sets)
     };
@@ -175,6 +181,56 @@ const TINY_RUN: [&str; 7] = [
     "train.batch_size=4",
     "eval.every=4",
 ];
+
+/// A damaged checkpoint, and a run whose `config.toml` no longer fits its checkpoints, are
+/// errors that name the file and what is wrong: no panic, no silent load of damaged weights.
+#[test]
+fn a_damaged_or_misfitting_checkpoint_is_a_clear_error() {
+    let dir = temp_dir("e2e-damaged");
+    let args = with_sets(&["train", "--device", "cpu", "--quiet", "--run-dir", "run"], &TINY_RUN);
+    let (ok, _, stderr) = archlab(&args, &dir);
+    assert!(ok, "train failed:\n{stderr}");
+    let copy = |to: &str| {
+        std::fs::create_dir_all(dir.join(to)).unwrap();
+        for entry in std::fs::read_dir(dir.join("run")).unwrap() {
+            let entry = entry.unwrap();
+            std::fs::copy(entry.path(), dir.join(to).join(entry.file_name())).unwrap();
+        }
+    };
+    let refused = |args: &[&str], why: &str| {
+        let out = Command::new(env!("CARGO_BIN_EXE_archlab")).args(args).current_dir(&dir).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(stderr.contains(why) && !stderr.contains("panicked"), "{args:?}:\n{stderr}");
+    };
+
+    // Four bytes flipped in the middle of best.ckpt.
+    copy("damaged");
+    let ckpt = dir.join("damaged/best.ckpt");
+    let mut bytes = std::fs::read(&ckpt).unwrap();
+    let mid = bytes.len() / 2;
+    for b in &mut bytes[mid..mid + 4] {
+        *b ^= 0xa5;
+    }
+    std::fs::write(&ckpt, bytes).unwrap();
+    refused(&["eval", "--run", "damaged", "--device", "cpu"], "checksum mismatch");
+    refused(&["generate", "--run", "damaged", "--device", "cpu", "--prompt", "Once"], "damaged/best.ckpt");
+
+    // config.toml edited after training: wider, then deeper.
+    for (name, from, to, why) in [
+        ("wider", "d_model = 32", "d_model = 48", " in the checkpoint, ["),
+        ("deeper", "n_layers = 2", "n_layers = 3", "layers.2."),
+    ] {
+        copy(name);
+        let path = dir.join(name).join("config.toml");
+        let config = std::fs::read_to_string(&path).unwrap();
+        assert!(config.contains(from), "{config}");
+        std::fs::write(&path, config.replace(from, to)).unwrap();
+        refused(&["eval", "--run", name, "--device", "cpu"], "does not fit the model");
+        refused(&["eval", "--run", name, "--device", "cpu"], why);
+        refused(&["train", "--device", "cpu", "--quiet", "--run-dir", name, "--resume"], "does not fit the model");
+    }
+}
 
 /// A pure Mamba model through the same commands; generation decodes with the recurrent state.
 #[test]
@@ -260,18 +316,30 @@ fn moe_train_report_and_generate() {
     let (ok, stdout, stderr) = archlab(&args, &dir);
     assert!(ok, "train failed:\n{stderr}");
     assert!(stdout.contains("params (non-emb, active)"), "{stdout}");
-    assert!(stdout.contains("MoE layer 0: expert load [") && stdout.contains("MoE layer 1:"), "{stdout}");
+    assert!(stdout.contains("layer 0 (moe): load of expert 0 ") && stdout.contains("layer 1 (moe):"), "{stdout}");
     let summary: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("run/summary.json")).unwrap()).unwrap();
     let (total, active) =
         (summary["params_total"].as_u64().unwrap(), summary["params_active"].as_u64().unwrap());
     assert!(active < total / 2, "8 experts, top-2: active {active} of {total}");
-    let layers = summary["moe"].as_array().unwrap();
-    assert_eq!(layers.len(), 2);
-    assert_eq!(layers[0]["load"].as_array().unwrap().len(), 8);
+    // Each layer's expert loads travel as diagnostics: 8 shares that sum to 1, each against 1/8.
+    assert!(summary.get("moe").is_none(), "expert loads are diagnostics now");
+    for layer in 0..2 {
+        let loads: Vec<&serde_json::Value> = summary["diagnostics"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|d| d["layer"] == layer && d["mixer"] == "moe" && d["name"].as_str().unwrap().starts_with("load of expert"))
+            .collect();
+        assert_eq!(loads.len(), 8, "layer {layer}");
+        let sum: f64 = loads.iter().map(|d| d["value"].as_f64().unwrap()).sum();
+        assert!((sum - 1.0).abs() < 1e-9, "layer {layer}: loads sum to {sum}");
+        assert!(loads.iter().all(|d| d["reference"].as_f64() == Some(0.125)));
+    }
     let log = std::fs::read_to_string(dir.join("run/metrics.jsonl")).unwrap();
     let train_lines: Vec<&str> = log.lines().filter(|l| l.contains("\"kind\":\"train\"")).collect();
     assert!(!train_lines.is_empty() && train_lines.iter().all(|l| l.contains("\"aux_loss\"")), "{log}");
+    assert!(train_lines.iter().all(|l| l.contains("\"load of expert 7\"")), "{log}");
     let generate = ["generate", "--run", "run", "--device", "cpu", "--prompt", "Once", "--max-tokens", "20"];
     let (ok, stdout, stderr) = archlab(&generate, &dir);
     assert!(ok && stdout.starts_with("Once"), "generate failed:\n{stdout}\n{stderr}");

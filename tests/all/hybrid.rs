@@ -187,7 +187,7 @@ fn hymba_branch_scales_learn_and_are_reported() {
     for d in &summary.diagnostics {
         eprintln!("{d:?}");
         assert_eq!(d.mixer, "hymba");
-        match d.init {
+        match d.reference {
             Some(init) => assert_eq!(init, 1.0),
             None => assert!(d.value > 1e-4, "scales did not move: {d:?}"),
         }

@@ -139,8 +139,7 @@ fn selective_scan_kernel_on_wgpu_matches_the_recurrence() {
 #[test]
 fn selective_scan_kernel_on_cuda_matches_the_recurrence() {
     type B = burn::backend::Autodiff<archlab::device::CudaBackend>;
-    if !archlab::device::cuda_available() {
-        eprintln!("skipping: no usable CUDA GPU");
+    if !cuda_usable() {
         return;
     }
     check_selective_scan::<B>(&Default::default(), "cuda");
@@ -228,8 +227,7 @@ fn attention_kernel_on_wgpu_matches_the_masked_softmax() {
 #[test]
 fn attention_kernel_on_cuda_matches_the_masked_softmax() {
     type B = burn::backend::Autodiff<archlab::device::CudaBackend>;
-    if !archlab::device::cuda_available() {
-        eprintln!("skipping: no usable CUDA GPU");
+    if !cuda_usable() {
         return;
     }
     check_attention::<B>(&Default::default(), "cuda");
@@ -302,8 +300,7 @@ fn cross_entropy_kernel_on_wgpu_matches_the_log_softmax() {
 #[test]
 fn cross_entropy_kernel_on_cuda_matches_the_log_softmax() {
     type B = burn::backend::Autodiff<archlab::device::CudaBackend>;
-    if !archlab::device::cuda_available() {
-        eprintln!("skipping: no usable CUDA GPU");
+    if !cuda_usable() {
         return;
     }
     check_cross_entropy::<B>(&Default::default(), "cuda");
@@ -316,8 +313,7 @@ fn cross_entropy_kernel_on_cuda_matches_the_log_softmax() {
 #[test]
 fn cross_entropy_kernel_on_cuda_reads_bf16_logits() {
     type B = burn::backend::Autodiff<archlab::device::CudaBackend>;
-    if !archlab::device::cuda_available() {
-        eprintln!("skipping: no usable CUDA GPU");
+    if !cuda_usable() {
         return;
     }
     let bf16 = |l: Tensor<B, 2>, t| kernels::cross_entropy(l.cast(burn::tensor::DType::BF16), t);
@@ -389,8 +385,7 @@ fn rms_norm_kernel_on_wgpu_matches_the_plain_ops() {
 #[test]
 fn rms_norm_kernel_on_cuda_matches_the_plain_ops() {
     type B = burn::backend::Autodiff<archlab::device::CudaBackend>;
-    if !archlab::device::cuda_available() {
-        eprintln!("skipping: no usable CUDA GPU");
+    if !cuda_usable() {
         return;
     }
     check_rms_norm::<B>(&Default::default(), "cuda");
@@ -460,8 +455,7 @@ fn add_rms_norm_kernel_on_wgpu_matches_the_plain_ops() {
 #[test]
 fn add_rms_norm_kernel_on_cuda_matches_the_plain_ops() {
     type B = burn::backend::Autodiff<archlab::device::CudaBackend>;
-    if !archlab::device::cuda_available() {
-        eprintln!("skipping: no usable CUDA GPU");
+    if !cuda_usable() {
         return;
     }
     check_add_rms_norm::<B>(&Default::default(), "cuda");
@@ -538,8 +532,7 @@ fn gated_rms_norm_kernel_on_wgpu_matches_the_plain_ops() {
 #[test]
 fn gated_rms_norm_kernel_on_cuda_matches_the_plain_ops() {
     type B = burn::backend::Autodiff<archlab::device::CudaBackend>;
-    if !archlab::device::cuda_available() {
-        eprintln!("skipping: no usable CUDA GPU");
+    if !cuda_usable() {
         return;
     }
     check_gated_rms_norm::<B>(&Default::default(), "cuda");
@@ -601,8 +594,7 @@ fn causal_conv_kernel_on_wgpu_matches_the_plain_ops() {
 #[test]
 fn causal_conv_kernel_on_cuda_matches_the_plain_ops() {
     type B = burn::backend::Autodiff<archlab::device::CudaBackend>;
-    if !archlab::device::cuda_available() {
-        eprintln!("skipping: no usable CUDA GPU");
+    if !cuda_usable() {
         return;
     }
     check_causal_conv::<B>(&Default::default(), "cuda");
@@ -670,8 +662,7 @@ fn ssd_state_passing_kernel_on_wgpu_matches_the_plain_loop() {
 #[test]
 fn ssd_state_passing_kernel_on_cuda_matches_the_plain_loop() {
     type B = burn::backend::Autodiff<archlab::device::CudaBackend>;
-    if !archlab::device::cuda_available() {
-        eprintln!("skipping: no usable CUDA GPU");
+    if !cuda_usable() {
         return;
     }
     check_state_passing::<B>(&Default::default(), "cuda");
@@ -742,11 +733,16 @@ fn an_moe_trains_on_wgpu_with_the_cpu_losses_and_expert_loads() {
     cfg.eval.every = 12;
     cfg.validate().unwrap();
     let [cpu, wgpu] = train_on_wgpu_and_cpu(&cfg, &dev, "moe");
-    assert_eq!(cpu.moe.len(), cfg.model.n_layers);
-    for (c, w) in cpu.moe.iter().zip(&wgpu.moe) {
-        assert_eq!((c.layer, c.tokens, c.dropped), (w.layer, w.tokens, w.dropped), "routing counts");
-        assert_eq!(c.load, w.load, "layer {}: expert loads", c.layer);
-        assert!((c.balance_loss - w.balance_loss).abs() < 1e-5, "layer {}: balance loss", c.layer);
+    // Per layer: 4 expert loads, evenness, dropped fraction, balance and z-loss.
+    assert_eq!(cpu.diagnostics.len(), cfg.model.n_layers * 8);
+    assert_eq!(cpu.diagnostics.len(), wgpu.diagnostics.len());
+    for (c, w) in cpu.diagnostics.iter().zip(&wgpu.diagnostics) {
+        assert_eq!((c.layer, &c.name), (w.layer, &w.name));
+        if c.name.ends_with("loss") {
+            assert!((c.value - w.value).abs() < 1e-5, "layer {}: {}", c.layer, c.name);
+        } else {
+            assert_eq!(c.value, w.value, "layer {}: {} (from the routing counts)", c.layer, c.name);
+        }
     }
 }
 
@@ -805,8 +801,7 @@ fn moe_route_kernels_on_wgpu_match_the_host_routing() {
 #[cfg(feature = "cuda")]
 #[test]
 fn moe_route_kernels_on_cuda_match_the_host_routing() {
-    if !archlab::device::cuda_available() {
-        eprintln!("skipping: no usable CUDA GPU");
+    if !cuda_usable() {
         return;
     }
     check_moe_route::<archlab::device::CudaBackend>(&Default::default(), "cuda");
@@ -879,8 +874,7 @@ fn moe_layer_on_wgpu_matches_the_dense_masked_reference() {
 #[test]
 fn moe_layer_on_cuda_matches_the_dense_masked_reference() {
     type B = burn::backend::Autodiff<archlab::device::CudaBackend>;
-    if !archlab::device::cuda_available() {
-        eprintln!("skipping: no usable CUDA GPU");
+    if !cuda_usable() {
         return;
     }
     check_moe_layer::<B>(&Default::default(), "cuda");

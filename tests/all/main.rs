@@ -7,6 +7,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod bad_inputs;
 mod bench;
 mod cli;
 mod compare;
@@ -24,3 +25,12 @@ mod real_data;
 mod ssm;
 mod tasks;
 mod training;
+
+/// Where CUDA is required, the CUDA tests are compiled in: without the feature they would not
+/// exist, and so could not fail.
+#[test]
+fn cuda_tests_exist_where_cuda_is_required() {
+    if std::env::var_os("ARCHLAB_REQUIRE_CUDA").is_some() {
+        assert!(common::cuda_usable(), "unreachable: cuda_usable fails where CUDA is required");
+    }
+}

@@ -251,3 +251,19 @@ pub fn train_options(name: &str) -> archlab::train::TrainOptions {
         device_memory: None,
     }
 }
+
+/// Whether a CUDA test can run here. Without a usable GPU it says it skips, or fails where
+/// `ARCHLAB_REQUIRE_CUDA` is set (on a GPU machine, so that a broken driver or a build without
+/// the `cuda` feature cannot turn the CUDA tests into silent passes).
+pub fn cuda_usable() -> bool {
+    #[cfg(feature = "cuda")]
+    let why = match archlab::device::cuda_available() {
+        true => return true,
+        false => "no usable CUDA GPU (is the driver loaded? nvidia-smi)",
+    };
+    #[cfg(not(feature = "cuda"))]
+    let why = "archlab was built without the `cuda` feature (cargo test --features cuda)";
+    assert!(std::env::var_os("ARCHLAB_REQUIRE_CUDA").is_none(), "ARCHLAB_REQUIRE_CUDA is set but {why}");
+    eprintln!("skipping: {why}");
+    false
+}

@@ -1,0 +1,87 @@
+//! Each training run of a comparison in its own process (`archlab train-run`, hidden), so that
+//! what a run measures is its own: the CPU's peak resident memory cannot be reset within a
+//! process (the allocator keeps what it freed), nor a GPU allocator's pool released, so runs
+//! sharing one process would report the largest peak so far instead of theirs. A crash of one
+//! run also ends only that run.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use anyhow::{Context, Result, bail};
+
+use crate::config::RunConfig;
+use crate::device::{self, DeviceArg, Resolved};
+use crate::train::{self, TrainOptions};
+use crate::with_backend;
+
+/// What the child process is asked to do: train the run whose resolved config is in
+/// `run_dir/config.toml`.
+#[derive(Clone, Debug)]
+pub struct TrainRunRequest {
+    pub run_dir: PathBuf,
+    pub device: DeviceArg,
+    /// Continue from `run_dir/last.ckpt`.
+    pub resume: bool,
+    pub quiet: bool,
+}
+
+/// The child's side: trains the run to its end (its `summary.json` is the result).
+pub fn train_run(req: TrainRunRequest) -> Result<()> {
+    let cfg = RunConfig::load(&req.run_dir.join("config.toml"))?;
+    let resolved = device::resolve(req.device)?;
+    let opts = TrainOptions {
+        run_dir: req.run_dir.clone(),
+        resume: req.resume,
+        stop_after: None,
+        progress: !req.quiet,
+        device_name: resolved.name().into(),
+        on_gpu: resolved != Resolved::Cpu,
+        device_memory: device::memory_probe(resolved),
+    };
+    let outcome = with_backend!(resolved, |B, dev| train::train::<B>(&cfg, &dev, &opts))?;
+    match outcome.summary {
+        Some(_) => Ok(()),
+        None => bail!("{} stopped before its last step", req.run_dir.display()),
+    }
+}
+
+/// The parent's side: writes `cfg` as the run's config (unless resuming, when the run's own is
+/// used) and runs the child to its end; its progress and messages go to this process's stderr.
+pub fn spawn_train_run(cfg: &RunConfig, run_dir: &Path, resolved: Resolved, resume: bool, quiet: bool) -> Result<()> {
+    if !resume {
+        crate::util::atomic::write(&run_dir.join("config.toml"), cfg.to_toml().as_bytes())?;
+    }
+    let mut cmd = Command::new(own_binary()?);
+    cmd.arg("train-run").arg("--run-dir").arg(run_dir).args(["--device", resolved.name()]);
+    if resume {
+        cmd.arg("--resume");
+    }
+    if quiet {
+        cmd.arg("--quiet");
+    }
+    // The child runs its matmuls as this process does (`--matmul`).
+    cmd.env(crate::kernels::MATMUL_ENV, crate::kernels::matmul_choice());
+    let status = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .status()
+        .with_context(|| format!("cannot start the training process of {}", run_dir.display()))?;
+    if !status.success() {
+        bail!(
+            "the training run {} failed ({status}); its error is printed above. Fix it and rerun the same \
+             compare command: finished runs are kept",
+            run_dir.display()
+        );
+    }
+    Ok(())
+}
+
+/// This process's binary. On Linux through `/proc/<pid>/exe`, which still runs it after a
+/// rebuild has replaced the file on disk (`current_exe()` then names a deleted path).
+pub fn own_binary() -> Result<PathBuf> {
+    let proc_exe = PathBuf::from(format!("/proc/{}/exe", std::process::id()));
+    if proc_exe.exists() {
+        return Ok(proc_exe);
+    }
+    std::env::current_exe().context("cannot find the archlab binary to run a training process")
+}
