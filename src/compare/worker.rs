@@ -27,6 +27,7 @@ pub struct TrainRunRequest {
 
 /// The child's side: trains the run to its end (its `summary.json` is the result).
 pub fn train_run(req: TrainRunRequest) -> Result<()> {
+    exit_with_parent();
     let cfg = RunConfig::load(&req.run_dir.join("config.toml"))?;
     let resolved = device::resolve(req.device)?;
     let opts = TrainOptions {
@@ -42,6 +43,25 @@ pub fn train_run(req: TrainRunRequest) -> Result<()> {
     match outcome.summary {
         Some(_) => Ok(()),
         None => bail!("{} stopped before its last step", req.run_dir.display()),
+    }
+}
+
+/// Ends this process when the comparison that started it ends (killed, interrupted): an
+/// orphaned run would go on holding its directory's lock and writing into it while the
+/// comparison is rerun. (Its lock is then stale, and the rerun takes it over and resumes it.)
+fn exit_with_parent() {
+    #[cfg(unix)]
+    {
+        let parent = std::os::unix::process::parent_id();
+        std::thread::spawn(move || {
+            loop {
+                std::thread::sleep(std::time::Duration::from_millis(100));
+                if std::os::unix::process::parent_id() != parent {
+                    eprintln!("archlab: the comparison that started this run has ended; stopping the run");
+                    std::process::exit(1);
+                }
+            }
+        });
     }
 }
 
