@@ -21,7 +21,10 @@ type SeqLen = Option<usize>;
 fn seq_len_parser() -> impl TypedValueParser<Value = SeqLen> {
     clap::builder::NonEmptyStringValueParser::new().try_map(|s| match s.as_str() {
         "none" => Ok(None),
-        n => n.parse::<usize>().map(Some).map_err(|_| format!("`{n}` is not a sequence length (a number, or none)")),
+        n => n
+            .parse::<usize>()
+            .map(Some)
+            .map_err(|_| format!("`{n}` is not a sequence length (a number, or none)")),
     })
 }
 

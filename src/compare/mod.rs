@@ -165,7 +165,11 @@ fn run_arch(
         for &lr in &spec.lr_grid {
             let run = train_run(arch, lr, base_seed, arch_dir, root, resolved, quiet, counter)?;
             let selection = selection_loss(&root.join(&run.dir), resolved)?;
-            trials.push(LrTrial { lr, val_loss: run.summary.final_val_loss, selection_loss: Some(selection) });
+            trials.push(LrTrial {
+                lr,
+                val_loss: run.summary.final_val_loss,
+                selection_loss: Some(selection),
+            });
             let better = best.as_ref().is_none_or(|(_, b, _)| selection < *b || b.is_nan());
             if better && selection.is_finite() {
                 best = Some((lr, selection, run));
@@ -266,7 +270,9 @@ fn selection_loss(run_dir: &Path, resolved: Resolved) -> Result<f64> {
         loss: f64,
     }
     let cache = run_dir.join("selection.json");
-    if let Some(kept) = std::fs::read_to_string(&cache).ok().and_then(|t| serde_json::from_str::<Selection>(&t).ok()) {
+    if let Some(kept) =
+        std::fs::read_to_string(&cache).ok().and_then(|t| serde_json::from_str::<Selection>(&t).ok())
+    {
         return Ok(kept.loss);
     }
     let cfg = crate::config::RunConfig::load(&run_dir.join("config.toml"))?;

@@ -67,7 +67,13 @@ fn exit_with_parent() {
 
 /// The parent's side: writes `cfg` as the run's config (unless resuming, when the run's own is
 /// used) and runs the child to its end; its progress and messages go to this process's stderr.
-pub fn spawn_train_run(cfg: &RunConfig, run_dir: &Path, resolved: Resolved, resume: bool, quiet: bool) -> Result<()> {
+pub fn spawn_train_run(
+    cfg: &RunConfig,
+    run_dir: &Path,
+    resolved: Resolved,
+    resume: bool,
+    quiet: bool,
+) -> Result<()> {
     if !resume {
         crate::util::atomic::write(&run_dir.join("config.toml"), cfg.to_toml().as_bytes())?;
     }

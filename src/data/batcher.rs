@@ -127,7 +127,13 @@ pub fn selection_batches(
 }
 
 /// `n_batches` batches of consecutive windows of `seq_len + 1` tokens, from window `first`.
-fn windows(shard: &TokenShard, first: usize, n_batches: usize, batch: usize, seq_len: usize) -> Vec<TokenBatch> {
+fn windows(
+    shard: &TokenShard,
+    first: usize,
+    n_batches: usize,
+    batch: usize,
+    seq_len: usize,
+) -> Vec<TokenBatch> {
     let mut window = Vec::with_capacity(seq_len + 1);
     (0..n_batches)
         .map(|b| {
@@ -206,7 +212,9 @@ mod tests {
     #[test]
     fn the_selection_set_is_held_out_from_the_reported_one() {
         let s = shard(16 * 20 + 1); // 20 windows of 16
-        let first_tokens = |b: &[TokenBatch]| -> Vec<u32> { b.iter().flat_map(|b| b.inputs.iter().step_by(16).copied()).collect() };
+        let first_tokens = |b: &[TokenBatch]| -> Vec<u32> {
+            b.iter().flat_map(|b| b.inputs.iter().step_by(16).copied()).collect()
+        };
         let reported = first_tokens(&validation_batches(&s, 3, 4, 16).unwrap()); // windows 0..12
         let selection = first_tokens(&selection_batches(&s, 3, 4, 16).unwrap()); // 8 windows left: 2 batches
         assert_eq!(reported, (0..12).map(|w| w * 16).collect::<Vec<u32>>());

@@ -203,7 +203,8 @@ pub fn prepare(
     }
     if !doc_split || val.is_empty() {
         // Too few documents to hold whole ones out: hold out the tail of the token stream.
-        let cut = train.len().saturating_sub(((train.len() as f64 * cfg.val_fraction).ceil() as usize).max(1));
+        let cut =
+            train.len().saturating_sub(((train.len() as f64 * cfg.val_fraction).ceil() as usize).max(1));
         let ratio = train_bytes as f64 / train.len().max(1) as f64;
         val = train.split_off(cut);
         val_bytes = (val.len() as f64 * ratio).round() as u64;

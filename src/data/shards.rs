@@ -131,7 +131,8 @@ fn parse_header(bytes: &[u8], path: &Path) -> Result<ShardHeader> {
             header.token_bytes
         );
     }
-    let expected = header.count.checked_mul(header.token_bytes as u64).and_then(|n| n.checked_add(HEADER_BYTES as u64));
+    let expected =
+        header.count.checked_mul(header.token_bytes as u64).and_then(|n| n.checked_add(HEADER_BYTES as u64));
     if expected != Some(bytes.len() as u64) {
         let expected = expected.map_or("more than 2^64".into(), |n| n.to_string());
         bail!(

@@ -276,7 +276,8 @@ mod tests {
         }
     }
 
-    const MIXED: [&str; 4] = ["plain words", "héllo wörld, naïve café", "日本語のテキスト and 🦀 crabs", " two  spaces\n"];
+    const MIXED: [&str; 4] =
+        ["plain words", "héllo wörld, naïve café", "日本語のテキスト and 🦀 crabs", " two  spaces\n"];
 
     #[test]
     fn byte_tokens_stand_for_one_byte_and_the_separator_for_none() {

@@ -54,7 +54,12 @@ pub fn evaluate<B: Backend>(
                 weight += 1.0;
                 if let Some(per_id) = token_bytes {
                     nats += mean * batch.tokens.targets.len() as f64;
-                    bytes += batch.tokens.targets.iter().map(|&id| u64::from(per_id.get(id as usize).copied().unwrap_or(0))).sum::<u64>();
+                    bytes += batch
+                        .tokens
+                        .targets
+                        .iter()
+                        .map(|&id| u64::from(per_id.get(id as usize).copied().unwrap_or(0)))
+                        .sum::<u64>();
                 }
             }
             Some(answer) => {
@@ -70,7 +75,12 @@ pub fn evaluate<B: Backend>(
         }
     }
     let loss = total / weight.max(1.0);
-    ValMetrics { loss, ppl: loss.exp(), bpb: bits_per_byte(nats, bytes), accuracy: accuracy.map(|a| a.token_accuracy()) }
+    ValMetrics {
+        loss,
+        ppl: loss.exp(),
+        bpb: bits_per_byte(nats, bytes),
+        accuracy: accuracy.map(|a| a.token_accuracy()),
+    }
 }
 
 /// Accuracy of `model` on task batches (token and whole-sequence).

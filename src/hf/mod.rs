@@ -153,7 +153,11 @@ pub fn read_config(dir: &Path, base: &RunConfig) -> Result<RunConfig> {
             };
         }
         "jamba" => read_jamba(&hf, m)?,
-        other => bail!("{}: model_type `{other}` is not supported; archlab imports {}", path.display(), SUPPORTED.join(", ")),
+        other => bail!(
+            "{}: model_type `{other}` is not supported; archlab imports {}",
+            path.display(),
+            SUPPORTED.join(", ")
+        ),
     }
     cfg.model.validate().with_context(|| format!("the model in {}", path.display()))?;
     Ok(cfg)

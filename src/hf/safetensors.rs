@@ -49,7 +49,9 @@ impl SafeTensors {
         }
         let header_len = u64::from_le_bytes(map[..8].try_into().expect("8 bytes"));
         if header_len > MAX_HEADER_BYTES {
-            return Err(bad(&format!("a header of {header_len} bytes (the format allows {MAX_HEADER_BYTES})")));
+            return Err(bad(&format!(
+                "a header of {header_len} bytes (the format allows {MAX_HEADER_BYTES})"
+            )));
         }
         let data_start = 8usize
             .checked_add(header_len as usize)

@@ -103,7 +103,13 @@ pub struct Block<B: Backend> {
 impl<B: Backend> ChannelMixer<B> {
     /// The channel mixer `kind` (none for [`FfnKind::None`]); `resid_std` initialises the
     /// projection into the residual stream.
-    pub fn new(cfg: &ModelConfig, kind: FfnKind, resid_std: f64, rng: &mut Rng, device: &B::Device) -> Option<Self> {
+    pub fn new(
+        cfg: &ModelConfig,
+        kind: FfnKind,
+        resid_std: f64,
+        rng: &mut Rng,
+        device: &B::Device,
+    ) -> Option<Self> {
         match kind {
             FfnKind::Mlp => Some(ChannelMixer::Mlp(Mlp::new(cfg, cfg.d_ff, resid_std, rng, device))),
             FfnKind::Moe => Some(ChannelMixer::Moe(Moe::new(cfg, resid_std, rng, device))),
@@ -145,9 +151,8 @@ impl<B: Backend> Block<B> {
         let mut rng = Rng::fork(seed, &format!("init/layer{layer}/{}", kind.mixer.name()));
         let mixer = SeqMixer::new(cfg, kind.mixer, resid_scale, &mut rng, device);
         let mut ffn_rng = Rng::fork(seed, &format!("init/layer{layer}/{}", kind.ffn.name()));
-        let ffn = ChannelMixer::new(cfg, kind.ffn, resid_std, &mut ffn_rng, device).map(|mixer| FfnSublayer {
-            norm: Norm::new(cfg.norm, cfg.d_model, cfg.bias, cfg.norm_eps, device),
-            mixer,
+        let ffn = ChannelMixer::new(cfg, kind.ffn, resid_std, &mut ffn_rng, device).map(|mixer| {
+            FfnSublayer { norm: Norm::new(cfg.norm, cfg.d_model, cfg.bias, cfg.norm_eps, device), mixer }
         });
         Self {
             norm: Norm::new(cfg.norm, cfg.d_model, cfg.bias, cfg.norm_eps, device),

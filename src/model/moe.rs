@@ -205,10 +205,19 @@ impl RoutingStats {
 /// against an even 1/E, and as headlines the load's evenness (its entropy over ln E: 1 when
 /// even, 0 when one expert takes all) and the fraction of assignments the capacity limit
 /// dropped; then the mean unweighted balancing and z-losses (`[balance, z]`).
-pub fn routing_diagnostics(layer: usize, load: &[f64], evenness: f64, dropped: f64, losses: [f64; 2]) -> Vec<Diagnostic> {
+pub fn routing_diagnostics(
+    layer: usize,
+    load: &[f64],
+    evenness: f64,
+    dropped: f64,
+    losses: [f64; 2],
+) -> Vec<Diagnostic> {
     let name = FfnKind::Moe.name();
     let even = 1.0 / load.len().max(1) as f64;
-    let experts = load.iter().enumerate().map(|(e, &share)| Diagnostic::new(layer, name, &format!("load of expert {e}"), share).against(even));
+    let experts = load
+        .iter()
+        .enumerate()
+        .map(|(e, &share)| Diagnostic::new(layer, name, &format!("load of expert {e}"), share).against(even));
     experts
         .chain([
             Diagnostic::new(layer, name, "load evenness", evenness).headline(),
@@ -225,7 +234,11 @@ pub fn params(cfg: &ModelConfig) -> LayerParams {
     let c = &cfg.moe;
     let (d, e, k) = (cfg.d_model, c.n_experts, c.top_k);
     let expert = mlp::params(cfg, c.expert_width(cfg.d_ff));
-    let shared = if c.shared_expert_d_ff > 0 { mlp::params(cfg, c.shared_expert_d_ff) } else { LayerParams::default() };
+    let shared = if c.shared_expert_d_ff > 0 {
+        mlp::params(cfg, c.shared_expert_d_ff)
+    } else {
+        LayerParams::default()
+    };
     let gates = d * e + usize::from(c.shared_expert_gate) * d;
     LayerParams {
         matmul: e * expert.matmul + shared.matmul + gates,

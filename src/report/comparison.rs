@@ -262,7 +262,11 @@ fn diagnostics_note(a: &ArchResult) -> Option<String> {
         .map(|(key, values, reference)| {
             let lo = values.iter().copied().fold(f64::INFINITY, f64::min);
             let hi = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-            let range = if compact(lo) == compact(hi) { compact(lo) } else { format!("{}–{}", compact(lo), compact(hi)) };
+            let range = if compact(lo) == compact(hi) {
+                compact(lo)
+            } else {
+                format!("{}–{}", compact(lo), compact(hi))
+            };
             let reference = reference.map(|r| format!(" (ref {})", compact(r))).unwrap_or_default();
             format!("{key} {range}{reference}")
         })
@@ -412,8 +416,9 @@ fn lr_grids(doc: &mut Document, r: &ComparisonResults) {
          selection set (the end of the validation split) that no reported loss is scored on; the \
          winner was then used on every seed, its grid run kept as the first.",
     );
-    let mut t = Table::new(["Architecture", "Learning rate", "Selection loss", "Val loss (first seed)", "Chosen"])
-        .numeric(1..=3);
+    let mut t =
+        Table::new(["Architecture", "Learning rate", "Selection loss", "Val loss (first seed)", "Chosen"])
+            .numeric(1..=3);
     let loss = |v: f64| if v.is_finite() { format!("{v:.4}") } else { "diverged".into() };
     for a in with_grid {
         for trial in &a.lr_trials {
@@ -499,7 +504,8 @@ fn diagnostics(doc: &mut Document, r: &ComparisonResults, slugs: &[String]) {
          MoE: load is an expert's share of the routed (token, expert) assignments over the whole run; \
          evenness is the load's entropy over ln E (1 = even).",
     );
-    let mut t = Table::new(["Architecture", "Layer", "Mixer", "Quantity", "Value", "Reference"]).numeric(4..=5);
+    let mut t =
+        Table::new(["Architecture", "Layer", "Mixer", "Quantity", "Value", "Reference"]).numeric(4..=5);
     for (_, a, _, diagnostics) in &reported {
         for d in diagnostics {
             t.row(vec![
@@ -547,7 +553,10 @@ fn diagnostics(doc: &mut Document, r: &ComparisonResults, slugs: &[String]) {
             };
             doc.figure(
                 name,
-                format!("{}: {mixer} diagnostics per layer; the dashed line is their reference value.", a.name),
+                format!(
+                    "{}: {mixer} diagnostics per layer; the dashed line is their reference value.",
+                    a.name
+                ),
                 bar_chart(&chart),
             );
         }

@@ -195,8 +195,13 @@ mod tests {
             ]
         });
         let mut dense = arch("dense", [2.31, 2.33], json!({}));
-        dense.lr_trials =
-            [1e-3, 3e-3, 1e-2].map(|lr| LrTrial { lr, val_loss: 2.3 + (lr - 3e-3f64).abs() * 10.0, selection_loss: Some(2.31 + (lr - 3e-3f64).abs() * 9.0) }).into();
+        dense.lr_trials = [1e-3, 3e-3, 1e-2]
+            .map(|lr| LrTrial {
+                lr,
+                val_loss: 2.3 + (lr - 3e-3f64).abs() * 10.0,
+                selection_loss: Some(2.31 + (lr - 3e-3f64).abs() * 9.0),
+            })
+            .into();
         let mut moe_arch = arch("moe|8x", [2.45, 2.48], moe);
         moe_arch.params_total = 1_600_000;
         moe_arch.params_active = 400_000;
@@ -272,7 +277,11 @@ mod tests {
         assert!(row("dense")[9].contains("best of grid 1e-3, 3e-3, 1e-2"));
         assert_eq!(row("moe|8x")[1], "1.60M (400.00k)");
         // MoE loads of an older summary (its `moe` field) reach the generic path too.
-        assert!(row("moe|8x")[9].contains("moe load evenness 0.987, moe dropped fraction 0.004"), "{}", row("moe|8x")[9]);
+        assert!(
+            row("moe|8x")[9].contains("moe load evenness 0.987, moe dropped fraction 0.004"),
+            "{}",
+            row("moe|8x")[9]
+        );
         // One seed diverged: the other alone gives no interval, and the notes say why.
         assert_eq!(row("hymba")[2], "2.3800 ± n/a (1 seed)");
         assert!(row("hymba")[9].contains("1 of 2 seeds diverged"));

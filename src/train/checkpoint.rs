@@ -21,8 +21,8 @@ use crate::kernels::AutodiffBackend;
 use anyhow::{Context, Result, bail};
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::optim::Optimizer;
-use burn::tensor::{Bool, Int, Tensor};
 use burn::record::{BinBytesRecorder, FullPrecisionSettings, Recorder};
+use burn::tensor::{Bool, Int, Tensor};
 use serde::{Deserialize, Serialize};
 
 use super::optim::Optimizers;
@@ -129,7 +129,8 @@ struct Sections {
 
 impl Sections {
     fn read(path: &Path) -> Result<Self> {
-        let bytes = std::fs::read(path).with_context(|| format!("cannot read checkpoint {}", path.display()))?;
+        let bytes =
+            std::fs::read(path).with_context(|| format!("cannot read checkpoint {}", path.display()))?;
         Self::parse(&bytes).map_err(|why| {
             anyhow::anyhow!(
                 "corrupt checkpoint {}: {why}; delete it to start the run over, or use the run's other \
@@ -210,7 +211,10 @@ impl Sections {
             );
         }
         let misfit = |e: &dyn std::fmt::Display| {
-            anyhow::anyhow!("checkpoint {} does not fit the model its run's config.toml describes ({e})", path.display())
+            anyhow::anyhow!(
+                "checkpoint {} does not fit the model its run's config.toml describes ({e})",
+                path.display()
+            )
         };
         let at = self.model_index();
         let bytes = std::mem::take(&mut self.parts[at]);
@@ -233,7 +237,12 @@ fn check_shapes(path: &Path, stored: &[ParamShape], expected: &[ParamShape]) -> 
     for e in expected {
         let s = stored.iter().find(|s| s.path == e.path);
         if s.map(|s| &s.shape) != Some(&e.shape) {
-            differences.push(format!("{} is {} in the checkpoint, {:?} in the config", e.path, show(s), e.shape));
+            differences.push(format!(
+                "{} is {} in the checkpoint, {:?} in the config",
+                e.path,
+                show(s),
+                e.shape
+            ));
         }
     }
     for s in stored.iter().filter(|s| !expected.iter().any(|e| e.path == s.path)) {
@@ -257,7 +266,10 @@ fn without_panic_message<T>(f: impl FnOnce() -> T) -> std::result::Result<T, Str
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
     std::panic::set_hook(hook);
     result.map_err(|p| {
-        p.downcast_ref::<String>().cloned().or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_default()
+        p.downcast_ref::<String>()
+            .cloned()
+            .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_default()
     })
 }
 
@@ -281,7 +293,8 @@ pub fn load<B: AutodiffBackend>(
             anyhow::anyhow!("checkpoint {}: optimizer state does not fit the model ({e})", path.display())
         };
         let decay = Recorder::<B>::load(&rec, std::mem::take(&mut s.parts[at]), device).map_err(misfit)?;
-        let no_decay = Recorder::<B>::load(&rec, std::mem::take(&mut s.parts[at + 1]), device).map_err(misfit)?;
+        let no_decay =
+            Recorder::<B>::load(&rec, std::mem::take(&mut s.parts[at + 1]), device).map_err(misfit)?;
         o.decay = o.decay.clone().load_record(decay);
         o.no_decay = o.no_decay.clone().load_record(no_decay);
     }

@@ -8,8 +8,8 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::model::mixer::Diagnostic;
 use crate::model::hymba::scale_diagnostics;
+use crate::model::mixer::Diagnostic;
 use crate::model::moe::{RoutingStats, routing_diagnostics};
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -311,7 +311,8 @@ mod tests {
 
     #[test]
     fn a_damaged_line_is_an_error_that_names_it() {
-        let path = file("damaged", &format!("{}\n{{\"kind\":\"eval\",\"st\n{}\n", eval_line(0), eval_line(2)));
+        let path =
+            file("damaged", &format!("{}\n{{\"kind\":\"eval\",\"st\n{}\n", eval_line(0), eval_line(2)));
         let err = format!("{:#}", read_records(&path).unwrap_err());
         assert!(err.contains("line 2 is not a metrics record"), "{err}");
         std::fs::remove_file(path).unwrap();

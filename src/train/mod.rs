@@ -159,7 +159,8 @@ pub fn train<B: AutodiffBackend>(
     let counts = cfg.model.param_counts();
     let flops_per_token = cfg.model.train_flops_per_token(t);
     // A fresh start drops the records of an earlier try killed before its first checkpoint.
-    let mut log = MetricsLog::open(&run.join("metrics.jsonl"), Some(if opts.resume { state.step } else { 0 }))?;
+    let mut log =
+        MetricsLog::open(&run.join("metrics.jsonl"), Some(if opts.resume { state.step } else { 0 }))?;
 
     // A bar on a terminal; on a pipe or log file, one plain line per evaluation instead.
     let interactive = opts.progress && std::io::stderr().is_terminal();
@@ -403,7 +404,9 @@ fn logged_throughput(records: &[Record]) -> f64 {
     let rates: Vec<(usize, f64)> = records
         .iter()
         .filter_map(|r| match r {
-            Record::Train { step, tokens_per_s, skipped: false, .. } if *tokens_per_s > 0.0 => Some((*step, *tokens_per_s)),
+            Record::Train { step, tokens_per_s, skipped: false, .. } if *tokens_per_s > 0.0 => {
+                Some((*step, *tokens_per_s))
+            }
             _ => None,
         })
         .collect();

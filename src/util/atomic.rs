@@ -20,7 +20,8 @@ pub fn write(path: &Path, bytes: &[u8]) -> Result<()> {
         let mut f = fs::File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
         f.write_all(bytes).with_context(|| format!("cannot write {}", path.display()))?;
         f.sync_all().with_context(|| format!("cannot sync {} to disk", path.display()))?;
-        fs::rename(&tmp, path).with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()))
+        fs::rename(&tmp, path)
+            .with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()))
     })();
     if written.is_err() {
         let _ = fs::remove_file(&tmp);

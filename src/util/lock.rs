@@ -41,18 +41,27 @@ impl DirLock {
         fs::create_dir_all(dir).with_context(|| format!("cannot create directory {}", dir.display()))?;
         let path = dir.join(LOCK_FILE);
         let pid = std::process::id();
-        let me = Holder { host: host_name(), pid, since: unix_time(), what: what.into(), started: start_time(pid) };
+        let me = Holder {
+            host: host_name(),
+            pid,
+            since: unix_time(),
+            what: what.into(),
+            started: start_time(pid),
+        };
         let text = serde_json::to_string(&me)? + "\n";
         // Two tries: the second after taking over a stale lock.
         for _ in 0..2 {
             match fs::OpenOptions::new().write(true).create_new(true).open(&path) {
                 Ok(mut f) => {
-                    f.write_all(text.as_bytes()).with_context(|| format!("cannot write {}", path.display()))?;
+                    f.write_all(text.as_bytes())
+                        .with_context(|| format!("cannot write {}", path.display()))?;
                     f.sync_all().ok();
                     return Ok(Self { path });
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-                Err(e) => return Err(e).with_context(|| format!("cannot create lock file {}", path.display())),
+                Err(e) => {
+                    return Err(e).with_context(|| format!("cannot create lock file {}", path.display()));
+                }
             }
             let holder = read_holder(&path);
             match holder {
@@ -65,7 +74,9 @@ impl DirLock {
                     h.since,
                     path.display()
                 ),
-                Some(h) if h.pid == me.pid => bail!("{} is already in use by this process ({})", dir.display(), h.what),
+                Some(h) if h.pid == me.pid => {
+                    bail!("{} is already in use by this process ({})", dir.display(), h.what)
+                }
                 Some(h) if process_alive(h.pid, h.started) => bail!(
                     "{} is in use by archlab {} (PID {}, since {}); wait for it to finish or stop it first",
                     dir.display(),
@@ -80,7 +91,9 @@ impl DirLock {
                     h.pid
                 ),
                 // Unreadable: a holder killed between creating and writing the file.
-                None => eprintln!("note: taking over {}: its lock file was empty or unreadable", dir.display()),
+                None => {
+                    eprintln!("note: taking over {}: its lock file was empty or unreadable", dir.display())
+                }
             }
             // Remove the stale lock and race for a fresh one: `create_new` lets one taker win.
             fs::remove_file(&path).ok();
@@ -171,7 +184,10 @@ mod tests {
     fn a_live_process_keeps_its_lock_and_is_named() {
         let d = dir("live");
         // PID 1 is always running.
-        plant(&d, &Holder { host: host_name(), pid: 1, since: 7, what: "compare".into(), started: start_time(1) });
+        plant(
+            &d,
+            &Holder { host: host_name(), pid: 1, since: 7, what: "compare".into(), started: start_time(1) },
+        );
         let err = DirLock::acquire(&d, "train").unwrap_err().to_string();
         assert!(err.contains("in use by archlab compare (PID 1"), "{err}");
         fs::remove_dir_all(d).unwrap();
@@ -194,7 +210,13 @@ mod tests {
     #[test]
     fn another_hosts_lock_is_reported_not_broken() {
         let d = dir("remote");
-        let remote = Holder { host: "some-other-node".into(), pid: 4242, since: 7, what: "train".into(), started: None };
+        let remote = Holder {
+            host: "some-other-node".into(),
+            pid: 4242,
+            since: 7,
+            what: "train".into(),
+            started: None,
+        };
         plant(&d, &remote);
         let err = DirLock::acquire(&d, "train").unwrap_err().to_string();
         assert!(err.contains("host some-other-node") && err.contains("delete"), "{err}");
@@ -208,7 +230,10 @@ mod tests {
     fn a_reused_pid_does_not_hold_the_lock() {
         let d = dir("reused");
         let Some(started) = start_time(1) else { return }; // not Linux: no start times
-        plant(&d, &Holder { host: host_name(), pid: 1, since: 7, what: "train".into(), started: Some(started + 1) });
+        plant(
+            &d,
+            &Holder { host: host_name(), pid: 1, since: 7, what: "train".into(), started: Some(started + 1) },
+        );
         let lock = DirLock::acquire(&d, "train").unwrap();
         drop(lock);
         fs::remove_dir_all(d).unwrap();

@@ -31,8 +31,16 @@ impl Case {
 
 /// Training flags that keep a run to a few seconds.
 const QUICK: [&str; 10] = [
-    "--set", "data.builtin_bytes=200000", "--set", "model.d_model=32", "--set", "model.n_layers=2",
-    "--set", "train.max_steps=2", "--device", "cpu",
+    "--set",
+    "data.builtin_bytes=200000",
+    "--set",
+    "model.d_model=32",
+    "--set",
+    "model.n_layers=2",
+    "--set",
+    "train.max_steps=2",
+    "--device",
+    "cpu",
 ];
 
 fn train(extra: &[&str]) -> Vec<String> {
@@ -120,7 +128,10 @@ fn fixtures(dir: &Path) {
     w("cmp-results/results.json", b"[1, 2");
     w("cmp-other/unrelated.txt", b"someone else's file");
     // A corrupt token shard where a prepared corpus is expected.
-    let out = archlab(&["data", "prepare", "--set", "data.builtin_bytes=30000", "--out", "prepared"].map(String::from), dir);
+    let out = archlab(
+        &["data", "prepare", "--set", "data.builtin_bytes=30000", "--out", "prepared"].map(String::from),
+        dir,
+    );
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     damaged_copy(dir, "prepared", "shard-bad", "train.bin", |mut b| {
         b[16..24].copy_from_slice(&u64::MAX.to_le_bytes());
@@ -140,19 +151,47 @@ fn cases() -> Vec<Case> {
         case("unknown device", &["train", "--device", "tpu"], "invalid value 'tpu'"),
         case("unknown precision", &["train", "--precision", "fp8"], "invalid value 'fp8'"),
         case("resume without a run dir", &["train", "--resume"], "--run-dir"),
-        case("negative temperature", &["generate", "--run", "run", "--temperature", "-1"], "--temperature must be ≥ 0"),
+        case(
+            "negative temperature",
+            &["generate", "--run", "run", "--temperature", "-1"],
+            "--temperature must be ≥ 0",
+        ),
         case("top-p of 0", &["generate", "--run", "run", "--top-p", "0"], "--top-p in (0, 1]"),
-        case("unknown checkpoint name", &["eval", "--run", "run", "--checkpoint", "middle"], "invalid value 'middle'"),
-        case("bench-seq-lens of words", &["compare", "dense", "--bench-seq-lens", "long"], "is not a sequence length"),
-        case("bench seq-lens zero", &["bench", "dense", "--seq-lens", "0", "--device", "cpu"], "all positive"),
+        case(
+            "unknown checkpoint name",
+            &["eval", "--run", "run", "--checkpoint", "middle"],
+            "invalid value 'middle'",
+        ),
+        case(
+            "bench-seq-lens of words",
+            &["compare", "dense", "--bench-seq-lens", "long"],
+            "is not a sequence length",
+        ),
+        case(
+            "bench seq-lens zero",
+            &["bench", "dense", "--seq-lens", "0", "--device", "cpu"],
+            "all positive",
+        ),
         case("gemm zero dimension", &["gemm", "--shapes", "8x0x2", "--out", "g"], "8x0x2"),
         case("unknown architecture", &["compare", "transformerxl", "--device", "cpu"], "transformerxl"),
         case("bad budget", &["compare", "dense", "--budget", "lots", "--device", "cpu"], "lots"),
         case("zero seeds", &["compare", "dense", "--seeds", "0", "--device", "cpu"], "seeds"),
         case("unknown size", &["compare", "dense", "--size", "galactic", "--device", "cpu"], "galactic"),
-        case("experiment with an unknown architecture", &["compare", "--experiment", "experiment.toml", "--device", "cpu"], "nonsense"),
-        case("malformed experiment", &["compare", "--experiment", "bad-experiment.toml", "--device", "cpu"], "bad-experiment.toml"),
-        case("missing experiment file", &["compare", "--experiment", "nowhere.toml", "--device", "cpu"], "nowhere.toml"),
+        case(
+            "experiment with an unknown architecture",
+            &["compare", "--experiment", "experiment.toml", "--device", "cpu"],
+            "nonsense",
+        ),
+        case(
+            "malformed experiment",
+            &["compare", "--experiment", "bad-experiment.toml", "--device", "cpu"],
+            "bad-experiment.toml",
+        ),
+        case(
+            "missing experiment file",
+            &["compare", "--experiment", "nowhere.toml", "--device", "cpu"],
+            "nowhere.toml",
+        ),
         // -- configs ------------------------------------------------------------------------
         case("unknown preset", &["train", "--preset", "huge"], "unknown preset `huge`"),
         case("missing config file", &["train", "--config", "nowhere.toml"], "nowhere.toml"),
@@ -189,7 +228,11 @@ fn cases() -> Vec<Case> {
         ("unknown mixer", "model.mixer=\"lstm\"", "lstm"),
         ("bad pattern symbol", "model.pattern=\"AMXMA\"", "unexpected 'X'"),
         ("pattern repeat past the limit", "model.pattern=\"(A)999999\"", "at most 9999"),
-        ("pattern nested too deep", "model.pattern=\"((((((((((((((((((((((((((((((((((A)2)2)2)2)2)2)2)2)2)2)2)2)2)2)2)2)2)2)2)2)2)2)2)2)2)2)2)2)2)2)2)2)2)2\"", "nested groups"),
+        (
+            "pattern nested too deep",
+            "model.pattern=\"((((((((((((((((((((((((((((((((((A)2)2)2)2)2)2)2)2)2)2)2)2)2)2)2)2)2)2)2)2)2)2)2)2)2)2)2)2)2)2)2)2)2)2\"",
+            "nested groups",
+        ),
         ("pattern beside a changed mixer", "model.mixer=\"mamba\"", "has no effect beside"),
         ("zero window for local attention", "model.window=0", "model.window"),
         ("MoE with more picks than experts", "model.moe.top_k=9", "top_k"),
@@ -212,34 +255,139 @@ fn cases() -> Vec<Case> {
         // -- run directories and their files ------------------------------------------------
         case("no such run", &["eval", "--run", "nowhere", "--device", "cpu"], "not a run directory"),
         case("a file as a run", &["eval", "--run", "a-file", "--device", "cpu"], "a-file"),
-        case("checkpoint with a flipped byte", &["eval", "--run", "flipped", "--device", "cpu"], "checksum mismatch").keeps(&["flipped/best.ckpt"]),
-        case("truncated checkpoint", &["eval", "--run", "truncated", "--checkpoint", "last", "--device", "cpu"], "corrupt checkpoint"),
-        case("empty checkpoint", &["generate", "--run", "empty-ckpt", "--device", "cpu"], "not an archlab checkpoint"),
-        case("not a checkpoint", &["eval", "--run", "not-ckpt", "--device", "cpu"], "not an archlab checkpoint"),
-        case("config edited after training", &["eval", "--run", "widened", "--device", "cpu"], "does not fit the model"),
-        case("resume with an edited config", &["train", "--run-dir", "widened", "--resume", "--device", "cpu", "--quiet"], "does not fit the model").keeps(&["widened/last.ckpt", "widened/metrics.jsonl"]),
-        case("malformed run config", &["eval", "--run", "bad-config", "--device", "cpu"], "bad-config/config.toml"),
-        case("malformed run tokenizer", &["generate", "--run", "bad-tokenizer", "--device", "cpu"], "tokenizer"),
-        case("missing run tokenizer", &["generate", "--run", "no-tokenizer", "--device", "cpu"], "tokenizer.json"),
-        case("damaged metrics log", &["train", "--run-dir", "bad-metrics", "--resume", "--device", "cpu", "--quiet"], "line 1 is not a metrics record").keeps(&["bad-metrics/last.ckpt"]),
-        case("training over a finished run", &["train", "--run-dir", "run", "--device", "cpu", "--quiet"], "already holds a run").keeps(&["run/last.ckpt", "run/best.ckpt", "run/metrics.jsonl", "run/summary.json"]),
-        case("run directory in use", &["train", "--run-dir", "in-use", "--resume", "--device", "cpu", "--quiet"], "in use by archlab train (PID 1").keeps(&["in-use/last.ckpt", "in-use/.archlab.lock"]),
-        case("run directory under a file", &["train", "--run-dir", "a-file/run", "--device", "cpu", "--quiet"], "a-file"),
+        case(
+            "checkpoint with a flipped byte",
+            &["eval", "--run", "flipped", "--device", "cpu"],
+            "checksum mismatch",
+        )
+        .keeps(&["flipped/best.ckpt"]),
+        case(
+            "truncated checkpoint",
+            &["eval", "--run", "truncated", "--checkpoint", "last", "--device", "cpu"],
+            "corrupt checkpoint",
+        ),
+        case(
+            "empty checkpoint",
+            &["generate", "--run", "empty-ckpt", "--device", "cpu"],
+            "not an archlab checkpoint",
+        ),
+        case(
+            "not a checkpoint",
+            &["eval", "--run", "not-ckpt", "--device", "cpu"],
+            "not an archlab checkpoint",
+        ),
+        case(
+            "config edited after training",
+            &["eval", "--run", "widened", "--device", "cpu"],
+            "does not fit the model",
+        ),
+        case(
+            "resume with an edited config",
+            &["train", "--run-dir", "widened", "--resume", "--device", "cpu", "--quiet"],
+            "does not fit the model",
+        )
+        .keeps(&["widened/last.ckpt", "widened/metrics.jsonl"]),
+        case(
+            "malformed run config",
+            &["eval", "--run", "bad-config", "--device", "cpu"],
+            "bad-config/config.toml",
+        ),
+        case(
+            "malformed run tokenizer",
+            &["generate", "--run", "bad-tokenizer", "--device", "cpu"],
+            "tokenizer",
+        ),
+        case(
+            "missing run tokenizer",
+            &["generate", "--run", "no-tokenizer", "--device", "cpu"],
+            "tokenizer.json",
+        ),
+        case(
+            "damaged metrics log",
+            &["train", "--run-dir", "bad-metrics", "--resume", "--device", "cpu", "--quiet"],
+            "line 1 is not a metrics record",
+        )
+        .keeps(&["bad-metrics/last.ckpt"]),
+        case(
+            "training over a finished run",
+            &["train", "--run-dir", "run", "--device", "cpu", "--quiet"],
+            "already holds a run",
+        )
+        .keeps(&["run/last.ckpt", "run/best.ckpt", "run/metrics.jsonl", "run/summary.json"]),
+        case(
+            "run directory in use",
+            &["train", "--run-dir", "in-use", "--resume", "--device", "cpu", "--quiet"],
+            "in use by archlab train (PID 1",
+        )
+        .keeps(&["in-use/last.ckpt", "in-use/.archlab.lock"]),
+        case(
+            "run directory under a file",
+            &["train", "--run-dir", "a-file/run", "--device", "cpu", "--quiet"],
+            "a-file",
+        ),
         // -- comparisons ----------------------------------------------------------------------
-        case("malformed compare.json", &["compare", "dense", "--dir", "cmp-bad", "--device", "cpu", "--quiet"], "cmp-bad/compare.json").keeps(&["cmp-bad/compare.json"]),
-        case("comparison into a foreign directory", &["compare", "dense", "--dir", "cmp-other", "--device", "cpu", "--quiet"], "not empty").keeps(&["cmp-other/unrelated.txt"]),
-        case("comparison under a file", &["compare", "dense", "--dir", "a-file/cmp", "--device", "cpu", "--quiet"], "a-file"),
+        case(
+            "malformed compare.json",
+            &["compare", "dense", "--dir", "cmp-bad", "--device", "cpu", "--quiet"],
+            "cmp-bad/compare.json",
+        )
+        .keeps(&["cmp-bad/compare.json"]),
+        case(
+            "comparison into a foreign directory",
+            &["compare", "dense", "--dir", "cmp-other", "--device", "cpu", "--quiet"],
+            "not empty",
+        )
+        .keeps(&["cmp-other/unrelated.txt"]),
+        case(
+            "comparison under a file",
+            &["compare", "dense", "--dir", "a-file/cmp", "--device", "cpu", "--quiet"],
+            "a-file",
+        ),
         case("report of no comparison", &["report", "nowhere"], "nowhere"),
-        case("report of malformed results", &["report", "cmp-results"], "results.json").keeps(&["cmp-results/results.json"]),
+        case("report of malformed results", &["report", "cmp-results"], "results.json")
+            .keeps(&["cmp-results/results.json"]),
         // -- data and import ------------------------------------------------------------------
-        case("prepared corpus with an impossible count", &["train", "--quiet", "--device", "cpu", "--set", "data.source=\"shard-bad\""], "corrupt token shard"),
-        case("prepared corpus cut short", &["train", "--quiet", "--device", "cpu", "--set", "data.source=\"shard-short\""], "corrupt token shard"),
-        case("prepare into a path under a file", &["data", "prepare", "--set", "data.builtin_bytes=30000", "--out", "a-file/prepared"], "a-file"),
-        case("import without weights", &["import", "hf-noweights", "--out", "imp1", "--tokenizer", "run/tokenizer.json"], "hf-noweights"),
-        case("import without a config", &["import", "hf-noconfig", "--out", "imp2", "--tokenizer", "run/tokenizer.json"], "config.json"),
-        case("import of garbage weights", &["import", "hf-garbage", "--out", "imp3", "--tokenizer", "run/tokenizer.json"], "not a safetensors file"),
-        case("import of an unknown architecture", &["import", "hf-unknown", "--out", "imp4", "--tokenizer", "run/tokenizer.json"], "bert"),
-        case("import over a run", &["import", "hf-garbage", "--out", "run", "--tokenizer", "run/tokenizer.json"], "already holds a run").keeps(&["run/best.ckpt", "run/config.toml"]),
+        case(
+            "prepared corpus with an impossible count",
+            &["train", "--quiet", "--device", "cpu", "--set", "data.source=\"shard-bad\""],
+            "corrupt token shard",
+        ),
+        case(
+            "prepared corpus cut short",
+            &["train", "--quiet", "--device", "cpu", "--set", "data.source=\"shard-short\""],
+            "corrupt token shard",
+        ),
+        case(
+            "prepare into a path under a file",
+            &["data", "prepare", "--set", "data.builtin_bytes=30000", "--out", "a-file/prepared"],
+            "a-file",
+        ),
+        case(
+            "import without weights",
+            &["import", "hf-noweights", "--out", "imp1", "--tokenizer", "run/tokenizer.json"],
+            "hf-noweights",
+        ),
+        case(
+            "import without a config",
+            &["import", "hf-noconfig", "--out", "imp2", "--tokenizer", "run/tokenizer.json"],
+            "config.json",
+        ),
+        case(
+            "import of garbage weights",
+            &["import", "hf-garbage", "--out", "imp3", "--tokenizer", "run/tokenizer.json"],
+            "not a safetensors file",
+        ),
+        case(
+            "import of an unknown architecture",
+            &["import", "hf-unknown", "--out", "imp4", "--tokenizer", "run/tokenizer.json"],
+            "bert",
+        ),
+        case(
+            "import over a run",
+            &["import", "hf-garbage", "--out", "run", "--tokenizer", "run/tokenizer.json"],
+            "already holds a run",
+        )
+        .keeps(&["run/best.ckpt", "run/config.toml"]),
     ]);
     c
 }
@@ -282,12 +430,22 @@ fn every_bad_input_is_one_clear_error() {
         }
         let message = stderr.lines().find(|l| l.starts_with("error")).unwrap_or("").replace('|', "\\|");
         let command = format!("`archlab {}`", case.args.join(" ").replace('|', "\\|"));
-        rows.push(format!("| {} | {command} | {} | {message} |", case.name, out.status.code().map_or("signal".into(), |c| c.to_string())));
+        rows.push(format!(
+            "| {} | {command} | {} | {message} |",
+            case.name,
+            out.status.code().map_or("signal".into(), |c| c.to_string())
+        ));
         if !write_doc && !doc.contains(&format!("| {} |", case.name)) {
             wrong.push("docs/bad-inputs.md does not list it".into());
         }
         if !wrong.is_empty() {
-            failures.push(format!("{}: {} (args {:?}; stderr: {})", case.name, wrong.join(", "), case.args, stderr.trim()));
+            failures.push(format!(
+                "{}: {} (args {:?}; stderr: {})",
+                case.name,
+                wrong.join(", "),
+                case.args,
+                stderr.trim()
+            ));
         }
     }
     if write_doc {
@@ -295,5 +453,11 @@ fn every_bad_input_is_one_clear_error() {
         let table = format!("| case | command | exit | message |\n|---|---|---|---|\n{}\n", rows.join("\n"));
         std::fs::write(&doc_path, format!("{head}\n\n{table}")).unwrap();
     }
-    assert!(failures.is_empty(), "{} of {} cases wrong:\n{}", failures.len(), cases.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases wrong:\n{}",
+        failures.len(),
+        cases.len(),
+        failures.join("\n")
+    );
 }

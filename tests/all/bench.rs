@@ -205,7 +205,10 @@ fn failing_points_are_classified() {
         other => panic!("a SIGKILL without an OOM kill is {other:?}"),
     }
     // Rust's allocation failure aborts with a message.
-    assert_eq!(classify(&sigabrt, "memory allocation of 268435456 bytes failed\n", Some(0)), BenchStatus::OutOfMemory);
+    assert_eq!(
+        classify(&sigabrt, "memory allocation of 268435456 bytes failed\n", Some(0)),
+        BenchStatus::OutOfMemory
+    );
     for text in [
         "error: CUDA_ERROR_OUT_OF_MEMORY",
         "thread 'main' panicked: OutOfMemory { size: 1 }",

@@ -190,9 +190,30 @@ fn the_learning_rate_is_chosen_on_held_out_data() {
     let dir = temp_dir("compare-lr");
     let out_dir = dir.join("cmp");
     let args = [
-        "compare", "dense", "--seeds", "1", "--steps", "4", "--budget", "60k", "--lr-grid", "1e-4,3e-3",
-        "--set", "data.builtin_bytes=300000", "--set", "train.batch_size=4", "--set", "train.seq_len=32",
-        "--set", "eval.every=4", "--set", "eval.batches=2", "--device", "cpu", "--quiet", "--dir",
+        "compare",
+        "dense",
+        "--seeds",
+        "1",
+        "--steps",
+        "4",
+        "--budget",
+        "60k",
+        "--lr-grid",
+        "1e-4,3e-3",
+        "--set",
+        "data.builtin_bytes=300000",
+        "--set",
+        "train.batch_size=4",
+        "--set",
+        "train.seq_len=32",
+        "--set",
+        "eval.every=4",
+        "--set",
+        "eval.batches=2",
+        "--device",
+        "cpu",
+        "--quiet",
+        "--dir",
     ];
     let mut args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
     args.push(out_dir.display().to_string());
@@ -202,7 +223,8 @@ fn the_learning_rate_is_chosen_on_held_out_data() {
     assert!(stderr.contains("wins the grid on the held-out selection set"), "{stderr}");
     let a = &results(&out_dir).archs[0];
     assert_eq!(a.lr_trials.len(), 2);
-    let selection: Vec<f64> = a.lr_trials.iter().map(|t| t.selection_loss.expect("a selection loss")).collect();
+    let selection: Vec<f64> =
+        a.lr_trials.iter().map(|t| t.selection_loss.expect("a selection loss")).collect();
     // Scored on other windows than the reported validation loss.
     assert!(a.lr_trials.iter().zip(&selection).all(|(t, s)| *s != t.val_loss), "{:?}", a.lr_trials);
     let best = if selection[0] < selection[1] { 0 } else { 1 };
@@ -224,10 +246,27 @@ fn each_run_reports_its_own_peak_memory() {
     let compare = |archs: &[&str], out: &str| -> ComparisonResults {
         let mut args: Vec<String> = ["compare"].iter().chain(archs).map(|s| s.to_string()).collect();
         for a in [
-            "--seeds", "1", "--steps", "2", "--budget", "60k", "--set", "data.builtin_bytes=300000",
-            "--set", "train.batch_size=8", "--set", "train.seq_len=512", "--set", "model.max_seq_len=512",
-            "--set", "eval.batches=1",
-            "--device", "cpu", "--quiet", "--dir", out,
+            "--seeds",
+            "1",
+            "--steps",
+            "2",
+            "--budget",
+            "60k",
+            "--set",
+            "data.builtin_bytes=300000",
+            "--set",
+            "train.batch_size=8",
+            "--set",
+            "train.seq_len=512",
+            "--set",
+            "model.max_seq_len=512",
+            "--set",
+            "eval.batches=1",
+            "--device",
+            "cpu",
+            "--quiet",
+            "--dir",
+            out,
         ] {
             args.push(a.to_string());
         }
@@ -243,6 +282,14 @@ fn each_run_reports_its_own_peak_memory() {
     let both = compare(&["dense", "mamba2"], "both");
     let alone = compare(&["mamba2"], "alone");
     let (after_dense, by_itself) = (peak(&both, "mamba2"), peak(&alone, "mamba2"));
-    eprintln!("dense {:.0} MiB; mamba2 after it {:.0} MiB, alone {:.0} MiB", peak(&both, "dense") / 1048576.0, after_dense / 1048576.0, by_itself / 1048576.0);
-    assert!((after_dense / by_itself - 1.0).abs() <= 0.10, "mamba2: {after_dense} after dense, {by_itself} alone");
+    eprintln!(
+        "dense {:.0} MiB; mamba2 after it {:.0} MiB, alone {:.0} MiB",
+        peak(&both, "dense") / 1048576.0,
+        after_dense / 1048576.0,
+        by_itself / 1048576.0
+    );
+    assert!(
+        (after_dense / by_itself - 1.0).abs() <= 0.10,
+        "mamba2: {after_dense} after dense, {by_itself} alone"
+    );
 }

@@ -228,7 +228,10 @@ fn a_damaged_or_misfitting_checkpoint_is_a_clear_error() {
         std::fs::write(&path, config.replace(from, to)).unwrap();
         refused(&["eval", "--run", name, "--device", "cpu"], "does not fit the model");
         refused(&["eval", "--run", name, "--device", "cpu"], why);
-        refused(&["train", "--device", "cpu", "--quiet", "--run-dir", name, "--resume"], "does not fit the model");
+        refused(
+            &["train", "--device", "cpu", "--quiet", "--run-dir", name, "--resume"],
+            "does not fit the model",
+        );
     }
 }
 
@@ -316,7 +319,10 @@ fn moe_train_report_and_generate() {
     let (ok, stdout, stderr) = archlab(&args, &dir);
     assert!(ok, "train failed:\n{stderr}");
     assert!(stdout.contains("params (non-emb, active)"), "{stdout}");
-    assert!(stdout.contains("layer 0 (moe): load of expert 0 ") && stdout.contains("layer 1 (moe):"), "{stdout}");
+    assert!(
+        stdout.contains("layer 0 (moe): load of expert 0 ") && stdout.contains("layer 1 (moe):"),
+        "{stdout}"
+    );
     let summary: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("run/summary.json")).unwrap()).unwrap();
     let (total, active) =
@@ -329,7 +335,11 @@ fn moe_train_report_and_generate() {
             .as_array()
             .unwrap()
             .iter()
-            .filter(|d| d["layer"] == layer && d["mixer"] == "moe" && d["name"].as_str().unwrap().starts_with("load of expert"))
+            .filter(|d| {
+                d["layer"] == layer
+                    && d["mixer"] == "moe"
+                    && d["name"].as_str().unwrap().starts_with("load of expert")
+            })
             .collect();
         assert_eq!(loads.len(), 8, "layer {layer}");
         let sum: f64 = loads.iter().map(|d| d["value"].as_f64().unwrap()).sum();

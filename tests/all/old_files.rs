@@ -24,8 +24,11 @@ fn copy_of(name: &str, into: &Path) -> PathBuf {
 }
 
 fn archlab(args: &[&str], cwd: &Path) -> String {
-    let out: Output =
-        Command::new(env!("CARGO_BIN_EXE_archlab")).args(args).current_dir(cwd).output().expect("binary runs");
+    let out: Output = Command::new(env!("CARGO_BIN_EXE_archlab"))
+        .args(args)
+        .current_dir(cwd)
+        .output()
+        .expect("binary runs");
     let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success(), "archlab {args:?} failed:\n{stdout}\n{stderr}");
     stdout.into_owned()

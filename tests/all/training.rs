@@ -134,7 +134,8 @@ fn loss_falls_for_moe_models_and_expert_load_is_recorded() {
             train_records += 1;
             assert!(aux_loss.is_some_and(|a| a > 0.0));
             for layer in 0..cfg.model.n_layers {
-                let loads: f64 = (0..4).map(|e| value(&diagnostics, layer, &format!("load of expert {e}"))).sum();
+                let loads: f64 =
+                    (0..4).map(|e| value(&diagnostics, layer, &format!("load of expert {e}"))).sum();
                 assert!((loads - 1.0).abs() < 1e-9);
             }
         }
