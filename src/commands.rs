@@ -338,16 +338,23 @@ fn import_cmd(a: ImportArgs) -> Result<()> {
     cfg.validate()?;
 
     let model = archlab::hf::load_model::<Cpu>(&dir, &cfg.model, &Default::default())?;
+    let skipped = archlab::hf::skipped_tensors(&dir)?;
+    if let Some((first, why)) = skipped.first() {
+        println!("skipped:  {} tensors ({first}, …): {why}", skipped.len());
+    }
     let state = TrainState::default();
     checkpoint::save(&a.out.join("last.ckpt"), &state, &model, None)?;
     checkpoint::save(&a.out.join("best.ckpt"), &state, &model, None)?;
     archlab::util::atomic::write(&a.out.join("config.toml"), cfg.to_toml().as_bytes())?;
     let counts = cfg.model.param_counts();
     println!(
-        "imported {} ({} layers of {}, {} parameters) → {}",
+        "imported {} ({} layers {}, {} parameters) → {}",
         dir.display(),
         cfg.model.n_layers,
-        cfg.model.mixer.name(),
+        match cfg.model.pattern.as_str() {
+            "" => format!("of {}", cfg.model.mixer.name()),
+            pattern => format!("as {pattern}"),
+        },
         human(counts.total as f64),
         a.out.display()
     );

@@ -19,7 +19,7 @@ macro_rules! layer_table {
                     Attention = 'A', "attention" {
                         section: "",
                         summary: "causal softmax attention (MHA/GQA; RoPE, learned or no positions)",
-                        hf_import: ["llama", "mixtral", "jamba"],
+                        hf_import: ["llama", "mixtral", "jamba", "qwen3_next"],
                         fused_kernels: ["FlashAttention-2 forward + backward"],
                     }
                     Local = 'L', "local" {
@@ -57,7 +57,7 @@ macro_rules! layer_table {
                 GatedDeltaNet = 'G', "gdn" {
                     section: "model.gdn",
                     summary: "Gated DeltaNet: delta rule with a decay gate, chunked WY form (Yang et al. 2024)",
-                    hf_import: [],
+                    hf_import: ["qwen3_next"],
                     fused_kernels: ["causal conv"],
                 }
                 DeltaNet = 'D', "deltanet" {

@@ -4,7 +4,7 @@
 Purpose
 -------
 Builds tiny, *randomly initialised* Hugging Face causal LMs (Mamba, Mamba2,
-Llama, Mixtral, Jamba) in float32, saves them exactly as `save_pretrained` would (config.json
+Llama, Mixtral, Jamba, Qwen3-Next with MoE and with dense MLPs) in float32, saves them exactly as `save_pretrained` would (config.json
 + model.safetensors), and records reference outputs computed by the
 transformers PyTorch implementation:
 
@@ -17,8 +17,17 @@ transformers PyTorch implementation:
         logits     float32 [2, 13, 67]  full forward, no cache
         greedy     int64   [1, 6]       the 6 tokens greedily generated
                                         (use_cache=True) after input_ids[:1]
-        balance_loss float32 [L]        (mixtral, jamba) each MoE layer's load-
-                                        balancing loss on input_ids, by HF's function
+        balance_loss float32 [L]        (mixtral, jamba, qwen3_next) each MoE layer's
+                                        load-balancing loss on input_ids, by HF's function
+        input_ids_long int64 [2, 100]   (qwen3_next*) a batch longer than one chunk of
+        logits_long  float32 [2,100,V]  transformers' chunked delta rule (64): 64 + 36
+
+Qwen3-Next generates 20 greedy tokens (the other kinds 6). `qwen3_next` has grouped
+linear-attention heads (2 key, 4 value), MoE in layers 0, 2, 3 (`mlp_only_layers=[1]`)
+with a gated shared expert, and is stored the way real checkpoints are: bfloat16 weights
+(the references are computed from the same bf16-rounded values in f32) plus `mtp.*`
+tensors that a loader must skip. `qwen3_next_dense` has ungrouped heads, dense SwiGLU
+MLPs and f32 weights.
 
 The Rust side loads model.safetensors + config.json, runs its own forward on
 `input_ids` and must reproduce `logits` (and `greedy` through its decode path).
@@ -164,6 +173,52 @@ def build_mixtral():
     return eager(MixtralForCausalLM, cfg)
 
 
+def qwen3_next_config(dense):
+    from transformers import Qwen3NextConfig
+
+    # The tiny config of shared/reference (layer_types L, L, L, A), with partial RoPE of 25%.
+    return Qwen3NextConfig(
+        vocab_size=VOCAB,
+        hidden_size=64,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=16,
+        partial_rotary_factor=0.25,
+        rope_theta=10000.0,
+        linear_num_key_heads=2,
+        linear_num_value_heads=2 if dense else 4,
+        linear_key_head_dim=16,
+        linear_value_head_dim=16,
+        linear_conv_kernel_dim=4,
+        num_experts=0 if dense else 4,
+        num_experts_per_tok=2,
+        moe_intermediate_size=32,
+        shared_expert_intermediate_size=32,
+        intermediate_size=128,
+        decoder_sparse_step=1,
+        mlp_only_layers=[] if dense else [1],
+        norm_topk_prob=True,
+        max_position_embeddings=512,
+        rms_norm_eps=1e-6,
+        tie_word_embeddings=False,
+        # As for Llama: sharp enough that greedy decoding does not repeat one token.
+        initializer_range=0.2,
+    )
+
+
+def build_qwen3_next():
+    from transformers import Qwen3NextForCausalLM
+
+    return eager(Qwen3NextForCausalLM, qwen3_next_config(dense=False))
+
+
+def build_qwen3_next_dense():
+    from transformers import Qwen3NextForCausalLM
+
+    return eager(Qwen3NextForCausalLM, qwen3_next_config(dense=True))
+
+
 def build_jamba():
     from transformers import JambaConfig, JambaForCausalLM
 
@@ -229,7 +284,19 @@ def build_tokenizer():
     return tok
 
 
-BUILDERS = {"mamba": build_mamba, "mamba2": build_mamba2, "llama": build_llama, "mixtral": build_mixtral, "jamba": build_jamba}
+BUILDERS = {
+    "mamba": build_mamba,
+    "mamba2": build_mamba2,
+    "llama": build_llama,
+    "mixtral": build_mixtral,
+    "jamba": build_jamba,
+    "qwen3_next": build_qwen3_next,
+    "qwen3_next_dense": build_qwen3_next_dense,
+}
+NEW_TOKENS_OF = {"qwen3_next": 20, "qwen3_next_dense": 20}
+LONG_SEQ = 100
+# Saved as bfloat16, as real checkpoints are, with extra multi-token-prediction tensors.
+BF16 = {"qwen3_next"}
 
 # Extra gain on the mixer output projection (residual branch). With HF's init
 # the tiny Mamba's residual stream is dominated by the tied embedding and the
@@ -246,7 +313,8 @@ def perturb(model, gen, out_proj_gain=1.0):
         if name.endswith("mixer.out_proj.weight") and out_proj_gain != 1.0:
             p.mul_(out_proj_gain)
         elif p.ndim == 1 and "norm" in name and leaf == "weight":
-            # RMSNorm gains (block norms, norm_f, Mamba2 gated norm, Llama norms)
+            # RMSNorm gains (block norms, norm_f, Mamba2 gated norm, Llama norms; Qwen3-Next's
+            # zero-centred gains and q/k norms)
             p.add_(0.1 * torch.randn(p.shape, generator=gen))
         elif leaf == "D":
             p.add_(0.1 * torch.randn(p.shape, generator=gen))
@@ -270,6 +338,7 @@ def router_checks(model, input_ids):
 
     cfg = model.config
     n_experts = getattr(cfg, "num_local_experts", None) or cfg.num_experts
+    # The balance loss is a function of the router's raw logits.
     out = model(input_ids=input_ids, use_cache=False, output_router_logits=True)
     losses = []
     for layer_logits in out.router_logits:
@@ -280,6 +349,18 @@ def router_checks(model, input_ids):
     return torch.stack([torch.as_tensor(l, dtype=torch.float32) for l in losses]).contiguous()
 
 
+def add_mtp_tensors(path, hidden):
+    """Adds two `mtp.*` tensors (bf16), as real Qwen3-Next checkpoints carry a
+    multi-token-prediction module that transformers does not load."""
+    from safetensors.torch import load_file
+
+    tensors = load_file(path)
+    gen = torch.Generator().manual_seed(7)
+    tensors["mtp.fc.weight"] = torch.randn(hidden, 2 * hidden, generator=gen).to(torch.bfloat16)
+    tensors["mtp.norm.weight"] = torch.zeros(hidden, dtype=torch.bfloat16)
+    save_file(tensors, path, metadata={"format": "pt"})
+
+
 def file_kb(path):
     return os.path.getsize(path) / 1024.0
 
@@ -287,7 +368,7 @@ def file_kb(path):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", required=True, help="output directory, e.g. tests/fixtures/hf")
-    ap.add_argument("--kinds", default="mamba,mamba2,llama,mixtral,jamba", help="comma separated subset")
+    ap.add_argument("--kinds", default=",".join(BUILDERS), help="comma separated subset")
     args = ap.parse_args()
 
     import transformers
@@ -295,9 +376,11 @@ def main():
     torch.set_default_dtype(torch.float32)
     print(f"torch {torch.__version__}, transformers {transformers.__version__}")
 
-    for idx, kind in enumerate(k.strip() for k in args.kinds.split(",") if k.strip()):
+    for kind in (k.strip() for k in args.kinds.split(",") if k.strip()):
         if kind not in BUILDERS:
             sys.exit(f"unknown kind {kind!r}; expected one of {sorted(BUILDERS)}")
+        # The kind's place in BUILDERS, not in --kinds: a subset regenerates the same files.
+        idx = list(BUILDERS).index(kind)
         torch.manual_seed(0)
         model = BUILDERS[kind]().to(torch.float32).eval()
         # Never stop early on an eos token: `greedy` must have NEW_TOKENS ids.
@@ -308,10 +391,20 @@ def main():
 
         gen = torch.Generator().manual_seed(1234 + idx)
         perturb(model, gen, OUT_PROJ_GAIN.get(kind, 1.0))
+        if kind in BF16:
+            with torch.no_grad():
+                for p in model.parameters():
+                    p.copy_(p.to(torch.bfloat16).to(torch.float32))
+        new_tokens = NEW_TOKENS_OF.get(kind, NEW_TOKENS)
 
         out_dir = os.path.join(args.out, kind)
         os.makedirs(out_dir, exist_ok=True)
-        model.save_pretrained(out_dir, safe_serialization=True)
+        if kind in BF16:
+            model.to(torch.bfloat16).save_pretrained(out_dir, safe_serialization=True)
+            model.to(torch.float32)
+            add_mtp_tensors(os.path.join(out_dir, "model.safetensors"), model.config.hidden_size)
+        else:
+            model.save_pretrained(out_dir, safe_serialization=True)
         gen_cfg = os.path.join(out_dir, "generation_config.json")
         if os.path.exists(gen_cfg):
             os.remove(gen_cfg)
@@ -327,12 +420,12 @@ def main():
             out = model.generate(
                 input_ids[:1],
                 attention_mask=torch.ones_like(input_ids[:1]),
-                max_new_tokens=NEW_TOKENS,
+                max_new_tokens=new_tokens,
                 do_sample=False,
                 use_cache=True,
             )
             greedy = out[:, SEQ:].to(torch.int64).contiguous()
-            assert greedy.shape == (1, NEW_TOKENS), greedy.shape
+            assert greedy.shape == (1, new_tokens), greedy.shape
 
             # Self-check: the cached decode must agree with argmax over full
             # no-cache recomputation.
@@ -340,7 +433,7 @@ def main():
             # or a correct reimplementation could legitimately pick another id.
             seq = input_ids[:1]
             margin = float("inf")
-            for _ in range(NEW_TOKENS):
+            for _ in range(new_tokens):
                 last = model(input_ids=seq, use_cache=False).logits[:, -1]
                 top2 = last.topk(2, dim=-1).values[0]
                 margin = min(margin, (top2[0] - top2[1]).item())
@@ -350,8 +443,14 @@ def main():
                 print(f"WARNING [{kind}]: cached greedy {greedy.tolist()} != recomputed {seq[:, SEQ:].tolist()}")
 
         expected = {"input_ids": input_ids.contiguous(), "logits": logits, "greedy": greedy}
-        if kind in ("mixtral", "jamba"):
+        if kind in ("mixtral", "jamba", "qwen3_next"):
             expected["balance_loss"] = router_checks(model, input_ids)
+        if kind.startswith("qwen3_next"):
+            long_ids = torch.randint(0, VOCAB, (BATCH, LONG_SEQ), generator=ids_gen, dtype=torch.int64)
+            with torch.no_grad():
+                long_logits = model(input_ids=long_ids, use_cache=False).logits.float().contiguous()
+            expected["input_ids_long"] = long_ids.contiguous()
+            expected["logits_long"] = long_logits
 
         exp_path = os.path.join(out_dir, "expected.safetensors")
         save_file(

@@ -323,6 +323,10 @@ pub struct ModelConfig {
     pub d_model: usize,
     pub n_layers: usize,
     pub n_heads: usize,
+    /// Width of each attention head; 0 means `d_model / n_heads`. Qwen3-Next's attention has
+    /// `n_heads · head_dim = 2 · d_model`, which only an explicit width can express.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub head_dim: usize,
     /// Key/value heads for grouped-query attention; 0 means `n_heads` (plain multi-head).
     pub n_kv_heads: usize,
     pub d_ff: usize,
@@ -376,6 +380,10 @@ pub struct ModelConfig {
     pub moe: MoeConfig,
     #[serde(default)]
     pub gdn: GatedDeltaNetConfig,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 fn default_window() -> usize {
@@ -682,9 +690,10 @@ impl ModelConfig {
     fn validate_attention(&self) -> Result<()> {
         let m = self;
         must_be_positive(&[("model.n_heads", m.n_heads), ("model.max_seq_len", m.max_seq_len)])?;
-        if !m.d_model.is_multiple_of(m.n_heads) {
+        if m.head_dim == 0 && !m.d_model.is_multiple_of(m.n_heads) {
             bail!(
-                "model.d_model ({}) must be divisible by model.n_heads ({}); try n_heads = {}",
+                "model.d_model ({}) must be divisible by model.n_heads ({}); try n_heads = {}, or set \
+                 model.head_dim",
                 m.d_model,
                 m.n_heads,
                 largest_divisor_at_most(m.d_model, m.n_heads)
@@ -698,7 +707,7 @@ impl ModelConfig {
         if !(f > 0.0 && f <= 1.0) {
             bail!("model.partial_rotary_factor must be in (0, 1] (got {f}); 1 rotates every channel");
         }
-        let (hd, rotary) = (m.d_model / m.n_heads, m.rotary_dim());
+        let (hd, rotary) = (m.head_dim(), m.rotary_dim());
         if m.positions == Positions::Rope && (rotary == 0 || !rotary.is_multiple_of(2)) {
             bail!(
                 "RoPE needs an even number of rotated channels; head_dim {hd} × model.partial_rotary_factor \
@@ -822,9 +831,10 @@ impl ModelConfig {
         if self.n_kv_heads == 0 { self.n_heads } else { self.n_kv_heads }
     }
 
-    /// `d_model / n_heads`; 0 without heads (a model without attention may leave n_heads 0).
+    /// `model.head_dim`, or `d_model / n_heads` when that is 0; 0 without heads (a model
+    /// without attention may leave n_heads 0).
     pub fn head_dim(&self) -> usize {
-        self.d_model.checked_div(self.n_heads).unwrap_or(0)
+        if self.head_dim > 0 { self.head_dim } else { self.d_model.checked_div(self.n_heads).unwrap_or(0) }
     }
 
     /// Channels of each attention head that RoPE rotates: `partial_rotary_factor · head_dim`,

@@ -81,6 +81,7 @@ fn base() -> RunConfig {
             attn_output_gate: false,
             qk_norm: false,
             partial_rotary_factor: 1.0,
+            head_dim: 0,
             hymba: HymbaConfig::default(),
         },
         train: TrainConfig {

@@ -18,14 +18,32 @@ use burn::tensor::{Tensor, TensorData};
 use serde_json::Value;
 
 /// The Hugging Face `model_type`s archlab imports.
-const SUPPORTED: [&str; 5] = ["mamba", "mamba2", "llama", "mixtral", "jamba"];
+const SUPPORTED: [&str; 6] = ["mamba", "mamba2", "llama", "mixtral", "jamba", "qwen3_next"];
 
 use crate::config::{FfnKind, MixerKind, ModelConfig, MoeConfig, RunConfig};
 use crate::model::LanguageModel;
 use crate::model::block::{ChannelMixer, SeqMixer};
+use crate::model::gated_deltanet::GatedDeltaNet;
 use crate::model::layers::{Linear, float_tensor};
 use crate::model::mlp::Mlp;
 use safetensors::{Checkpoint, HostTensor};
+
+/// Tensors a checkpoint may carry that no forward pass uses: skipped when the weights load
+/// (and listed by `import`), where any other unused tensor is an error. Name prefix, and why.
+const SKIPPED: [(&str, &str); 1] = [(
+    "mtp.",
+    "Qwen3-Next's multi-token-prediction module, for speculative decoding; transformers skips it too",
+)];
+
+/// The checkpoint's tensors that load skips ([`SKIPPED`]): their names, and why.
+pub fn skipped_tensors(dir: &Path) -> Result<Vec<(String, &'static str)>> {
+    let ckpt = Checkpoint::open(dir)?;
+    Ok(ckpt.names().filter_map(|n| skip_reason(n).map(|why| (n.to_string(), why))).collect())
+}
+
+fn skip_reason(name: &str) -> Option<&'static str> {
+    SKIPPED.iter().find(|(prefix, _)| name.starts_with(prefix)).map(|(_, why)| *why)
+}
 
 /// Where a model comes from: a local folder, or `hf:<owner>/<name>` (feature `hub`).
 pub fn resolve_source(source: &str) -> Result<PathBuf> {
@@ -153,6 +171,7 @@ pub fn read_config(dir: &Path, base: &RunConfig) -> Result<RunConfig> {
             };
         }
         "jamba" => read_jamba(&hf, m)?,
+        "qwen3_next" => read_qwen3_next(&hf, m)?,
         other => bail!(
             "{}: model_type `{other}` is not supported; archlab imports {}",
             path.display(),
@@ -212,6 +231,138 @@ fn read_jamba(hf: &HfConfig, m: &mut ModelConfig) -> Result<()> {
     Ok(())
 }
 
+/// Qwen3-Next: Gated DeltaNet (`linear_attention`) and gated full attention (`full_attention`)
+/// layers, 3:1 by default (`layer_types`, or `full_attention_interval` in older configs); an MoE
+/// with a sigmoid-gated shared expert where `decoder_sparse_step` and `mlp_only_layers` say so,
+/// a SwiGLU MLP elsewhere. Attention has an output gate, q/k norms and partial RoPE; its head
+/// width is explicit. The zero-centred norms (`1 + w`) are converted when the weights load.
+fn read_qwen3_next(hf: &HfConfig, m: &mut ModelConfig) -> Result<()> {
+    let path = hf.path;
+    read_transformer_shape(hf, m)?;
+    if hf.bool_or("attention_bias", false)? {
+        bail!("{}: attention with biases is not supported", path.display());
+    }
+    m.positions = crate::config::Positions::Rope;
+    m.head_dim = hf.usize("head_dim")?;
+    m.attn_output_gate = true;
+    m.qk_norm = true;
+    // transformers ≥ 5 nests RoPE's settings in `rope_parameters`; checkpoints' config.json
+    // carry them at the top level.
+    let rope = hf.json.get("rope_parameters").filter(|v| v.is_object());
+    let rope_key = |key: &str| match rope.and_then(|r| r.get(key)).and_then(Value::as_f64) {
+        Some(v) => Ok(Some(v)),
+        None if hf.json.get(key).is_none_or(Value::is_null) => Ok(None),
+        None => hf.f64(key).map(Some),
+    };
+    m.rope_theta = rope_key("rope_theta")?
+        .ok_or_else(|| anyhow!("{} has no `rope_theta` (top level or in rope_parameters)", path.display()))?;
+    m.partial_rotary_factor = rope_key("partial_rotary_factor")?.unwrap_or(0.25);
+    if let Some(kind) = rope.and_then(|r| r.get("rope_type")).and_then(Value::as_str)
+        && kind != "default"
+    {
+        bail!("{}: rope_type `{kind}` is not supported (only the default RoPE)", path.display());
+    }
+    let rotary = (m.head_dim as f64 * m.partial_rotary_factor) as usize;
+    if rotary == 0 || !rotary.is_multiple_of(2) {
+        bail!(
+            "{}: partial_rotary_factor {} of head_dim {} gives {rotary} rotated channels; RoPE needs an \
+             even number of them, at least 2",
+            path.display(),
+            m.partial_rotary_factor,
+            m.head_dim
+        );
+    }
+    let g = &mut m.gdn;
+    g.head_dim = hf.usize("linear_key_head_dim")?;
+    g.v_head_dim = hf.usize("linear_value_head_dim")?;
+    g.n_heads = hf.usize("linear_num_key_heads")?;
+    g.n_v_heads = hf.usize("linear_num_value_heads")?;
+    g.d_conv = hf.usize("linear_conv_kernel_dim")?;
+    g.conv_bias = false;
+    g.allow_neg_eigval = false;
+    if g.n_heads == 0 || !g.n_v_heads.is_multiple_of(g.n_heads) {
+        bail!(
+            "{}: linear_num_value_heads ({}) must be a positive multiple of linear_num_key_heads ({}); \
+             each key head serves linear_num_value_heads / linear_num_key_heads value heads",
+            path.display(),
+            g.n_v_heads,
+            g.n_heads
+        );
+    }
+    let n_experts = hf.opt_usize("num_experts")?.unwrap_or(0);
+    let sparse_step = hf.opt_usize("decoder_sparse_step")?.unwrap_or(1);
+    let mlp_only = match hf.json.get("mlp_only_layers") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(v) => v
+            .as_array()
+            .and_then(|a| a.iter().map(|i| i.as_u64().map(|i| i as usize)).collect::<Option<Vec<_>>>())
+            .ok_or_else(|| anyhow!("{}: `mlp_only_layers` is not a list of layer indices", path.display()))?,
+    };
+    if n_experts > 0 {
+        if sparse_step == 0 {
+            bail!("{}: decoder_sparse_step must be at least 1", path.display());
+        }
+        let top_k = hf.usize("num_experts_per_tok")?;
+        let renormalize = hf.bool_or("norm_topk_prob", true)?;
+        if renormalize && top_k == 1 {
+            // archlab keeps a top-1 expert's probability as its weight (Switch), where
+            // renormalising would make it 1.
+            bail!("{}: norm_topk_prob with num_experts_per_tok = 1 is not supported", path.display());
+        }
+        let shared = hf.opt_usize("shared_expert_intermediate_size")?.unwrap_or(0);
+        m.moe = MoeConfig {
+            n_experts,
+            top_k,
+            expert_d_ff: hf.usize("moe_intermediate_size")?,
+            renormalize,
+            capacity_factor: 0.0,
+            balance_coef: hf.f64_or("router_aux_loss_coef", 0.001)?,
+            z_loss_coef: 0.0,
+            jitter: 0.0,
+            shared_expert_d_ff: shared,
+            shared_expert_gate: shared > 0,
+        };
+    }
+    let layer_types: Vec<String> = match hf.json.get("layer_types").filter(|v| !v.is_null()) {
+        Some(v) => v
+            .as_array()
+            .and_then(|a| a.iter().map(|t| t.as_str().map(str::to_string)).collect::<Option<Vec<_>>>())
+            .ok_or_else(|| anyhow!("{}: `layer_types` is not a list of strings", path.display()))?,
+        None => {
+            let interval = hf.opt_usize("full_attention_interval")?.unwrap_or(4).max(1);
+            (0..m.n_layers)
+                .map(|i| if (i + 1) % interval == 0 { "full_attention" } else { "linear_attention" }.into())
+                .collect()
+        }
+    };
+    if layer_types.len() != m.n_layers {
+        bail!(
+            "{}: layer_types has {} entries but num_hidden_layers is {}",
+            path.display(),
+            layer_types.len(),
+            m.n_layers
+        );
+    }
+    let mut pattern = String::new();
+    for (i, kind) in layer_types.iter().enumerate() {
+        pattern.push(match kind.as_str() {
+            "linear_attention" => 'G',
+            "full_attention" => 'A',
+            other => bail!(
+                "{}: layer_types[{i}] = `{other}` is not a Qwen3-Next layer archlab knows; the allowed \
+                 values are `linear_attention` (Gated DeltaNet) and `full_attention`",
+                path.display()
+            ),
+        });
+        let sparse = n_experts > 0 && !mlp_only.contains(&i) && (i + 1) % sparse_step == 0;
+        pattern.push(if sparse { 'e' } else { 'f' });
+    }
+    m.pattern = pattern;
+    m.mixer = MixerKind::GatedDeltaNet;
+    m.ffn = FfnKind::Mlp;
+    Ok(())
+}
+
 /// What Llama, Mixtral and Jamba configs share: heads, SwiGLU width, RMSNorm, the head.
 fn read_transformer_shape(hf: &HfConfig, m: &mut ModelConfig) -> Result<()> {
     m.mlp = crate::config::MlpKind::Swiglu;
@@ -250,6 +401,14 @@ fn read_llama_attention(hf: &HfConfig, m: &mut ModelConfig) -> Result<()> {
         bail!("{}: head_dim {hd} · heads differs from hidden_size; not supported", path.display());
     }
     Ok(())
+}
+
+/// The `model_type` of the checkpoint in `dir`.
+fn model_type(dir: &Path) -> Result<String> {
+    let path = dir.join("config.json");
+    let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    let json: Value = serde_json::from_str(&text).with_context(|| format!("malformed {}", path.display()))?;
+    Ok(HfConfig { json: &json, path: &path }.str("model_type")?.to_string())
 }
 
 /// Typed lookups in `config.json` with errors that name the file and the key.
@@ -303,7 +462,10 @@ impl HfConfig<'_> {
 /// Builds the model `cfg` describes and fills it with the checkpoint's weights.
 pub fn load_model<B: Backend>(dir: &Path, cfg: &ModelConfig, device: &B::Device) -> Result<LanguageModel<B>> {
     let ckpt = Checkpoint::open(dir)?;
-    let mut w = Weights { ckpt: &ckpt, used: BTreeSet::new(), device };
+    // Qwen3-Next stores its RMSNorm gains as offsets from 1 (`x̂ · (1 + w)`), except the gated
+    // norm inside Gated DeltaNet.
+    let zero_centred = model_type(dir)? == "qwen3_next";
+    let mut w = Weights { ckpt: &ckpt, used: BTreeSet::new(), device, zero_centred };
     let mut model = LanguageModel::<B>::new(cfg, 0, false, device);
     // Llama/Mixtral/Jamba keep everything under `model.`, Mamba/Mamba2 under `backbone.`.
     let (prefix, embed, final_norm) = match ckpt.contains("model.embed_tokens.weight") {
@@ -322,7 +484,7 @@ pub fn load_model<B: Backend>(dir: &Path, cfg: &ModelConfig, device: &B::Device)
         }
     };
     model.embed_tokens.weight = w.param(embed, [cfg.vocab_size, cfg.d_model])?;
-    model.norm.weight = w.param(final_norm, [cfg.d_model])?;
+    model.norm.weight = w.norm(final_norm, cfg.d_model)?;
     if let Some(head) = &mut model.lm_head {
         // transformers stores [vocab, d]; archlab's Linear is [d, vocab].
         head.weight = w.linear_weight("lm_head.weight", cfg.d_model, cfg.vocab_size)?;
@@ -367,14 +529,24 @@ pub fn load_model<B: Backend>(dir: &Path, cfg: &ModelConfig, device: &B::Device)
                 w.linear(&mut m.out_proj, &format!("{q}.out_proj"), di, d)?;
             }
             SeqMixer::Attention(a) => {
-                layer.norm.weight = w.param(&format!("{p}.input_layernorm.weight"), [cfg.d_model])?;
+                layer.norm.weight = w.norm(&format!("{p}.input_layernorm.weight"), cfg.d_model)?;
                 let (d, hd) = (cfg.d_model, cfg.head_dim());
                 let (q_dim, kv_dim) = (cfg.n_heads * hd, cfg.kv_heads() * hd);
                 let q = format!("{p}.self_attn");
-                w.linear(&mut a.q_proj, &format!("{q}.q_proj"), d, q_dim)?;
+                // With the output gate, q_proj's rows are [query_h | gate_h] per head, as archlab's.
+                let q_rows = q_dim * (1 + usize::from(a.output_gate));
+                w.linear(&mut a.q_proj, &format!("{q}.q_proj"), d, q_rows)?;
                 w.linear(&mut a.k_proj, &format!("{q}.k_proj"), d, kv_dim)?;
                 w.linear(&mut a.v_proj, &format!("{q}.v_proj"), d, kv_dim)?;
                 w.linear(&mut a.o_proj, &format!("{q}.o_proj"), q_dim, d)?;
+                if let (Some(qn), Some(kn)) = (&mut a.q_norm, &mut a.k_norm) {
+                    *qn = w.norm(&format!("{q}.q_norm.weight"), hd)?;
+                    *kn = w.norm(&format!("{q}.k_norm.weight"), hd)?;
+                }
+            }
+            SeqMixer::GatedDeltaNet(g) => {
+                layer.norm.weight = w.norm(&format!("{p}.input_layernorm.weight"), cfg.d_model)?;
+                w.gated_deltanet(g, &format!("{p}.linear_attn"), cfg)?;
             }
             // A layer kind no Hugging Face architecture maps onto (`config::registry`).
             other => bail!("{} layers are not imported from Hugging Face checkpoints", other.kind().name()),
@@ -399,11 +571,27 @@ pub fn load_model<B: Backend>(dir: &Path, cfg: &ModelConfig, device: &B::Device)
                 }
                 continue;
             }
-            ffn.norm.weight = w.param(&format!("{p}.post_attention_layernorm.weight"), [d])?;
+            ffn.norm.weight = w.norm(&format!("{p}.post_attention_layernorm.weight"), d)?;
+            let gate_up_down = |q: &str| ["gate_proj", "up_proj", "down_proj"].map(|n| format!("{q}.{n}"));
             match &mut ffn.mixer {
-                ChannelMixer::Mlp(mlp) => {
-                    let names = ["gate_proj", "up_proj", "down_proj"].map(|n| format!("{p}.mlp.{n}"));
-                    w.swiglu(mlp, &names, d, cfg.d_ff)?;
+                ChannelMixer::Mlp(mlp) => w.swiglu(mlp, &gate_up_down(&format!("{p}.mlp")), d, cfg.d_ff)?,
+                ChannelMixer::Moe(moe) if ckpt.contains(&format!("{p}.mlp.gate.weight")) => {
+                    // Qwen3-Next (Qwen2-MoE's layout): `mlp.gate` routes, `mlp.experts.j` are
+                    // SwiGLU MLPs, `mlp.shared_expert` runs for every token, scaled by
+                    // σ(`mlp.shared_expert_gate`).
+                    let q = format!("{p}.mlp");
+                    w.linear(&mut moe.router, &format!("{q}.gate"), d, cfg.moe.n_experts)?;
+                    let f = cfg.moe.expert_width(cfg.d_ff);
+                    w.experts(&mut moe.experts, &format!("{q}.experts"), d, f)?;
+                    match (&mut moe.shared_expert, &mut moe.shared_expert_gate) {
+                        (Some(shared), Some(gate)) => {
+                            let names = gate_up_down(&format!("{q}.shared_expert"));
+                            w.swiglu(shared, &names, d, cfg.moe.shared_expert_d_ff)?;
+                            w.linear(gate, &format!("{q}.shared_expert_gate"), d, 1)?;
+                        }
+                        (None, None) => {}
+                        _ => bail!("`{q}`: a shared expert without its gate is not a Qwen3-Next MoE"),
+                    }
                 }
                 ChannelMixer::Moe(moe) => {
                     // Mixtral: `block_sparse_moe.gate` is the router, expert j's w1/w3/w2 are
@@ -428,6 +616,8 @@ struct Weights<'a, B: Backend> {
     ckpt: &'a Checkpoint,
     used: BTreeSet<String>,
     device: &'a B::Device,
+    /// Norm gains are stored as `w` of `1 + w` (Qwen3-Next).
+    zero_centred: bool,
 }
 
 impl<B: Backend> Weights<'_, B> {
@@ -443,6 +633,77 @@ impl<B: Backend> Weights<'_, B> {
     fn param<const D: usize>(&mut self, name: &str, shape: [usize; D]) -> Result<Param<Tensor<B, D>>> {
         let t = self.host(name, &shape)?;
         Ok(Param::from_tensor(float_tensor(TensorData::new(t.data, shape), self.device)))
+    }
+
+    /// An RMSNorm gain `[d]`, converted from a zero-centred `w` to `1 + w` where the
+    /// checkpoint stores it that way.
+    fn norm(&mut self, name: &str, d: usize) -> Result<Param<Tensor<B, 1>>> {
+        let mut t = self.host(name, &[d])?;
+        if self.zero_centred {
+            t.data.iter_mut().for_each(|w| *w += 1.0);
+        }
+        Ok(Param::from_tensor(float_tensor(TensorData::new(t.data, [d]), self.device)))
+    }
+
+    /// Qwen3-Next's Gated DeltaNet (`linear_attn`): its two input projections hold, per key
+    /// head g, the rows `[q_g | k_g | v_g | z_g]` (`in_proj_qkvz`, v and z of the g's r = hv/hk
+    /// value heads) and `[b_g | a_g]` (`in_proj_ba`); archlab's one `in_proj` has the columns
+    /// `[q | k | v | z | b | a]`, each head-major. The conv's channels (all q, all k, all v)
+    /// are already in archlab's order.
+    fn gated_deltanet(&mut self, g: &mut GatedDeltaNet<B>, prefix: &str, cfg: &ModelConfig) -> Result<()> {
+        let d = cfg.d_model;
+        let (hk, hv, dk, dv) = (g.key_heads, g.value_heads, g.head_dim, g.v_head_dim);
+        let r = hv / hk;
+        let (key_dim, value_dim) = (hk * dk, hv * dv);
+        let gated = g.a_log.is_some();
+        if !gated {
+            bail!("`{prefix}`: Qwen3-Next's linear attention is Gated DeltaNet; import it as model.mixer = gdn");
+        }
+        let qkvz = self.host(&format!("{prefix}.in_proj_qkvz.weight"), &[2 * key_dim + 2 * value_dim, d])?;
+        let ba = self.host(&format!("{prefix}.in_proj_ba.weight"), &[2 * hv, d])?;
+        // Where each archlab output column's row lives: (tensor, row).
+        let per_head = 2 * dk + 2 * r * dv;
+        let mut rows: Vec<(&HostTensor, usize)> = Vec::with_capacity(2 * key_dim + 2 * value_dim + 2 * hv);
+        for part in 0..2 {
+            // q, then k: key head h's rows start at h · per_head (+ dk for k).
+            rows.extend((0..key_dim).map(|c| (&qkvz, (c / dk) * per_head + part * dk + c % dk)));
+        }
+        for part in 0..2 {
+            // v, then z: value head j = h · r + i sits in key head h's group.
+            rows.extend((0..value_dim).map(|c| {
+                let (j, e) = (c / dv, c % dv);
+                (&qkvz, (j / r) * per_head + 2 * dk + part * r * dv + (j % r) * dv + e)
+            }));
+        }
+        for part in 0..2 {
+            // b (β's logits), then a.
+            rows.extend((0..hv).map(|j| (&ba, (j / r) * 2 * r + part * r + j % r)));
+        }
+        let cols = rows.len();
+        let mut data = vec![0.0f32; d * cols];
+        for (o, (t, row)) in rows.iter().enumerate() {
+            for i in 0..d {
+                data[i * cols + o] = t.data[row * d + i];
+            }
+        }
+        g.in_proj.weight = Param::from_tensor(float_tensor(TensorData::new(data, [d, cols]), self.device));
+        if g.in_proj.bias.is_some() {
+            bail!("`{prefix}`: archlab's Gated DeltaNet projection has a bias the checkpoint lacks");
+        }
+        self.conv(&mut g.conv1d, &format!("{prefix}.conv1d"), 2 * key_dim + value_dim, cfg.gdn.d_conv)?;
+        g.dt_bias = Some(self.param(&format!("{prefix}.dt_bias"), [hv])?);
+        g.a_log = Some(self.param(&format!("{prefix}.A_log"), [hv])?);
+        g.norm_weight = self.param(&format!("{prefix}.norm.weight"), [dv])?;
+        self.linear(&mut g.out_proj, &format!("{prefix}.out_proj"), value_dim, d)
+    }
+
+    /// Experts `{prefix}.{j}.{gate,up,down}_proj`, each a SwiGLU MLP.
+    fn experts(&mut self, experts: &mut [Mlp<B>], prefix: &str, d: usize, f: usize) -> Result<()> {
+        for (j, expert) in experts.iter_mut().enumerate() {
+            let names = ["gate_proj", "up_proj", "down_proj"].map(|n| format!("{prefix}.{j}.{n}"));
+            self.swiglu(expert, &names, d, f)?;
+        }
+        Ok(())
     }
 
     /// A SwiGLU MLP from its gate, up and down projections, named in that order.
@@ -503,7 +764,9 @@ impl<B: Backend> Weights<'_, B> {
         let unused: Vec<&str> = self
             .ckpt
             .names()
-            .filter(|n| !self.used.contains(*n) && !n.ends_with("rotary_emb.inv_freq"))
+            .filter(|n| {
+                !self.used.contains(*n) && !n.ends_with("rotary_emb.inv_freq") && skip_reason(n).is_none()
+            })
             .collect();
         if !unused.is_empty() {
             bail!(
