@@ -270,7 +270,7 @@ pub struct BenchPointArgs {
 #[derive(Args, Debug, Clone)]
 pub struct ConfigArgs {
     /// Starting point: tiny (CPU, minutes), 27m (the seeds' d=384 × 8 layers, T=512), 27m-256,
-    /// mamba-tiny, mamba2-tiny, mamba-27m, mamba2-27m, mamba-130m, moe-tiny, moe-27m.
+    /// mamba-tiny, mamba2-tiny, mamba-27m, mamba2-27m, mamba-130m, moe-tiny, moe-27m, gdn-tiny, gdn-27m.
     #[arg(long, default_value = "tiny")]
     pub preset: String,
     /// A TOML file with [data], [model], [train], [eval] sections, applied over the preset.

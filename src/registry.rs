@@ -58,13 +58,13 @@ macro_rules! layer_table {
                     section: "model.gdn",
                     summary: "Gated DeltaNet: delta rule with a decay gate, chunked WY form (Yang et al. 2024)",
                     hf_import: ["qwen3_next"],
-                    fused_kernels: ["causal conv"],
+                    fused_kernels: ["UT-transform inverse", "causal conv", "RMSNorm"],
                 }
                 DeltaNet = 'D', "deltanet" {
                     section: "model.gdn",
                     summary: "DeltaNet: the delta rule without decay, chunked WY form (Yang et al. 2024)",
                     hf_import: [],
-                    fused_kernels: ["causal conv"],
+                    fused_kernels: ["UT-transform inverse", "causal conv", "RMSNorm"],
                 }
             }
             }

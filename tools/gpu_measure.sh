@@ -9,6 +9,8 @@
 #   bash tools/gpu_measure.sh vs-torch dense moe
 #   bash tools/gpu_measure.sh vs-torch mamba mamba2
 #   bash tools/gpu_measure.sh vs-torch sandwich jamba
+#   bash tools/gpu_measure.sh vs-torch gdn gdn-hybrid
+#   bash tools/gpu_measure.sh gdn
 #   bash tools/gpu_measure.sh memory
 #   bash tools/gpu_measure.sh mfu
 #   bash tools/gpu_measure.sh gemm
@@ -21,6 +23,9 @@
 #                d=384, 8 layers, T=512, batch 32, vocab 8192 (tools/bench_vs_torch.py)
 #   memory       Mamba, Mamba-2, AMMMMMMA and dense at batch 1 from T=512 to 16384: peak
 #                memory against T (linear for the SSMs) and tokens/s (SSMs against dense)
+#   gdn          Gated DeltaNet (fused UT-transform inverse and convolution), its 3:1 hybrid with
+#                gated attention, Mamba-2 and dense at batch 1 from T=512 to 8192: training
+#                tokens/s and peak memory, and decoding tokens/s flat in T (--inference)
 #   mfu          a GPT-2-small-shaped dense model (d=768, 12 layers, 12 heads, SwiGLU 2048:
 #                124M parameters with its tied 50 257 vocabulary) at T=1024: MFU
 #   gemm [SHAPES] bf16 matmul: every CubeCL strategy and burn's own (fused, autotuned)
@@ -36,7 +41,7 @@
 # DEVICE=cpu SIZE=tiny (and PYTHON=a python with torch) run the same commands on a CPU, small,
 # to check the script.
 set -uo pipefail
-stage=${1:?"usage: tools/gpu_measure.sh kernels | vs-torch ARCH... | memory | mfu | gemm [SHAPES] | warmup | matmul STRATEGY..."}
+stage=${1:?"usage: tools/gpu_measure.sh kernels | vs-torch ARCH... | memory | gdn | mfu | gemm [SHAPES] | warmup | matmul STRATEGY..."}
 shift
 export LD_LIBRARY_PATH=/usr/local/cuda-13.0/targets/x86_64-linux/lib:${LD_LIBRARY_PATH:-}
 OUT=${OUT:-/tmp/archlab-gpu}
@@ -70,6 +75,13 @@ case "$stage" in
       --out "$OUT/memory" 2>&1 | tee "$OUT/memory.log"
     echo
     cat "$OUT/memory/bench.md" 2>/dev/null
+    ;;
+  gdn)
+    lens=${SEQ_LENS:-512,2048,8192}
+    "$ARCHLAB" bench gdn gdn-hybrid mamba2 dense --size "$SIZE" --device "$DEVICE" \
+      --seq-lens "$lens" --tokens-per-step 1 --steps 3 --inference --timeout-s 120 \
+      --out "$OUT/gdn" 2>&1 | tee "$OUT/gdn.log"
+    cat "$OUT/gdn/bench.md" 2>/dev/null
     ;;
   mfu)
     t=${SEQ_LEN:-1024}
@@ -141,7 +153,7 @@ for name in names:
 PY
     ;;
   *)
-    echo "unknown stage $stage: kernels | vs-torch ARCH... | memory | mfu | gemm [SHAPES] | warmup | matmul STRATEGY..." >&2
+    echo "unknown stage $stage: kernels | vs-torch ARCH... | memory | gdn | mfu | gemm [SHAPES] | warmup | matmul STRATEGY..." >&2
     exit 2
     ;;
 esac

@@ -15,6 +15,9 @@ parameters (total and active) and MFU with archlab's FLOP formula.
     attention + MoE          MixtralForCausalLM
     attention/Mamba-1 mixes  JambaForCausalLM (attention and expert layers by period/offset:
                              `AMMMMMMA` is attn_layer_period 7, offset 0)
+    Gated DeltaNet (+ gated  Qwen3NextForCausalLM (`layer_types` from the pattern, MoE layers
+    attention), MLP or MoE   from `mlp_only_layers`); without fla installed its recurrence is
+                             `torch_chunk_gated_delta_rule`, chunk 64
 
 Whatever the HF model cannot express is listed under "differences" in the output (e.g. Jamba's
 attention has no RoPE and its Mamba layers have RMSNorms on Δ/B/C); a parameter count more than
@@ -68,7 +71,8 @@ except ModuleNotFoundError:  # pragma: no cover - Python 3.10
 # cores). Only GPUs whose datasheet numbers we trust; anything else gets MFU = null.
 GPU_PEAKS = {"H100 SXM": {"bf16": 989.0, "f32": 67.0}, "H200": {"bf16": 989.0, "f32": 67.0}}
 
-MIXER_SYMBOLS = {"attention": "A", "local": "L", "mamba": "M", "mamba2": "S", "hymba": "H"}
+MIXER_SYMBOLS = {"attention": "A", "local": "L", "mamba": "M", "mamba2": "S", "hymba": "H", "gdn": "G",
+                 "deltanet": "D"}
 FFN_SYMBOLS = {"mlp": "f", "moe": "e", "none": "n"}
 
 # A parameter-count difference above this is reported as a mismatch (the models differ).
@@ -104,7 +108,7 @@ def expand_pattern(text: str) -> list[tuple[str, str | None]]:
         out: list[tuple[str, str | None]] = []
         while pos < len(chars):
             c = chars[pos]
-            if c in "ALMSH":
+            if c in "ALMSHGD":
                 pos += 1
                 ffn = None
                 if pos < len(chars) and chars[pos] in "fen":
@@ -162,6 +166,20 @@ def kv_heads(m: dict[str, Any]) -> int:
     return m["n_kv_heads"] or m["n_heads"]
 
 
+def head_dim(m: dict[str, Any]) -> int:
+    """Attention's head width: `model.head_dim`, or d_model / n_heads when unset (0)."""
+    return m.get("head_dim", 0) or m["d_model"] // m["n_heads"]
+
+
+def gdn_shape(m: dict[str, Any]) -> tuple[int, int, int, int]:
+    """(key heads, value heads, dk, dv) of a Gated DeltaNet layer, as `GatedDeltaNetConfig`
+    derives them: key heads round(0.75 · d / dk) when 0, value heads = key heads when 0,
+    dv = 2 · dk when 0."""
+    c = m["gdn"]
+    hk = c["n_heads"] or max(1, round(0.75 * m["d_model"] / c["head_dim"]))
+    return hk, c["n_v_heads"] or hk, c["head_dim"], c["v_head_dim"] or 2 * c["head_dim"]
+
+
 def expert_width(m: dict[str, Any]) -> int:
     return m["moe"]["expert_d_ff"] or m["d_ff"]
 
@@ -172,9 +190,18 @@ def layer_params(m: dict[str, Any], mixer: str, ffn: str) -> tuple[int, int, int
     d, bias = m["d_model"], int(m["bias"])
     norms = d * (1 + int(ffn != "n"))
     if mixer == "A":
-        hd = d // m["n_heads"]
+        hd = head_dim(m)
         q, kv = m["n_heads"] * hd, kv_heads(m) * hd
-        mm, other = d * q + 2 * d * kv + q * d, bias * (q + 2 * kv + d)
+        q_out = q * (1 + int(m.get("attn_output_gate", False)))
+        mm = d * q_out + 2 * d * kv + q * d
+        other = bias * (q_out + 2 * kv + d) + int(m.get("qk_norm", False)) * 2 * hd
+    elif mixer in "GD":
+        c = m["gdn"]
+        hk, hv, dk, dv = gdn_shape(m)
+        conv = 2 * hk * dk + hv * dv
+        gated = int(mixer == "G")
+        mm = d * (conv + hv * dv + hv * (1 + gated)) + hv * dv * d
+        other = conv * c["d_conv"] + int(c["conv_bias"]) * conv + gated * 2 * hv + dv
     elif mixer == "M":
         c = m["mamba"]
         di, n, r, b = mamba_inner(m), c["d_state"], mamba_rank(m), int(c["bias"])
@@ -188,7 +215,7 @@ def layer_params(m: dict[str, Any], mixer: str, ffn: str) -> tuple[int, int, int
         mm = d * proj + di * d
         other = int(c["bias"]) * (proj + d) + conv * c["d_conv"] + int(c["conv_bias"]) * conv + 3 * heads + di
     else:
-        raise BaselineError(f"mixer {mixer!r} has no HF equivalent here (supported: A, M, S)")
+        raise BaselineError(f"mixer {mixer!r} has no HF equivalent here (supported: A, M, S, G)")
 
     def mlp(f: int) -> tuple[int, int]:
         """(matmul, other) parameters of one MLP of hidden width f."""
@@ -216,8 +243,16 @@ def layer_params(m: dict[str, Any], mixer: str, ffn: str) -> tuple[int, int, int
 def mixer_fwd_flops(m: dict[str, Any], mixer: str, seq_len: int) -> float:
     """The non-matmul forward FLOPs per token of a sequence mixer (count.rs `mixer_flops`)."""
     if mixer == "A":
-        d_attn = m["n_heads"] * (m["d_model"] // m["n_heads"])
+        d_attn = m["n_heads"] * head_dim(m)
         return 2.0 * d_attn * seq_len
+    if mixer in "GD":
+        # gated_deltanet.rs `Spec::flops`: the chunked WY form per value head and token.
+        c = m["gdn"]
+        hk, hv, dk, dv = gdn_shape(m)
+        q = min(c["chunk_size"], max(seq_len, 1))
+        squarings = max(math.ceil(math.log2(q)) - 1.0, 0.0)
+        return (hv * (4.0 * q * dk + 4.0 * squarings * q * q + 2.0 * q * (dv + dk) + 2.0 * q * dv + 6.0 * dk * dv)
+                + 2.0 * (2 * hk * dk + hv * dv) * c["d_conv"])
     if mixer == "M":
         c = m["mamba"]
         di = mamba_inner(m)
@@ -227,7 +262,7 @@ def mixer_fwd_flops(m: dict[str, Any], mixer: str, seq_len: int) -> float:
         di, _, conv = mamba2_shape(m)
         q = min(c["chunk_size"], seq_len)
         return q * (2.0 * c["n_groups"] * c["d_state"] + 2.0 * di) + 4.0 * di * c["d_state"] + 2.0 * conv * c["d_conv"]
-    raise BaselineError(f"mixer {mixer!r} has no HF equivalent here (supported: A, M, S)")
+    raise BaselineError(f"mixer {mixer!r} has no HF equivalent here (supported: A, M, S, G)")
 
 
 @dataclass
@@ -372,12 +407,59 @@ def hf_spec(m: dict[str, Any], seq_len: int) -> HfSpec:
                      "time_step_limit": (0.0, float("inf"))}
         diffs.append("HF Mamba-2 without the mamba_ssm kernels runs its chunked PyTorch SSD path (torch_forward)")
         return HfSpec("Mamba2ForCausalLM", "Mamba2Config", kw, diffs)
+    if "G" in mixers and mixers <= {"A", "G"} and ffns <= {"f", "e"}:
+        return qwen3_next_spec(m, layers, seq_len, base, diffs)
     if mixers <= {"A", "M"} and ffns <= {"f", "e"}:
         return jamba_spec(m, layers, seq_len, base, diffs)
     pattern = "".join(a + b for a, b in layers)
     raise BaselineError(
         f"no HF model for layers {pattern}: supported are all A+f (Llama), all A+e (Mixtral), all M+n (Mamba), "
-        "all S+n (Mamba2), and A/M with f/e at periodic positions (Jamba)")
+        "all S+n (Mamba2), A/M with f/e at periodic positions (Jamba), and G/A with f/e (Qwen3-Next)")
+
+
+def qwen3_next_spec(m: dict[str, Any], layers: list[tuple[str, str]], seq_len: int, base: dict[str, Any],
+                    diffs: list[str]) -> HfSpec:
+    """Gated DeltaNet / attention stacks with MLP or MoE as Qwen3-Next: any layer order
+    (`layer_types`), MoE where the pattern says `e` (`mlp_only_layers` names the others). Its
+    recurrence without fla's kernels is `torch_chunk_gated_delta_rule`, the reference this
+    comparison is about."""
+    c, moe = m["gdn"], m["moe"]
+    hk, hv, dk, dv = gdn_shape(m)
+    experts = [i for i, (_, ffn) in enumerate(layers) if ffn == "e"]
+    has_attention = any(mix == "A" for mix, _ in layers)
+    kw = base | attention_kwargs(m, seq_len) | {
+        "num_hidden_layers": len(layers), "intermediate_size": m["d_ff"], "head_dim": head_dim(m),
+        "layer_types": ["full_attention" if mix == "A" else "linear_attention" for mix, _ in layers],
+        "rope_parameters": {"rope_type": "default", "rope_theta": m["rope_theta"],
+                            "partial_rotary_factor": m.get("partial_rotary_factor", 1.0)},
+        "linear_num_key_heads": hk, "linear_num_value_heads": hv, "linear_key_head_dim": dk,
+        "linear_value_head_dim": dv, "linear_conv_kernel_dim": c["d_conv"], "attention_bias": False,
+        "num_experts": moe["n_experts"] if experts else 0, "num_experts_per_tok": moe["top_k"],
+        "moe_intermediate_size": expert_width(m), "decoder_sparse_step": 1,
+        "mlp_only_layers": [i for i in range(len(layers)) if i not in experts],
+        "shared_expert_intermediate_size": moe["shared_expert_d_ff"], "norm_topk_prob": moe["renormalize"],
+        "router_aux_loss_coef": moe["balance_coef"], "output_router_logits": bool(experts)}
+    if not has_attention:
+        # No attention layer reads these, but Qwen3NextConfig validates RoPE's width anyway
+        # (budget sizing can leave d_model / n_heads odd).
+        kw["head_dim"] = 2
+        kw["rope_parameters"]["partial_rotary_factor"] = 1.0
+    if c["conv_bias"]:
+        diffs.append("archlab's Gated DeltaNet conv has a bias (model.gdn.conv_bias); Qwen3-Next's has none")
+    if c["allow_neg_eigval"]:
+        diffs.append("archlab's β is 2σ(·) (model.gdn.allow_neg_eigval); Qwen3-Next's is σ(·)")
+    if has_attention and not (m.get("attn_output_gate") and m.get("qk_norm")):
+        diffs.append("Qwen3-Next's attention always has the output gate and q/k norms; archlab's here lacks "
+                     "model.attn_output_gate or model.qk_norm")
+    if has_attention and m["positions"] != "rope":
+        diffs.append(f"archlab's positions are {m['positions']}; Qwen3-Next uses (partial) RoPE")
+    if experts and not moe["shared_expert_gate"] and moe["shared_expert_d_ff"]:
+        diffs.append("Qwen3-Next gates its shared expert (σ); archlab's moe.shared_expert_gate is off")
+    if experts:
+        diffs += [d for d in moe_differences(m, "Qwen3-Next", moe["renormalize"]) if "shared expert" not in d]
+    diffs.append("HF Qwen3-Next without fla's kernels runs torch_chunk_gated_delta_rule (chunk 64) and "
+                 "its PyTorch causal conv")
+    return HfSpec("Qwen3NextForCausalLM", "Qwen3NextConfig", kw, diffs)
 
 
 def jamba_spec(m: dict[str, Any], layers: list[tuple[str, str]], seq_len: int, base: dict[str, Any],

@@ -657,7 +657,9 @@ impl<B: Backend> Weights<'_, B> {
         let (key_dim, value_dim) = (hk * dk, hv * dv);
         let gated = g.a_log.is_some();
         if !gated {
-            bail!("`{prefix}`: Qwen3-Next's linear attention is Gated DeltaNet; import it as model.mixer = gdn");
+            bail!(
+                "`{prefix}`: Qwen3-Next's linear attention is Gated DeltaNet; import it as model.mixer = gdn"
+            );
         }
         let qkvz = self.host(&format!("{prefix}.in_proj_qkvz.weight"), &[2 * key_dim + 2 * value_dim, d])?;
         let ba = self.host(&format!("{prefix}.in_proj_ba.weight"), &[2 * hv, d])?;

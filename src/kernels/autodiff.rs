@@ -14,6 +14,7 @@ use std::sync::Arc;
 use super::{
     Backend, ScanOperands, plain_add_rms_norm, plain_causal_attention, plain_causal_conv,
     plain_cross_entropy, plain_gated_rms_norm, plain_rms_norm, plain_selective_scan, plain_state_passing,
+    plain_unit_lower_inverse,
 };
 
 impl<B: Backend, C: CheckpointStrategy> Backend for Autodiff<B, C> {
@@ -213,6 +214,21 @@ impl<B: Backend, C: CheckpointStrategy> Backend for Autodiff<B, C> {
             OpsKind::UnTracked(prep) => {
                 prep.finish(B::ssd_state_passing(states.primitive, decay.primitive, h0.primitive))
             }
+        }
+    }
+
+    const FUSED_TRI_INVERSE: bool = B::FUSED_TRI_INVERSE;
+
+    fn unit_lower_inverse(m: FloatTensor<Self>) -> FloatTensor<Self> {
+        if !B::FUSED_TRI_INVERSE {
+            return plain_unit_lower_inverse::<Self>(m);
+        }
+        match TriInverseBackward.prepare::<C>([m.node.clone()]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => {
+                let inverse = B::unit_lower_inverse(m.primitive);
+                prep.finish(inverse.clone(), inverse)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::unit_lower_inverse(m.primitive)),
         }
     }
 
@@ -448,5 +464,19 @@ impl<B: Backend> Backward<B, 3> for StatePassingBackward {
         let (decay, entering) = ops.state;
         let g = B::ssd_state_passing_backward(decay, entering, d_entering);
         register_parents::<B, 3>(ops.parents.map(|p| p.map(|node| node.id)), g, grads);
+    }
+}
+
+/// The backward node of the fused triangular inverse: its state is the forward's output.
+#[derive(Debug)]
+struct TriInverseBackward;
+
+impl<B: Backend> Backward<B, 1> for TriInverseBackward {
+    type State = FloatTensor<B>;
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
+        let d_inverse = grads.consume::<B>(&ops.node);
+        let d_m = B::unit_lower_inverse_backward(ops.state, d_inverse);
+        register_parents::<B, 1>(ops.parents.map(|p| p.map(|node| node.id)), [d_m], grads);
     }
 }

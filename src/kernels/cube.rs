@@ -21,6 +21,7 @@ use super::moe_route_kernel::moe_route;
 use super::rms_norm_kernel::{add_rms_norm_forward, rms_norm_backward, rms_norm_forward};
 use super::scan_kernel::{scan_backward, scan_forward};
 use super::state_passing_kernel::{state_passing_backward, state_passing_forward};
+use super::tri_inverse_kernel::{unit_lower_inverse_backward, unit_lower_inverse_forward};
 use super::{Backend, ScanOperands};
 
 impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> Backend for CubeBackend<R, F, I, BT> {
@@ -200,6 +201,16 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> Backend fo
         d_entering: CubeTensor<R>,
     ) -> [CubeTensor<R>; 3] {
         state_passing_backward::<R, F, I, BT>(decay, entering, d_entering)
+    }
+
+    const FUSED_TRI_INVERSE: bool = true;
+
+    fn unit_lower_inverse(m: CubeTensor<R>) -> CubeTensor<R> {
+        unit_lower_inverse_forward::<R, F, I, BT>(m)
+    }
+
+    fn unit_lower_inverse_backward(inverse: CubeTensor<R>, d_inverse: CubeTensor<R>) -> CubeTensor<R> {
+        unit_lower_inverse_backward::<R, F, I, BT>(inverse, d_inverse)
     }
 
     fn matmul_is_forced() -> bool {

@@ -12,6 +12,7 @@ use burn_ir::{CustomOpIr, HandleContainer, OperationIr, TensorIr};
 use super::{
     Backend, ScanOperands, host_moe_route, plain_add_rms_norm, plain_causal_attention, plain_causal_conv,
     plain_cross_entropy, plain_gated_rms_norm, plain_rms_norm, plain_selective_scan, plain_state_passing,
+    plain_unit_lower_inverse,
 };
 
 impl<B: FusionBackend + Backend> Backend for Fusion<B> {
@@ -398,6 +399,34 @@ impl<B: FusionBackend + Backend> Backend for Fusion<B> {
             0,
             |[decay, entering, d_entering], _| B::ssd_state_passing_backward(decay, entering, d_entering),
         )
+    }
+
+    const FUSED_TRI_INVERSE: bool = B::FUSED_TRI_INVERSE;
+
+    fn unit_lower_inverse(m: FloatTensor<Self>) -> FloatTensor<Self> {
+        if !B::FUSED_TRI_INVERSE {
+            return plain_unit_lower_inverse::<Self>(m);
+        }
+        let out = (m.shape.clone(), m.dtype);
+        let [inverse] = custom::<B, 1, 1>("archlab.unit_lower_inverse", [m], [out], 0, |[m], _| {
+            [B::unit_lower_inverse(m)]
+        });
+        inverse
+    }
+
+    fn unit_lower_inverse_backward(
+        inverse: FloatTensor<Self>,
+        d_inverse: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        let out = (inverse.shape.clone(), inverse.dtype);
+        let [d_m] = custom::<B, 2, 1>(
+            "archlab.unit_lower_inverse_backward",
+            [inverse, d_inverse],
+            [out],
+            0,
+            |[inverse, d_inverse], _| [B::unit_lower_inverse_backward(inverse, d_inverse)],
+        );
+        d_m
     }
 
     fn matmul_is_forced() -> bool {

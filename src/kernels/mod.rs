@@ -19,6 +19,7 @@
 //! | Mamba's causal depthwise convolution, forward + backward | `conv_kernel.rs` | [`conv::causal_conv`] |
 //! | Mamba-2 SSD state passing between chunks, forward + backward | `state_passing_kernel.rs` | [`state_passing::pass_states`] |
 //! | MoE routing: top-k experts and each assignment's place in its expert's buffer | `moe_route_kernel.rs` | [`moe_route::HostRoute`] |
+//! | (Gated) DeltaNet's UT transform, `(I + M)⁻¹` per chunk, forward + backward | `tri_inverse_kernel.rs` | [`tri_inverse::unit_lower_inverse`] |
 //!
 //! Each twin is a file of its own beside its kernel (`attention.rs` beside
 //! `attention_kernel.rs`, …) and uses nothing of `model` but its pointwise activations: the
@@ -67,6 +68,9 @@ pub mod state_passing;
 #[cfg(feature = "cube-kernels")]
 pub mod state_passing_kernel;
 pub mod tensors;
+pub mod tri_inverse;
+#[cfg(feature = "cube-kernels")]
+pub mod tri_inverse_kernel;
 
 use burn::tensor::ops::{FloatTensor, IntTensor};
 use burn::tensor::{Int, Tensor, TensorPrimitive};
@@ -79,6 +83,7 @@ use norm::{gated_rms_norm as plain_gated_rms_norm_3d, rms_norm as plain_rms_norm
 use selective_scan::ScanInputs;
 use state_passing::pass_states;
 use tensors::int_tensor;
+use tri_inverse::unit_lower_inverse as doubling_inverse;
 
 /// burn's backend with archlab's fused operations. Call the operations through the
 /// tensor-level functions below ([`selective_scan`]), not directly.
@@ -327,6 +332,25 @@ pub trait Backend: burn::tensor::backend::Backend {
         _d_entering: FloatTensor<Self>,
     ) -> [FloatTensor<Self>; 3] {
         no_kernel("ssd_state_passing_backward")
+    }
+
+    /// Whether this backend runs [`Backend::unit_lower_inverse`] as a fused kernel, and so also
+    /// implements [`Backend::unit_lower_inverse_backward`].
+    const FUSED_TRI_INVERSE: bool = false;
+
+    /// `(I + M)⁻¹` for `m` `[n, C, C]` strictly lower triangular (the delta rule's UT
+    /// transform) → `[n, C, C]`.
+    fn unit_lower_inverse(m: FloatTensor<Self>) -> FloatTensor<Self> {
+        plain_unit_lower_inverse::<Self>(m)
+    }
+
+    /// The kernel's backward from the forward's output: `d_m`, zero on and above the
+    /// diagonal. Only for backends with `FUSED_TRI_INVERSE`.
+    fn unit_lower_inverse_backward(
+        _inverse: FloatTensor<Self>,
+        _d_inverse: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        no_kernel("unit_lower_inverse_backward")
     }
 
     /// Whether [`Backend::matmul`] runs a matmul strategy forced with `--matmul`
@@ -618,6 +642,21 @@ fn plain_state_passing<B: burn::tensor::backend::Backend>(
         Tensor::<B, 4>::from_primitive(TensorPrimitive::Float(h0)),
     );
     entering.into_primitive().tensor()
+}
+
+/// `(I + M)⁻¹` for strictly lower triangular `m` (`[.., C, C]`), fused where the backend has a
+/// kernel ([`Backend::unit_lower_inverse`]).
+pub fn unit_lower_inverse<B: Backend, const D: usize>(m: Tensor<B, D>) -> Tensor<B, D> {
+    let dims = m.dims();
+    let c = dims[D - 1];
+    let n = dims.iter().product::<usize>() / (c * c).max(1);
+    let flat = m.reshape([n, c, c]).into_primitive().tensor();
+    Tensor::<B, 3>::from_primitive(TensorPrimitive::Float(B::unit_lower_inverse(flat))).reshape(dims)
+}
+
+/// The plain-ops twin of [`Backend::unit_lower_inverse`].
+fn plain_unit_lower_inverse<B: Backend>(m: FloatTensor<B>) -> FloatTensor<B> {
+    doubling_inverse(Tensor::<B, 3>::from_primitive(TensorPrimitive::Float(m))).into_primitive().tensor()
 }
 
 /// MoE routing (see [`Backend::moe_route`]) on the device where the backend has kernels:

@@ -20,7 +20,7 @@
 use burn::tensor::backend::Backend;
 use burn::tensor::{Bool, Tensor, TensorData};
 
-use super::layers::{float_tensor, matmul_keep_dtype};
+use super::layers::matmul_keep_dtype;
 use super::ssd::segsum;
 use crate::kernels::selective_scan::pad_time;
 
@@ -98,9 +98,9 @@ pub fn reference<B: Backend>(x: DeltaInputs<B>, s0: Option<Tensor<B, 4>>) -> (Te
 ///    `S ← exp(G_last) S + (k ⊙ exp(G_last − G))ᵀ V'`.
 ///
 /// The time axis is padded to a multiple of `C` with `k = v = q = 0`, `g = β = 0` tokens, which
-/// leave the state as it is. `T` comes from a doubling product rather than a loop over the
-/// chunk's rows: `M` is strictly lower triangular, so `N = −M` is nilpotent and
-/// `(I + M)⁻¹ = Σ_{j<C} Nʲ = (I + N)(I + N²)(I + N⁴)…`, `2·⌈log₂ C⌉` batched matmuls.
+/// leave the state as it is. `T` comes from [`crate::kernels::unit_lower_inverse`]: forward
+/// substitution in one fused kernel on a GPU, a doubling product of batched matmuls
+/// (`kernels/tri_inverse.rs`) elsewhere, never a loop over the chunk's rows in tensor ops.
 pub fn chunked<B: crate::kernels::Backend>(
     x: DeltaInputs<B>,
     s0: Option<Tensor<B, 4>>,
@@ -128,7 +128,7 @@ pub fn chunked<B: crate::kernels::Backend>(
 
     // 1. The UT transform, all chunks at once.
     let m = (mm(kb.clone(), k.clone().swap_dims(3, 4)) * decay.clone()).mask_fill(not_strictly_lower, 0.0);
-    let tri = unit_lower_inverse(m);
+    let tri = crate::kernels::unit_lower_inverse(m); // fused where the backend has the kernel
     let u = mm(tri.clone(), vb); // [b, nc, h, C, dv]
     let w = mm(tri, kb * cum.clone().exp().unsqueeze_dim::<5>(4)); // [b, nc, h, C, dk]
     let attn = mm(q.clone(), k.clone().swap_dims(3, 4)) * decay; // [b, nc, h, C, C], lower incl.
@@ -160,29 +160,6 @@ pub fn chunked<B: crate::kernels::Backend>(
 /// A matmul through archlab's dispatch (`--matmul` applies), always in f32.
 fn mm<B: crate::kernels::Backend, const D: usize>(a: Tensor<B, D>, b: Tensor<B, D>) -> Tensor<B, D> {
     matmul_keep_dtype(a, b, false)
-}
-
-/// `(I + M)⁻¹` for strictly lower triangular `M` (`[.., C, C]`), as the product
-/// `(I + N)(I + N²)(I + N⁴)…` with `N = −M`, which sums `Nʲ` for `j < 2^m ≥ C`; every higher
-/// power of a strictly lower triangular `C × C` matrix is zero, so the sum is the exact inverse.
-pub fn unit_lower_inverse<B: crate::kernels::Backend>(m: Tensor<B, 5>) -> Tensor<B, 5> {
-    let dims = m.dims();
-    let c = dims[4];
-    let identity = float_tensor::<B, 2>(
-        TensorData::new((0..c * c).map(|i| if i / c == i % c { 1.0f32 } else { 0.0 }).collect(), [c, c]),
-        &m.device(),
-    )
-    .unsqueeze::<5>()
-    .expand(dims);
-    let mut power = m.neg();
-    let mut inverse = identity + power.clone();
-    let mut covered = 2; // powers 0 and 1
-    while covered < c {
-        power = mm(power.clone(), power);
-        inverse = inverse.clone() + mm(inverse, power.clone());
-        covered *= 2;
-    }
-    inverse
 }
 
 /// `[C, C]`, true on and above the diagonal: what a strictly lower triangular matrix zeroes.

@@ -238,3 +238,14 @@ fn an_unknown_matmul_strategy_is_refused_before_any_work() {
     assert!(stderr.starts_with("error: --matmul fastest"), "{stderr}");
     assert!(!dir.join("r").exists(), "no run may start for a bad --matmul");
 }
+
+/// The help text names every preset (the list in `--preset`'s doc is written by hand).
+#[test]
+fn the_help_names_every_preset() {
+    let out = archlab(&["train", "--help"], &temp_dir("cli-help"));
+    let help = String::from_utf8_lossy(&out.stdout).into_owned();
+    let words: Vec<&str> = help.split(|c: char| !c.is_ascii_alphanumeric() && c != '-').collect();
+    for name in archlab::config::presets::NAMES {
+        assert!(words.contains(name), "`archlab train --help` does not name the preset `{name}`:\n{help}");
+    }
+}

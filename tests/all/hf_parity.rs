@@ -66,8 +66,15 @@ fn check_with(kind: &str, overrides: &[&str], tolerance: Tolerance) {
             Tolerance::Absolute => TOLERANCE,
             Tolerance::Scaled => TOLERANCE * want.data.iter().fold(1.0f32, |m, v| m.max(v.abs())),
         };
-        eprintln!("{kind} {overrides:?}, T = {}: max |logit difference| = {worst:e} (limit {limit:e})", shape[1]);
-        assert!(worst <= limit, "{kind}: logits differ from transformers' by {worst:e} (> {limit:e}) at T = {}", shape[1]);
+        eprintln!(
+            "{kind} {overrides:?}, T = {}: max |logit difference| = {worst:e} (limit {limit:e})",
+            shape[1]
+        );
+        assert!(
+            worst <= limit,
+            "{kind}: logits differ from transformers' by {worst:e} (> {limit:e}) at T = {}",
+            shape[1]
+        );
     }
     let (shape, ids) = expected.int("input_ids").unwrap();
     let ids: Vec<u32> = ids.iter().map(|&i| i as u32).collect();

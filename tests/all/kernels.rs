@@ -14,7 +14,7 @@ use archlab::kernels::cross_entropy::token_nll;
 use archlab::kernels::moe_route::HostRoute;
 use archlab::kernels::selective_scan::{self, ScanInputs};
 use archlab::kernels::{self, AutodiffBackend, Backend};
-use archlab::kernels::{conv, norm, state_passing};
+use archlab::kernels::{conv, norm, state_passing, tri_inverse};
 use archlab::model::moe::{Dispatch, Moe, RoutingStats};
 use archlab::rng::Rng;
 use burn::tensor::{Int, Tensor, TensorData};
@@ -668,6 +668,126 @@ fn ssd_state_passing_kernel_on_cuda_matches_the_plain_loop() {
     check_state_passing::<B>(&Default::default(), "cuda");
 }
 
+/// `[inverse, d_raw]` of the loss Σ (I + M)⁻¹·w for `M = strictly_lower(raw)` of shape
+/// `[n, C, C]`, inverted by `invert`. `raw` is what the delta rule's chunked form inverts,
+/// `β_i (k_i·k_j) exp(G_i − G_j)`, from random unit keys (dk = 16), β ∈ (0, 2) (negative
+/// eigenvalues allowed: the harder case) and, in every other matrix, a decay (DeltaNet's none
+/// in the rest). Such matrices keep `|T|` near 1; arbitrary N(0, ½) entries would give `|T|` of
+/// 10⁴ at C = 100, where f32 itself is off by 4e-4 against f64, whatever computes it.
+fn tri_inverse_run<B: AutodiffBackend>(
+    dev: &B::Device,
+    (n, c): (usize, usize),
+    seed: u64,
+    invert: impl Fn(Tensor<B, 3>) -> Tensor<B, 3>,
+) -> Vec<Vec<f64>> {
+    let raw = delta_rule_gram(n, c, seed);
+    let mut rng = Rng::new(seed + 1);
+    let w: Vec<f32> = (0..n * c * c).map(|_| rng.normal() as f32).collect();
+    let raw = Tensor::<B, 3>::from_data(TensorData::new(raw, [n, c, c]), dev).require_grad();
+    let w = Tensor::<B, 3>::from_data(TensorData::new(w, [n, c, c]), dev);
+    let upper: Vec<bool> = (0..n * c * c).map(|i| (i % (c * c)) % c >= (i % (c * c)) / c).collect();
+    let upper = Tensor::<B, 3, burn::tensor::Bool>::from_data(TensorData::new(upper, [n, c, c]), dev);
+    let inverse = invert(raw.clone().mask_fill(upper, 0.0));
+    let grads = (inverse.clone() * w).sum().backward();
+    vec![host(inverse), raw.grad(&grads).map(host).unwrap()]
+}
+
+/// `[n, C, C]` matrices `β_i (k_i·k_j) exp(G_i − G_j)` (all of them, not only the strictly lower
+/// triangle), as described at [`tri_inverse_run`].
+fn delta_rule_gram(n: usize, c: usize, seed: u64) -> Vec<f32> {
+    const DK: usize = 16;
+    let mut rng = Rng::new(seed);
+    let mut out = Vec::with_capacity(n * c * c);
+    for mat in 0..n {
+        let keys: Vec<Vec<f64>> = (0..c)
+            .map(|_| {
+                let k: Vec<f64> = (0..DK).map(|_| rng.normal()).collect();
+                let norm = k.iter().map(|v| v * v).sum::<f64>().sqrt();
+                k.into_iter().map(|v| v / norm).collect()
+            })
+            .collect();
+        let beta: Vec<f64> = (0..c).map(|_| 2.0 * rng.uniform()).collect();
+        let rate = 0.1 * (mat % 2) as f64;
+        let mut cum = 0.0;
+        let decay: Vec<f64> = (0..c)
+            .map(|_| {
+                cum -= rate * rng.normal().abs();
+                cum
+            })
+            .collect();
+        for i in 0..c {
+            for j in 0..c {
+                let dot: f64 = keys[i].iter().zip(&keys[j]).map(|(a, b)| a * b).sum();
+                out.push((beta[i] * dot * (decay[i] - decay[j]).exp()) as f32);
+            }
+        }
+    }
+    out
+}
+
+/// (n, C): one 1 × 1 matrix; a chunk shorter than a cube's units; the default chunk (64);
+/// longer chunks than units (the columns loop); more matrices than units in a grid row.
+const TRI_INVERSE_CASES: [(usize, usize); 5] = [(1, 1), (3, 5), (4, 64), (2, 100), (300, 8)];
+
+/// The fused triangular inverse on `B` against the doubling product in f64 on the CPU.
+fn check_tri_inverse<B: AutodiffBackend>(dev: &B::Device, device_name: &str) {
+    assert!(B::FUSED_TRI_INVERSE, "{device_name}: expected a fused triangular inverse on this backend");
+    for (i, &shape) in TRI_INVERSE_CASES.iter().enumerate() {
+        let seed = 900 + i as u64;
+        let fused = tri_inverse_run::<B>(dev, shape, seed, kernels::unit_lower_inverse);
+        let reference =
+            tri_inverse_run::<Cpu64Ad>(&Default::default(), shape, seed, tri_inverse::unit_lower_inverse);
+        for ((name, f), r) in ["inverse", "d_m"].iter().zip(&fused).zip(&reference) {
+            assert_close(r, f, 1e-4, &format!("{device_name} (n, C)={shape:?}: {name}"));
+        }
+    }
+}
+
+/// The twin is the inverse: `(I + M) · T = I` in f64, and forward substitution row by row
+/// agrees with it (the kernel's algorithm, written out on the host).
+#[test]
+fn the_doubling_product_is_the_inverse() {
+    for &(n, c) in &TRI_INVERSE_CASES {
+        let t = tri_inverse_run::<Cpu64Ad>(&Default::default(), (n, c), 77, tri_inverse::unit_lower_inverse)
+            .swap_remove(0);
+        let raw: Vec<f64> = delta_rule_gram(n, c, 77).into_iter().map(f64::from).collect();
+        for mat in 0..n {
+            let at = |i: usize, j: usize| if j < i { raw[mat * c * c + i * c + j] } else { 0.0 };
+            // Forward substitution, column by column.
+            let mut x = vec![0.0f64; c * c];
+            for j in 0..c {
+                x[j * c + j] = 1.0;
+                for i in j + 1..c {
+                    x[i * c + j] = -at(i, j) - (j + 1..i).map(|r| at(i, r) * x[r * c + j]).sum::<f64>();
+                }
+            }
+            let got = &t[mat * c * c..(mat + 1) * c * c];
+            let worst = x.iter().zip(got).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
+            assert!(worst < 1e-9, "(n, C)=({n}, {c}) matrix {mat}: substitution vs doubling {worst:e}");
+        }
+    }
+}
+
+#[cfg(feature = "wgpu")]
+#[test]
+fn tri_inverse_kernel_on_wgpu_matches_the_doubling_product() {
+    type B = burn::backend::Autodiff<archlab::device::WgpuBackend>;
+    match archlab::device::wgpu_device() {
+        Some(dev) => check_tri_inverse::<B>(&dev, "wgpu"),
+        None => no_wgpu_adapter(),
+    }
+}
+
+#[cfg(feature = "cuda")]
+#[test]
+fn tri_inverse_kernel_on_cuda_matches_the_doubling_product() {
+    type B = burn::backend::Autodiff<archlab::device::CudaBackend>;
+    if !cuda_usable() {
+        return;
+    }
+    check_tri_inverse::<B>(&Default::default(), "cuda");
+}
+
 /// Trains `cfg` on the CPU (plain-ops twins all the way) and on wgpu (the fused kernels) from
 /// the same seed; the losses must follow each other step by step. A wrong backward would bend
 /// the wgpu curve away within a few steps. Returns both runs' summaries.
@@ -715,6 +835,30 @@ fn a_hybrid_trains_on_wgpu_with_the_cpu_losses() {
     cfg.eval.every = 12;
     cfg.validate().unwrap();
     train_on_wgpu_and_cpu(&cfg, &dev, "hybrid");
+}
+
+/// End to end: a 3:1 Gated DeltaNet : gated attention hybrid with a DeltaNet layer (β ∈ (0, 2))
+/// trains on wgpu through the fused triangular inverse (and the fused convolution, attention
+/// and norms) with the CPU's losses; the chunk (8) leaves T = 20 two full chunks and a part.
+#[cfg(feature = "wgpu")]
+#[test]
+fn a_gated_deltanet_hybrid_trains_on_wgpu_with_the_cpu_losses() {
+    let Some(dev) = archlab::device::wgpu_device() else {
+        return no_wgpu_adapter();
+    };
+    let mut cfg = small_config();
+    cfg.model.pattern = "GGDA".into();
+    cfg.model.n_layers = 4;
+    cfg.model.attn_output_gate = true;
+    cfg.model.qk_norm = true;
+    cfg.model.gdn.head_dim = 8;
+    cfg.model.gdn.chunk_size = 8;
+    cfg.model.gdn.allow_neg_eigval = true;
+    cfg.train.seq_len = 20;
+    cfg.train.max_steps = 6;
+    cfg.eval.every = 12;
+    cfg.validate().unwrap();
+    train_on_wgpu_and_cpu(&cfg, &dev, "gdn-hybrid");
 }
 
 /// End to end: an MoE model trains on wgpu through the batched dispatch (routing on the
