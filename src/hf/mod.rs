@@ -329,7 +329,10 @@ fn read_qwen3_next(hf: &HfConfig, m: &mut ModelConfig) -> Result<()> {
             .and_then(|a| a.iter().map(|t| t.as_str().map(str::to_string)).collect::<Option<Vec<_>>>())
             .ok_or_else(|| anyhow!("{}: `layer_types` is not a list of strings", path.display()))?,
         None => {
-            let interval = hf.opt_usize("full_attention_interval")?.unwrap_or(4).max(1);
+            let interval = hf.opt_usize("full_attention_interval")?.unwrap_or(4);
+            if interval == 0 {
+                bail!("{}: full_attention_interval must be at least 1", path.display());
+            }
             (0..m.n_layers)
                 .map(|i| if (i + 1) % interval == 0 { "full_attention" } else { "linear_attention" }.into())
                 .collect()

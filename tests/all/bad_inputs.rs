@@ -93,6 +93,25 @@ fn fixtures(dir: &Path) {
     w("hf-garbage/config.json", br#"{"model_type": "llama", "hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 64, "vocab_size": 256, "rms_norm_eps": 1e-5, "max_position_embeddings": 256, "rope_theta": 10000.0, "tie_word_embeddings": false}"#);
     w("hf-garbage/model.safetensors", b"\xff\xff\xff\xff\xff\xff\xff\xffgarbage");
     w("hf-unknown/config.json", br#"{"model_type": "bert"}"#);
+    // Qwen3-Next configs (the dense fixture's, edited) that archlab cannot build.
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/hf/qwen3_next_dense");
+    for name in ["config.json", "model.safetensors", "tokenizer.json"] {
+        w(&format!("hf-qwen/{name}"), &std::fs::read(fixture.join(name)).unwrap());
+    }
+    let qwen = std::fs::read_to_string(fixture.join("config.json")).unwrap();
+    let edited = |from: &str, to: &str| {
+        assert!(qwen.contains(from), "the fixture's config.json has no {from}");
+        qwen.replacen(from, to, 1)
+    };
+    w("hf-qwen-layer/config.json", edited("\"linear_attention\"", "\"sliding_attention\"").as_bytes());
+    w(
+        "hf-qwen-heads/config.json",
+        edited("\"linear_num_value_heads\": 2", "\"linear_num_value_heads\": 3").as_bytes(),
+    );
+    w(
+        "hf-qwen-rope/config.json",
+        edited("\"partial_rotary_factor\": 0.25", "\"partial_rotary_factor\": 0.1875").as_bytes(),
+    );
     // Damaged runs.
     let flip = |mut b: Vec<u8>| {
         let mid = b.len() / 2;
@@ -381,6 +400,26 @@ fn cases() -> Vec<Case> {
             "import of an unknown architecture",
             &["import", "hf-unknown", "--out", "imp4", "--tokenizer", "run/tokenizer.json"],
             "bert",
+        ),
+        case(
+            "import of a Qwen3-Next with an unknown layer type",
+            &["import", "hf-qwen-layer", "--out", "imp5", "--tokenizer", "run/tokenizer.json"],
+            "`sliding_attention` is not a Qwen3-Next layer",
+        ),
+        case(
+            "import of a Qwen3-Next whose key heads do not divide its value heads",
+            &["import", "hf-qwen-heads", "--out", "imp6", "--tokenizer", "run/tokenizer.json"],
+            "must be a positive multiple of linear_num_key_heads",
+        ),
+        case(
+            "import of a Qwen3-Next whose partial RoPE rotates an odd width",
+            &["import", "hf-qwen-rope", "--out", "imp7", "--tokenizer", "run/tokenizer.json"],
+            "partial_rotary_factor 0.1875 of head_dim 16 gives 3 rotated channels",
+        ),
+        case(
+            "import with a Gated DeltaNet chunk of 0",
+            &["import", "hf-qwen", "--out", "imp8", "--set", "model.gdn.chunk_size=0"],
+            "model.gdn.chunk_size",
         ),
         case(
             "import over a run",
