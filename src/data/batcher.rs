@@ -99,8 +99,13 @@ pub fn validation_batches(
             seq_len + 1
         );
     }
-    let n_batches = n_batches.min(available / batch);
-    Ok(windows(shard, 0, n_batches, batch, seq_len))
+    Ok(windows(shard, 0, validation_batch_count(available, n_batches, batch), batch, seq_len))
+}
+
+/// How many of the `n_batches` validation batches fit in `available` windows: the one rule
+/// both the validation set and the selection set beside it follow.
+fn validation_batch_count(available: usize, n_batches: usize, batch: usize) -> usize {
+    n_batches.min(available / batch.max(1))
 }
 
 /// The held-out selection set: up to `n_batches` batches of windows from the end of the
@@ -113,7 +118,7 @@ pub fn selection_batches(
     seq_len: usize,
 ) -> Result<Vec<TokenBatch>> {
     let available = shard.len().saturating_sub(1) / seq_len;
-    let reported = n_batches.min(available / batch.max(1)) * batch;
+    let reported = validation_batch_count(available, n_batches, batch) * batch;
     let n = n_batches.min(available.saturating_sub(reported) / batch.max(1));
     if n == 0 {
         bail!(
