@@ -49,8 +49,10 @@ pub struct Cli {
 pub enum Command {
     /// Train a model and print its result table.
     Train(TrainArgs),
-    /// Evaluate a trained run on its validation set.
+    /// Evaluate a trained run on its validation set, or on any corpus (--data).
     Eval(EvalArgs),
+    /// Per-token log-probabilities of a text or of token ids, as JSON lines.
+    Score(ScoreArgs),
     /// Sample text from a trained run.
     Generate(GenerateArgs),
     /// Print the fully resolved config (preset + file + overrides) as TOML.
@@ -314,6 +316,10 @@ pub struct TrainArgs {
     /// Continue the run in --run-dir from its last checkpoint (its saved config is used).
     #[arg(long, requires = "run_dir")]
     pub resume: bool,
+    /// Fine-tune: start from the weights of this run (its best.ckpt) or checkpoint file; the
+    /// model and tokenizer are the parent's, data and training settings this command's.
+    #[arg(long, value_name = "RUN_OR_CHECKPOINT", conflicts_with = "resume")]
+    pub init_from: Option<PathBuf>,
     /// Stop after this many steps, writing a checkpoint (resume later with --resume).
     #[arg(long)]
     pub stop_after: Option<usize>,
@@ -349,6 +355,43 @@ pub struct EvalArgs {
     pub checkpoint: String,
     #[arg(long, default_value = "auto", value_parser = device_parser())]
     pub device: DeviceArg,
+    /// Score this corpus instead of the run's validation batches: any source `data.source`
+    /// takes (a .txt / .jsonl / .parquet file or folder, builtin:stories), tokenized with the
+    /// run's tokenizer, every token of it.
+    #[arg(long)]
+    pub data: Option<String>,
+    /// With --data: score only the first N tokens (the output says how many of how many).
+    #[arg(long, requires = "data", value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_tokens: Option<u64>,
+    /// With --data: the field holding the text in .jsonl / .parquet sources (default: the
+    /// run's data.text_field).
+    #[arg(long, requires = "data")]
+    pub text_field: Option<String>,
+}
+
+#[derive(Args, Debug)]
+#[command(group(clap::ArgGroup::new("input").required(true).args(["text", "file", "tokens"])))]
+pub struct ScoreArgs {
+    /// A run directory written by `archlab train` or `archlab import`.
+    #[arg(long)]
+    pub run: PathBuf,
+    /// Which checkpoint: best or last.
+    #[arg(long, default_value = "best", value_parser = ["best", "last"])]
+    pub checkpoint: String,
+    #[arg(long, default_value = "auto", value_parser = device_parser())]
+    pub device: DeviceArg,
+    /// The text to score, tokenized with the run's tokenizer.
+    #[arg(long)]
+    pub text: Option<String>,
+    /// A file whose whole text is scored as one sequence.
+    #[arg(long)]
+    pub file: Option<PathBuf>,
+    /// Token ids as JSON: one sequence `[1, 2, 3]` or several `[[1, 2], [3, 4, 5]]`.
+    #[arg(long)]
+    pub tokens: Option<String>,
+    /// Also list the K most likely tokens at every position.
+    #[arg(long, default_value_t = 0)]
+    pub top_k: usize,
 }
 
 #[derive(Args, Debug)]

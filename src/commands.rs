@@ -28,6 +28,7 @@ pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Train(a) => train_cmd(a),
         Command::Eval(a) => eval_cmd(a),
+        Command::Score(a) => score_cmd(a),
         Command::Generate(a) => generate_cmd(a),
         Command::Config(a) => {
             print!("{}", resolve(&a, &[])?.to_toml());
@@ -139,7 +140,11 @@ fn train_cmd(a: TrainArgs) -> Result<()> {
         (RunConfig::load(&dir.join("config.toml"))?, dir)
     } else {
         let extra: Vec<String> = a.precision.iter().map(|p| format!("train.precision={p}")).collect();
-        let cfg = resolve(&a.config, &extra)?;
+        let mut cfg = resolve(&a.config, &extra)?;
+        if let Some(from) = &a.init_from {
+            let parent = train::finetune::parent(from)?;
+            cfg = train::finetune::config(cfg, &a.config.sets, &parent)?;
+        }
         let dir = a.run_dir.clone().unwrap_or_else(|| train::default_run_dir(&a.config.preset));
         (cfg, dir)
     };
@@ -182,6 +187,9 @@ fn train_cmd(a: TrainArgs) -> Result<()> {
                 s.wall_time_s,
                 s.nan_skips
             );
+            if let Some(parent) = &s.init_from {
+                println!("fine-tuned from {parent}");
+            }
             print_diagnostics(&s.all_diagnostics());
             println!(
                 "\nrun files: {}/{{config.toml, metrics.jsonl, summary.json, best.ckpt, last.ckpt}}",
@@ -240,6 +248,9 @@ fn load_run(dir: &Path) -> Result<LoadedRun> {
 }
 
 fn eval_cmd(a: EvalArgs) -> Result<()> {
+    if a.data.is_some() {
+        return eval_corpus_cmd(a);
+    }
     let mut run = load_run(&a.run)?;
     let data = prepare::ensure_prepared(&run.cfg.data)?;
     let resolved = device::resolve(a.device)?;
@@ -267,6 +278,131 @@ fn eval_on<B: Backend>(
             .map(|tokens| Batch { tokens, answer: None })
             .collect();
     Ok(evaluate(&model, &batches, Some(&data.tokenizer.token_bytes()), device))
+}
+
+/// `eval --data`: the whole of another corpus, with the run's tokenizer.
+fn eval_corpus_cmd(a: EvalArgs) -> Result<()> {
+    let spec = a.data.as_deref().expect("called with --data");
+    let mut run = load_run(&a.run)?;
+    let source = Source::resolve(spec, run.cfg.data.builtin_bytes, run.cfg.data.corpus_seed)?;
+    let text_field = a.text_field.as_deref().unwrap_or(&run.cfg.data.text_field);
+    let resolved = device::resolve(a.device)?;
+    run.on_gpu = resolved != device::Resolved::Cpu;
+    let corpus = archlab::eval::corpus::tokenize(&source, text_field, &run.tokenizer, spec)?;
+    let s = with_backend!(resolved, |B, dev| {
+        let model = train::checkpoint::load_model::<
+            <B as burn::tensor::backend::AutodiffBackend>::InnerBackend,
+        >(&a.run, &a.checkpoint, &run.cfg, &dev, run.on_gpu)?;
+        let t = &run.cfg.train;
+        let max = a.max_tokens.map(|n| usize::try_from(n).unwrap_or(usize::MAX));
+        let bytes = run.tokenizer.token_bytes();
+        anyhow::Ok(archlab::eval::corpus::score_stream(
+            &model,
+            &corpus.tokens,
+            t.seq_len,
+            t.batch_size,
+            max,
+            &bytes,
+            &dev,
+        ))
+    })?;
+    let all = corpus.tokens.len() - 1;
+    println!(
+        "| run | checkpoint | data | documents | tokens scored | bytes scored | loss | ppl | bits/byte |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|");
+    println!(
+        "| {} | {} | {spec} | {} | {} of {all} | {} | {:.4} | {:.2} | {:.4} |",
+        a.run.display(),
+        a.checkpoint,
+        corpus.documents,
+        s.targets,
+        s.bytes,
+        s.metrics.loss,
+        s.metrics.ppl,
+        s.metrics.bpb
+    );
+    Ok(())
+}
+
+/// `score`: one JSON line per token of every sequence.
+fn score_cmd(a: ScoreArgs) -> Result<()> {
+    let mut run = load_run(&a.run)?;
+    // Every input is read and checked before the model loads.
+    let sequences: Vec<Vec<u32>> = match (&a.text, &a.file, &a.tokens) {
+        (Some(text), _, _) => vec![run.tokenizer.encode(text)?],
+        (_, Some(file), _) => {
+            let text =
+                std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+            vec![run.tokenizer.encode(&text)?]
+        }
+        (_, _, Some(json)) => parse_token_ids(json)?,
+        _ => unreachable!("clap requires one input"),
+    };
+    let (max, vocab) = (run.cfg.model.max_seq_len, run.cfg.model.vocab_size);
+    for (i, ids) in sequences.iter().enumerate() {
+        archlab::eval::score::check_length(ids.len(), max).with_context(|| format!("sequence {i}"))?;
+        if let Some(id) = ids.iter().find(|&&id| id as usize >= vocab) {
+            bail!(
+                "sequence {i}: token id {id} is outside the model's vocabulary of {vocab} (ids 0..{})",
+                vocab - 1
+            );
+        }
+    }
+    let resolved = device::resolve(a.device)?;
+    run.on_gpu = resolved != device::Resolved::Cpu;
+    let scored = with_backend!(resolved, |B, dev| {
+        let model = train::checkpoint::load_model::<
+            <B as burn::tensor::backend::AutodiffBackend>::InnerBackend,
+        >(&a.run, &a.checkpoint, &run.cfg, &dev, run.on_gpu)?;
+        sequences
+            .iter()
+            .enumerate()
+            .map(|(i, ids)| {
+                archlab::eval::score::score_tokens(&model, &run.tokenizer, ids, max, a.top_k, &dev)
+                    .with_context(|| format!("sequence {i}"))
+            })
+            .collect::<Result<Vec<_>>>()
+    })?;
+    let mut out = std::io::stdout().lock();
+    for (sequence, tokens) in scored.iter().enumerate() {
+        for (position, t) in tokens.iter().enumerate() {
+            let line = serde_json::json!({
+                "sequence": sequence,
+                "position": position,
+                "id": t.id,
+                "token": t.token,
+                "offset": t.offset,
+                "logprob": t.logprob,
+                "top": t.top,
+            });
+            writeln!(out, "{line}")?;
+        }
+    }
+    Ok(())
+}
+
+/// `--tokens`: `[1, 2, 3]` (one sequence) or `[[1, 2], [3]]` (several).
+fn parse_token_ids(json: &str) -> Result<Vec<Vec<u32>>> {
+    let bad = || {
+        anyhow::anyhow!(
+            "--tokens must be a JSON array of token ids, [1, 2, 3], or an array of such arrays, [[1, 2], [3, 4]]"
+        )
+    };
+    let value: serde_json::Value = serde_json::from_str(json).map_err(|_| bad())?;
+    let ids = |v: &serde_json::Value| -> Result<Vec<u32>> {
+        v.as_array()
+            .ok_or_else(bad)?
+            .iter()
+            .map(|x| x.as_u64().and_then(|n| u32::try_from(n).ok()).ok_or_else(bad))
+            .collect()
+    };
+    let array = value.as_array().ok_or_else(bad)?;
+    if array.first().is_some_and(|v| v.is_array()) {
+        array.iter().map(ids).collect()
+    } else {
+        Ok(vec![ids(&value)?])
+    }
 }
 
 fn generate_cmd(a: GenerateArgs) -> Result<()> {

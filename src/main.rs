@@ -6,6 +6,14 @@ mod commands;
 use clap::Parser;
 
 fn main() {
+    // Past a file-size limit (`ulimit -f`, a quota) a write would kill the process with SIGXFSZ,
+    // mid-file and without a word; ignored, the write fails with EFBIG, and archlab names the
+    // file, removes its temporary and says how to fix it, as on a full disk.
+    #[cfg(unix)]
+    // SAFETY: setting a signal's disposition to "ignore" installs no handler code.
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+    }
     let cli = cli::Cli::parse();
     #[cfg(feature = "cube-kernels")]
     archlab::device::enable_kernel_cache();

@@ -48,21 +48,12 @@ pub fn train_run(req: TrainRunRequest) -> Result<()> {
 
 /// Ends this process when the comparison that started it ends (killed, interrupted): an
 /// orphaned run would go on holding its directory's lock and writing into it while the
-/// comparison is rerun. (Its lock is then stale, and the rerun takes it over and resumes it.)
+/// comparison is rerun. (Its lock is then stale, and the rerun takes it over and resumes it; a
+/// rerun that comes before this process has noticed waits for it.)
 fn exit_with_parent() {
-    #[cfg(unix)]
-    {
-        let parent = std::os::unix::process::parent_id();
-        std::thread::spawn(move || {
-            loop {
-                std::thread::sleep(std::time::Duration::from_millis(100));
-                if std::os::unix::process::parent_id() != parent {
-                    eprintln!("archlab: the comparison that started this run has ended; stopping the run");
-                    std::process::exit(1);
-                }
-            }
-        });
-    }
+    crate::util::lock::exit_with_parent(
+        "archlab: the comparison that started this run has ended; stopping the run",
+    );
 }
 
 /// The parent's side: writes `cfg` as the run's config (unless resuming, when the run's own is

@@ -430,6 +430,10 @@ pub struct TrainConfig {
     pub checkpoint_every: usize,
     /// Log a training record every this many steps.
     pub log_every: usize,
+    /// A fine-tune's parent checkpoint (`train --init-from`): its weights start this run.
+    /// Empty for a run from scratch (and then not written, so older configs are unchanged).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub init_from: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -101,6 +101,7 @@ fn base() -> RunConfig {
             precision: Precision::Auto,
             checkpoint_every: 500,
             log_every: 10,
+            init_from: String::new(),
         },
         eval: EvalConfig { every: 250, batches: 20 },
     }

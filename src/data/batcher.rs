@@ -99,7 +99,24 @@ pub fn validation_batches(
             seq_len + 1
         );
     }
+    if let Some(note) = shortfall_note(available, n_batches, batch, seq_len) {
+        eprintln!("{note}");
+    }
     Ok(windows(shard, 0, validation_batch_count(available, n_batches, batch), batch, seq_len))
+}
+
+/// What to tell a user whose `eval.batches` asks for more batches than the validation split
+/// holds: the loss is then measured on fewer tokens than configured, which must not pass
+/// silently.
+fn shortfall_note(available: usize, n_batches: usize, batch: usize, seq_len: usize) -> Option<String> {
+    let n = validation_batch_count(available, n_batches, batch);
+    (n < n_batches).then(|| {
+        format!(
+            "note: eval.batches = {n_batches}, but the validation split holds only {n} batches of \
+             {batch} × {seq_len} tokens; validating on those {n} (raise data.val_fraction or use \
+             more data for more)"
+        )
+    })
 }
 
 /// How many of the `n_batches` validation batches fit in `available` windows: the one rule
@@ -169,6 +186,16 @@ mod tests {
         let tokens: Vec<u32> = (0..n as u32).collect();
         write_shard(&path, &tokens, 1 << 20, 0, n as u64).unwrap();
         TokenShard::open(&path).unwrap()
+    }
+
+    #[test]
+    fn a_validation_split_too_small_for_eval_batches_is_said() {
+        // 10 windows of 16 hold two batches of 4: asking for 5 is capped, and said.
+        let note = shortfall_note(10, 5, 4, 16).unwrap();
+        assert!(note.contains("eval.batches = 5") && note.contains("only 2 batches of 4 × 16"), "{note}");
+        assert_eq!(shortfall_note(10, 2, 4, 16), None);
+        let s = shard(16 * 10 + 1);
+        assert_eq!(validation_batches(&s, 5, 4, 16).unwrap().len(), 2);
     }
 
     #[test]

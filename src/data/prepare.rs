@@ -222,20 +222,28 @@ pub fn prepare(
     std::fs::create_dir_all(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
     let fingerprint = tokenizer.fingerprint()?;
     let vocab = tokenizer.vocab_size();
-    write_shard(&tmp.join("train.bin"), &train, vocab, fingerprint, train_bytes)?;
-    write_shard(&tmp.join("val.bin"), &val, vocab, fingerprint, val_bytes)?;
-    atomic::write(&tmp.join("tokenizer.json"), tokenizer.to_json()?.as_bytes())?;
-    let meta = DatasetMeta {
-        source: cfg.source.clone(),
-        tokenizer: cfg.tokenizer.clone(),
-        vocab_size: vocab,
-        documents: docs.len(),
-        train_tokens: train.len(),
-        val_tokens: val.len(),
-        train_text_bytes: train_bytes,
-        val_text_bytes: val_bytes,
-    };
-    atomic::write_json(&tmp.join("meta.json"), &meta)?;
+    // A failed write (a full disk) leaves no partial folder behind.
+    let written = (|| -> Result<()> {
+        write_shard(&tmp.join("train.bin"), &train, vocab, fingerprint, train_bytes)?;
+        write_shard(&tmp.join("val.bin"), &val, vocab, fingerprint, val_bytes)?;
+        atomic::write(&tmp.join("tokenizer.json"), tokenizer.to_json()?.as_bytes())?;
+        let meta = DatasetMeta {
+            source: cfg.source.clone(),
+            tokenizer: cfg.tokenizer.clone(),
+            vocab_size: vocab,
+            documents: docs.len(),
+            train_tokens: train.len(),
+            val_tokens: val.len(),
+            train_text_bytes: train_bytes,
+            val_text_bytes: val_bytes,
+        };
+        atomic::write_json(&tmp.join("meta.json"), &meta)?;
+        Ok(())
+    })();
+    if let Err(e) = written {
+        let _ = std::fs::remove_dir_all(&tmp);
+        return Err(e);
+    }
     if out.join("meta.json").exists() && !replace {
         // Another process prepared the same cache entry meanwhile; its result is identical.
         std::fs::remove_dir_all(&tmp)?;

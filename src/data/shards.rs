@@ -17,7 +17,6 @@
 //! (llm.c's `.bin` shards carry a similar header: magic, version, count.)
 
 use std::fs::File;
-use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
@@ -154,18 +153,15 @@ pub fn write_shard(
     text_bytes: u64,
 ) -> Result<()> {
     let token_bytes: u32 = if vocab_size <= 1 << 16 { 2 } else { 4 };
-    let tmp = path.with_extension("bin.tmp");
-    {
-        let file = File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
-        let mut w = BufWriter::new(file);
-        let mut header = [0u8; HEADER_BYTES];
-        header[0..8].copy_from_slice(MAGIC);
-        header[8..12].copy_from_slice(&VERSION.to_le_bytes());
-        header[12..16].copy_from_slice(&token_bytes.to_le_bytes());
-        header[16..24].copy_from_slice(&(tokens.len() as u64).to_le_bytes());
-        header[24..28].copy_from_slice(&(vocab_size as u32).to_le_bytes());
-        header[32..40].copy_from_slice(&tokenizer_fingerprint.to_le_bytes());
-        header[40..48].copy_from_slice(&text_bytes.to_le_bytes());
+    let mut header = [0u8; HEADER_BYTES];
+    header[0..8].copy_from_slice(MAGIC);
+    header[8..12].copy_from_slice(&VERSION.to_le_bytes());
+    header[12..16].copy_from_slice(&token_bytes.to_le_bytes());
+    header[16..24].copy_from_slice(&(tokens.len() as u64).to_le_bytes());
+    header[24..28].copy_from_slice(&(vocab_size as u32).to_le_bytes());
+    header[32..40].copy_from_slice(&tokenizer_fingerprint.to_le_bytes());
+    header[40..48].copy_from_slice(&text_bytes.to_le_bytes());
+    crate::util::atomic::write_with(path, |w| {
         w.write_all(&header)?;
         for &t in tokens {
             if token_bytes == 2 {
@@ -174,12 +170,8 @@ pub fn write_shard(
                 w.write_all(&t.to_le_bytes())?;
             }
         }
-        let file = w.into_inner().map_err(|e| e.into_error())?;
-        file.sync_all()?;
-    }
-    std::fs::rename(&tmp, path)
-        .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
-    Ok(())
+        Ok(())
+    })
 }
 
 #[cfg(test)]

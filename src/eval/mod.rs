@@ -1,7 +1,9 @@
 //! Held-out evaluation: validation loss, perplexity and bits per byte.
 
+pub mod corpus;
 pub mod generate;
 pub mod health;
+pub mod score;
 
 use crate::kernels::Backend;
 use burn::tensor::ElementConversion;

@@ -70,6 +70,7 @@ impl Record {
 
 pub struct MetricsLog {
     file: File,
+    path: std::path::PathBuf,
 }
 
 impl MetricsLog {
@@ -94,15 +95,14 @@ impl MetricsLog {
             .append(true)
             .open(path)
             .with_context(|| format!("cannot open {}", path.display()))?;
-        Ok(Self { file })
+        Ok(Self { file, path: path.to_path_buf() })
     }
 
     pub fn write(&mut self, record: &Record) -> Result<()> {
         let mut line = serde_json::to_string(record)?;
         line.push('\n');
-        self.file.write_all(line.as_bytes())?;
-        self.file.flush()?;
-        Ok(())
+        let written = self.file.write_all(line.as_bytes()).and_then(|()| self.file.flush());
+        written.map_err(|e| crate::util::atomic::write_error(&self.path, e))
     }
 }
 
@@ -230,6 +230,9 @@ pub struct Summary {
     /// The causality / time-mixing probe of every layer on the final weights.
     #[serde(default)]
     pub health: Vec<crate::eval::health::LayerHealth>,
+    /// A fine-tune's parent checkpoint (`train --init-from`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init_from: Option<String>,
 }
 
 impl Summary {

@@ -3,6 +3,7 @@
 //! groups, clipping), `checkpoint` (atomic save/resume), `metrics` (JSONL, summary).
 
 pub mod checkpoint;
+pub mod finetune;
 pub mod metrics;
 pub mod optim;
 pub mod schedule;
@@ -135,6 +136,11 @@ pub fn train<B: AutodiffBackend>(
 
     // -- model & optimizer -----------------------------------------------------------------
     let mut model = LanguageModel::<B>::new(&cfg.model, cfg.train.seed, bf16, device);
+    if !opts.resume && !cfg.train.init_from.is_empty() {
+        // A fine-tune: the parent's weights; step, optimizer and schedule start fresh.
+        model = checkpoint::load_weights(Path::new(&cfg.train.init_from), model, device)?;
+        eprintln!("archlab: fine-tuning from {} (its weights only)", cfg.train.init_from);
+    }
     let mut optim = optim::Optimizers::new(&cfg.train);
     let mut state = TrainState::default();
     if opts.resume {
@@ -368,6 +374,7 @@ pub fn train<B: AutodiffBackend>(
             None => Vec::new(),
         },
         health: crate::eval::health::probe_layers(&model.valid(), t, device),
+        init_from: (!cfg.train.init_from.is_empty()).then(|| cfg.train.init_from.clone()),
     };
     atomic::write_json(&run.join("summary.json"), &summary)?;
     Ok(TrainOutcome { losses, summary: Some(summary) })

@@ -12,14 +12,24 @@ use anyhow::{Context, Result};
 /// disk before this returns (a crash after it keeps the new file), and a failed write leaves
 /// neither a partial target nor a temporary file behind.
 pub fn write(path: &Path, bytes: &[u8]) -> Result<()> {
+    write_with(path, |w| w.write_all(bytes))
+}
+
+/// [`write`] for contents produced piece by piece (a token shard of gigabytes): `fill` writes
+/// them into a buffered writer.
+pub fn write_with(path: &Path, fill: impl FnOnce(&mut dyn Write) -> std::io::Result<()>) -> Result<()> {
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     fs::create_dir_all(dir).with_context(|| format!("cannot create directory {}", dir.display()))?;
     let file_name = path.file_name().context("atomic write needs a file name")?.to_string_lossy();
     let tmp = dir.join(format!(".{file_name}.{}.tmp", std::process::id()));
     let written = (|| -> Result<()> {
-        let mut f = fs::File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
-        f.write_all(bytes).with_context(|| format!("cannot write {}", path.display()))?;
-        f.sync_all().with_context(|| format!("cannot sync {} to disk", path.display()))?;
+        let f = fs::File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+        let mut w = std::io::BufWriter::new(f);
+        let f = fill(&mut w)
+            .and_then(|()| w.into_inner().map_err(|e| e.into_error()))
+            .and_then(|f| f.sync_all().map(|()| f))
+            .map_err(|e| write_error(path, e))?;
+        drop(f);
         fs::rename(&tmp, path)
             .with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()))
     })();
@@ -32,6 +42,18 @@ pub fn write(path: &Path, bytes: &[u8]) -> Result<()> {
         d.sync_all().with_context(|| format!("cannot sync directory {}", dir.display()))?;
     }
     Ok(())
+}
+
+/// The error of a failed write to `path`, with the fix when the disk or a limit is full.
+pub fn write_error(path: &Path, e: std::io::Error) -> anyhow::Error {
+    use std::io::ErrorKind::{FileTooLarge, QuotaExceeded, StorageFull};
+    let fix = match e.kind() {
+        StorageFull | QuotaExceeded | FileTooLarge => {
+            ": the disk is full or a file-size limit was reached; free space (or raise the limit) and run again"
+        }
+        _ => "",
+    };
+    anyhow::Error::new(e).context(format!("cannot write {}{fix}", path.display()))
 }
 
 /// Atomically writes `value` as pretty JSON.
@@ -67,7 +89,7 @@ mod tests {
         if std::path::Path::new("/dev/full").exists() {
             std::os::unix::fs::symlink("/dev/full", &tmp).unwrap();
             let err = super::write(&target, &vec![7u8; 1 << 16]).unwrap_err();
-            assert!(format!("{err:#}").contains("cannot"), "{err:#}");
+            assert!(format!("{err:#}").contains("the disk is full"), "{err:#}");
             assert!(!tmp.exists() && !tmp.is_symlink(), "the temporary file was left behind");
             assert!(!target.exists());
         }

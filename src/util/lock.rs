@@ -7,6 +7,8 @@
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
@@ -27,6 +29,39 @@ pub struct Holder {
     /// happens to get the same PID is not taken for the holder.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started: Option<u64>,
+    /// The process whose end also ends the holder (a comparison's run process follows the
+    /// comparison), with its start time: a holder whose parent is gone is about to exit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<(u32, Option<u64>)>,
+}
+
+/// The parent this process ends with (0: none); see [`exit_with_parent`].
+static FOLLOWED_PARENT: AtomicU32 = AtomicU32::new(0);
+
+/// How long a lock is waited for when its holder's parent has ended and the holder is on its
+/// way out (it notices within a tenth of a second; a loaded machine can take longer).
+const ORPHAN_GRACE: Duration = Duration::from_secs(30);
+
+/// Ends this process soon after its parent ends (killed, interrupted), and records that in
+/// every lock it takes: a rerun started right after the parent was killed then waits for this
+/// process to go instead of refusing the directory as in use.
+pub fn exit_with_parent(message: &'static str) {
+    #[cfg(unix)]
+    {
+        let parent = std::os::unix::process::parent_id();
+        FOLLOWED_PARENT.store(parent, Ordering::SeqCst);
+        std::thread::spawn(move || {
+            loop {
+                std::thread::sleep(Duration::from_millis(100));
+                if std::os::unix::process::parent_id() != parent {
+                    eprintln!("{message}");
+                    std::process::exit(1);
+                }
+            }
+        });
+    }
+    #[cfg(not(unix))]
+    let _ = message;
 }
 
 /// A held lock; dropping it releases the directory.
@@ -47,10 +82,14 @@ impl DirLock {
             since: unix_time(),
             what: what.into(),
             started: start_time(pid),
+            parent: match FOLLOWED_PARENT.load(Ordering::SeqCst) {
+                0 => None,
+                p => Some((p, start_time(p))),
+            },
         };
         let text = serde_json::to_string(&me)? + "\n";
-        // Two tries: the second after taking over a stale lock.
-        for _ in 0..2 {
+        // Three tries: after an orphaned holder released the lock, after taking over a stale one.
+        for _ in 0..3 {
             match fs::OpenOptions::new().write(true).create_new(true).open(&path) {
                 Ok(mut f) => {
                     f.write_all(text.as_bytes())
@@ -63,7 +102,13 @@ impl DirLock {
                     return Err(e).with_context(|| format!("cannot create lock file {}", path.display()));
                 }
             }
-            let holder = read_holder(&path);
+            let mut holder = read_holder(&path);
+            if let Some(h) = holder.clone().filter(orphaned) {
+                match wait_for_orphan(&path, h) {
+                    Some(h) => holder = Some(h),
+                    None => continue, // released meanwhile: try again
+                }
+            }
             match holder {
                 Some(h) if h.host != me.host => bail!(
                     "{} is in use by {} (PID {} on host {}, since {}); if that process is gone, delete {}",
@@ -108,6 +153,36 @@ impl Drop for DirLock {
     }
 }
 
+/// Whether `h` is a live process of this host whose parent has ended: it exits by itself
+/// within moments.
+fn orphaned(h: &Holder) -> bool {
+    h.host == host_name()
+        && process_alive(h.pid, h.started)
+        && h.parent.is_some_and(|(p, started)| !process_alive(p, started))
+}
+
+/// Waits (bounded) for an orphaned holder to exit, so that its lock is then taken over as
+/// stale rather than the directory refused. Returns who holds the lock afterwards (`None`:
+/// released).
+fn wait_for_orphan(path: &Path, holder: Holder) -> Option<Holder> {
+    eprintln!(
+        "note: waiting for archlab {} (PID {}) to stop: the process that started it has ended",
+        holder.what, holder.pid
+    );
+    let start = Instant::now();
+    loop {
+        std::thread::sleep(Duration::from_millis(50));
+        if !path.exists() {
+            return None;
+        }
+        let now = read_holder(path);
+        let still_leaving = now.as_ref().is_some_and(|h| *h == holder && orphaned(h));
+        if !still_leaving || start.elapsed() >= ORPHAN_GRACE {
+            return now;
+        }
+    }
+}
+
 fn read_holder(path: &Path) -> Option<Holder> {
     serde_json::from_str(&fs::read_to_string(path).ok()?).ok()
 }
@@ -130,11 +205,13 @@ pub fn host_name() -> String {
 }
 
 /// Whether process `pid` of this host is running (and, where its start time was recorded,
-/// is still the process that took the lock).
+/// is still the process that took the lock). A zombie (exited, not yet reaped: an orphan whose
+/// new parent does not reap) is not running.
 fn process_alive(pid: u32, started: Option<u64>) -> bool {
     if Path::new("/proc/self").exists() {
-        let running = Path::new(&format!("/proc/{pid}")).exists();
-        return running && (started.is_none() || start_time(pid) == started);
+        let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else { return false };
+        let zombie = stat.rfind(')').is_some_and(|i| stat[i + 1..].trim_start().starts_with(['Z', 'X']));
+        return !zombie && (started.is_none() || start_time(pid) == started);
     }
     std::process::Command::new("kill")
         .args(["-0", &pid.to_string()])
@@ -186,7 +263,14 @@ mod tests {
         // PID 1 is always running.
         plant(
             &d,
-            &Holder { host: host_name(), pid: 1, since: 7, what: "compare".into(), started: start_time(1) },
+            &Holder {
+                host: host_name(),
+                pid: 1,
+                since: 7,
+                what: "compare".into(),
+                started: start_time(1),
+                parent: None,
+            },
         );
         let err = DirLock::acquire(&d, "train").unwrap_err().to_string();
         assert!(err.contains("in use by archlab compare (PID 1"), "{err}");
@@ -200,7 +284,10 @@ mod tests {
         let mut child = std::process::Command::new("true").spawn().unwrap();
         let pid = child.id();
         child.wait().unwrap();
-        plant(&d, &Holder { host: host_name(), pid, since: 7, what: "train".into(), started: None });
+        plant(
+            &d,
+            &Holder { host: host_name(), pid, since: 7, what: "train".into(), started: None, parent: None },
+        );
         let lock = DirLock::acquire(&d, "train").unwrap();
         assert_eq!(read_holder(&d.join(LOCK_FILE)).unwrap().pid, std::process::id());
         drop(lock);
@@ -216,6 +303,7 @@ mod tests {
             since: 7,
             what: "train".into(),
             started: None,
+            parent: None,
         };
         plant(&d, &remote);
         let err = DirLock::acquire(&d, "train").unwrap_err().to_string();
@@ -232,10 +320,66 @@ mod tests {
         let Some(started) = start_time(1) else { return }; // not Linux: no start times
         plant(
             &d,
-            &Holder { host: host_name(), pid: 1, since: 7, what: "train".into(), started: Some(started + 1) },
+            &Holder {
+                host: host_name(),
+                pid: 1,
+                since: 7,
+                what: "train".into(),
+                started: Some(started + 1),
+                parent: None,
+            },
         );
         let lock = DirLock::acquire(&d, "train").unwrap();
         drop(lock);
+        fs::remove_dir_all(d).unwrap();
+    }
+
+    /// A holder whose parent has ended is on its way out (a comparison's run process after the
+    /// comparison was killed): the lock is waited for and taken over, not refused.
+    #[test]
+    fn an_orphaned_holders_lock_is_waited_for() {
+        let d = dir("orphan");
+        let mut parent = std::process::Command::new("true").spawn().unwrap();
+        let parent_pid = parent.id();
+        parent.wait().unwrap();
+        let mut holder = std::process::Command::new("sleep").arg("0.5").spawn().unwrap();
+        let pid = holder.id();
+        plant(
+            &d,
+            &Holder {
+                host: host_name(),
+                pid,
+                since: 7,
+                what: "train".into(),
+                started: start_time(pid),
+                parent: Some((parent_pid, None)),
+            },
+        );
+        let start = Instant::now();
+        let lock = DirLock::acquire(&d, "train").unwrap();
+        assert!(start.elapsed() >= Duration::from_millis(300), "taken before the holder ended");
+        holder.wait().unwrap();
+        drop(lock);
+        fs::remove_dir_all(d).unwrap();
+    }
+
+    /// A holder whose parent lives is refused at once, even though it records a parent.
+    #[test]
+    fn a_holder_with_a_live_parent_is_refused() {
+        let d = dir("followed");
+        plant(
+            &d,
+            &Holder {
+                host: host_name(),
+                pid: 1,
+                since: 7,
+                what: "train".into(),
+                started: start_time(1),
+                parent: Some((1, start_time(1))),
+            },
+        );
+        let err = DirLock::acquire(&d, "train").unwrap_err().to_string();
+        assert!(err.contains("in use by archlab train (PID 1"), "{err}");
         fs::remove_dir_all(d).unwrap();
     }
 }

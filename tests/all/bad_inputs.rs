@@ -16,15 +16,29 @@ struct Case {
     args: Vec<String>,
     says: &'static str,
     untouched: Vec<&'static str>,
+    /// A file-size limit in bytes (RLIMIT_FSIZE), to run the command on a disk that fills.
+    file_size_limit: Option<u64>,
 }
 
 fn case(name: &'static str, args: &[&str], says: &'static str) -> Case {
-    Case { name, args: args.iter().map(|s| s.to_string()).collect(), says, untouched: Vec::new() }
+    Case {
+        name,
+        args: args.iter().map(|s| s.to_string()).collect(),
+        says,
+        untouched: Vec::new(),
+        file_size_limit: None,
+    }
 }
 
 impl Case {
     fn keeps(mut self, files: &[&'static str]) -> Self {
         self.untouched.extend_from_slice(files);
+        self
+    }
+
+    /// Runs the command with every file it writes limited to `bytes`: the disk fills.
+    fn with_disk_full_after(mut self, bytes: u64) -> Self {
+        self.file_size_limit = Some(bytes);
         self
     }
 }
@@ -48,7 +62,44 @@ fn train(extra: &[&str]) -> Vec<String> {
 }
 
 fn archlab(args: &[String], cwd: &Path) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_archlab")).args(args).current_dir(cwd).output().expect("binary runs")
+    archlab_limited(args, cwd, None)
+}
+
+fn archlab_limited(args: &[String], cwd: &Path, file_size_limit: Option<u64>) -> std::process::Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_archlab"));
+    cmd.args(args).current_dir(cwd);
+    if let Some(bytes) = file_size_limit {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: only setrlimit, async-signal-safe, runs between fork and exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                let limit = libc::rlimit { rlim_cur: bytes as libc::rlim_t, rlim_max: bytes as libc::rlim_t };
+                match libc::setrlimit(libc::RLIMIT_FSIZE, &limit) {
+                    0 => Ok(()),
+                    _ => Err(std::io::Error::last_os_error()),
+                }
+            });
+        }
+    }
+    cmd.output().expect("binary runs")
+}
+
+/// Temporary files (`*.tmp`, `*.partial-*`) anywhere under `dir`: a failed command leaves none.
+fn leftovers(dir: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let path = entry.path();
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.ends_with(".tmp") || name.contains(".partial-") {
+                found.push(path);
+            } else if path.is_dir() {
+                stack.push(path);
+            }
+        }
+    }
+    found
 }
 
 /// A copy of the run `from` as `to`, with `edit` applied to its file `file`.
@@ -70,6 +121,9 @@ fn fixtures(dir: &Path) {
     let run = train(&["--run-dir", "run", "--set", "eval.every=2"]);
     let out = archlab(&run, dir);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // A run stopped after its first step, to resume.
+    let out = archlab(&train(&["--run-dir", "resume-full", "--stop-after", "1"]), dir);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let w = |name: &str, bytes: &[u8]| {
         let path = dir.join(name);
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
@@ -80,6 +134,7 @@ fn fixtures(dir: &Path) {
     w("typed.toml", b"[model]\nd_model = \"wide\"\n");
     w("empty.txt", b"");
     w("tiny.txt", b"hi");
+    w("long.txt", "a long line of text ".repeat(100).as_bytes());
     w("binary.txt", &[0xff, 0xfe, 0x00, 0x80, 0x81]);
     w("garbage.json", b"{not json");
     w("a-file", b"I am a regular file");
@@ -127,6 +182,8 @@ fn fixtures(dir: &Path) {
     });
     damaged_copy(dir, "run", "bad-config", "config.toml", |_| b"[model\n".to_vec());
     damaged_copy(dir, "run", "bad-tokenizer", "tokenizer.json", |_| b"{\"model\": 3}".to_vec());
+    damaged_copy(dir, "run", "no-best", "best.ckpt", |b| b);
+    std::fs::remove_file(dir.join("no-best/best.ckpt")).unwrap();
     damaged_copy(dir, "run", "no-tokenizer", "tokenizer.json", |b| b);
     std::fs::remove_file(dir.join("no-tokenizer/tokenizer.json")).unwrap();
     damaged_copy(dir, "run", "bad-metrics", "metrics.jsonl", |b| {
@@ -268,7 +325,7 @@ fn cases() -> Vec<Case> {
             "Mamba-2 head size that does not divide" => extra.extend(["--set", "model.pattern=\"SS\""]),
             _ => {}
         }
-        c.push(Case { name, args: train_with(extra), says, untouched: Vec::new() });
+        c.push(Case { args: train_with(extra), ..case(name, &[], says) });
     }
     c.extend([
         // -- run directories and their files ------------------------------------------------
@@ -427,6 +484,93 @@ fn cases() -> Vec<Case> {
             "already holds a run",
         )
         .keeps(&["run/best.ckpt", "run/config.toml"]),
+        case(
+            "eval of an empty corpus",
+            &["eval", "--run", "run", "--device", "cpu", "--data", "empty.txt"],
+            "empty.txt",
+        ),
+        case(
+            "eval of a missing corpus",
+            &["eval", "--run", "run", "--device", "cpu", "--data", "missing.txt"],
+            "missing.txt not found",
+        ),
+        case(
+            "eval of zero tokens",
+            &["eval", "--run", "run", "--data", "tiny.txt", "--max-tokens", "0"],
+            "invalid value '0' for '--max-tokens",
+        ),
+        case("max-tokens without a corpus", &["eval", "--run", "run", "--max-tokens", "5"], "--data"),
+        case(
+            "score with no input",
+            &["score", "--run", "run"],
+            "the following required arguments were not provided",
+        ),
+        case(
+            "score of a token outside the vocabulary",
+            &["score", "--run", "run", "--tokens", "[1, 99999]"],
+            "token id 99999 is outside the model's vocabulary of 256",
+        ),
+        case(
+            "score of malformed token ids",
+            &["score", "--run", "run", "--tokens", "[1, -2]"],
+            "--tokens must be",
+        ),
+        case(
+            "score of a text longer than the context",
+            &["score", "--run", "run", "--file", "long.txt"],
+            "more than the model's context of",
+        ),
+        case(
+            "fine-tune from a missing run",
+            &["train", "--init-from", "nowhere", "--run-dir", "ft1"],
+            "--init-from nowhere: no such run directory or checkpoint",
+        ),
+        case(
+            "fine-tune from a run without a best checkpoint",
+            &["train", "--init-from", "no-best", "--run-dir", "ft2"],
+            "there is no checkpoint no-best/best.ckpt",
+        ),
+        case(
+            "fine-tune with another model",
+            &["train", "--init-from", "run", "--run-dir", "ft3", "--set", "model.n_layers=3"],
+            "--set model.n_layers=3 contradicts the model of run/best.ckpt",
+        ),
+        case(
+            "fine-tune with another tokenizer",
+            &["train", "--init-from", "run", "--run-dir", "ft4", "--set", "data.tokenizer=bpe:512"],
+            "a fine-tune uses its parent's tokenizer",
+        ),
+        case(
+            "fine-tune and resume at once",
+            &["train", "--init-from", "run", "--resume", "--run-dir", "ft5"],
+            "cannot be used with",
+        ),
+        // -- a disk that fills ---------------------------------------------------------------
+        case(
+            "a disk that fills while training",
+            &train(&["--run-dir", "full-run"]).iter().map(String::as_str).collect::<Vec<_>>(),
+            "the disk is full or a file-size limit was reached",
+        )
+        .with_disk_full_after(16 << 10),
+        case(
+            "a disk that fills while preparing data",
+            &["data", "prepare", "--set", "data.builtin_bytes=30000", "--out", "full-prepared"],
+            "the disk is full or a file-size limit was reached",
+        )
+        .with_disk_full_after(4 << 10),
+        case(
+            "a disk that fills while importing",
+            &["import", "hf-qwen", "--out", "full-import"],
+            "the disk is full or a file-size limit was reached",
+        )
+        .with_disk_full_after(16 << 10),
+        case(
+            "a disk that fills while resuming a run",
+            &["train", "--quiet", "--resume", "--run-dir", "resume-full", "--device", "cpu"],
+            "the disk is full or a file-size limit was reached",
+        )
+        .keeps(&["resume-full/last.ckpt", "resume-full/best.ckpt", "resume-full/config.toml"])
+        .with_disk_full_after(16 << 10),
     ]);
     c
 }
@@ -446,7 +590,7 @@ fn every_bad_input_is_one_clear_error() {
     for case in &cases {
         let before: Vec<(PathBuf, Option<Vec<u8>>)> =
             case.untouched.iter().map(|f| (dir.join(f), std::fs::read(dir.join(f)).ok())).collect();
-        let out = archlab(&case.args, &dir);
+        let out = archlab_limited(&case.args, &dir, case.file_size_limit);
         let stderr = String::from_utf8_lossy(&out.stderr);
         let error_lines = stderr.lines().filter(|l| l.starts_with("error")).count();
         let mut wrong = Vec::new();
@@ -466,6 +610,10 @@ fn every_bad_input_is_one_clear_error() {
             if &std::fs::read(path).ok() != bytes {
                 wrong.push(format!("{} changed", path.display()));
             }
+        }
+        for path in leftovers(&dir) {
+            wrong.push(format!("it left {}", path.display()));
+            let _ = std::fs::remove_file(&path).or_else(|_| std::fs::remove_dir_all(&path));
         }
         let message = stderr.lines().find(|l| l.starts_with("error")).unwrap_or("").replace('|', "\\|");
         let command = format!("`archlab {}`", case.args.join(" ").replace('|', "\\|"));

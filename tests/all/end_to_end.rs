@@ -69,6 +69,73 @@ fn train_eval_generate() {
         "eval of best.ckpt should reproduce the best val loss {best:.4}:\n{stdout}"
     );
 
+    // Another corpus, whole: every token but the first is scored (the byte tokenizer: one
+    // token per byte and an end-of-text token after the document), and bits per byte is the
+    // summed loss over ln 2 times the bytes those targets stand for.
+    let text = "Once upon a time a small fox ran to the river. The water was cold and clear.\n";
+    std::fs::write(dir.join("other.txt"), text).unwrap();
+    let (ok, stdout, stderr) =
+        archlab(&["eval", "--run", "run", "--device", "cpu", "--data", "other.txt"].map(String::from), &dir);
+    assert!(ok, "eval --data failed:\n{stderr}");
+    let row = stdout.lines().find(|l| l.contains("other.txt")).unwrap_or_else(|| panic!("no row:\n{stdout}"));
+    let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+    let n = text.len();
+    assert_eq!((cells[4], cells[5]), ("1", format!("{n} of {n}").as_str()), "{row}");
+    let bytes: f64 = cells[6].parse().unwrap();
+    assert!(bytes >= (n - 1) as f64 && bytes <= n as f64, "{row}");
+    let (loss, bpb): (f64, f64) = (cells[7].parse().unwrap(), cells[9].parse().unwrap());
+    let expected = loss * n as f64 / (std::f64::consts::LN_2 * bytes);
+    assert!((bpb - expected).abs() < 1e-3, "{row}: bits per byte {bpb}, expected {expected}");
+    let (ok, stdout, _) = archlab(
+        &["eval", "--run", "run", "--device", "cpu", "--data", "other.txt", "--max-tokens", "10"]
+            .map(String::from),
+        &dir,
+    );
+    assert!(ok && stdout.contains(&format!("| 10 of {n} |")), "{stdout}");
+
+    // Per-token log-probabilities as JSON lines: one per token, the first without one.
+    let (ok, stdout, stderr) = archlab(
+        &["score", "--run", "run", "--device", "cpu", "--text", "Once upon a time", "--top-k", "2"]
+            .map(String::from),
+        &dir,
+    );
+    assert!(ok, "score failed:\n{stderr}");
+    let lines: Vec<serde_json::Value> = stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), "Once upon a time".len());
+    assert!(lines[0]["logprob"].is_null());
+    assert!(
+        lines[1..]
+            .iter()
+            .all(|l| l["logprob"].as_f64().unwrap() < 0.0 && l["top"].as_array().unwrap().len() == 2)
+    );
+
+    // A fine-tune starts from the parent's weights: with a learning rate too small to move
+    // them, its validation loss is the parent's; from scratch it would be near ln 256 = 5.5.
+    let finetune = |run_dir: &str, extra: &[&str]| {
+        let mut sets: Vec<&str> = small.to_vec();
+        sets.retain(|s| !s.starts_with("model."));
+        sets.extend_from_slice(&["train.max_steps=2", "train.lr=1e-12", "train.warmup_steps=0"]);
+        sets.extend_from_slice(extra);
+        let head = ["train", "--device", "cpu", "--quiet", "--init-from", "run", "--run-dir", run_dir];
+        archlab(&with_sets(&head, &sets), &dir)
+    };
+    let (ok, stdout, stderr) = finetune("tuned", &[]);
+    assert!(ok, "fine-tune failed:\n{stderr}");
+    assert!(stdout.contains("fine-tuned from") && stdout.contains("run/best.ckpt"), "{stdout}");
+    let tuned: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("tuned/summary.json")).unwrap()).unwrap();
+    let tuned_loss = tuned["final_val_loss"].as_f64().unwrap();
+    assert!((tuned_loss - best).abs() < 1e-3, "fine-tune starts at {tuned_loss}, the parent ended at {best}");
+    assert!(tuned["init_from"].as_str().unwrap().ends_with("run/best.ckpt"));
+    let parent_cfg = std::fs::read_to_string(dir.join("run/config.toml")).unwrap();
+    let tuned_cfg = std::fs::read_to_string(dir.join("tuned/config.toml")).unwrap();
+    let model_section = |t: &str| t.split("[model]").nth(1).unwrap().split("\n[").next().unwrap().to_string();
+    assert_eq!(model_section(&parent_cfg), model_section(&tuned_cfg));
+    // A --set that would change the parent's model is refused before any work.
+    let (ok, _, stderr) = finetune("tuned-wider", &["model.d_model=48"]);
+    assert!(!ok && stderr.contains("contradicts the model of"), "{stderr}");
+    assert!(!dir.join("tuned-wider").exists());
+
     let generate_args = [
         "generate",
         "--run",

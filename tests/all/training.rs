@@ -470,3 +470,89 @@ fn bits_per_byte_is_the_summed_loss_over_the_bytes_of_the_targets() {
     // 2 batches × 2 rows × 12 targets.
     assert!((got.loss - nats / 48.0).abs() < 1e-5, "mean loss {} by hand {}", got.loss, nats / 48.0);
 }
+
+/// `eval --data` scores every token of a corpus once: whole windows in batches, then the
+/// shorter last window. Held to a plain f64 log-softmax over one window at a time, summed,
+/// and independent of how many windows share a batch.
+#[test]
+fn scoring_a_stream_scores_every_token_once() {
+    use archlab::eval::corpus::score_stream;
+    use archlab::model::lm::ids_tensor;
+    let mut cfg = small_config();
+    cfg.model.vocab_size = 256;
+    let device = Default::default();
+    let model = LanguageModel::<Cpu>::new(&cfg.model, 3, false, &device);
+    let vocab = cfg.model.vocab_size;
+    // 3 whole windows of 16 targets and a last one of 5.
+    let (seq_len, n) = (16, 3 * 16 + 5 + 1);
+    let tokens = random_ids(n, vocab, 11);
+    let token_bytes: Vec<u32> = (0..vocab as u32).map(|id| 1 + id % 3).collect();
+
+    // The reference: each window alone, its log-softmax in f64.
+    let mut nats = 0.0;
+    let mut start = 0;
+    while start + 1 < n {
+        let len = seq_len.min(n - 1 - start);
+        let logits = model.forward(ids_tensor::<Cpu>(&tokens[start..start + len], [1, len], &device));
+        let values: Vec<f32> = logits.into_data().to_vec().unwrap();
+        for t in 0..len {
+            let row: Vec<f64> = values[t * vocab..(t + 1) * vocab].iter().map(|&v| f64::from(v)).collect();
+            let max = row.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+            let lse = max + row.iter().map(|v| (v - max).exp()).sum::<f64>().ln();
+            nats += lse - row[tokens[start + t + 1] as usize];
+        }
+        start += len;
+    }
+    let bytes: u64 = tokens[1..].iter().map(|&id| u64::from(token_bytes[id as usize])).sum();
+
+    for batch in [1, 2, 4] {
+        let s = score_stream(&model, &tokens, seq_len, batch, None, &token_bytes, &device);
+        assert_eq!(s.targets, n - 1);
+        assert_eq!(s.bytes, bytes);
+        assert!((s.nats - nats).abs() < 1e-4 * nats, "batch {batch}: {} vs {nats}", s.nats);
+        let bpb = nats / (std::f64::consts::LN_2 * bytes as f64);
+        assert!((s.metrics.bpb - bpb).abs() < 1e-4 * bpb, "batch {batch}: bpb {} vs {bpb}", s.metrics.bpb);
+        assert!((s.metrics.loss - nats / (n - 1) as f64).abs() < 1e-4);
+    }
+    // The first 20 targets: one whole window and 4 of the next.
+    let s = score_stream(&model, &tokens, seq_len, 4, Some(20), &token_bytes, &device);
+    assert_eq!(s.targets, 20);
+    assert_eq!(s.bytes, tokens[1..21].iter().map(|&id| u64::from(token_bytes[id as usize])).sum::<u64>());
+}
+
+/// `score`'s per-token log-probabilities are the losses `eval --data` sums: over one window
+/// they add up to minus its summed loss, the first token has none, and the top-k list is the
+/// row's k largest, most likely first.
+#[test]
+fn per_token_scores_add_up_to_the_stream_loss() {
+    use archlab::data::tokenizer::Tokenizer;
+    use archlab::eval::{corpus::score_stream, score::score_tokens};
+    let mut cfg = small_config();
+    cfg.model.vocab_size = 256;
+    let device = Default::default();
+    let model = LanguageModel::<Cpu>::new(&cfg.model, 5, false, &device);
+    let tokenizer = Tokenizer::Byte;
+    let ids: Vec<u32> = "The fox ran to the river.".bytes().map(u32::from).collect();
+    let scores = score_tokens(&model, &tokenizer, &ids, cfg.model.max_seq_len, 3, &device).unwrap();
+    assert_eq!(scores.len(), ids.len());
+    assert!(scores[0].logprob.is_none() && scores[0].top.is_empty());
+    let total: f64 = scores.iter().filter_map(|s| s.logprob).sum();
+    let stream = score_stream(&model, &ids, 64, 1, None, &tokenizer.token_bytes(), &device);
+    assert!((total + stream.nats).abs() < 1e-4 * stream.nats, "{total} vs {}", -stream.nats);
+    for (i, s) in scores.iter().enumerate().skip(1) {
+        assert_eq!(s.top.len(), 3);
+        assert!(s.top.windows(2).all(|w| w[0].logprob >= w[1].logprob), "position {i}: not sorted");
+        let chosen = s.logprob.unwrap();
+        assert!(s.top[0].logprob >= chosen - 1e-6);
+        if let Some(listed) = s.top.iter().find(|a| a.id == s.id) {
+            assert!((listed.logprob - chosen).abs() < 1e-9);
+        } else {
+            assert!(chosen <= s.top[2].logprob, "position {i}: a likelier token left out of the top 3");
+        }
+        assert_eq!(s.offset, i, "byte offsets of a byte tokenizer");
+    }
+    // Longer than the context: an error that states the limit.
+    let long = vec![1u32; cfg.model.max_seq_len + 1];
+    let err = score_tokens(&model, &tokenizer, &long, cfg.model.max_seq_len, 0, &device).unwrap_err();
+    assert!(err.to_string().contains("more than the model's context of 128"), "{err}");
+}
