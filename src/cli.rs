@@ -60,9 +60,16 @@ pub enum Command {
     /// Print a layer pattern's resolved layer table: mixers, channel mixers, parameters
     /// (total / non-embedding / active), FLOPs per token and decoding-state size.
     Describe(DescribeArgs),
-    /// Import a Hugging Face checkpoint (Mamba, Mamba2, Llama, Mixtral, Jamba) as a run directory for
-    /// eval and generate.
+    /// Import a Hugging Face checkpoint (Mamba, Mamba2, Llama, Mixtral, Jamba, Qwen3-Next) as a
+    /// run directory for eval, score and generate.
     Import(ImportArgs),
+    /// Write a run as a Hugging Face checkpoint folder (config.json, model.safetensors,
+    /// tokenizer.json) that `transformers` loads: Llama, Mixtral, Mamba, Mamba2, Jamba or
+    /// Qwen3-Next, whichever computes the same model.
+    Export(ExportArgs),
+    /// Serve the model over HTTP as OpenAI's completions API (`POST /v1/completions`), for
+    /// lm-evaluation-harness's `local-completions` model and other OpenAI clients.
+    Serve(ServeArgs),
     /// Data preparation: tokenizers, token shards, the built-in corpus.
     #[command(subcommand)]
     Data(DataCommand),
@@ -343,6 +350,49 @@ pub struct ImportArgs {
     /// checkpoint); e.g. --set data.source=books.txt for `archlab eval`.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub sets: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct ExportArgs {
+    /// A run directory written by `archlab train` or `archlab import`.
+    #[arg(long)]
+    pub run: PathBuf,
+    /// The folder to create (it must not exist yet).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Which checkpoint: best or last.
+    #[arg(long, default_value = "best", value_parser = ["best", "last"])]
+    pub checkpoint: String,
+}
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// A run directory written by `archlab train` or `archlab import`.
+    #[arg(long)]
+    pub run: PathBuf,
+    /// Which checkpoint: best or last.
+    #[arg(long, default_value = "best", value_parser = ["best", "last"])]
+    pub checkpoint: String,
+    #[arg(long, default_value = "auto", value_parser = device_parser())]
+    pub device: DeviceArg,
+    /// The address to listen on (127.0.0.1: this machine only).
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: String,
+    /// The port (0: any free port; the address is printed when the server is ready).
+    #[arg(long, default_value_t = 8080)]
+    pub port: u16,
+    /// Prompts scored together in one forward pass (1: no batching).
+    #[arg(long, default_value_t = 32)]
+    pub max_batch: usize,
+    /// Padded tokens in one forward pass (bounds the logits' memory).
+    #[arg(long, default_value_t = 16384)]
+    pub max_batch_tokens: usize,
+    /// The largest `logprobs` (alternatives per position) a request may ask for.
+    #[arg(long, default_value_t = 20)]
+    pub max_logprobs: usize,
+    /// The largest request body, in bytes.
+    #[arg(long, default_value_t = 16 << 20)]
+    pub max_body_bytes: usize,
 }
 
 #[derive(Args, Debug)]

@@ -36,6 +36,8 @@ pub fn run(cli: Cli) -> Result<()> {
         }
         Command::Describe(a) => describe_cmd(a),
         Command::Import(a) => import_cmd(a),
+        Command::Export(a) => export_cmd(a),
+        Command::Serve(a) => serve_cmd(a),
         Command::Data(DataCommand::Prepare(a)) => prepare_cmd(a),
         Command::Data(DataCommand::Tokenizer(a)) => tokenizer_cmd(a),
         Command::Data(DataCommand::Stories(a)) => stories_cmd(a),
@@ -441,6 +443,103 @@ fn generate_on<B: Backend>(a: &GenerateArgs, run: &LoadedRun, device: &B::Device
 /// Turns a Hugging Face checkpoint into a run directory: `config.toml` (the model read from
 /// `config.json`, everything else from the `tiny` preset and `--set`), `tokenizer.json`, and the
 /// weights as `best.ckpt` / `last.ckpt`. `eval` and `generate` then work as on a trained run.
+fn export_cmd(a: ExportArgs) -> Result<()> {
+    let run = load_run(&a.run)?;
+    // Everything that can be refused is refused before the weights load.
+    let family = archlab::hf::export::family(&run.cfg.model)?;
+    if a.out.exists() {
+        bail!("{} already exists; choose another --out or remove it", a.out.display());
+    }
+    // On the CPU in f32, whatever the run trained in: the export stores f32 weights.
+    let model = train::checkpoint::load_model::<device::CpuBackend>(
+        &a.run,
+        &a.checkpoint,
+        &run.cfg,
+        &Default::default(),
+        false,
+    )?;
+    archlab::hf::export::export(&model, &run.cfg.model, &run.tokenizer, &a.out)?;
+    let bytes = std::fs::metadata(a.out.join("model.safetensors")).map(|m| m.len()).unwrap_or(0);
+    println!(
+        "exported {} ({}.ckpt) as {} to {}: config.json, model.safetensors ({}), tokenizer.json, tokenizer_config.json",
+        a.run.display(),
+        a.checkpoint,
+        family.class(),
+        a.out.display(),
+        human_bytes(bytes)
+    );
+    Ok(())
+}
+
+/// `serve`: the port is taken first, then the model loads on its own thread, then HTTP runs
+/// until Ctrl-C.
+fn serve_cmd(a: ServeArgs) -> Result<()> {
+    use archlab::serve::engine::{self, Limits};
+    use archlab::serve::{self, ServerConfig};
+    use std::sync::Arc;
+
+    if a.max_batch == 0 || a.max_batch_tokens == 0 {
+        bail!("--max-batch and --max-batch-tokens must be at least 1 (--max-batch 1 turns batching off)");
+    }
+    let mut run = load_run(&a.run)?;
+    let ckpt = a.run.join(format!("{}.ckpt", a.checkpoint));
+    if !ckpt.exists() {
+        bail!("{} has no {}.ckpt; has the run started?", a.run.display(), a.checkpoint);
+    }
+    // A taken port fails here, before minutes of model loading.
+    let listener = std::net::TcpListener::bind((a.host.as_str(), a.port)).map_err(|e| {
+        let hint = if e.kind() == std::io::ErrorKind::AddrInUse {
+            "another program listens there: choose another --port (0 picks a free one)"
+        } else {
+            "check --host and --port"
+        };
+        anyhow::anyhow!("cannot listen on {}:{}: {e}; {hint}", a.host, a.port)
+    })?;
+    let addr = listener.local_addr()?;
+    let model_cfg = &run.cfg.model;
+    let max_prompt = model_cfg.context_limit().unwrap_or(model_cfg.max_seq_len).min(model_cfg.max_seq_len);
+    let cfg = ServerConfig {
+        model_name: a.run.file_name().map_or("archlab".into(), |n| n.to_string_lossy().into_owned()),
+        vocab_size: model_cfg.vocab_size,
+        max_prompt,
+        context_limit: model_cfg.context_limit(),
+        max_logprobs: a.max_logprobs,
+        max_body_bytes: a.max_body_bytes,
+    };
+    let limits = Limits { max_batch: a.max_batch, max_batch_tokens: a.max_batch_tokens, max_prompt };
+    let resolved = device::resolve(a.device)?;
+    run.on_gpu = resolved != device::Resolved::Cpu;
+    let tokenizer = Arc::new(run.tokenizer.clone());
+    let (jobs, queue) = std::sync::mpsc::channel();
+    let (ready_tx, ready) = std::sync::mpsc::channel::<Result<()>>();
+    let (dir, which, run_cfg, on_gpu, tok) =
+        (a.run.clone(), a.checkpoint.clone(), run.cfg.clone(), run.on_gpu, tokenizer.clone());
+    let model_thread = with_backend!(resolved, |B, dev| {
+        type Inner = <B as burn::tensor::backend::AutodiffBackend>::InnerBackend;
+        std::thread::Builder::new().name("archlab-model".into()).spawn(move || {
+            match train::checkpoint::load_model::<Inner>(&dir, &which, &run_cfg, &dev, on_gpu) {
+                Ok(model) => {
+                    let _ = ready_tx.send(Ok(()));
+                    engine::run(&model, &tok, limits, &queue, &dev);
+                }
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e));
+                }
+            }
+        })?
+    });
+    ready.recv().map_err(|_| anyhow::anyhow!("the model thread stopped while loading"))??;
+    eprintln!(
+        "archlab: serving {} ({}.ckpt) at http://{addr}/v1/completions; Ctrl-C stops",
+        a.run.display(),
+        a.checkpoint
+    );
+    serve::serve(listener, cfg, tokenizer, jobs)?;
+    model_thread.join().map_err(|_| anyhow::anyhow!("the model thread panicked"))?;
+    eprintln!("archlab: stopped");
+    Ok(())
+}
+
 fn import_cmd(a: ImportArgs) -> Result<()> {
     use archlab::train::checkpoint::{self, TrainState};
     type Cpu = burn::backend::Autodiff<device::CpuBackend>;

@@ -18,5 +18,6 @@ pub mod model;
 mod registry;
 pub mod report;
 pub mod rng;
+pub mod serve;
 pub mod train;
 pub mod util;

@@ -82,7 +82,21 @@ impl Tokenizer {
         }
         let tok = tokenizers::Tokenizer::from_file(path)
             .map_err(|e| anyhow!("cannot load tokenizer {}: {e}", path.display()))?;
+        // The byte tokenizer as `export` writes it is the byte tokenizer again (its separator
+        // then stands for no text, as it should).
+        if tok.to_string(false).ok() == Some(byte_tokenizer_json()?) {
+            return Ok(Self::Byte);
+        }
         Ok(Self::Hf(Box::new(tok)))
+    }
+
+    /// A Hugging Face `tokenizer.json` that `tokenizers` and `transformers` load and that
+    /// encodes every text to the same ids as this tokenizer (`archlab export`).
+    pub fn to_hf_json(&self) -> Result<String> {
+        match self {
+            Tokenizer::Byte => byte_tokenizer_json(),
+            Tokenizer::Hf(_) => self.to_json(),
+        }
     }
 
     /// Trains a byte-level BPE (GPT-2 style: byte alphabet, no normaliser, `<|endoftext|>`
@@ -211,6 +225,55 @@ impl Tokenizer {
     }
 }
 
+/// GPT-2's table of a printable character for each byte (the byte-level alphabet): bytes that
+/// are printable Latin-1 stand for themselves, the others for U+0100 onwards, in byte order.
+fn byte_chars() -> Vec<char> {
+    let printable =
+        |b: u32| (0x21..=0x7e).contains(&b) || (0xa1..=0xac).contains(&b) || (0xae..=0xff).contains(&b);
+    let mut next = 0x100;
+    (0..256u32)
+        .map(|b| {
+            let c = if printable(b) {
+                b
+            } else {
+                next += 1;
+                next - 1
+            };
+            char::from_u32(c).expect("below U+0200")
+        })
+        .collect()
+}
+
+/// The byte tokenizer in Hugging Face form: a byte-level BPE whose 256 tokens are the bytes,
+/// id = byte value, with no merges and no regex split (the whole text is one word of bytes),
+/// so that it encodes exactly as [`Tokenizer::Byte`] does.
+fn byte_tokenizer_json() -> Result<String> {
+    let vocab: serde_json::Map<String, serde_json::Value> =
+        byte_chars().into_iter().enumerate().map(|(id, c)| (c.to_string(), id.into())).collect();
+    let byte_level = serde_json::json!({
+        "type": "ByteLevel", "add_prefix_space": false, "trim_offsets": false, "use_regex": false
+    });
+    let json = serde_json::json!({
+        "version": "1.0",
+        "truncation": null,
+        "padding": null,
+        "added_tokens": [],
+        "normalizer": null,
+        "pre_tokenizer": byte_level,
+        "post_processor": null,
+        "decoder": byte_level,
+        "model": {
+            "type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": null,
+            "end_of_word_suffix": null, "fuse_unk": false, "byte_fallback": false,
+            "ignore_merges": false, "vocab": vocab, "merges": []
+        }
+    });
+    // Through the `tokenizers` crate, so that the form is the one it writes (and reads back).
+    let tok: tokenizers::Tokenizer =
+        json.to_string().parse().map_err(|e| anyhow!("building the byte tokenizer's tokenizer.json: {e}"))?;
+    tok.to_string(false).map_err(|e| anyhow!("serialising the byte tokenizer: {e}"))
+}
+
 /// Incremental decoding for streaming output: returns only the text that became final since
 /// the last call (a multi-byte character split across tokens is held back until complete).
 pub struct StreamDecoder {
@@ -252,6 +315,28 @@ mod tests {
         let ids = t.encode("héllo").unwrap();
         assert_eq!(ids.len(), 6);
         assert_eq!(t.decode(&ids).unwrap(), "héllo");
+    }
+
+    #[test]
+    fn the_byte_tokenizer_in_hugging_face_form_encodes_to_the_same_ids() {
+        let json = Tokenizer::Byte.to_hf_json().unwrap();
+        let hf: tokenizers::Tokenizer = json.parse().unwrap();
+        assert_eq!(hf.get_vocab_size(true), 256);
+        let all_bytes: String = (0..=127u8).map(char::from).collect();
+        let texts =
+            [MIXED.as_slice(), &["\u{3}end of text\u{3}", "  leading spaces", "", all_bytes.as_str()]]
+                .concat();
+        for text in texts {
+            let ids = hf.encode(text, false).unwrap().get_ids().to_vec();
+            assert_eq!(ids, Tokenizer::Byte.encode(text).unwrap(), "{text:?}");
+            assert_eq!(hf.decode(&ids, false).unwrap(), text);
+        }
+        // And it loads back as the byte tokenizer.
+        let path = std::env::temp_dir().join(format!("archlab-byte-tokenizer-{}.json", std::process::id()));
+        std::fs::write(&path, &json).unwrap();
+        let loaded = Tokenizer::from_file(&path);
+        std::fs::remove_file(&path).unwrap();
+        assert!(matches!(loaded.unwrap(), Tokenizer::Byte));
     }
 
     #[test]

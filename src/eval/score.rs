@@ -61,30 +61,84 @@ pub fn score_tokens<B: Backend>(
     top_k: usize,
     device: &B::Device,
 ) -> Result<Vec<TokenScore>> {
-    check_length(ids.len(), max_seq_len)?;
+    let mut scored = score_batch(model, tokenizer, &[ids], max_seq_len, top_k, device)?;
+    Ok(scored.pop().expect("one sequence in, one out").tokens)
+}
+
+/// A scored sequence and the model's next-token distribution after it.
+#[derive(Clone, Debug)]
+pub struct Scored {
+    pub tokens: Vec<TokenScore>,
+    /// `ln p(· | the whole sequence)` over the vocabulary: where a generated token comes from.
+    pub next: Vec<f32>,
+}
+
+/// Scores several sequences in one forward pass: they are right-padded to the longest, and
+/// since every mixer is causal the padding after a sequence never reaches its positions (a
+/// batch scores what each sequence alone scores, up to float summation order).
+pub fn score_batch<B: Backend>(
+    model: &LanguageModel<B>,
+    tokenizer: &Tokenizer,
+    sequences: &[&[u32]],
+    max_seq_len: usize,
+    top_k: usize,
+    device: &B::Device,
+) -> Result<Vec<Scored>> {
     let vocab = model.vocab_size();
-    if let Some(&id) = ids.iter().find(|&&id| id as usize >= vocab) {
-        bail!("token id {id} is outside the model's vocabulary of {vocab} (ids 0..{})", vocab - 1);
+    for ids in sequences {
+        check_length(ids.len(), max_seq_len)?;
+        if let Some(&id) = ids.iter().find(|&&id| id as usize >= vocab) {
+            bail!("token id {id} is outside the model's vocabulary of {vocab} (ids 0..{})", vocab - 1);
+        }
     }
-    let t = ids.len();
-    let logits = model.forward(ids_tensor::<B>(ids, [1, t], device));
-    // Rows 0..t-1 predict tokens 1..t.
-    let rows: Vec<f32> = log_softmax(logits, 2).into_data().convert::<f32>().to_vec().expect("f32 data");
+    let (b, t) = (sequences.len(), sequences.iter().map(|s| s.len()).max().unwrap_or(0));
+    if b == 0 {
+        return Ok(Vec::new());
+    }
+    let mut padded = vec![0u32; b * t];
+    for (row, ids) in padded.chunks_mut(t).zip(sequences) {
+        row[..ids.len()].copy_from_slice(ids);
+    }
+    let log_probs = log_softmax(model.forward(ids_tensor::<B>(&padded, [b, t], device)), 2);
     let bytes = tokenizer.token_bytes();
-    let text = |id: u32| tokenizer.decode(&[id]);
-    let mut out = Vec::with_capacity(t);
-    let mut offset = 0;
-    for (i, &id) in ids.iter().enumerate() {
-        let (logprob, top) = if i == 0 {
-            (None, Vec::new())
-        } else {
-            let row = &rows[(i - 1) * vocab..i * vocab];
-            (Some(f64::from(row[id as usize])), most_likely(row, top_k, &text)?)
-        };
-        out.push(TokenScore { id, token: text(id)?, offset, logprob, top });
-        offset += bytes.get(id as usize).copied().unwrap_or(0) as usize;
+    let mut out = Vec::with_capacity(b);
+    for (i, ids) in sequences.iter().enumerate() {
+        // Rows 0..n-1 predict tokens 1..n; row n-1 predicts the token after the sequence.
+        let n = ids.len();
+        let rows: Vec<f32> = log_probs
+            .clone()
+            .slice([i..i + 1, 0..n, 0..vocab])
+            .into_data()
+            .convert::<f32>()
+            .to_vec()
+            .expect("f32 data");
+        let mut tokens = Vec::with_capacity(n);
+        let mut offset = 0;
+        for (p, &id) in ids.iter().enumerate() {
+            let row = (p > 0).then(|| &rows[(p - 1) * vocab..p * vocab]);
+            tokens.push(token_score(tokenizer, row, id, offset, top_k)?);
+            offset += bytes.get(id as usize).copied().unwrap_or(0) as usize;
+        }
+        out.push(Scored { tokens, next: rows[(n - 1) * vocab..].to_vec() });
     }
     Ok(out)
+}
+
+/// Token `id` at byte `offset`, scored by the log-probability `row` that predicted it
+/// (`None` for a sequence's first token), with the `top_k` most likely tokens of that row.
+pub fn token_score(
+    tokenizer: &Tokenizer,
+    row: Option<&[f32]>,
+    id: u32,
+    offset: usize,
+    top_k: usize,
+) -> Result<TokenScore> {
+    let text = |id: u32| tokenizer.decode(&[id]);
+    let (logprob, top) = match row {
+        None => (None, Vec::new()),
+        Some(row) => (Some(f64::from(row[id as usize])), most_likely(row, top_k, &text)?),
+    };
+    Ok(TokenScore { id, token: text(id)?, offset, logprob, top })
 }
 
 /// The `k` largest entries of a log-probability row, largest first (ties: lower id first).

@@ -6,6 +6,7 @@
 //! used and have the shape archlab expects, so an unsupported variant fails loudly instead of
 //! loading half its weights.
 
+pub mod export;
 pub mod safetensors;
 
 use std::collections::BTreeSet;
@@ -614,6 +615,33 @@ pub fn load_model<B: Backend>(dir: &Path, cfg: &ModelConfig, device: &B::Device)
     Ok(model)
 }
 
+/// Where each column of archlab's fused Gated DeltaNet `in_proj` (`[q | k | v | z | b | a]`,
+/// each head-major) lives in Qwen3-Next's two projections, as `(in in_proj_ba, row)`. Those
+/// hold, per key head g, the rows `[q_g | k_g | v_g | z_g]` (`in_proj_qkvz`, v and z of g's
+/// r = hv/hk value heads) and `[b_g | a_g]` (`in_proj_ba`).
+fn gdn_rows(hk: usize, hv: usize, dk: usize, dv: usize) -> Vec<(bool, usize)> {
+    let r = hv / hk;
+    let (key_dim, value_dim) = (hk * dk, hv * dv);
+    let per_head = 2 * dk + 2 * r * dv;
+    let mut rows = Vec::with_capacity(2 * key_dim + 2 * value_dim + 2 * hv);
+    for part in 0..2 {
+        // q, then k: key head h's rows start at h · per_head (+ dk for k).
+        rows.extend((0..key_dim).map(|c| (false, (c / dk) * per_head + part * dk + c % dk)));
+    }
+    for part in 0..2 {
+        // v, then z: value head j = h · r + i sits in key head h's group.
+        rows.extend((0..value_dim).map(|c| {
+            let (j, e) = (c / dv, c % dv);
+            (false, (j / r) * per_head + 2 * dk + part * r * dv + (j % r) * dv + e)
+        }));
+    }
+    for part in 0..2 {
+        // b (β's logits), then a.
+        rows.extend((0..hv).map(|j| (true, (j / r) * 2 * r + part * r + j % r)));
+    }
+    rows
+}
+
 /// Reads checkpoint tensors into parameters, checking shapes and remembering what was used.
 struct Weights<'a, B: Backend> {
     ckpt: &'a Checkpoint,
@@ -648,15 +676,12 @@ impl<B: Backend> Weights<'_, B> {
         Ok(Param::from_tensor(float_tensor(TensorData::new(t.data, [d]), self.device)))
     }
 
-    /// Qwen3-Next's Gated DeltaNet (`linear_attn`): its two input projections hold, per key
-    /// head g, the rows `[q_g | k_g | v_g | z_g]` (`in_proj_qkvz`, v and z of the g's r = hv/hk
-    /// value heads) and `[b_g | a_g]` (`in_proj_ba`); archlab's one `in_proj` has the columns
-    /// `[q | k | v | z | b | a]`, each head-major. The conv's channels (all q, all k, all v)
+    /// Qwen3-Next's Gated DeltaNet (`linear_attn`): its two input projections become archlab's
+    /// one `in_proj` ([`gdn_rows`]). The conv's channels (all q, all k, all v)
     /// are already in archlab's order.
     fn gated_deltanet(&mut self, g: &mut GatedDeltaNet<B>, prefix: &str, cfg: &ModelConfig) -> Result<()> {
         let d = cfg.d_model;
         let (hk, hv, dk, dv) = (g.key_heads, g.value_heads, g.head_dim, g.v_head_dim);
-        let r = hv / hk;
         let (key_dim, value_dim) = (hk * dk, hv * dv);
         let gated = g.a_log.is_some();
         if !gated {
@@ -666,24 +691,10 @@ impl<B: Backend> Weights<'_, B> {
         }
         let qkvz = self.host(&format!("{prefix}.in_proj_qkvz.weight"), &[2 * key_dim + 2 * value_dim, d])?;
         let ba = self.host(&format!("{prefix}.in_proj_ba.weight"), &[2 * hv, d])?;
-        // Where each archlab output column's row lives: (tensor, row).
-        let per_head = 2 * dk + 2 * r * dv;
-        let mut rows: Vec<(&HostTensor, usize)> = Vec::with_capacity(2 * key_dim + 2 * value_dim + 2 * hv);
-        for part in 0..2 {
-            // q, then k: key head h's rows start at h · per_head (+ dk for k).
-            rows.extend((0..key_dim).map(|c| (&qkvz, (c / dk) * per_head + part * dk + c % dk)));
-        }
-        for part in 0..2 {
-            // v, then z: value head j = h · r + i sits in key head h's group.
-            rows.extend((0..value_dim).map(|c| {
-                let (j, e) = (c / dv, c % dv);
-                (&qkvz, (j / r) * per_head + 2 * dk + part * r * dv + (j % r) * dv + e)
-            }));
-        }
-        for part in 0..2 {
-            // b (β's logits), then a.
-            rows.extend((0..hv).map(|j| (&ba, (j / r) * 2 * r + part * r + j % r)));
-        }
+        let rows: Vec<(&HostTensor, usize)> = gdn_rows(hk, hv, dk, dv)
+            .into_iter()
+            .map(|(in_ba, row)| (if in_ba { &ba } else { &qkvz }, row))
+            .collect();
         let cols = rows.len();
         let mut data = vec![0.0f32; d * cols];
         for (o, (t, row)) in rows.iter().enumerate() {

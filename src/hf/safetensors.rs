@@ -1,4 +1,4 @@
-//! A reader for the safetensors format (<https://github.com/huggingface/safetensors>): an 8-byte
+//! A reader and writer for the safetensors format (<https://github.com/huggingface/safetensors>): an 8-byte
 //! little-endian header length, a JSON header `{name: {dtype, shape, data_offsets}}`, then the
 //! raw little-endian tensor bytes. Small enough to read directly (memory-mapped) rather than
 //! pull in another dependency; sharded checkpoints (`model.safetensors.index.json`) are
@@ -152,6 +152,39 @@ fn f16_to_f32(h: u16) -> f32 {
     f32::from_bits(bits)
 }
 
+/// Writes f32 tensors as one `.safetensors` file, atomically: header entries and data in name
+/// order (as the reference implementation writes them), the header padded with spaces to a
+/// multiple of 8 bytes so that every tensor is aligned, `{"format": "pt"}` as metadata (what
+/// `transformers` expects of a PyTorch checkpoint).
+pub fn write_f32(path: &Path, tensors: &BTreeMap<String, HostTensor>) -> Result<()> {
+    let mut header = serde_json::Map::new();
+    header.insert("__metadata__".into(), serde_json::json!({"format": "pt"}));
+    let mut offset = 0usize;
+    for (name, t) in tensors {
+        if t.shape.iter().product::<usize>() != t.data.len() {
+            bail!("tensor `{name}`: shape {:?} does not hold {} values", t.shape, t.data.len());
+        }
+        let end = offset + 4 * t.data.len();
+        header.insert(
+            name.clone(),
+            serde_json::json!({"dtype": "F32", "shape": t.shape, "data_offsets": [offset, end]}),
+        );
+        offset = end;
+    }
+    let mut header = serde_json::to_string(&header)?;
+    header.push_str(&" ".repeat((8 - header.len() % 8) % 8));
+    crate::util::atomic::write_with(path, |w| {
+        w.write_all(&(header.len() as u64).to_le_bytes())?;
+        w.write_all(header.as_bytes())?;
+        for t in tensors.values() {
+            for v in &t.data {
+                w.write_all(&v.to_le_bytes())?;
+            }
+        }
+        Ok(())
+    })
+}
+
 /// The weights of a Hugging Face checkpoint folder: `model.safetensors`, or the shards listed
 /// in `model.safetensors.index.json`.
 pub struct Checkpoint {
@@ -219,6 +252,35 @@ mod tests {
         bytes.extend_from_slice(header.as_bytes());
         bytes.extend_from_slice(data);
         std::fs::write(path, bytes).unwrap();
+    }
+
+    #[test]
+    fn written_tensors_read_back_unchanged() {
+        let dir = std::env::temp_dir().join(format!("archlab-safetensors-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("model.safetensors");
+        let tensors: BTreeMap<String, HostTensor> = [
+            ("b.weight", vec![2, 3], vec![1.0, -2.5, 3.25, f32::MIN_POSITIVE, 0.0, 7e30]),
+            ("a", vec![1], vec![-0.0]),
+        ]
+        .into_iter()
+        .map(|(n, shape, data)| (n.to_string(), HostTensor { shape, data }))
+        .collect();
+        write_f32(&path, &tensors).unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        let header_len = u64::from_le_bytes(bytes[..8].try_into().unwrap());
+        assert_eq!(header_len % 8, 0, "tensors start 8-byte aligned");
+        let read = SafeTensors::open(&path).unwrap();
+        assert_eq!(read.names().collect::<Vec<_>>(), ["a", "b.weight"]);
+        for (name, t) in &tensors {
+            let got = read.float(name).unwrap();
+            assert_eq!(got.shape, t.shape);
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&got.data), bits(&t.data), "{name}");
+        }
+        let bad = [("c".to_string(), HostTensor { shape: vec![2], data: vec![1.0] })].into();
+        assert!(write_f32(&dir.join("bad.safetensors"), &bad).unwrap_err().to_string().contains("shape [2]"));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

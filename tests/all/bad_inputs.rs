@@ -181,6 +181,10 @@ fn fixtures(dir: &Path) {
         String::from_utf8(b).unwrap().replace("d_model = 32", "d_model = 48").into_bytes()
     });
     damaged_copy(dir, "run", "bad-config", "config.toml", |_| b"[model\n".to_vec());
+    // A model no transformers architecture expresses (refused before its weights load).
+    damaged_copy(dir, "run", "gelu-run", "config.toml", |b| {
+        String::from_utf8(b).unwrap().replace("mlp = \"swiglu\"", "mlp = \"gelu\"").into_bytes()
+    });
     damaged_copy(dir, "run", "bad-tokenizer", "tokenizer.json", |_| b"{\"model\": 3}".to_vec());
     damaged_copy(dir, "run", "no-best", "best.ckpt", |b| b);
     std::fs::remove_file(dir.join("no-best/best.ckpt")).unwrap();
@@ -545,6 +549,29 @@ fn cases() -> Vec<Case> {
             &["train", "--init-from", "run", "--resume", "--run-dir", "ft5"],
             "cannot be used with",
         ),
+        case(
+            "export to a folder that exists",
+            &["export", "--run", "run", "--out", "run"],
+            "run already exists; choose another --out or remove it",
+        )
+        .keeps(&["run/config.toml", "run/best.ckpt"]),
+        case(
+            "export of a model transformers cannot express",
+            &["export", "--run", "gelu-run", "--out", "gelu-hf"],
+            "this model cannot be exported: its MLPs are GELU (model.mlp = \"gelu\") (LlamaForCausalLM has none)",
+        ),
+        case("export of a folder that is not a run", &["export", "--run", "cmp-other", "--out", "x-hf"], "is not a run directory"),
+        case("serve of a folder that is not a run", &["serve", "--run", "cmp-other", "--port", "0"], "is not a run directory"),
+        case(
+            "serve with batching set to nothing",
+            &["serve", "--run", "run", "--port", "0", "--max-batch", "0"],
+            "--max-batch and --max-batch-tokens must be at least 1",
+        ),
+        case(
+            "serve on an address that is not this machine's",
+            &["serve", "--run", "run", "--host", "203.0.113.7", "--port", "0"],
+            "cannot listen on 203.0.113.7:0",
+        ),
         // -- a disk that fills ---------------------------------------------------------------
         case(
             "a disk that fills while training",
@@ -558,6 +585,12 @@ fn cases() -> Vec<Case> {
             "the disk is full or a file-size limit was reached",
         )
         .with_disk_full_after(4 << 10),
+        case(
+            "a disk that fills while exporting",
+            &["export", "--run", "run", "--out", "full-hf"],
+            "the disk is full or a file-size limit was reached",
+        )
+        .with_disk_full_after(16 << 10),
         case(
             "a disk that fills while importing",
             &["import", "hf-qwen", "--out", "full-import"],
