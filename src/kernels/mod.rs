@@ -83,7 +83,7 @@ use norm::{gated_rms_norm as plain_gated_rms_norm_3d, rms_norm as plain_rms_norm
 use selective_scan::ScanInputs;
 use state_passing::pass_states;
 use tensors::int_tensor;
-use tri_inverse::unit_lower_inverse as doubling_inverse;
+use tri_inverse::unit_lower_inverse as blocked_inverse;
 
 /// burn's backend with archlab's fused operations. Call the operations through the
 /// tensor-level functions below ([`selective_scan`]), not directly.
@@ -656,7 +656,7 @@ pub fn unit_lower_inverse<B: Backend, const D: usize>(m: Tensor<B, D>) -> Tensor
 
 /// The plain-ops twin of [`Backend::unit_lower_inverse`].
 fn plain_unit_lower_inverse<B: Backend>(m: FloatTensor<B>) -> FloatTensor<B> {
-    doubling_inverse(Tensor::<B, 3>::from_primitive(TensorPrimitive::Float(m))).into_primitive().tensor()
+    blocked_inverse(Tensor::<B, 3>::from_primitive(TensorPrimitive::Float(m))).into_primitive().tensor()
 }
 
 /// MoE routing (see [`Backend::moe_route`]) on the device where the backend has kernels:

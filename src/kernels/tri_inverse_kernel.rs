@@ -3,9 +3,9 @@
 //! `solve_tril`; `model/delta_rule.rs`), as two CubeCL kernels: forward substitution, and its
 //! backward `dM = −Tᵀ dT Tᵀ` restricted to the strictly lower triangle.
 //!
-//! The plain-ops twin ([`super::tri_inverse::unit_lower_inverse`]) is a doubling product,
-//! `2(⌈log₂ C⌉ − 1)` batched `C × C` matmuls each way (10 at C = 64, as many launches and
-//! `[n, C, C]` temporaries again backward); here it is one launch each way.
+//! The plain-ops twin ([`super::tri_inverse::unit_lower_inverse`]) is blocked doubling
+//! products joined by block forward substitution, 12 batched matmuls each way at C = 64 with
+//! their temporaries and block copies; here it is one launch each way.
 //! `tests/all/kernels.rs` checks both kernels against the twin, values and gradients.
 //!
 //! # Work split

@@ -99,8 +99,9 @@ pub fn reference<B: Backend>(x: DeltaInputs<B>, s0: Option<Tensor<B, 4>>) -> (Te
 ///
 /// The time axis is padded to a multiple of `C` with `k = v = q = 0`, `g = β = 0` tokens, which
 /// leave the state as it is. `T` comes from [`crate::kernels::unit_lower_inverse`]: forward
-/// substitution in one fused kernel on a GPU, a doubling product of batched matmuls
-/// (`kernels/tri_inverse.rs`) elsewhere, never a loop over the chunk's rows in tensor ops.
+/// substitution in one fused kernel on a GPU, elsewhere doubling products on 16-row blocks
+/// joined by block forward substitution (`kernels/tri_inverse.rs`), never a loop over the
+/// chunk's rows in tensor ops.
 pub fn chunked<B: crate::kernels::Backend>(
     x: DeltaInputs<B>,
     s0: Option<Tensor<B, 4>>,

@@ -283,15 +283,14 @@ impl MixerSpec for Spec {
     }
 
     /// The chunked WY form with chunk C, per value head and token, as `delta_rule::chunked`
-    /// computes it: β k kᵀ and q kᵀ (2·C·dk each), the doubling inverse (2 C×C products per
-    /// squaring), U and W (2·C·(dv + dk)), P·V' (2·C·dv), and W·S, q·S and the state update
-    /// (2·dk·dv each); plus the convolution.
+    /// computes it: β k kᵀ and q kᵀ (2·C·dk each), the triangular inverse
+    /// ([`inverse_flops`] per chunk), U and W (2·C·(dv + dk)), P·V' (2·C·dv), and W·S, q·S and
+    /// the state update (2·dk·dv each); plus the convolution.
     fn flops(cfg: &ModelConfig, _kind: MixerKind, seq_len: usize) -> f64 {
         let c = &cfg.gdn;
         let (hv, dk, dv) = (c.value_heads(cfg.d_model) as f64, c.head_dim as f64, c.value_head_dim() as f64);
         let q = c.chunk_size.min(seq_len.max(1)) as f64;
-        let squarings = (q.log2().ceil() - 1.0).max(0.0);
-        hv * (4.0 * q * dk + 4.0 * squarings * q * q + 2.0 * q * (dv + dk) + 2.0 * q * dv + 6.0 * dk * dv)
+        hv * (4.0 * q * dk + inverse_flops(q) / q + 2.0 * q * (dv + dk) + 2.0 * q * dv + 6.0 * dk * dv)
             + 2.0 * c.conv_channels(cfg.d_model) as f64 * c.d_conv as f64
     }
 
@@ -312,4 +311,23 @@ impl MixerSpec for Spec {
             c.value_head_dim()
         ))
     }
+}
+
+/// FLOPs of `kernels::tri_inverse::unit_lower_inverse` on one `C × C` chunk: doubling products
+/// (two `n × n` products per squaring) on the 16-row diagonal blocks, then per block row `i`
+/// the products `M_i,<i · X` and `X_ii · (…)`.
+fn inverse_flops(c: f64) -> f64 {
+    const BLOCK: f64 = 16.0;
+    let doubling = |n: f64| if n < 2.0 { 0.0 } else { 4.0 * (n.log2().ceil() - 1.0).max(0.0) * n * n * n };
+    if c <= BLOCK {
+        return doubling(c);
+    }
+    let mut flops = 0.0;
+    let mut start = 0.0;
+    while start < c {
+        let rows = (c - start).min(BLOCK);
+        flops += doubling(rows) + 2.0 * rows * start * start + 2.0 * rows * rows * start;
+        start += rows;
+    }
+    flops
 }
