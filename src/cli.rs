@@ -352,27 +352,30 @@ pub struct ImportArgs {
     pub sets: Vec<String>,
 }
 
+/// The trained model a command reads: a run and one of its checkpoints.
 #[derive(Args, Debug)]
-pub struct ExportArgs {
+pub struct ModelArgs {
     /// A run directory written by `archlab train` or `archlab import`.
     #[arg(long)]
     pub run: PathBuf,
-    /// The folder to create (it must not exist yet).
-    #[arg(long)]
-    pub out: PathBuf,
     /// Which checkpoint: best or last.
     #[arg(long, default_value = "best", value_parser = ["best", "last"])]
     pub checkpoint: String,
 }
 
 #[derive(Args, Debug)]
-pub struct ServeArgs {
-    /// A run directory written by `archlab train` or `archlab import`.
+pub struct ExportArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// The folder to create (it must not exist yet).
     #[arg(long)]
-    pub run: PathBuf,
-    /// Which checkpoint: best or last.
-    #[arg(long, default_value = "best", value_parser = ["best", "last"])]
-    pub checkpoint: String,
+    pub out: PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
     #[arg(long, default_value = "auto", value_parser = device_parser())]
     pub device: DeviceArg,
     /// The address to listen on (127.0.0.1: this machine only).
@@ -397,12 +400,8 @@ pub struct ServeArgs {
 
 #[derive(Args, Debug)]
 pub struct EvalArgs {
-    /// A run directory written by `archlab train`.
-    #[arg(long)]
-    pub run: PathBuf,
-    /// Which checkpoint: best or last.
-    #[arg(long, default_value = "best", value_parser = ["best", "last"])]
-    pub checkpoint: String,
+    #[command(flatten)]
+    pub model: ModelArgs,
     #[arg(long, default_value = "auto", value_parser = device_parser())]
     pub device: DeviceArg,
     /// Score this corpus instead of the run's validation batches: any source `data.source`
@@ -422,12 +421,8 @@ pub struct EvalArgs {
 #[derive(Args, Debug)]
 #[command(group(clap::ArgGroup::new("input").required(true).args(["text", "file", "tokens"])))]
 pub struct ScoreArgs {
-    /// A run directory written by `archlab train` or `archlab import`.
-    #[arg(long)]
-    pub run: PathBuf,
-    /// Which checkpoint: best or last.
-    #[arg(long, default_value = "best", value_parser = ["best", "last"])]
-    pub checkpoint: String,
+    #[command(flatten)]
+    pub model: ModelArgs,
     #[arg(long, default_value = "auto", value_parser = device_parser())]
     pub device: DeviceArg,
     /// The text to score, tokenized with the run's tokenizer.
@@ -446,9 +441,8 @@ pub struct ScoreArgs {
 
 #[derive(Args, Debug)]
 pub struct GenerateArgs {
-    /// A run directory written by `archlab train`.
-    #[arg(long)]
-    pub run: PathBuf,
+    #[command(flatten)]
+    pub model: ModelArgs,
     #[arg(long, default_value = "Once upon a time")]
     pub prompt: String,
     #[arg(long, default_value_t = 200)]
@@ -464,8 +458,6 @@ pub struct GenerateArgs {
     pub top_p: f64,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    #[arg(long, default_value = "best", value_parser = ["best", "last"])]
-    pub checkpoint: String,
     #[arg(long, default_value = "auto", value_parser = device_parser())]
     pub device: DeviceArg,
 }

@@ -11,9 +11,9 @@ use crate::cli::*;
 use archlab::config::RunConfig;
 use archlab::data::prepare::{self, Dataset};
 use archlab::data::sources::Source;
-use archlab::data::stream::Batch;
+use archlab::data::stream::TrainData;
 use archlab::data::tokenizer::{Tokenizer, TokenizerSpec};
-use archlab::data::{batcher, stories};
+use archlab::data::stories;
 use archlab::device;
 use archlab::eval::generate::{SamplingConfig, generate};
 use archlab::eval::{ValMetrics, evaluate};
@@ -229,18 +229,24 @@ struct LoadedRun {
     on_gpu: bool,
 }
 
-fn load_run(dir: &Path) -> Result<LoadedRun> {
+/// A run directory's config.
+fn load_config(dir: &Path) -> Result<RunConfig> {
     if !dir.join("config.toml").exists() {
         bail!(
             "{} is not a run directory (no config.toml); pass a folder written by `archlab train`",
             dir.display()
         );
     }
-    let cfg = RunConfig::load(&dir.join("config.toml"))?;
+    RunConfig::load(&dir.join("config.toml"))
+}
+
+/// A run trained on text, with its tokenizer.
+fn load_run(dir: &Path) -> Result<LoadedRun> {
+    let cfg = load_config(dir)?;
     if cfg.data.source.starts_with("task:") {
         bail!(
-            "{} was trained on the synthetic task {}: its held-out accuracy (also at longer lengths) \
-             is in summary.json; eval and generate work on runs trained on text",
+            "{} was trained on the synthetic task {}: it has no text to score or generate; \
+             `archlab eval --run` scores it on its held-out sequences",
             dir.display(),
             cfg.data.source
         );
@@ -253,39 +259,64 @@ fn eval_cmd(a: EvalArgs) -> Result<()> {
     if a.data.is_some() {
         return eval_corpus_cmd(a);
     }
-    let mut run = load_run(&a.run)?;
-    let data = prepare::ensure_prepared(&run.cfg.data)?;
+    let cfg = load_config(&a.model.run)?;
+    let data = TrainData::open(&cfg.data, cfg.train.seq_len)?;
     let resolved = device::resolve(a.device)?;
-    run.on_gpu = resolved != device::Resolved::Cpu;
-    let m = with_backend!(resolved, |B, dev| eval_on::<
+    let on_gpu = resolved != device::Resolved::Cpu;
+    let (m, lengths) = with_backend!(resolved, |B, dev| eval_on::<
         <B as burn::tensor::backend::AutodiffBackend>::InnerBackend,
-    >(&a, &run, &data, &dev))?;
-    println!("| run | checkpoint | val loss | ppl | bits/byte |");
-    println!("|---|---|---|---|---|");
-    println!("| {} | {} | {:.4} | {:.2} | {:.4} |", a.run.display(), a.checkpoint, m.loss, m.ppl, m.bpb);
+    >(&a, &cfg, on_gpu, &data, &dev))?;
+    let (dir, ckpt) = (a.model.run.display(), &a.model.checkpoint);
+    match m.accuracy {
+        None => {
+            println!("| run | checkpoint | val loss | ppl | bits/byte |");
+            println!("|---|---|---|---|---|");
+            println!("| {dir} | {ckpt} | {:.4} | {:.2} | {:.4} |", m.loss, m.ppl, m.bpb);
+        }
+        // A task: the loss on its answers, then the accuracy at every evaluated length.
+        Some(_) => {
+            println!("{dir} ({ckpt}): held-out answer loss {:.4} at the training length", m.loss);
+            println!("| seq len | token accuracy | chance | sequence accuracy |");
+            println!("|---|---|---|---|");
+            for l in lengths {
+                let chance = l.chance.map_or("—".into(), |c| format!("{:.2}%", 100.0 * c));
+                let trained = if l.trained { " (trained)" } else { "" };
+                println!(
+                    "| {}{trained} | {:.2}% | {chance} | {:.2}% |",
+                    l.seq_len,
+                    100.0 * l.token_accuracy,
+                    100.0 * l.sequence_accuracy
+                );
+            }
+        }
+    }
     Ok(())
 }
 
+/// The run's validation metrics, as training reports them, and for a task its accuracy at
+/// every evaluated length.
 fn eval_on<B: Backend>(
     a: &EvalArgs,
-    run: &LoadedRun,
-    data: &Dataset,
+    cfg: &RunConfig,
+    on_gpu: bool,
+    data: &TrainData,
     device: &B::Device,
-) -> Result<ValMetrics> {
-    let model = train::checkpoint::load_model::<B>(&a.run, &a.checkpoint, &run.cfg, device, run.on_gpu)?;
-    let t = &run.cfg.train;
-    let batches: Vec<Batch> =
-        batcher::validation_batches(&data.val, run.cfg.eval.batches, t.batch_size, t.seq_len)?
-            .into_iter()
-            .map(|tokens| Batch { tokens, answer: None })
-            .collect();
-    Ok(evaluate(&model, &batches, Some(&data.tokenizer.token_bytes()), device))
+) -> Result<(ValMetrics, Vec<train::metrics::LengthAccuracy>)> {
+    let model = train::checkpoint::load_model::<B>(&a.model.run, &a.model.checkpoint, cfg, device, on_gpu)?;
+    let t = &cfg.train;
+    let batches = data.validation(cfg.eval.batches, t.batch_size, t.seq_len, cfg.data.corpus_seed)?;
+    let metrics = evaluate(&model, &batches, data.token_bytes().as_deref(), device);
+    let lengths = match data.task() {
+        Some(task) => train::length_accuracy(&model, task, cfg, device),
+        None => Vec::new(),
+    };
+    Ok((metrics, lengths))
 }
 
 /// `eval --data`: the whole of another corpus, with the run's tokenizer.
 fn eval_corpus_cmd(a: EvalArgs) -> Result<()> {
     let spec = a.data.as_deref().expect("called with --data");
-    let mut run = load_run(&a.run)?;
+    let mut run = load_run(&a.model.run)?;
     let source = Source::resolve(spec, run.cfg.data.builtin_bytes, run.cfg.data.corpus_seed)?;
     let text_field = a.text_field.as_deref().unwrap_or(&run.cfg.data.text_field);
     let resolved = device::resolve(a.device)?;
@@ -294,7 +325,7 @@ fn eval_corpus_cmd(a: EvalArgs) -> Result<()> {
     let s = with_backend!(resolved, |B, dev| {
         let model = train::checkpoint::load_model::<
             <B as burn::tensor::backend::AutodiffBackend>::InnerBackend,
-        >(&a.run, &a.checkpoint, &run.cfg, &dev, run.on_gpu)?;
+        >(&a.model.run, &a.model.checkpoint, &run.cfg, &dev, run.on_gpu)?;
         let t = &run.cfg.train;
         let max = a.max_tokens.map(|n| usize::try_from(n).unwrap_or(usize::MAX));
         let bytes = run.tokenizer.token_bytes();
@@ -315,8 +346,8 @@ fn eval_corpus_cmd(a: EvalArgs) -> Result<()> {
     println!("|---|---|---|---|---|---|---|---|---|");
     println!(
         "| {} | {} | {spec} | {} | {} of {all} | {} | {:.4} | {:.2} | {:.4} |",
-        a.run.display(),
-        a.checkpoint,
+        a.model.run.display(),
+        a.model.checkpoint,
         corpus.documents,
         s.targets,
         s.bytes,
@@ -329,7 +360,7 @@ fn eval_corpus_cmd(a: EvalArgs) -> Result<()> {
 
 /// `score`: one JSON line per token of every sequence.
 fn score_cmd(a: ScoreArgs) -> Result<()> {
-    let mut run = load_run(&a.run)?;
+    let mut run = load_run(&a.model.run)?;
     // Every input is read and checked before the model loads.
     let sequences: Vec<Vec<u32>> = match (&a.text, &a.file, &a.tokens) {
         (Some(text), _, _) => vec![run.tokenizer.encode(text)?],
@@ -356,12 +387,13 @@ fn score_cmd(a: ScoreArgs) -> Result<()> {
     let scored = with_backend!(resolved, |B, dev| {
         let model = train::checkpoint::load_model::<
             <B as burn::tensor::backend::AutodiffBackend>::InnerBackend,
-        >(&a.run, &a.checkpoint, &run.cfg, &dev, run.on_gpu)?;
+        >(&a.model.run, &a.model.checkpoint, &run.cfg, &dev, run.on_gpu)?;
+        let bytes = run.tokenizer.token_bytes();
         sequences
             .iter()
             .enumerate()
             .map(|(i, ids)| {
-                archlab::eval::score::score_tokens(&model, &run.tokenizer, ids, max, a.top_k, &dev)
+                archlab::eval::score::score_tokens(&model, &run.tokenizer, &bytes, ids, max, a.top_k, &dev)
                     .with_context(|| format!("sequence {i}"))
             })
             .collect::<Result<Vec<_>>>()
@@ -411,7 +443,7 @@ fn generate_cmd(a: GenerateArgs) -> Result<()> {
     if a.temperature.is_nan() || a.temperature < 0.0 || !(0.0 < a.top_p && a.top_p <= 1.0) {
         bail!("--temperature must be ≥ 0 and --top-p in (0, 1]");
     }
-    let mut run = load_run(&a.run)?;
+    let mut run = load_run(&a.model.run)?;
     let resolved = device::resolve(a.device)?;
     run.on_gpu = resolved != device::Resolved::Cpu;
     with_backend!(
@@ -421,7 +453,7 @@ fn generate_cmd(a: GenerateArgs) -> Result<()> {
 }
 
 fn generate_on<B: Backend>(a: &GenerateArgs, run: &LoadedRun, device: &B::Device) -> Result<()> {
-    let model = train::checkpoint::load_model::<B>(&a.run, &a.checkpoint, &run.cfg, device, run.on_gpu)?;
+    let model = train::checkpoint::load_model::<B>(&a.model.run, &a.model.checkpoint, &run.cfg, device, run.on_gpu)?;
     let cfg = SamplingConfig {
         max_new_tokens: a.max_tokens,
         temperature: a.temperature,
@@ -444,7 +476,7 @@ fn generate_on<B: Backend>(a: &GenerateArgs, run: &LoadedRun, device: &B::Device
 /// `config.json`, everything else from the `tiny` preset and `--set`), `tokenizer.json`, and the
 /// weights as `best.ckpt` / `last.ckpt`. `eval` and `generate` then work as on a trained run.
 fn export_cmd(a: ExportArgs) -> Result<()> {
-    let run = load_run(&a.run)?;
+    let run = load_run(&a.model.run)?;
     // Everything that can be refused is refused before the weights load.
     let family = archlab::hf::export::family(&run.cfg.model)?;
     if a.out.exists() {
@@ -452,8 +484,8 @@ fn export_cmd(a: ExportArgs) -> Result<()> {
     }
     // On the CPU in f32, whatever the run trained in: the export stores f32 weights.
     let model = train::checkpoint::load_model::<device::CpuBackend>(
-        &a.run,
-        &a.checkpoint,
+        &a.model.run,
+        &a.model.checkpoint,
         &run.cfg,
         &Default::default(),
         false,
@@ -462,8 +494,8 @@ fn export_cmd(a: ExportArgs) -> Result<()> {
     let bytes = std::fs::metadata(a.out.join("model.safetensors")).map(|m| m.len()).unwrap_or(0);
     println!(
         "exported {} ({}.ckpt) as {} to {}: config.json, model.safetensors ({}), tokenizer.json, tokenizer_config.json",
-        a.run.display(),
-        a.checkpoint,
+        a.model.run.display(),
+        a.model.checkpoint,
         family.class(),
         a.out.display(),
         human_bytes(bytes)
@@ -481,10 +513,10 @@ fn serve_cmd(a: ServeArgs) -> Result<()> {
     if a.max_batch == 0 || a.max_batch_tokens == 0 {
         bail!("--max-batch and --max-batch-tokens must be at least 1 (--max-batch 1 turns batching off)");
     }
-    let mut run = load_run(&a.run)?;
-    let ckpt = a.run.join(format!("{}.ckpt", a.checkpoint));
+    let mut run = load_run(&a.model.run)?;
+    let ckpt = a.model.run.join(format!("{}.ckpt", a.model.checkpoint));
     if !ckpt.exists() {
-        bail!("{} has no {}.ckpt; has the run started?", a.run.display(), a.checkpoint);
+        bail!("{} has no {}.ckpt; has the run started?", a.model.run.display(), a.model.checkpoint);
     }
     // A taken port fails here, before minutes of model loading.
     let listener = std::net::TcpListener::bind((a.host.as_str(), a.port)).map_err(|e| {
@@ -499,7 +531,7 @@ fn serve_cmd(a: ServeArgs) -> Result<()> {
     let model_cfg = &run.cfg.model;
     let max_prompt = model_cfg.context_limit().unwrap_or(model_cfg.max_seq_len).min(model_cfg.max_seq_len);
     let cfg = ServerConfig {
-        model_name: a.run.file_name().map_or("archlab".into(), |n| n.to_string_lossy().into_owned()),
+        model_name: a.model.run.file_name().map_or("archlab".into(), |n| n.to_string_lossy().into_owned()),
         vocab_size: model_cfg.vocab_size,
         max_prompt,
         context_limit: model_cfg.context_limit(),
@@ -513,7 +545,7 @@ fn serve_cmd(a: ServeArgs) -> Result<()> {
     let (jobs, queue) = std::sync::mpsc::channel();
     let (ready_tx, ready) = std::sync::mpsc::channel::<Result<()>>();
     let (dir, which, run_cfg, on_gpu, tok) =
-        (a.run.clone(), a.checkpoint.clone(), run.cfg.clone(), run.on_gpu, tokenizer.clone());
+        (a.model.run.clone(), a.model.checkpoint.clone(), run.cfg.clone(), run.on_gpu, tokenizer.clone());
     let model_thread = with_backend!(resolved, |B, dev| {
         type Inner = <B as burn::tensor::backend::AutodiffBackend>::InnerBackend;
         std::thread::Builder::new().name("archlab-model".into()).spawn(move || {
@@ -531,8 +563,8 @@ fn serve_cmd(a: ServeArgs) -> Result<()> {
     ready.recv().map_err(|_| anyhow::anyhow!("the model thread stopped while loading"))??;
     eprintln!(
         "archlab: serving {} ({}.ckpt) at http://{addr}/v1/completions; Ctrl-C stops",
-        a.run.display(),
-        a.checkpoint
+        a.model.run.display(),
+        a.model.checkpoint
     );
     serve::serve(listener, cfg, tokenizer, jobs)?;
     model_thread.join().map_err(|_| anyhow::anyhow!("the model thread panicked"))?;

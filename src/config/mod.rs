@@ -325,7 +325,7 @@ pub struct ModelConfig {
     pub n_heads: usize,
     /// Width of each attention head; 0 means `d_model / n_heads`. Qwen3-Next's attention has
     /// `n_heads · head_dim = 2 · d_model`, which only an explicit width can express.
-    #[serde(default, skip_serializing_if = "is_zero")]
+    #[serde(default)]
     pub head_dim: usize,
     /// Key/value heads for grouped-query attention; 0 means `n_heads` (plain multi-head).
     pub n_kv_heads: usize,
@@ -382,10 +382,6 @@ pub struct ModelConfig {
     pub gdn: GatedDeltaNetConfig,
 }
 
-fn is_zero(n: &usize) -> bool {
-    *n == 0
-}
-
 fn default_window() -> usize {
     256
 }
@@ -434,6 +430,10 @@ pub struct TrainConfig {
     /// Empty for a run from scratch (and then not written, so older configs are unchanged).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub init_from: String,
+    /// Recompute each block's activations in the backward pass instead of keeping them: less
+    /// memory for one more forward pass of the blocks (`train::recompute`).
+    #[serde(default)]
+    pub activation_checkpointing: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -958,11 +958,23 @@ mod tests {
         let cfg = RunConfig::resolve("tiny", None, &[]).unwrap();
         let mut tree = toml::Value::try_from(&cfg).unwrap();
         let model = tree.get_mut("model").unwrap().as_table_mut().unwrap();
-        for key in ["gdn", "attn_output_gate", "qk_norm", "partial_rotary_factor"] {
+        for key in ["gdn", "attn_output_gate", "qk_norm", "partial_rotary_factor", "head_dim"] {
             assert!(model.remove(key).is_some(), "{key}");
         }
+        let train = tree.get_mut("train").unwrap().as_table_mut().unwrap();
+        assert!(train.remove("activation_checkpointing").is_some());
         let old: RunConfig = toml::from_str(&toml::to_string(&tree).unwrap()).unwrap();
         assert_eq!(old, cfg);
+    }
+
+    /// Keys that default to "off" are written too: `--set` finds only keys the resolved tree
+    /// holds, so a key left out of it could not be set.
+    #[test]
+    fn keys_that_default_to_off_can_be_set() {
+        let sets = ["model.head_dim=64".to_string(), "train.activation_checkpointing=true".to_string()];
+        let cfg = RunConfig::resolve("tiny", None, &sets).unwrap();
+        assert_eq!(cfg.model.head_dim, 64);
+        assert!(cfg.train.activation_checkpointing);
     }
 
     #[test]

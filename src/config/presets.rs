@@ -102,6 +102,7 @@ fn base() -> RunConfig {
             checkpoint_every: 500,
             log_every: 10,
             init_from: String::new(),
+            activation_checkpointing: false,
         },
         eval: EvalConfig { every: 250, batches: 20 },
     }

@@ -9,6 +9,7 @@ pub mod batcher;
 pub mod prepare;
 pub mod shards;
 pub mod sources;
+pub mod state_tracking;
 pub mod stories;
 pub mod stream;
 pub mod tasks;

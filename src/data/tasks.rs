@@ -1,7 +1,8 @@
 //! Synthetic long-range tasks: sequences generated in process, with answer positions.
 //!
-//! Four probes of what a sequence mixer can carry across a context, used with
-//! `data.source = "task:<name>"` and configured by `[data.task]` ([`TaskConfig`]):
+//! Probes of what a sequence mixer can carry across a context, used with
+//! `data.source = "task:<name>"` and configured by `[data.task]` ([`TaskConfig`]). Four recall
+//! tasks, whose answers are next tokens:
 //!
 //! - `mqar`: multi-query associative recall, the Zoology protocol (Arora et al. 2023,
 //!   "Zoology: Measuring and Improving Recall in Efficient Language Models"; HazyResearch/zoology
@@ -22,6 +23,10 @@
 //!   filler "sentence" with `PASSKEY d1 … dn` hidden at a random depth, and at the end
 //!   `QUERY d1 … dn` (the digits are the answers).
 //!
+//! and four state-tracking tasks, whose answer at every position is the state after the word
+//! read so far (token tagging: the target is a label, not the next input): `parity`,
+//! `modular-add`, `s5` and `a5` ([`super::state_tracking`]).
+//!
 //! # Vocabulary (`data.task.vocab` = V ids in all)
 //!
 //! | id | token | used by |
@@ -36,12 +41,15 @@
 //!   the vocabulary into a key half and a value half);
 //! - copy, selective-copy: the segment tokens are drawn uniformly from `4 .. V`;
 //! - passkey: the ten digits are `4 .. 14`; the filler repeats `14, 15, …` (up to 8 ids) from
-//!   the rest, so digits, markers and filler never share an id.
+//!   the rest, so digits, markers and filler never share an id;
+//! - state tracking: group element `e` is id `4 + e`, as input and as state (2 ids for parity,
+//!   `modulus` for modular-add, 120 for s5, 60 for a5); the special ids are not used.
 //!
 //! # Sequences, targets, answers
 //!
 //! Each row is built as a stream of `seq_len + 1` tokens and cut like the text batcher cuts a
-//! window: inputs `stream[..T]`, targets `stream[1..]`. `TaskBatch::answer` marks the targets
+//! window: inputs `stream[..T]`, targets `stream[1..]` (the state-tracking tasks build inputs
+//! and targets apart, both `T` long). `TaskBatch::answer` marks the targets
 //! that are answers (only those count in the loss and the accuracy); every answer follows from
 //! the inputs at and before its position. Row `n` of a split is a pure function of
 //! `(seed, split, seq_len, n)`, and batch `i` holds rows `i·batch ..`: the same seed gives every
@@ -52,6 +60,7 @@ use anyhow::{Result, bail};
 use serde::{Deserialize, Serialize};
 
 use super::batcher::TokenBatch;
+use super::state_tracking::{self, Group};
 use crate::rng::Rng;
 
 /// Blank: padding, the gaps between MQAR queries, selective-copy noise.
@@ -81,6 +90,8 @@ pub struct TaskConfig {
     pub copy_len: usize,
     /// Passkey retrieval: digits in the passkey.
     pub passkey_len: usize,
+    /// Modular addition: the modulus m of the running sum (numbers `0..m`).
+    pub modulus: usize,
     /// Held-out accuracy is also measured at these sequence lengths (longer than trained on); empty: 2× and 4× train.seq_len.
     pub eval_seq_lens: Vec<usize>,
     /// Held-out sequences per evaluated length.
@@ -94,6 +105,7 @@ impl Default for TaskConfig {
             n_pairs: 8,
             copy_len: 16,
             passkey_len: 5,
+            modulus: 5,
             eval_seq_lens: Vec::new(),
             val_sequences: 256,
         }
@@ -117,13 +129,26 @@ pub enum TaskKind {
     Copy,
     SelectiveCopy,
     Passkey,
+    Parity,
+    ModularAdd,
+    S5,
+    A5,
 }
 
-pub const TASK_NAMES: &[&str] = &["mqar", "copy", "selective-copy", "passkey"];
+pub const TASK_NAMES: &[&str] =
+    &["mqar", "copy", "selective-copy", "passkey", "parity", "modular-add", "s5", "a5"];
 
 impl TaskKind {
-    pub const ALL: [TaskKind; 4] =
-        [TaskKind::Mqar, TaskKind::Copy, TaskKind::SelectiveCopy, TaskKind::Passkey];
+    pub const ALL: [TaskKind; 8] = [
+        TaskKind::Mqar,
+        TaskKind::Copy,
+        TaskKind::SelectiveCopy,
+        TaskKind::Passkey,
+        TaskKind::Parity,
+        TaskKind::ModularAdd,
+        TaskKind::S5,
+        TaskKind::A5,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -131,6 +156,10 @@ impl TaskKind {
             TaskKind::Copy => "copy",
             TaskKind::SelectiveCopy => "selective-copy",
             TaskKind::Passkey => "passkey",
+            TaskKind::Parity => "parity",
+            TaskKind::ModularAdd => "modular-add",
+            TaskKind::S5 => "s5",
+            TaskKind::A5 => "a5",
         }
     }
 
@@ -189,13 +218,38 @@ impl Task {
         self.cfg.vocab
     }
 
-    /// Answer tokens in every row (the same at every length).
-    pub fn answers_per_sequence(&self) -> usize {
+    /// The group whose word problem a state-tracking task poses; `None` for the recall tasks.
+    pub fn group(&self) -> Option<Group> {
+        match self.kind {
+            TaskKind::Parity => Some(Group::Cyclic(2)),
+            TaskKind::ModularAdd => Some(Group::Cyclic(self.cfg.modulus)),
+            TaskKind::S5 => Some(Group::Permutations(state_tracking::s5())),
+            TaskKind::A5 => Some(Group::Permutations(state_tracking::a5())),
+            TaskKind::Mqar | TaskKind::Copy | TaskKind::SelectiveCopy | TaskKind::Passkey => None,
+        }
+    }
+
+    /// Answer tokens in a row of `seq_len` (every position for state tracking; a fixed number
+    /// at every length for the recall tasks).
+    pub fn answers_per_sequence(&self, seq_len: usize) -> usize {
         match self.kind {
             TaskKind::Mqar => self.cfg.n_pairs,
             TaskKind::Copy | TaskKind::SelectiveCopy => self.cfg.copy_len,
             TaskKind::Passkey => self.cfg.passkey_len,
+            TaskKind::Parity | TaskKind::ModularAdd | TaskKind::S5 | TaskKind::A5 => seq_len,
         }
+    }
+
+    /// The token accuracy of guessing uniformly among the ids an answer can take: the level
+    /// at which a model has learnt nothing.
+    pub fn chance_accuracy(&self) -> f64 {
+        let choices = match (self.kind, self.group()) {
+            (_, Some(group)) => group.order(),
+            (TaskKind::Mqar, _) => mqar_ranges(self.cfg.vocab as u32).1.len(),
+            (TaskKind::Passkey, _) => DIGITS as usize,
+            _ => self.cfg.vocab - FIRST_DATA as usize,
+        };
+        1.0 / choices.max(1) as f64
     }
 
     /// Clear error (naming the key and the fix) when the settings do not fit: seq_len too short for n_pairs/copy_len, vocab too small for distinct keys, etc. Called before any work.
@@ -214,10 +268,14 @@ impl Task {
     fn check_len(&self, seq_len: usize, key: &str) -> Result<()> {
         let c = &self.cfg;
         let name = self.name();
+        if let Some(group) = self.group() {
+            return self.check_word_problem(group, seq_len, key);
+        }
         let (param, n) = match self.kind {
             TaskKind::Mqar => ("n_pairs", c.n_pairs),
             TaskKind::Copy | TaskKind::SelectiveCopy => ("copy_len", c.copy_len),
             TaskKind::Passkey => ("passkey_len", c.passkey_len),
+            _ => unreachable!("the state-tracking tasks returned above"),
         };
         if n == 0 {
             bail!("data.task.{param} is 0: task:{name} would have nothing to answer; set it to 1 or more");
@@ -236,7 +294,7 @@ impl Task {
                 2 * n,
                 format!("the {n}-token segment, a separator and the {n}-token copy"),
             ),
-            TaskKind::Passkey => (
+            _ => (
                 (FIRST_DATA + DIGITS) as usize + 1,
                 "10 digit tokens and a filler token".to_string(),
                 2 * n + 1,
@@ -259,6 +317,32 @@ impl Task {
                 "{key} = {seq_len} is too short for task:{name} with data.task.{param} = {n}: a row must hold \
                  {len_why}; use {key} ≥ {min_len} or lower data.task.{param}"
             );
+        }
+        Ok(())
+    }
+
+    /// [`Task::check_len`] for a state-tracking task: a group of 2 or more elements, whose ids
+    /// fit the vocabulary.
+    fn check_word_problem(&self, group: Group, seq_len: usize, key: &str) -> Result<()> {
+        let (c, name) = (&self.cfg, self.name());
+        if self.kind == TaskKind::ModularAdd && c.modulus < 2 {
+            bail!("data.task.modulus = {} leaves task:modular-add nothing to track; set it to 2 or more", c.modulus);
+        }
+        let min_vocab = FIRST_DATA as usize + group.order();
+        if c.vocab < min_vocab {
+            bail!(
+                "data.task.vocab = {} is too small for task:{name}: its {} group elements take ids {FIRST_DATA}..{min_vocab}; \
+                 raise data.task.vocab to at least {min_vocab}{}",
+                c.vocab,
+                group.order(),
+                if self.kind == TaskKind::ModularAdd { " or lower data.task.modulus" } else { "" }
+            );
+        }
+        if c.vocab > u32::MAX as usize {
+            bail!("data.task.vocab = {} does not fit token ids of 32 bits", c.vocab);
+        }
+        if seq_len == 0 {
+            bail!("{key} = 0 leaves task:{name} no word to read; use {key} ≥ 1");
         }
         Ok(())
     }
@@ -312,7 +396,15 @@ impl Task {
             // One stream per row, named by everything that identifies it: rows do not depend
             // on the batch size, and no two (split, length) sets share a row.
             let label = format!("task/{}/{}/len{seq_len}/row{n}", self.name(), split.name());
-            let row = self.stream(&mut Rng::fork(seed, &label), seq_len + 1);
+            let rng = &mut Rng::fork(seed, &label);
+            if let Some(group) = self.group() {
+                let (inputs, states) = state_tracking::word_problem(rng, group, seq_len);
+                out.tokens.inputs.extend(inputs);
+                out.tokens.targets.extend(states);
+                out.answer.extend(std::iter::repeat_n(true, seq_len));
+                continue;
+            }
+            let row = self.stream(rng, seq_len + 1);
             out.tokens.inputs.extend_from_slice(&row.tokens[..seq_len]);
             out.tokens.targets.extend_from_slice(&row.tokens[1..]);
             out.answer.extend_from_slice(&row.answer[1..]);
@@ -327,6 +419,7 @@ impl Task {
             TaskKind::Copy => copy(rng, c.vocab as u32, c.copy_len, len),
             TaskKind::SelectiveCopy => selective_copy(rng, c.vocab as u32, c.copy_len, len),
             TaskKind::Passkey => passkey(rng, c.vocab as u32, c.passkey_len, len),
+            _ => unreachable!("state-tracking rows are built by state_tracking::word_problem"),
         }
     }
 }
@@ -515,8 +608,10 @@ fn ratio(a: usize, b: usize) -> f64 {
 mod tests {
     use super::*;
 
+    /// `kind` at the default settings, with the vocabulary S5's 120 elements need.
     fn task(kind: TaskKind) -> Task {
-        Task { kind, cfg: TaskConfig::default() }
+        let vocab = if matches!(kind, TaskKind::S5 | TaskKind::A5) { 124 } else { 64 };
+        Task { kind, cfg: TaskConfig { vocab, ..TaskConfig::default() } }
     }
 
     fn rows(b: &TaskBatch) -> impl Iterator<Item = (&[u32], &[u32], &[bool])> {
@@ -541,6 +636,12 @@ mod tests {
                 data[t - sep]
             }
             TaskKind::Passkey => prefix[first(PASSKEY) + 1 + t - first(QUERY)],
+            // The state after the whole prefix; the groups are checked in `state_tracking`.
+            _ => {
+                let group = task(kind).group().unwrap();
+                let state = prefix.iter().fold(0, |s, &x| group.product(s, (x - FIRST_DATA) as usize));
+                FIRST_DATA + state as u32
+            }
         }
     }
 
@@ -563,7 +664,7 @@ mod tests {
 
     #[test]
     fn targets_are_inputs_shifted_by_one() {
-        for kind in TaskKind::ALL {
+        for kind in TaskKind::ALL.into_iter().filter(|&k| task(k).group().is_none()) {
             let b = task(kind).batch(0, Split::Train, 0, 3, 48);
             assert_eq!(b.tokens.inputs.len(), 3 * 48);
             assert_eq!(b.answer.len(), 3 * 48);
@@ -581,7 +682,7 @@ mod tests {
                 let b = t.batch(5, split, 2, 8, seq_len);
                 for (x, y, answer) in rows(&b) {
                     let answers: Vec<usize> = (0..seq_len).filter(|&i| answer[i]).collect();
-                    assert_eq!(answers.len(), t.answers_per_sequence(), "{kind:?}");
+                    assert_eq!(answers.len(), t.answers_per_sequence(seq_len), "{kind:?}");
                     for i in answers {
                         assert_eq!(oracle(kind, &x[..=i]), y[i], "{kind:?} len {seq_len} position {i}");
                     }
@@ -669,7 +770,7 @@ mod tests {
                 t.check(len).unwrap();
                 let b = t.batch(0, Split::Val, 0, 2, len);
                 assert_eq!(b.tokens.targets.len(), 2 * len);
-                assert_eq!(b.answer.iter().filter(|&&a| a).count(), 2 * t.answers_per_sequence());
+                assert_eq!(b.answer.iter().filter(|&&a| a).count(), 2 * t.answers_per_sequence(len));
             }
             assert_eq!(t.cfg.eval_lengths(128), vec![256, 512]);
         }
@@ -714,6 +815,14 @@ mod tests {
         assert!(e.contains("data.task.eval_seq_lens = 8"), "{e}");
         let e = err(TaskKind::Copy, &|c| c.val_sequences = 0, 64);
         assert!(e.contains("data.task.val_sequences"), "{e}");
+        let e = err(TaskKind::S5, &|c| c.vocab = 64, 64);
+        assert!(e.contains("data.task.vocab = 64") && e.contains("at least 124"), "{e}");
+        let e = err(TaskKind::ModularAdd, &|c| c.modulus = 1, 64);
+        assert!(e.contains("data.task.modulus = 1"), "{e}");
+        let e = err(TaskKind::ModularAdd, &|c| c.modulus = 100, 64);
+        assert!(e.contains("at least 104") && e.contains("lower data.task.modulus"), "{e}");
+        let e = err(TaskKind::Parity, &|_| {}, 0);
+        assert!(e.contains("train.seq_len = 0"), "{e}");
         // Smallest settings that do fit work.
         let mut t = task(TaskKind::Passkey);
         t.cfg.vocab = 15;

@@ -52,16 +52,18 @@ pub fn check_length(n: usize, max_seq_len: usize) -> Result<()> {
     Ok(())
 }
 
-/// Scores `ids` with `model`, with the `top_k` most likely tokens at every position.
+/// Scores `ids` with `model`, with the `top_k` most likely tokens at every position (`bytes`:
+/// [`Tokenizer::token_bytes`], for the offsets).
 pub fn score_tokens<B: Backend>(
     model: &LanguageModel<B>,
     tokenizer: &Tokenizer,
+    bytes: &[u32],
     ids: &[u32],
     max_seq_len: usize,
     top_k: usize,
     device: &B::Device,
 ) -> Result<Vec<TokenScore>> {
-    let mut scored = score_batch(model, tokenizer, &[ids], max_seq_len, top_k, device)?;
+    let mut scored = score_batch(model, tokenizer, bytes, &[ids], max_seq_len, top_k, device)?;
     Ok(scored.pop().expect("one sequence in, one out").tokens)
 }
 
@@ -79,6 +81,7 @@ pub struct Scored {
 pub fn score_batch<B: Backend>(
     model: &LanguageModel<B>,
     tokenizer: &Tokenizer,
+    bytes: &[u32],
     sequences: &[&[u32]],
     max_seq_len: usize,
     top_k: usize,
@@ -100,7 +103,6 @@ pub fn score_batch<B: Backend>(
         row[..ids.len()].copy_from_slice(ids);
     }
     let log_probs = log_softmax(model.forward(ids_tensor::<B>(&padded, [b, t], device)), 2);
-    let bytes = tokenizer.token_bytes();
     let mut out = Vec::with_capacity(b);
     for (i, ids) in sequences.iter().enumerate() {
         // Rows 0..n-1 predict tokens 1..n; row n-1 predicts the token after the sequence.
@@ -112,16 +114,31 @@ pub fn score_batch<B: Backend>(
             .convert::<f32>()
             .to_vec()
             .expect("f32 data");
-        let mut tokens = Vec::with_capacity(n);
-        let mut offset = 0;
-        for (p, &id) in ids.iter().enumerate() {
-            let row = (p > 0).then(|| &rows[(p - 1) * vocab..p * vocab]);
-            tokens.push(token_score(tokenizer, row, id, offset, top_k)?);
-            offset += bytes.get(id as usize).copied().unwrap_or(0) as usize;
-        }
+        let tokens = score_rows(tokenizer, bytes, ids, &rows, vocab, top_k)?;
         out.push(Scored { tokens, next: rows[(n - 1) * vocab..].to_vec() });
     }
     Ok(out)
+}
+
+/// Every token of `ids` scored by the log-probability rows of the model's output (`rows`,
+/// `[≥ n − 1, vocab]`: row p predicts token p + 1), at byte offsets that add up `bytes`
+/// ([`Tokenizer::token_bytes`]), with the `top_k` most likely tokens at each position.
+pub fn score_rows(
+    tokenizer: &Tokenizer,
+    bytes: &[u32],
+    ids: &[u32],
+    rows: &[f32],
+    vocab: usize,
+    top_k: usize,
+) -> Result<Vec<TokenScore>> {
+    let mut tokens = Vec::with_capacity(ids.len());
+    let mut offset = 0;
+    for (p, &id) in ids.iter().enumerate() {
+        let row = (p > 0).then(|| &rows[(p - 1) * vocab..p * vocab]);
+        tokens.push(token_score(tokenizer, row, id, offset, top_k)?);
+        offset += bytes.get(id as usize).copied().unwrap_or(0) as usize;
+    }
+    Ok(tokens)
 }
 
 /// Token `id` at byte `offset`, scored by the log-probability `row` that predicted it

@@ -133,7 +133,8 @@ impl<B: Backend> LanguageModel<B> {
         self.embed_tokens.weight.dims()[0]
     }
 
-    fn embed(&self, ids: Tensor<B, 2, Int>, start: usize) -> Tensor<B, 3> {
+    /// Token (and learned position) embeddings of `ids` at positions `start..`, with dropout.
+    pub fn embed(&self, ids: Tensor<B, 2, Int>, start: usize) -> Tensor<B, 3> {
         let [_, t] = ids.dims();
         let x = self.embed_tokens.forward(ids);
         let x = match &self.embed_positions {
@@ -155,7 +156,7 @@ impl<B: Backend> LanguageModel<B> {
 
     /// [`Self::head`] in the compute dtype: bf16 logits under bf16, for the loss, whose fused
     /// kernel reads them as they are (an fp32 copy would be the step's largest tensor).
-    fn head_logits(&self, x: Residual<B>) -> Tensor<B, 3> {
+    pub fn head_logits(&self, x: Residual<B>) -> Tensor<B, 3> {
         let (_, x) = x.add_norm(&self.norm);
         match &self.lm_head {
             Some(head) => head.forward_compute_dtype(x),
@@ -192,7 +193,7 @@ impl<B: Backend> LanguageModel<B> {
     }
 
     /// `x` with the meta tokens in front when `fresh` (a new sequence), and their number.
-    fn with_meta_tokens(&self, x: Tensor<B, 3>, fresh: bool) -> (Tensor<B, 3>, usize) {
+    pub fn with_meta_tokens(&self, x: Tensor<B, 3>, fresh: bool) -> (Tensor<B, 3>, usize) {
         match self.meta_tokens.as_ref().filter(|_| fresh) {
             Some(meta) => {
                 let [b, _, d] = x.dims();
@@ -233,11 +234,7 @@ impl<B: Backend> LanguageModel<B> {
         mask: Option<Tensor<B, 2>>,
     ) -> Objective<B> {
         let (x, moe) = self.blocks(self.embed(ids, 0), true);
-        let logits = self.head_logits(x);
-        let ce = match mask {
-            Some(mask) => masked_cross_entropy(logits, targets, mask),
-            None => cross_entropy(logits, targets),
-        };
+        let ce = objective_ce(self.head_logits(x), targets, mask);
         let (aux_terms, routing): (Vec<_>, Vec<_>) =
             moe.into_iter().map(|(i, a)| (a.aux_loss, (i, a.routing))).unzip();
         let aux = (!aux_terms.is_empty()).then(|| Tensor::cat(aux_terms, 0).mean());
@@ -269,6 +266,19 @@ impl<B: Backend> LanguageModel<B> {
         }
         state.pos += t;
         self.head(if m > 0 { x.narrow(m, t) } else { x })
+    }
+}
+
+/// The cross-entropy part of the training objective: over every position, or over the
+/// positions where `mask` is 1.
+pub fn objective_ce<B: Backend>(
+    logits: Tensor<B, 3>,
+    targets: Tensor<B, 2, Int>,
+    mask: Option<Tensor<B, 2>>,
+) -> Tensor<B, 1> {
+    match mask {
+        Some(mask) => masked_cross_entropy(logits, targets, mask),
+        None => cross_entropy(logits, targets),
     }
 }
 

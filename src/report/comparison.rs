@@ -353,23 +353,35 @@ fn accuracy(doc: &mut Document, r: &ComparisonResults) {
         return;
     }
     doc.subheading("Length generalisation");
-    let mut t = Table::new(["Architecture", "Seq len", "Token accuracy", "Sequence accuracy"]).numeric(1..=3);
+    let mut t = Table::new(["Architecture", "Seq len", "Token accuracy", "Chance", "Sequence accuracy"])
+        .numeric(1..=4);
+    let percent = |v: Option<f64>| v.map_or("—".to_string(), |v| format!("{:.2}%", 100.0 * v));
     for (a, lengths) in &by_length {
-        for (seq_len, (token, sequence)) in lengths {
+        for (seq_len, m) in &lengths.by_len {
             t.row(vec![
                 a.name.clone(),
                 seq_len.to_string(),
-                format!("{:.2}%", 100.0 * token),
-                format!("{:.2}%", 100.0 * sequence),
+                percent(Some(m.token)),
+                percent(m.chance),
+                percent(Some(m.sequence)),
             ]);
         }
     }
     doc.table(t);
+    let verdicts: Vec<String> = by_length.iter().filter_map(|(a, l)| l.extrapolation(&a.name)).collect();
+    if !verdicts.is_empty() {
+        doc.paragraph(format!(
+            "An architecture extrapolates when its token accuracy stays at {:.0}% or more at four times \
+             the training length and beyond: {}.",
+            100.0 * EXTRAPOLATES,
+            verdicts.join("; ")
+        ));
+    }
     let series = by_length
         .iter()
         .map(|(a, lengths)| Series {
             name: a.name.clone(),
-            points: lengths.iter().map(|(&t, &(_, seq))| (t as f64, 100.0 * seq)).collect(),
+            points: lengths.by_len.iter().map(|(&t, m)| (t as f64, 100.0 * m.sequence)).collect(),
             band: Vec::new(),
         })
         .collect();
@@ -389,16 +401,58 @@ fn accuracy(doc: &mut Document, r: &ComparisonResults) {
     );
 }
 
-/// Mean (token, sequence) accuracy over seeds, by evaluated sequence length.
-type AccuracyByLength = BTreeMap<usize, (f64, f64)>;
+/// Token accuracy at every length from four times the training length on that an
+/// architecture must keep to be called extrapolating.
+const EXTRAPOLATES: f64 = 0.9;
+
+/// Mean accuracies over seeds at one evaluated length.
+struct LengthMeans {
+    token: f64,
+    sequence: f64,
+    chance: Option<f64>,
+}
+
+/// An architecture's accuracy by evaluated sequence length, and the length it trained at
+/// (`None` in summaries that did not record it).
+struct AccuracyByLength {
+    by_len: BTreeMap<usize, LengthMeans>,
+    trained: Option<usize>,
+}
+
+impl AccuracyByLength {
+    fn is_empty(&self) -> bool {
+        self.by_len.is_empty()
+    }
+
+    /// "`name`: yes/no (token accuracy … at …)", when lengths of 4× the training one were
+    /// evaluated.
+    fn extrapolation(&self, name: &str) -> Option<String> {
+        let trained = self.trained?;
+        let far: Vec<(usize, f64)> =
+            self.by_len.iter().filter(|&(&t, _)| t >= 4 * trained).map(|(&t, m)| (t, m.token)).collect();
+        let &(worst_len, worst) = far.iter().min_by(|a, b| a.1.total_cmp(&b.1))?;
+        let verdict = if worst >= EXTRAPOLATES { "yes" } else { "no" };
+        Some(format!("{name}: {verdict} (lowest token accuracy {:.1}% at T = {worst_len})", 100.0 * worst))
+    }
+}
 
 fn length_accuracy(a: &ArchResult) -> AccuracyByLength {
-    let mut sums: BTreeMap<usize, (f64, f64, usize)> = BTreeMap::new();
+    let mut sums: BTreeMap<usize, (f64, f64, Option<f64>, usize)> = BTreeMap::new();
+    let mut trained = None;
     for l in a.runs.iter().flat_map(|r| &r.summary.length_accuracy) {
-        let s = sums.entry(l.seq_len).or_insert((0.0, 0.0, 0));
-        *s = (s.0 + l.token_accuracy, s.1 + l.sequence_accuracy, s.2 + 1);
+        let s = sums.entry(l.seq_len).or_insert((0.0, 0.0, l.chance, 0));
+        *s = (s.0 + l.token_accuracy, s.1 + l.sequence_accuracy, s.2.or(l.chance), s.3 + 1);
+        if l.trained {
+            trained = Some(l.seq_len);
+        }
     }
-    sums.into_iter().map(|(t, (tok, seq, n))| (t, (tok / n as f64, seq / n as f64))).collect()
+    let by_len = sums
+        .into_iter()
+        .map(|(t, (tok, seq, chance, n))| {
+            (t, LengthMeans { token: tok / n as f64, sequence: seq / n as f64, chance })
+        })
+        .collect();
+    AccuracyByLength { by_len, trained }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -371,18 +371,28 @@ mod tests {
         let accuracy = json!({
             "final_val_accuracy": 0.93,
             "length_accuracy": [
-                {"seq_len": 64, "token_accuracy": 0.99, "sequence_accuracy": 0.95},
-                {"seq_len": 256, "token_accuracy": 0.71, "sequence_accuracy": 0.12}
+                {"seq_len": 64, "token_accuracy": 0.99, "sequence_accuracy": 0.95, "chance": 0.5, "trained": true},
+                {"seq_len": 256, "token_accuracy": 0.71, "sequence_accuracy": 0.12, "chance": 0.5}
             ]
         });
         r.archs[0].runs = vec![run(1, 0.4, accuracy.clone()), run(2, 0.42, accuracy)];
+        // A summary written before chance and the trained length were recorded.
+        let older = json!({
+            "final_val_accuracy": 0.5,
+            "length_accuracy": [{"seq_len": 64, "token_accuracy": 0.5, "sequence_accuracy": 0.25}]
+        });
+        r.archs[2].runs = vec![run(1, 0.5, older)];
         let written = write(&dir, &r).unwrap();
         let md = fs::read_to_string(dir.join("report.md")).unwrap();
         let (_, rows) = table_rows(&md, "Architecture | Params (active)");
         assert!(rows.iter().all(|row| row[4] == "n/a (task)"));
         assert!(md.contains("## Accuracy"));
         assert!(md.contains("| dense | 93.00% ± 0.00% | 2 |"));
-        assert!(md.contains("| dense | 256 | 71.00% | 12.00% |"));
+        assert!(md.contains("| dense | 256 | 71.00% | 50.00% | 12.00% |"), "{md}");
+        assert!(md.contains("dense: no (lowest token accuracy 71.0% at T = 256)"), "{md}");
+        let second = &r.archs[2].name;
+        assert!(md.contains(&format!("| {second} | 64 | 50.00% | — | 25.00% |")), "{md}");
+        assert!(!md.contains(&format!("{second}: no (")), "no verdict without the trained length");
         assert!(written.iter().any(|p| p.ends_with("plots/accuracy-length.svg")));
         assert!(!written.iter().any(|p| p.to_string_lossy().contains("bench-")));
         fs::remove_dir_all(dir).unwrap();

@@ -16,7 +16,7 @@ use tokio::sync::oneshot;
 use super::protocol::{Completion, Finish};
 use crate::data::tokenizer::Tokenizer;
 use crate::eval::generate::{SamplingConfig, sample};
-use crate::eval::score::{Scored, TokenScore, score_batch, token_score};
+use crate::eval::score::{Scored, TokenScore, score_batch, score_rows, token_score};
 use crate::kernels::Backend;
 use crate::model::LanguageModel;
 use crate::model::lm::ids_tensor;
@@ -60,17 +60,25 @@ pub fn run<B: Backend>(
     jobs: &Receiver<Job>,
     device: &B::Device,
 ) {
+    let text = Text { tokenizer, bytes: tokenizer.token_bytes() };
     while let Ok(first) = jobs.recv() {
         let mut waiting = vec![first];
         waiting.extend(jobs.try_iter());
-        answer(model, tokenizer, limits, waiting, device);
+        answer(model, &text, limits, waiting, device);
     }
+}
+
+/// The tokenizer, with each token's length in bytes (for text offsets; computed once, as it
+/// reads the whole vocabulary).
+struct Text<'a> {
+    tokenizer: &'a Tokenizer,
+    bytes: Vec<u32>,
 }
 
 /// Answers a set of jobs that arrived together.
 fn answer<B: Backend>(
     model: &LanguageModel<B>,
-    tokenizer: &Tokenizer,
+    text: &Text,
     limits: Limits,
     mut jobs: Vec<Job>,
     device: &B::Device,
@@ -91,11 +99,12 @@ fn answer<B: Backend>(
         let sequences: Vec<&[u32]> = chunk.iter().map(|&(ji, pi)| jobs[ji].prompts[pi].as_slice()).collect();
         let top_k = chunk.iter().map(|&(ji, _)| jobs[ji].params.top_logprobs).max().unwrap_or(0);
         let scored =
-            score_batch(model, tokenizer, &sequences, limits.max_prompt, top_k, device).and_then(|all| {
-                chunk
-                    .iter()
-                    .zip(all)
-                    .map(|(&(ji, pi), s)| Ok(((ji, pi), one_token(tokenizer, s, &jobs[ji].params, pi)?)))
+            score_batch(model, text.tokenizer, &text.bytes, &sequences, limits.max_prompt, top_k, device)
+                .and_then(|all| {
+                    chunk
+                        .iter()
+                        .zip(all)
+                        .map(|(&(ji, pi), s)| Ok(((ji, pi), one_token(text, s, &jobs[ji].params, pi)?)))
                     .collect::<Result<Vec<_>>>()
             });
         match scored {
@@ -110,7 +119,7 @@ fn answer<B: Backend>(
             if failed[ji].is_some() || job.reply.is_closed() {
                 break;
             }
-            match generate(model, tokenizer, ids, &job.params, pi, device, || job.reply.is_closed()) {
+            match generate(model, text, ids, &job.params, pi, device, || job.reply.is_closed()) {
                 Ok(c) => done[ji][pi] = Some(c),
                 Err(e) => failed[ji] = Some(format!("{e:#}")),
             }
@@ -147,14 +156,14 @@ fn batches<T: Copy>(items: &[T], len: impl Fn(&T) -> usize, limits: Limits) -> V
 
 /// A scored prompt completed by at most one token drawn from its next-token distribution.
 fn one_token(
-    tokenizer: &Tokenizer,
+    text: &Text,
     scored: Scored,
     params: &Params,
     prompt_index: usize,
 ) -> Result<Completion> {
     let prompt_ids: Vec<u32> = scored.tokens.iter().map(|t| t.id).collect();
     let mut completion = Completion {
-        prompt_text: tokenizer.decode(&prompt_ids)?,
+        prompt_text: text.tokenizer.decode(&prompt_ids)?,
         prompt: scored.tokens,
         generated: Vec::new(),
         text: String::new(),
@@ -163,7 +172,7 @@ fn one_token(
     if params.max_tokens == 1 {
         let mut rng = Rng::fork(params.sampling.seed, &format!("sampling {prompt_index}"));
         let id = sample(&scored.next, &params.sampling, &mut rng);
-        push_token(tokenizer, &tokenizer.token_bytes(), &mut completion, &scored.next, id, params)?;
+        push_token(text, &mut completion, &scored.next, id, params)?;
     }
     Ok(completion)
 }
@@ -171,7 +180,7 @@ fn one_token(
 /// Prefills `ids`, then draws up to `max_tokens` tokens, one decoding step each.
 fn generate<B: Backend>(
     model: &LanguageModel<B>,
-    tokenizer: &Tokenizer,
+    text: &Text,
     ids: &[u32],
     params: &Params,
     prompt_index: usize,
@@ -184,17 +193,10 @@ fn generate<B: Backend>(
         log_softmax(logits, 2).into_data().convert::<f32>().to_vec().expect("f32 data")
     };
     let rows = rows_of(model.forward_step(ids_tensor::<B>(ids, [1, ids.len()], device), &mut state));
-    let bytes = tokenizer.token_bytes();
-    let mut prompt = Vec::with_capacity(ids.len());
-    let mut offset = 0;
-    for (p, &id) in ids.iter().enumerate() {
-        let row = (p > 0).then(|| &rows[(p - 1) * vocab..p * vocab]);
-        prompt.push(token_score(tokenizer, row, id, offset, params.top_logprobs)?);
-        offset += bytes.get(id as usize).copied().unwrap_or(0) as usize;
-    }
+    let prompt = score_rows(text.tokenizer, &text.bytes, ids, &rows, vocab, params.top_logprobs)?;
     let mut completion = Completion {
         prompt,
-        prompt_text: tokenizer.decode(ids)?,
+        prompt_text: text.tokenizer.decode(ids)?,
         generated: Vec::new(),
         text: String::new(),
         finish: Finish::Length,
@@ -203,7 +205,7 @@ fn generate<B: Backend>(
     let mut rng = Rng::fork(params.sampling.seed, &format!("sampling {prompt_index}"));
     for _ in 0..params.max_tokens {
         let id = sample(&next, &params.sampling, &mut rng);
-        if push_token(tokenizer, &bytes, &mut completion, &next, id, params)? == Finish::Stop
+        if push_token(text, &mut completion, &next, id, params)? == Finish::Stop
             || completion.generated.len() == params.max_tokens
         {
             break;
@@ -218,16 +220,10 @@ fn generate<B: Backend>(
 
 /// Appends generated token `id` (drawn from `row`) and updates the text; `Finish::Stop` when
 /// it is the end-of-text token or completes a stop string (the text is cut before it).
-fn push_token(
-    tokenizer: &Tokenizer,
-    bytes: &[u32],
-    c: &mut Completion,
-    row: &[f32],
-    id: u32,
-    params: &Params,
-) -> Result<Finish> {
+fn push_token(text: &Text, c: &mut Completion, row: &[f32], id: u32, params: &Params) -> Result<Finish> {
+    let tokenizer = text.tokenizer;
     let offset = match c.generated.last().or(c.prompt.last()) {
-        Some(last) => last.offset + bytes.get(last.id as usize).copied().unwrap_or(0) as usize,
+        Some(last) => last.offset + text.bytes.get(last.id as usize).copied().unwrap_or(0) as usize,
         None => 0,
     };
     c.generated.push(token_score(tokenizer, Some(row), id, offset, params.top_logprobs)?);

@@ -269,6 +269,13 @@ pub struct LengthAccuracy {
     /// Fraction of sequences whose answer tokens are all right.
     #[serde(with = "crate::util::json_f64")]
     pub sequence_accuracy: f64,
+    /// The token accuracy of uniform guessing among the answer's possible ids; `None` in
+    /// summaries written before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "crate::util::json_opt_f64")]
+    pub chance: Option<f64>,
+    /// Whether this is the length the model was trained at (the first entry of newer summaries).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub trained: bool,
 }
 
 /// Peak resident set size of this process (Linux `VmHWM`), if known: a run's own when it has

@@ -1,11 +1,13 @@
 //! The training loop: one function, read top to bottom (nanoGPT's `train.py`, burn's
 //! custom-training-loop example). Helpers live beside it: `schedule` (lr), `optim` (AdamW
-//! groups, clipping), `checkpoint` (atomic save/resume), `metrics` (JSONL, summary).
+//! groups, clipping), `checkpoint` (atomic save/resume), `metrics` (JSONL, summary),
+//! `recompute` (activation checkpointing).
 
 pub mod checkpoint;
 pub mod finetune;
 pub mod metrics;
 pub mod optim;
+pub mod recompute;
 pub mod schedule;
 
 use std::io::IsTerminal;
@@ -249,15 +251,21 @@ pub fn train<B: AutodiffBackend>(
             let batch = batcher.batch((step * accum + micro) as u64);
             let (x, y) = batch_tensors::<B>(&batch.tokens, device);
             let mask = batch.answer.as_ref().map(|a| mask_tensor::<B>(a, [b, t], device));
-            let objective = model.objective_masked(x, y, mask);
-            let grads =
-                GradientsParams::from_grads(objective.loss.div_scalar(accum as f64).backward(), &model);
-            accumulator.accumulate(&model, grads);
-            add_detached(&mut ce_sum, objective.ce, accum);
-            if let Some(aux) = objective.aux {
+            let (ce, aux, routing) = if cfg.train.activation_checkpointing {
+                let seed = Rng::fork(cfg.train.seed, &format!("step{step}/micro{micro}")).next_u64();
+                let o = recompute::backward_recomputed(&model, x, y, mask, accum, seed, &mut accumulator);
+                (o.ce, o.aux, o.routing)
+            } else {
+                let o = model.objective_masked(x, y, mask);
+                let grads = GradientsParams::from_grads(o.loss.div_scalar(accum as f64).backward(), &model);
+                accumulator.accumulate(&model, grads);
+                (o.ce, o.aux, o.routing)
+            };
+            add_detached(&mut ce_sum, ce, accum);
+            if let Some(aux) = aux {
                 add_detached(&mut aux_sum, aux, accum);
             }
-            micro_routing.push(objective.routing);
+            micro_routing.push(routing);
         }
         let mut grads = accumulator.grads();
         let loss: f64 = ce_sum.expect("grad_accum ≥ 1").into_scalar().elem(); // sync point
@@ -382,7 +390,7 @@ pub fn train<B: AutodiffBackend>(
 
 /// Held-out accuracy of a task at the training length and the longer `data.task` lengths
 /// (batches shrink with the length to keep the tokens per forward pass about constant).
-fn length_accuracy<B: crate::kernels::Backend>(
+pub fn length_accuracy<B: crate::kernels::Backend>(
     model: &LanguageModel<B>,
     task: &crate::data::tasks::Task,
     cfg: &RunConfig,
@@ -399,6 +407,8 @@ fn length_accuracy<B: crate::kernels::Backend>(
                 seq_len: len,
                 token_accuracy: acc.token_accuracy(),
                 sequence_accuracy: acc.sequence_accuracy(),
+                chance: Some(task.chance_accuracy()),
+                trained: len == t,
             }
         })
         .collect()

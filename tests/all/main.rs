@@ -23,6 +23,7 @@ mod moe;
 mod old_files;
 mod precision;
 mod real_data;
+mod recompute;
 mod serve;
 mod ssm;
 mod tasks;

@@ -86,3 +86,39 @@ fn task_settings_that_do_not_fit_are_errors_before_training() {
     let err = RunConfig::resolve("tiny", None, &["data.source=\"task:recall\"".into()]).unwrap_err();
     assert!(format!("{err:#}").contains("task:mqar"), "{err:#}");
 }
+
+/// State-tracking runs are scored at every position, record their chance level and which
+/// length they trained at, and `archlab eval --run` reports them as training did.
+#[test]
+fn state_tracking_runs_record_chance_and_eval_scores_them() {
+    for (task, chance) in [("task:parity", 0.5), ("task:modular-add", 0.2), ("task:a5", 1.0 / 60.0)] {
+        let cfg = task_config(
+            task,
+            &["train.seq_len=16", "train.max_steps=2", "eval.every=2", "data.task.val_sequences=8"],
+        );
+        let opts = train_options(&format!("task-{}", &task[5..]));
+        let s = train::<CpuAd>(&cfg, &Default::default(), &opts).unwrap().summary.unwrap();
+        let lengths: Vec<(usize, bool, Option<f64>)> =
+            s.length_accuracy.iter().map(|l| (l.seq_len, l.trained, l.chance)).collect();
+        assert_eq!(
+            lengths,
+            [(16, true, Some(chance)), (32, false, Some(chance)), (64, false, Some(chance))],
+            "{task}"
+        );
+        let first = &s.length_accuracy[0];
+        assert!((0.0..=1.0).contains(&first.token_accuracy), "{task}");
+        // Untrained, every one of 16 positions right in a row is out of reach.
+        assert!(first.sequence_accuracy < 0.5, "{task}: {}", first.sequence_accuracy);
+
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_archlab"))
+            .args(["eval", "--device", "cpu", "--checkpoint", "last", "--run"])
+            .arg(&opts.run_dir)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{task}: {}", String::from_utf8_lossy(&out.stderr));
+        let row = format!("| 16 (trained) | {:.2}% | {:.2}% |", 100.0 * first.token_accuracy, 100.0 * chance);
+        assert!(text.contains(&row), "{task}: no `{row}` in\n{text}");
+        assert!(text.contains("| 64 |"), "{text}");
+    }
+}

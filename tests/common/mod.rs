@@ -267,3 +267,23 @@ pub fn cuda_usable() -> bool {
     eprintln!("skipping: {why}");
     false
 }
+
+/// Runs the calling test again in a process of its own, unless this is that process: returns
+/// `true` in the child (run the test's body) and `false` in the parent (done: the child
+/// passed). For tests that need the backend's global random generator to themselves: other
+/// tests of this binary seed it (every training step does) from other threads.
+pub fn in_own_process(test: &str) -> bool {
+    const CHILD: &str = "ARCHLAB_TEST_OWN_PROCESS";
+    if std::env::var_os(CHILD).is_some() {
+        return true;
+    }
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([test, "--exact", "--test-threads=1", "--nocapture"])
+        .env(CHILD, "1")
+        .output()
+        .unwrap();
+    let log = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{test} failed in its own process:\n{log}");
+    assert!(log.contains("1 passed"), "{test} did not run in its own process:\n{log}");
+    false
+}
