@@ -107,8 +107,9 @@ pub struct ArchArgs {
     #[arg(long)]
     pub size: Option<String>,
     /// Size every architecture to the same budget of: params (total), active (parameters a
-    /// token uses; MoE counts k experts), or flops (training FLOPs per token). [default: active]
-    #[arg(long = "match", value_parser = ["params", "active", "flops"])]
+    /// token uses; MoE counts k experts), flops (training FLOPs per token), or state (decoding-
+    /// state bytes per sequence at the training length). [default: active]
+    #[arg(long = "match", value_parser = ["params", "active", "flops", "state"])]
     pub match_by: Option<String>,
     /// The budget, e.g. 25M or 1.5e6 (default: the dense model's value at --size).
     #[arg(long)]

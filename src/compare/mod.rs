@@ -196,6 +196,7 @@ fn run_arch(
         params_total: counts.total,
         params_active: counts.active,
         params_non_embedding: counts.non_embedding,
+        state_bytes: Some(arch.cfg.model.state_bytes(arch.cfg.train.seq_len)),
         train_flops_per_token: arch.cfg.model.train_flops_per_token(arch.cfg.train.seq_len),
         lr,
         lr_trials: trials,

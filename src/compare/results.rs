@@ -11,7 +11,7 @@ use crate::train::metrics::Summary;
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ComparisonResults {
     pub title: String,
-    /// What the architectures were sized to: "params", "active" or "flops".
+    /// What the architectures were sized to: "params", "active", "flops" or "state".
     pub match_by: String,
     /// The target of `match_by` (parameters, or training FLOPs per token).
     pub budget: f64,
@@ -40,6 +40,10 @@ pub struct ArchResult {
     pub params_total: usize,
     pub params_active: usize,
     pub params_non_embedding: usize,
+    /// Decoding-state bytes per sequence at the training length; `None` in results written
+    /// before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_bytes: Option<usize>,
     pub train_flops_per_token: f64,
     /// The learning rate every seed used (the grid's winner when there was a grid).
     pub lr: f64,

@@ -1,5 +1,5 @@
-//! Budget matching: size an architecture so that its parameters, active parameters or
-//! training FLOPs per token hit a target, by documented knobs.
+//! Budget matching: size an architecture so that its parameters, active parameters, training
+//! FLOPs per token or decoding state hit a target, by documented knobs.
 //!
 //! 1. **Width** (`d_model`) is the coarse knob. Attention keeps its number of heads (so the
 //!    width moves in steps of `2 · n_heads`, RoPE needs an even head size); Mamba-2 keeps its
@@ -13,6 +13,12 @@
 //! Depth, state size, heads, experts and k stay as the architecture defines them: they are
 //! what is being compared. The result must be within [`TOLERANCE`] of the target, else it is
 //! an error that says why (an architecture whose width steps are too coarse at this budget).
+//!
+//! **Decoding state** (`--match state`, Zoology's iso-state axis) is each mixer's own
+//! accounting of the bytes a sequence holds at the training length (a KV cache grows with it,
+//! an SSM or delta-rule state does not), summed over layers. Only the width moves it (through
+//! each mixer's width-dependent sizes: heads, inner width), so the width closest to the budget
+//! is taken, within [`STATE_TOLERANCE`].
 
 use anyhow::{Result, bail};
 
@@ -20,6 +26,9 @@ use crate::config::{FfnKind, ModelConfig};
 
 /// Largest accepted relative error between achieved and target.
 pub const TOLERANCE: f64 = 0.02;
+
+/// The same for decoding state, whose only knob (the width) moves in coarser steps.
+pub const STATE_TOLERANCE: f64 = 0.05;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MatchBy {
@@ -29,6 +38,8 @@ pub enum MatchBy {
     Active,
     /// Training FLOPs per token at the training context (`ModelConfig::train_flops_per_token`).
     Flops,
+    /// Decoding-state bytes per sequence at the training context (`ModelConfig::state_bytes`).
+    State,
 }
 
 impl MatchBy {
@@ -37,7 +48,8 @@ impl MatchBy {
             "params" => MatchBy::Params,
             "active" => MatchBy::Active,
             "flops" => MatchBy::Flops,
-            other => bail!("unknown --match `{other}`; use params, active or flops"),
+            "state" => MatchBy::State,
+            other => bail!("unknown --match `{other}`; use params, active, flops or state"),
         })
     }
 
@@ -46,6 +58,7 @@ impl MatchBy {
             MatchBy::Params => "params",
             MatchBy::Active => "active",
             MatchBy::Flops => "flops",
+            MatchBy::State => "state",
         }
     }
 
@@ -55,7 +68,13 @@ impl MatchBy {
             MatchBy::Params => m.param_counts().total as f64,
             MatchBy::Active => m.param_counts().active as f64,
             MatchBy::Flops => m.train_flops_per_token(seq_len),
+            MatchBy::State => m.state_bytes(seq_len) as f64,
         }
+    }
+
+    /// Largest accepted relative error for this quantity.
+    pub fn tolerance(self) -> f64 {
+        if self == MatchBy::State { STATE_TOLERANCE } else { TOLERANCE }
     }
 }
 
@@ -91,7 +110,8 @@ pub fn size_to(m: &mut ModelConfig, by: MatchBy, target: f64, seq_len: usize) ->
     }
     let base = m.clone();
     let measure = |c: &ModelConfig| by.measure(c, seq_len);
-    let has_ffn = m.layers()?.iter().any(|l| l.ffn != FfnKind::None);
+    // The FFN width is a knob of every quantity but the decoding state.
+    let has_ffn = by != MatchBy::State && m.layers()?.iter().any(|l| l.ffn != FfnKind::None);
 
     // 1. Width: the widest valid d_model within the budget (or, without FFNs, the closest).
     let candidates: Vec<ModelConfig> = (8..=16_384).filter_map(|d| with_width(&base, d)).collect();
@@ -141,14 +161,19 @@ pub fn size_to(m: &mut ModelConfig, by: MatchBy, target: f64, seq_len: usize) ->
     let achieved = measure(&best);
     let error = (achieved - target) / target;
     let knob = knob_text(&best);
-    if error.abs() > TOLERANCE {
+    if error.abs() > by.tolerance() {
+        let fix = if by == MatchBy::State {
+            "choose another --budget, or set the mixers' state sizes (e.g. model.mamba.d_state) \
+             so that a width reaches it"
+        } else {
+            "choose another --budget, or give the pattern MLP layers (f) for a finer knob"
+        };
         bail!(
-            "cannot size {} to {} {} within {:.0}%: the closest is {} ({knob}, {:+.1}%); \
-             choose another --budget, or give the pattern MLP layers (f) for a finer knob",
+            "cannot size {} to {} {} within {:.0}%: the closest is {} ({knob}, {:+.1}%); {fix}",
             describe_layers(&base),
             crate::train::human(target),
             by.name(),
-            TOLERANCE * 100.0,
+            by.tolerance() * 100.0,
             crate::train::human(achieved),
             error * 100.0
         );

@@ -7,7 +7,7 @@
 //! title = "Mamba state size at 1M parameters"
 //! archs = ["dense"]                  # named architectures or patterns
 //! size = "tiny"
-//! match = "params"                   # params | active | flops
+//! match = "params"                   # params | active | flops | state
 //! budget = "1M"
 //! seeds = 3
 //! steps = 600
@@ -54,7 +54,7 @@ pub struct ArchSelection {
     pub archs: Vec<String>,
     /// The preset size they start from (`tiny` or `27m`).
     pub size: Option<String>,
-    /// `params`, `active` or `flops`.
+    /// `params`, `active`, `flops` or `state`.
     pub match_by: Option<String>,
     /// The budget, e.g. `25M`.
     pub budget: Option<String>,

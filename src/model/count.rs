@@ -99,6 +99,13 @@ impl ModelConfig {
         self.d_model + if self.norm == NormKind::Layer { usize::from(self.bias) * self.d_model } else { 0 }
     }
 
+    /// Decoding-state bytes of one sequence after `seq_len` tokens: every layer's growing part
+    /// (a global attention KV cache) at that length plus its fixed part (SSM and delta-rule
+    /// states, conv history, a sliding window's cache), as each mixer accounts for it.
+    pub fn state_bytes(&self, seq_len: usize) -> usize {
+        self.layer_counts(seq_len).iter().map(|l| l.state_bytes_per_token * seq_len + l.state_bytes_fixed).sum()
+    }
+
     /// Training FLOPs per token at context `seq_len`: `6·N_matmul` (for MoE, the k experts a
     /// token is routed to and the router, at full capacity; the dispatch itself is data
     /// movement, not FLOPs) plus, per layer, the sequence mixer's own work, ×3 for forward +

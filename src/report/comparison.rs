@@ -76,7 +76,7 @@ fn size_matching(doc: &mut Document, r: &ComparisonResults) {
         "Every architecture was sized to the same {} budget of {}: one knob per architecture was \
          set so that the achieved value comes closest to it.",
         match_by_words(&r.match_by),
-        human(r.budget)
+        if r.match_by == "state" { human_bytes(r.budget as u64) } else { human(r.budget) }
     ));
     let mut t = Table::new([
         "Architecture",
@@ -87,18 +87,20 @@ fn size_matching(doc: &mut Document, r: &ComparisonResults) {
         "Params (total)",
         "Params (non-embedding)",
         "Train FLOPs/token",
+        "Decoding state",
     ])
-    .numeric(3..=7);
+    .numeric(3..=8);
     for a in &r.archs {
         t.row(vec![
             a.name.clone(),
             filled(&a.pattern),
             filled(&a.knob),
-            human(a.achieved),
+            if r.match_by == "state" { human_bytes(a.achieved as u64) } else { human(a.achieved) },
             format!("{:+.2}%", 100.0 * a.budget_error),
             human(a.params_total as f64),
             human(a.params_non_embedding as f64),
             human(a.train_flops_per_token),
+            a.state_bytes.map_or("n/a (not recorded)".into(), |b| human_bytes(b as u64)),
         ]);
     }
     doc.table(t);
@@ -109,6 +111,7 @@ fn match_by_words(match_by: &str) -> String {
         "params" => "parameter".into(),
         "active" => "active-parameter".into(),
         "flops" => "training-FLOPs-per-token".into(),
+        "state" => "decoding-state (bytes per sequence at the training length)".into(),
         other => format!("`{other}`"),
     }
 }

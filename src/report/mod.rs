@@ -122,6 +122,7 @@ mod tests {
             params_total: 900_000,
             params_active: 900_000,
             params_non_embedding: 850_000,
+            state_bytes: Some(131_072),
             train_flops_per_token: 5.4e6,
             lr: 3e-3,
             lr_trials: Vec::new(),

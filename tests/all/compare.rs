@@ -31,6 +31,40 @@ fn every_architecture_is_sized_within_two_percent() {
     }
 }
 
+/// Iso-state sizing (`--match state`): every named architecture at the tiny size, at the dense
+/// model's decoding state at T = 128 and at twice it, is sized within 5% (its reported state
+/// being the model's own count) or refused with an error naming the budget and the fix. The
+/// architectures of an iso-state study (attention, Mamba-1, Mamba-2, Gated DeltaNet) all fit,
+/// though their widths differ widely at the same state.
+#[test]
+fn architectures_are_sized_to_the_same_decoding_state() {
+    let sets = ["train.seq_len=128".to_string()];
+    let dense = default_budget("tiny", &sets, MatchBy::State).unwrap();
+    for budget in [dense, 2.0 * dense] {
+        let mut widths = Vec::new();
+        for name in NAMES {
+            match plan_one(name, name, "tiny", &sets, MatchBy::State, budget) {
+                Ok(a) => {
+                    let measured = a.cfg.model.state_bytes(128) as f64;
+                    assert_eq!(measured, a.sizing.achieved, "{name}: the reported state is the model's");
+                    let err = (measured - budget) / budget;
+                    assert!(err.abs() <= 0.05, "{name}: {err:+.4} ({})", a.sizing.knob);
+                    widths.push((*name, a.cfg.model.d_model));
+                }
+                Err(e) => {
+                    let msg = format!("{e:#}");
+                    assert!(msg.contains("cannot size") && msg.contains("state within 5%"), "{name}: {msg}");
+                    assert!(!["dense", "mamba", "mamba2", "gdn"].contains(name), "{name}: {msg}");
+                }
+            }
+        }
+        let width = |n: &str| widths.iter().find(|(w, _)| *w == n).unwrap().1;
+        // Mamba-1 holds d_state = 16 numbers per channel, attention 2·T keys and values per
+        // channel of its 4 layers: at the same state it is several times wider.
+        assert!(width("mamba") > 2 * width("dense"), "{widths:?}");
+    }
+}
+
 fn archlab(args: &[&str], cwd: &Path) -> Output {
     Command::new(env!("CARGO_BIN_EXE_archlab")).args(args).current_dir(cwd).output().expect("binary runs")
 }
