@@ -11,9 +11,9 @@ use crate::cli::*;
 use archlab::config::RunConfig;
 use archlab::data::prepare::{self, Dataset};
 use archlab::data::sources::Source;
+use archlab::data::stories;
 use archlab::data::stream::TrainData;
 use archlab::data::tokenizer::{Tokenizer, TokenizerSpec};
-use archlab::data::stories;
 use archlab::device;
 use archlab::eval::generate::{SamplingConfig, generate};
 use archlab::eval::{ValMetrics, evaluate};
@@ -453,7 +453,8 @@ fn generate_cmd(a: GenerateArgs) -> Result<()> {
 }
 
 fn generate_on<B: Backend>(a: &GenerateArgs, run: &LoadedRun, device: &B::Device) -> Result<()> {
-    let model = train::checkpoint::load_model::<B>(&a.model.run, &a.model.checkpoint, &run.cfg, device, run.on_gpu)?;
+    let model =
+        train::checkpoint::load_model::<B>(&a.model.run, &a.model.checkpoint, &run.cfg, device, run.on_gpu)?;
     let cfg = SamplingConfig {
         max_new_tokens: a.max_tokens,
         temperature: a.temperature,

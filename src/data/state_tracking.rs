@@ -110,7 +110,8 @@ fn all_permutations() -> Vec<[u8; 5]> {
 
 /// Whether `p` is a product of an even number of transpositions (an even number of inversions).
 pub fn is_even(p: &[u8; 5]) -> bool {
-    let inversions = (0..5).flat_map(|i| (i + 1..5).map(move |j| (i, j))).filter(|&(i, j)| p[i] > p[j]).count();
+    let inversions =
+        (0..5).flat_map(|i| (i + 1..5).map(move |j| (i, j))).filter(|&(i, j)| p[i] > p[j]).count();
     inversions % 2 == 0
 }
 
@@ -158,7 +159,9 @@ mod tests {
     /// The states follow from the word by an independent reading: move five labelled balls.
     #[test]
     fn states_are_the_running_products_of_the_words() {
-        for (group, elements) in [(Group::Permutations(s5()), &s5().elements), (Group::Permutations(a5()), &a5().elements)] {
+        for (group, elements) in
+            [(Group::Permutations(s5()), &s5().elements), (Group::Permutations(a5()), &a5().elements)]
+        {
             let (inputs, states) = word_problem(&mut Rng::new(3), group, 50);
             let mut balls = [0u8, 1, 2, 3, 4]; // balls[j]: where ball j is now
             for (x, s) in inputs.iter().zip(&states) {

@@ -326,7 +326,10 @@ impl Task {
     fn check_word_problem(&self, group: Group, seq_len: usize, key: &str) -> Result<()> {
         let (c, name) = (&self.cfg, self.name());
         if self.kind == TaskKind::ModularAdd && c.modulus < 2 {
-            bail!("data.task.modulus = {} leaves task:modular-add nothing to track; set it to 2 or more", c.modulus);
+            bail!(
+                "data.task.modulus = {} leaves task:modular-add nothing to track; set it to 2 or more",
+                c.modulus
+            );
         }
         let min_vocab = FIRST_DATA as usize + group.order();
         if c.vocab < min_vocab {

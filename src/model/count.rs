@@ -103,7 +103,10 @@ impl ModelConfig {
     /// (a global attention KV cache) at that length plus its fixed part (SSM and delta-rule
     /// states, conv history, a sliding window's cache), as each mixer accounts for it.
     pub fn state_bytes(&self, seq_len: usize) -> usize {
-        self.layer_counts(seq_len).iter().map(|l| l.state_bytes_per_token * seq_len + l.state_bytes_fixed).sum()
+        self.layer_counts(seq_len)
+            .iter()
+            .map(|l| l.state_bytes_per_token * seq_len + l.state_bytes_fixed)
+            .sum()
     }
 
     /// Training FLOPs per token at context `seq_len`: `6·N_matmul` (for MoE, the k experts a

@@ -105,8 +105,8 @@ fn answer<B: Backend>(
                         .iter()
                         .zip(all)
                         .map(|(&(ji, pi), s)| Ok(((ji, pi), one_token(text, s, &jobs[ji].params, pi)?)))
-                    .collect::<Result<Vec<_>>>()
-            });
+                        .collect::<Result<Vec<_>>>()
+                });
         match scored {
             Ok(all) => all.into_iter().for_each(|((ji, pi), c)| done[ji][pi] = Some(c)),
             Err(e) => chunk.iter().for_each(|&(ji, _)| failed[ji] = Some(format!("{e:#}"))),
@@ -155,12 +155,7 @@ fn batches<T: Copy>(items: &[T], len: impl Fn(&T) -> usize, limits: Limits) -> V
 }
 
 /// A scored prompt completed by at most one token drawn from its next-token distribution.
-fn one_token(
-    text: &Text,
-    scored: Scored,
-    params: &Params,
-    prompt_index: usize,
-) -> Result<Completion> {
+fn one_token(text: &Text, scored: Scored, params: &Params, prompt_index: usize) -> Result<Completion> {
     let prompt_ids: Vec<u32> = scored.tokens.iter().map(|t| t.id).collect();
     let mut completion = Completion {
         prompt_text: text.tokenizer.decode(&prompt_ids)?,

@@ -74,8 +74,13 @@ fn recomputed_gradients_equal_stored_ones_for_every_layer_kind() {
         let (stored, recomputed, stored_loss, recomputed_loss) = both_ways(&cfg, 2);
         assert_eq!(stored_loss, recomputed_loss, "{name}: the loss differs");
         let model = LanguageModel::<CpuAd>::new(&cfg, 11, false, &Default::default());
-        let mut cmp =
-            Compare { stored: &stored, recomputed: &recomputed, index: 0, worst: (0.0, 0), missing: Vec::new() };
+        let mut cmp = Compare {
+            stored: &stored,
+            recomputed: &recomputed,
+            index: 0,
+            worst: (0.0, 0),
+            missing: Vec::new(),
+        };
         model.visit(&mut cmp);
         assert!(cmp.missing.is_empty(), "{name}: parameters {:?} have a gradient one way only", cmp.missing);
         let (ratio, index) = cmp.worst;
@@ -107,7 +112,10 @@ fn training_with_activation_checkpointing_follows_the_same_losses() {
         let recomputed = run(&format!("recompute-on{pattern}"), true);
         assert_eq!(stored.len(), recomputed.len());
         for ((s, a), (_, b)) in stored.iter().zip(&recomputed) {
-            assert!((a - b).abs() <= 1e-5 * a.abs(), "pattern {pattern:?} step {s}: stored {a} vs recomputed {b}");
+            assert!(
+                (a - b).abs() <= 1e-5 * a.abs(),
+                "pattern {pattern:?} step {s}: stored {a} vs recomputed {b}"
+            );
         }
     }
 }

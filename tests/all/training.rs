@@ -533,7 +533,9 @@ fn per_token_scores_add_up_to_the_stream_loss() {
     let model = LanguageModel::<Cpu>::new(&cfg.model, 5, false, &device);
     let tokenizer = Tokenizer::Byte;
     let ids: Vec<u32> = "The fox ran to the river.".bytes().map(u32::from).collect();
-    let scores = score_tokens(&model, &tokenizer, &tokenizer.token_bytes(), &ids, cfg.model.max_seq_len, 3, &device).unwrap();
+    let scores =
+        score_tokens(&model, &tokenizer, &tokenizer.token_bytes(), &ids, cfg.model.max_seq_len, 3, &device)
+            .unwrap();
     assert_eq!(scores.len(), ids.len());
     assert!(scores[0].logprob.is_none() && scores[0].top.is_empty());
     let total: f64 = scores.iter().filter_map(|s| s.logprob).sum();
@@ -553,6 +555,8 @@ fn per_token_scores_add_up_to_the_stream_loss() {
     }
     // Longer than the context: an error that states the limit.
     let long = vec![1u32; cfg.model.max_seq_len + 1];
-    let err = score_tokens(&model, &tokenizer, &tokenizer.token_bytes(), &long, cfg.model.max_seq_len, 0, &device).unwrap_err();
+    let err =
+        score_tokens(&model, &tokenizer, &tokenizer.token_bytes(), &long, cfg.model.max_seq_len, 0, &device)
+            .unwrap_err();
     assert!(err.to_string().contains("more than the model's context of 128"), "{err}");
 }
