@@ -388,12 +388,12 @@ fn score_cmd(a: ScoreArgs) -> Result<()> {
         let model = train::checkpoint::load_model::<
             <B as burn::tensor::backend::AutodiffBackend>::InnerBackend,
         >(&a.model.run, &a.model.checkpoint, &run.cfg, &dev, run.on_gpu)?;
-        let bytes = run.tokenizer.token_bytes();
+        let text = archlab::eval::score::Text::new(&run.tokenizer);
         sequences
             .iter()
             .enumerate()
             .map(|(i, ids)| {
-                archlab::eval::score::score_tokens(&model, &run.tokenizer, &bytes, ids, max, a.top_k, &dev)
+                archlab::eval::score::score_tokens(&model, &text, ids, max, a.top_k, &dev)
                     .with_context(|| format!("sequence {i}"))
             })
             .collect::<Result<Vec<_>>>()

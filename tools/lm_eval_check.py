@@ -10,8 +10,10 @@
    requests, 4 concurrent clients.
 4. Checks every log-likelihood lm-eval logged against `archlab score` on the same tokens
    (max |difference| must stay below 1e-4, summed over the continuation).
-5. Measures scoring throughput: the same 64 log-likelihood requests from 8 concurrent
-   clients against a server that batches (`--max-batch 32`) and one that does not (`--max-batch 1`).
+5. Measures throughput against a server that batches (`--max-batch 32`) and one that does not
+   (`--max-batch 1`): the same 64 log-likelihood requests from 8 concurrent clients, and the
+   same 32 greedy generations from 8 concurrent clients (which must generate the same text on
+   both servers).
 
 Prints a Markdown report (committed as bench/results/lm-eval.md); exits non-zero when a
 check fails.
@@ -142,10 +144,15 @@ def post(addr, body):
         return json.load(r)
 
 
-def throughput(archlab, run, prompts, batch):
-    """Requests/s of 8 clients sending one log-likelihood request each at a time."""
+SCORING = {"max_tokens": 1, "echo": True, "logprobs": 1, "temperature": 0}
+GENERATION = {"max_tokens": 32, "temperature": 0}
+
+
+def throughput(archlab, run, prompts, batch, request=SCORING):
+    """Requests/s of 8 clients sending one request each at a time, and the answers' texts."""
     server = Server(archlab, run, "--max-batch", str(batch))
-    queue = list(prompts)
+    queue = list(enumerate(prompts))
+    texts = [None] * len(prompts)
     lock = threading.Lock()
 
     def client():
@@ -153,8 +160,8 @@ def throughput(archlab, run, prompts, batch):
             with lock:
                 if not queue:
                     return
-                p = queue.pop()
-            post(server.addr, {"prompt": [p], "max_tokens": 1, "echo": True, "logprobs": 1, "temperature": 0})
+                i, p = queue.pop()
+            texts[i] = post(server.addr, {"prompt": [p], **request})["choices"][0]["text"]
 
     t0 = time.perf_counter()
     threads = [threading.Thread(target=client) for _ in range(8)]
@@ -162,7 +169,7 @@ def throughput(archlab, run, prompts, batch):
     [t.join() for t in threads]
     seconds = time.perf_counter() - t0
     server.stop()
-    return len(prompts) / seconds
+    return len(prompts) / seconds, texts
 
 
 def main():
@@ -216,11 +223,17 @@ def main():
     ok = worst < TOLERANCE and stopped == 0 and len(samples) == len(docs)
 
     texts = [(d["context"] + d["continuation"]).encode() for d in docs[:64]]
-    rates = {n: {b: throughput(archlab, run, [list(t[-n:]) for t in texts], b) for b in (1, 32)}
+    rates = {n: {b: throughput(archlab, run, [list(t[-n:]) for t in texts], b)[0] for b in (1, 32)}
              for n in (16, 64, CONTEXT_BYTES)}
+    # Prompts of different lengths (8 to 64 bytes), so that the batch decodes rows at different positions.
+    gen_prompts = [list(t[-(8 + 7 * i % 57):]) for i, t in enumerate(texts[:32])]
+    generated = {b: throughput(archlab, run, gen_prompts, b, GENERATION) for b in (1, 32)}
+    same_text = generated[1][1] == generated[32][1]
+    ok = ok and same_text
     version = sh([sys.executable, "-c", "import lm_eval; print(lm_eval.__version__)"]).stdout.strip()
     print("# lm-evaluation-harness against `archlab serve`\n")
-    print(f"Made by `python tools/lm_eval_check.py --archlab {args.archlab} --work /tmp/lm-eval --steps {args.steps}` "
+    reused = f" --run {args.run}" if args.run else ""
+    print(f"Made by `python tools/lm_eval_check.py --archlab {args.archlab} --work /tmp/lm-eval{reused} --steps {args.steps}` "
           f"on {machine()}, {time.strftime('%Y-%m-%d')}, lm-eval {version}.\n")
     print(f"Model: `archlab train --preset tiny --set train.max_steps={args.steps}` on {len(books()[1])} PG19 books "
           f"(byte tokenizer, context {max_len}). Task: {len(docs)} passages of the {HELD_OUT} held-out "
@@ -239,6 +252,14 @@ def main():
     print("|---|---|---|---|")
     for n, r in rates.items():
         print(f"| {n} | {r[1]:.1f} | {r[32]:.1f} | {r[32] / r[1]:.2f}x |")
+    print("\n## Generation throughput, batched against unbatched\n")
+    print(f"{len(gen_prompts)} greedy generations of {GENERATION['max_tokens']} tokens from prompts of 8 to 64 "
+          "bytes, 8 concurrent clients, each sending its next request when answered; with `--max-batch 32` "
+          "the server decodes the sequences in flight together (continuous batching); CPU:\n")
+    print("| `--max-batch 1` requests/s | `--max-batch 32` requests/s | batched / unbatched | same texts |")
+    print("|---|---|---|---|")
+    r1, r32 = generated[1][0], generated[32][0]
+    print(f"| {r1:.2f} | {r32:.2f} | {r32 / r1:.2f}x | {'yes' if same_text else 'NO'} |")
     print(f"\nChecks: {'passed' if ok else 'FAILED'}.")
     sys.exit(0 if ok else 1)
 

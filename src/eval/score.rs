@@ -38,6 +38,19 @@ pub struct Alternative {
     pub logprob: f64,
 }
 
+/// A tokenizer with each token's length in bytes, for text offsets ([`Tokenizer::token_bytes`]
+/// reads the whole vocabulary, so a scorer of many sequences computes it once).
+pub struct Text<'a> {
+    pub tokenizer: &'a Tokenizer,
+    pub bytes: Vec<u32>,
+}
+
+impl<'a> Text<'a> {
+    pub fn new(tokenizer: &'a Tokenizer) -> Self {
+        Self { tokenizer, bytes: tokenizer.token_bytes() }
+    }
+}
+
 /// The longest sequence `score_tokens` takes for a model whose positions go to `max_seq_len`.
 pub fn check_length(n: usize, max_seq_len: usize) -> Result<()> {
     if n == 0 {
@@ -52,18 +65,16 @@ pub fn check_length(n: usize, max_seq_len: usize) -> Result<()> {
     Ok(())
 }
 
-/// Scores `ids` with `model`, with the `top_k` most likely tokens at every position (`bytes`:
-/// [`Tokenizer::token_bytes`], for the offsets).
+/// Scores `ids` with `model`, with the `top_k` most likely tokens at every position.
 pub fn score_tokens<B: Backend>(
     model: &LanguageModel<B>,
-    tokenizer: &Tokenizer,
-    bytes: &[u32],
+    text: &Text,
     ids: &[u32],
     max_seq_len: usize,
     top_k: usize,
     device: &B::Device,
 ) -> Result<Vec<TokenScore>> {
-    let mut scored = score_batch(model, tokenizer, bytes, &[ids], max_seq_len, top_k, device)?;
+    let mut scored = score_batch(model, text, &[ids], max_seq_len, top_k, device)?;
     Ok(scored.pop().expect("one sequence in, one out").tokens)
 }
 
@@ -80,8 +91,7 @@ pub struct Scored {
 /// batch scores what each sequence alone scores, up to float summation order).
 pub fn score_batch<B: Backend>(
     model: &LanguageModel<B>,
-    tokenizer: &Tokenizer,
-    bytes: &[u32],
+    text: &Text,
     sequences: &[&[u32]],
     max_seq_len: usize,
     top_k: usize,
@@ -114,18 +124,17 @@ pub fn score_batch<B: Backend>(
             .convert::<f32>()
             .to_vec()
             .expect("f32 data");
-        let tokens = score_rows(tokenizer, bytes, ids, &rows, vocab, top_k)?;
+        let tokens = score_rows(text, ids, &rows, vocab, top_k)?;
         out.push(Scored { tokens, next: rows[(n - 1) * vocab..].to_vec() });
     }
     Ok(out)
 }
 
 /// Every token of `ids` scored by the log-probability rows of the model's output (`rows`,
-/// `[≥ n − 1, vocab]`: row p predicts token p + 1), at byte offsets that add up `bytes`
-/// ([`Tokenizer::token_bytes`]), with the `top_k` most likely tokens at each position.
+/// `[≥ n − 1, vocab]`: row p predicts token p + 1), at byte offsets that add up the tokens'
+/// lengths, with the `top_k` most likely tokens at each position.
 pub fn score_rows(
-    tokenizer: &Tokenizer,
-    bytes: &[u32],
+    text: &Text,
     ids: &[u32],
     rows: &[f32],
     vocab: usize,
@@ -135,8 +144,8 @@ pub fn score_rows(
     let mut offset = 0;
     for (p, &id) in ids.iter().enumerate() {
         let row = (p > 0).then(|| &rows[(p - 1) * vocab..p * vocab]);
-        tokens.push(token_score(tokenizer, row, id, offset, top_k)?);
-        offset += bytes.get(id as usize).copied().unwrap_or(0) as usize;
+        tokens.push(token_score(text.tokenizer, row, id, offset, top_k)?);
+        offset += text.bytes.get(id as usize).copied().unwrap_or(0) as usize;
     }
     Ok(tokens)
 }

@@ -28,9 +28,11 @@ use burn::tensor::{Tensor, TensorData};
 
 use super::activation::sigmoid;
 use super::layers::{Linear, float_tensor, param};
-use super::mixer::{LayerParams, MixerSpec, SequenceMixer, tensor_bytes};
+use super::mixer::{LayerParams, MixerSpec, SequenceMixer, row_indices, select_rows, tensor_bytes};
 use crate::config::MixerKind;
-use crate::config::ModelConfig;
+use crate::config::checks::{largest_divisor_at_most, must_be_positive};
+use crate::config::{ModelConfig, Positions};
+use anyhow::bail;
 use crate::kernels::attention::{band_mask, repeat_kv};
 use crate::rng::Rng;
 
@@ -56,26 +58,71 @@ pub struct Attention<B: Backend> {
 
 /// Keys and values of the tokens seen so far (the last `window − 1` of them for local
 /// attention), `[b, n_kv_heads, t_kept, head_dim]` each.
+///
+/// Sequences decoded together may have seen different numbers of tokens: each row's entries
+/// are right-aligned, and the `t_kept − min(seen, window − 1)` entries in front of a shorter
+/// row's are padding that its queries do not see. `t_kept` is always `min(max seen, window − 1)`
+/// (no limit for global attention), so the padding follows from `seen` alone.
 #[derive(Clone, Debug)]
 pub struct KvCache<B: Backend> {
     pub k: Option<Tensor<B, 4>>,
     pub v: Option<Tensor<B, 4>>,
-    /// Tokens seen so far: the absolute position of the next one.
-    pub seen: usize,
+    /// Tokens each row has seen: the absolute position of its next one. Empty until the first
+    /// tokens arrive.
+    pub seen: Vec<usize>,
 }
 
 impl<B: Backend> KvCache<B> {
     pub fn empty() -> Self {
-        Self { k: None, v: None, seen: 0 }
+        Self { k: None, v: None, seen: Vec::new() }
     }
 
-    /// Cached entries (≤ `seen`).
+    /// Cached entries per row, padding included (≤ the most any row has seen).
     pub fn len(&self) -> usize {
         self.k.as_ref().map_or(0, |k| k.dims()[2])
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Leading padding entries of each row.
+    fn padding(&self) -> Vec<usize> {
+        let len = self.len();
+        // Every row keeps its last `len` tokens at most (the window's cut applies to all alike).
+        self.seen.iter().map(|&s| len - s.min(len)).collect()
+    }
+
+    /// Several sequences' caches as one batch: shorter rows padded in front with zeros.
+    pub fn stack(caches: Vec<Self>) -> Self {
+        let len = caches.iter().map(|c| c.len()).max().unwrap_or(0);
+        let seen: Vec<usize> = caches.iter().flat_map(|c| c.seen.iter().copied()).collect();
+        let shape = caches.iter().find_map(|c| c.k.as_ref().map(|k| k.dims()));
+        let like = caches.iter().find_map(|c| c.k.as_ref().map(|k| (k.device(), k.dtype())));
+        let pad_front = |t: Option<Tensor<B, 4>>, rows: usize| -> Option<Tensor<B, 4>> {
+            let ([_, kv, _, hd], (device, dtype)) = (shape?, like.clone()?);
+            let have = t.as_ref().map_or(0, |t| t.dims()[2]);
+            let zeros = (have < len).then(|| Tensor::zeros([rows, kv, len - have, hd], (&device, dtype)));
+            Some(Tensor::cat(zeros.into_iter().chain(t).collect(), 2))
+        };
+        let (mut ks, mut vs) = (Vec::new(), Vec::new());
+        for c in caches {
+            let rows = c.seen.len();
+            ks.extend(pad_front(c.k, rows));
+            vs.extend(pad_front(c.v, rows));
+        }
+        let cat = |parts: Vec<Tensor<B, 4>>| (!parts.is_empty()).then(|| Tensor::cat(parts, 0));
+        Self { k: cat(ks), v: cat(vs), seen }
+    }
+
+    /// Rows `rows`, with the entries that are padding in every one of them dropped.
+    pub fn select(self, rows: &[usize]) -> Self {
+        let len = self.len();
+        let seen: Vec<usize> = rows.iter().map(|&r| self.seen[r]).collect();
+        // `len` is min(max seen, window − 1) before, so min(max seen of the kept rows, len) after.
+        let keep = seen.iter().copied().max().unwrap_or(0).min(len);
+        let cut = |t: Option<Tensor<B, 4>>| select_rows(t, rows).map(|t| t.narrow(2, len - keep, keep));
+        Self { k: cut(self.k), v: cut(self.v), seen }
     }
 }
 
@@ -112,16 +159,25 @@ impl<B: Backend> Attention<B> {
         self.forward_cached(x, &mut KvCache::empty())
     }
 
-    /// Attends from the new tokens `x` (positions `cache.len()..`) to the cached ones and to
-    /// themselves, and appends their keys and values to the cache. With an empty cache this is
-    /// the ordinary causal forward; with one new token it is an O(t) decoding step.
+    /// Attends from the new tokens `x` (each row's at positions `cache.seen[row]..`) to the
+    /// cached ones and to themselves, and appends their keys and values to the cache. With an
+    /// empty cache this is the ordinary causal forward; with one new token it is an O(t)
+    /// decoding step.
     ///
     /// # Shapes
     /// - x: `[b, t_new, d]` → `[b, t_new, d]`
+    ///
+    /// # Panics
+    /// If the cache holds another number of sequences than `x`.
     pub fn forward_cached(&self, x: Tensor<B, 3>, cache: &mut KvCache<B>) -> Tensor<B, 3> {
         let [b, t, _] = x.dims();
         let (h, kv, hd) = (self.n_heads, self.n_kv_heads, self.head_dim);
-        let start = cache.seen;
+        if cache.seen.is_empty() {
+            cache.seen = vec![0; b];
+        }
+        assert_eq!(cache.seen.len(), b, "the decoding state holds {} sequences, the input {b}", cache.seen.len());
+        let padding = cache.padding();
+        let start = cache.seen.clone();
 
         let (q, gate) = if self.output_gate {
             // Per head: [query_h | gate_h] (Qwen3-Next's row layout).
@@ -136,7 +192,7 @@ impl<B: Backend> Attention<B> {
         let k = head_norm(k, &self.k_norm, self.norm_eps);
         let v = self.v_proj.forward(x).reshape([b, t, kv, hd]).swap_dims(1, 2);
         let (q, k) = match &self.rope {
-            Some(rope) => (rope.apply(q, start), rope.apply(k, start)),
+            Some(rope) => (rope.apply_at(q, &start), rope.apply_at(k, &start)),
             None => (q, k),
         };
 
@@ -154,7 +210,7 @@ impl<B: Backend> Attention<B> {
         let keep = if self.window > 0 { t_all.min(self.window - 1) } else { t_all };
         cache.k = Some(k.clone().narrow(2, t_all - keep, keep));
         cache.v = Some(v.clone().narrow(2, t_all - keep, keep));
-        cache.seen += t;
+        cache.seen.iter_mut().for_each(|s| *s += t);
 
         let out = if cached == 0 {
             // A whole sequence: the fused kernel where the backend has one.
@@ -163,8 +219,12 @@ impl<B: Backend> Attention<B> {
             let (k, v) = (repeat_kv(k, h / kv), repeat_kv(v, h / kv)); // [b, h, t_all, hd]
             let scores = q.matmul(k.swap_dims(2, 3)) / (hd as f64).sqrt(); // [b, h, t, t_all]
             let window = if self.window > 0 { self.window } else { usize::MAX };
-            let mask = band_mask::<B>(t, cached, window, &scores.device()); // [t, t_all]
-            let scores = scores.mask_fill(mask.unsqueeze::<4>().expand([b, h, t, t_all]), f32::NEG_INFINITY);
+            let mask = if padding.iter().all(|&p| p == 0) {
+                band_mask::<B>(t, cached, window, &scores.device()).unsqueeze::<4>() // [1, 1, t, t_all]
+            } else {
+                padded_band_mask::<B>(t, cached, window, &padding, &scores.device()).unsqueeze_dim::<4>(1)
+            };
+            let scores = scores.mask_fill(mask.expand([b, h, t, t_all]), f32::NEG_INFINITY);
             softmax(scores, 3).matmul(v)
         };
         let out = out.swap_dims(1, 2).reshape([b, t, h * hd]);
@@ -174,6 +234,27 @@ impl<B: Backend> Attention<B> {
         };
         self.o_proj.forward(out) // [b, t, h·hd] → [b, t, d]
     }
+}
+
+/// [`band_mask`] for each row, which also hides the row's first `padding[row]` keys.
+///
+/// # Shapes
+/// → `[b, t, cached + t]`, true where masked
+fn padded_band_mask<B: Backend>(
+    t: usize,
+    cached: usize,
+    window: usize,
+    padding: &[usize],
+    device: &B::Device,
+) -> Tensor<B, 3, burn::tensor::Bool> {
+    let t_all = cached + t;
+    let data: Vec<bool> = padding
+        .iter()
+        .flat_map(|&pad| {
+            (0..t).flat_map(move |i| (0..t_all).map(move |j| j < pad || j > cached + i || cached + i - j >= window))
+        })
+        .collect();
+    Tensor::from_data(TensorData::new(data, [padding.len(), t, t_all]), device)
 }
 
 /// RMSNorm over each head's channels with gain `weight` (`[hd]`), or `x` as it is without one;
@@ -227,15 +308,30 @@ impl<B: Backend> Rope<B> {
 
     /// Rotates `x` (`[b, heads, t, hd]`) as if its tokens sat at positions `start..start + t`.
     pub fn apply(&self, x: Tensor<B, 4>, start: usize) -> Tensor<B, 4> {
-        let [_, _, t, head_dim] = x.dims();
+        self.apply_at(x, &[start])
+    }
+
+    /// [`Self::apply`] with each row's tokens at their own positions `starts[row]..` (one start
+    /// for every row: the same positions for all).
+    pub fn apply_at(&self, x: Tensor<B, 4>, starts: &[usize]) -> Tensor<B, 4> {
+        let [b, _, t, head_dim] = x.dims();
         let [max, hd] = self.cos.dims();
         if hd < head_dim {
-            let rotated = self.apply(x.clone().narrow(3, 0, hd), start);
+            let rotated = self.apply_at(x.clone().narrow(3, 0, hd), starts);
             return Tensor::cat(vec![rotated, x.narrow(3, hd, head_dim - hd)], 3);
         }
-        assert!(start + t <= max, "position {} is past model.max_seq_len {max}", start + t);
-        let cos = self.cos.clone().narrow(0, start, t).unsqueeze::<4>(); // [1, 1, t, hd]
-        let sin = self.sin.clone().narrow(0, start, t).unsqueeze::<4>();
+        let last = starts.iter().max().copied().unwrap_or(0) + t;
+        assert!(last <= max, "position {last} is past model.max_seq_len {max}");
+        let (cos, sin) = if starts.iter().all(|&s| s == starts[0]) {
+            let table = |m: &Tensor<B, 2>| m.clone().narrow(0, starts[0], t).unsqueeze::<4>(); // [1, 1, t, hd]
+            (table(&self.cos), table(&self.sin))
+        } else {
+            assert_eq!(starts.len(), b, "one start position per row");
+            let positions: Vec<usize> = starts.iter().flat_map(|&s| s..s + t).collect();
+            let index = row_indices::<B>(&positions, &x.device());
+            let table = |m: &Tensor<B, 2>| m.clone().select(0, index.clone()).reshape([b, 1, t, hd]);
+            (table(&self.cos), table(&self.sin))
+        };
         let x1 = x.clone().narrow(3, 0, hd / 2);
         let x2 = x.clone().narrow(3, hd / 2, hd / 2);
         let rotated = Tensor::cat(vec![x2.neg(), x1], 3); // rotate_half
@@ -274,6 +370,14 @@ impl<B: Backend> SequenceMixer<B> for Attention<B> {
         KvCache::empty()
     }
 
+    fn stack_states(states: Vec<KvCache<B>>) -> KvCache<B> {
+        KvCache::stack(states)
+    }
+
+    fn select_states(state: KvCache<B>, rows: &[usize]) -> KvCache<B> {
+        state.select(rows)
+    }
+
     fn state_bytes(cache: &KvCache<B>) -> usize {
         tensor_bytes(&cache.k) + tensor_bytes(&cache.v)
     }
@@ -287,6 +391,41 @@ impl<B: Backend> SequenceMixer<B> for Attention<B> {
 pub struct Spec;
 
 impl MixerSpec for Spec {
+    /// Heads that divide the width and the key/value heads, a RoPE width that is even, and a
+    /// window for local attention.
+    fn validate(cfg: &ModelConfig, kind: MixerKind) -> anyhow::Result<()> {
+        if kind == MixerKind::Local {
+            must_be_positive(&[("model.window", cfg.window)])?;
+        }
+        let m = cfg;
+        must_be_positive(&[("model.n_heads", m.n_heads), ("model.max_seq_len", m.max_seq_len)])?;
+        if m.head_dim == 0 && !m.d_model.is_multiple_of(m.n_heads) {
+            bail!(
+                "model.d_model ({}) must be divisible by model.n_heads ({}); try n_heads = {}, or set \
+                 model.head_dim",
+                m.d_model,
+                m.n_heads,
+                largest_divisor_at_most(m.d_model, m.n_heads)
+            );
+        }
+        let kv = m.kv_heads();
+        if !m.n_heads.is_multiple_of(kv) {
+            bail!("model.n_heads ({}) must be a multiple of model.n_kv_heads ({kv})", m.n_heads);
+        }
+        let f = m.partial_rotary_factor;
+        if !(f > 0.0 && f <= 1.0) {
+            bail!("model.partial_rotary_factor must be in (0, 1] (got {f}); 1 rotates every channel");
+        }
+        let (hd, rotary) = (m.head_dim(), m.rotary_dim());
+        if m.positions == Positions::Rope && (rotary == 0 || !rotary.is_multiple_of(2)) {
+            bail!(
+                "RoPE needs an even number of rotated channels; head_dim {hd} × model.partial_rotary_factor \
+                 {f} = {rotary}; choose a factor (or n_heads) that makes it even and at least 2"
+            );
+        }
+        Ok(())
+    }
+
     /// Parameters of one attention layer (global or local alike): q (and its output gate), k, v
     /// and o, their biases, and the qk-norm gains.
     fn params(cfg: &ModelConfig, _kind: MixerKind) -> LayerParams {

@@ -51,11 +51,45 @@ impl<B: Backend> Objective<B> {
     }
 }
 
-/// Decoding state of the whole model: one entry per layer, plus the next position.
+/// Decoding state of the whole model: one entry per layer, plus each sequence's next position.
 #[derive(Clone, Debug)]
 pub struct DecodeState<B: Backend> {
     pub layers: Vec<LayerState<B>>,
-    pub pos: usize,
+    /// Tokens each sequence (row) has seen. Empty until the first tokens arrive.
+    pub seen: Vec<usize>,
+}
+
+impl<B: Backend> DecodeState<B> {
+    /// Sequences in the batch (0 before the first tokens).
+    pub fn rows(&self) -> usize {
+        self.seen.len()
+    }
+
+    /// Several prefilled sequences' states as one batch, their rows in order, so that they
+    /// decode together; they may have seen different numbers of tokens.
+    ///
+    /// # Panics
+    /// If `states` is empty or a state has not been prefilled.
+    pub fn stack(states: Vec<Self>) -> Self {
+        assert!(states.iter().all(|s| s.rows() > 0), "decoding states stacked before their prefill");
+        let seen = states.iter().flat_map(|s| s.seen.iter().copied()).collect();
+        let mut per_layer: Vec<Vec<LayerState<B>>> = Vec::new();
+        for state in states {
+            per_layer.resize_with(state.layers.len(), Vec::new);
+            for (l, layer) in state.layers.into_iter().enumerate() {
+                per_layer[l].push(layer);
+            }
+        }
+        Self { layers: per_layer.into_iter().map(LayerState::stack).collect(), seen }
+    }
+
+    /// Rows `rows` of a batched state, in that order: the sequences that go on decoding.
+    pub fn select(self, rows: &[usize]) -> Self {
+        Self {
+            seen: rows.iter().map(|&r| self.seen[r]).collect(),
+            layers: self.layers.into_iter().map(|l| l.select(rows)).collect(),
+        }
+    }
 }
 
 impl<B: Backend> LanguageModel<B> {
@@ -146,6 +180,21 @@ impl<B: Backend> LanguageModel<B> {
             None => x,
         };
         self.dropout.forward(x)
+    }
+
+    /// [`Self::embed`] with each row's tokens at their own positions `starts[row]..`.
+    fn embed_at(&self, ids: Tensor<B, 2, Int>, starts: &[usize]) -> Tensor<B, 3> {
+        match &self.embed_positions {
+            Some(pos) if starts.iter().any(|&s| s != starts[0]) => {
+                let [b, t] = ids.dims();
+                let x = self.embed_tokens.forward(ids);
+                let d = x.dims()[2];
+                let positions: Vec<usize> = starts.iter().flat_map(|&s| s..s + t).collect();
+                let index = super::mixer::row_indices::<B>(&positions, &x.device());
+                self.dropout.forward(x + pos.weight.val().select(0, index).reshape([b, t, d]))
+            }
+            _ => self.embed(ids, starts[0]),
+        }
     }
 
     /// Final norm and output projection: fp32 logits.
@@ -247,24 +296,33 @@ impl<B: Backend> LanguageModel<B> {
 
     /// An empty decoding state (nothing seen yet).
     pub fn decode_state(&self) -> DecodeState<B> {
-        DecodeState { layers: self.layers.iter().map(|l| l.mixer.empty_state()).collect(), pos: 0 }
+        DecodeState { layers: self.layers.iter().map(|l| l.mixer.empty_state()).collect(), seen: Vec::new() }
     }
 
     /// Runs new tokens through the model given the state of the tokens before them; returns
     /// their logits. A prompt is one call (prefill); each generated token is one more call,
-    /// costing O(t) attention work instead of a full re-forward.
+    /// costing O(t) attention work instead of a full re-forward. The rows of a stacked state
+    /// ([`DecodeState::stack`]) each continue at their own position.
     ///
     /// # Shapes
     /// - ids: `[b, t_new]` → logits `[b, t_new, vocab]`
+    ///
+    /// # Panics
+    /// If `state` holds another number of sequences than `ids`.
     pub fn forward_step(&self, ids: Tensor<B, 2, Int>, state: &mut DecodeState<B>) -> Tensor<B, 3> {
-        let t = ids.dims()[1];
+        let [b, t] = ids.dims();
+        let fresh = state.seen.is_empty();
+        if fresh {
+            state.seen = vec![0; b];
+        }
+        assert_eq!(state.rows(), b, "the decoding state holds {} sequences, the input {b}", state.rows());
         // A new sequence starts with the meta tokens, which fill the layers' state like a prompt.
-        let (x, m) = self.with_meta_tokens(self.embed(ids, state.pos), state.pos == 0);
+        let (x, m) = self.with_meta_tokens(self.embed_at(ids, &state.seen), fresh);
         let mut x = Residual::new(x);
         for (layer, layer_state) in self.layers.iter().zip(state.layers.iter_mut()) {
             x = layer.forward_step(x, layer_state);
         }
-        state.pos += t;
+        state.seen.iter_mut().for_each(|s| *s += t);
         self.head(if m > 0 { x.narrow(m, t) } else { x })
     }
 }

@@ -46,6 +46,14 @@ pub trait SequenceMixer<B: Backend>: Module<B> + Sized {
 
     fn empty_state(&self) -> Self::State;
 
+    /// The states of several sequences as one batch, their rows in order, so that they decode
+    /// together (a server's concurrent generations). The sequences may have seen different
+    /// numbers of tokens; each must have been prefilled.
+    fn stack_states(states: Vec<Self::State>) -> Self::State;
+
+    /// Rows `rows` of a batched state, in that order: the sequences that go on decoding.
+    fn select_states(state: Self::State, rows: &[usize]) -> Self::State;
+
     /// Bytes `state` holds now (what `describe`'s decoding-state columns predict).
     fn state_bytes(state: &Self::State) -> usize;
 
@@ -73,6 +81,12 @@ pub trait SequenceMixer<B: Backend>: Module<B> + Sized {
 /// the FLOPs and MFU columns and `compare`'s budget matching read. Implemented on a unit
 /// struct `Spec` beside the mixer.
 pub trait MixerSpec {
+    /// Checks the mixer's own settings (its config section) before any work: an error names
+    /// the key and the fix. Called for the mixers the model uses.
+    fn validate(_cfg: &ModelConfig, _kind: MixerKind) -> anyhow::Result<()> {
+        Ok(())
+    }
+
     /// Its parameters (tests hold them to the built module's).
     fn params(cfg: &ModelConfig, kind: MixerKind) -> LayerParams;
 
@@ -168,6 +182,38 @@ pub fn tensor_bytes<B: Backend, const D: usize>(t: &Option<Tensor<B, D>>) -> usi
     t.as_ref().map_or(0, |t| t.shape().num_elements() * t.dtype().size())
 }
 
+/// The row-wise concatenation of per-sequence state tensors (batch first), which are either all
+/// present (prefilled sequences) or all absent (a state the mixer has not filled).
+///
+/// # Panics
+/// If some are present and some absent: stack sequences only after each one's prefill.
+pub fn cat_rows<B: Backend, const D: usize>(parts: Vec<Option<Tensor<B, D>>>) -> Option<Tensor<B, D>> {
+    let n = parts.len();
+    let present: Vec<Tensor<B, D>> = parts.into_iter().flatten().collect();
+    match present.len() {
+        0 => None,
+        k if k == n => Some(Tensor::cat(present, 0)),
+        _ => panic!("decoding states stacked before every sequence was prefilled"),
+    }
+}
+
+/// Rows `rows` of a batch-first state tensor.
+pub fn select_rows<B: Backend, const D: usize>(
+    t: Option<Tensor<B, D>>,
+    rows: &[usize],
+) -> Option<Tensor<B, D>> {
+    t.map(|t| {
+        let device = t.device();
+        t.select(0, row_indices::<B>(rows, &device))
+    })
+}
+
+/// `rows` as an index tensor.
+pub fn row_indices<B: Backend>(rows: &[usize], device: &B::Device) -> Tensor<B, 1, burn::tensor::Int> {
+    let data: Vec<i64> = rows.iter().map(|&r| r as i64).collect();
+    Tensor::from_data(burn::tensor::TensorData::new(data, [rows.len()]), device)
+}
+
 /// Writes the enums over the mixers and every dispatch over them from the table's entries
 /// (`Variant => module::Type { the layer kinds it builds }`); the kinds' other fields and the
 /// channel mixers are the config layer's.
@@ -249,12 +295,50 @@ macro_rules! sequence_mixers {
         }
 
         impl<B: Backend> LayerState<B> {
+            /// Several sequences' states of this layer as one batch ([`SequenceMixer::stack_states`]).
+            ///
+            /// # Panics
+            /// If `states` is empty or mixes states of different mixers.
+            pub fn stack(states: Vec<Self>) -> Self {
+                match states.first() {
+                    $(Some(LayerState::$variant(_)) => LayerState::$variant(
+                        <super::$module::$ty<B> as SequenceMixer<B>>::stack_states(
+                            states
+                                .into_iter()
+                                .map(|s| match s {
+                                    LayerState::$variant(s) => s,
+                                    #[allow(unreachable_patterns)]
+                                    _ => panic!("decoding states of different mixers stacked"),
+                                })
+                                .collect(),
+                        ),
+                    ),)+
+                    None => panic!("no decoding states to stack"),
+                }
+            }
+
+            /// Rows `rows` of a batched state ([`SequenceMixer::select_states`]).
+            pub fn select(self, rows: &[usize]) -> Self {
+                match self {
+                    $(LayerState::$variant(s) => LayerState::$variant(
+                        <super::$module::$ty<B> as SequenceMixer<B>>::select_states(s, rows),
+                    ),)+
+                }
+            }
+
             /// Bytes the state holds now: what `describe`'s decoding-state columns predict per
             /// sequence (`ModelConfig::layer_counts`), and what tests hold them to.
             pub fn bytes(&self) -> usize {
                 match self {
                     $(LayerState::$variant(s) => <super::$module::$ty<B> as SequenceMixer<B>>::state_bytes(s),)+
                 }
+            }
+        }
+
+        /// Checks a mixer's settings ([`MixerSpec::validate`]).
+        pub fn validate(cfg: &ModelConfig, kind: MixerKind) -> anyhow::Result<()> {
+            match kind {
+                $($(MixerKind::$kind)|+ => <super::$module::Spec as MixerSpec>::validate(cfg, kind),)+
             }
         }
 

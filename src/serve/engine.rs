@@ -1,12 +1,20 @@
 //! The model side of the server: one thread owns the model and answers [`Job`]s from a queue.
 //!
-//! Whatever is waiting when the thread turns to the queue is answered together: every prompt
-//! that generates at most one token (the scoring requests of lm-evaluation-harness) goes
-//! through [`score_batch`], shortest first, as few forward passes as the batch limits allow;
-//! prompts that generate more are prefilled and decoded one at a time with the model's
-//! decoding state. A job whose client has gone (its reply channel closed) is dropped before
-//! its turn and stopped between generated tokens, so a disconnect frees its slot.
+//! Scoring and generation share the thread, each batched its own way:
+//! - Prompts that generate at most one token (lm-evaluation-harness's log-likelihood requests)
+//!   are scored as they arrive: whatever is waiting goes through [`score_batch`], shortest
+//!   first, in as few forward passes as the batch limits allow.
+//! - Generation is batched continuously (as vLLM and text-generation-inference do): a prompt
+//!   is prefilled alone, and its decoding state joins the batch of sequences being decoded
+//!   ([`DecodeState::stack`]; each row keeps its own positions); every step decodes one token
+//!   of every sequence in one forward pass, and a sequence that ends leaves the batch at once
+//!   ([`DecodeState::select`]). New prompts and scoring requests are taken between steps, so
+//!   none waits for a long generation to end.
+//!
+//! A job whose client has gone (its reply channel closed) is dropped between steps, its
+//! sequences with it, so a disconnect frees its slot.
 
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::mpsc::Receiver;
 
 use anyhow::Result;
@@ -16,10 +24,10 @@ use tokio::sync::oneshot;
 use super::protocol::{Completion, Finish};
 use crate::data::tokenizer::Tokenizer;
 use crate::eval::generate::{SamplingConfig, sample};
-use crate::eval::score::{Scored, TokenScore, score_batch, score_rows, token_score};
+use crate::eval::score::{Scored, Text, TokenScore, score_batch, score_rows, token_score};
 use crate::kernels::Backend;
-use crate::model::LanguageModel;
 use crate::model::lm::ids_tensor;
+use crate::model::{DecodeState, LanguageModel};
 use crate::rng::Rng;
 
 /// What a job asks of each of its prompts.
@@ -44,7 +52,7 @@ pub struct Job {
 /// How much one forward pass may take.
 #[derive(Clone, Copy, Debug)]
 pub struct Limits {
-    /// Sequences per forward pass (1: no batching).
+    /// Sequences per forward pass (1: no batching): scored together, or decoded together.
     pub max_batch: usize,
     /// Padded tokens per forward pass (a longer single sequence goes alone).
     pub max_batch_tokens: usize,
@@ -52,7 +60,7 @@ pub struct Limits {
     pub max_prompt: usize,
 }
 
-/// Answers jobs until every sender is dropped.
+/// Answers jobs until every sender is dropped and the last generation has ended.
 pub fn run<B: Backend>(
     model: &LanguageModel<B>,
     tokenizer: &Tokenizer,
@@ -60,80 +68,286 @@ pub fn run<B: Backend>(
     jobs: &Receiver<Job>,
     device: &B::Device,
 ) {
-    let text = Text { tokenizer, bytes: tokenizer.token_bytes() };
-    while let Ok(first) = jobs.recv() {
-        let mut waiting = vec![first];
-        waiting.extend(jobs.try_iter());
-        answer(model, &text, limits, waiting, device);
+    let mut engine = Engine {
+        model,
+        text: Text::new(tokenizer),
+        limits,
+        device,
+        pending: BTreeMap::new(),
+        next_job: 0,
+        waiting: VecDeque::new(),
+        decoding: Vec::new(),
+        state: None,
+    };
+    loop {
+        let mut arrived = Vec::new();
+        if engine.is_idle() {
+            match jobs.recv() {
+                Ok(job) => arrived.push(job),
+                Err(_) => return,
+            }
+        }
+        arrived.extend(jobs.try_iter());
+        engine.admit(arrived);
+        engine.drop_gone();
+        engine.start_waiting();
+        engine.step();
+        engine.reply_finished();
     }
 }
 
-/// The tokenizer, with each token's length in bytes (for text offsets; computed once, as it
-/// reads the whole vocabulary).
-struct Text<'a> {
-    tokenizer: &'a Tokenizer,
-    bytes: Vec<u32>,
+/// A job being answered.
+struct Pending {
+    job: Job,
+    done: Vec<Option<Completion>>,
+    failed: Option<String>,
 }
 
-/// Answers a set of jobs that arrived together.
-fn answer<B: Backend>(
+/// A sequence being generated: row `i` of the batched decoding state is `decoding[i]`.
+struct Sequence {
+    job: u64,
+    prompt: usize,
+    completion: Completion,
+    /// Log-probabilities of the next token.
+    next: Vec<f32>,
+    rng: Rng,
+}
+
+struct Engine<'a, B: Backend> {
+    model: &'a LanguageModel<B>,
+    text: Text<'a>,
+    limits: Limits,
+    device: &'a B::Device,
+    pending: BTreeMap<u64, Pending>,
+    next_job: u64,
+    /// Generation prompts waiting for a row of the batch.
+    waiting: VecDeque<(u64, usize)>,
+    decoding: Vec<Sequence>,
+    /// The decoding state of `decoding`'s sequences (`None` when there are none).
+    state: Option<DecodeState<B>>,
+}
+
+impl<B: Backend> Engine<'_, B> {
+    fn is_idle(&self) -> bool {
+        self.decoding.is_empty() && self.waiting.is_empty() && self.pending.is_empty()
+    }
+
+    /// Takes new jobs: scores the prompts that generate at most one token (batched across
+    /// jobs, shortest first) and queues the others for generation.
+    fn admit(&mut self, arrived: Vec<Job>) {
+        let first = self.next_job;
+        for job in arrived.into_iter().filter(|j| !j.reply.is_closed()) {
+            let n = job.prompts.len();
+            if job.params.max_tokens > 1 {
+                self.waiting.extend((0..n).map(|pi| (self.next_job, pi)));
+            }
+            self.pending.insert(self.next_job, Pending { job, done: vec![None; n], failed: None });
+            self.next_job += 1;
+        }
+        let mut scoring: Vec<(u64, usize)> = self
+            .pending
+            .range(first..)
+            .filter(|(_, p)| p.job.params.max_tokens <= 1)
+            .flat_map(|(&id, p)| (0..p.job.prompts.len()).map(move |pi| (id, pi)))
+            .collect();
+        let prompt = |&(id, pi): &(u64, usize)| self.pending[&id].job.prompts[pi].len();
+        scoring.sort_by_key(prompt);
+        for chunk in batches(&scoring, prompt, self.limits) {
+            let jobs = &self.pending;
+            let sequences: Vec<&[u32]> =
+                chunk.iter().map(|(id, pi)| jobs[id].job.prompts[*pi].as_slice()).collect();
+            let top_k = chunk.iter().map(|(id, _)| jobs[id].job.params.top_logprobs).max().unwrap_or(0);
+            let scored =
+                score_batch(self.model, &self.text, &sequences, self.limits.max_prompt, top_k, self.device)
+                    .and_then(|all| {
+                        chunk
+                            .iter()
+                            .zip(all)
+                            .map(|(&(id, pi), s)| one_token(&self.text, s, &jobs[&id].job.params, pi))
+                            .collect::<Result<Vec<_>>>()
+                    });
+            match scored {
+                Ok(all) => {
+                    for ((id, pi), c) in chunk.into_iter().zip(all) {
+                        self.pending.get_mut(&id).expect("pending job").done[pi] = Some(c);
+                    }
+                }
+                Err(e) => {
+                    for (id, _) in chunk {
+                        self.pending.get_mut(&id).expect("pending job").failed = Some(format!("{e:#}"));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Forgets jobs whose client has gone, and their sequences.
+    fn drop_gone(&mut self) {
+        self.pending.retain(|_, p| !p.job.reply.is_closed());
+        self.forget_orphans();
+    }
+
+    /// Drops waiting prompts and decoding sequences of jobs that have failed or gone.
+    fn forget_orphans(&mut self) {
+        let live =
+            |id: &u64, pending: &BTreeMap<u64, Pending>| pending.get(id).is_some_and(|p| p.failed.is_none());
+        let pending = &self.pending;
+        self.waiting.retain(|(id, _)| live(id, pending));
+        let keep: Vec<usize> =
+            (0..self.decoding.len()).filter(|&r| live(&self.decoding[r].job, pending)).collect();
+        self.keep_rows(&keep);
+    }
+
+    /// Keeps rows `keep` (in order) of the decoding batch.
+    fn keep_rows(&mut self, keep: &[usize]) {
+        if keep.len() == self.decoding.len() {
+            return;
+        }
+        let mut rows: Vec<Option<Sequence>> =
+            std::mem::take(&mut self.decoding).into_iter().map(Some).collect();
+        self.decoding = keep.iter().map(|&r| rows[r].take().expect("each row kept once")).collect();
+        self.state = match self.state.take() {
+            Some(state) if !keep.is_empty() => Some(state.select(keep)),
+            _ => None,
+        };
+    }
+
+    /// Prefills waiting prompts while the batch has room, and adds them to it.
+    fn start_waiting(&mut self) {
+        let mut states = Vec::new();
+        while self.decoding.len() + states.len() < self.limits.max_batch.max(1) {
+            let Some((id, pi)) = self.waiting.pop_front() else { break };
+            let pending = &self.pending[&id];
+            match prefill(
+                self.model,
+                &self.text,
+                &pending.job.prompts[pi],
+                &pending.job.params,
+                pi,
+                self.device,
+            ) {
+                Ok((sequence, state)) => {
+                    self.decoding.push(Sequence { job: id, ..sequence });
+                    states.push(state);
+                }
+                Err(e) => {
+                    self.pending.get_mut(&id).expect("pending job").failed = Some(format!("{e:#}"));
+                    // Its sequences already started leave the batch (the new ones are at its end).
+                    let started = self.decoding.len() - states.len();
+                    self.decoding.truncate(started);
+                    states.clear();
+                    self.forget_orphans();
+                    return self.start_waiting();
+                }
+            }
+        }
+        if !states.is_empty() {
+            self.state = Some(DecodeState::stack(self.state.take().into_iter().chain(states).collect()));
+        }
+    }
+
+    /// Draws one token for every decoding sequence; the ended ones leave the batch and the
+    /// others take one decoding step, all in one forward pass.
+    fn step(&mut self) {
+        let mut keep = Vec::new();
+        let mut ids = Vec::new();
+        for (r, s) in self.decoding.iter_mut().enumerate() {
+            let params = &self.pending[&s.job].job.params;
+            let id = sample(&s.next, &params.sampling, &mut s.rng);
+            match push_token(&self.text, &mut s.completion, &s.next, id, params) {
+                Ok(Finish::Length) if s.completion.generated.len() < params.max_tokens => {
+                    keep.push(r);
+                    ids.push(id);
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    let failed = &mut self.pending.get_mut(&s.job).expect("pending job").failed;
+                    *failed = Some(format!("{e:#}"));
+                }
+            }
+        }
+        // Ended sequences hand their completions to their jobs.
+        let mut rows: Vec<Option<Sequence>> =
+            std::mem::take(&mut self.decoding).into_iter().map(Some).collect();
+        for (r, row) in rows.iter_mut().enumerate() {
+            if !keep.contains(&r) {
+                let s = row.take().expect("row");
+                if let Some(p) = self.pending.get_mut(&s.job) {
+                    p.done[s.prompt] = Some(s.completion);
+                }
+            }
+        }
+        self.decoding = rows.into_iter().flatten().collect();
+        self.state = match self.state.take() {
+            Some(state) if !keep.is_empty() => {
+                Some(if keep.len() < state.rows() { state.select(&keep) } else { state })
+            }
+            _ => None,
+        };
+        if let Some(state) = self.state.as_mut() {
+            let logits = self.model.forward_step(ids_tensor::<B>(&ids, [ids.len(), 1], self.device), state);
+            let vocab = self.model.vocab_size();
+            let rows = log_rows(logits);
+            for (s, row) in self.decoding.iter_mut().zip(rows.chunks(vocab)) {
+                s.next = row.to_vec();
+            }
+        }
+        self.forget_orphans();
+    }
+
+    /// Answers every job that is complete or has failed.
+    fn reply_finished(&mut self) {
+        let finished: Vec<u64> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| p.failed.is_some() || p.done.iter().all(Option::is_some))
+            .map(|(&id, _)| id)
+            .collect();
+        for id in finished {
+            let p = self.pending.remove(&id).expect("pending job");
+            let answer = match p.failed {
+                Some(e) => Err(e),
+                None => Ok(p.done.into_iter().map(|c| c.expect("complete")).collect()),
+            };
+            // The client may have gone meanwhile; nothing to do then.
+            let _ = p.job.reply.send(answer);
+        }
+    }
+}
+
+/// Log-probabilities of `[b, t, vocab]` logits, row-major.
+fn log_rows<B: Backend>(logits: burn::tensor::Tensor<B, 3>) -> Vec<f32> {
+    log_softmax(logits, 2).into_data().convert::<f32>().to_vec().expect("f32 data")
+}
+
+/// Prefills prompt `ids` (number `prompt_index` of its job) alone: its scores, and the
+/// decoding state and next-token distribution its generation starts from.
+fn prefill<B: Backend>(
     model: &LanguageModel<B>,
     text: &Text,
-    limits: Limits,
-    mut jobs: Vec<Job>,
+    ids: &[u32],
+    params: &Params,
+    prompt_index: usize,
     device: &B::Device,
-) {
-    jobs.retain(|j| !j.reply.is_closed());
-    let mut done: Vec<Vec<Option<Completion>>> = jobs.iter().map(|j| vec![None; j.prompts.len()]).collect();
-    let mut failed: Vec<Option<String>> = vec![None; jobs.len()];
-
-    // Scoring (at most one generated token): batched across jobs, shortest first.
-    let mut scoring: Vec<(usize, usize)> = jobs
-        .iter()
-        .enumerate()
-        .filter(|(_, j)| j.params.max_tokens <= 1)
-        .flat_map(|(ji, j)| (0..j.prompts.len()).map(move |pi| (ji, pi)))
-        .collect();
-    scoring.sort_by_key(|&(ji, pi)| jobs[ji].prompts[pi].len());
-    for chunk in batches(&scoring, |&(ji, pi)| jobs[ji].prompts[pi].len(), limits) {
-        let sequences: Vec<&[u32]> = chunk.iter().map(|&(ji, pi)| jobs[ji].prompts[pi].as_slice()).collect();
-        let top_k = chunk.iter().map(|&(ji, _)| jobs[ji].params.top_logprobs).max().unwrap_or(0);
-        let scored =
-            score_batch(model, text.tokenizer, &text.bytes, &sequences, limits.max_prompt, top_k, device)
-                .and_then(|all| {
-                    chunk
-                        .iter()
-                        .zip(all)
-                        .map(|(&(ji, pi), s)| Ok(((ji, pi), one_token(text, s, &jobs[ji].params, pi)?)))
-                        .collect::<Result<Vec<_>>>()
-                });
-        match scored {
-            Ok(all) => all.into_iter().for_each(|((ji, pi), c)| done[ji][pi] = Some(c)),
-            Err(e) => chunk.iter().for_each(|&(ji, _)| failed[ji] = Some(format!("{e:#}"))),
-        }
-    }
-
-    // Generation: one prompt at a time.
-    for (ji, job) in jobs.iter().enumerate().filter(|(_, j)| j.params.max_tokens > 1) {
-        for (pi, ids) in job.prompts.iter().enumerate() {
-            if failed[ji].is_some() || job.reply.is_closed() {
-                break;
-            }
-            match generate(model, text, ids, &job.params, pi, device, || job.reply.is_closed()) {
-                Ok(c) => done[ji][pi] = Some(c),
-                Err(e) => failed[ji] = Some(format!("{e:#}")),
-            }
-        }
-    }
-
-    for ((job, completions), failure) in jobs.into_iter().zip(done).zip(failed) {
-        let answer = match failure {
-            Some(e) => Err(e),
-            None => completions.into_iter().map(|c| c.ok_or_else(|| "client gone".to_string())).collect(),
-        };
-        // The client may have gone meanwhile; nothing to do then.
-        let _ = job.reply.send(answer);
-    }
+) -> Result<(Sequence, DecodeState<B>)> {
+    let vocab = model.vocab_size();
+    let mut state = model.decode_state();
+    let rows = log_rows(model.forward_step(ids_tensor::<B>(ids, [1, ids.len()], device), &mut state));
+    let completion = Completion {
+        prompt: score_rows(text, ids, &rows, vocab, params.top_logprobs)?,
+        prompt_text: text.tokenizer.decode(ids)?,
+        generated: Vec::new(),
+        text: String::new(),
+        finish: Finish::Length,
+    };
+    let sequence = Sequence {
+        job: 0,
+        prompt: prompt_index,
+        completion,
+        next: rows[(ids.len() - 1) * vocab..].to_vec(),
+        rng: Rng::fork(params.sampling.seed, &format!("sampling {prompt_index}")),
+    };
+    Ok((sequence, state))
 }
 
 /// Splits length-sorted items into forward passes within the limits.
@@ -168,47 +382,6 @@ fn one_token(text: &Text, scored: Scored, params: &Params, prompt_index: usize) 
         let mut rng = Rng::fork(params.sampling.seed, &format!("sampling {prompt_index}"));
         let id = sample(&scored.next, &params.sampling, &mut rng);
         push_token(text, &mut completion, &scored.next, id, params)?;
-    }
-    Ok(completion)
-}
-
-/// Prefills `ids`, then draws up to `max_tokens` tokens, one decoding step each.
-fn generate<B: Backend>(
-    model: &LanguageModel<B>,
-    text: &Text,
-    ids: &[u32],
-    params: &Params,
-    prompt_index: usize,
-    device: &B::Device,
-    cancelled: impl Fn() -> bool,
-) -> Result<Completion> {
-    let vocab = model.vocab_size();
-    let mut state = model.decode_state();
-    let rows_of = |logits| -> Vec<f32> {
-        log_softmax(logits, 2).into_data().convert::<f32>().to_vec().expect("f32 data")
-    };
-    let rows = rows_of(model.forward_step(ids_tensor::<B>(ids, [1, ids.len()], device), &mut state));
-    let prompt = score_rows(text.tokenizer, &text.bytes, ids, &rows, vocab, params.top_logprobs)?;
-    let mut completion = Completion {
-        prompt,
-        prompt_text: text.tokenizer.decode(ids)?,
-        generated: Vec::new(),
-        text: String::new(),
-        finish: Finish::Length,
-    };
-    let mut next = rows[(ids.len() - 1) * vocab..].to_vec();
-    let mut rng = Rng::fork(params.sampling.seed, &format!("sampling {prompt_index}"));
-    for _ in 0..params.max_tokens {
-        let id = sample(&next, &params.sampling, &mut rng);
-        if push_token(text, &mut completion, &next, id, params)? == Finish::Stop
-            || completion.generated.len() == params.max_tokens
-        {
-            break;
-        }
-        if cancelled() {
-            anyhow::bail!("the client disconnected");
-        }
-        next = rows_of(model.forward_step(ids_tensor::<B>(&[id], [1, 1], device), &mut state));
     }
     Ok(completion)
 }

@@ -142,7 +142,7 @@ fn local_attention_cache_is_bounded_by_the_window() {
         assert!(cache.len() < w, "cache holds {} entries with window {w}", cache.len());
         steps.push(out.into_data().into_vec::<f32>().unwrap());
     }
-    assert_eq!(cache.seen, t);
+    assert_eq!(cache.seen, vec![t, t], "both rows saw every token");
     for (i, step) in steps.iter().enumerate() {
         for r in 0..2 {
             let want = &full[(r * t + i) * 32..(r * t + i + 1) * 32];

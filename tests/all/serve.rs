@@ -223,6 +223,30 @@ fn serves_scores_generations_and_refusals_over_http() {
     assert_eq!(stopped["choices"][0]["text"], cut, "text {text:?} cut at {stop:?}");
     assert_eq!(stopped["choices"][0]["finish_reason"], "stop");
 
+    // Concurrent generations from prompts of different lengths, decoded together in one batch:
+    // each gets the tokens and log-probs it gets alone (sampled, seeded per request).
+    let prompts = ["Once upon a time", "The", "It was a dark and stormy night", "A cat"];
+    let sampled =
+        |p: &str| json!({"prompt": p, "max_tokens": 16, "temperature": 0.8, "seed": 7, "logprobs": 2});
+    let alone: Vec<Value> = prompts.iter().map(|p| complete(&addr, sampled(p))).collect();
+    let together: Vec<Value> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..8)
+            .map(|c| {
+                let (addr, request) = (&addr, sampled(prompts[c % prompts.len()]));
+                s.spawn(move || complete(addr, request))
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for (c, answer) in together.iter().enumerate() {
+        let (got, want) = (&answer["choices"][0], &alone[c % prompts.len()]["choices"][0]);
+        assert_eq!(got["text"], want["text"], "client {c}: batched generation drew other tokens");
+        let want: Vec<Option<f64>> =
+            want["logprobs"]["token_logprobs"].as_array().unwrap().iter().map(Value::as_f64).collect();
+        assert_eq!(want.len(), 16);
+        assert_close(&got["logprobs"]["token_logprobs"], &want, &format!("generation client {c}"));
+    }
+
     // Bad requests: OpenAI-style 400s that name the problem; the server carries on.
     let long = "x".repeat(65);
     let big = format!(r#"{{"prompt": "{}"}}"#, "y".repeat(70_000));

@@ -526,7 +526,8 @@ fn scoring_a_stream_scores_every_token_once() {
 #[test]
 fn per_token_scores_add_up_to_the_stream_loss() {
     use archlab::data::tokenizer::Tokenizer;
-    use archlab::eval::{corpus::score_stream, score::score_tokens};
+    use archlab::eval::corpus::score_stream;
+    use archlab::eval::score::{Text, score_tokens};
     let mut cfg = small_config();
     cfg.model.vocab_size = 256;
     let device = Default::default();
@@ -534,8 +535,7 @@ fn per_token_scores_add_up_to_the_stream_loss() {
     let tokenizer = Tokenizer::Byte;
     let ids: Vec<u32> = "The fox ran to the river.".bytes().map(u32::from).collect();
     let scores =
-        score_tokens(&model, &tokenizer, &tokenizer.token_bytes(), &ids, cfg.model.max_seq_len, 3, &device)
-            .unwrap();
+        score_tokens(&model, &Text::new(&tokenizer), &ids, cfg.model.max_seq_len, 3, &device).unwrap();
     assert_eq!(scores.len(), ids.len());
     assert!(scores[0].logprob.is_none() && scores[0].top.is_empty());
     let total: f64 = scores.iter().filter_map(|s| s.logprob).sum();
@@ -556,7 +556,6 @@ fn per_token_scores_add_up_to_the_stream_loss() {
     // Longer than the context: an error that states the limit.
     let long = vec![1u32; cfg.model.max_seq_len + 1];
     let err =
-        score_tokens(&model, &tokenizer, &tokenizer.token_bytes(), &long, cfg.model.max_seq_len, 0, &device)
-            .unwrap_err();
+        score_tokens(&model, &Text::new(&tokenizer), &long, cfg.model.max_seq_len, 0, &device).unwrap_err();
     assert!(err.to_string().contains("more than the model's context of 128"), "{err}");
 }
