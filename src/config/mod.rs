@@ -6,7 +6,6 @@
 //! no-op. The resolved config is validated before any data or device work starts and is saved
 //! as `config.toml` in every run directory.
 
-pub(crate) mod checks;
 mod overrides;
 pub mod pattern;
 pub mod presets;
@@ -18,8 +17,6 @@ use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
-
-use checks::must_be_positive;
 
 pub use overrides::{apply_override, merge_checked};
 
@@ -88,6 +85,76 @@ pub enum MlpKind {
     Swiglu,
 }
 
+/// Hymba layers (see `model::hymba`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HymbaConfig {
+    /// Window of the attention branch; 0 means global attention.
+    pub window: usize,
+    /// Learned tokens prepended to every sequence (Hymba's meta tokens); 0 means none.
+    pub meta_tokens: usize,
+    /// Initial value of the per-channel branch scales β_attn and β_ssm.
+    pub scale_init: f64,
+}
+
+impl Default for HymbaConfig {
+    fn default() -> Self {
+        Self { window: 0, meta_tokens: 0, scale_init: 1.0 }
+    }
+}
+
+/// Gated DeltaNet and DeltaNet layers (see `model::gated_deltanet`). Defaults follow fla's
+/// `GatedDeltaNet` layer: key width ≈ 0.75 · d_model, value heads twice as wide as key heads.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GatedDeltaNetConfig {
+    /// dk, the width of each query and key head.
+    pub head_dim: usize,
+    /// Query/key heads; 0 means `round(0.75 · d_model / head_dim)`, at least 1.
+    pub n_heads: usize,
+    /// Value heads, a multiple of `n_heads` (Qwen3-Next uses twice as many); 0 means `n_heads`.
+    pub n_v_heads: usize,
+    /// dv, the width of each value head; 0 means `2 · head_dim` (fla's `expand_v = 2`).
+    pub v_head_dim: usize,
+    /// Width of the causal depthwise convolution over q, k and v.
+    pub d_conv: usize,
+    pub conv_bias: bool,
+    /// Tokens per chunk of the chunked (WY) form.
+    pub chunk_size: usize,
+    /// β = 2σ(·) ∈ (0, 2) instead of σ(·), so that the transition `I − β k kᵀ` can have
+    /// negative eigenvalues (Grazzi et al. 2024; fla's `allow_neg_eigval`): what parity-like
+    /// state tracking needs.
+    pub allow_neg_eigval: bool,
+    /// The decay's step size softplus(a + dt_bias) starts log-uniform in `[dt_min, dt_max]`.
+    pub dt_min: f64,
+    pub dt_max: f64,
+    pub dt_init_floor: f64,
+    /// `exp(A_log)` is drawn uniformly in `[a_init_min, a_init_max]` per value head (fla:
+    /// U(0, 16)), floored at 1e-4.
+    pub a_init_min: f64,
+    pub a_init_max: f64,
+}
+
+impl Default for GatedDeltaNetConfig {
+    fn default() -> Self {
+        Self {
+            head_dim: 64,
+            n_heads: 0,
+            n_v_heads: 0,
+            v_head_dim: 0,
+            d_conv: 4,
+            conv_bias: false,
+            chunk_size: 64,
+            allow_neg_eigval: false,
+            dt_min: 0.001,
+            dt_max: 0.1,
+            dt_init_floor: 1e-4,
+            a_init_min: 0.0,
+            a_init_max: 16.0,
+        }
+    }
+}
+
 /// One resolved layer: its sequence mixer and channel mixer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LayerKind {
@@ -95,12 +162,157 @@ pub struct LayerKind {
     pub ffn: FfnKind,
 }
 
-// Each mixer's config section lives in the mixer's own file.
-pub use crate::model::gated_deltanet::GatedDeltaNetConfig;
-pub use crate::model::hymba::HymbaConfig;
-pub use crate::model::mamba::MambaConfig;
-pub use crate::model::mamba2::Mamba2Config;
-pub use crate::model::moe::MoeConfig;
+/// Mixture-of-Experts channel mixer (see `model::moe`): a router sends each token to `top_k`
+/// of `n_experts` expert MLPs (GELU or SwiGLU, as `model.mlp`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MoeConfig {
+    /// E, the number of experts per layer.
+    pub n_experts: usize,
+    /// k, the experts each token is sent to (1: Switch Transformer; 2: Mixtral).
+    pub top_k: usize,
+    /// Width of each expert MLP; 0 means `model.d_ff`.
+    pub expert_d_ff: usize,
+    /// Rescale the k chosen router probabilities to sum to 1 (Mixtral). Applies to k ≥ 2 only:
+    /// with k = 1 the rescaled weight would always be 1 and the LM loss could not train the
+    /// router, so top-1 keeps the raw probability (Switch).
+    pub renormalize: bool,
+    /// Expert capacity `ceil(capacity_factor · tokens · k / E)` while training; a token sent
+    /// to a full expert is dropped there (it passes through on the residual) and counted.
+    /// 0 means no capacity limit (dropless, Mixtral). Inference is always dropless.
+    pub capacity_factor: f64,
+    /// Weight of the load-balancing loss `E · Σ_e f_e · P_e` (Switch eq. 4; Mixtral's form
+    /// for k ≥ 2, which equals k when the load is even).
+    pub balance_coef: f64,
+    /// Weight of the router z-loss `mean(logsumexp(logits)²)` (ST-MoE, Zoph et al. 2022).
+    pub z_loss_coef: f64,
+    /// While training, multiply the router's input by noise uniform in `[1 − ε, 1 + ε]`
+    /// (Switch's jitter); 0 disables it.
+    pub jitter: f64,
+    /// Width of an always-on shared expert (DeepSeekMoE, Qwen2-MoE); 0 means none.
+    pub shared_expert_d_ff: usize,
+    /// Scale the shared expert by a learned per-token sigmoid gate (Qwen2-MoE).
+    pub shared_expert_gate: bool,
+}
+
+impl Default for MoeConfig {
+    fn default() -> Self {
+        Self {
+            n_experts: 8,
+            top_k: 2,
+            expert_d_ff: 0,
+            renormalize: true,
+            capacity_factor: 0.0,
+            balance_coef: 0.01,
+            z_loss_coef: 0.001,
+            jitter: 0.0,
+            shared_expert_d_ff: 0,
+            shared_expert_gate: false,
+        }
+    }
+}
+
+impl MoeConfig {
+    /// The width of each expert given the model's `d_ff`.
+    pub fn expert_width(&self, d_ff: usize) -> usize {
+        if self.expert_d_ff == 0 { d_ff } else { self.expert_d_ff }
+    }
+}
+
+/// Mamba-1 mixer shape (names as in `mamba_ssm`'s `Mamba` and HF's `MambaConfig`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MambaConfig {
+    /// N, the SSM state size per channel.
+    pub d_state: usize,
+    /// Width of the causal depthwise convolution.
+    pub d_conv: usize,
+    /// Inner width is `expand · d_model`.
+    pub expand: usize,
+    /// Rank of the Δ projection; 0 means `ceil(d_model / 16)` (the paper's default).
+    pub dt_rank: usize,
+    /// Δ is initialised log-uniformly in `[dt_min, dt_max]` through the bias of `dt_proj`.
+    pub dt_min: f64,
+    pub dt_max: f64,
+    pub dt_init_floor: f64,
+    /// Bias on the convolution (true in the paper).
+    pub conv_bias: bool,
+    /// Bias on `in_proj` and `out_proj` (false in the paper).
+    pub bias: bool,
+    /// Time steps per chunk of the chunked scan; 0 picks about √T.
+    pub chunk_size: usize,
+    /// RMSNorms on Δ, B and C after `x_proj` (Jamba's Mamba layers).
+    pub inner_norms: bool,
+}
+
+impl Default for MambaConfig {
+    fn default() -> Self {
+        Self {
+            d_state: 16,
+            d_conv: 4,
+            expand: 2,
+            dt_rank: 0,
+            dt_min: 0.001,
+            dt_max: 0.1,
+            dt_init_floor: 1e-4,
+            conv_bias: true,
+            bias: false,
+            chunk_size: 0,
+            inner_norms: false,
+        }
+    }
+}
+
+/// Mamba-2 mixer shape (names as in `mamba_ssm`'s `Mamba2` and HF's `Mamba2Config`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Mamba2Config {
+    /// N, the SSM state size per head.
+    pub d_state: usize,
+    pub d_conv: usize,
+    /// Inner width is `expand · d_model`, split into heads of `head_dim`.
+    pub expand: usize,
+    /// P, the channels per head; `expand · d_model / head_dim` heads.
+    pub head_dim: usize,
+    /// B and C are shared by groups of heads (like GQA); must divide the number of heads.
+    pub n_groups: usize,
+    /// Chunk length of the SSD algorithm.
+    pub chunk_size: usize,
+    pub dt_min: f64,
+    pub dt_max: f64,
+    pub dt_init_floor: f64,
+    /// A = -exp(A_log) is initialised uniformly in `[-a_init_max, -a_init_min]` per head.
+    pub a_init_min: f64,
+    pub a_init_max: f64,
+    pub conv_bias: bool,
+    pub bias: bool,
+    /// The gated RMSNorm normalises each of the `n_groups` groups of channels on its own, as
+    /// `mamba_ssm` and current `transformers` do; `false` normalises over the whole inner
+    /// width, as `transformers` releases up to 5.17 did (their logits differ when
+    /// `n_groups > 1`).
+    pub norm_per_group: bool,
+}
+
+impl Default for Mamba2Config {
+    fn default() -> Self {
+        Self {
+            d_state: 64,
+            d_conv: 4,
+            expand: 2,
+            head_dim: 64,
+            n_groups: 1,
+            chunk_size: 64,
+            dt_min: 0.001,
+            dt_max: 0.1,
+            dt_init_floor: 1e-4,
+            a_init_min: 1.0,
+            a_init_max: 16.0,
+            conv_bias: true,
+            bias: false,
+            norm_per_group: true,
+        }
+    }
+}
 
 /// Model shape. The layer stack is built from pre-norm residual blocks (see `model::block`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -391,16 +603,28 @@ impl ModelConfig {
             must_be_positive(&[("model.d_ff", m.d_ff)])?;
         }
         if uses(&|l| l.ffn == FfnKind::Moe) {
-            m.moe.validate(m.d_ff)?;
+            m.validate_moe()?;
         }
-        // Each sequence mixer in use checks its own settings, in the table's order.
-        for info in registry::SEQ_MIXERS {
-            if uses(&|l| l.mixer == info.kind) {
-                crate::model::mixer::validate(m, info.kind)?;
-            }
+        if uses(&|l| l.mixer.attends()) {
+            m.validate_attention()?;
+        }
+        if uses(&|l| matches!(l.mixer, MixerKind::Mamba | MixerKind::Hymba)) {
+            m.validate_mamba()?;
+        }
+        if uses(&|l| l.mixer == MixerKind::Mamba2) {
+            m.validate_mamba2()?;
+        }
+        if uses(&|l| matches!(l.mixer, MixerKind::GatedDeltaNet | MixerKind::DeltaNet)) {
+            m.validate_gdn()?;
+        }
+        if uses(&|l| l.mixer == MixerKind::Local) {
+            must_be_positive(&[("model.window", m.window)])?;
         }
         if m.hymba.meta_tokens > 0 && !uses(&|l| l.mixer == MixerKind::Hymba) {
             bail!("model.hymba.meta_tokens is set but no layer is Hymba (H); set it to 0 or add H layers");
+        }
+        if !(m.hymba.scale_init > 0.0 && m.hymba.scale_init.is_finite()) {
+            bail!("model.hymba.scale_init must be positive (got {})", m.hymba.scale_init);
         }
         Ok(())
     }
@@ -467,6 +691,137 @@ impl ModelConfig {
         Ok(p.0.iter().map(|l| LayerKind { mixer: l.mixer, ffn: l.ffn.unwrap_or(self.ffn) }).collect())
     }
 
+    fn validate_attention(&self) -> Result<()> {
+        let m = self;
+        must_be_positive(&[("model.n_heads", m.n_heads), ("model.max_seq_len", m.max_seq_len)])?;
+        if m.head_dim == 0 && !m.d_model.is_multiple_of(m.n_heads) {
+            bail!(
+                "model.d_model ({}) must be divisible by model.n_heads ({}); try n_heads = {}, or set \
+                 model.head_dim",
+                m.d_model,
+                m.n_heads,
+                largest_divisor_at_most(m.d_model, m.n_heads)
+            );
+        }
+        let kv = m.kv_heads();
+        if !m.n_heads.is_multiple_of(kv) {
+            bail!("model.n_heads ({}) must be a multiple of model.n_kv_heads ({kv})", m.n_heads);
+        }
+        let f = m.partial_rotary_factor;
+        if !(f > 0.0 && f <= 1.0) {
+            bail!("model.partial_rotary_factor must be in (0, 1] (got {f}); 1 rotates every channel");
+        }
+        let (hd, rotary) = (m.head_dim(), m.rotary_dim());
+        if m.positions == Positions::Rope && (rotary == 0 || !rotary.is_multiple_of(2)) {
+            bail!(
+                "RoPE needs an even number of rotated channels; head_dim {hd} × model.partial_rotary_factor \
+                 {f} = {rotary}; choose a factor (or n_heads) that makes it even and at least 2"
+            );
+        }
+        Ok(())
+    }
+
+    fn validate_mamba(&self) -> Result<()> {
+        let c = &self.mamba;
+        check_conv_width("model.mamba.d_conv", c.d_conv)?;
+        must_be_positive(&[("model.mamba.d_state", c.d_state), ("model.mamba.expand", c.expand)])?;
+        check_dt_range("model.mamba", c.dt_min, c.dt_max, c.dt_init_floor)
+    }
+
+    fn validate_mamba2(&self) -> Result<()> {
+        let c = &self.mamba2;
+        check_conv_width("model.mamba2.d_conv", c.d_conv)?;
+        must_be_positive(&[
+            ("model.mamba2.d_state", c.d_state),
+            ("model.mamba2.expand", c.expand),
+            ("model.mamba2.head_dim", c.head_dim),
+            ("model.mamba2.n_groups", c.n_groups),
+            ("model.mamba2.chunk_size", c.chunk_size),
+        ])?;
+        let inner = c.expand * self.d_model;
+        if !inner.is_multiple_of(c.head_dim) {
+            bail!(
+                "model.mamba2.head_dim ({}) must divide the inner width expand · d_model = {inner}; try head_dim = {}",
+                c.head_dim,
+                largest_divisor_at_most(inner, c.head_dim)
+            );
+        }
+        let heads = inner / c.head_dim;
+        if !heads.is_multiple_of(c.n_groups) {
+            bail!(
+                "model.mamba2.n_groups ({}) must divide the number of heads ({heads} = {inner} / head_dim); try n_groups = {}",
+                c.n_groups,
+                largest_divisor_at_most(heads, c.n_groups)
+            );
+        }
+        if !(0.0 < c.a_init_min && c.a_init_min <= c.a_init_max) {
+            bail!("model.mamba2 needs 0 < a_init_min <= a_init_max (got {}, {})", c.a_init_min, c.a_init_max);
+        }
+        check_dt_range("model.mamba2", c.dt_min, c.dt_max, c.dt_init_floor)
+    }
+
+    fn validate_gdn(&self) -> Result<()> {
+        let c = &self.gdn;
+        check_conv_width("model.gdn.d_conv", c.d_conv)?;
+        must_be_positive(&[("model.gdn.head_dim", c.head_dim), ("model.gdn.chunk_size", c.chunk_size)])?;
+        let (k_heads, v_heads) = (c.key_heads(self.d_model), c.value_heads(self.d_model));
+        if !v_heads.is_multiple_of(k_heads) {
+            bail!(
+                "model.gdn.n_v_heads ({v_heads}) must be a multiple of the key heads ({k_heads}, \
+                 model.gdn.n_heads); try n_v_heads = {}",
+                k_heads * v_heads.div_ceil(k_heads)
+            );
+        }
+        if !(0.0 <= c.a_init_min && c.a_init_min <= c.a_init_max && c.a_init_max > 0.0) {
+            bail!(
+                "model.gdn needs 0 <= a_init_min <= a_init_max, a_init_max > 0 (got {}, {})",
+                c.a_init_min,
+                c.a_init_max
+            );
+        }
+        check_dt_range("model.gdn", c.dt_min, c.dt_max, c.dt_init_floor)
+    }
+
+    fn validate_moe(&self) -> Result<()> {
+        let c = &self.moe;
+        must_be_positive(&[("model.moe.n_experts", c.n_experts), ("model.moe.top_k", c.top_k)])?;
+        if c.top_k > c.n_experts {
+            bail!(
+                "model.moe.top_k ({}) cannot exceed model.moe.n_experts ({}); lower top_k or add experts",
+                c.top_k,
+                c.n_experts
+            );
+        }
+        if c.expert_width(self.d_ff) == 0 {
+            bail!("model.moe.expert_d_ff is 0 and so is model.d_ff; set one of them");
+        }
+        let coefs = [
+            ("capacity_factor", c.capacity_factor),
+            ("balance_coef", c.balance_coef),
+            ("z_loss_coef", c.z_loss_coef),
+        ];
+        for (key, value) in coefs {
+            if !(value >= 0.0 && value.is_finite()) {
+                bail!("model.moe.{key} must be a non-negative number (got {value})");
+            }
+        }
+        if c.capacity_factor > 0.0 && c.capacity_factor < 1.0 / c.n_experts as f64 {
+            bail!(
+                "model.moe.capacity_factor ({}) leaves experts no room for a single token per {} tokens; \
+                 use 0 (no limit) or at least 1.0 (Switch uses 1.0–1.25)",
+                c.capacity_factor,
+                c.n_experts
+            );
+        }
+        if !(0.0..1.0).contains(&c.jitter) {
+            bail!("model.moe.jitter must be in [0, 1) (got {}); Switch used 0.01", c.jitter);
+        }
+        if c.shared_expert_gate && c.shared_expert_d_ff == 0 {
+            bail!("model.moe.shared_expert_gate needs a shared expert; set model.moe.shared_expert_d_ff");
+        }
+        Ok(())
+    }
+
     /// The longest context the model can take: `max_seq_len` where a table is sized by it
     /// (RoPE in attention, learned positions); `None` for a recurrent model without one.
     pub fn context_limit(&self) -> Option<usize> {
@@ -491,6 +846,36 @@ impl ModelConfig {
     pub fn rotary_dim(&self) -> usize {
         (self.head_dim() as f64 * self.partial_rotary_factor) as usize
     }
+}
+
+fn must_be_positive(values: &[(&str, usize)]) -> Result<()> {
+    for (key, value) in values {
+        if *value == 0 {
+            bail!("{key} must be at least 1 (got 0)");
+        }
+    }
+    Ok(())
+}
+
+fn check_conv_width(key: &str, k: usize) -> Result<()> {
+    if k < 2 {
+        bail!("{key} must be at least 2 (got {k}); the paper uses 4");
+    }
+    Ok(())
+}
+
+fn check_dt_range(section: &str, min: f64, max: f64, floor: f64) -> Result<()> {
+    if !(0.0 < min && min <= max && max.is_finite()) {
+        bail!("{section} needs 0 < dt_min <= dt_max (got dt_min = {min}, dt_max = {max})");
+    }
+    if !(0.0..=max).contains(&floor) {
+        bail!("{section}.dt_init_floor must be in [0, dt_max] (got {floor})");
+    }
+    Ok(())
+}
+
+fn largest_divisor_at_most(n: usize, k: usize) -> usize {
+    (1..=k).rev().find(|d| n.is_multiple_of(*d)).unwrap_or(1)
 }
 
 #[cfg(test)]

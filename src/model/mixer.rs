@@ -81,12 +81,6 @@ pub trait SequenceMixer<B: Backend>: Module<B> + Sized {
 /// the FLOPs and MFU columns and `compare`'s budget matching read. Implemented on a unit
 /// struct `Spec` beside the mixer.
 pub trait MixerSpec {
-    /// Checks the mixer's own settings (its config section) before any work: an error names
-    /// the key and the fix. Called for the mixers the model uses.
-    fn validate(_cfg: &ModelConfig, _kind: MixerKind) -> anyhow::Result<()> {
-        Ok(())
-    }
-
     /// Its parameters (tests hold them to the built module's).
     fn params(cfg: &ModelConfig, kind: MixerKind) -> LayerParams;
 
@@ -332,13 +326,6 @@ macro_rules! sequence_mixers {
                 match self {
                     $(LayerState::$variant(s) => <super::$module::$ty<B> as SequenceMixer<B>>::state_bytes(s),)+
                 }
-            }
-        }
-
-        /// Checks a mixer's settings ([`MixerSpec::validate`]).
-        pub fn validate(cfg: &ModelConfig, kind: MixerKind) -> anyhow::Result<()> {
-            match kind {
-                $($(MixerKind::$kind)|+ => <super::$module::Spec as MixerSpec>::validate(cfg, kind),)+
             }
         }
 

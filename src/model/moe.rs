@@ -29,7 +29,6 @@
 //! [`MoeAux::aux_loss`], never kept as hidden state (docs/ARCHITECTURE.md), together with the counts
 //! behind them ([`Routing`]).
 
-use anyhow::bail;
 use burn::module::Module;
 use burn::tensor::activation::softmax;
 use burn::tensor::{Distribution, ElementConversion, IndexingUpdateOp, Int, Tensor, TensorData};
@@ -39,109 +38,10 @@ use super::activation::sigmoid;
 use super::layers::{Linear, float_tensor, int_tensor};
 use super::mixer::{Diagnostic, LayerParams};
 use super::mlp::{self, Mlp};
-use crate::config::checks::must_be_positive;
 use crate::config::{FfnKind, ModelConfig};
 use crate::kernels::moe_route::HostRoute;
 use crate::kernels::{self, Backend};
 use crate::rng::Rng;
-
-/// Mixture-of-Experts channel mixer (see `model::moe`): a router sends each token to `top_k`
-/// of `n_experts` expert MLPs (GELU or SwiGLU, as `model.mlp`).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct MoeConfig {
-    /// E, the number of experts per layer.
-    pub n_experts: usize,
-    /// k, the experts each token is sent to (1: Switch Transformer; 2: Mixtral).
-    pub top_k: usize,
-    /// Width of each expert MLP; 0 means `model.d_ff`.
-    pub expert_d_ff: usize,
-    /// Rescale the k chosen router probabilities to sum to 1 (Mixtral). Applies to k ≥ 2 only:
-    /// with k = 1 the rescaled weight would always be 1 and the LM loss could not train the
-    /// router, so top-1 keeps the raw probability (Switch).
-    pub renormalize: bool,
-    /// Expert capacity `ceil(capacity_factor · tokens · k / E)` while training; a token sent
-    /// to a full expert is dropped there (it passes through on the residual) and counted.
-    /// 0 means no capacity limit (dropless, Mixtral). Inference is always dropless.
-    pub capacity_factor: f64,
-    /// Weight of the load-balancing loss `E · Σ_e f_e · P_e` (Switch eq. 4; Mixtral's form
-    /// for k ≥ 2, which equals k when the load is even).
-    pub balance_coef: f64,
-    /// Weight of the router z-loss `mean(logsumexp(logits)²)` (ST-MoE, Zoph et al. 2022).
-    pub z_loss_coef: f64,
-    /// While training, multiply the router's input by noise uniform in `[1 − ε, 1 + ε]`
-    /// (Switch's jitter); 0 disables it.
-    pub jitter: f64,
-    /// Width of an always-on shared expert (DeepSeekMoE, Qwen2-MoE); 0 means none.
-    pub shared_expert_d_ff: usize,
-    /// Scale the shared expert by a learned per-token sigmoid gate (Qwen2-MoE).
-    pub shared_expert_gate: bool,
-}
-
-impl Default for MoeConfig {
-    fn default() -> Self {
-        Self {
-            n_experts: 8,
-            top_k: 2,
-            expert_d_ff: 0,
-            renormalize: true,
-            capacity_factor: 0.0,
-            balance_coef: 0.01,
-            z_loss_coef: 0.001,
-            jitter: 0.0,
-            shared_expert_d_ff: 0,
-            shared_expert_gate: false,
-        }
-    }
-}
-
-impl MoeConfig {
-    /// Checks the section for a model whose MLP width is `d_ff` (the experts' default).
-    pub fn validate(&self, d_ff: usize) -> anyhow::Result<()> {
-        let c = self;
-        must_be_positive(&[("model.moe.n_experts", c.n_experts), ("model.moe.top_k", c.top_k)])?;
-        if c.top_k > c.n_experts {
-            bail!(
-                "model.moe.top_k ({}) cannot exceed model.moe.n_experts ({}); lower top_k or add experts",
-                c.top_k,
-                c.n_experts
-            );
-        }
-        if c.expert_width(d_ff) == 0 {
-            bail!("model.moe.expert_d_ff is 0 and so is model.d_ff; set one of them");
-        }
-        let coefs = [
-            ("capacity_factor", c.capacity_factor),
-            ("balance_coef", c.balance_coef),
-            ("z_loss_coef", c.z_loss_coef),
-        ];
-        for (key, value) in coefs {
-            if !(value >= 0.0 && value.is_finite()) {
-                bail!("model.moe.{key} must be a non-negative number (got {value})");
-            }
-        }
-        if c.capacity_factor > 0.0 && c.capacity_factor < 1.0 / c.n_experts as f64 {
-            bail!(
-                "model.moe.capacity_factor ({}) leaves experts no room for a single token per {} tokens; \
-                 use 0 (no limit) or at least 1.0 (Switch uses 1.0–1.25)",
-                c.capacity_factor,
-                c.n_experts
-            );
-        }
-        if !(0.0..1.0).contains(&c.jitter) {
-            bail!("model.moe.jitter must be in [0, 1) (got {}); Switch used 0.01", c.jitter);
-        }
-        if c.shared_expert_gate && c.shared_expert_d_ff == 0 {
-            bail!("model.moe.shared_expert_gate needs a shared expert; set model.moe.shared_expert_d_ff");
-        }
-        Ok(())
-    }
-
-    /// The width of each expert given the model's `d_ff`.
-    pub fn expert_width(&self, d_ff: usize) -> usize {
-        if self.expert_d_ff == 0 { d_ff } else { self.expert_d_ff }
-    }
-}
 
 #[derive(Module, Debug)]
 pub struct Moe<B: Backend> {
