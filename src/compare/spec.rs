@@ -322,6 +322,29 @@ mod tests {
         assert!(format!("{err:#}").contains("bugdet"), "{err:#}");
     }
 
+    /// Every committed experiment file parses and every architecture in it resolves, is sized
+    /// to its budget and validates (a typo in a file is caught here, not hours into a run).
+    #[test]
+    fn every_experiment_file_plans() {
+        use super::super::{plan, sizing::MatchBy};
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/experiments");
+        let mut files: Vec<_> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
+        files.sort();
+        assert!(files.len() >= 7, "{files:?}");
+        for path in files {
+            let s = CompareSpec::from_request(&experiment(&path)).unwrap();
+            let by = MatchBy::parse(&s.match_by).unwrap();
+            let budget = match s.budget {
+                Some(b) => b,
+                None => plan::default_budget(&s.size, &s.sets, by).unwrap(),
+            };
+            for a in &s.archs {
+                plan::plan_one(&a.label, &a.arch, &s.size, &s.sets_for(a), by, budget)
+                    .unwrap_or_else(|e| panic!("{}: {}: {e:#}", path.display(), a.label));
+            }
+        }
+    }
+
     #[test]
     fn bad_requests_are_errors() {
         let selection = |archs: &[&str], budget: Option<&str>| ArchSelection {

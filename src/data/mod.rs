@@ -6,6 +6,7 @@
 //! generates synthetic long-range tasks (MQAR, copying, selective copying, passkey) instead.
 
 pub mod batcher;
+pub mod mad;
 pub mod prepare;
 pub mod shards;
 pub mod sources;

@@ -125,7 +125,8 @@ impl Batches<'_> {
             Batches::Corpus(b) => Batch { tokens: b.batch(index), answer: None },
             Batches::Task { task, seed, batch, seq_len } => {
                 let b = task.batch(*seed, Split::Train, index, *batch, *seq_len);
-                Batch { tokens: b.tokens, answer: Some(b.answer) }
+                let answer = (!task.kind.trains_on_every_token()).then_some(b.answer);
+                Batch { tokens: b.tokens, answer }
             }
         }
     }

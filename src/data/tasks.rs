@@ -23,9 +23,11 @@
 //!   filler "sentence" with `PASSKEY d1 … dn` hidden at a random depth, and at the end
 //!   `QUERY d1 … dn` (the digits are the answers).
 //!
-//! and four state-tracking tasks, whose answer at every position is the state after the word
+//! four state-tracking tasks, whose answer at every position is the state after the word
 //! read so far (token tagging: the target is a label, not the next input): `parity`,
-//! `modular-add`, `s5` and `a5` ([`super::state_tracking`]).
+//! `modular-add`, `s5` and `a5` ([`super::state_tracking`]); and four tasks of the MAD suite in
+//! MAD's own format and vocabulary layout ([`super::mad`]): `in-context-recall`,
+//! `noisy-recall`, `mad-selective-copy` and `memorization`.
 //!
 //! # Vocabulary (`data.task.vocab` = V ids in all)
 //!
@@ -60,6 +62,7 @@ use anyhow::{Result, bail};
 use serde::{Deserialize, Serialize};
 
 use super::batcher::TokenBatch;
+use super::mad;
 use super::state_tracking::{self, Group};
 use crate::rng::Rng;
 
@@ -92,6 +95,13 @@ pub struct TaskConfig {
     pub passkey_len: usize,
     /// Modular addition: the modulus m of the running sum (numbers `0..m`).
     pub modulus: usize,
+    /// Noisy recall: the top `noise_vocab` ids of the vocabulary are noise tokens (MAD: 16).
+    pub noise_vocab: usize,
+    /// Noisy recall: the probability that a pair slot holds two noise tokens (MAD: 0.2).
+    pub noise_fraction: f64,
+    /// Distinct training sequences, cycled (MAD trains on 12,800; memorization on 256); 0 draws
+    /// a fresh sequence for every row of every step.
+    pub train_sequences: usize,
     /// Held-out accuracy is also measured at these sequence lengths (longer than trained on); empty: 2× and 4× train.seq_len.
     pub eval_seq_lens: Vec<usize>,
     /// Held-out sequences per evaluated length.
@@ -106,6 +116,9 @@ impl Default for TaskConfig {
             copy_len: 16,
             passkey_len: 5,
             modulus: 5,
+            noise_vocab: 16,
+            noise_fraction: 0.2,
+            train_sequences: 0,
             eval_seq_lens: Vec::new(),
             val_sequences: 256,
         }
@@ -133,13 +146,29 @@ pub enum TaskKind {
     ModularAdd,
     S5,
     A5,
+    InContextRecall,
+    NoisyRecall,
+    MadSelectiveCopy,
+    Memorization,
 }
 
-pub const TASK_NAMES: &[&str] =
-    &["mqar", "copy", "selective-copy", "passkey", "parity", "modular-add", "s5", "a5"];
+pub const TASK_NAMES: &[&str] = &[
+    "mqar",
+    "copy",
+    "selective-copy",
+    "passkey",
+    "parity",
+    "modular-add",
+    "s5",
+    "a5",
+    "in-context-recall",
+    "noisy-recall",
+    "mad-selective-copy",
+    "memorization",
+];
 
 impl TaskKind {
-    pub const ALL: [TaskKind; 8] = [
+    pub const ALL: [TaskKind; 12] = [
         TaskKind::Mqar,
         TaskKind::Copy,
         TaskKind::SelectiveCopy,
@@ -148,6 +177,10 @@ impl TaskKind {
         TaskKind::ModularAdd,
         TaskKind::S5,
         TaskKind::A5,
+        TaskKind::InContextRecall,
+        TaskKind::NoisyRecall,
+        TaskKind::MadSelectiveCopy,
+        TaskKind::Memorization,
     ];
 
     pub fn name(self) -> &'static str {
@@ -160,7 +193,17 @@ impl TaskKind {
             TaskKind::ModularAdd => "modular-add",
             TaskKind::S5 => "s5",
             TaskKind::A5 => "a5",
+            TaskKind::InContextRecall => "in-context-recall",
+            TaskKind::NoisyRecall => "noisy-recall",
+            TaskKind::MadSelectiveCopy => "mad-selective-copy",
+            TaskKind::Memorization => "memorization",
         }
+    }
+
+    /// MAD's recall tasks train on every next token (MAD's training format); the others on
+    /// their answers only.
+    pub fn trains_on_every_token(self) -> bool {
+        matches!(self, TaskKind::InContextRecall | TaskKind::NoisyRecall)
     }
 
     pub fn from_name(name: &str) -> Option<Self> {
@@ -225,19 +268,22 @@ impl Task {
             TaskKind::ModularAdd => Some(Group::Cyclic(self.cfg.modulus)),
             TaskKind::S5 => Some(Group::Permutations(state_tracking::s5())),
             TaskKind::A5 => Some(Group::Permutations(state_tracking::a5())),
-            TaskKind::Mqar | TaskKind::Copy | TaskKind::SelectiveCopy | TaskKind::Passkey => None,
+            _ => None,
         }
     }
 
     /// Answer tokens in a row of `seq_len` (every position for state tracking; a fixed number
-    /// at every length for the recall tasks).
-    pub fn answers_per_sequence(&self, seq_len: usize) -> usize {
-        match self.kind {
+    /// at every length for the recall tasks); `None` where it varies from row to row (MAD's
+    /// recall, which scores every repeated key).
+    pub fn answers_per_sequence(&self, seq_len: usize) -> Option<usize> {
+        Some(match self.kind {
             TaskKind::Mqar => self.cfg.n_pairs,
-            TaskKind::Copy | TaskKind::SelectiveCopy => self.cfg.copy_len,
+            TaskKind::Copy | TaskKind::SelectiveCopy | TaskKind::MadSelectiveCopy => self.cfg.copy_len,
             TaskKind::Passkey => self.cfg.passkey_len,
             TaskKind::Parity | TaskKind::ModularAdd | TaskKind::S5 | TaskKind::A5 => seq_len,
-        }
+            TaskKind::Memorization => seq_len / 2,
+            TaskKind::InContextRecall | TaskKind::NoisyRecall => return None,
+        })
     }
 
     /// The token accuracy of guessing uniformly among the ids an answer can take: the level
@@ -247,6 +293,12 @@ impl Task {
             (_, Some(group)) => group.order(),
             (TaskKind::Mqar, _) => mqar_ranges(self.cfg.vocab as u32).1.len(),
             (TaskKind::Passkey, _) => DIGITS as usize,
+            (TaskKind::InContextRecall | TaskKind::NoisyRecall, _) => {
+                let non_special = self.cfg.vocab - self.noise_ids();
+                non_special - non_special / 2
+            }
+            (TaskKind::MadSelectiveCopy, _) => self.cfg.vocab - 2,
+            (TaskKind::Memorization, _) => (self.cfg.vocab - 1) / 2,
             _ => self.cfg.vocab - FIRST_DATA as usize,
         };
         1.0 / choices.max(1) as f64
@@ -257,11 +309,19 @@ impl Task {
         if self.cfg.val_sequences == 0 {
             bail!("data.task.val_sequences is 0: the held-out accuracy would be measured on nothing");
         }
+        if self.cfg.vocab > u32::MAX as usize {
+            bail!("data.task.vocab = {} does not fit token ids of 32 bits", self.cfg.vocab);
+        }
         self.check_len(seq_len, "train.seq_len")?;
         for &len in &self.cfg.eval_seq_lens {
             self.check_len(len, "data.task.eval_seq_lens")?;
         }
         Ok(())
+    }
+
+    /// Noise ids at the top of the vocabulary (noisy recall only).
+    fn noise_ids(&self) -> usize {
+        if self.kind == TaskKind::NoisyRecall { self.cfg.noise_vocab } else { 0 }
     }
 
     /// Whether rows of `seq_len` tokens can be built; `key` names the setting that chose it.
@@ -270,6 +330,9 @@ impl Task {
         let name = self.name();
         if let Some(group) = self.group() {
             return self.check_word_problem(group, seq_len, key);
+        }
+        if let Some(check) = self.check_mad(seq_len, key) {
+            return check;
         }
         let (param, n) = match self.kind {
             TaskKind::Mqar => ("n_pairs", c.n_pairs),
@@ -309,9 +372,6 @@ impl Task {
                 if self.kind == TaskKind::Mqar { " or lower data.task.n_pairs" } else { "" }
             );
         }
-        if c.vocab > u32::MAX as usize {
-            bail!("data.task.vocab = {} does not fit token ids of 32 bits", c.vocab);
-        }
         if seq_len < min_len {
             bail!(
                 "{key} = {seq_len} is too short for task:{name} with data.task.{param} = {n}: a row must hold \
@@ -319,6 +379,74 @@ impl Task {
             );
         }
         Ok(())
+    }
+
+    /// [`Task::check_len`] for a MAD task; `None` for the others.
+    fn check_mad(&self, seq_len: usize, key: &str) -> Option<Result<()>> {
+        let (c, name) = (&self.cfg, self.name());
+        let vocab_error = |min: usize, why: &str| {
+            Err(anyhow::anyhow!(
+                "data.task.vocab = {} is too small for task:{name}: it needs {why}; raise data.task.vocab to at least {min}",
+                c.vocab
+            ))
+        };
+        Some(match self.kind {
+            TaskKind::InContextRecall | TaskKind::NoisyRecall => {
+                let noise = self.noise_ids();
+                if self.kind == TaskKind::NoisyRecall {
+                    if !(0.0..1.0).contains(&c.noise_fraction) {
+                        return Some(Err(anyhow::anyhow!(
+                            "data.task.noise_fraction = {} must be in [0, 1) (MAD: 0.2)",
+                            c.noise_fraction
+                        )));
+                    }
+                    if noise == 0 && c.noise_fraction > 0.0 {
+                        return Some(Err(anyhow::anyhow!(
+                            "data.task.noise_vocab is 0, so task:noisy-recall has no noise tokens; set it (MAD: 16)"
+                        )));
+                    }
+                }
+                if c.vocab < noise + 2 {
+                    vocab_error(noise + 2, &format!("a key id and a value id besides the {noise} noise ids"))
+                } else if seq_len < 3 {
+                    Err(anyhow::anyhow!(
+                        "{key} = {seq_len} is too short for task:{name}: a row holds at least two pairs; use {key} ≥ 3"
+                    ))
+                } else {
+                    Ok(())
+                }
+            }
+            TaskKind::MadSelectiveCopy => {
+                if c.copy_len == 0 {
+                    Err(anyhow::anyhow!(
+                        "data.task.copy_len is 0: task:{name} would have nothing to copy; set it to 1 or more"
+                    ))
+                } else if c.vocab < 3 {
+                    vocab_error(3, "a copy token, a blank token and a data token")
+                } else if seq_len < 2 * c.copy_len + 1 {
+                    Err(anyhow::anyhow!(
+                        "{key} = {seq_len} is too short for task:{name} with data.task.copy_len = {}: a row holds the \
+                         data, the copy token and the copies; use {key} ≥ {}",
+                        c.copy_len,
+                        2 * c.copy_len + 1
+                    ))
+                } else {
+                    Ok(())
+                }
+            }
+            TaskKind::Memorization => {
+                if c.vocab < 3 {
+                    vocab_error(3, "a key, a value and the insert token")
+                } else if seq_len < 2 || seq_len % 2 == 1 {
+                    Err(anyhow::anyhow!(
+                        "{key} = {seq_len} does not hold whole [key, insert] pairs for task:{name}; use an even {key} (MAD: 32)"
+                    ))
+                } else {
+                    Ok(())
+                }
+            }
+            _ => return None,
+        })
     }
 
     /// [`Task::check_len`] for a state-tracking task: a group of 2 or more elements, whose ids
@@ -340,9 +468,6 @@ impl Task {
                 group.order(),
                 if self.kind == TaskKind::ModularAdd { " or lower data.task.modulus" } else { "" }
             );
-        }
-        if c.vocab > u32::MAX as usize {
-            bail!("data.task.vocab = {} does not fit token ids of 32 bits", c.vocab);
         }
         if seq_len == 0 {
             bail!("{key} = 0 leaves task:{name} no word to read; use {key} ≥ 1");
@@ -396,6 +521,11 @@ impl Task {
             answer: Vec::with_capacity(count * seq_len),
         };
         for n in first..first + count as u64 {
+            // A finite training set is cycled; held-out rows are always new.
+            let n = match (split, self.cfg.train_sequences as u64) {
+                (Split::Train, k) if k > 0 => n % k,
+                _ => n,
+            };
             // One stream per row, named by everything that identifies it: rows do not depend
             // on the batch size, and no two (split, length) sets share a row.
             let label = format!("task/{}/{}/len{seq_len}/row{n}", self.name(), split.name());
@@ -407,12 +537,32 @@ impl Task {
                 out.answer.extend(std::iter::repeat_n(true, seq_len));
                 continue;
             }
+            if let Some(row) = self.mad_row(rng, seq_len) {
+                out.tokens.inputs.extend(row.inputs);
+                out.tokens.targets.extend(row.targets);
+                out.answer.extend(row.answer);
+                continue;
+            }
             let row = self.stream(rng, seq_len + 1);
             out.tokens.inputs.extend_from_slice(&row.tokens[..seq_len]);
             out.tokens.targets.extend_from_slice(&row.tokens[1..]);
             out.answer.extend_from_slice(&row.answer[1..]);
         }
         out
+    }
+
+    /// A row of a MAD task; `None` for the others.
+    fn mad_row(&self, rng: &mut Rng, seq_len: usize) -> Option<mad::Row> {
+        let (c, vocab) = (&self.cfg, self.cfg.vocab as u32);
+        Some(match self.kind {
+            TaskKind::InContextRecall => mad::in_context_recall(rng, vocab, 0, 0.0, seq_len),
+            TaskKind::NoisyRecall => {
+                mad::in_context_recall(rng, vocab, c.noise_vocab as u32, c.noise_fraction, seq_len)
+            }
+            TaskKind::MadSelectiveCopy => mad::selective_copy(rng, vocab, c.copy_len, seq_len),
+            TaskKind::Memorization => mad::memorization(rng, vocab, seq_len),
+            _ => return None,
+        })
     }
 
     fn stream(&self, rng: &mut Rng, len: usize) -> Stream {
@@ -451,7 +601,7 @@ pub fn mqar_ranges(vocab: u32) -> (std::ops::Range<u32>, std::ops::Range<u32>) {
 }
 
 /// `k` distinct integers of `0..n` in random order (a partial Fisher-Yates shuffle).
-fn distinct(rng: &mut Rng, n: usize, k: usize) -> Vec<usize> {
+pub(crate) fn distinct(rng: &mut Rng, n: usize, k: usize) -> Vec<usize> {
     let mut pool: Vec<usize> = (0..n).collect();
     for i in 0..k {
         let j = i + rng.below(n - i);
@@ -639,6 +789,21 @@ mod tests {
                 data[t - sep]
             }
             TaskKind::Passkey => prefix[first(PASSKEY) + 1 + t - first(QUERY)],
+            // The value of the first pair with the key at `t`.
+            TaskKind::InContextRecall | TaskKind::NoisyRecall => {
+                let noise = if kind == TaskKind::NoisyRecall { 16 } else { 0 };
+                let values = (64 - noise) / 2..64 - noise;
+                let q = (0..t).find(|&q| prefix[q] == prefix[t] && values.contains(&prefix[q + 1])).unwrap();
+                prefix[q + 1]
+            }
+            TaskKind::MadSelectiveCopy => {
+                let copy = first(63);
+                let data: Vec<u32> = prefix[..copy].iter().copied().filter(|&x| x < 62).collect();
+                data[t - copy - 1]
+            }
+            TaskKind::Memorization => {
+                mad::fact_table(64).into_iter().find(|&(k, _)| k == prefix[t - 1]).unwrap().1
+            }
             // The state after the whole prefix; the groups are checked in `state_tracking`.
             _ => {
                 let group = task(kind).group().unwrap();
@@ -667,7 +832,9 @@ mod tests {
 
     #[test]
     fn targets_are_inputs_shifted_by_one() {
-        for kind in TaskKind::ALL.into_iter().filter(|&k| task(k).group().is_none()) {
+        let tagged =
+            |k| task(k).group().is_some() || matches!(k, TaskKind::MadSelectiveCopy | TaskKind::Memorization);
+        for kind in TaskKind::ALL.into_iter().filter(|&k| !tagged(k)) {
             let b = task(kind).batch(0, Split::Train, 0, 3, 48);
             assert_eq!(b.tokens.inputs.len(), 3 * 48);
             assert_eq!(b.answer.len(), 3 * 48);
@@ -682,10 +849,19 @@ mod tests {
         for kind in TaskKind::ALL {
             let t = task(kind);
             for (split, seq_len) in [(Split::Train, 32), (Split::Train, 64), (Split::Val, 257)] {
+                // Rows of whole pairs only (memorization); no room for 2·16 + 1 (MAD's copying).
+                let refused = (kind == TaskKind::Memorization && seq_len % 2 == 1)
+                    || (kind == TaskKind::MadSelectiveCopy && seq_len < 33);
+                assert_eq!(t.check(seq_len).is_err(), refused, "{kind:?} at {seq_len}");
+                if refused {
+                    continue;
+                }
                 let b = t.batch(5, split, 2, 8, seq_len);
                 for (x, y, answer) in rows(&b) {
                     let answers: Vec<usize> = (0..seq_len).filter(|&i| answer[i]).collect();
-                    assert_eq!(answers.len(), t.answers_per_sequence(seq_len), "{kind:?}");
+                    if let Some(n) = t.answers_per_sequence(seq_len) {
+                        assert_eq!(answers.len(), n, "{kind:?}");
+                    }
                     for i in answers {
                         assert_eq!(oracle(kind, &x[..=i]), y[i], "{kind:?} len {seq_len} position {i}");
                     }
@@ -773,7 +949,9 @@ mod tests {
                 t.check(len).unwrap();
                 let b = t.batch(0, Split::Val, 0, 2, len);
                 assert_eq!(b.tokens.targets.len(), 2 * len);
-                assert_eq!(b.answer.iter().filter(|&&a| a).count(), 2 * t.answers_per_sequence(len));
+                if let Some(n) = t.answers_per_sequence(len) {
+                    assert_eq!(b.answer.iter().filter(|&&a| a).count(), 2 * n);
+                }
             }
             assert_eq!(t.cfg.eval_lengths(128), vec![256, 512]);
         }
@@ -782,6 +960,21 @@ mod tests {
             |len| task(TaskKind::Copy).batch(0, Split::Val, 0, 1, len).answer.iter().position(|&a| a);
         assert_eq!(first_answer(64), Some(64 - 16));
         assert_eq!(first_answer(512), Some(512 - 16));
+    }
+
+    #[test]
+    fn a_finite_training_set_is_cycled_and_held_out_rows_stay_new() {
+        let mut t = task(TaskKind::InContextRecall);
+        t.cfg.train_sequences = 6;
+        let (a, b) = (t.batch(3, Split::Train, 0, 4, 31), t.batch(3, Split::Train, 3, 4, 31));
+        // Rows 12..16 are rows 0..4 again.
+        assert_eq!(a, b);
+        assert_ne!(a, t.batch(3, Split::Train, 1, 4, 31));
+        assert_ne!(t.batch(3, Split::Val, 0, 4, 31), t.batch(3, Split::Val, 3, 4, 31));
+        assert!(
+            TaskKind::InContextRecall.trains_on_every_token()
+                && !TaskKind::Memorization.trains_on_every_token()
+        );
     }
 
     #[test]
@@ -826,6 +1019,14 @@ mod tests {
         assert!(e.contains("at least 104") && e.contains("lower data.task.modulus"), "{e}");
         let e = err(TaskKind::Parity, &|_| {}, 0);
         assert!(e.contains("train.seq_len = 0"), "{e}");
+        let e = err(TaskKind::Memorization, &|_| {}, 31);
+        assert!(e.contains("train.seq_len = 31") && e.contains("even"), "{e}");
+        let e = err(TaskKind::NoisyRecall, &|c| c.noise_fraction = 1.0, 64);
+        assert!(e.contains("data.task.noise_fraction = 1"), "{e}");
+        let e = err(TaskKind::NoisyRecall, &|c| c.vocab = 17, 64);
+        assert!(e.contains("at least 18"), "{e}");
+        let e = err(TaskKind::MadSelectiveCopy, &|_| {}, 32);
+        assert!(e.contains("≥ 33"), "{e}");
         // Smallest settings that do fit work.
         let mut t = task(TaskKind::Passkey);
         t.cfg.vocab = 15;

@@ -122,3 +122,31 @@ fn state_tracking_runs_record_chance_and_eval_scores_them() {
         assert!(text.contains("| 64 |"), "{text}");
     }
 }
+
+/// The MAD tasks train through the ordinary loop and record their chance levels: 1/8 values
+/// (vocabulary 16, and 32 of which 16 noise), 1/14 data tokens, 1/31 values at vocabulary 64,
+/// with a finite training set cycled.
+#[test]
+fn mad_tasks_train_and_record_chance() {
+    for (task, sets, chance) in [
+        ("task:in-context-recall", vec!["data.task.vocab=16", "train.seq_len=31"], 1.0 / 8.0),
+        ("task:noisy-recall", vec!["data.task.vocab=32", "train.seq_len=31"], 1.0 / 8.0),
+        ("task:mad-selective-copy", vec!["data.task.vocab=16", "train.seq_len=40"], 1.0 / 14.0),
+        ("task:memorization", vec!["data.task.vocab=64", "train.seq_len=32"], 1.0 / 31.0),
+    ] {
+        let mut all = vec![
+            "train.max_steps=2",
+            "eval.every=2",
+            "data.task.val_sequences=8",
+            "data.task.train_sequences=64",
+        ];
+        all.extend(sets);
+        let cfg = task_config(task, &all);
+        let opts = train_options(&format!("task-{}", &task[5..]));
+        let s = train::<CpuAd>(&cfg, &Default::default(), &opts).unwrap().summary.unwrap();
+        let first = &s.length_accuracy[0];
+        assert_eq!((first.trained, first.chance), (true, Some(chance)), "{task}");
+        assert_eq!(s.length_accuracy.len(), 3, "{task}: trained length, 2× and 4×");
+        assert!((0.0..=1.0).contains(&first.token_accuracy), "{task}");
+    }
+}
