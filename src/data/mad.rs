@@ -9,6 +9,11 @@
 //!   pair's (a key seen before). Trained on every next token (MAD's training format).
 //! - `noisy-recall`: the same, the top `noise_vocab` ids being noise; each pair slot (but one)
 //!   is two noise tokens with probability `noise_fraction`. Noise is never scored.
+//! - `fuzzy-recall` (MAD's fuzzy in-context recall, multi-query): keys and values are runs of
+//!   1 to `motif_size` distinct tokens (keys from the lower half of the vocabulary, values from
+//!   the upper half, the last id a left padding); in training sequences keys have every length,
+//!   in held-out ones only the longest. Scored: every token of the value of a key seen before,
+//!   and the final pair's value. Trained on every next token.
 //! - `mad-selective-copy`: `copy_len` data tokens with blanks inserted at random places, the
 //!   copy token, then `copy_len` blanks at which the data tokens are to be emitted in order
 //!   (ids: copy `V − 1`, blank `V − 2`, data the rest). Targets are not shifted inputs: only
@@ -24,7 +29,7 @@
 //! `memorization` comes from archlab's generator with a fixed seed, so it is another table than
 //! MAD's NumPy one, drawn the same way (a shuffle of the value half assigned to the key half).
 //!
-//! Not here: MAD's `fuzzy-in-context-recall` (keys and values of 1–3 tokens), and `compression`,
+//! Not here: `compression`,
 //! which MAD scores with an autoencoder backbone (the mixer stack's last position, decoded to
 //! every position by an MLP): a causal language model that sees the tokens it must reproduce
 //! would only copy them, so the task cannot be posed faithfully here.
@@ -84,6 +89,76 @@ pub fn in_context_recall(rng: &mut Rng, vocab: u32, noise: u32, noise_fraction: 
     let k = presented[rng.below(presented.len())];
     tokens.extend([k, value_of[&k]]);
     scored.extend([false, true]);
+    Row { inputs: tokens[..seq_len].to_vec(), targets: tokens[1..].to_vec(), answer: scored[1..].to_vec() }
+}
+
+/// MAD's fuzzy in-context recall (multi-query) with `seq_len` inputs: MAD's sequence is
+/// left-padded to `seq_len + 1` tokens and cut, so MAD's `seq_len` is archlab's. `training`:
+/// keys of every length 1..=`motif` (a held-out row asks with keys of length `motif` only).
+pub fn fuzzy_recall(rng: &mut Rng, vocab: u32, motif: usize, training: bool, seq_len: usize) -> Row {
+    let pad = vocab - 1;
+    let (keys, values) = halves(vocab - 1);
+    let key_len = |rng: &mut Rng| if training { 1 + rng.below(motif) } else { motif };
+    let motif_of = |rng: &mut Rng, range: &std::ops::Range<u32>, len: usize| -> Vec<u32> {
+        distinct(rng, range.len(), len).into_iter().map(|i| range.start + i as u32).collect()
+    };
+    let probe_key = {
+        let n = key_len(rng);
+        motif_of(rng, &keys, n)
+    };
+    let probe_value = {
+        let n = 1 + rng.below(motif);
+        motif_of(rng, &values, n)
+    };
+    let probe_len = probe_key.len() + probe_value.len();
+    // Where the probe pair goes among the others (MAD's `probe_idx`).
+    let probe_at = rng.below(seq_len - 2 * probe_len);
+    let mut tokens: Vec<u32> = Vec::new();
+    let mut scored: Vec<bool> = Vec::new();
+    let mut value_of: Vec<(Vec<u32>, Vec<u32>)> = Vec::new();
+    let mut probe_added = false;
+    let push_pair = |tokens: &mut Vec<u32>, scored: &mut Vec<bool>, k: &[u32], v: &[u32], repeat: bool| {
+        tokens.extend_from_slice(k);
+        tokens.extend_from_slice(v);
+        scored.extend(std::iter::repeat_n(false, k.len()));
+        scored.extend(std::iter::repeat_n(repeat, v.len()));
+    };
+    // MAD's bound leaves room for one more pair and the final one; until the probe pair is in,
+    // room for it too (MAD could leave the loop before the probe's place: the final query would
+    // then ask for a key never seen).
+    let room = |probe_added: bool| seq_len - probe_len - 2 * motif - if probe_added { 0 } else { probe_len };
+    while tokens.len() < room(probe_added) {
+        if tokens.len() >= probe_at && !probe_added {
+            push_pair(&mut tokens, &mut scored, &probe_key, &probe_value, false);
+            value_of.push((probe_key.clone(), probe_value.clone()));
+            probe_added = true;
+            continue;
+        }
+        let k = {
+            let n = key_len(rng);
+            motif_of(rng, &keys, n)
+        };
+        let v_len = 1 + rng.below(motif);
+        let seen = value_of.iter().find(|(key, _)| *key == k).map(|(_, v)| v.clone());
+        let v = match (&seen, k == probe_key) {
+            (Some(v), _) => v.clone(),
+            (None, true) => probe_value.clone(),
+            (None, false) => motif_of(rng, &values, v_len),
+        };
+        probe_added |= k == probe_key;
+        push_pair(&mut tokens, &mut scored, &k, &v, seen.is_some());
+        if seen.is_none() {
+            value_of.push((k, v));
+        }
+    }
+    if !probe_added {
+        push_pair(&mut tokens, &mut scored, &probe_key, &probe_value, false);
+    }
+    push_pair(&mut tokens, &mut scored, &probe_key, &probe_value, true);
+    // Left padding up to MAD's `seq_len + 1`.
+    let padding = seq_len + 1 - tokens.len();
+    let tokens: Vec<u32> = std::iter::repeat_n(pad, padding).chain(tokens).collect();
+    let scored: Vec<bool> = std::iter::repeat_n(false, padding).chain(scored).collect();
     Row { inputs: tokens[..seq_len].to_vec(), targets: tokens[1..].to_vec(), answer: scored[1..].to_vec() }
 }
 
@@ -173,6 +248,57 @@ mod tests {
     /// Whether the key at input position `p` appeared in an earlier pair.
     fn seen_before(row: &Row, p: usize) -> bool {
         (0..p).any(|q| row.inputs[q] == row.inputs[p] && row.targets[q] == row.targets[p])
+    }
+
+    #[test]
+    fn fuzzy_recall_asks_for_values_of_keys_seen_before_and_pads_on_the_left() {
+        let (keys, values) = halves(15);
+        for seed in 0..40 {
+            for (training, seq_len) in [(true, 128), (false, 128), (true, 24), (false, 30)] {
+                let row = fuzzy_recall(&mut Rng::new(seed), 16, 3, training, seq_len);
+                assert_eq!((row.inputs.len(), row.targets.len()), (seq_len, seq_len));
+                assert_eq!(row.inputs[1..], row.targets[..seq_len - 1]);
+                // The whole sequence, parsed into runs of key tokens and value tokens.
+                let all: Vec<u32> = row.inputs.iter().chain(row.targets.last()).copied().collect();
+                let first = all.iter().position(|&t| t != 15).unwrap();
+                assert!(
+                    all[..first].iter().all(|&t| t == 15) && !all[first..].contains(&15),
+                    "left padding only"
+                );
+                let mut pairs: Vec<(Vec<u32>, Vec<u32>, usize)> = Vec::new(); // key, value, value start
+                let mut i = first;
+                while i < all.len() {
+                    let k0 = i;
+                    while keys.contains(&all[i]) {
+                        i += 1;
+                    }
+                    let v0 = i;
+                    while i < all.len() && values.contains(&all[i]) {
+                        i += 1;
+                    }
+                    assert!(
+                        v0 > k0 && i > v0 && v0 - k0 <= 3 && i - v0 <= 3,
+                        "seed {seed}: motifs of 1 to 3"
+                    );
+                    if !training {
+                        assert_eq!(v0 - k0, 3, "held-out keys have the longest length");
+                    }
+                    pairs.push((all[k0..v0].to_vec(), all[v0..i].to_vec(), v0));
+                }
+                // Scored targets: exactly the value tokens of keys seen before (which keep their
+                // value), and the final pair, whose key was seen before.
+                let mut scored = vec![false; all.len()];
+                for (n, (k, v, at)) in pairs.iter().enumerate() {
+                    let earlier = pairs[..n].iter().find(|(k2, _, _)| k2 == k);
+                    if let Some((_, v2, _)) = earlier {
+                        assert_eq!(v2, v, "a key keeps its value");
+                        (0..v.len()).for_each(|j| scored[at + j] = true);
+                    }
+                    assert!(n + 1 < pairs.len() || earlier.is_some(), "seed {seed}: the final key was seen");
+                }
+                assert_eq!(row.answer, scored[1..], "seed {seed} training {training}");
+            }
+        }
     }
 
     #[test]

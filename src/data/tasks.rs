@@ -25,9 +25,9 @@
 //!
 //! four state-tracking tasks, whose answer at every position is the state after the word
 //! read so far (token tagging: the target is a label, not the next input): `parity`,
-//! `modular-add`, `s5` and `a5` ([`super::state_tracking`]); and four tasks of the MAD suite in
+//! `modular-add`, `s5` and `a5` ([`super::state_tracking`]); and five tasks of the MAD suite in
 //! MAD's own format and vocabulary layout ([`super::mad`]): `in-context-recall`,
-//! `noisy-recall`, `mad-selective-copy` and `memorization`.
+//! `noisy-recall`, `fuzzy-recall`, `mad-selective-copy` and `memorization`.
 //!
 //! # Vocabulary (`data.task.vocab` = V ids in all)
 //!
@@ -99,6 +99,8 @@ pub struct TaskConfig {
     pub noise_vocab: usize,
     /// Noisy recall: the probability that a pair slot holds two noise tokens (MAD: 0.2).
     pub noise_fraction: f64,
+    /// Fuzzy recall: keys and values are runs of 1 to `motif_size` tokens (MAD: 3).
+    pub motif_size: usize,
     /// Distinct training sequences, cycled (MAD trains on 12,800; memorization on 256); 0 draws
     /// a fresh sequence for every row of every step.
     pub train_sequences: usize,
@@ -118,6 +120,7 @@ impl Default for TaskConfig {
             modulus: 5,
             noise_vocab: 16,
             noise_fraction: 0.2,
+            motif_size: 3,
             train_sequences: 0,
             eval_seq_lens: Vec::new(),
             val_sequences: 256,
@@ -148,6 +151,7 @@ pub enum TaskKind {
     A5,
     InContextRecall,
     NoisyRecall,
+    FuzzyRecall,
     MadSelectiveCopy,
     Memorization,
 }
@@ -163,12 +167,13 @@ pub const TASK_NAMES: &[&str] = &[
     "a5",
     "in-context-recall",
     "noisy-recall",
+    "fuzzy-recall",
     "mad-selective-copy",
     "memorization",
 ];
 
 impl TaskKind {
-    pub const ALL: [TaskKind; 12] = [
+    pub const ALL: [TaskKind; 13] = [
         TaskKind::Mqar,
         TaskKind::Copy,
         TaskKind::SelectiveCopy,
@@ -179,6 +184,7 @@ impl TaskKind {
         TaskKind::A5,
         TaskKind::InContextRecall,
         TaskKind::NoisyRecall,
+        TaskKind::FuzzyRecall,
         TaskKind::MadSelectiveCopy,
         TaskKind::Memorization,
     ];
@@ -195,6 +201,7 @@ impl TaskKind {
             TaskKind::A5 => "a5",
             TaskKind::InContextRecall => "in-context-recall",
             TaskKind::NoisyRecall => "noisy-recall",
+            TaskKind::FuzzyRecall => "fuzzy-recall",
             TaskKind::MadSelectiveCopy => "mad-selective-copy",
             TaskKind::Memorization => "memorization",
         }
@@ -203,7 +210,7 @@ impl TaskKind {
     /// MAD's recall tasks train on every next token (MAD's training format); the others on
     /// their answers only.
     pub fn trains_on_every_token(self) -> bool {
-        matches!(self, TaskKind::InContextRecall | TaskKind::NoisyRecall)
+        matches!(self, TaskKind::InContextRecall | TaskKind::NoisyRecall | TaskKind::FuzzyRecall)
     }
 
     pub fn from_name(name: &str) -> Option<Self> {
@@ -282,7 +289,7 @@ impl Task {
             TaskKind::Passkey => self.cfg.passkey_len,
             TaskKind::Parity | TaskKind::ModularAdd | TaskKind::S5 | TaskKind::A5 => seq_len,
             TaskKind::Memorization => seq_len / 2,
-            TaskKind::InContextRecall | TaskKind::NoisyRecall => return None,
+            TaskKind::InContextRecall | TaskKind::NoisyRecall | TaskKind::FuzzyRecall => return None,
         })
     }
 
@@ -297,6 +304,8 @@ impl Task {
                 let non_special = self.cfg.vocab - self.noise_ids();
                 non_special - non_special / 2
             }
+            // A value token among the value half (of the ids below the padding).
+            (TaskKind::FuzzyRecall, _) => (self.cfg.vocab - 1) - (self.cfg.vocab - 1) / 2,
             (TaskKind::MadSelectiveCopy, _) => self.cfg.vocab - 2,
             (TaskKind::Memorization, _) => (self.cfg.vocab - 1) / 2,
             _ => self.cfg.vocab - FIRST_DATA as usize,
@@ -411,6 +420,28 @@ impl Task {
                 } else if seq_len < 3 {
                     Err(anyhow::anyhow!(
                         "{key} = {seq_len} is too short for task:{name}: a row holds at least two pairs; use {key} ≥ 3"
+                    ))
+                } else {
+                    Ok(())
+                }
+            }
+            TaskKind::FuzzyRecall => {
+                let m = c.motif_size;
+                if m == 0 {
+                    Err(anyhow::anyhow!(
+                        "data.task.motif_size is 0: task:{name} needs keys of 1 token or more (MAD: 3)"
+                    ))
+                } else if c.vocab < 2 * m + 1 {
+                    vocab_error(
+                        2 * m + 1,
+                        &format!("{m} distinct key ids, {m} distinct value ids and a padding id"),
+                    )
+                } else if seq_len < 8 * m {
+                    Err(anyhow::anyhow!(
+                        "{key} = {seq_len} is too short for task:{name} with data.task.motif_size = {m}: a row \
+                         holds pairs of up to {} tokens; use {key} ≥ {}",
+                        2 * m,
+                        8 * m
                     ))
                 } else {
                     Ok(())
@@ -537,7 +568,7 @@ impl Task {
                 out.answer.extend(std::iter::repeat_n(true, seq_len));
                 continue;
             }
-            if let Some(row) = self.mad_row(rng, seq_len) {
+            if let Some(row) = self.mad_row(rng, split, seq_len) {
                 out.tokens.inputs.extend(row.inputs);
                 out.tokens.targets.extend(row.targets);
                 out.answer.extend(row.answer);
@@ -552,12 +583,15 @@ impl Task {
     }
 
     /// A row of a MAD task; `None` for the others.
-    fn mad_row(&self, rng: &mut Rng, seq_len: usize) -> Option<mad::Row> {
+    fn mad_row(&self, rng: &mut Rng, split: Split, seq_len: usize) -> Option<mad::Row> {
         let (c, vocab) = (&self.cfg, self.cfg.vocab as u32);
         Some(match self.kind {
             TaskKind::InContextRecall => mad::in_context_recall(rng, vocab, 0, 0.0, seq_len),
             TaskKind::NoisyRecall => {
                 mad::in_context_recall(rng, vocab, c.noise_vocab as u32, c.noise_fraction, seq_len)
+            }
+            TaskKind::FuzzyRecall => {
+                mad::fuzzy_recall(rng, vocab, c.motif_size, split == Split::Train, seq_len)
             }
             TaskKind::MadSelectiveCopy => mad::selective_copy(rng, vocab, c.copy_len, seq_len),
             TaskKind::Memorization => mad::memorization(rng, vocab, seq_len),
@@ -795,6 +829,28 @@ mod tests {
                 let values = (64 - noise) / 2..64 - noise;
                 let q = (0..t).find(|&q| prefix[q] == prefix[t] && values.contains(&prefix[q + 1])).unwrap();
                 prefix[q + 1]
+            }
+            // The key run before the value being read, found earlier as a whole run; its value
+            // there, as far in as the target is.
+            TaskKind::FuzzyRecall => {
+                let is_key = |x: u32| x < 31;
+                let mut v0 = t + 1; // where the value run of the target starts
+                while !is_key(prefix[v0 - 1]) {
+                    v0 -= 1;
+                }
+                let mut k0 = v0 - 1;
+                while k0 > 0 && is_key(prefix[k0 - 1]) {
+                    k0 -= 1;
+                }
+                let (key, n) = (&prefix[k0..v0], v0 - k0);
+                let s = (0..k0)
+                    .find(|&s| {
+                        prefix[s..s + n] == *key
+                            && (s == 0 || !is_key(prefix[s - 1]))
+                            && !is_key(prefix[s + n])
+                    })
+                    .unwrap();
+                prefix[s + n + (t + 1 - v0)]
             }
             TaskKind::MadSelectiveCopy => {
                 let copy = first(63);

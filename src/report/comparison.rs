@@ -348,6 +348,7 @@ fn accuracy(doc: &mut Document, r: &ComparisonResults) {
         t.row(vec![a.name.clone(), cell, ci.n.to_string()]);
     }
     doc.table(t);
+    accuracy_vs_state(doc, r);
 
     let by_length: Vec<(&ArchResult, AccuracyByLength)> =
         r.archs.iter().map(|a| (a, length_accuracy(a))).filter(|(_, m)| !m.is_empty()).collect();
@@ -400,6 +401,55 @@ fn accuracy(doc: &mut Document, r: &ComparisonResults) {
     doc.figure(
         "accuracy-length",
         "Held-out sequence accuracy at the training length and longer ones (mean over seeds).",
+        line_chart(&chart),
+    );
+}
+
+/// Zoology's figure (Arora et al. 2023, "Zoology", Fig. 2): answer-token accuracy at the
+/// training length against the decoding state each architecture carries per sequence, one line
+/// per architecture family: a sweep's points (`mamba d_state=4`, `mamba d_state=16`, … as an
+/// experiment file labels them) join the line of the name before the first space.
+fn accuracy_vs_state(doc: &mut Document, r: &ComparisonResults) {
+    let mut families: Vec<(String, Vec<(f64, f64)>)> = Vec::new();
+    for a in &r.archs {
+        let accuracy: Vec<f64> = a
+            .runs
+            .iter()
+            .filter_map(|run| run.summary.final_val_accuracy)
+            .filter(|v| v.is_finite())
+            .collect();
+        let (Some(bytes), false) = (a.state_bytes, accuracy.is_empty()) else { continue };
+        let point = (bytes as f64, 100.0 * accuracy.iter().sum::<f64>() / accuracy.len() as f64);
+        let family = a.name.split_whitespace().next().unwrap_or(&a.name).to_string();
+        match families.iter_mut().find(|(f, _)| *f == family) {
+            Some((_, points)) => points.push(point),
+            None => families.push((family, vec![point])),
+        }
+    }
+    if families.iter().map(|(_, points)| points.len()).sum::<usize>() < 2 {
+        return;
+    }
+    let series = families
+        .into_iter()
+        .map(|(name, mut points)| {
+            points.sort_by(|a, b| a.0.total_cmp(&b.0));
+            Series { name, points, band: Vec::new() }
+        })
+        .collect();
+    let chart = LineChart {
+        title: "Accuracy vs decoding state".into(),
+        x_label: "decoding state per sequence at the training length (bytes)".into(),
+        y_label: "answer-token accuracy (%)".into(),
+        x_log: true,
+        y_log: false,
+        series,
+        markers: Vec::new(),
+    };
+    doc.figure(
+        "accuracy-state",
+        "Held-out answer-token accuracy at the training length (mean over seeds) against each \
+         architecture's decoding state per sequence (f32, at the training length): the recall a \
+         given memory buys, as in Zoology's figure 2.",
         line_chart(&chart),
     );
 }

@@ -395,6 +395,12 @@ mod tests {
         assert!(md.contains(&format!("| {second} | 64 | 50.00% | — | 25.00% |")), "{md}");
         assert!(!md.contains(&format!("{second}: no (")), "no verdict without the trained length");
         assert!(written.iter().any(|p| p.ends_with("plots/accuracy-length.svg")));
+        // Zoology's figure: accuracy against decoding state, one line per family.
+        let state = fs::read_to_string(dir.join("plots/accuracy-state.svg")).unwrap();
+        let xml = roxmltree::Document::parse(&state).unwrap();
+        let dots = xml.descendants().filter(|n| n.tag_name().name() == "circle").count();
+        assert_eq!(dots, 2, "one point per architecture with an accuracy");
+        assert!(md.contains("plots/accuracy-state.svg"), "{md}");
         assert!(!written.iter().any(|p| p.to_string_lossy().contains("bench-")));
         fs::remove_dir_all(dir).unwrap();
     }

@@ -301,6 +301,8 @@ fn cases() -> Vec<Case> {
         ("empty JSONL corpus", "data.source=\"empty.jsonl\"", "empty.jsonl"),
         ("JSONL without a text field", "data.source=\"nofield.jsonl\"", "nofield.jsonl"),
         ("unknown task", "data.source=\"task:telepathy\"", "telepathy"),
+        ("MAD selective copying in too short a row", "data.source=\"task:mad-selective-copy\"", "≥ 33"),
+        ("noise in every pair slot", "data.task.noise_fraction=1.0", "data.task.noise_fraction"),
         ("unknown tokenizer file", "data.tokenizer=\"no-such-tokenizer.json\"", "no-such-tokenizer.json"),
         ("garbage tokenizer file", "data.tokenizer=\"garbage.json\"", "garbage.json"),
         ("BPE vocabulary too small", "data.tokenizer=\"bpe:10\"", "between 257"),
@@ -327,6 +329,8 @@ fn cases() -> Vec<Case> {
             "zero window for local attention" => extra.extend(["--set", "model.pattern=\"LL\""]),
             "MoE with more picks than experts" => extra.extend(["--set", "model.ffn=\"moe\""]),
             "Mamba-2 head size that does not divide" => extra.extend(["--set", "model.pattern=\"SS\""]),
+            "MAD selective copying in too short a row" => extra.extend(["--set", "train.seq_len=20"]),
+            "noise in every pair slot" => extra.extend(["--set", "data.source=\"task:noisy-recall\""]),
             _ => {}
         }
         c.push(Case { args: train_with(extra), ..case(name, &[], says) });

@@ -124,13 +124,14 @@ fn state_tracking_runs_record_chance_and_eval_scores_them() {
 }
 
 /// The MAD tasks train through the ordinary loop and record their chance levels: 1/8 values
-/// (vocabulary 16, and 32 of which 16 noise), 1/14 data tokens, 1/31 values at vocabulary 64,
+/// (vocabulary 16, 32 of which 16 noise, and 16 of which one padding), 1/14 data tokens, 1/31 values at vocabulary 64,
 /// with a finite training set cycled.
 #[test]
 fn mad_tasks_train_and_record_chance() {
     for (task, sets, chance) in [
         ("task:in-context-recall", vec!["data.task.vocab=16", "train.seq_len=31"], 1.0 / 8.0),
         ("task:noisy-recall", vec!["data.task.vocab=32", "train.seq_len=31"], 1.0 / 8.0),
+        ("task:fuzzy-recall", vec!["data.task.vocab=16", "train.seq_len=32"], 1.0 / 8.0),
         ("task:mad-selective-copy", vec!["data.task.vocab=16", "train.seq_len=40"], 1.0 / 14.0),
         ("task:memorization", vec!["data.task.vocab=64", "train.seq_len=32"], 1.0 / 31.0),
     ] {
