@@ -333,13 +333,7 @@ fn accuracy(doc: &mut Document, r: &ComparisonResults) {
     );
     let mut t = Table::new(["Architecture", "Answer-token accuracy ± 95% CI", "Seeds"]).numeric(1..=2);
     for a in &r.archs {
-        let acc: Vec<f64> = a
-            .runs
-            .iter()
-            .filter_map(|run| run.summary.final_val_accuracy)
-            .filter(|v| v.is_finite())
-            .collect();
-        let ci = mean_ci(&acc);
+        let ci = mean_ci(&final_accuracies(a));
         let cell = match (ci.n, ci.half_width) {
             (0, _) => "n/a (not recorded)".to_string(),
             (_, Some(hw)) => format!("{:.2}% ± {:.2}%", 100.0 * ci.mean, 100.0 * hw),
@@ -405,6 +399,11 @@ fn accuracy(doc: &mut Document, r: &ComparisonResults) {
     );
 }
 
+/// Each seed's held-out answer-token accuracy at the training length (the finite ones).
+fn final_accuracies(a: &ArchResult) -> Vec<f64> {
+    a.runs.iter().filter_map(|run| run.summary.final_val_accuracy).filter(|v| v.is_finite()).collect()
+}
+
 /// Zoology's figure (Arora et al. 2023, "Zoology", Fig. 2): answer-token accuracy at the
 /// training length against the decoding state each architecture carries per sequence, one line
 /// per architecture family: a sweep's points (`mamba d_state=4`, `mamba d_state=16`, … as an
@@ -412,14 +411,9 @@ fn accuracy(doc: &mut Document, r: &ComparisonResults) {
 fn accuracy_vs_state(doc: &mut Document, r: &ComparisonResults) {
     let mut families: Vec<(String, Vec<(f64, f64)>)> = Vec::new();
     for a in &r.archs {
-        let accuracy: Vec<f64> = a
-            .runs
-            .iter()
-            .filter_map(|run| run.summary.final_val_accuracy)
-            .filter(|v| v.is_finite())
-            .collect();
-        let (Some(bytes), false) = (a.state_bytes, accuracy.is_empty()) else { continue };
-        let point = (bytes as f64, 100.0 * accuracy.iter().sum::<f64>() / accuracy.len() as f64);
+        let accuracy = mean_ci(&final_accuracies(a));
+        let (Some(bytes), false) = (a.state_bytes, accuracy.n == 0) else { continue };
+        let point = (bytes as f64, 100.0 * accuracy.mean);
         let family = a.name.split_whitespace().next().unwrap_or(&a.name).to_string();
         match families.iter_mut().find(|(f, _)| *f == family) {
             Some((_, points)) => points.push(point),

@@ -266,18 +266,17 @@ impl<B: Backend> Engine<'_, B> {
                 }
             }
         }
-        // Ended sequences hand their completions to their jobs.
-        let mut rows: Vec<Option<Sequence>> =
-            std::mem::take(&mut self.decoding).into_iter().map(Some).collect();
-        for (r, row) in rows.iter_mut().enumerate() {
-            if !keep.contains(&r) {
-                let s = row.take().expect("row");
-                if let Some(p) = self.pending.get_mut(&s.job) {
-                    p.done[s.prompt] = Some(s.completion);
-                }
+        // Ended sequences hand their completions to their jobs (`keep` is in row order).
+        let mut kept = keep.iter().peekable();
+        let mut going_on = Vec::with_capacity(keep.len());
+        for (r, s) in std::mem::take(&mut self.decoding).into_iter().enumerate() {
+            if kept.next_if_eq(&&r).is_some() {
+                going_on.push(s);
+            } else if let Some(p) = self.pending.get_mut(&s.job) {
+                p.done[s.prompt] = Some(s.completion);
             }
         }
-        self.decoding = rows.into_iter().flatten().collect();
+        self.decoding = going_on;
         self.state = match self.state.take() {
             Some(state) if !keep.is_empty() => {
                 Some(if keep.len() < state.rows() { state.select(&keep) } else { state })
