@@ -369,14 +369,14 @@ fn shared_settings(
 fn print_plan(spec: &CompareSpec, archs: &[PlannedArch], budget: f64, dir: &Path, resolved: Resolved) {
     let t = &archs[0].cfg.train;
     eprintln!(
-        "archlab compare: {} architectures × {} seeds, {} steps of {} tokens each, on {}; sized to {} {} params",
+        "archlab compare: {} architectures × {} seeds, {} steps of {} tokens each, on {}; sized to {} {}",
         archs.len(),
         spec.seeds,
         t.max_steps,
         t.batch_size * t.grad_accum * t.seq_len,
         resolved.name(),
         human(budget),
-        spec.match_by
+        MatchBy::parse(&spec.match_by).map_or("", MatchBy::unit)
     );
     for a in archs {
         eprintln!(

@@ -62,6 +62,16 @@ impl MatchBy {
         }
     }
 
+    /// What the budget counts, for sentences such as "sized to 550k parameters".
+    pub fn unit(self) -> &'static str {
+        match self {
+            MatchBy::Params => "parameters",
+            MatchBy::Active => "active parameters",
+            MatchBy::Flops => "training FLOPs per token",
+            MatchBy::State => "bytes of decoding state per sequence",
+        }
+    }
+
     /// The matched quantity of a model.
     pub fn measure(self, m: &ModelConfig, seq_len: usize) -> f64 {
         match self {

@@ -1,16 +1,18 @@
 //! Fused kernels, each beside the plain-ops twin it is tested against (llm.c's discipline).
 //!
 //! The model is written against [`Backend`]: burn's backend trait plus the fused operations
-//! archlab knows. Each operation's default body is its plain-ops twin, so the CPU backends
-//! implement the trait with no code. The CubeCL backends (CUDA, wgpu) override it with a
-//! kernel (`cube.rs`; each `*_kernel.rs` holds its kernels and, below them, their launchers),
+//! archlab knows. Each operation's default body is its plain-ops twin, so a backend implements
+//! the trait with no code (NdArray, the f64 oracle of the tests). The CPU backend (Flex)
+//! overrides an operation with a host loop where one beats the chain of tensor ops (`cpu.rs`;
+//! each `*_cpu.rs` holds one operation's loops). The CubeCL backends (CUDA, wgpu) override it
+//! with a kernel (`cube.rs`; each `*_kernel.rs` holds its kernels and, below them, their launchers),
 //! burn's fusion backend forwards it to the backend it wraps as one custom operation
 //! (`fusion.rs`), and `Autodiff<B>` wraps the kernel in a custom backward node when `B` has
 //! one (`autodiff.rs`), and otherwise differentiates the twin.
 //!
 //! | operation | kernel | twin (the test oracle) |
 //! |---|---|---|
-//! | Mamba-1 selective scan, forward + backward | `scan_kernel.rs` | [`selective_scan::reference`] |
+//! | Mamba-1 selective scan, forward + backward | `scan_kernel.rs`; on the CPU `scan_cpu.rs` | [`selective_scan::reference`] |
 //! | causal / sliding-window GQA attention, forward + backward (FlashAttention-2) | `attention_kernel.rs` | [`attention::causal_attention`] |
 //! | cross-entropy over the vocabulary, forward + backward, no fp32 logits | `cross_entropy_kernel.rs` | [`cross_entropy::token_nll`] |
 //! | RMSNorm, forward + backward | `rms_norm_kernel.rs` | [`norm::rms_norm`] |
@@ -40,6 +42,7 @@ mod autodiff;
 pub mod conv;
 #[cfg(feature = "cube-kernels")]
 pub mod conv_kernel;
+mod cpu;
 pub mod cross_entropy;
 #[cfg(feature = "cube-kernels")]
 pub mod cross_entropy_kernel;
@@ -61,6 +64,7 @@ pub mod norm;
 mod reduce;
 #[cfg(feature = "cube-kernels")]
 pub mod rms_norm_kernel;
+pub mod scan_cpu;
 #[cfg(feature = "cube-kernels")]
 pub mod scan_kernel;
 pub mod selective_scan;
@@ -381,8 +385,6 @@ pub trait Backend: burn::tensor::backend::Backend {
 pub trait AutodiffBackend: Backend + burn::tensor::backend::AutodiffBackend<InnerBackend: Backend> {}
 
 impl<B> AutodiffBackend for B where B: Backend + burn::tensor::backend::AutodiffBackend<InnerBackend: Backend> {}
-
-impl Backend for burn::backend::Flex {}
 
 impl Backend for burn::backend::NdArray<f32> {}
 

@@ -2,7 +2,8 @@
 //! inputs of awkward sizes (lengths that are not a whole number of checkpoint chunks, channel
 //! counts that leave a cube part-empty, state sizes from 1 to 64).
 //!
-//! The kernels run on every CubeCL device this machine has: CUDA when a GPU is usable, and
+//! The kernels run on the CPU backend where it has a host loop, and on every CubeCL device
+//! this machine has: CUDA when a GPU is usable, and
 //! wgpu when a Vulkan driver is present (CI installs Mesa's software driver, lavapipe, so the
 //! kernel logic is checked on every submission without a GPU). The oracle is the step-by-step
 //! recurrence in f64 on the CPU. A test with no device to run on says so and passes.
@@ -145,10 +146,31 @@ fn selective_scan_kernel_on_cuda_matches_the_recurrence() {
     check_selective_scan::<B>(&Default::default(), "cuda");
 }
 
-/// The CPU backends have no kernel: their scan is the plain-ops twin, also through autodiff.
+/// The CPU backend's scan is a host loop (`scan_cpu.rs`), held to the kernels' standard.
 #[test]
-fn cpu_backends_use_the_plain_ops_twin() {
-    assert!(!<CpuAd as Backend>::FUSED_SCAN && !<Cpu64Ad as Backend>::FUSED_SCAN);
+fn selective_scan_on_the_cpu_matches_the_recurrence() {
+    check_selective_scan::<CpuAd>(&Default::default(), "cpu");
+}
+
+/// The host loop's sums over channels and batch rows run in a fixed order, so the thread
+/// count does not change a bit of the values or the gradients.
+#[test]
+fn selective_scan_on_the_cpu_is_the_same_for_any_thread_count() {
+    let problem = Problem::new(3, 70, 100, 16, 11);
+    let run = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        pool.install(|| problem.run::<CpuAd>(&Default::default(), |s| kernels::selective_scan(s, 0)))
+    };
+    let one = run(1);
+    for threads in [2, 3] {
+        assert!(one == run(threads), "{threads} threads gave other bits than one thread");
+    }
+}
+
+/// The f64 oracle backend has no kernel: its scan is the plain-ops twin, also through autodiff.
+#[test]
+fn the_plain_ops_twin_matches_the_recurrence() {
+    assert!(!<Cpu64Ad as Backend>::FUSED_SCAN);
     let problem = Problem::new(2, 37, 6, 4, 7);
     let twin = problem.run::<Cpu64Ad>(&Default::default(), |s| kernels::selective_scan(s, 5));
     let reference = problem.run::<Cpu64Ad>(&Default::default(), |s| selective_scan::reference(s, None).0);
