@@ -115,9 +115,7 @@ pub fn forward(s: Operands, dims: Dims, save: bool) -> (Vec<f32>, Vec<f32>) {
     for (unit, (unit_y, unit_saved)) in units.iter().enumerate() {
         let (row, block) = (unit / dims.blocks(), unit % dims.blocks());
         let (d0, width) = dims.block(block);
-        for step in 0..t {
-            y[(row * t + step) * d + d0..][..width].copy_from_slice(&unit_y[step * width..][..width]);
-        }
+        place_columns(&mut y, unit_y, dims, row, block);
         if save {
             for c in 0..nc {
                 checkpoints[((row * nc + c) * d + d0) * n..][..width * n]
@@ -236,16 +234,21 @@ pub fn backward(s: Operands, dims: Dims, checkpoints: &[f32], dy: &[f32]) -> Gra
     for (unit, u) in units.iter().enumerate() {
         let (row, block) = (unit / blocks, unit % blocks);
         let (d0, width) = dims.block(block);
-        for step in 0..t {
-            let at = (row * t + step) * d + d0;
-            grads.x[at..][..width].copy_from_slice(&u.dx[step * width..][..width]);
-            grads.delta[at..][..width].copy_from_slice(&u.ddelta[step * width..][..width]);
-        }
+        place_columns(&mut grads.x, &u.dx, dims, row, block);
+        place_columns(&mut grads.delta, &u.ddelta, dims, row, block);
         add(&mut grads.a[d0 * n..][..width * n], &u.da);
         add(&mut grads.b[row * t * n..][..t * n], &u.db);
         add(&mut grads.c[row * t * n..][..t * n], &u.dc);
     }
     grads
+}
+
+/// Writes a unit's `[t, width]` buffer into its columns of a `[b, t, d]` tensor.
+fn place_columns(into: &mut [f32], unit: &[f32], dims: Dims, row: usize, block: usize) {
+    let (d0, width) = dims.block(block);
+    for (step, values) in unit.chunks_exact(width).enumerate() {
+        into[(row * dims.t + step) * dims.d + d0..][..width].copy_from_slice(values);
+    }
 }
 
 fn add(into: &mut [f32], from: &[f32]) {
