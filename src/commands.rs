@@ -78,7 +78,7 @@ fn report_cmd(a: ReportArgs) -> Result<()> {
 
 fn describe_cmd(a: DescribeArgs) -> Result<()> {
     if a.list {
-        print!("{}", archlab::config::registry::table());
+        print!("{}", archlab::model::registry::table());
         return Ok(());
     }
     let extra: Vec<String> = a.pattern.iter().map(|p| format!("model.pattern={p:?}")).collect();

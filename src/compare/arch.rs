@@ -26,7 +26,7 @@
 use anyhow::{Result, bail};
 
 use crate::config::RunConfig;
-use crate::config::pattern::Pattern;
+use crate::model::pattern::Pattern;
 
 /// What `archlab compare` runs with no architectures given: a dense Transformer, Mamba, MoE
 /// and the seeds' sandwich hybrid. Mamba-2 stands in for Mamba-1 in the default because the

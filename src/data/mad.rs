@@ -34,7 +34,6 @@
 //! every position by an MLP): a causal language model that sees the tokens it must reproduce
 //! would only copy them, so the task cannot be posed faithfully here.
 
-use super::tasks::distinct;
 use crate::rng::Rng;
 
 /// One row in MAD's format: `T` inputs, `T` targets, and which targets are scored at test.
@@ -100,7 +99,7 @@ pub fn fuzzy_recall(rng: &mut Rng, vocab: u32, motif: usize, training: bool, seq
     let (keys, values) = halves(vocab - 1);
     let key_len = |rng: &mut Rng| if training { 1 + rng.below(motif) } else { motif };
     let motif_of = |rng: &mut Rng, range: &std::ops::Range<u32>, len: usize| -> Vec<u32> {
-        distinct(rng, range.len(), len).into_iter().map(|i| range.start + i as u32).collect()
+        rng.distinct(range.len(), len).into_iter().map(|i| range.start + i as u32).collect()
     };
     let probe_key = {
         let n = key_len(rng);
@@ -170,7 +169,7 @@ pub fn selective_copy(rng: &mut Rng, vocab: u32, copy_len: usize, seq_len: usize
     let blanks = seq_len - 2 * copy_len - 1;
     // MAD inserts each blank before a uniformly drawn data position (NumPy `insert`); where the
     // data sit among the first `copy_len + blanks` slots is the same as choosing their slots.
-    let mut at = distinct(rng, copy_len + blanks, copy_len);
+    let mut at = rng.distinct(copy_len + blanks, copy_len);
     at.sort_unstable();
     let mut inputs = vec![blank; seq_len];
     for (&pos, &t) in at.iter().zip(&data) {

@@ -19,13 +19,13 @@
 //! it after every prefix, so one row of length L trains every length up to L. The sequence
 //! accuracy (every position right) is their last-position accuracy, and stricter.
 //!
-//! Inputs and states share the element ids: element `e` is token `FIRST_DATA + e`, the identity
+//! Inputs and states share the element ids: element `e` is token `first + e` (the task's first
+//! data id, after its special tokens), the identity
 //! is element 0, and permutations are numbered in lexicographic order (of all 120 for S5, of
 //! the even ones for A5).
 
 use std::sync::OnceLock;
 
-use super::tasks::FIRST_DATA;
 use crate::rng::Rng;
 
 /// A finite group with elements `0..order`, 0 the identity.
@@ -115,8 +115,9 @@ pub fn is_even(p: &[u8; 5]) -> bool {
     inversions % 2 == 0
 }
 
-/// One row of `len` positions: the word's tokens and, at each position, the state's token.
-pub fn word_problem(rng: &mut Rng, group: Group, len: usize) -> (Vec<u32>, Vec<u32>) {
+/// One row of `len` positions: the word's tokens and, at each position, the state's token;
+/// element `e` is token `first + e`.
+pub fn word_problem(rng: &mut Rng, group: Group, len: usize, first: u32) -> (Vec<u32>, Vec<u32>) {
     let n = group.order();
     let mut state = 0; // the identity: s₁ = x₁
     let mut inputs = Vec::with_capacity(len);
@@ -124,8 +125,8 @@ pub fn word_problem(rng: &mut Rng, group: Group, len: usize) -> (Vec<u32>, Vec<u
     for _ in 0..len {
         let x = rng.below(n);
         state = group.product(state, x);
-        inputs.push(FIRST_DATA + x as u32);
-        states.push(FIRST_DATA + state as u32);
+        inputs.push(first + x as u32);
+        states.push(first + state as u32);
     }
     (inputs, states)
 }
@@ -133,6 +134,7 @@ pub fn word_problem(rng: &mut Rng, group: Group, len: usize) -> (Vec<u32>, Vec<u
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::data::tasks::FIRST_DATA;
 
     #[test]
     fn s5_and_a5_are_the_groups_they_claim() {
@@ -162,7 +164,7 @@ mod tests {
         for (group, elements) in
             [(Group::Permutations(s5()), &s5().elements), (Group::Permutations(a5()), &a5().elements)]
         {
-            let (inputs, states) = word_problem(&mut Rng::new(3), group, 50);
+            let (inputs, states) = word_problem(&mut Rng::new(3), group, 50, FIRST_DATA);
             let mut balls = [0u8, 1, 2, 3, 4]; // balls[j]: where ball j is now
             for (x, s) in inputs.iter().zip(&states) {
                 let p = elements[(x - FIRST_DATA) as usize];
@@ -170,19 +172,19 @@ mod tests {
                 assert_eq!(elements[(s - FIRST_DATA) as usize], balls);
             }
         }
-        let (inputs, states) = word_problem(&mut Rng::new(4), Group::Cyclic(2), 200);
+        let (inputs, states) = word_problem(&mut Rng::new(4), Group::Cyclic(2), 200, FIRST_DATA);
         let mut parity = 0;
         for (x, s) in inputs.iter().zip(&states) {
             parity ^= x - FIRST_DATA;
             assert_eq!(*s, FIRST_DATA + parity);
         }
-        let (inputs, states) = word_problem(&mut Rng::new(5), Group::Cyclic(7), 200);
+        let (inputs, states) = word_problem(&mut Rng::new(5), Group::Cyclic(7), 200, FIRST_DATA);
         for i in 0..200 {
             let sum: u32 = inputs[..=i].iter().map(|x| x - FIRST_DATA).sum();
             assert_eq!(states[i], FIRST_DATA + sum % 7);
         }
         // Uniform inputs use every element.
-        let (inputs, _) = word_problem(&mut Rng::new(6), Group::Permutations(s5()), 5000);
+        let (inputs, _) = word_problem(&mut Rng::new(6), Group::Permutations(s5()), 5000, FIRST_DATA);
         let mut seen = inputs.clone();
         seen.sort_unstable();
         seen.dedup();

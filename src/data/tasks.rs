@@ -562,7 +562,7 @@ impl Task {
             let label = format!("task/{}/{}/len{seq_len}/row{n}", self.name(), split.name());
             let rng = &mut Rng::fork(seed, &label);
             if let Some(group) = self.group() {
-                let (inputs, states) = state_tracking::word_problem(rng, group, seq_len);
+                let (inputs, states) = state_tracking::word_problem(rng, group, seq_len, FIRST_DATA);
                 out.tokens.inputs.extend(inputs);
                 out.tokens.targets.extend(states);
                 out.answer.extend(std::iter::repeat_n(true, seq_len));
@@ -634,20 +634,9 @@ pub fn mqar_ranges(vocab: u32) -> (std::ops::Range<u32>, std::ops::Range<u32>) {
     (FIRST_DATA..mid, mid..vocab)
 }
 
-/// `k` distinct integers of `0..n` in random order (a partial Fisher-Yates shuffle).
-pub(crate) fn distinct(rng: &mut Rng, n: usize, k: usize) -> Vec<usize> {
-    let mut pool: Vec<usize> = (0..n).collect();
-    for i in 0..k {
-        let j = i + rng.below(n - i);
-        pool.swap(i, j);
-    }
-    pool.truncate(k);
-    pool
-}
-
 /// `k` distinct ids of `range`, in random order.
 fn distinct_ids(rng: &mut Rng, range: std::ops::Range<u32>, k: usize) -> Vec<u32> {
-    distinct(rng, range.len(), k).into_iter().map(|i| range.start + i as u32).collect()
+    rng.distinct(range.len(), k).into_iter().map(|i| range.start + i as u32).collect()
 }
 
 /// `k` ids of `range`, drawn independently.
@@ -668,7 +657,7 @@ fn mqar(rng: &mut Rng, vocab: u32, pairs: usize, len: usize) -> Stream {
     }
     // Queries sit at even offsets of the remainder, as in Zoology, so two never overlap.
     let context = 2 * pairs;
-    let slots = distinct(rng, (len - context) / 2, pairs);
+    let slots = rng.distinct((len - context) / 2, pairs);
     for ((&k, &v), slot) in keys.iter().zip(&values).zip(slots) {
         let at = context + 2 * slot;
         s.tokens[at] = k;
@@ -694,7 +683,7 @@ fn copy(rng: &mut Rng, vocab: u32, copy_len: usize, len: usize) -> Stream {
 fn selective_copy(rng: &mut Rng, vocab: u32, copy_len: usize, len: usize) -> Stream {
     let data = ids(rng, FIRST_DATA..vocab, copy_len);
     let sep = len - 1 - copy_len;
-    let mut at = distinct(rng, sep, copy_len);
+    let mut at = rng.distinct(sep, copy_len);
     at.sort_unstable(); // the order of the data is the order of the positions
     let mut s = Stream::blank(len);
     for (&pos, &t) in at.iter().zip(&data) {

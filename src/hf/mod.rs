@@ -552,7 +552,7 @@ pub fn load_model<B: Backend>(dir: &Path, cfg: &ModelConfig, device: &B::Device)
                 layer.norm.weight = w.norm(&format!("{p}.input_layernorm.weight"), cfg.d_model)?;
                 w.gated_deltanet(g, &format!("{p}.linear_attn"), cfg)?;
             }
-            // A layer kind no Hugging Face architecture maps onto (`config::registry`).
+            // A layer kind no Hugging Face architecture maps onto (`model::registry`).
             other => bail!("{} layers are not imported from Hugging Face checkpoints", other.kind().name()),
         }
         if let Some(ffn) = &mut layer.ffn {

@@ -35,6 +35,7 @@
 //! values and gradients, on every CubeCL device it finds: CUDA when a GPU is present, and
 //! wgpu on any Vulkan driver (on CI, Mesa's software driver lavapipe).
 
+pub mod activation;
 pub mod attention;
 #[cfg(feature = "cube-kernels")]
 pub mod attention_kernel;

@@ -4,7 +4,7 @@
 use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
 
-use crate::model::activation::silu;
+use super::activation::silu;
 
 /// RMSNorm of plain tensor ops over the last axis: `x / √(mean(x²) + eps) · weight`; the twin
 /// of the fused kernel (`kernels/rms_norm_kernel.rs`).

@@ -29,8 +29,10 @@ use burn::tensor::{Tensor, TensorData};
 use super::activation::sigmoid;
 use super::layers::{Linear, float_tensor, param};
 use super::mixer::{LayerParams, MixerSpec, SequenceMixer, row_indices, select_rows, tensor_bytes};
-use crate::config::MixerKind;
-use crate::config::ModelConfig;
+use super::registry::MixerKind;
+use crate::util::checks::{largest_divisor_at_most, must_be_positive};
+use super::config::{ModelConfig, Positions};
+use anyhow::bail;
 use crate::kernels::attention::{band_mask, repeat_kv};
 use crate::rng::Rng;
 
@@ -136,7 +138,7 @@ impl<B: Backend> Attention<B> {
             k_proj: Linear::new(d, kv * hd, cfg.bias, std, rng, device),
             v_proj: Linear::new(d, kv * hd, cfg.bias, std, rng, device),
             o_proj: Linear::new(cfg.n_heads * hd, d, cfg.bias, resid_std, rng, device),
-            rope: (cfg.positions == crate::config::Positions::Rope)
+            rope: (cfg.positions == super::config::Positions::Rope)
                 .then(|| Rope::new(cfg.rotary_dim(), cfg.max_seq_len, cfg.rope_theta, device)),
             q_norm: cfg.qk_norm.then(|| param([hd], device, || 1.0)),
             k_norm: cfg.qk_norm.then(|| param([hd], device, || 1.0)),
@@ -389,6 +391,41 @@ impl<B: Backend> SequenceMixer<B> for Attention<B> {
 pub struct Spec;
 
 impl MixerSpec for Spec {
+    /// Heads that divide the width and the key/value heads, a RoPE width that is even, and a
+    /// window for local attention.
+    fn validate(cfg: &ModelConfig, kind: MixerKind) -> anyhow::Result<()> {
+        if kind == MixerKind::Local {
+            must_be_positive(&[("model.window", cfg.window)])?;
+        }
+        let m = cfg;
+        must_be_positive(&[("model.n_heads", m.n_heads), ("model.max_seq_len", m.max_seq_len)])?;
+        if m.head_dim == 0 && !m.d_model.is_multiple_of(m.n_heads) {
+            bail!(
+                "model.d_model ({}) must be divisible by model.n_heads ({}); try n_heads = {}, or set \
+                 model.head_dim",
+                m.d_model,
+                m.n_heads,
+                largest_divisor_at_most(m.d_model, m.n_heads)
+            );
+        }
+        let kv = m.kv_heads();
+        if !m.n_heads.is_multiple_of(kv) {
+            bail!("model.n_heads ({}) must be a multiple of model.n_kv_heads ({kv})", m.n_heads);
+        }
+        let f = m.partial_rotary_factor;
+        if !(f > 0.0 && f <= 1.0) {
+            bail!("model.partial_rotary_factor must be in (0, 1] (got {f}); 1 rotates every channel");
+        }
+        let (hd, rotary) = (m.head_dim(), m.rotary_dim());
+        if m.positions == Positions::Rope && (rotary == 0 || !rotary.is_multiple_of(2)) {
+            bail!(
+                "RoPE needs an even number of rotated channels; head_dim {hd} × model.partial_rotary_factor \
+                 {f} = {rotary}; choose a factor (or n_heads) that makes it even and at least 2"
+            );
+        }
+        Ok(())
+    }
+
     /// Parameters of one attention layer (global or local alike): q (and its output gate), k, v
     /// and o, their biases, and the qk-norm gains.
     fn params(cfg: &ModelConfig, _kind: MixerKind) -> LayerParams {

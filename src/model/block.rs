@@ -6,7 +6,7 @@
 //! ```
 //!
 //! (mamba_ssm's `Block(mixer_cls, mlp_cls)`, zoology's sequence/state mixers.) The block knows
-//! nothing about what its mixers do, nor which there are: the sequence mixers and their
+//! nothing about what its mixers do, nor which there are: both kinds of mixer and their
 //! dispatch come from the table in `mixer.rs`.
 //!
 //! Between sublayers the stream travels as a [`Residual`]: the sum so far and the last
@@ -19,29 +19,12 @@ use burn::module::Module;
 use burn::nn::{Dropout, DropoutConfig};
 use burn::tensor::Tensor;
 
-use super::layers::{Linear, Norm};
-use super::mixer::LayerParams;
-pub use super::mixer::{LayerState, SeqMixer};
-use super::mlp::{self, Mlp};
-use super::moe::{self, Moe, MoeAux};
-use crate::config::{FfnKind, ModelConfig};
+use super::config::ModelConfig;
+use super::layers::Norm;
+pub use super::mixer::{ChannelMixer, LayerState, SeqMixer};
+use super::moe::MoeAux;
+use super::registry::FfnKind;
 use crate::rng::Rng;
-
-/// Mixes information across channels, token by token. Contract: `[b, t, d] → [b, t, d]`.
-#[derive(Module, Debug)]
-pub enum ChannelMixer<B: Backend> {
-    Mlp(Mlp<B>),
-    Moe(Moe<B>),
-}
-
-/// The parameters of a layer's channel mixer, from the config alone.
-pub fn channel_mixer_params(cfg: &ModelConfig, kind: FfnKind) -> LayerParams {
-    match kind {
-        FfnKind::Mlp => mlp::params(cfg, cfg.d_ff),
-        FfnKind::Moe => moe::params(cfg),
-        FfnKind::None => LayerParams::default(),
-    }
-}
 
 /// The residual stream between sublayers: `sum`, the embeddings plus every branch output
 /// added so far, and `pending`, the newest branch output, not yet added. The stream's value is
@@ -98,42 +81,6 @@ pub struct Block<B: Backend> {
     pub mixer: SeqMixer<B>,
     pub ffn: Option<FfnSublayer<B>>,
     pub dropout: Dropout,
-}
-
-impl<B: Backend> ChannelMixer<B> {
-    /// The channel mixer `kind` (none for [`FfnKind::None`]); `resid_std` initialises the
-    /// projection into the residual stream.
-    pub fn new(
-        cfg: &ModelConfig,
-        kind: FfnKind,
-        resid_std: f64,
-        rng: &mut Rng,
-        device: &B::Device,
-    ) -> Option<Self> {
-        match kind {
-            FfnKind::Mlp => Some(ChannelMixer::Mlp(Mlp::new(cfg, cfg.d_ff, resid_std, rng, device))),
-            FfnKind::Moe => Some(ChannelMixer::Moe(Moe::new(cfg, resid_std, rng, device))),
-            FfnKind::None => None,
-        }
-    }
-
-    /// The output, and for an MoE its auxiliary loss and routing counts.
-    pub fn forward(&self, x: Tensor<B, 3>) -> (Tensor<B, 3>, Option<MoeAux<B>>) {
-        match self {
-            ChannelMixer::Mlp(m) => (m.forward(x), None),
-            ChannelMixer::Moe(m) => {
-                let out = m.forward(x);
-                (out.y, Some(out.aux))
-            }
-        }
-    }
-
-    pub fn linears_mut(&mut self) -> Vec<&mut Linear<B>> {
-        match self {
-            ChannelMixer::Mlp(m) => m.linears_mut(),
-            ChannelMixer::Moe(m) => m.linears_mut(),
-        }
-    }
 }
 
 impl<B: Backend> Block<B> {

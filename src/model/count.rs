@@ -3,9 +3,10 @@
 
 use serde::Serialize;
 
-use super::block;
+use super::config::{LayerKind, ModelConfig, NormKind, Positions};
 use super::mixer::{self, LayerParams};
-use crate::config::{FfnKind, LayerKind, MixerKind, ModelConfig, NormKind, Positions};
+use super::registry::FfnKind;
+use super::registry::MixerKind;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub struct ParamCounts {
@@ -91,7 +92,7 @@ impl ModelConfig {
     fn layer_params(&self, kind: LayerKind) -> LayerParams {
         let norms = self.norm_params() * (1 + usize::from(kind.ffn != FfnKind::None));
         mixer::params(self, kind.mixer)
-            .add(block::channel_mixer_params(self, kind.ffn))
+            .add(mixer::channel_params(self, kind.ffn))
             .add(LayerParams { other: norms, ..Default::default() })
     }
 

@@ -27,8 +27,11 @@ use super::delta_rule::{self, DeltaInputs};
 use super::layers::{Linear, param};
 use super::mamba::{dt_bias_init, torch_default_linear};
 use super::mixer::{LayerParams, MixerSpec, SequenceMixer, cat_rows, select_rows, tensor_bytes};
-use crate::config::MixerKind;
-use crate::config::{GatedDeltaNetConfig, ModelConfig};
+use super::registry::MixerKind;
+use super::config::ModelConfig;
+use crate::util::checks::{check_conv_width, check_dt_range, must_be_positive};
+use anyhow::bail;
+use serde::{Deserialize, Serialize};
 use crate::rng::Rng;
 
 #[derive(Module, Debug)]
@@ -64,6 +67,58 @@ pub struct DeltaNetState<B: Backend> {
 impl<B: Backend> DeltaNetState<B> {
     pub fn empty() -> Self {
         Self { conv: None, memory: None }
+    }
+}
+
+/// Gated DeltaNet and DeltaNet layers (see `model::gated_deltanet`). Defaults follow fla's
+/// `GatedDeltaNet` layer: key width ≈ 0.75 · d_model, value heads twice as wide as key heads.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GatedDeltaNetConfig {
+    /// dk, the width of each query and key head.
+    pub head_dim: usize,
+    /// Query/key heads; 0 means `round(0.75 · d_model / head_dim)`, at least 1.
+    pub n_heads: usize,
+    /// Value heads, a multiple of `n_heads` (Qwen3-Next uses twice as many); 0 means `n_heads`.
+    pub n_v_heads: usize,
+    /// dv, the width of each value head; 0 means `2 · head_dim` (fla's `expand_v = 2`).
+    pub v_head_dim: usize,
+    /// Width of the causal depthwise convolution over q, k and v.
+    pub d_conv: usize,
+    pub conv_bias: bool,
+    /// Tokens per chunk of the chunked (WY) form.
+    pub chunk_size: usize,
+    /// β = 2σ(·) ∈ (0, 2) instead of σ(·), so that the transition `I − β k kᵀ` can have
+    /// negative eigenvalues (Grazzi et al. 2024; fla's `allow_neg_eigval`): what parity-like
+    /// state tracking needs.
+    pub allow_neg_eigval: bool,
+    /// The decay's step size softplus(a + dt_bias) starts log-uniform in `[dt_min, dt_max]`.
+    pub dt_min: f64,
+    pub dt_max: f64,
+    pub dt_init_floor: f64,
+    /// `exp(A_log)` is drawn uniformly in `[a_init_min, a_init_max]` per value head (fla:
+    /// U(0, 16)), floored at 1e-4.
+    pub a_init_min: f64,
+    pub a_init_max: f64,
+}
+
+impl Default for GatedDeltaNetConfig {
+    fn default() -> Self {
+        Self {
+            head_dim: 64,
+            n_heads: 0,
+            n_v_heads: 0,
+            v_head_dim: 0,
+            d_conv: 4,
+            conv_bias: false,
+            chunk_size: 64,
+            allow_neg_eigval: false,
+            dt_min: 0.001,
+            dt_max: 0.1,
+            dt_init_floor: 1e-4,
+            a_init_min: 0.0,
+            a_init_max: 16.0,
+        }
     }
 }
 
@@ -275,8 +330,40 @@ impl<B: Backend> SequenceMixer<B> for GatedDeltaNet<B> {
 pub struct Spec;
 
 impl MixerSpec for Spec {
+    /// Both layer kinds (Gated DeltaNet and DeltaNet) read `model.gdn`.
+    fn validate(cfg: &ModelConfig, _kind: MixerKind) -> anyhow::Result<()> {
+        let c = &cfg.gdn;
+        check_conv_width("model.gdn.d_conv", c.d_conv)?;
+        must_be_positive(&[("model.gdn.head_dim", c.head_dim), ("model.gdn.chunk_size", c.chunk_size)])?;
+        let (k_heads, v_heads) = (c.key_heads(cfg.d_model), c.value_heads(cfg.d_model));
+        if !v_heads.is_multiple_of(k_heads) {
+            bail!(
+                "model.gdn.n_v_heads ({v_heads}) must be a multiple of the key heads ({k_heads}, \
+                 model.gdn.n_heads); try n_v_heads = {}",
+                k_heads * v_heads.div_ceil(k_heads)
+            );
+        }
+        if !(0.0 <= c.a_init_min && c.a_init_min <= c.a_init_max && c.a_init_max > 0.0) {
+            bail!(
+                "model.gdn needs 0 <= a_init_min <= a_init_max, a_init_max > 0 (got {}, {})",
+                c.a_init_min,
+                c.a_init_max
+            );
+        }
+        check_dt_range("model.gdn", c.dt_min, c.dt_max, c.dt_init_floor)
+    }
+
     /// in_proj and out_proj; the conv taps and bias, A_log and dt_bias (gated), and the output
     /// norm's gain.
+    fn sizes(cfg: &ModelConfig) -> Vec<f64> {
+        let g = &cfg.gdn;
+        vec![
+            g.n_heads.max(1) as f64 * g.head_dim as f64,
+            g.n_v_heads.max(g.n_heads).max(1) as f64 * g.v_head_dim.max(2 * g.head_dim) as f64,
+            g.d_conv as f64,
+        ]
+    }
+
     fn params(cfg: &ModelConfig, kind: MixerKind) -> LayerParams {
         let (c, d) = (&cfg.gdn, cfg.d_model);
         let gated = kind == MixerKind::GatedDeltaNet;

@@ -22,8 +22,10 @@ use super::layers::{Linear, param};
 use super::mamba::{Mamba, MambaState};
 use super::mixer::{Diagnostic, LayerParams, MixerSpec, SequenceMixer};
 use super::{attention, mamba};
-use crate::config::MixerKind;
-use crate::config::ModelConfig;
+use super::registry::MixerKind;
+use super::config::ModelConfig;
+use anyhow::bail;
+use serde::{Deserialize, Serialize};
 use crate::rng::Rng;
 
 #[derive(Module, Debug)]
@@ -37,6 +39,24 @@ pub struct Hymba<B: Backend> {
     /// The value both scales started from.
     pub scale_init: f64,
     pub eps: f64,
+}
+
+/// Hymba layers (see `model::hymba`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HymbaConfig {
+    /// Window of the attention branch; 0 means global attention.
+    pub window: usize,
+    /// Learned tokens prepended to every sequence (Hymba's meta tokens); 0 means none.
+    pub meta_tokens: usize,
+    /// Initial value of the per-channel branch scales β_attn and β_ssm.
+    pub scale_init: f64,
+}
+
+impl Default for HymbaConfig {
+    fn default() -> Self {
+        Self { window: 0, meta_tokens: 0, scale_init: 1.0 }
+    }
 }
 
 /// Decoding state: the attention branch's KV cache and the SSM branch's state.
@@ -179,7 +199,22 @@ impl<B: Backend> SequenceMixer<B> for Hymba<B> {
 pub struct Spec;
 
 impl MixerSpec for Spec {
+    /// The settings of both branches, and the branch scales' initial value.
+    fn validate(cfg: &ModelConfig, _kind: MixerKind) -> anyhow::Result<()> {
+        attention::Spec::validate(cfg, MixerKind::Attention)?;
+        mamba::Spec::validate(cfg, MixerKind::Mamba)?;
+        let init = cfg.hymba.scale_init;
+        if !(init > 0.0 && init.is_finite()) {
+            bail!("model.hymba.scale_init must be positive (got {init})");
+        }
+        Ok(())
+    }
+
     /// Both branches and the two per-channel scales.
+    fn sizes(cfg: &ModelConfig) -> Vec<f64> {
+        vec![cfg.hymba.window as f64, cfg.hymba.meta_tokens as f64]
+    }
+
     fn params(cfg: &ModelConfig, _kind: MixerKind) -> LayerParams {
         attention::Spec::params(cfg, MixerKind::Attention)
             .add(mamba::Spec::params(cfg, MixerKind::Mamba))

@@ -7,7 +7,7 @@ use burn::module::{Module, Param};
 use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Int, Tensor, TensorData};
 
-use crate::config::NormKind;
+use super::config::NormKind;
 pub use crate::kernels::tensors::{float_tensor, int_tensor};
 use crate::rng::Rng;
 

@@ -6,10 +6,10 @@ use burn::nn::{Dropout, DropoutConfig};
 use burn::tensor::{DType, Int, Tensor};
 
 use super::block::{Block, LayerState, Residual};
+use super::config::{ModelConfig, Positions};
 use super::layers::{Embedding, Linear, Norm, int_tensor, normal_param};
 use super::mixer::Diagnostic;
 use super::moe::{MoeAux, Routing, RoutingStats};
-use crate::config::{ModelConfig, Positions};
 use crate::data::batcher::TokenBatch;
 use crate::rng::Rng;
 

@@ -19,8 +19,10 @@ use super::activation::{silu, softplus};
 use super::conv::CausalConv1d;
 use super::layers::{Linear, Norm, param};
 use super::mixer::{LayerParams, MixerSpec, SequenceMixer, cat_rows, select_rows, tensor_bytes};
-use crate::config::MixerKind;
-use crate::config::{MambaConfig, ModelConfig, NormKind};
+use super::registry::MixerKind;
+use crate::util::checks::{check_conv_width, check_dt_range, must_be_positive};
+use super::config::{ModelConfig, NormKind};
+use serde::{Deserialize, Serialize};
 use crate::kernels::selective_scan::{self, ScanAlgorithm, ScanInputs};
 use crate::rng::Rng;
 
@@ -63,6 +65,50 @@ pub struct MambaState<B: Backend> {
 impl<B: Backend> MambaState<B> {
     pub fn empty() -> Self {
         Self { conv: None, ssm: None }
+    }
+}
+
+/// Mamba-1 mixer shape (names as in `mamba_ssm`'s `Mamba` and HF's `MambaConfig`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MambaConfig {
+    /// N, the SSM state size per channel.
+    pub d_state: usize,
+    /// Width of the causal depthwise convolution.
+    pub d_conv: usize,
+    /// Inner width is `expand · d_model`.
+    pub expand: usize,
+    /// Rank of the Δ projection; 0 means `ceil(d_model / 16)` (the paper's default).
+    pub dt_rank: usize,
+    /// Δ is initialised log-uniformly in `[dt_min, dt_max]` through the bias of `dt_proj`.
+    pub dt_min: f64,
+    pub dt_max: f64,
+    pub dt_init_floor: f64,
+    /// Bias on the convolution (true in the paper).
+    pub conv_bias: bool,
+    /// Bias on `in_proj` and `out_proj` (false in the paper).
+    pub bias: bool,
+    /// Time steps per chunk of the chunked scan; 0 picks about √T.
+    pub chunk_size: usize,
+    /// RMSNorms on Δ, B and C after `x_proj` (Jamba's Mamba layers).
+    pub inner_norms: bool,
+}
+
+impl Default for MambaConfig {
+    fn default() -> Self {
+        Self {
+            d_state: 16,
+            d_conv: 4,
+            expand: 2,
+            dt_rank: 0,
+            dt_min: 0.001,
+            dt_max: 0.1,
+            dt_init_floor: 1e-4,
+            conv_bias: true,
+            bias: false,
+            chunk_size: 0,
+            inner_norms: false,
+        }
     }
 }
 
@@ -283,8 +329,20 @@ impl<B: Backend> SequenceMixer<B> for Mamba<B> {
 pub struct Spec;
 
 impl MixerSpec for Spec {
+    fn validate(cfg: &ModelConfig, _kind: MixerKind) -> anyhow::Result<()> {
+        let c = &cfg.mamba;
+        check_conv_width("model.mamba.d_conv", c.d_conv)?;
+        must_be_positive(&[("model.mamba.d_state", c.d_state), ("model.mamba.expand", c.expand)])?;
+        check_dt_range("model.mamba", c.dt_min, c.dt_max, c.dt_init_floor)
+    }
+
     /// in_proj, x_proj, dt_proj and out_proj; their biases, the conv taps and bias, A_log, D, and
     /// Jamba's inner norms.
+    fn sizes(cfg: &ModelConfig) -> Vec<f64> {
+        let c = &cfg.mamba;
+        [c.expand * cfg.d_model, c.d_state, c.d_conv, c.dt_rank].map(|x| x as f64).to_vec()
+    }
+
     fn params(cfg: &ModelConfig, _kind: MixerKind) -> LayerParams {
         let (c, d) = (&cfg.mamba, cfg.d_model);
         let (di, n, r, bias) = (c.inner(d), c.d_state, c.rank(d), usize::from(c.bias));

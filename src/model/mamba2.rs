@@ -21,8 +21,11 @@ use super::layers::{Linear, param};
 use super::mamba::{dt_bias_init, torch_default_linear};
 use super::mixer::{LayerParams, MixerSpec, SequenceMixer, cat_rows, select_rows, tensor_bytes};
 use super::ssd::{self, SsdInputs};
-use crate::config::MixerKind;
-use crate::config::{Mamba2Config, ModelConfig};
+use super::registry::MixerKind;
+use super::config::ModelConfig;
+use crate::util::checks::{check_conv_width, check_dt_range, largest_divisor_at_most, must_be_positive};
+use anyhow::bail;
+use serde::{Deserialize, Serialize};
 use crate::rng::Rng;
 
 #[derive(Module, Debug)]
@@ -75,6 +78,57 @@ pub struct Mamba2State<B: Backend> {
 impl<B: Backend> Mamba2State<B> {
     pub fn empty() -> Self {
         Self { conv: None, ssm: None }
+    }
+}
+
+/// Mamba-2 mixer shape (names as in `mamba_ssm`'s `Mamba2` and HF's `Mamba2Config`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Mamba2Config {
+    /// N, the SSM state size per head.
+    pub d_state: usize,
+    pub d_conv: usize,
+    /// Inner width is `expand · d_model`, split into heads of `head_dim`.
+    pub expand: usize,
+    /// P, the channels per head; `expand · d_model / head_dim` heads.
+    pub head_dim: usize,
+    /// B and C are shared by groups of heads (like GQA); must divide the number of heads.
+    pub n_groups: usize,
+    /// Chunk length of the SSD algorithm.
+    pub chunk_size: usize,
+    pub dt_min: f64,
+    pub dt_max: f64,
+    pub dt_init_floor: f64,
+    /// A = -exp(A_log) is initialised uniformly in `[-a_init_max, -a_init_min]` per head.
+    pub a_init_min: f64,
+    pub a_init_max: f64,
+    pub conv_bias: bool,
+    pub bias: bool,
+    /// The gated RMSNorm normalises each of the `n_groups` groups of channels on its own, as
+    /// `mamba_ssm` and current `transformers` do; `false` normalises over the whole inner
+    /// width, as `transformers` releases up to 5.17 did (their logits differ when
+    /// `n_groups > 1`).
+    pub norm_per_group: bool,
+}
+
+impl Default for Mamba2Config {
+    fn default() -> Self {
+        Self {
+            d_state: 64,
+            d_conv: 4,
+            expand: 2,
+            head_dim: 64,
+            n_groups: 1,
+            chunk_size: 64,
+            dt_min: 0.001,
+            dt_max: 0.1,
+            dt_init_floor: 1e-4,
+            a_init_min: 1.0,
+            a_init_max: 16.0,
+            conv_bias: true,
+            bias: false,
+            norm_per_group: true,
+        }
     }
 }
 
@@ -271,8 +325,46 @@ impl<B: Backend> SequenceMixer<B> for Mamba2<B> {
 pub struct Spec;
 
 impl MixerSpec for Spec {
+    fn validate(cfg: &ModelConfig, _kind: MixerKind) -> anyhow::Result<()> {
+        let c = &cfg.mamba2;
+        check_conv_width("model.mamba2.d_conv", c.d_conv)?;
+        must_be_positive(&[
+            ("model.mamba2.d_state", c.d_state),
+            ("model.mamba2.expand", c.expand),
+            ("model.mamba2.head_dim", c.head_dim),
+            ("model.mamba2.n_groups", c.n_groups),
+            ("model.mamba2.chunk_size", c.chunk_size),
+        ])?;
+        let inner = c.expand * cfg.d_model;
+        if !inner.is_multiple_of(c.head_dim) {
+            bail!(
+                "model.mamba2.head_dim ({}) must divide the inner width expand · d_model = {inner}; try head_dim = {}",
+                c.head_dim,
+                largest_divisor_at_most(inner, c.head_dim)
+            );
+        }
+        let heads = inner / c.head_dim;
+        if !heads.is_multiple_of(c.n_groups) {
+            bail!(
+                "model.mamba2.n_groups ({}) must divide the number of heads ({heads} = {inner} / head_dim); try n_groups = {}",
+                c.n_groups,
+                largest_divisor_at_most(heads, c.n_groups)
+            );
+        }
+        if !(0.0 < c.a_init_min && c.a_init_min <= c.a_init_max) {
+            bail!("model.mamba2 needs 0 < a_init_min <= a_init_max (got {}, {})", c.a_init_min, c.a_init_max);
+        }
+        check_dt_range("model.mamba2", c.dt_min, c.dt_max, c.dt_init_floor)
+    }
+
     /// in_proj and out_proj; the projection biases, the conv, dt_bias, A_log, D and the gated
     /// norm's gain.
+    fn sizes(cfg: &ModelConfig) -> Vec<f64> {
+        let c = &cfg.mamba2;
+        let groups = c.n_groups as f64 * c.d_state as f64;
+        vec![c.expand as f64 * cfg.d_model as f64, groups, c.d_conv as f64]
+    }
+
     fn params(cfg: &ModelConfig, _kind: MixerKind) -> LayerParams {
         let (c, d) = (&cfg.mamba2, cfg.d_model);
         let (di, heads, conv, bias) = (c.inner(d), c.heads(d), c.conv_channels(d), usize::from(c.bias));

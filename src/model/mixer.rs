@@ -1,25 +1,30 @@
-//! The sequence-mixer contract, and the model's reading of the table of its implementations.
+//! The mixers' contracts, and the model's reading of the table of their implementations.
 //!
 //! A sequence mixer maps `[b, t, d] → [b, t, d]` causally. Everything about one mixer lives in
 //! its own file: its module, its decoding state, its share of the precision policy
-//! ([`SequenceMixer`]), and its analytic side (parameters, forward FLOPs per token,
-//! decoding-state bytes, and the knob budget matching turns: [`MixerSpec`], implemented on a
-//! unit struct `Spec` in the same file), and what it reports about itself ([`Diagnostic`]s).
-//! It joins the model through its entry in the table of layer kinds (`crate::registry`), which
-//! `sequence_mixers!` at the bottom of this file reads: it writes the [`SeqMixer`] and
-//! [`LayerState`] enums (burn's `Module` derive needs an enum of concrete types) and every
-//! match over them, so that `block.rs`, `lm.rs`, `count.rs` and `compare/sizing.rs` name no
-//! mixer.
+//! ([`SequenceMixer`]), its config section and its checks, its analytic side (parameters,
+//! forward FLOPs per token, decoding-state bytes, and the knob budget matching turns:
+//! [`MixerSpec`], implemented on a unit struct `Spec` in the same file), and what it reports
+//! about itself ([`Diagnostic`]s). A channel mixer (MLP, mixture of experts) is the same in
+//! small: [`ChannelMixing`] on its module, [`ChannelSpec`] on its `Spec`.
+//!
+//! Mixers join the model through their entries in the table of layer kinds
+//! (`crate::registry`), which `layer_mixers!` at the bottom of this file reads: it writes the
+//! [`SeqMixer`], [`LayerState`] and [`ChannelMixer`] enums (burn's `Module` derive needs an
+//! enum of concrete types) and every match over them, so that `block.rs`, `lm.rs`, `count.rs`,
+//! `config.rs` and `compare/sizing.rs` name no mixer.
 //!
 //! (mamba_ssm builds `Block(mixer_cls, mlp_cls)`; zoology keeps one mixer per file. Here the
-//! table plays the role of `mixer_cls`.)
+//! table plays the role of `mixer_cls` and `mlp_cls`.)
 
 use burn::module::Module;
 use burn::tensor::Tensor;
-use serde::{Deserialize, Serialize};
 
+use super::config::ModelConfig;
+pub use super::diagnostic::Diagnostic;
 use super::layers::Linear;
-use crate::config::{MixerKind, ModelConfig};
+use super::registry::{FfnKind, MixerKind};
+use super::routing::MoeAux;
 use crate::kernels::Backend;
 use crate::rng::Rng;
 
@@ -34,7 +39,7 @@ pub trait SequenceMixer<B: Backend>: Module<B> + Sized {
     fn build(cfg: &ModelConfig, kind: MixerKind, resid_scale: f64, rng: &mut Rng, device: &B::Device)
     -> Self;
 
-    /// Which registry entry (`config::registry`) this module is.
+    /// Which registry entry (`model::registry`) this module is.
     fn kind(&self) -> MixerKind;
 
     /// The whole sequence, from an empty state.
@@ -81,6 +86,12 @@ pub trait SequenceMixer<B: Backend>: Module<B> + Sized {
 /// the FLOPs and MFU columns and `compare`'s budget matching read. Implemented on a unit
 /// struct `Spec` beside the mixer.
 pub trait MixerSpec {
+    /// Checks the mixer's own settings (its config section) before any work: an error names
+    /// the key and the fix. Called for the mixers the model uses.
+    fn validate(_cfg: &ModelConfig, _kind: MixerKind) -> anyhow::Result<()> {
+        Ok(())
+    }
+
     /// Its parameters (tests hold them to the built module's).
     fn params(cfg: &ModelConfig, kind: MixerKind) -> LayerParams;
 
@@ -104,45 +115,44 @@ pub trait MixerSpec {
     fn knob(_cfg: &ModelConfig) -> Option<String> {
         None
     }
+
+    /// Every size of its own config section (widths, state sizes, counts), for the guard that
+    /// refuses models too large to count ([`ModelConfig::validate`]); the shared sizes
+    /// (`d_model`, `d_ff`, the vocabulary, …) are counted already.
+    fn sizes(_cfg: &ModelConfig) -> Vec<f64> {
+        Vec::new()
+    }
 }
 
-/// A named measurement a layer reports about itself: a sequence mixer from its weights
-/// ([`SequenceMixer::diagnostics`], e.g. Hymba's branch scales), a channel mixer from what it
-/// did during training (an MoE layer's expert loads). One generic path carries them into
-/// `metrics.jsonl`, `summary.json`, the terminal and the report, which know no mixer by name.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Diagnostic {
-    pub layer: usize,
-    /// The mixer's registry name.
-    pub mixer: String,
-    /// What is measured, as the report prints it.
-    pub name: String,
-    #[serde(with = "crate::util::json_f64")]
-    pub value: f64,
-    /// The value to read `value` against, drawn beside it in the report: for a learned
-    /// quantity its initial value (one that never moved, or collapsed to 0, shows), for a
-    /// statistic its ideal (an even expert load, 1/E).
-    #[serde(default, skip_serializing_if = "Option::is_none", with = "crate::util::json_opt_f64")]
-    pub reference: Option<f64>,
-    /// A headline quantity: the report's results table notes its range over layers.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub headline: bool,
+/// What a layer asks of its channel mixer, which mixes across channels token by token:
+/// `[b, t, d] → [b, t, d]`. Implemented in the mixer's own file.
+pub trait ChannelMixing<B: Backend>: Module<B> + Sized {
+    /// The channel mixer of the model `cfg` describes; `resid_std` initialises its projection
+    /// into the residual stream.
+    fn build(cfg: &ModelConfig, resid_std: f64, rng: &mut Rng, device: &B::Device) -> Self;
+
+    /// The output and, for a routed mixer, its auxiliary loss and routing counts (which the
+    /// training loss adds and the diagnostics report).
+    fn forward(&self, x: Tensor<B, 3>) -> (Tensor<B, 3>, Option<MoeAux<B>>);
+
+    /// Every linear layer, for switching matmul precision.
+    fn linears_mut(&mut self) -> Vec<&mut Linear<B>>;
 }
 
-impl Diagnostic {
-    /// `name` of layer `layer`'s mixer `mixer`, without a reference, not a headline.
-    pub fn new(layer: usize, mixer: &str, name: &str, value: f64) -> Self {
-        Self { layer, mixer: mixer.into(), name: name.into(), value, reference: None, headline: false }
+/// A channel mixer's analytic side, from the config alone; on a unit struct `Spec` beside it.
+pub trait ChannelSpec {
+    /// Checks its settings before any work: an error names the key and the fix.
+    fn validate(_cfg: &ModelConfig) -> anyhow::Result<()> {
+        Ok(())
     }
 
-    /// Read against `reference`.
-    pub fn against(self, reference: f64) -> Self {
-        Self { reference: Some(reference), ..self }
-    }
+    /// Its parameters (tests hold them to the built module's).
+    fn params(cfg: &ModelConfig) -> LayerParams;
 
-    /// Noted in the report's results table.
-    pub fn headline(self) -> Self {
-        Self { headline: true, ..self }
+    /// Every size of its own config section, as [`MixerSpec::sizes`]; a size that multiplies
+    /// the layer (a count of experts) enters as a product with the width it multiplies.
+    fn sizes(_cfg: &ModelConfig) -> Vec<f64> {
+        Vec::new()
     }
 }
 
@@ -208,17 +218,42 @@ pub fn row_indices<B: Backend>(rows: &[usize], device: &B::Device) -> Tensor<B, 
     Tensor::from_data(burn::tensor::TensorData::new(data, [rows.len()]), device)
 }
 
+/// A channel-mixer entry's constructor call, or `None` for an entry without a module.
+macro_rules! build_channel_mixer {
+    ($variant:ident; $($args:expr),*) => {
+        None
+    };
+    ($variant:ident, $module:ident :: $ty:ident; $($args:expr),*) => {
+        Some(ChannelMixer::$variant(<super::$module::$ty<B> as ChannelMixing<B>>::build($($args),*)))
+    };
+}
+
+/// A channel-mixer entry's [`ChannelSpec`] function `$f`, or `$none` without a module.
+macro_rules! channel_spec {
+    ($f:ident, $none:expr; $($args:expr),*) => {
+        $none
+    };
+    ($f:ident, $none:expr, $module:ident; $($args:expr),*) => {
+        <super::$module::Spec as ChannelSpec>::$f($($args),*)
+    };
+}
+
 /// Writes the enums over the mixers and every dispatch over them from the table's entries
-/// (`Variant => module::Type { the layer kinds it builds }`); the kinds' other fields and the
-/// channel mixers are the config layer's.
-macro_rules! sequence_mixers {
+/// (`Variant => module::Type { the layer kinds it builds }` for sequence mixers,
+/// `Kind = symbol, name => module::Type` for channel mixers); the kinds' other fields are
+/// `model::registry`'s.
+macro_rules! layer_mixers {
     (
         sequence mixers {
-            $($variant:ident => $module:ident :: $ty:ident {
+            $($variant:ident => $module:ident :: $ty:ident $(, [model . $section:ident] = $scfg:ident)? {
                 $($kind:ident = $symbol:literal, $name:literal { $($field:tt)* })+
             })+
         }
-        channel mixers { $($channel:tt)* }
+        channel mixers {
+            $($ckind:ident = $csymbol:literal, $cname:literal $(=> $cmodule:ident :: $cty:ident $(, [model . $csection:ident] = $ccfg:ident)?)? {
+                $($cfield:tt)*
+            })+
+        }
     ) => {
         /// Mixes information across time. Contract: `[b, t, d] → [b, t, d]`, causal.
         #[derive(Module, Debug)]
@@ -329,6 +364,13 @@ macro_rules! sequence_mixers {
             }
         }
 
+        /// Checks a mixer's settings ([`MixerSpec::validate`]).
+        pub fn validate(cfg: &ModelConfig, kind: MixerKind) -> anyhow::Result<()> {
+            match kind {
+                $($(MixerKind::$kind)|+ => <super::$module::Spec as MixerSpec>::validate(cfg, kind),)+
+            }
+        }
+
         /// A mixer's parameters ([`MixerSpec::params`]).
         pub fn params(cfg: &ModelConfig, kind: MixerKind) -> LayerParams {
             match kind {
@@ -372,7 +414,58 @@ macro_rules! sequence_mixers {
             )+
             out
         }
+
+        /// Mixes information across channels, token by token. Contract: `[b, t, d] → [b, t, d]`.
+        #[derive(Module, Debug)]
+        pub enum ChannelMixer<B: Backend> {
+            $($($ckind(super::$cmodule::$cty<B>),)?)+
+        }
+
+        impl<B: Backend> ChannelMixer<B> {
+            /// The channel mixer `kind`, or none (`FfnKind::None`).
+            pub fn new(cfg: &ModelConfig, kind: FfnKind, resid_std: f64, rng: &mut Rng, device: &B::Device) -> Option<Self> {
+                match kind {
+                    $(FfnKind::$ckind => build_channel_mixer!($ckind $(, $cmodule::$cty)?; cfg, resid_std, rng, device),)+
+                }
+            }
+
+            /// The output, and for a routed mixer its auxiliary loss and routing counts.
+            pub fn forward(&self, x: Tensor<B, 3>) -> (Tensor<B, 3>, Option<MoeAux<B>>) {
+                match self {
+                    $($(ChannelMixer::$ckind(m) => <super::$cmodule::$cty<B> as ChannelMixing<B>>::forward(m, x),)?)+
+                }
+            }
+
+            /// Every linear layer, for switching matmul precision.
+            pub fn linears_mut(&mut self) -> Vec<&mut Linear<B>> {
+                match self {
+                    $($(ChannelMixer::$ckind(m) => <super::$cmodule::$cty<B> as ChannelMixing<B>>::linears_mut(m),)?)+
+                }
+            }
+        }
+
+        /// Every mixer's own sizes, in use or not ([`MixerSpec::sizes`], [`ChannelSpec::sizes`]).
+        pub fn section_sizes(cfg: &ModelConfig) -> Vec<f64> {
+            let mut out = Vec::new();
+            $(out.extend(<super::$module::Spec as MixerSpec>::sizes(cfg));)+
+            $(out.extend(channel_spec!(sizes, Vec::<f64>::new() $(, $cmodule)?; cfg));)+
+            out
+        }
+
+        /// Checks a channel mixer's settings ([`ChannelSpec::validate`]).
+        pub fn validate_channel(cfg: &ModelConfig, kind: FfnKind) -> anyhow::Result<()> {
+            match kind {
+                $(FfnKind::$ckind => channel_spec!(validate, Ok(()) $(, $cmodule)?; cfg),)+
+            }
+        }
+
+        /// A channel mixer's parameters ([`ChannelSpec::params`]); none for `FfnKind::None`.
+        pub fn channel_params(cfg: &ModelConfig, kind: FfnKind) -> LayerParams {
+            match kind {
+                $(FfnKind::$ckind => channel_spec!(params, LayerParams::default() $(, $cmodule)?; cfg),)+
+            }
+        }
     };
 }
 
-crate::registry::layer_table!(sequence_mixers);
+crate::registry::layer_table!(layer_mixers);

@@ -7,8 +7,10 @@ use burn::tensor::Tensor;
 
 use super::activation::{gelu, silu};
 use super::layers::Linear;
-use super::mixer::LayerParams;
-use crate::config::{MlpKind, ModelConfig};
+use super::config::{MlpKind, ModelConfig};
+use super::mixer::{ChannelMixing, ChannelSpec, LayerParams};
+use super::routing::MoeAux;
+use crate::util::checks::must_be_positive;
 use crate::rng::Rng;
 
 #[derive(Module, Debug)]
@@ -72,4 +74,32 @@ pub fn params(cfg: &ModelConfig, width: usize) -> LayerParams {
         MlpKind::Gelu => (2 * d * f, bias * (f + d)),
     };
     LayerParams { matmul, other, ..Default::default() }
+}
+
+/// The dense MLP's analytic side ([`ChannelSpec`]).
+pub struct Spec;
+
+impl ChannelSpec for Spec {
+    fn validate(cfg: &ModelConfig) -> anyhow::Result<()> {
+        must_be_positive(&[("model.d_ff", cfg.d_ff)])
+    }
+
+    fn params(cfg: &ModelConfig) -> LayerParams {
+        params(cfg, cfg.d_ff)
+    }
+}
+
+/// The dense channel mixer: one MLP of width `model.d_ff`.
+impl<B: Backend> ChannelMixing<B> for Mlp<B> {
+    fn build(cfg: &ModelConfig, resid_std: f64, rng: &mut Rng, device: &B::Device) -> Self {
+        Mlp::new(cfg, cfg.d_ff, resid_std, rng, device)
+    }
+
+    fn forward(&self, x: Tensor<B, 3>) -> (Tensor<B, 3>, Option<MoeAux<B>>) {
+        (Mlp::forward(self, x), None)
+    }
+
+    fn linears_mut(&mut self) -> Vec<&mut Linear<B>> {
+        Mlp::linears_mut(self)
+    }
 }

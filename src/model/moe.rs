@@ -29,6 +29,7 @@
 //! [`MoeAux::aux_loss`], never kept as hidden state (docs/ARCHITECTURE.md), together with the counts
 //! behind them ([`Routing`]).
 
+use anyhow::bail;
 use burn::module::Module;
 use burn::tensor::activation::softmax;
 use burn::tensor::{Distribution, ElementConversion, IndexingUpdateOp, Int, Tensor, TensorData};
@@ -36,12 +37,112 @@ use serde::{Deserialize, Serialize};
 
 use super::activation::sigmoid;
 use super::layers::{Linear, float_tensor, int_tensor};
-use super::mixer::{Diagnostic, LayerParams};
+use super::config::ModelConfig;
+use super::mixer::{ChannelMixing, ChannelSpec, LayerParams};
+pub use super::routing::{MoeAux, Routing, RoutingStats, routing_diagnostics};
 use super::mlp::{self, Mlp};
-use crate::config::{FfnKind, ModelConfig};
+use crate::util::checks::must_be_positive;
 use crate::kernels::moe_route::HostRoute;
 use crate::kernels::{self, Backend};
 use crate::rng::Rng;
+
+/// Mixture-of-Experts channel mixer (see `model::moe`): a router sends each token to `top_k`
+/// of `n_experts` expert MLPs (GELU or SwiGLU, as `model.mlp`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MoeConfig {
+    /// E, the number of experts per layer.
+    pub n_experts: usize,
+    /// k, the experts each token is sent to (1: Switch Transformer; 2: Mixtral).
+    pub top_k: usize,
+    /// Width of each expert MLP; 0 means `model.d_ff`.
+    pub expert_d_ff: usize,
+    /// Rescale the k chosen router probabilities to sum to 1 (Mixtral). Applies to k ≥ 2 only:
+    /// with k = 1 the rescaled weight would always be 1 and the LM loss could not train the
+    /// router, so top-1 keeps the raw probability (Switch).
+    pub renormalize: bool,
+    /// Expert capacity `ceil(capacity_factor · tokens · k / E)` while training; a token sent
+    /// to a full expert is dropped there (it passes through on the residual) and counted.
+    /// 0 means no capacity limit (dropless, Mixtral). Inference is always dropless.
+    pub capacity_factor: f64,
+    /// Weight of the load-balancing loss `E · Σ_e f_e · P_e` (Switch eq. 4; Mixtral's form
+    /// for k ≥ 2, which equals k when the load is even).
+    pub balance_coef: f64,
+    /// Weight of the router z-loss `mean(logsumexp(logits)²)` (ST-MoE, Zoph et al. 2022).
+    pub z_loss_coef: f64,
+    /// While training, multiply the router's input by noise uniform in `[1 − ε, 1 + ε]`
+    /// (Switch's jitter); 0 disables it.
+    pub jitter: f64,
+    /// Width of an always-on shared expert (DeepSeekMoE, Qwen2-MoE); 0 means none.
+    pub shared_expert_d_ff: usize,
+    /// Scale the shared expert by a learned per-token sigmoid gate (Qwen2-MoE).
+    pub shared_expert_gate: bool,
+}
+
+impl Default for MoeConfig {
+    fn default() -> Self {
+        Self {
+            n_experts: 8,
+            top_k: 2,
+            expert_d_ff: 0,
+            renormalize: true,
+            capacity_factor: 0.0,
+            balance_coef: 0.01,
+            z_loss_coef: 0.001,
+            jitter: 0.0,
+            shared_expert_d_ff: 0,
+            shared_expert_gate: false,
+        }
+    }
+}
+
+impl MoeConfig {
+    /// Checks the section for a model whose MLP width is `d_ff` (the experts' default).
+    pub fn validate(&self, d_ff: usize) -> anyhow::Result<()> {
+        let c = self;
+        must_be_positive(&[("model.moe.n_experts", c.n_experts), ("model.moe.top_k", c.top_k)])?;
+        if c.top_k > c.n_experts {
+            bail!(
+                "model.moe.top_k ({}) cannot exceed model.moe.n_experts ({}); lower top_k or add experts",
+                c.top_k,
+                c.n_experts
+            );
+        }
+        if c.expert_width(d_ff) == 0 {
+            bail!("model.moe.expert_d_ff is 0 and so is model.d_ff; set one of them");
+        }
+        let coefs = [
+            ("capacity_factor", c.capacity_factor),
+            ("balance_coef", c.balance_coef),
+            ("z_loss_coef", c.z_loss_coef),
+        ];
+        for (key, value) in coefs {
+            if !(value >= 0.0 && value.is_finite()) {
+                bail!("model.moe.{key} must be a non-negative number (got {value})");
+            }
+        }
+        if c.capacity_factor > 0.0 && c.capacity_factor < 1.0 / c.n_experts as f64 {
+            bail!(
+                "model.moe.capacity_factor ({}) leaves experts no room for a single token per {} tokens; \
+                 use 0 (no limit) or at least 1.0 (Switch uses 1.0–1.25)",
+                c.capacity_factor,
+                c.n_experts
+            );
+        }
+        if !(0.0..1.0).contains(&c.jitter) {
+            bail!("model.moe.jitter must be in [0, 1) (got {}); Switch used 0.01", c.jitter);
+        }
+        if c.shared_expert_gate && c.shared_expert_d_ff == 0 {
+            bail!("model.moe.shared_expert_gate needs a shared expert; set model.moe.shared_expert_d_ff");
+        }
+        Ok(())
+    }
+
+    /// The width of each expert given the model's `d_ff`.
+    pub fn expert_width(&self, d_ff: usize) -> usize {
+        if self.expert_d_ff == 0 { d_ff } else { self.expert_d_ff }
+    }
+}
 
 #[derive(Module, Debug)]
 pub struct Moe<B: Backend> {
@@ -67,184 +168,60 @@ pub enum Dispatch {
     DenseMasked,
 }
 
-/// What one MoE layer returns besides its output.
-#[derive(Debug)]
-pub struct MoeAux<B: Backend> {
-    /// `balance_coef · balance + z_loss_coef · z`, to be added to the training loss.
-    pub aux_loss: Tensor<B, 1>,
-    pub routing: Routing<B>,
-}
-
-/// One forward pass's routing counts and unweighted auxiliary losses, read to the host by
-/// [`Routing::stats`].
-#[derive(Debug)]
-pub enum Routing<B: Backend> {
-    /// Decided on the host (grouped and dense-masked dispatch): already there.
-    Host(RoutingStats),
-    /// Decided on the device (batched dispatch) and left there, so that the forward pass
-    /// never waits for the host; the trainer reads it after the step's loss.
-    Device {
-        tokens: usize,
-        /// `[E]`: assignments per expert, before capacity.
-        counts: Tensor<B, 1, Int>,
-        capacity: Option<usize>,
-        /// `[1]` each, detached.
-        balance: Tensor<B, 1>,
-        z: Tensor<B, 1>,
-    },
-}
-
-impl<B: Backend> Routing<B> {
-    /// The counts and losses on the host (a device read for [`Routing::Device`]).
-    pub fn stats(&self) -> RoutingStats {
-        match self {
-            Routing::Host(stats) => stats.clone(),
-            Routing::Device { tokens, counts, capacity, balance, z } => {
-                let routed: Vec<u64> =
-                    counts.clone().into_data().convert::<i64>().iter::<i64>().map(|c| c as u64).collect();
-                let dropped =
-                    capacity.map_or(0, |c| routed.iter().map(|&r| r.saturating_sub(c as u64)).sum());
-                let scalar = |t: &Tensor<B, 1>| t.clone().into_scalar().elem::<f64>();
-                RoutingStats {
-                    tokens: *tokens as u64,
-                    routed,
-                    dropped,
-                    balance_loss_sum: scalar(balance),
-                    z_loss_sum: scalar(z),
-                    passes: 1,
-                }
-            }
-        }
-    }
-}
-
 pub struct MoeOutput<B: Backend> {
     /// `[b, t, d]`
     pub y: Tensor<B, 3>,
     pub aux: MoeAux<B>,
 }
 
-/// Routing counts and the unweighted auxiliary losses of one forward pass, on the host.
-/// Counts add up over micro-batches and steps ([`RoutingStats::merge`]); a training run keeps
-/// its running total in the checkpoint.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct RoutingStats {
-    pub tokens: u64,
-    /// Assignments each expert was chosen for (top-k choices, before capacity).
-    pub routed: Vec<u64>,
-    /// Assignments dropped because their expert was full.
-    pub dropped: u64,
-    /// Sums over the merged passes (divide by `passes` for the mean).
-    #[serde(with = "crate::util::json_f64")]
-    pub balance_loss_sum: f64,
-    #[serde(with = "crate::util::json_f64")]
-    pub z_loss_sum: f64,
-    pub passes: u64,
-}
+/// MoE's analytic side ([`ChannelSpec`]).
+pub struct Spec;
 
-impl RoutingStats {
-    pub fn merge(&mut self, other: &RoutingStats) {
-        if self.routed.is_empty() {
-            self.routed = vec![0; other.routed.len()];
+impl ChannelSpec for Spec {
+    /// The `[model.moe]` section, for a model whose MLP width is `d_ff` (the experts' default).
+    fn validate(cfg: &ModelConfig) -> anyhow::Result<()> {
+        cfg.moe.validate(cfg.d_ff)
+    }
+
+    /// The experts multiplied out (E · expert width), E itself, the shared expert.
+    fn sizes(cfg: &ModelConfig) -> Vec<f64> {
+        let c = &cfg.moe;
+        let experts = c.n_experts as f64 * c.expert_width(cfg.d_ff) as f64;
+        vec![experts, c.n_experts as f64, c.shared_expert_d_ff as f64]
+    }
+
+    /// E experts, the shared expert and its gate, the router; a token leaves E − k experts idle.
+    fn params(cfg: &ModelConfig) -> LayerParams {
+        let c = &cfg.moe;
+        let (d, e, k) = (cfg.d_model, c.n_experts, c.top_k);
+        let expert = mlp::params(cfg, c.expert_width(cfg.d_ff));
+        let shared = if c.shared_expert_d_ff > 0 {
+            mlp::params(cfg, c.shared_expert_d_ff)
+        } else {
+            LayerParams::default()
+        };
+        let gates = d * e + usize::from(c.shared_expert_gate) * d;
+        LayerParams {
+            matmul: e * expert.matmul + shared.matmul + gates,
+            other: e * expert.other + shared.other,
+            idle_matmul: (e - k) * expert.matmul,
+            idle_other: (e - k) * expert.other,
         }
-        for (a, b) in self.routed.iter_mut().zip(&other.routed) {
-            *a += b;
-        }
-        self.tokens += other.tokens;
-        self.dropped += other.dropped;
-        self.balance_loss_sum += other.balance_loss_sum;
-        self.z_loss_sum += other.z_loss_sum;
-        self.passes += other.passes;
-    }
-
-    /// Fraction of assignments per expert (sums to 1; 1/E each when perfectly even).
-    pub fn load(&self) -> Vec<f64> {
-        let total = self.routed.iter().sum::<u64>().max(1) as f64;
-        self.routed.iter().map(|&c| c as f64 / total).collect()
-    }
-
-    /// Entropy of [`Self::load`] divided by ln E: 1 for an even load, 0 when one expert takes
-    /// everything.
-    pub fn load_entropy(&self) -> f64 {
-        let e = self.routed.len();
-        if e < 2 {
-            return 1.0;
-        }
-        let h: f64 = self.load().iter().filter(|&&p| p > 0.0).map(|&p| -p * p.ln()).sum();
-        h / (e as f64).ln()
-    }
-
-    /// Fraction of assignments dropped by the capacity limit.
-    pub fn dropped_fraction(&self) -> f64 {
-        let total = self.routed.iter().sum::<u64>();
-        if total == 0 { 0.0 } else { self.dropped as f64 / total as f64 }
-    }
-
-    pub fn mean_balance_loss(&self) -> f64 {
-        self.balance_loss_sum / self.passes.max(1) as f64
-    }
-
-    pub fn mean_z_loss(&self) -> f64 {
-        self.z_loss_sum / self.passes.max(1) as f64
-    }
-
-    /// What layer `layer`'s routing did over these tokens, as diagnostics
-    /// ([`routing_diagnostics`]).
-    pub fn diagnostics(&self, layer: usize) -> Vec<Diagnostic> {
-        routing_diagnostics(
-            layer,
-            &self.load(),
-            self.load_entropy(),
-            self.dropped_fraction(),
-            [self.mean_balance_loss(), self.mean_z_loss()],
-        )
     }
 }
 
-/// An MoE layer's routing as diagnostics: each expert's share of the routed assignments
-/// against an even 1/E, and as headlines the load's evenness (its entropy over ln E: 1 when
-/// even, 0 when one expert takes all) and the fraction of assignments the capacity limit
-/// dropped; then the mean unweighted balancing and z-losses (`[balance, z]`).
-pub fn routing_diagnostics(
-    layer: usize,
-    load: &[f64],
-    evenness: f64,
-    dropped: f64,
-    losses: [f64; 2],
-) -> Vec<Diagnostic> {
-    let name = FfnKind::Moe.name();
-    let even = 1.0 / load.len().max(1) as f64;
-    let experts = load
-        .iter()
-        .enumerate()
-        .map(|(e, &share)| Diagnostic::new(layer, name, &format!("load of expert {e}"), share).against(even));
-    experts
-        .chain([
-            Diagnostic::new(layer, name, "load evenness", evenness).headline(),
-            Diagnostic::new(layer, name, "dropped fraction", dropped).headline(),
-            Diagnostic::new(layer, name, "balance loss", losses[0]),
-            Diagnostic::new(layer, name, "z-loss", losses[1]),
-        ])
-        .collect()
-}
+impl<B: Backend> ChannelMixing<B> for Moe<B> {
+    fn build(cfg: &ModelConfig, resid_std: f64, rng: &mut Rng, device: &B::Device) -> Self {
+        Moe::new(cfg, resid_std, rng, device)
+    }
 
-/// The parameters of an MoE layer: E experts, the shared expert and its gate, the router;
-/// a token leaves E − k experts idle.
-pub fn params(cfg: &ModelConfig) -> LayerParams {
-    let c = &cfg.moe;
-    let (d, e, k) = (cfg.d_model, c.n_experts, c.top_k);
-    let expert = mlp::params(cfg, c.expert_width(cfg.d_ff));
-    let shared = if c.shared_expert_d_ff > 0 {
-        mlp::params(cfg, c.shared_expert_d_ff)
-    } else {
-        LayerParams::default()
-    };
-    let gates = d * e + usize::from(c.shared_expert_gate) * d;
-    LayerParams {
-        matmul: e * expert.matmul + shared.matmul + gates,
-        other: e * expert.other + shared.other,
-        idle_matmul: (e - k) * expert.matmul,
-        idle_other: (e - k) * expert.other,
+    fn forward(&self, x: Tensor<B, 3>) -> (Tensor<B, 3>, Option<MoeAux<B>>) {
+        let out = Moe::forward(self, x);
+        (out.y, Some(out.aux))
+    }
+
+    fn linears_mut(&mut self) -> Vec<&mut Linear<B>> {
+        Moe::linears_mut(self)
     }
 }
 

@@ -1,6 +1,7 @@
 //! Small helpers shared by the pipeline stages.
 
 pub mod atomic;
+pub(crate) mod checks;
 pub mod hash;
 pub mod lock;
 #[cfg(test)]

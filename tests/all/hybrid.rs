@@ -2,12 +2,12 @@
 //! sliding-window attention is the band it claims to be; Hymba's branch scales learn.
 
 use crate::common::*;
-use archlab::config::pattern::SEED_PATTERNS;
 use archlab::config::{MixerKind, RunConfig};
 use archlab::model::LanguageModel;
 use archlab::model::attention::{Attention, KvCache};
 use archlab::model::block::SeqMixer;
 use archlab::model::lm::ids_tensor;
+use archlab::model::pattern::SEED_PATTERNS;
 use archlab::rng::Rng;
 use archlab::train::train;
 use burn::module::Module;

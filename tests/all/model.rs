@@ -150,7 +150,7 @@ fn partial_rope_rotates_only_the_leading_channels() {
 /// registry line is not enough to pass without its entry in the model tables.
 #[test]
 fn decoding_state_bytes_match_the_analytic_counts_for_every_registered_mixer() {
-    use archlab::config::registry::SEQ_MIXERS;
+    use archlab::model::registry::SEQ_MIXERS;
     let device = Default::default();
     let mut seen_kinds = Vec::new();
     for (name, cfg) in variants() {

@@ -95,7 +95,7 @@ pub fn variants() -> Vec<(&'static str, ModelConfig)> {
     // Every layer kind of the registry is covered: one the variants above miss (a mixer just
     // added to the registry) gets a two-layer model of its own, so its registry line alone
     // buys it every check that iterates these variants.
-    for info in archlab::config::registry::SEQ_MIXERS {
+    for info in archlab::model::registry::SEQ_MIXERS {
         let covered = v.iter().any(|(_, cfg)| cfg.layers().unwrap().iter().any(|l| l.mixer == info.kind));
         if !covered {
             v.push((info.name, with_pattern(base.clone(), &format!("{0}{0}", info.symbol))));
@@ -108,7 +108,7 @@ pub fn variants() -> Vec<(&'static str, ModelConfig)> {
 /// of 4 (shorter than the tests' sequences).
 pub fn with_pattern(mut base: ModelConfig, pattern: &str) -> ModelConfig {
     base.pattern = pattern.to_string();
-    base.n_layers = archlab::config::pattern::Pattern::parse(pattern).unwrap().len();
+    base.n_layers = archlab::model::pattern::Pattern::parse(pattern).unwrap().len();
     base.window = 4;
     base.mamba.d_state = 4;
     base.mamba2.d_state = 8;

@@ -39,9 +39,9 @@ pub struct ChannelMixerInfo {
 macro_rules! layer_kinds {
     (
         sequence mixers {
-            $($variant:ident => $module:ident :: $ty:ident {
+            $($variant:ident => $module:ident :: $ty:ident $(, [model . $section:ident] = $scfg:ident)? {
                 $($kind:ident = $symbol:literal, $name:literal {
-                    section: $section:literal,
+                    section: $kind_section:literal,
                     summary: $summary:literal,
                     hf_import: [$($hf:literal),*],
                     fused_kernels: [$($kernel:literal),*] $(,)?
@@ -49,7 +49,9 @@ macro_rules! layer_kinds {
             })+
         }
         channel mixers {
-            $($ckind:ident = $csymbol:literal, $cname:literal { summary: $csummary:literal $(,)? })+
+            $($ckind:ident = $csymbol:literal, $cname:literal $(=> $cmodule:ident :: $cty:ident $(, [model . $csection:ident] = $ccfg:ident)?)? {
+                summary: $csummary:literal $(,)?
+            })+
         }
     ) => {
         /// The sequence mixer of a layer (`model.mixer`, or a pattern's upper-case letter); the
@@ -71,7 +73,7 @@ macro_rules! layer_kinds {
                 symbol: $symbol,
                 kind: MixerKind::$kind,
                 name: $name,
-                section: $section,
+                section: $kind_section,
                 summary: $summary,
                 hf_import: &[$($hf),*],
                 fused_kernels: &[$($kernel),*],

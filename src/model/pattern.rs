@@ -5,7 +5,7 @@
 //! pattern := item+                      whitespace between items is ignored
 //! item    := layer | "(" item+ ")" N    a group repeated N ≥ 1 times: "(MMMA)6"
 //! layer   := mixer ffn?
-//! mixer   := A | L | M | S | H | G | D  a sequence mixer (`config::registry`: `archlab describe --list`)
+//! mixer   := A | L | M | S | H | G | D  a sequence mixer (`model::registry`: `archlab describe --list`)
 //! ffn     := f  MLP        e  MoE (`[model.moe]`)        n  none
 //!            (absent: `model.ffn`, the global default)
 //! ```
@@ -17,7 +17,7 @@
 
 use std::fmt;
 
-use super::{FfnKind, MixerKind, registry};
+use super::registry::{self, FfnKind, MixerKind};
 
 /// One layer as the pattern names it; `ffn: None` takes the global default.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
