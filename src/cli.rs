@@ -148,6 +148,11 @@ pub struct CompareArgs {
     /// (or as "none"), no measurement, whatever an experiment file says.
     #[arg(long, value_delimiter = ',', num_args = 0.., value_parser = seq_len_parser())]
     pub bench_seq_lens: Option<Vec<SeqLen>>,
+    /// Synthetic tasks to compare on, e.g. mqar,parity (docs/tasks.md): one comparison per
+    /// task in DIR/<task>/, the same architectures and settings, and an overview report of
+    /// every task's accuracy in DIR.
+    #[arg(long, value_delimiter = ',')]
+    pub tasks: Vec<String>,
     /// The comparison directory (default: runs/compare-<time>). Rerunning with the same
     /// directory continues an interrupted comparison; finished runs are kept.
     #[arg(long)]
@@ -539,6 +544,7 @@ impl From<CompareArgs> for CompareRequest {
             lr_grid: a.lr_grid,
             steps: a.steps,
             bench_seq_lens: a.bench_seq_lens.map(|lens| lens.into_iter().flatten().collect()),
+            tasks: a.tasks,
             dir: a.dir,
             quiet: a.quiet,
         }

@@ -68,8 +68,7 @@ fn resolve(args: &ConfigArgs, extra: &[String]) -> Result<RunConfig> {
 }
 
 fn report_cmd(a: ReportArgs) -> Result<()> {
-    let results = archlab::compare::load_results(&a.dir)?;
-    let files = archlab::report::write(&a.dir, &results)?;
+    let files = archlab::compare::redraw_report(&a.dir)?;
     for f in files {
         println!("wrote {}", f.display());
     }

@@ -43,30 +43,67 @@ const SAMPLE_TOKENS: usize = 160;
 
 pub fn run(args: CompareRequest) -> Result<()> {
     let spec = CompareSpec::from_request(&args)?;
+    let dir = args.dir.clone().unwrap_or_else(|| train::default_run_dir("compare"));
+    if spec.tasks.is_empty() {
+        let planned = plan(&spec)?;
+        run_comparison(&spec, planned, &dir, &args)?;
+        return Ok(());
+    }
+    // A task suite: every task's comparison is planned (and a bad task name refused) before
+    // any training, then each runs in its own directory, resumable as any comparison.
+    let suite: Vec<(&String, CompareSpec)> = spec.tasks.iter().map(|t| (t, spec.for_task(t))).collect();
+    let plans = suite.iter().map(|(_, s)| plan(s)).collect::<Result<Vec<_>>>()?;
+    let _lock = crate::util::lock::DirLock::acquire(&dir, "compare")?;
+    claim_dir(&dir, &spec)?;
+    let mut results = Vec::new();
+    for ((task, task_spec), planned) in suite.into_iter().zip(plans) {
+        eprintln!("task:{task}");
+        results.push((task.clone(), run_comparison(&task_spec, planned, &dir.join(task), &args)?));
+    }
+    let files = crate::report::write_suite(&dir, &spec.title, &results)?;
+    print!("{}", crate::report::suite_table(&results));
+    for f in files {
+        println!("report: {}", f.display());
+    }
+    Ok(())
+}
+
+/// Resolves and sizes every architecture of `spec`, before any training: a bad name, task or
+/// budget fails now.
+fn plan(spec: &CompareSpec) -> Result<(f64, Vec<PlannedArch>)> {
     let by = MatchBy::parse(&spec.match_by)?;
-    // Resolve and size everything before any training: a bad name or budget fails now.
     let budget = match spec.budget {
         Some(b) => b,
         None => plan::default_budget(&spec.size, &spec.sets, by)?,
     };
-    let archs: Vec<PlannedArch> = spec
+    let archs = spec
         .archs
         .iter()
         .map(|a| plan::plan_one(&a.label, &a.arch, &spec.size, &spec.sets_for(a), by, budget))
         .collect::<Result<_>>()?;
-    let dir = args.dir.clone().unwrap_or_else(|| train::default_run_dir("compare"));
+    Ok((budget, archs))
+}
+
+/// One comparison, planned, into `dir`: its runs, the optional scaling measurement,
+/// `results.json` and the report.
+fn run_comparison(
+    spec: &CompareSpec,
+    (budget, archs): (f64, Vec<PlannedArch>),
+    dir: &Path,
+    args: &CompareRequest,
+) -> Result<ComparisonResults> {
     // One process per comparison directory; each run's own directory is locked by its trainer.
-    let _lock = crate::util::lock::DirLock::acquire(&dir, "compare")?;
-    claim_dir(&dir, &spec)?;
+    let _lock = crate::util::lock::DirLock::acquire(dir, "compare")?;
+    claim_dir(dir, spec)?;
     let resolved = device::resolve(args.arch.device)?;
 
-    print_plan(&spec, &archs, budget, &dir, resolved);
+    print_plan(spec, &archs, budget, dir, resolved);
     let total_runs = archs.len() * (spec.seeds + spec.lr_grid.len().saturating_sub(1));
     let mut counter = RunCounter { done: 0, total: total_runs };
     let mut results = Vec::new();
     for (i, arch) in archs.iter().enumerate() {
         let arch_dir = dir.join("runs").join(format!("{i:02}-{}", slug(&arch.name)));
-        results.push(run_arch(arch, &spec, &arch_dir, &dir, resolved, args.quiet, &mut counter)?);
+        results.push(run_arch(arch, spec, &arch_dir, dir, resolved, args.quiet, &mut counter)?);
     }
 
     let bench = if spec.bench_seq_lens.is_empty() {
@@ -102,12 +139,12 @@ pub fn run(args: CompareRequest) -> Result<()> {
         bench,
     };
     atomic::write_json(&dir.join("results.json"), &comparison)?;
-    let files = crate::report::write(&dir, &comparison)?;
+    let files = crate::report::write(dir, &comparison)?;
     print_results(&comparison);
     for f in files.iter().filter(|f| f.extension().is_some_and(|e| e == "md" || e == "html")) {
         println!("report: {}", f.display());
     }
-    Ok(())
+    Ok(comparison)
 }
 
 /// Creates the comparison directory, or checks that the one there holds this comparison.
@@ -452,6 +489,28 @@ fn slug(name: &str) -> String {
 }
 
 /// Reads `DIR/results.json`.
+/// Redraws the report of the comparison in `dir` from its results alone (`archlab report`):
+/// for a task suite, each task's report and the overview. Returns the files written.
+pub fn redraw_report(dir: &Path) -> Result<Vec<std::path::PathBuf>> {
+    // A suite is known by its compare.json; one that does not read as today's (a comparison
+    // written by an older archlab) is a single comparison.
+    let suite_spec = std::fs::read_to_string(dir.join("compare.json"))
+        .ok()
+        .and_then(|text| serde_json::from_str::<CompareSpec>(&text).ok());
+    let Some(spec) = suite_spec.filter(|s| !s.tasks.is_empty()) else {
+        return crate::report::write(dir, &load_results(dir)?);
+    };
+    let mut files = Vec::new();
+    let mut suite = Vec::new();
+    for task in spec.tasks.clone() {
+        let results = load_results(&dir.join(&task))?;
+        files.extend(crate::report::write(&dir.join(&task), &results)?);
+        suite.push((task, results));
+    }
+    files.extend(crate::report::write_suite(dir, &spec.title, &suite)?);
+    Ok(files)
+}
+
 pub fn load_results(dir: &Path) -> Result<ComparisonResults> {
     let path = dir.join("results.json");
     let text = std::fs::read_to_string(&path).with_context(|| {

@@ -14,6 +14,7 @@
 //! lr_grid = [1e-3, 3e-3]
 //! set = ["train.seq_len=256"]        # shared by every run
 //! bench_seq_lens = [128, 512]
+//! tasks = ["mqar", "parity"]         # optional: one comparison per task, one overview
 //!
 //! [[variant]]                        # an architecture with its own overrides
 //! name = "mamba-wide-conv"
@@ -78,6 +79,9 @@ pub struct CompareRequest {
     pub steps: Option<usize>,
     /// Sequence lengths of the report's scaling measurement (`Some(vec![])`: none).
     pub bench_seq_lens: Option<Vec<usize>>,
+    /// Synthetic tasks (`mqar`, `parity`, …) to run the comparison on, each into a directory
+    /// of its own, with one overview report; empty: the experiment file's, or the config's data.
+    pub tasks: Vec<String>,
     /// The comparison directory (default: `runs/compare-<time>`).
     pub dir: Option<std::path::PathBuf>,
     /// No progress bars.
@@ -110,6 +114,10 @@ pub struct CompareSpec {
     pub sets: Vec<String>,
     pub bench_seq_lens: Vec<usize>,
     pub precision: Option<String>,
+    /// A task suite: the comparison runs once per task (`task:<name>` as the data source),
+    /// each in `DIR/<name>/`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tasks: Vec<String>,
 }
 
 /// The experiment file's format (see the module docs).
@@ -130,6 +138,8 @@ struct ExperimentFile {
     #[serde(default)]
     set: Vec<String>,
     bench_seq_lens: Option<Vec<usize>>,
+    #[serde(default)]
+    tasks: Vec<String>,
     #[serde(default)]
     variant: Vec<VariantEntry>,
     #[serde(default)]
@@ -238,10 +248,12 @@ impl CompareSpec {
         if let Some(bad) = lr_grid.iter().find(|lr| !(**lr > 0.0 && lr.is_finite())) {
             bail!("--lr-grid has {bad}; learning rates must be positive");
         }
+        let tasks = task_suite(if args.tasks.is_empty() { &file.tasks } else { &args.tasks }, &sets)?;
         let bench_seq_lens = match (&args.bench_seq_lens, file.bench_seq_lens) {
             (Some(v), _) => v.clone(),
             (None, Some(v)) => v,
-            (None, None) if size == "tiny" => DEFAULT_BENCH_SEQ_LENS.to_vec(),
+            // A task suite measures no throughput unless asked: the tasks share the models.
+            (None, None) if size == "tiny" && tasks.is_empty() => DEFAULT_BENCH_SEQ_LENS.to_vec(),
             (None, None) => vec![],
         };
         if bench_seq_lens.contains(&0) {
@@ -261,7 +273,21 @@ impl CompareSpec {
             sets,
             bench_seq_lens,
             precision: args.arch.precision.clone(),
+            tasks,
         })
+    }
+
+    /// The comparison of a task suite on one of its tasks: the same architectures and
+    /// settings, `task:<task>` as the data source.
+    pub fn for_task(&self, task: &str) -> CompareSpec {
+        let mut sets = self.sets.clone();
+        sets.push(format!("data.source=\"task:{task}\""));
+        CompareSpec {
+            title: format!("{} — task:{task}", self.title),
+            sets,
+            tasks: Vec::new(),
+            ..self.clone()
+        }
     }
 
     /// The overrides of one architecture's runs: the shared ones, then its own.
@@ -365,4 +391,27 @@ mod tests {
             assert!(CompareSpec::from_request(&bad).is_err(), "{bad:?}");
         }
     }
+}
+
+/// A task suite's names, without the `task:` prefix; refused beside a `data.source` override
+/// (each task is the data source of its comparison) or with a task listed twice. Unknown
+/// names are refused when the comparisons are planned, with the list of known tasks.
+fn task_suite(names: &[String], sets: &[String]) -> Result<Vec<String>> {
+    let tasks: Vec<String> = names.iter().map(|t| t.trim().trim_start_matches("task:").to_string()).collect();
+    if tasks.is_empty() {
+        return Ok(tasks);
+    }
+    if let Some(set) = sets.iter().find(|s| s.trim_start().starts_with("data.source")) {
+        bail!("--tasks makes each task the data source of its comparison; drop `{set}`");
+    }
+    let mut seen = std::collections::HashSet::new();
+    for t in &tasks {
+        if t.is_empty() {
+            bail!("--tasks has an empty name; list tasks as e.g. --tasks mqar,parity");
+        }
+        if !seen.insert(t) {
+            bail!("task `{t}` is listed twice in --tasks");
+        }
+    }
+    Ok(tasks)
 }

@@ -333,13 +333,7 @@ fn accuracy(doc: &mut Document, r: &ComparisonResults) {
     );
     let mut t = Table::new(["Architecture", "Answer-token accuracy ± 95% CI", "Seeds"]).numeric(1..=2);
     for a in &r.archs {
-        let ci = mean_ci(&final_accuracies(a));
-        let cell = match (ci.n, ci.half_width) {
-            (0, _) => "n/a (not recorded)".to_string(),
-            (_, Some(hw)) => format!("{:.2}% ± {:.2}%", 100.0 * ci.mean, 100.0 * hw),
-            (_, None) => format!("{:.2}% ± n/a (1 seed)", 100.0 * ci.mean),
-        };
-        t.row(vec![a.name.clone(), cell, ci.n.to_string()]);
+        t.row(vec![a.name.clone(), accuracy_cell(a), final_accuracies(a).len().to_string()]);
     }
     doc.table(t);
     accuracy_vs_state(doc, r);
@@ -397,6 +391,48 @@ fn accuracy(doc: &mut Document, r: &ComparisonResults) {
         "Held-out sequence accuracy at the training length and longer ones (mean over seeds).",
         line_chart(&chart),
     );
+}
+
+/// An architecture's held-out answer-token accuracy, mean ± 95% CI over seeds, in percent.
+fn accuracy_cell(a: &ArchResult) -> String {
+    let ci = mean_ci(&final_accuracies(a));
+    match (ci.n, ci.half_width) {
+        (0, _) => "n/a (not recorded)".to_string(),
+        (_, Some(hw)) => format!("{:.2}% ± {:.2}%", 100.0 * ci.mean, 100.0 * hw),
+        (_, None) => format!("{:.2}% ± n/a (1 seed)", 100.0 * ci.mean),
+    }
+}
+
+/// A task suite's overview (`compare --tasks`): every architecture's accuracy on every task,
+/// and where each task's own report is.
+pub fn suite_document(title: &str, suite: &[(String, ComparisonResults)]) -> Document {
+    let mut doc = Document::new(title);
+    doc.paragraph(
+        "One comparison per task: the same architectures, sizes, seeds and settings, each task in a \
+         directory of its own with its full report. Held-out answer-token accuracy at the training \
+         length, mean ± 95% CI over seeds.",
+    );
+    doc.table(suite_table(suite));
+    doc.list(
+        suite.iter().map(|(task, r)| format!("task:{task}: `{task}/report.md` ({})", r.title)).collect(),
+    );
+    doc
+}
+
+/// Architectures down, tasks across: each cell the held-out answer-token accuracy.
+pub fn suite_table(suite: &[(String, ComparisonResults)]) -> Table {
+    let header =
+        std::iter::once("Architecture".to_string()).chain(suite.iter().map(|(t, _)| format!("task:{t}")));
+    let mut t = Table::new(header).numeric(1..=suite.len());
+    let names: Vec<&String> =
+        suite.first().map(|(_, r)| r.archs.iter().map(|a| &a.name).collect()).unwrap_or_default();
+    for name in names {
+        let cells = suite
+            .iter()
+            .map(|(_, r)| r.archs.iter().find(|a| &a.name == name).map_or("—".to_string(), accuracy_cell));
+        t.row(std::iter::once(name.clone()).chain(cells).collect());
+    }
+    t
 }
 
 /// Each seed's held-out answer-token accuracy at the training length (the finite ones).

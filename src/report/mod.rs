@@ -32,6 +32,21 @@ pub fn write(dir: &Path, results: &ComparisonResults) -> Result<Vec<PathBuf>> {
     Ok(written)
 }
 
+/// Writes a task suite's overview (`compare --tasks`) into `dir`: `report.md` and
+/// `report.html`, one table of every architecture's accuracy on every task; returns the files.
+pub fn write_suite(dir: &Path, title: &str, suite: &[(String, ComparisonResults)]) -> Result<Vec<PathBuf>> {
+    let doc = comparison::suite_document(title, suite);
+    Ok(vec![
+        write_file(&dir.join("report.md"), &markdown::render(&doc))?,
+        write_file(&dir.join("report.html"), &html::render(&doc))?,
+    ])
+}
+
+/// The suite's accuracy table alone, as Markdown (what `compare --tasks` prints).
+pub fn suite_table(suite: &[(String, ComparisonResults)]) -> String {
+    markdown::table_text(&comparison::suite_table(suite))
+}
+
 /// Writes the sequence-length scaling report on its own: `bench.md` and `plots/bench-*.svg`
 /// (throughput, memory, and decoding when inference was measured); returns the files written.
 pub fn write_bench(dir: &Path, bench: &BenchResults) -> Result<Vec<PathBuf>> {

@@ -327,3 +327,90 @@ fn each_run_reports_its_own_peak_memory() {
         "mamba2: {after_dense} after dense, {by_itself} alone"
     );
 }
+
+/// `--tasks` runs one comparison per task, each in a directory of its own with its own
+/// results, and writes one overview of every architecture's accuracy on every task; a task
+/// name archlab does not know stops it before any run, naming the known ones.
+#[test]
+fn a_task_suite_runs_each_task_and_reports_them_together() {
+    let dir = temp_dir("compare-tasks");
+    let out_dir = dir.join("suite");
+    let suite = |tasks: &str| {
+        let mut args: Vec<String> = [
+            "compare",
+            "dense",
+            "mamba2",
+            "--tasks",
+            tasks,
+            "--seeds",
+            "2",
+            "--steps",
+            "4",
+            "--budget",
+            "60k",
+            "--set",
+            "data.task.vocab=16",
+            "--set",
+            "data.task.n_pairs=2",
+            "--set",
+            "data.task.val_sequences=8",
+            "--set",
+            "train.batch_size=4",
+            "--set",
+            "train.seq_len=16",
+            "--set",
+            "eval.every=4",
+            "--set",
+            "eval.batches=2",
+            "--device",
+            "cpu",
+            "--quiet",
+        ]
+        .map(String::from)
+        .to_vec();
+        args.extend(["--dir".into(), out_dir.display().to_string()]);
+        Command::new(env!("CARGO_BIN_EXE_archlab")).args(&args).current_dir(&dir).output().unwrap()
+    };
+
+    let out = suite("mqar,no-such-task");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("no-such-task") && stderr.contains("parity"), "{stderr}");
+    assert!(!out_dir.exists(), "nothing is started before every task is planned");
+
+    let out = suite("mqar,task:parity");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    for task in ["mqar", "parity"] {
+        let r = results(&out_dir.join(task));
+        assert_eq!(r.task.as_deref(), Some(task));
+        let names: Vec<&str> = r.archs.iter().map(|a| a.name.as_str()).collect();
+        assert_eq!(names, ["dense", "mamba2"]);
+        assert!(r.archs.iter().all(|a| a.runs.len() == 2 && a.runs.iter().all(|s| s.summary.steps == 4)));
+    }
+    let md = std::fs::read_to_string(out_dir.join("report.md")).unwrap();
+    let header = "| Architecture | task:mqar | task:parity |";
+    for text in [&md[..], &stdout[..]] {
+        let at = text.find(header).unwrap_or_else(|| panic!("no suite table in:\n{text}"));
+        let rows: Vec<&str> = text[at..].lines().skip(2).take_while(|l| l.starts_with('|')).collect();
+        assert_eq!(rows.len(), 2, "{text}");
+        for (row, arch) in rows.iter().zip(["dense", "mamba2"]) {
+            assert!(row.contains(arch) && row.matches('%').count() >= 4, "{row}");
+        }
+    }
+    assert!(md.contains("mqar/report.md") && md.contains("parity/report.md"), "{md}");
+
+    // `archlab report` redraws the overview and every task's report from the results alone.
+    std::fs::remove_file(out_dir.join("report.md")).unwrap();
+    std::fs::remove_file(out_dir.join("parity").join("report.md")).unwrap();
+    let out = archlab(&["report", &out_dir.display().to_string()], &dir);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(std::fs::read_to_string(out_dir.join("report.md")).unwrap(), md);
+    assert!(out_dir.join("parity").join("report.md").exists());
+
+    // Rerun with the same arguments: every run is finished, nothing is trained again.
+    let out = suite("mqar,task:parity");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("continuing the comparison"), "{stderr}");
+}
