@@ -1,12 +1,20 @@
 //! Hugging Face `transformers` interop: reads a checkpoint folder (`config.json` +
-//! safetensors) of `MambaForCausalLM`, `Mamba2ForCausalLM`, `LlamaForCausalLM` or
-//! `MixtralForCausalLM` into an
-//! archlab [`ModelConfig`] and [`LanguageModel`]. The mapping is exact (tests match the logits
-//! `transformers` computes, `tools/hf_fixtures.py`); every tensor of the checkpoint must be
-//! used and have the shape archlab expects, so an unsupported variant fails loudly instead of
-//! loading half its weights.
+//! safetensors) of `MambaForCausalLM`, `Mamba2ForCausalLM`, `LlamaForCausalLM`,
+//! `MixtralForCausalLM`, `JambaForCausalLM` or `Qwen3NextForCausalLM` into an archlab
+//! [`ModelConfig`] and [`LanguageModel`]. Each architecture's `config.json` is read in a file
+//! of its own (`mamba.rs`, `llama.rs`, `jamba.rs`, `qwen3_next.rs`), which maps its layers onto
+//! the table of layer kinds (a Jamba checkpoint fills attention, Mamba, MoE and MLP layers);
+//! the weights then load per layer kind, under each family's tensor names. The mapping is
+//! exact (tests match the logits `transformers` computes, `tools/hf_fixtures.py`); every tensor
+//! of the checkpoint must be used and have the shape archlab expects, so an unsupported
+//! variant fails loudly instead of loading half its weights.
 
 pub mod export;
+mod jamba;
+mod json;
+mod llama;
+mod mamba;
+mod qwen3_next;
 pub mod safetensors;
 
 use std::collections::BTreeSet;
@@ -21,12 +29,13 @@ use serde_json::Value;
 /// The Hugging Face `model_type`s archlab imports.
 const SUPPORTED: [&str; 6] = ["mamba", "mamba2", "llama", "mixtral", "jamba", "qwen3_next"];
 
-use crate::config::{FfnKind, MixerKind, ModelConfig, MoeConfig, RunConfig};
+use crate::config::{ModelConfig, RunConfig};
 use crate::model::LanguageModel;
 use crate::model::block::{ChannelMixer, SeqMixer};
 use crate::model::gated_deltanet::GatedDeltaNet;
 use crate::model::layers::{Linear, float_tensor};
 use crate::model::mlp::Mlp;
+use json::HfConfig;
 use safetensors::{Checkpoint, HostTensor};
 
 /// Tensors a checkpoint may carry that no forward pass uses: skipped when the weights load
@@ -88,91 +97,12 @@ pub fn read_config(dir: &Path, base: &RunConfig) -> Result<RunConfig> {
     m.bias = false;
     m.dropout = 0.0;
     match model_type {
-        "mamba" => {
-            m.mixer = MixerKind::Mamba;
-            m.ffn = FfnKind::None;
-            m.norm_eps = hf.f64("layer_norm_epsilon")?;
-            m.tie_embeddings = hf.bool_or("tie_word_embeddings", true)?;
-            let c = &mut m.mamba;
-            c.d_state = hf.usize("state_size")?;
-            c.d_conv = hf.usize("conv_kernel")?;
-            c.expand = hf.usize("expand")?;
-            c.dt_rank = hf.usize("time_step_rank")?;
-            c.bias = hf.bool_or("use_bias", false)?;
-            c.conv_bias = hf.bool_or("use_conv_bias", true)?;
-            if let Some(inner) = hf.opt_usize("intermediate_size")?
-                && inner != c.expand * m.d_model
-            {
-                bail!("{}: intermediate_size {inner} is not expand · hidden_size", path.display());
-            }
-            hf.expect_str_or("hidden_act", "silu")?;
-        }
-        "mamba2" => {
-            m.mixer = MixerKind::Mamba2;
-            m.ffn = FfnKind::None;
-            m.norm_eps = hf.f64("layer_norm_epsilon")?;
-            m.tie_embeddings = hf.bool_or("tie_word_embeddings", true)?;
-            let c = &mut m.mamba2;
-            c.d_state = hf.usize("state_size")?;
-            c.d_conv = hf.usize("conv_kernel")?;
-            c.expand = hf.usize("expand")?;
-            c.head_dim = hf.usize("head_dim")?;
-            c.n_groups = hf.usize("n_groups")?;
-            c.chunk_size = hf.usize("chunk_size")?;
-            c.bias = hf.bool_or("use_bias", false)?;
-            c.conv_bias = hf.bool_or("use_conv_bias", true)?;
-            let heads = hf.usize("num_heads")?;
-            if heads * c.head_dim != c.expand * m.d_model {
-                bail!("{}: num_heads · head_dim must equal expand · hidden_size", path.display());
-            }
-            if !hf.bool_or("rms_norm", true)? || hf.bool_or("norm_before_gate", false)? {
-                bail!(
-                    "{}: only the gated RMSNorm with the gate before the norm is supported",
-                    path.display()
-                );
-            }
-            // archlab does not clamp Δ: accept only the default limit (0, ∞).
-            if let Some(limit) = json.get("time_step_limit") {
-                let lo = limit.get(0).and_then(Value::as_f64);
-                let hi = limit.get(1).and_then(Value::as_f64).unwrap_or(f64::INFINITY);
-                if lo != Some(0.0) || hi.is_finite() {
-                    bail!("{}: time_step_limit {limit} is not supported (only [0, inf])", path.display());
-                }
-            }
-            hf.expect_str_or("hidden_act", "silu")?;
-        }
-        "llama" => {
-            read_llama_attention(&hf, m)?;
-            m.ffn = FfnKind::Mlp;
-            if hf.bool_or("mlp_bias", false)? {
-                bail!("{}: Llama variants with biases are not supported", path.display());
-            }
-        }
-        "mixtral" => {
-            read_llama_attention(&hf, m)?;
-            if hf.opt_usize("sliding_window")?.is_some() {
-                bail!(
-                    "{}: Mixtral with sliding_window is not imported yet (archlab's local attention is not \
-                     parity-tested against it); set sliding_window to null to load it with full attention",
-                    path.display()
-                );
-            }
-            m.ffn = FfnKind::Moe;
-            m.moe = MoeConfig {
-                n_experts: hf.usize("num_local_experts")?,
-                top_k: hf.usize("num_experts_per_tok")?,
-                expert_d_ff: m.d_ff,
-                renormalize: true,
-                capacity_factor: 0.0,
-                balance_coef: hf.f64_or("router_aux_loss_coef", 0.001)?,
-                z_loss_coef: 0.0,
-                jitter: hf.f64_or("router_jitter_noise", 0.0)?,
-                shared_expert_d_ff: 0,
-                shared_expert_gate: false,
-            };
-        }
-        "jamba" => read_jamba(&hf, m)?,
-        "qwen3_next" => read_qwen3_next(&hf, m)?,
+        "mamba" => mamba::read_mamba(&hf, m)?,
+        "mamba2" => mamba::read_mamba2(&hf, m)?,
+        "llama" => llama::read_llama(&hf, m)?,
+        "mixtral" => llama::read_mixtral(&hf, m)?,
+        "jamba" => jamba::read_jamba(&hf, m)?,
+        "qwen3_next" => qwen3_next::read_qwen3_next(&hf, m)?,
         other => bail!(
             "{}: model_type `{other}` is not supported; archlab imports {}",
             path.display(),
@@ -183,284 +113,12 @@ pub fn read_config(dir: &Path, base: &RunConfig) -> Result<RunConfig> {
     Ok(cfg)
 }
 
-/// Jamba (Lieber et al. 2024): attention every `attn_layer_period` layers (no positional
-/// encoding), Mamba-1 with RMSNorms on Δ/B/C elsewhere, an MoE (top-k, weights not
-/// renormalised) every `expert_layer_period` layers and a SwiGLU MLP in the others. Mapped onto
-/// a layer pattern, e.g. `MfMeAfMe`.
-fn read_jamba(hf: &HfConfig, m: &mut ModelConfig) -> Result<()> {
-    let path = hf.path;
-    read_transformer_shape(hf, m)?;
-    m.positions = crate::config::Positions::None;
-    let c = &mut m.mamba;
-    c.d_state = hf.usize("mamba_d_state")?;
-    c.d_conv = hf.usize("mamba_d_conv")?;
-    c.expand = hf.usize("mamba_expand")?;
-    c.dt_rank = match hf.json.get("mamba_dt_rank").and_then(Value::as_str) {
-        Some("auto") => 0,
-        _ => hf.usize("mamba_dt_rank")?,
-    };
-    c.conv_bias = hf.bool_or("mamba_conv_bias", true)?;
-    c.bias = hf.bool_or("mamba_proj_bias", false)?;
-    c.inner_norms = true;
-    let n_experts = hf.usize("num_experts")?;
-    m.moe = MoeConfig {
-        n_experts,
-        top_k: hf.usize("num_experts_per_tok")?,
-        expert_d_ff: m.d_ff,
-        renormalize: false,
-        capacity_factor: 0.0,
-        balance_coef: hf.f64_or("router_aux_loss_coef", 0.001)?,
-        z_loss_coef: 0.0,
-        jitter: 0.0,
-        shared_expert_d_ff: 0,
-        shared_expert_gate: false,
-    };
-    let (attn_period, attn_offset) = (hf.usize("attn_layer_period")?, hf.usize("attn_layer_offset")?);
-    let (expert_period, expert_offset) = (hf.usize("expert_layer_period")?, hf.usize("expert_layer_offset")?);
-    if attn_period == 0 || expert_period == 0 {
-        bail!("{}: attn_layer_period and expert_layer_period must be positive", path.display());
-    }
-    m.pattern = (0..m.n_layers)
-        .map(|i| {
-            let mixer = if i % attn_period == attn_offset { 'A' } else { 'M' };
-            let ffn = if n_experts > 1 && i % expert_period == expert_offset { 'e' } else { 'f' };
-            format!("{mixer}{ffn}")
-        })
-        .collect();
-    m.mixer = MixerKind::Mamba;
-    m.ffn = FfnKind::Mlp;
-    Ok(())
-}
-
-/// Qwen3-Next: Gated DeltaNet (`linear_attention`) and gated full attention (`full_attention`)
-/// layers, 3:1 by default (`layer_types`, or `full_attention_interval` in older configs); an MoE
-/// with a sigmoid-gated shared expert where `decoder_sparse_step` and `mlp_only_layers` say so,
-/// a SwiGLU MLP elsewhere. Attention has an output gate, q/k norms and partial RoPE; its head
-/// width is explicit. The zero-centred norms (`1 + w`) are converted when the weights load.
-fn read_qwen3_next(hf: &HfConfig, m: &mut ModelConfig) -> Result<()> {
-    let path = hf.path;
-    read_transformer_shape(hf, m)?;
-    if hf.bool_or("attention_bias", false)? {
-        bail!("{}: attention with biases is not supported", path.display());
-    }
-    m.positions = crate::config::Positions::Rope;
-    m.head_dim = hf.usize("head_dim")?;
-    m.attn_output_gate = true;
-    m.qk_norm = true;
-    // transformers ≥ 5 nests RoPE's settings in `rope_parameters`; checkpoints' config.json
-    // carry them at the top level.
-    let rope = hf.json.get("rope_parameters").filter(|v| v.is_object());
-    let rope_key = |key: &str| match rope.and_then(|r| r.get(key)).and_then(Value::as_f64) {
-        Some(v) => Ok(Some(v)),
-        None if hf.json.get(key).is_none_or(Value::is_null) => Ok(None),
-        None => hf.f64(key).map(Some),
-    };
-    m.rope_theta = rope_key("rope_theta")?
-        .ok_or_else(|| anyhow!("{} has no `rope_theta` (top level or in rope_parameters)", path.display()))?;
-    m.partial_rotary_factor = rope_key("partial_rotary_factor")?.unwrap_or(0.25);
-    if let Some(kind) = rope.and_then(|r| r.get("rope_type")).and_then(Value::as_str)
-        && kind != "default"
-    {
-        bail!("{}: rope_type `{kind}` is not supported (only the default RoPE)", path.display());
-    }
-    let rotary = (m.head_dim as f64 * m.partial_rotary_factor) as usize;
-    if rotary == 0 || !rotary.is_multiple_of(2) {
-        bail!(
-            "{}: partial_rotary_factor {} of head_dim {} gives {rotary} rotated channels; RoPE needs an \
-             even number of them, at least 2",
-            path.display(),
-            m.partial_rotary_factor,
-            m.head_dim
-        );
-    }
-    let g = &mut m.gdn;
-    g.head_dim = hf.usize("linear_key_head_dim")?;
-    g.v_head_dim = hf.usize("linear_value_head_dim")?;
-    g.n_heads = hf.usize("linear_num_key_heads")?;
-    g.n_v_heads = hf.usize("linear_num_value_heads")?;
-    g.d_conv = hf.usize("linear_conv_kernel_dim")?;
-    g.conv_bias = false;
-    g.allow_neg_eigval = false;
-    if g.n_heads == 0 || !g.n_v_heads.is_multiple_of(g.n_heads) {
-        bail!(
-            "{}: linear_num_value_heads ({}) must be a positive multiple of linear_num_key_heads ({}); \
-             each key head serves linear_num_value_heads / linear_num_key_heads value heads",
-            path.display(),
-            g.n_v_heads,
-            g.n_heads
-        );
-    }
-    let n_experts = hf.opt_usize("num_experts")?.unwrap_or(0);
-    let sparse_step = hf.opt_usize("decoder_sparse_step")?.unwrap_or(1);
-    let mlp_only = match hf.json.get("mlp_only_layers") {
-        None | Some(Value::Null) => Vec::new(),
-        Some(v) => v
-            .as_array()
-            .and_then(|a| a.iter().map(|i| i.as_u64().map(|i| i as usize)).collect::<Option<Vec<_>>>())
-            .ok_or_else(|| anyhow!("{}: `mlp_only_layers` is not a list of layer indices", path.display()))?,
-    };
-    if n_experts > 0 {
-        if sparse_step == 0 {
-            bail!("{}: decoder_sparse_step must be at least 1", path.display());
-        }
-        let top_k = hf.usize("num_experts_per_tok")?;
-        let renormalize = hf.bool_or("norm_topk_prob", true)?;
-        if renormalize && top_k == 1 {
-            // archlab keeps a top-1 expert's probability as its weight (Switch), where
-            // renormalising would make it 1.
-            bail!("{}: norm_topk_prob with num_experts_per_tok = 1 is not supported", path.display());
-        }
-        let shared = hf.opt_usize("shared_expert_intermediate_size")?.unwrap_or(0);
-        m.moe = MoeConfig {
-            n_experts,
-            top_k,
-            expert_d_ff: hf.usize("moe_intermediate_size")?,
-            renormalize,
-            capacity_factor: 0.0,
-            balance_coef: hf.f64_or("router_aux_loss_coef", 0.001)?,
-            z_loss_coef: 0.0,
-            jitter: 0.0,
-            shared_expert_d_ff: shared,
-            shared_expert_gate: shared > 0,
-        };
-    }
-    let layer_types: Vec<String> = match hf.json.get("layer_types").filter(|v| !v.is_null()) {
-        Some(v) => v
-            .as_array()
-            .and_then(|a| a.iter().map(|t| t.as_str().map(str::to_string)).collect::<Option<Vec<_>>>())
-            .ok_or_else(|| anyhow!("{}: `layer_types` is not a list of strings", path.display()))?,
-        None => {
-            let interval = hf.opt_usize("full_attention_interval")?.unwrap_or(4);
-            if interval == 0 {
-                bail!("{}: full_attention_interval must be at least 1", path.display());
-            }
-            (0..m.n_layers)
-                .map(|i| if (i + 1) % interval == 0 { "full_attention" } else { "linear_attention" }.into())
-                .collect()
-        }
-    };
-    if layer_types.len() != m.n_layers {
-        bail!(
-            "{}: layer_types has {} entries but num_hidden_layers is {}",
-            path.display(),
-            layer_types.len(),
-            m.n_layers
-        );
-    }
-    let mut pattern = String::new();
-    for (i, kind) in layer_types.iter().enumerate() {
-        pattern.push(match kind.as_str() {
-            "linear_attention" => 'G',
-            "full_attention" => 'A',
-            other => bail!(
-                "{}: layer_types[{i}] = `{other}` is not a Qwen3-Next layer archlab knows; the allowed \
-                 values are `linear_attention` (Gated DeltaNet) and `full_attention`",
-                path.display()
-            ),
-        });
-        let sparse = n_experts > 0 && !mlp_only.contains(&i) && (i + 1) % sparse_step == 0;
-        pattern.push(if sparse { 'e' } else { 'f' });
-    }
-    m.pattern = pattern;
-    m.mixer = MixerKind::GatedDeltaNet;
-    m.ffn = FfnKind::Mlp;
-    Ok(())
-}
-
-/// What Llama, Mixtral and Jamba configs share: heads, SwiGLU width, RMSNorm, the head.
-fn read_transformer_shape(hf: &HfConfig, m: &mut ModelConfig) -> Result<()> {
-    m.mlp = crate::config::MlpKind::Swiglu;
-    m.norm_eps = hf.f64("rms_norm_eps")?;
-    m.tie_embeddings = hf.bool_or("tie_word_embeddings", false)?;
-    m.d_ff = hf.usize("intermediate_size")?;
-    m.n_heads = hf.usize("num_attention_heads")?;
-    m.n_kv_heads = hf.opt_usize("num_key_value_heads")?.unwrap_or(m.n_heads);
-    m.max_seq_len = hf.usize("max_position_embeddings")?;
-    hf.expect_str_or("hidden_act", "silu")
-}
-
-/// The Llama-style attention stack Llama and Mixtral share: RoPE, RMSNorm, SwiGLU, no biases.
-fn read_llama_attention(hf: &HfConfig, m: &mut ModelConfig) -> Result<()> {
-    let path = hf.path;
-    let json = hf.json;
-    read_transformer_shape(hf, m)?;
-    m.mixer = MixerKind::Attention;
-    m.positions = crate::config::Positions::Rope;
-    let rope = json.get("rope_parameters").or(json.get("rope_scaling")).filter(|v| !v.is_null());
-    m.rope_theta = match rope.and_then(|r| r.get("rope_theta")).and_then(Value::as_f64) {
-        Some(theta) => theta,
-        None => hf.f64("rope_theta")?,
-    };
-    if let Some(kind) = rope.and_then(|r| r.get("rope_type")).and_then(Value::as_str)
-        && kind != "default"
-    {
-        bail!("{}: rope_type `{kind}` is not supported (only the default RoPE)", path.display());
-    }
-    if hf.bool_or("attention_bias", false)? {
-        bail!("{}: attention with biases is not supported", path.display());
-    }
-    if let Some(hd) = hf.opt_usize("head_dim")?
-        && hd * m.n_heads != m.d_model
-    {
-        bail!("{}: head_dim {hd} · heads differs from hidden_size; not supported", path.display());
-    }
-    Ok(())
-}
-
 /// The `model_type` of the checkpoint in `dir`.
 fn model_type(dir: &Path) -> Result<String> {
     let path = dir.join("config.json");
     let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
     let json: Value = serde_json::from_str(&text).with_context(|| format!("malformed {}", path.display()))?;
     Ok(HfConfig { json: &json, path: &path }.str("model_type")?.to_string())
-}
-
-/// Typed lookups in `config.json` with errors that name the file and the key.
-struct HfConfig<'a> {
-    json: &'a Value,
-    path: &'a Path,
-}
-
-impl HfConfig<'_> {
-    fn get(&self, key: &str) -> Result<&Value> {
-        self.json
-            .get(key)
-            .filter(|v| !v.is_null())
-            .ok_or_else(|| anyhow!("{} has no `{key}`", self.path.display()))
-    }
-    fn str(&self, key: &str) -> Result<&str> {
-        self.get(key)?.as_str().ok_or_else(|| anyhow!("{}: `{key}` is not a string", self.path.display()))
-    }
-    fn usize(&self, key: &str) -> Result<usize> {
-        self.get(key)?
-            .as_u64()
-            .map(|v| v as usize)
-            .ok_or_else(|| anyhow!("{}: `{key}` is not a non-negative integer", self.path.display()))
-    }
-    fn opt_usize(&self, key: &str) -> Result<Option<usize>> {
-        if self.json.get(key).is_none_or(Value::is_null) { Ok(None) } else { self.usize(key).map(Some) }
-    }
-    fn f64(&self, key: &str) -> Result<f64> {
-        self.get(key)?.as_f64().ok_or_else(|| anyhow!("{}: `{key}` is not a number", self.path.display()))
-    }
-    fn f64_or(&self, key: &str, default: f64) -> Result<f64> {
-        if self.json.get(key).is_none_or(Value::is_null) { Ok(default) } else { self.f64(key) }
-    }
-    fn bool_or(&self, key: &str, default: bool) -> Result<bool> {
-        match self.json.get(key) {
-            None | Some(Value::Null) => Ok(default),
-            Some(v) => {
-                v.as_bool().ok_or_else(|| anyhow!("{}: `{key}` is not a boolean", self.path.display()))
-            }
-        }
-    }
-    fn expect_str_or(&self, key: &str, expected: &str) -> Result<()> {
-        match self.json.get(key).and_then(Value::as_str) {
-            None => Ok(()),
-            Some(v) if v == expected => Ok(()),
-            Some(v) => bail!("{}: `{key}` = `{v}` is not supported (only `{expected}`)", self.path.display()),
-        }
-    }
 }
 
 /// Builds the model `cfg` describes and fills it with the checkpoint's weights.
