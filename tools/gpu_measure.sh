@@ -23,7 +23,7 @@
 #                d=384, 8 layers, T=512, batch 32, vocab 8192 (tools/bench_vs_torch.py)
 #   memory       Mamba, Mamba-2, AMMMMMMA and dense at batch 1 from T=512 to 16384: peak
 #                memory against T (linear for the SSMs) and tokens/s (SSMs against dense)
-#   gdn          Gated DeltaNet (fused UT-transform inverse and convolution), its 3:1 hybrid with
+#   gdn          Gated DeltaNet (fused UT transform and convolution), its 3:1 hybrid with
 #                gated attention, Mamba-2 and dense at batch 1 from T=512 to 8192: training
 #                tokens/s and peak memory, and decoding tokens/s flat in T (--inference)
 #   mfu          a GPT-2-small-shaped dense model (d=768, 12 layers, 12 heads, SwiGLU 2048:

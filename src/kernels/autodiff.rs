@@ -14,7 +14,7 @@ use std::sync::Arc;
 use super::{
     Backend, ScanOperands, plain_add_rms_norm, plain_causal_attention, plain_causal_conv,
     plain_cross_entropy, plain_gated_rms_norm, plain_rms_norm, plain_selective_scan, plain_state_passing,
-    plain_unit_lower_inverse,
+    plain_ut_transform,
 };
 
 impl<B: Backend, C: CheckpointStrategy> Backend for Autodiff<B, C> {
@@ -217,18 +217,41 @@ impl<B: Backend, C: CheckpointStrategy> Backend for Autodiff<B, C> {
         }
     }
 
-    const FUSED_TRI_INVERSE: bool = B::FUSED_TRI_INVERSE;
+    const FUSED_UT_TRANSFORM: bool = B::FUSED_UT_TRANSFORM;
 
-    fn unit_lower_inverse(m: FloatTensor<Self>) -> FloatTensor<Self> {
-        if !B::FUSED_TRI_INVERSE {
-            return plain_unit_lower_inverse::<Self>(m);
+    fn ut_transform(
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        cum: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        if !B::FUSED_UT_TRANSFORM {
+            return plain_ut_transform::<Self>(k, v, beta, cum);
         }
-        match TriInverseBackward.prepare::<C>([m.node.clone()]).compute_bound().stateful() {
+        let parents = [k.node.clone(), v.node.clone(), beta.node.clone(), cum.node.clone()];
+        // The node keeps the operands, `T` and the output: `C²` floats per chunk besides what
+        // the backward reads anyway, as the plain-ops graph keeps `T` too.
+        match UtTransformBackward.prepare::<C>(parents).compute_bound().stateful() {
             OpsKind::Tracked(prep) => {
-                let inverse = B::unit_lower_inverse(m.primitive);
-                prep.finish(inverse.clone(), inverse)
+                let [out, inverse] = B::ut_transform_saving(
+                    k.primitive.clone(),
+                    v.primitive.clone(),
+                    beta.primitive.clone(),
+                    cum.primitive.clone(),
+                );
+                let state = UtTransformState {
+                    k: k.primitive,
+                    v: v.primitive,
+                    beta: beta.primitive,
+                    cum: cum.primitive,
+                    inverse,
+                    out: out.clone(),
+                };
+                prep.finish(state, out)
             }
-            OpsKind::UnTracked(prep) => prep.finish(B::unit_lower_inverse(m.primitive)),
+            OpsKind::UnTracked(prep) => {
+                prep.finish(B::ut_transform(k.primitive, v.primitive, beta.primitive, cum.primitive))
+            }
         }
     }
 
@@ -467,16 +490,28 @@ impl<B: Backend> Backward<B, 3> for StatePassingBackward {
     }
 }
 
-/// The backward node of the fused triangular inverse: its state is the forward's output.
+/// What the UT transform's backward needs: the operands, `T` and the output.
+#[derive(Clone, Debug)]
+struct UtTransformState<B: Backend> {
+    k: FloatTensor<B>,
+    v: FloatTensor<B>,
+    beta: FloatTensor<B>,
+    cum: FloatTensor<B>,
+    inverse: FloatTensor<B>,
+    out: FloatTensor<B>,
+}
+
+/// The backward node of the fused UT transform.
 #[derive(Debug)]
-struct TriInverseBackward;
+struct UtTransformBackward;
 
-impl<B: Backend> Backward<B, 1> for TriInverseBackward {
-    type State = FloatTensor<B>;
+impl<B: Backend> Backward<B, 4> for UtTransformBackward {
+    type State = UtTransformState<B>;
 
-    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
-        let d_inverse = grads.consume::<B>(&ops.node);
-        let d_m = B::unit_lower_inverse_backward(ops.state, d_inverse);
-        register_parents::<B, 1>(ops.parents.map(|p| p.map(|node| node.id)), [d_m], grads);
+    fn backward(self, ops: Ops<Self::State, 4>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
+        let d_out = grads.consume::<B>(&ops.node);
+        let s = ops.state;
+        let g = B::ut_transform_backward(s.k, s.v, s.beta, s.cum, s.inverse, s.out, d_out);
+        register_parents::<B, 4>(ops.parents.map(|p| p.map(|node| node.id)), g, grads);
     }
 }

@@ -1,5 +1,6 @@
 //! The CPU backend (burn's Flex): `kernels::Backend` implemented with host loops where a fused
-//! loop beats the chain of tensor ops (`*_cpu.rs`); every other operation is its plain-ops twin.
+//! loop beats the chain of tensor ops (`crates/cpu-loops`, one module per operation); every
+//! other operation is its plain-ops twin.
 //!
 //! Operands are copied to contiguous f32 host buffers on the way in and results are made into
 //! tensors of the operands' dtype on the way out; the copies are O(b·t·d), the loops they feed
@@ -10,6 +11,7 @@ use burn::tensor::ops::FloatTensor;
 use burn::tensor::{DType, Tensor, TensorData, TensorPrimitive};
 
 use super::scan_cpu::{self, Dims, Operands};
+use super::ut_transform_cpu;
 use super::{Backend, ScanOperands};
 
 impl Backend for Flex {
@@ -51,6 +53,91 @@ impl Backend for Flex {
             c: host.output(g.c, [b, t, n]),
         }
     }
+
+    const FUSED_UT_TRANSFORM: bool = true;
+
+    fn ut_transform(
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        cum: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        let [out, _] = Self::ut_transform_saving(k, v, beta, cum);
+        out
+    }
+
+    fn ut_transform_saving(
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        cum: FloatTensor<Self>,
+    ) -> [FloatTensor<Self>; 2] {
+        let host = HostUt::new(k, v, beta, cum);
+        let d = host.dims;
+        let (out, inverse) = ut_transform_cpu::forward(host.operands(), d);
+        // The inverse stays f32 whatever the model's dtype, as it is computed.
+        [output(out, [d.n, d.c, d.dx()], host.dtype), f32_tensor(inverse, [d.n, d.c, d.c])]
+    }
+
+    fn ut_transform_backward(
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        cum: FloatTensor<Self>,
+        inverse: FloatTensor<Self>,
+        out: FloatTensor<Self>,
+        d_out: FloatTensor<Self>,
+    ) -> [FloatTensor<Self>; 4] {
+        let host = HostUt::new(k, v, beta, cum);
+        let d = host.dims;
+        let (dk, dv, dbeta, dcum) = ut_transform_cpu::backward(
+            host.operands(),
+            d,
+            &host_f32::<3>(inverse).0,
+            &host_f32::<3>(out).0,
+            &host_f32::<3>(d_out).0,
+        );
+        [
+            output(dk, [d.n, d.c, d.dk], host.dtype),
+            output(dv, [d.n, d.c, d.dv], host.dtype),
+            output(dbeta, [d.n, d.c], host.dtype),
+            output(dcum, [d.n, d.c], host.dtype),
+        ]
+    }
+}
+
+/// The UT transform's operands as host f32 buffers, and the dtype its results are returned in.
+struct HostUt {
+    k: Vec<f32>,
+    v: Vec<f32>,
+    beta: Vec<f32>,
+    cum: Vec<f32>,
+    dims: ut_transform_cpu::Dims,
+    dtype: DType,
+}
+
+impl HostUt {
+    fn new(
+        k: FloatTensor<Flex>,
+        v: FloatTensor<Flex>,
+        beta: FloatTensor<Flex>,
+        cum: FloatTensor<Flex>,
+    ) -> Self {
+        let (k, [n, c, dk], dtype) = host_f32::<3>(k);
+        let (v, [_, _, dv], _) = host_f32::<3>(v);
+        Self {
+            k,
+            v,
+            beta: host_f32::<2>(beta).0,
+            cum: host_f32::<2>(cum).0,
+            dims: ut_transform_cpu::Dims { n, c, dk, dv },
+            dtype,
+        }
+    }
+
+    fn operands(&self) -> ut_transform_cpu::Operands<'_> {
+        ut_transform_cpu::Operands { k: &self.k, v: &self.v, beta: &self.beta, cum: &self.cum }
+    }
 }
 
 /// The scan's operands as host f32 buffers, and the dtype its results are returned in.
@@ -84,9 +171,14 @@ impl HostScan {
     }
 
     fn output<const D: usize>(&self, values: Vec<f32>, shape: [usize; D]) -> FloatTensor<Flex> {
-        let t = Tensor::<Flex, D>::from_primitive(TensorPrimitive::Float(f32_tensor(values, shape)));
-        if self.dtype == DType::F32 { t } else { t.cast(self.dtype) }.into_primitive().tensor()
+        output(values, shape, self.dtype)
     }
+}
+
+/// Host values as a tensor of `dtype`.
+fn output<const D: usize>(values: Vec<f32>, shape: [usize; D], dtype: DType) -> FloatTensor<Flex> {
+    let t = Tensor::<Flex, D>::from_primitive(TensorPrimitive::Float(f32_tensor(values, shape)));
+    if dtype == DType::F32 { t } else { t.cast(dtype) }.into_primitive().tensor()
 }
 
 /// A tensor's values as contiguous f32, its shape and its dtype.

@@ -21,7 +21,7 @@ use super::moe_route_kernel::moe_route;
 use super::rms_norm_kernel::{add_rms_norm_forward, rms_norm_backward, rms_norm_forward};
 use super::scan_kernel::{scan_backward, scan_forward};
 use super::state_passing_kernel::{state_passing_backward, state_passing_forward};
-use super::tri_inverse_kernel::{unit_lower_inverse_backward, unit_lower_inverse_forward};
+use super::ut_transform_kernel::{ut_transform_backward, ut_transform_forward};
 use super::{Backend, ScanOperands};
 
 impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> Backend for CubeBackend<R, F, I, BT> {
@@ -203,14 +203,37 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> Backend fo
         state_passing_backward::<R, F, I, BT>(decay, entering, d_entering)
     }
 
-    const FUSED_TRI_INVERSE: bool = true;
+    const FUSED_UT_TRANSFORM: bool = true;
 
-    fn unit_lower_inverse(m: CubeTensor<R>) -> CubeTensor<R> {
-        unit_lower_inverse_forward::<R, F, I, BT>(m)
+    fn ut_transform(
+        k: CubeTensor<R>,
+        v: CubeTensor<R>,
+        beta: CubeTensor<R>,
+        cum: CubeTensor<R>,
+    ) -> CubeTensor<R> {
+        let [out, _] = ut_transform_forward::<R, F, I, BT>(k, v, beta, cum);
+        out
     }
 
-    fn unit_lower_inverse_backward(inverse: CubeTensor<R>, d_inverse: CubeTensor<R>) -> CubeTensor<R> {
-        unit_lower_inverse_backward::<R, F, I, BT>(inverse, d_inverse)
+    fn ut_transform_saving(
+        k: CubeTensor<R>,
+        v: CubeTensor<R>,
+        beta: CubeTensor<R>,
+        cum: CubeTensor<R>,
+    ) -> [CubeTensor<R>; 2] {
+        ut_transform_forward::<R, F, I, BT>(k, v, beta, cum)
+    }
+
+    fn ut_transform_backward(
+        k: CubeTensor<R>,
+        v: CubeTensor<R>,
+        beta: CubeTensor<R>,
+        cum: CubeTensor<R>,
+        inverse: CubeTensor<R>,
+        out: CubeTensor<R>,
+        d_out: CubeTensor<R>,
+    ) -> [CubeTensor<R>; 4] {
+        ut_transform_backward::<R, F, I, BT>([k, v, beta, cum], inverse, out, d_out)
     }
 
     fn matmul_is_forced() -> bool {

@@ -12,7 +12,7 @@ use burn_ir::{CustomOpIr, HandleContainer, OperationIr, TensorIr};
 use super::{
     Backend, ScanOperands, host_moe_route, plain_add_rms_norm, plain_causal_attention, plain_causal_conv,
     plain_cross_entropy, plain_gated_rms_norm, plain_rms_norm, plain_selective_scan, plain_state_passing,
-    plain_unit_lower_inverse,
+    plain_ut_transform,
 };
 
 impl<B: FusionBackend + Backend> Backend for Fusion<B> {
@@ -401,32 +401,63 @@ impl<B: FusionBackend + Backend> Backend for Fusion<B> {
         )
     }
 
-    const FUSED_TRI_INVERSE: bool = B::FUSED_TRI_INVERSE;
+    const FUSED_UT_TRANSFORM: bool = B::FUSED_UT_TRANSFORM;
 
-    fn unit_lower_inverse(m: FloatTensor<Self>) -> FloatTensor<Self> {
-        if !B::FUSED_TRI_INVERSE {
-            return plain_unit_lower_inverse::<Self>(m);
+    fn ut_transform(
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        cum: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        if !B::FUSED_UT_TRANSFORM {
+            return plain_ut_transform::<Self>(k, v, beta, cum);
         }
-        let out = (m.shape.clone(), m.dtype);
-        let [inverse] = custom::<B, 1, 1>("archlab.unit_lower_inverse", [m], [out], 0, |[m], _| {
-            [B::unit_lower_inverse(m)]
-        });
-        inverse
+        let [out] = custom::<B, 4, 1>(
+            "archlab.ut_transform",
+            [k.clone(), v.clone(), beta, cum],
+            [ut_output(&k, &v)],
+            0,
+            |[k, v, beta, cum], _| [B::ut_transform(k, v, beta, cum)],
+        );
+        out
     }
 
-    fn unit_lower_inverse_backward(
-        inverse: FloatTensor<Self>,
-        d_inverse: FloatTensor<Self>,
-    ) -> FloatTensor<Self> {
-        let out = (inverse.shape.clone(), inverse.dtype);
-        let [d_m] = custom::<B, 2, 1>(
-            "archlab.unit_lower_inverse_backward",
-            [inverse, d_inverse],
-            [out],
+    fn ut_transform_saving(
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        cum: FloatTensor<Self>,
+    ) -> [FloatTensor<Self>; 2] {
+        let [n, c, _] = k.shape.dims::<3>();
+        let outputs = [ut_output(&k, &v), (Shape::new([n, c, c]), DType::F32)];
+        custom::<B, 4, 2>(
+            "archlab.ut_transform_saving",
+            [k, v, beta, cum],
+            outputs,
             0,
-            |[inverse, d_inverse], _| [B::unit_lower_inverse_backward(inverse, d_inverse)],
-        );
-        d_m
+            |[k, v, beta, cum], _| B::ut_transform_saving(k, v, beta, cum),
+        )
+    }
+
+    fn ut_transform_backward(
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        cum: FloatTensor<Self>,
+        inverse: FloatTensor<Self>,
+        out: FloatTensor<Self>,
+        d_out: FloatTensor<Self>,
+    ) -> [FloatTensor<Self>; 4] {
+        let grads = [&k, &v, &beta, &cum].map(|t| (t.shape.clone(), t.dtype));
+        custom::<B, 7, 4>(
+            "archlab.ut_transform_backward",
+            [k, v, beta, cum, inverse, out, d_out],
+            grads,
+            0,
+            |[k, v, beta, cum, inverse, out, d_out], _| {
+                B::ut_transform_backward(k, v, beta, cum, inverse, out, d_out)
+            },
+        )
     }
 
     fn matmul_is_forced() -> bool {
@@ -477,6 +508,12 @@ fn operands<R: FusionRuntime>(
 type InnerOp<B, const I: usize, const O: usize> = fn([FloatTensor<B>; I], usize) -> [FloatTensor<B>; O];
 
 /// [`register`] for an operation with float inputs only.
+/// The UT transform's output `[n, C, dv + dk]`, in the values' dtype.
+fn ut_output<R: FusionRuntime>(k: &FusionTensor<R>, v: &FusionTensor<R>) -> (Shape, DType) {
+    let [n, c, dk] = k.shape.dims::<3>();
+    (Shape::new([n, c, v.shape.dims::<3>()[2] + dk]), v.dtype)
+}
+
 fn custom<B: FusionBackend, const I: usize, const O: usize>(
     name: &'static str,
     inputs: [FusionTensor<B::FusionRuntime>; I],

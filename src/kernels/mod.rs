@@ -4,15 +4,16 @@
 //! archlab knows. Each operation's default body is its plain-ops twin, so a backend implements
 //! the trait with no code (NdArray, the f64 oracle of the tests). The CPU backend (Flex)
 //! overrides an operation with a host loop where one beats the chain of tensor ops (`cpu.rs`;
-//! each `*_cpu.rs` holds one operation's loops). The CubeCL backends (CUDA, wgpu) override it
-//! with a kernel (`cube.rs`; each `*_kernel.rs` holds its kernels and, below them, their launchers),
-//! burn's fusion backend forwards it to the backend it wraps as one custom operation
-//! (`fusion.rs`), and `Autodiff<B>` wraps the kernel in a custom backward node when `B` has
-//! one (`autodiff.rs`), and otherwise differentiates the twin.
+//! the loops themselves are the `archlab-cpu-loops` crate, `crates/cpu-loops`). The CubeCL
+//! backends (CUDA, wgpu) override it with a kernel (`cube.rs`; each `*_kernel.rs` holds its
+//! kernels and, below them, their launchers), burn's fusion backend forwards it to the backend
+//! it wraps as one custom operation (`fusion.rs`), and `Autodiff<B>` wraps the kernel in a
+//! custom backward node when `B` has one (`autodiff.rs`), and otherwise differentiates the
+//! twin.
 //!
 //! | operation | kernel | twin (the test oracle) |
 //! |---|---|---|
-//! | Mamba-1 selective scan, forward + backward | `scan_kernel.rs`; on the CPU `scan_cpu.rs` | [`selective_scan::reference`] |
+//! | Mamba-1 selective scan, forward + backward | `scan_kernel.rs`; on the CPU `crates/cpu-loops/src/scan.rs` | [`selective_scan::reference`] |
 //! | causal / sliding-window GQA attention, forward + backward (FlashAttention-2) | `attention_kernel.rs` | [`attention::causal_attention`] |
 //! | cross-entropy over the vocabulary, forward + backward, no fp32 logits | `cross_entropy_kernel.rs` | [`cross_entropy::token_nll`] |
 //! | RMSNorm, forward + backward | `rms_norm_kernel.rs` | [`norm::rms_norm`] |
@@ -21,7 +22,7 @@
 //! | Mamba's causal depthwise convolution, forward + backward | `conv_kernel.rs` | [`conv::causal_conv`] |
 //! | Mamba-2 SSD state passing between chunks, forward + backward | `state_passing_kernel.rs` | [`state_passing::pass_states`] |
 //! | MoE routing: top-k experts and each assignment's place in its expert's buffer | `moe_route_kernel.rs` | [`moe_route::HostRoute`] |
-//! | (Gated) DeltaNet's UT transform, `(I + M)⁻¹` per chunk, forward + backward | `tri_inverse_kernel.rs` | [`tri_inverse::unit_lower_inverse`] |
+//! | (Gated) DeltaNet's intra-chunk UT transform, `A`, `(I + A)⁻¹` and `[U \| W]`, forward + backward | `ut_transform_kernel.rs`; on the CPU `crates/cpu-loops/src/ut_transform.rs` | [`ut_transform::ut_transform`] |
 //!
 //! Each twin is a file of its own beside its kernel (`attention.rs` beside
 //! `attention_kernel.rs`, …) and uses nothing of `model` but its pointwise activations: the
@@ -65,7 +66,6 @@ pub mod norm;
 mod reduce;
 #[cfg(feature = "cube-kernels")]
 pub mod rms_norm_kernel;
-pub mod scan_cpu;
 #[cfg(feature = "cube-kernels")]
 pub mod scan_kernel;
 pub mod selective_scan;
@@ -73,9 +73,12 @@ pub mod state_passing;
 #[cfg(feature = "cube-kernels")]
 pub mod state_passing_kernel;
 pub mod tensors;
+/// The CPU backend's host loops (the `archlab-cpu-loops` crate, compiled optimised).
+pub use archlab_cpu_loops::{scan as scan_cpu, ut_transform as ut_transform_cpu};
 pub mod tri_inverse;
+pub mod ut_transform;
 #[cfg(feature = "cube-kernels")]
-pub mod tri_inverse_kernel;
+pub mod ut_transform_kernel;
 
 use burn::tensor::ops::{FloatTensor, IntTensor};
 use burn::tensor::{Int, Tensor, TensorPrimitive};
@@ -88,7 +91,6 @@ use norm::{gated_rms_norm as plain_gated_rms_norm_3d, rms_norm as plain_rms_norm
 use selective_scan::ScanInputs;
 use state_passing::pass_states;
 use tensors::int_tensor;
-use tri_inverse::unit_lower_inverse as blocked_inverse;
 
 /// burn's backend with archlab's fused operations. Call the operations through the
 /// tensor-level functions below ([`selective_scan`]), not directly.
@@ -339,23 +341,45 @@ pub trait Backend: burn::tensor::backend::Backend {
         no_kernel("ssd_state_passing_backward")
     }
 
-    /// Whether this backend runs [`Backend::unit_lower_inverse`] as a fused kernel, and so also
-    /// implements [`Backend::unit_lower_inverse_backward`].
-    const FUSED_TRI_INVERSE: bool = false;
+    /// Whether this backend runs [`Backend::ut_transform`] as a fused operation, and so also
+    /// implements [`Backend::ut_transform_saving`] and [`Backend::ut_transform_backward`].
+    const FUSED_UT_TRANSFORM: bool = false;
 
-    /// `(I + M)⁻¹` for `m` `[n, C, C]` strictly lower triangular (the delta rule's UT
-    /// transform) → `[n, C, C]`.
-    fn unit_lower_inverse(m: FloatTensor<Self>) -> FloatTensor<Self> {
-        plain_unit_lower_inverse::<Self>(m)
+    /// The delta rule's UT transform of every chunk (`ut_transform.rs`): `k` `[n, C, dk]`, `v`
+    /// `[n, C, dv]`, `beta`, `cum` `[n, C]` → `[U | W]` `[n, C, dv + dk]`.
+    fn ut_transform(
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        cum: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        plain_ut_transform::<Self>(k, v, beta, cum)
     }
 
-    /// The kernel's backward from the forward's output: `d_m`, zero on and above the
-    /// diagonal. Only for backends with `FUSED_TRI_INVERSE`.
-    fn unit_lower_inverse_backward(
+    /// The fused forward that also returns each chunk's `T = (I + A)⁻¹` (`[n, C, C]`, f32) for
+    /// its backward: `[out, inverse]`. Only for backends with `FUSED_UT_TRANSFORM`.
+    fn ut_transform_saving(
+        _k: FloatTensor<Self>,
+        _v: FloatTensor<Self>,
+        _beta: FloatTensor<Self>,
+        _cum: FloatTensor<Self>,
+    ) -> [FloatTensor<Self>; 2] {
+        no_kernel("ut_transform_saving")
+    }
+
+    /// The fused backward from the forward's `inverse` and `out`: `[dk, dv, dbeta, dcum]`. Only
+    /// for backends with `FUSED_UT_TRANSFORM`.
+    #[allow(clippy::too_many_arguments)]
+    fn ut_transform_backward(
+        _k: FloatTensor<Self>,
+        _v: FloatTensor<Self>,
+        _beta: FloatTensor<Self>,
+        _cum: FloatTensor<Self>,
         _inverse: FloatTensor<Self>,
-        _d_inverse: FloatTensor<Self>,
-    ) -> FloatTensor<Self> {
-        no_kernel("unit_lower_inverse_backward")
+        _out: FloatTensor<Self>,
+        _d_out: FloatTensor<Self>,
+    ) -> [FloatTensor<Self>; 4] {
+        no_kernel("ut_transform_backward")
     }
 
     /// Whether [`Backend::matmul`] runs a matmul strategy forced with `--matmul`
@@ -647,19 +671,33 @@ fn plain_state_passing<B: burn::tensor::backend::Backend>(
     entering.into_primitive().tensor()
 }
 
-/// `(I + M)⁻¹` for strictly lower triangular `m` (`[.., C, C]`), fused where the backend has a
-/// kernel ([`Backend::unit_lower_inverse`]).
-pub fn unit_lower_inverse<B: Backend, const D: usize>(m: Tensor<B, D>) -> Tensor<B, D> {
-    let dims = m.dims();
-    let c = dims[D - 1];
-    let n = dims.iter().product::<usize>() / (c * c).max(1);
-    let flat = m.reshape([n, c, c]).into_primitive().tensor();
-    Tensor::<B, 3>::from_primitive(TensorPrimitive::Float(B::unit_lower_inverse(flat))).reshape(dims)
+/// The delta rule's UT transform of every chunk (shapes as in [`Backend::ut_transform`]), fused
+/// where the backend has a kernel or a host loop.
+pub fn ut_transform<B: Backend>(
+    k: Tensor<B, 3>,
+    v: Tensor<B, 3>,
+    beta: Tensor<B, 2>,
+    cum: Tensor<B, 2>,
+) -> Tensor<B, 3> {
+    let out = B::ut_transform(
+        k.into_primitive().tensor(),
+        v.into_primitive().tensor(),
+        beta.into_primitive().tensor(),
+        cum.into_primitive().tensor(),
+    );
+    Tensor::from_primitive(TensorPrimitive::Float(out))
 }
 
-/// The plain-ops twin of [`Backend::unit_lower_inverse`].
-fn plain_unit_lower_inverse<B: Backend>(m: FloatTensor<B>) -> FloatTensor<B> {
-    blocked_inverse(Tensor::<B, 3>::from_primitive(TensorPrimitive::Float(m))).into_primitive().tensor()
+/// The plain-ops twin of [`Backend::ut_transform`].
+fn plain_ut_transform<B: Backend>(
+    k: FloatTensor<B>,
+    v: FloatTensor<B>,
+    beta: FloatTensor<B>,
+    cum: FloatTensor<B>,
+) -> FloatTensor<B> {
+    let t3 = |p| Tensor::<B, 3>::from_primitive(TensorPrimitive::Float(p));
+    let t2 = |p| Tensor::<B, 2>::from_primitive(TensorPrimitive::Float(p));
+    ut_transform::ut_transform(t3(k), t3(v), t2(beta), t2(cum)).into_primitive().tensor()
 }
 
 /// MoE routing (see [`Backend::moe_route`]) on the device where the backend has kernels:

@@ -1,6 +1,6 @@
 //! The inverse of a unit lower triangular matrix, `(I + M)⁻¹` for strictly lower triangular
 //! `M`, in plain tensor ops: the UT transform of the delta rule's chunked form
-//! (`model/delta_rule.rs`), and the twin of the fused kernel (`tri_inverse_kernel.rs`).
+//! (`model/delta_rule.rs`), inside the plain-ops twin of the fused UT transform (`ut_transform.rs`).
 
 use burn::tensor::{Tensor, TensorData};
 

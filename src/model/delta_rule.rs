@@ -17,8 +17,8 @@
 //! Everything here runs in f32 (or f64): the cumulative decays, the triangular inverse and the
 //! state are the parts `transformers`' Qwen3-Next code also keeps in f32 under bf16.
 
+use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
-use burn::tensor::{Bool, Tensor, TensorData};
 
 use super::layers::matmul_keep_dtype;
 use super::ssd::segsum;
@@ -98,10 +98,10 @@ pub fn reference<B: Backend>(x: DeltaInputs<B>, s0: Option<Tensor<B, 4>>) -> (Te
 ///    `S ← exp(G_last) S + (k ⊙ exp(G_last − G))ᵀ V'`.
 ///
 /// The time axis is padded to a multiple of `C` with `k = v = q = 0`, `g = β = 0` tokens, which
-/// leave the state as it is. `T` comes from [`crate::kernels::unit_lower_inverse`]: forward
-/// substitution in one fused kernel on a GPU, elsewhere doubling products on 16-row blocks
-/// joined by block forward substitution (`kernels/tri_inverse.rs`), never a loop over the
-/// chunk's rows in tensor ops.
+/// leave the state as it is. Step 1 is [`crate::kernels::ut_transform`]: one fused kernel each
+/// way on a GPU, a host loop per chunk on the CPU, and as plain tensor ops elsewhere (the
+/// triangular inverse by doubling products on 16-row blocks joined by block forward
+/// substitution, `kernels/tri_inverse.rs`, never a loop over the chunk's rows).
 pub fn chunked<B: crate::kernels::Backend>(
     x: DeltaInputs<B>,
     s0: Option<Tensor<B, 4>>,
@@ -117,21 +117,25 @@ pub fn chunked<B: crate::kernels::Backend>(
     // To chunk-major, heads before time: [b, nc, h, C, ·].
     let to_chunks = |v: Tensor<B, 4>, w: usize| pad_time(v, pad).reshape([bsz, nc, c, h, w]).swap_dims(2, 3);
     let gates = |v: Tensor<B, 3>| pad_time(v, pad).reshape([bsz, nc, c, h]).swap_dims(2, 3); // [b, nc, h, C]
-    let beta = gates(x.beta).unsqueeze_dim::<5>(4);
+    let beta = gates(x.beta);
     let g = gates(x.g);
     let (q, k, v) = (to_chunks(x.q, dk), to_chunks(x.k, dk), to_chunks(x.v, dv));
-    let (kb, vb) = (k.clone() * beta.clone(), v * beta);
 
     let cum = g.clone().cumsum(3); // G, [b, nc, h, C]
     let decay = segsum(g).exp(); // Γ, zero above the diagonal, [b, nc, h, C, C]
-    let not_strictly_lower =
-        on_and_above_diagonal::<B>(c, &device).unsqueeze::<5>().expand([bsz, nc, h, c, c]);
 
-    // 1. The UT transform, all chunks at once.
-    let m = (mm(kb.clone(), k.clone().swap_dims(3, 4)) * decay.clone()).mask_fill(not_strictly_lower, 0.0);
-    let tri = crate::kernels::unit_lower_inverse(m); // fused where the backend has the kernel
-    let u = mm(tri.clone(), vb); // [b, nc, h, C, dv]
-    let w = mm(tri, kb * cum.clone().exp().unsqueeze_dim::<5>(4)); // [b, nc, h, C, dk]
+    // 1. The UT transform, all chunks at once (fused where the backend has a kernel or a
+    //    host loop; `kernels/ut_transform.rs` has the plain-ops twin).
+    let flat = |v: Tensor<B, 5>, w: usize| v.reshape([bsz * nc * h, c, w]);
+    let uw = crate::kernels::ut_transform(
+        flat(k.clone(), dk),
+        flat(v, dv),
+        beta.reshape([bsz * nc * h, c]),
+        cum.clone().reshape([bsz * nc * h, c]),
+    )
+    .reshape([bsz, nc, h, c, dv + dk]);
+    let u = uw.clone().narrow(4, 0, dv); // [b, nc, h, C, dv]
+    let w = uw.narrow(4, dv, dk); // [b, nc, h, C, dk]
     let attn = mm(q.clone(), k.clone().swap_dims(3, 4)) * decay; // [b, nc, h, C, C], lower incl.
     let q_decayed = q * cum.clone().exp().unsqueeze_dim::<5>(4);
     let last = cum.clone().narrow(3, c - 1, 1); // [b, nc, h, 1]
@@ -161,12 +165,6 @@ pub fn chunked<B: crate::kernels::Backend>(
 /// A matmul through archlab's dispatch (`--matmul` applies), always in f32.
 fn mm<B: crate::kernels::Backend, const D: usize>(a: Tensor<B, D>, b: Tensor<B, D>) -> Tensor<B, D> {
     matmul_keep_dtype(a, b, false)
-}
-
-/// `[C, C]`, true on and above the diagonal: what a strictly lower triangular matrix zeroes.
-fn on_and_above_diagonal<B: Backend>(c: usize, device: &B::Device) -> Tensor<B, 2, Bool> {
-    let data: Vec<bool> = (0..c).flat_map(|i| (0..c).map(move |j| j >= i)).collect();
-    Tensor::from_data(TensorData::new(data, [c, c]), device)
 }
 
 /// `x / sqrt(Σ x² + 1e-6)` over the last axis (fla's and `transformers`' `l2norm`: the epsilon

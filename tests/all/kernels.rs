@@ -15,7 +15,7 @@ use archlab::kernels::cross_entropy::token_nll;
 use archlab::kernels::moe_route::HostRoute;
 use archlab::kernels::selective_scan::{self, ScanInputs};
 use archlab::kernels::{self, AutodiffBackend, Backend};
-use archlab::kernels::{conv, norm, state_passing, tri_inverse};
+use archlab::kernels::{conv, norm, state_passing, tri_inverse, ut_transform};
 use archlab::model::moe::{Dispatch, Moe, RoutingStats};
 use archlab::rng::Rng;
 use burn::tensor::{Int, Tensor, TensorData};
@@ -146,7 +146,7 @@ fn selective_scan_kernel_on_cuda_matches_the_recurrence() {
     check_selective_scan::<B>(&Default::default(), "cuda");
 }
 
-/// The CPU backend's scan is a host loop (`scan_cpu.rs`), held to the kernels' standard.
+/// The CPU backend's scan is a host loop (`crates/cpu-loops/src/scan.rs`), held to the kernels' standard.
 #[test]
 fn selective_scan_on_the_cpu_matches_the_recurrence() {
     check_selective_scan::<CpuAd>(&Default::default(), "cpu");
@@ -748,21 +748,81 @@ fn delta_rule_gram(n: usize, c: usize, seed: u64) -> Vec<f32> {
 }
 
 /// (n, C): one 1 × 1 matrix; a chunk shorter than a cube's units; the default chunk (64);
-/// longer chunks than units (the columns loop); more matrices than units in a grid row.
+/// longer chunks than units; many matrices.
 const TRI_INVERSE_CASES: [(usize, usize); 5] = [(1, 1), (3, 5), (4, 64), (2, 100), (300, 8)];
 
-/// The fused triangular inverse on `B` against the doubling product in f64 on the CPU.
-fn check_tri_inverse<B: AutodiffBackend>(dev: &B::Device, device_name: &str) {
-    assert!(B::FUSED_TRI_INVERSE, "{device_name}: expected a fused triangular inverse on this backend");
-    for (i, &shape) in TRI_INVERSE_CASES.iter().enumerate() {
-        let seed = 900 + i as u64;
-        let fused = tri_inverse_run::<B>(dev, shape, seed, kernels::unit_lower_inverse);
-        let reference =
-            tri_inverse_run::<Cpu64Ad>(&Default::default(), shape, seed, tri_inverse::unit_lower_inverse);
-        for ((name, f), r) in ["inverse", "d_m"].iter().zip(&fused).zip(&reference) {
-            assert_close(r, f, 1e-4, &format!("{device_name} (n, C)={shape:?}: {name}"));
+/// `[out, dk, dv, dβ, dG]` of the loss Σ out·w for the UT transform computed by `transform`,
+/// on `n` chunks of `c` tokens: random unit keys of width `dk`, N(0, 1) values of width `dv`,
+/// β ∈ (0, 2) (negative eigenvalues allowed) and, in every other chunk, a decay (DeltaNet's
+/// none in the rest), as the delta rule's chunked form passes them.
+fn ut_transform_run<B: AutodiffBackend>(
+    dev: &B::Device,
+    (n, c, dk, dv): (usize, usize, usize, usize),
+    seed: u64,
+    transform: impl Fn(Tensor<B, 3>, Tensor<B, 3>, Tensor<B, 2>, Tensor<B, 2>) -> Tensor<B, 3>,
+) -> Vec<Vec<f64>> {
+    let mut rng = Rng::new(seed);
+    let mut keys = Vec::with_capacity(n * c * dk);
+    for _ in 0..n * c {
+        let k: Vec<f64> = (0..dk).map(|_| rng.normal()).collect();
+        let norm = k.iter().map(|v| v * v).sum::<f64>().sqrt();
+        keys.extend(k.into_iter().map(|v| (v / norm) as f32));
+    }
+    let values: Vec<f32> = (0..n * c * dv).map(|_| rng.normal() as f32).collect();
+    let beta: Vec<f32> = (0..n * c).map(|_| (2.0 * rng.uniform()) as f32).collect();
+    let mut cum = Vec::with_capacity(n * c);
+    for mat in 0..n {
+        let (rate, mut g) = (0.3 * (mat % 2) as f64, 0.0);
+        for _ in 0..c {
+            g -= rate * rng.normal().abs();
+            cum.push(g as f32);
         }
     }
+    let w: Vec<f32> = (0..n * c * (dv + dk)).map(|_| rng.normal() as f32).collect();
+    let t3 = |v: Vec<f32>, w: usize| Tensor::<B, 3>::from_data(TensorData::new(v, [n, c, w]), dev);
+    let t2 = |v: Vec<f32>| Tensor::<B, 2>::from_data(TensorData::new(v, [n, c]), dev).require_grad();
+    let (k, v) = (t3(keys, dk).require_grad(), t3(values, dv).require_grad());
+    let (beta, cum) = (t2(beta), t2(cum));
+    let out = transform(k.clone(), v.clone(), beta.clone(), cum.clone());
+    let grads = (out.clone() * t3(w, dv + dk)).sum().backward();
+    let g3 = |t: &Tensor<B, 3>| host(t.grad(&grads).expect("a gradient for every operand"));
+    let g2 = |t: &Tensor<B, 2>| host(t.grad(&grads).expect("a gradient for every operand"));
+    vec![host(out), g3(&k), g3(&v), g2(&beta), g2(&cum)]
+}
+
+/// (n, C, dk, dv): one 1 × 1 chunk; a chunk shorter than a cube's units; the default chunk
+/// (64); a chunk longer than the units (rows and columns loop); rows of `[U | W]` wider than the
+/// units; more chunks than a grid row has cubes.
+const UT_TRANSFORM_CASES: [(usize, usize, usize, usize); 6] =
+    [(1, 1, 1, 1), (3, 5, 4, 6), (4, 64, 16, 32), (2, 100, 8, 8), (2, 16, 32, 64), (300, 8, 4, 4)];
+
+/// The fused UT transform on `B` against the plain-ops twin in f64 on the CPU, values and
+/// gradients of all four operands.
+fn check_ut_transform<B: AutodiffBackend>(dev: &B::Device, device_name: &str) {
+    assert!(B::FUSED_UT_TRANSFORM, "{device_name}: expected a fused UT transform on this backend");
+    for (i, &shape) in UT_TRANSFORM_CASES.iter().enumerate() {
+        let seed = 900 + i as u64;
+        let fused = ut_transform_run::<B>(dev, shape, seed, kernels::ut_transform);
+        let reference =
+            ut_transform_run::<Cpu64Ad>(&Default::default(), shape, seed, ut_transform::ut_transform);
+        for ((name, f), r) in ["[U | W]", "dk", "dv", "dβ", "dG"].iter().zip(&fused).zip(&reference) {
+            assert_close(r, f, 1e-4, &format!("{device_name} (n, C, dk, dv)={shape:?}: {name}"));
+        }
+    }
+}
+
+/// The CPU backend's host loop against the twin, and bit for bit the same with one thread and
+/// with two (each chunk is computed whole by one thread).
+#[test]
+fn ut_transform_host_loop_matches_the_twin_for_any_thread_count() {
+    check_ut_transform::<CpuAd>(&Default::default(), "cpu");
+    let run = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().expect("a thread pool");
+        pool.install(|| {
+            ut_transform_run::<CpuAd>(&Default::default(), (6, 64, 16, 32), 5, kernels::ut_transform)
+        })
+    };
+    assert!(run(1) == run(2), "the host loop's results depend on the number of threads");
 }
 
 /// The twin is the inverse: `(I + M) · T = I` in f64, and forward substitution row by row
@@ -792,22 +852,22 @@ fn the_doubling_product_is_the_inverse() {
 
 #[cfg(feature = "wgpu")]
 #[test]
-fn tri_inverse_kernel_on_wgpu_matches_the_doubling_product() {
+fn ut_transform_kernel_on_wgpu_matches_the_twin() {
     type B = burn::backend::Autodiff<archlab::device::WgpuBackend>;
     match archlab::device::wgpu_device() {
-        Some(dev) => check_tri_inverse::<B>(&dev, "wgpu"),
+        Some(dev) => check_ut_transform::<B>(&dev, "wgpu"),
         None => no_wgpu_adapter(),
     }
 }
 
 #[cfg(feature = "cuda")]
 #[test]
-fn tri_inverse_kernel_on_cuda_matches_the_doubling_product() {
+fn ut_transform_kernel_on_cuda_matches_the_twin() {
     type B = burn::backend::Autodiff<archlab::device::CudaBackend>;
     if !cuda_usable() {
         return;
     }
-    check_tri_inverse::<B>(&Default::default(), "cuda");
+    check_ut_transform::<B>(&Default::default(), "cuda");
 }
 
 /// Trains `cfg` on the CPU (plain-ops twins all the way) and on wgpu (the fused kernels) from

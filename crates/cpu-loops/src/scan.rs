@@ -1,5 +1,6 @@
-//! Mamba-1's selective scan as host loops for the CPU backend: the same contract as the CubeCL
-//! kernel (`scan_kernel.rs`), tested against the same oracle ([`super::selective_scan::reference`]).
+//! Mamba-1's selective scan as host loops for the CPU backend: the same contract as archlab's
+//! CubeCL kernel (`src/kernels/scan_kernel.rs`), tested against the same oracle
+//! (`archlab::kernels::selective_scan::reference`).
 //!
 //! The plain-ops twin runs the recurrence as ≈ 3√t steps of tensor ops, each allocating,
 //! broadcasting and (under autodiff) recording `[b, t/L, d, n]` intermediates; on a CPU that
@@ -50,7 +51,7 @@ pub fn checkpoint_chunk(t: usize) -> usize {
     ((t as f64).sqrt().ceil() as usize).max(1)
 }
 
-/// Host operands, row-major as in [`super::selective_scan::ScanInputs`]: `x`, `delta`:
+/// Host operands, row-major as in `archlab::kernels::selective_scan::ScanInputs`: `x`, `delta`:
 /// `[b, t, d]`; `a`: `[d, n]`; `b`, `c`: `[b, t, n]`.
 #[derive(Clone, Copy, Debug)]
 pub struct Operands<'a> {

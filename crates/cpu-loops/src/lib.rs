@@ -1,0 +1,14 @@
+//! archlab's CPU host loops: the fused operations the CPU backend runs instead of chains of
+//! tensor ops (`archlab::kernels::cpu`), on contiguous f32 slices, with no tensor library.
+//!
+//! They live in a crate of their own so that they are always compiled optimised: the main
+//! crate builds at `opt-level = 1` in the dev profile (the README's commands) to keep its build
+//! time down, and at that level LLVM neither vectorises loops nor unrolls them, which leaves
+//! these loops several times slower than the same code at `opt-level = 3`. This crate is small,
+//! so optimising it costs seconds of build time (`Cargo.toml`, `[profile.dev.package]`).
+//!
+//! Each loop is tested in the main crate against its plain-ops twin, as its GPU kernel is
+//! (`tests/all/kernels.rs`, `tests/all/ssm.rs`).
+
+pub mod scan;
+pub mod ut_transform;
