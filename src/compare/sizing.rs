@@ -11,14 +11,19 @@
 //!    Architectures without channel mixers (pure Mamba) take the width closest to the budget.
 //!
 //! Depth, state size, heads, experts and k stay as the architecture defines them: they are
-//! what is being compared. The result must be within [`TOLERANCE`] of the target, else it is
+//! what is being compared (only `--match state` turns a state size, below). The result must be within [`TOLERANCE`] of the target, else it is
 //! an error that says why (an architecture whose width steps are too coarse at this budget).
 //!
 //! **Decoding state** (`--match state`, Zoology's iso-state axis) is each mixer's own
 //! accounting of the bytes a sequence holds at the training length (a KV cache grows with it,
-//! an SSM or delta-rule state does not), summed over layers. Only the width moves it (through
-//! each mixer's width-dependent sizes: heads, inner width), so the width closest to the budget
-//! is taken, within [`STATE_TOLERANCE`].
+//! an SSM or delta-rule state does not), summed over layers. The width moves it first (through
+//! each mixer's width-dependent sizes: heads, inner width), and the width closest to the budget
+//! is taken. Where its steps are too coarse to land within [`STATE_TOLERANCE`] (a stack of few
+//! wide heads), each mixer's own state size is turned too ([`MixerSpec::state_knob`]: Mamba's
+//! and Mamba-2's `d_state`, Gated DeltaNet's key head width, a sliding window), one after the
+//! other, each to the value closest to the budget; the report names the ones that moved.
+//!
+//! [`MixerSpec::state_knob`]: crate::model::mixer::MixerSpec::state_knob
 
 use anyhow::{Result, bail};
 
@@ -27,7 +32,8 @@ use crate::config::{FfnKind, ModelConfig};
 /// Largest accepted relative error between achieved and target.
 pub const TOLERANCE: f64 = 0.02;
 
-/// The same for decoding state, whose only knob (the width) moves in coarser steps.
+/// The same for decoding state, whose knobs (the width, the mixers' state sizes) move in
+/// coarser steps.
 pub const STATE_TOLERANCE: f64 = 0.05;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -168,13 +174,18 @@ pub fn size_to(m: &mut ModelConfig, by: MatchBy, target: f64, seq_len: usize) ->
             .unwrap_or(chosen);
     }
 
+    // 3. Decoding state: when the width's steps miss the budget, each mixer's own state size.
+    if by == MatchBy::State && ((measure(&best) - target) / target).abs() > by.tolerance() {
+        best = turn_state_knobs(best, target, &measure);
+    }
+
     let achieved = measure(&best);
     let error = (achieved - target) / target;
-    let knob = knob_text(&best);
+    let knob = knob_text(&best, &base);
     if error.abs() > by.tolerance() {
         let fix = if by == MatchBy::State {
-            "choose another --budget, or set the mixers' state sizes (e.g. model.mamba.d_state) \
-             so that a width reaches it"
+            "choose another --budget; the width and the mixers' own state sizes \
+             (model.mamba.d_state, model.gdn.head_dim, …) were turned already"
         } else {
             "choose another --budget, or give the pattern MLP layers (f) for a finer knob"
         };
@@ -190,6 +201,26 @@ pub fn size_to(m: &mut ModelConfig, by: MatchBy, target: f64, seq_len: usize) ->
     }
     *m = best;
     Ok(Sizing { knob, achieved, error })
+}
+
+/// `m` with each mixer's state knob ([`crate::model::mixer::state_knobs`]) turned, one after
+/// the other, to the valid value whose state is closest to `target`.
+fn turn_state_knobs(mut m: ModelConfig, target: f64, measure: &dyn Fn(&ModelConfig) -> f64) -> ModelConfig {
+    for knob in crate::model::mixer::state_knobs(&m) {
+        let (lo, hi) = knob.range;
+        let gap = |c: &ModelConfig| (measure(c) - target).abs();
+        let turned = (lo..=hi)
+            .filter_map(|v| {
+                let mut c = m.clone();
+                (knob.set)(&mut c, v);
+                c.validate().ok().map(|_| c)
+            })
+            .min_by(|a, b| gap(a).total_cmp(&gap(b)));
+        if let Some(c) = turned.filter(|c| gap(c) < gap(&m)) {
+            m = c;
+        }
+    }
+    m
 }
 
 /// `base` at width `d` with everything width-proportional scaled, if that is a valid model.
@@ -223,7 +254,8 @@ fn with_ffn_width(c: &ModelConfig, base: &ModelConfig, w: usize) -> ModelConfig 
     out
 }
 
-fn knob_text(m: &ModelConfig) -> String {
+/// The knobs' values as the report shows them; a state knob only where it moved from `base`.
+fn knob_text(m: &ModelConfig, base: &ModelConfig) -> String {
     let layers = m.layers().unwrap_or_default();
     let uses = |f: &dyn Fn(&crate::config::LayerKind) -> bool| layers.iter().any(f);
     let mut parts = vec![format!("d_model {}", m.d_model)];
@@ -234,6 +266,12 @@ fn knob_text(m: &ModelConfig) -> String {
         parts.push(format!("expert d_ff {}", m.moe.expert_width(m.d_ff)));
     }
     parts.extend(crate::model::mixer::knobs(m));
+    let before = crate::model::mixer::state_knobs(base);
+    for knob in crate::model::mixer::state_knobs(m) {
+        if before.iter().any(|b| b.key == knob.key && b.value != knob.value) {
+            parts.push(format!("{} {}", knob.key, knob.value));
+        }
+    }
     parts.join(", ")
 }
 

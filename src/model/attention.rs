@@ -28,7 +28,7 @@ use burn::tensor::{Tensor, TensorData};
 
 use super::activation::sigmoid;
 use super::layers::{Linear, float_tensor, param};
-use super::mixer::{LayerParams, MixerSpec, SequenceMixer, row_indices, select_rows, tensor_bytes};
+use super::mixer::{LayerParams, MixerSpec, SequenceMixer, StateKnob, row_indices, select_rows, tensor_bytes};
 use super::registry::MixerKind;
 use crate::util::checks::{largest_divisor_at_most, must_be_positive};
 use super::config::{ModelConfig, Positions};
@@ -456,6 +456,17 @@ impl MixerSpec for Spec {
             MixerKind::Local => (0, kv_bytes_per_token(cfg) * cfg.window.saturating_sub(1)),
             _ => (kv_bytes_per_token(cfg), 0),
         }
+    }
+
+    /// Local attention's window (its cache holds the last `window − 1` tokens); a global cache
+    /// follows the width and the context alone.
+    fn state_knob(cfg: &ModelConfig, kind: MixerKind) -> Option<StateKnob> {
+        (kind == MixerKind::Local).then_some(StateKnob {
+            key: "model.window",
+            value: cfg.window,
+            range: (2, 16_384),
+            set: |c, v| c.window = v,
+        })
     }
 }
 

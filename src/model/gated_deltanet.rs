@@ -26,7 +26,7 @@ use super::conv::CausalConv1d;
 use super::delta_rule::{self, DeltaInputs};
 use super::layers::{Linear, param};
 use super::mamba::{dt_bias_init, torch_default_linear};
-use super::mixer::{LayerParams, MixerSpec, SequenceMixer, cat_rows, select_rows, tensor_bytes};
+use super::mixer::{LayerParams, MixerSpec, SequenceMixer, StateKnob, cat_rows, select_rows, tensor_bytes};
 use super::registry::MixerKind;
 use super::config::ModelConfig;
 use crate::util::checks::{check_conv_width, check_dt_range, must_be_positive};
@@ -406,6 +406,17 @@ impl MixerSpec for Spec {
             c.value_heads(d),
             c.value_head_dim()
         ))
+    }
+
+    /// The key head width: the memory of each value head is `dk × dv`, and with the defaults
+    /// the number of heads and `dv` follow it.
+    fn state_knob(cfg: &ModelConfig, _kind: MixerKind) -> Option<StateKnob> {
+        Some(StateKnob {
+            key: "model.gdn.head_dim",
+            value: cfg.gdn.head_dim,
+            range: (4, 256),
+            set: |c, v| c.gdn.head_dim = v,
+        })
     }
 }
 

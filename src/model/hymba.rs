@@ -20,7 +20,7 @@ use burn::tensor::Tensor;
 use super::attention::{Attention, KvCache};
 use super::layers::{Linear, param};
 use super::mamba::{Mamba, MambaState};
-use super::mixer::{Diagnostic, LayerParams, MixerSpec, SequenceMixer};
+use super::mixer::{Diagnostic, LayerParams, MixerSpec, SequenceMixer, StateKnob};
 use super::{attention, mamba};
 use super::registry::MixerKind;
 use super::config::ModelConfig;
@@ -240,5 +240,10 @@ impl MixerSpec for Spec {
         } else {
             (kv_per_token, ssm)
         }
+    }
+
+    /// Its SSM branch's `d_state` (its attention branch's cache follows the width).
+    fn state_knob(cfg: &ModelConfig, _kind: MixerKind) -> Option<StateKnob> {
+        mamba::Spec::state_knob(cfg, MixerKind::Mamba)
     }
 }

@@ -18,7 +18,7 @@ use burn::tensor::Tensor;
 use super::activation::{silu, softplus};
 use super::conv::CausalConv1d;
 use super::layers::{Linear, Norm, param};
-use super::mixer::{LayerParams, MixerSpec, SequenceMixer, cat_rows, select_rows, tensor_bytes};
+use super::mixer::{LayerParams, MixerSpec, SequenceMixer, StateKnob, cat_rows, select_rows, tensor_bytes};
 use super::registry::MixerKind;
 use crate::util::checks::{check_conv_width, check_dt_range, must_be_positive};
 use super::config::{ModelConfig, NormKind};
@@ -372,5 +372,15 @@ impl MixerSpec for Spec {
         let c = &cfg.mamba;
         let di = c.inner(cfg.d_model);
         (0, 4 * (di * c.d_state + di * (c.d_conv - 1)))
+    }
+
+    /// N, the numbers each channel remembers (Hymba's SSM branch reads the same key).
+    fn state_knob(cfg: &ModelConfig, _kind: MixerKind) -> Option<StateKnob> {
+        Some(StateKnob {
+            key: "model.mamba.d_state",
+            value: cfg.mamba.d_state,
+            range: (1, 256),
+            set: |c, v| c.mamba.d_state = v,
+        })
     }
 }

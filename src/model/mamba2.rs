@@ -19,7 +19,7 @@ use super::activation::{silu, softplus};
 use super::conv::CausalConv1d;
 use super::layers::{Linear, param};
 use super::mamba::{dt_bias_init, torch_default_linear};
-use super::mixer::{LayerParams, MixerSpec, SequenceMixer, cat_rows, select_rows, tensor_bytes};
+use super::mixer::{LayerParams, MixerSpec, SequenceMixer, StateKnob, cat_rows, select_rows, tensor_bytes};
 use super::ssd::{self, SsdInputs};
 use super::registry::MixerKind;
 use super::config::ModelConfig;
@@ -406,5 +406,15 @@ impl MixerSpec for Spec {
 
     fn knob(cfg: &ModelConfig) -> Option<String> {
         Some(format!("mamba2 head_dim {}", cfg.mamba2.head_dim))
+    }
+
+    /// N, the state size of each head's channels.
+    fn state_knob(cfg: &ModelConfig, _kind: MixerKind) -> Option<StateKnob> {
+        Some(StateKnob {
+            key: "model.mamba2.d_state",
+            value: cfg.mamba2.d_state,
+            range: (1, 512),
+            set: |c, v| c.mamba2.d_state = v,
+        })
     }
 }

@@ -122,6 +122,26 @@ pub trait MixerSpec {
     fn sizes(_cfg: &ModelConfig) -> Vec<f64> {
         Vec::new()
     }
+
+    /// The size of its own that sets its decoding state (Mamba's `d_state`, a sliding window),
+    /// which `--match state` turns when the width alone cannot reach the budget. `None`: the
+    /// state follows the width alone (a global KV cache).
+    fn state_knob(_cfg: &ModelConfig, _kind: MixerKind) -> Option<StateKnob> {
+        None
+    }
+}
+
+/// A mixer's own decoding-state size ([`MixerSpec::state_knob`]).
+#[derive(Clone, Copy, Debug)]
+pub struct StateKnob {
+    /// The config key, e.g. `model.mamba.d_state`.
+    pub key: &'static str,
+    /// Its value in the config it was read from.
+    pub value: usize,
+    /// The values budget matching may try, inclusive.
+    pub range: (usize, usize),
+    /// Sets it.
+    pub set: fn(&mut ModelConfig, usize),
 }
 
 /// What a layer asks of its channel mixer, which mixes across channels token by token:
@@ -401,6 +421,21 @@ macro_rules! layer_mixers {
                 }
             )+
             Some(())
+        }
+
+        /// The state knobs of the mixers `cfg` uses ([`MixerSpec::state_knob`]), one per config
+        /// key, in layer order.
+        pub fn state_knobs(cfg: &ModelConfig) -> Vec<StateKnob> {
+            let mut out: Vec<StateKnob> = Vec::new();
+            for kind in cfg.layers().unwrap_or_default().iter().map(|l| l.mixer) {
+                let knob = match kind {
+                    $($(MixerKind::$kind)|+ => <super::$module::Spec as MixerSpec>::state_knob(cfg, kind),)+
+                };
+                if let Some(k) = knob.filter(|k| !out.iter().any(|o| o.key == k.key)) {
+                    out.push(k);
+                }
+            }
+            out
         }
 
         /// The knobs of every mixer `cfg` uses ([`MixerSpec::knob`]), in table order.

@@ -65,6 +65,34 @@ fn architectures_are_sized_to_the_same_decoding_state() {
     }
 }
 
+/// A stack of few wide heads (Gated DeltaNet without MLPs: its state moves in steps of whole
+/// heads as the width grows) over budgets spread 1.25× apart: the width alone misses some of
+/// them by more than 5%, and turning the key head width (the mixer's state knob) reaches every
+/// one, reporting the moved knob; the same for Mamba-1's `d_state` on a narrow Mamba stack.
+#[test]
+fn the_mixers_own_state_sizes_reach_what_the_width_cannot() {
+    let sets = ["train.seq_len=128".to_string()];
+    for (pattern, key) in [("GnGnGnGn", "model.gdn.head_dim"), ("MnMn", "model.mamba.d_state")] {
+        let mut turned = 0;
+        for i in 0..24 {
+            let budget = 40e3 * 1.25f64.powi(i);
+            let a = plan_one(pattern, pattern, "tiny", &sets, MatchBy::State, budget)
+                .unwrap_or_else(|e| panic!("{pattern} at {budget}: {e:#}"));
+            let measured = a.cfg.model.state_bytes(128) as f64;
+            assert_eq!(measured, a.sizing.achieved);
+            let err = (measured - budget) / budget;
+            assert!(err.abs() <= 0.05, "{pattern} at {budget}: {err:+.4} ({})", a.sizing.knob);
+            if a.sizing.knob.contains(key) {
+                turned += 1;
+            }
+        }
+        assert!(
+            turned > 0,
+            "{pattern}: every budget was reached by the width alone; the test needs one it misses"
+        );
+    }
+}
+
 fn archlab(args: &[&str], cwd: &Path) -> Output {
     Command::new(env!("CARGO_BIN_EXE_archlab")).args(args).current_dir(cwd).output().expect("binary runs")
 }
