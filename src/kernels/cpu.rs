@@ -11,8 +11,8 @@ use burn::tensor::ops::FloatTensor;
 use burn::tensor::{DType, Tensor, TensorData, TensorPrimitive};
 
 use super::scan_cpu::{self, Dims, Operands};
-use super::ut_transform_cpu;
 use super::{Backend, ScanOperands};
+use super::{conv_cpu, ut_transform_cpu};
 
 impl Backend for Flex {
     const FUSED_SCAN: bool = true;
@@ -52,6 +52,31 @@ impl Backend for Flex {
             b: host.output(g.b, [b, t, n]),
             c: host.output(g.c, [b, t, n]),
         }
+    }
+
+    const FUSED_CAUSAL_CONV: bool = true;
+
+    fn causal_conv(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        let (x, [b, t, ch], dtype) = host_f32::<3>(x);
+        let (weight, [_, k], _) = host_f32::<2>(weight);
+        let d = conv_cpu::Dims { b, t, ch, k };
+        output(conv_cpu::forward(&x, &weight, &host_f32::<1>(bias).0, d), [b, t, ch], dtype)
+    }
+
+    fn causal_conv_backward(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        dy: FloatTensor<Self>,
+    ) -> [FloatTensor<Self>; 3] {
+        let (x, [b, t, ch], dtype) = host_f32::<3>(x);
+        let (weight, [_, k], w_dtype) = host_f32::<2>(weight);
+        let d = conv_cpu::Dims { b, t, ch, k };
+        let (dx, dweight, dbias) = conv_cpu::backward(&x, &weight, &host_f32::<3>(dy).0, d);
+        [output(dx, [b, t, ch], dtype), output(dweight, [ch, k], w_dtype), output(dbias, [ch], w_dtype)]
     }
 
     const FUSED_UT_TRANSFORM: bool = true;

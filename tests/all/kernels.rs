@@ -602,6 +602,20 @@ fn check_causal_conv<B: AutodiffBackend>(dev: &B::Device, device_name: &str) {
     }
 }
 
+/// The CPU backend's convolution is a host loop (`crates/cpu-loops/src/conv.rs`), held to the
+/// kernel's standard, and its weight gradient's sum over rows runs in a fixed order.
+#[test]
+fn causal_conv_on_the_cpu_matches_the_plain_ops_for_any_thread_count() {
+    check_causal_conv::<CpuAd>(&Default::default(), "cpu");
+    let run = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().expect("a thread pool");
+        pool.install(|| {
+            causal_conv_run::<CpuAd>(&Default::default(), (5, 40, 33, 4), 3, kernels::causal_conv)
+        })
+    };
+    assert!(run(1) == run(2), "the host loop's results depend on the number of threads");
+}
+
 #[cfg(feature = "wgpu")]
 #[test]
 fn causal_conv_kernel_on_wgpu_matches_the_plain_ops() {

@@ -10,5 +10,6 @@
 //! Each loop is tested in the main crate against its plain-ops twin, as its GPU kernel is
 //! (`tests/all/kernels.rs`, `tests/all/ssm.rs`).
 
+pub mod conv;
 pub mod scan;
 pub mod ut_transform;
