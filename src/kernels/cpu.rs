@@ -12,7 +12,7 @@ use burn::tensor::{DType, Tensor, TensorData, TensorPrimitive};
 
 use super::scan_cpu::{self, Dims, Operands};
 use super::{Backend, ScanOperands};
-use super::{conv_cpu, ut_transform_cpu};
+use super::{conv_cpu, norm_cpu, ut_transform_cpu};
 
 impl Backend for Flex {
     const FUSED_SCAN: bool = true;
@@ -52,6 +52,110 @@ impl Backend for Flex {
             b: host.output(g.b, [b, t, n]),
             c: host.output(g.c, [b, t, n]),
         }
+    }
+
+    const FUSED_RMS_NORM: bool = true;
+
+    fn rms_norm(x: FloatTensor<Self>, weight: FloatTensor<Self>, eps: f64) -> FloatTensor<Self> {
+        Self::rms_norm_saving(x, weight, eps).0
+    }
+
+    fn rms_norm_saving(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        eps: f64,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        let (x, [b, t, d], dtype) = host_f32::<3>(x);
+        let (y, rstd) = norm_cpu::rms_norm(&x, &host_f32::<1>(weight).0, eps as f32);
+        (output(y, [b, t, d], dtype), f32_tensor(rstd, [b, t]))
+    }
+
+    fn rms_norm_backward(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        rstd: FloatTensor<Self>,
+        dy: FloatTensor<Self>,
+    ) -> [FloatTensor<Self>; 2] {
+        rms_norm_backward_on_host(x, weight, rstd, dy, None)
+    }
+
+    fn add_rms_norm(
+        residual: FloatTensor<Self>,
+        delta: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        eps: f64,
+    ) -> [FloatTensor<Self>; 2] {
+        let [sum, y, _] = Self::add_rms_norm_saving(residual, delta, weight, eps);
+        [sum, y]
+    }
+
+    fn add_rms_norm_saving(
+        residual: FloatTensor<Self>,
+        delta: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        eps: f64,
+    ) -> [FloatTensor<Self>; 3] {
+        let (mut sum, [b, t, d], dtype) = host_f32::<3>(residual);
+        for (s, v) in sum.iter_mut().zip(host_f32::<3>(delta).0) {
+            *s += v;
+        }
+        let (y, rstd) = norm_cpu::rms_norm(&sum, &host_f32::<1>(weight).0, eps as f32);
+        [output(sum, [b, t, d], dtype), output(y, [b, t, d], dtype), f32_tensor(rstd, [b, t])]
+    }
+
+    fn rms_norm_backward_accumulate(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        rstd: FloatTensor<Self>,
+        dy: FloatTensor<Self>,
+        d_x: FloatTensor<Self>,
+    ) -> [FloatTensor<Self>; 2] {
+        rms_norm_backward_on_host(x, weight, rstd, dy, Some(d_x))
+    }
+
+    fn gated_rms_norm(
+        y: FloatTensor<Self>,
+        z: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        group: usize,
+        eps: f64,
+    ) -> FloatTensor<Self> {
+        let [out, _] = Self::gated_rms_norm_saving(y, z, weight, group, eps);
+        out
+    }
+
+    fn gated_rms_norm_saving(
+        y: FloatTensor<Self>,
+        z: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        group: usize,
+        eps: f64,
+    ) -> [FloatTensor<Self>; 2] {
+        let (y, [b, t, di], dtype) = host_f32::<3>(y);
+        let (out, rstd) =
+            norm_cpu::gated_rms_norm(&y, &host_f32::<3>(z).0, &host_f32::<1>(weight).0, group, eps as f32);
+        [output(out, [b, t, di], dtype), f32_tensor(rstd, [b, t, di / group])]
+    }
+
+    fn gated_rms_norm_backward(
+        y: FloatTensor<Self>,
+        z: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        rstd: FloatTensor<Self>,
+        d_out: FloatTensor<Self>,
+        group: usize,
+    ) -> [FloatTensor<Self>; 3] {
+        let (y, [b, t, di], dtype) = host_f32::<3>(y);
+        let (weight, _, w_dtype) = host_f32::<1>(weight);
+        let (dy, dz, dweight) = norm_cpu::gated_rms_norm_backward(
+            &y,
+            &host_f32::<3>(z).0,
+            &weight,
+            &host_f32::<3>(rstd).0,
+            &host_f32::<3>(d_out).0,
+            group,
+        );
+        [output(dy, [b, t, di], dtype), output(dz, [b, t, di], dtype), output(dweight, [di], w_dtype)]
     }
 
     const FUSED_CAUSAL_CONV: bool = true;
@@ -129,6 +233,27 @@ impl Backend for Flex {
             output(dcum, [d.n, d.c], host.dtype),
         ]
     }
+}
+
+/// `[dx, dweight]` of an RMSNorm, with `d_x` added into `dx` when given.
+fn rms_norm_backward_on_host(
+    x: FloatTensor<Flex>,
+    weight: FloatTensor<Flex>,
+    rstd: FloatTensor<Flex>,
+    dy: FloatTensor<Flex>,
+    d_x: Option<FloatTensor<Flex>>,
+) -> [FloatTensor<Flex>; 2] {
+    let (x, [b, t, d], dtype) = host_f32::<3>(x);
+    let (weight, _, w_dtype) = host_f32::<1>(weight);
+    let d_x = d_x.map(|g| host_f32::<3>(g).0);
+    let (dx, dweight) = norm_cpu::rms_norm_backward(
+        &x,
+        &weight,
+        &host_f32::<2>(rstd).0,
+        &host_f32::<3>(dy).0,
+        d_x.as_deref(),
+    );
+    [output(dx, [b, t, d], dtype), output(dweight, [d], w_dtype)]
 }
 
 /// The UT transform's operands as host f32 buffers, and the dtype its results are returned in.

@@ -16,9 +16,9 @@
 //! | Mamba-1 selective scan, forward + backward | `scan_kernel.rs`; on the CPU `crates/cpu-loops/src/scan.rs` | [`selective_scan::reference`] |
 //! | causal / sliding-window GQA attention, forward + backward (FlashAttention-2) | `attention_kernel.rs` | [`attention::causal_attention`] |
 //! | cross-entropy over the vocabulary, forward + backward, no fp32 logits | `cross_entropy_kernel.rs` | [`cross_entropy::token_nll`] |
-//! | RMSNorm, forward + backward | `rms_norm_kernel.rs` | [`norm::rms_norm`] |
-//! | residual add + RMSNorm, forward + backward | `rms_norm_kernel.rs` | `x + delta`, then [`norm::rms_norm`] |
-//! | Mamba-2's gated RMSNorm, forward + backward | `gated_rms_norm_kernel.rs` | [`norm::gated_rms_norm`] |
+//! | RMSNorm, forward + backward | `rms_norm_kernel.rs`; on the CPU `crates/cpu-loops/src/norm.rs` | [`norm::rms_norm`] |
+//! | residual add + RMSNorm, forward + backward | `rms_norm_kernel.rs`; on the CPU `crates/cpu-loops/src/norm.rs` | `x + delta`, then [`norm::rms_norm`] |
+//! | Mamba-2's gated RMSNorm, forward + backward | `gated_rms_norm_kernel.rs`; on the CPU `crates/cpu-loops/src/norm.rs` | [`norm::gated_rms_norm`] |
 //! | Mamba's causal depthwise convolution, forward + backward | `conv_kernel.rs`; on the CPU `crates/cpu-loops/src/conv.rs` | [`conv::causal_conv`] |
 //! | Mamba-2 SSD state passing between chunks, forward + backward | `state_passing_kernel.rs` | [`state_passing::pass_states`] |
 //! | MoE routing: top-k experts and each assignment's place in its expert's buffer | `moe_route_kernel.rs` | [`moe_route::HostRoute`] |
@@ -74,7 +74,9 @@ pub mod state_passing;
 pub mod state_passing_kernel;
 pub mod tensors;
 /// The CPU backend's host loops (the `archlab-cpu-loops` crate, compiled optimised).
-pub use archlab_cpu_loops::{conv as conv_cpu, scan as scan_cpu, ut_transform as ut_transform_cpu};
+pub use archlab_cpu_loops::{
+    conv as conv_cpu, norm as norm_cpu, scan as scan_cpu, ut_transform as ut_transform_cpu,
+};
 pub mod tri_inverse;
 pub mod ut_transform;
 #[cfg(feature = "cube-kernels")]

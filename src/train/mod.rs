@@ -482,12 +482,15 @@ pub fn human(x: f64) -> String {
     format!("{v:.2}{unit}")
 }
 
-/// 1536 MiB → "1.50 GiB"; 0 (unknown) → "n/a".
+/// 1536 MiB → "1.50 GiB", 300 MiB → "300 MiB", 60 000 → "59 KiB"; 0 (unknown) → "n/a".
 pub fn human_bytes(b: u64) -> String {
     match b {
         0 => "n/a".into(),
         b if b >= 1 << 30 => format!("{:.2} GiB", b as f64 / (1u64 << 30) as f64),
-        b => format!("{:.0} MiB", b as f64 / (1u64 << 20) as f64),
+        b if b >= 1 << 20 => format!("{:.0} MiB", b as f64 / (1u64 << 20) as f64),
+        // A small model's decoding state: "0 MiB" would say it holds nothing.
+        b if b >= 1 << 10 => format!("{:.0} KiB", b as f64 / (1u64 << 10) as f64),
+        b => format!("{b} B"),
     }
 }
 
@@ -497,4 +500,21 @@ pub fn default_run_dir(label: &str) -> PathBuf {
     let secs =
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     Path::new("runs").join(format!("{label}-{secs}-{}", std::process::id()))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn byte_counts_read_in_a_unit_that_shows_them() {
+        let cases = [
+            (0, "n/a"),
+            (512, "512 B"),
+            (60_000, "59 KiB"),
+            (300 << 20, "300 MiB"),
+            (1536 << 20, "1.50 GiB"),
+        ];
+        for (bytes, text) in cases {
+            assert_eq!(super::human_bytes(bytes), text);
+        }
+    }
 }

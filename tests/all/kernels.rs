@@ -483,6 +483,28 @@ fn add_rms_norm_kernel_on_cuda_matches_the_plain_ops() {
     check_add_rms_norm::<B>(&Default::default(), "cuda");
 }
 
+/// The CPU backend's RMSNorms (plain, after a residual add, and gated) are host loops
+/// (`crates/cpu-loops/src/norm.rs`), held to the kernels' standard, and their weight gradients'
+/// sums over rows run in a fixed order.
+#[test]
+fn rms_norms_on_the_cpu_match_the_plain_ops_for_any_thread_count() {
+    check_rms_norm::<CpuAd>(&Default::default(), "cpu");
+    check_add_rms_norm::<CpuAd>(&Default::default(), "cpu");
+    check_gated_rms_norm::<CpuAd>(&Default::default(), "cpu");
+    let run = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().expect("a thread pool");
+        pool.install(|| {
+            let dev = Default::default();
+            let mut all = rms_norm_run::<CpuAd>(&dev, (3, 90, 40), 1, |x, w| kernels::rms_norm(x, w, 1e-5));
+            all.extend(gated_rms_norm_run::<CpuAd>(&dev, (3, 90, 40, 10), 2, |y, z, w, g| {
+                kernels::gated_rms_norm(y, z, w, g, 1e-5)
+            }));
+            all
+        })
+    };
+    assert!(run(1) == run(2), "the host loops' results depend on the number of threads");
+}
+
 /// `[out, dy, dz, dweight]` of the loss Σ out·w for Mamba-2's gated RMSNorm computed by `norm`
 /// (groups of `group` channels).
 fn gated_rms_norm_run<B: AutodiffBackend>(

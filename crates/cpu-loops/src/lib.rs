@@ -11,5 +11,6 @@
 //! (`tests/all/kernels.rs`, `tests/all/ssm.rs`).
 
 pub mod conv;
+pub mod norm;
 pub mod scan;
 pub mod ut_transform;
