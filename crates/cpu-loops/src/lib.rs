@@ -14,3 +14,18 @@ pub mod conv;
 pub mod norm;
 pub mod scan;
 pub mod ut_transform;
+
+/// `Σ a·b` with eight partial sums: a single running sum would wait on each add's latency (the
+/// compiler may not reorder float adds), eight lanes keep the adder busy and vectorise. The
+/// order is fixed, so the result depends on nothing but the inputs.
+pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut partial = [0f32; 8];
+    let (a8, b8) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f32 = a8.remainder().iter().zip(b8.remainder()).map(|(x, y)| x * y).sum();
+    for (x, y) in a8.zip(b8) {
+        for l in 0..8 {
+            partial[l] += x[l] * y[l];
+        }
+    }
+    partial.iter().sum::<f32>() + tail
+}

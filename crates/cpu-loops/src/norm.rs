@@ -11,22 +11,10 @@
 
 use rayon::prelude::*;
 
+use crate::dot;
+
 /// Rows per unit of work.
 pub const ROWS: usize = 64;
-
-/// `Σ a·b` with eight partial sums in a fixed order (vectorisable, and the same bits every
-/// time).
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut partial = [0f32; 8];
-    let (a8, b8) = (a.chunks_exact(8), b.chunks_exact(8));
-    let tail: f32 = a8.remainder().iter().zip(b8.remainder()).map(|(x, y)| x * y).sum();
-    for (x, y) in a8.zip(b8) {
-        for l in 0..8 {
-            partial[l] += x[l] * y[l];
-        }
-    }
-    partial.iter().sum::<f32>() + tail
-}
 
 /// `1 / √(mean(x²) + eps)` of one group of values.
 fn rstd(x: &[f32], eps: f32) -> f32 {

@@ -16,6 +16,8 @@
 
 use rayon::prelude::*;
 
+use crate::dot;
+
 /// Sizes of one problem: `n` chunks of `c` tokens, key width `dk`, value width `dv`.
 #[derive(Clone, Copy, Debug)]
 pub struct Dims {
@@ -60,21 +62,6 @@ impl<'a> Operands<'a> {
             cum: &self.cum[m * c..(m + 1) * c],
         }
     }
-}
-
-/// `a · b` with eight partial sums: a single running sum would wait on each add's latency
-/// (the compiler may not reorder float adds), eight keep the adder busy. The order is fixed,
-/// so the result does not depend on anything but the inputs.
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut partial = [0f32; 8];
-    let (a8, b8) = (a.chunks_exact(8), b.chunks_exact(8));
-    let tail: f32 = a8.remainder().iter().zip(b8.remainder()).map(|(x, y)| x * y).sum();
-    for (x, y) in a8.zip(b8) {
-        for l in 0..8 {
-            partial[l] += x[l] * y[l];
-        }
-    }
-    partial.iter().sum::<f32>() + tail
 }
 
 /// `(out [n, C, dv + dk], inverse [n, C, C])`.
