@@ -240,6 +240,25 @@ def layer_params(m: dict[str, Any], mixer: str, ffn: str) -> tuple[int, int, int
     return total, mm + f_mm - idle_mm, idle_mm + idle_other
 
 
+def gdn_inverse_flops(c: float) -> float:
+    """FLOPs of the blocked triangular inverse on one C × C chunk (gated_deltanet.rs
+    `inverse_flops`): doubling products on the 16-row diagonal blocks, then per block row the
+    two products of block forward substitution."""
+    block = 16.0
+
+    def doubling(n: float) -> float:
+        return 0.0 if n < 2.0 else 4.0 * max(math.ceil(math.log2(n)) - 1.0, 0.0) * n * n * n
+
+    if c <= block:
+        return doubling(c)
+    flops, start = 0.0, 0.0
+    while start < c:
+        rows = min(c - start, block)
+        flops += doubling(rows) + 2.0 * rows * start * start + 2.0 * rows * rows * start
+        start += rows
+    return flops
+
+
 def mixer_fwd_flops(m: dict[str, Any], mixer: str, seq_len: int) -> float:
     """The non-matmul forward FLOPs per token of a sequence mixer (count.rs `mixer_flops`)."""
     if mixer == "A":
@@ -250,8 +269,7 @@ def mixer_fwd_flops(m: dict[str, Any], mixer: str, seq_len: int) -> float:
         c = m["gdn"]
         hk, hv, dk, dv = gdn_shape(m)
         q = min(c["chunk_size"], max(seq_len, 1))
-        squarings = max(math.ceil(math.log2(q)) - 1.0, 0.0)
-        return (hv * (4.0 * q * dk + 4.0 * squarings * q * q + 2.0 * q * (dv + dk) + 2.0 * q * dv + 6.0 * dk * dv)
+        return (hv * (4.0 * q * dk + gdn_inverse_flops(q) / q + 2.0 * q * (dv + dk) + 2.0 * q * dv + 6.0 * dk * dv)
                 + 2.0 * (2 * hk * dk + hv * dv) * c["d_conv"])
     if mixer == "M":
         c = m["mamba"]
