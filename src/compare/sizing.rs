@@ -11,8 +11,9 @@
 //!    Architectures without channel mixers (pure Mamba) take the width closest to the budget.
 //!
 //! Depth, state size, heads, experts and k stay as the architecture defines them: they are
-//! what is being compared (only `--match state` turns a state size, below). The result must be within [`TOLERANCE`] of the target, else it is
-//! an error that says why (an architecture whose width steps are too coarse at this budget).
+//! what is being compared (only `--match state` turns a state size, below). The result must be
+//! within [`TOLERANCE`] of the target, else it is an error that says why (an architecture whose
+//! width steps are too coarse at this budget).
 //!
 //! **Decoding state** (`--match state`, Zoology's iso-state axis) is each mixer's own
 //! accounting of the bytes a sequence holds at the training length (a KV cache grows with it,
