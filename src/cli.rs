@@ -5,7 +5,8 @@
 use std::path::PathBuf;
 
 use archlab::bench::{BenchRequest, PointRequest};
-use archlab::compare::{ArchSelection, CompareRequest};
+use archlab::compare::spec::SlurmOptions;
+use archlab::compare::{ArchSelection, CompareRequest, Emit};
 use archlab::device::DeviceArg;
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Args, Parser, Subcommand};
@@ -76,7 +77,8 @@ pub enum Command {
     /// Train several architectures fairly (same data, tokens, schedule; sized to one budget;
     /// several seeds) and write a report with confidence intervals and verdicts.
     Compare(CompareArgs),
-    /// Redraw the report (report.md, report.html, plots/) of a comparison directory.
+    /// Redraw the report (report.md, report.html, plots/) of a comparison directory; of one
+    /// still under way, the report of the runs that have finished, naming the others.
     Report(ReportArgs),
     /// Sequence-length scaling: training tokens/s, peak memory and inference tokens/s per
     /// architecture at each sequence length, with out-of-memory points reported.
@@ -154,12 +156,57 @@ pub struct CompareArgs {
     #[arg(long, value_delimiter = ',')]
     pub tasks: Vec<String>,
     /// The comparison directory (default: runs/compare-<time>). Rerunning with the same
-    /// directory continues an interrupted comparison; finished runs are kept.
+    /// directory continues an interrupted comparison; finished runs are kept. Given alone,
+    /// without architectures or settings, it continues whatever comparison DIR holds.
     #[arg(long)]
     pub dir: Option<PathBuf>,
     /// No progress bars.
     #[arg(long)]
     pub quiet: bool,
+    /// Runs to train at once on this machine, each in a process of its own (docs/cluster.md);
+    /// the report then says that throughput and memory were measured with runs side by side.
+    #[arg(long, default_value_t = 1)]
+    pub jobs: usize,
+    /// Train only run N of the comparison planned in --dir (a Slurm array task, or by hand):
+    /// the plan is read from DIR/compare.json.
+    #[arg(long, value_name = "N", conflicts_with_all = ["finish", "emit", "jobs"])]
+    pub run_index: Option<usize>,
+    /// Finish the comparison in --dir once every run has: the scaling measurement, the text
+    /// samples and the report (the last job of `--emit slurm`).
+    #[arg(long, conflicts_with_all = ["emit", "jobs"])]
+    pub finish: bool,
+    /// Write the plan (DIR/compare.json) and scripts that run it on a scheduler, instead of
+    /// training: `slurm` writes chained sbatch job arrays and DIR/slurm/submit.sh.
+    #[arg(long, value_name = "SCHEDULER", value_parser = PossibleValuesParser::new(["slurm"]))]
+    pub emit: Option<String>,
+    #[command(flatten)]
+    pub slurm: SlurmArgs,
+}
+
+/// Job settings of `--emit slurm` (over an experiment file's `[slurm]` section).
+#[derive(Args, Debug)]
+pub struct SlurmArgs {
+    /// The partition every job runs in.
+    #[arg(long)]
+    pub slurm_partition: Option<String>,
+    /// The account the jobs are charged to.
+    #[arg(long)]
+    pub slurm_account: Option<String>,
+    /// The time limit of one run's task, e.g. 2:00:00.
+    #[arg(long)]
+    pub slurm_time: Option<String>,
+    /// GPUs per task.
+    #[arg(long)]
+    pub slurm_gpus: Option<usize>,
+    /// CPU cores per task.
+    #[arg(long)]
+    pub slurm_cpus: Option<usize>,
+    /// Memory per task, e.g. 32G.
+    #[arg(long)]
+    pub slurm_mem: Option<String>,
+    /// A further #SBATCH line, e.g. --slurm-line=--qos=high (repeatable).
+    #[arg(long, value_name = "SBATCH_OPTION", allow_hyphen_values = true)]
+    pub slurm_line: Vec<String>,
 }
 
 #[derive(Args, Debug)]
@@ -248,11 +295,14 @@ pub struct TrainRunArgs {
     pub resume: bool,
     #[arg(long)]
     pub quiet: bool,
+    /// The comparison process that started this run; the run ends with it.
+    #[arg(long)]
+    pub parent: Option<u32>,
 }
 
 impl From<TrainRunArgs> for archlab::compare::worker::TrainRunRequest {
     fn from(a: TrainRunArgs) -> Self {
-        Self { run_dir: a.run_dir, device: a.device, resume: a.resume, quiet: a.quiet }
+        Self { run_dir: a.run_dir, device: a.device, resume: a.resume, quiet: a.quiet, parent: a.parent }
     }
 }
 
@@ -547,6 +597,19 @@ impl From<CompareArgs> for CompareRequest {
             tasks: a.tasks,
             dir: a.dir,
             quiet: a.quiet,
+            jobs: a.jobs,
+            run_index: a.run_index,
+            finish: a.finish,
+            emit: a.emit.map(|e| Emit::parse(&e).expect("a listed scheduler")),
+            slurm: SlurmOptions {
+                partition: a.slurm.slurm_partition,
+                account: a.slurm.slurm_account,
+                time: a.slurm.slurm_time,
+                gpus: a.slurm.slurm_gpus,
+                cpus: a.slurm.slurm_cpus,
+                mem: a.slurm.slurm_mem,
+                lines: a.slurm.slurm_line,
+            },
         }
     }
 }

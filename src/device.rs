@@ -32,6 +32,16 @@ pub enum DeviceArg {
 impl DeviceArg {
     /// Every choice by its name, as `--device` takes it.
     pub const NAMES: [&'static str; 4] = ["auto", "cpu", "cuda", "wgpu"];
+
+    /// The name `--device` takes for this choice.
+    pub fn name(self) -> &'static str {
+        match self {
+            DeviceArg::Auto => "auto",
+            DeviceArg::Cpu => "cpu",
+            DeviceArg::Cuda => "cuda",
+            DeviceArg::Wgpu => "wgpu",
+        }
+    }
 }
 
 impl std::str::FromStr for DeviceArg {

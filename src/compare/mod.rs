@@ -10,66 +10,155 @@
 //! 4. each run is an ordinary `train` run directory under `DIR/runs/`, trained in a process
 //!    of its own (`worker`: its peak memory is its own); a finished run (its `summary.json`)
 //!    is never redone, a started one resumes from its checkpoint, so an interrupted comparison
-//!    continues where it stopped;
+//!    continues where it stopped. The runs are one numbered list (`runs`): trained here
+//!    `--jobs` at a time, or one per `--run-index` process (Slurm array tasks: `slurm`);
 //! 5. `results.json` collects everything; `report` draws it.
 
 pub mod arch;
 pub mod plan;
 pub mod results;
+pub mod runs;
 pub mod sizing;
+pub mod slurm;
 pub mod spec;
 pub mod stats;
 pub mod worker;
 
 use std::path::Path;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use anyhow::{Context, Result, bail};
-use serde::{Deserialize, Serialize};
 
 use crate::device::{self, Resolved};
-use crate::train::metrics::{Record, Summary, read_records};
+use crate::train::metrics::Summary;
 use crate::train::{self, human, human_bytes};
 use crate::util::atomic;
+use crate::util::lock::DirLock;
 use crate::with_backend;
 use plan::PlannedArch;
-use results::{ArchResult, ComparisonResults, CurvePoint, LrTrial, SeedRun};
+use results::{ArchResult, ComparisonResults, SeedRun};
+use runs::{Slot, Stage, Unit};
 use sizing::MatchBy;
 use spec::CompareSpec;
-pub use spec::{ArchSelection, CompareRequest};
+pub use spec::{ArchSelection, CompareRequest, Emit};
 
 /// The prompt of the text samples in the report (the built-in corpus is stories).
 const SAMPLE_PROMPT: &str = "Once upon a time";
 const SAMPLE_TOKENS: usize = 160;
 
 pub fn run(args: CompareRequest) -> Result<()> {
-    let spec = CompareSpec::from_request(&args)?;
-    let dir = args.dir.clone().unwrap_or_else(|| train::default_run_dir("compare"));
-    if spec.tasks.is_empty() {
-        let planned = plan(&spec)?;
-        run_comparison(&spec, planned, &dir, &args)?;
+    let dir = match &args.dir {
+        Some(d) => d.clone(),
+        None if args.run_index.is_some() || args.finish || args.emit.is_some() => {
+            bail!("--run-index, --finish and --emit work on a comparison directory: name it with --dir")
+        }
+        None => train::default_run_dir("compare"),
+    };
+    if args.jobs == 0 {
+        bail!("--jobs 0: give the number of runs to train at once, 1 or more");
+    }
+    let spec = resolve_spec(&args, &dir)?;
+    let units = plan_units(&spec, &dir)?;
+    let all = runs::slots(&units);
+
+    let _lock = match args.run_index {
+        // A single run only writes its own directory, under its own lock: tasks run side by side.
+        Some(_) => None,
+        None => Some(DirLock::acquire(&dir, "compare")?),
+    };
+    if let Some(Emit::Slurm) = args.emit {
+        // No device is resolved here: the jobs run on the cluster's nodes, not on this one.
+        claim_dir(&dir, &spec, Claim::New)?;
+        let files = slurm::emit(&dir, &units, &all, &args)?;
+        print_plan_of(&units, args.arch.device.name());
+        for f in files {
+            println!("wrote {}", f.display());
+        }
+        println!("submit with: bash {}", dir.join("slurm").join(slurm::SUBMIT).display());
         return Ok(());
     }
-    // A task suite: every task's comparison is planned (and a bad task name refused) before
-    // any training, then each runs in its own directory, resumable as any comparison.
-    let suite: Vec<(&String, CompareSpec)> = spec.tasks.iter().map(|t| (t, spec.for_task(t))).collect();
-    let plans = suite.iter().map(|(_, s)| plan(s)).collect::<Result<Vec<_>>>()?;
-    let _lock = crate::util::lock::DirLock::acquire(&dir, "compare")?;
-    claim_dir(&dir, &spec)?;
-    let mut results = Vec::new();
-    for ((task, task_spec), planned) in suite.into_iter().zip(plans) {
-        eprintln!("task:{task}");
-        results.push((task.clone(), run_comparison(&task_spec, planned, &dir.join(task), &args)?));
+    let resolved = device::resolve(args.arch.device)?;
+    if let Some(index) = args.run_index {
+        // One run of a plan written before (a Slurm array task, or by hand).
+        claim_dir(&dir, &spec, Claim::Existing)?;
+        let Some(slot) = all.get(index) else {
+            bail!(
+                "--run-index {index} is out of range: the comparison in {} has {} runs (0 to {})",
+                dir.display(),
+                all.len(),
+                all.len().saturating_sub(1)
+            );
+        };
+        return runs::execute(&units, slot, &run_options(&args, resolved));
     }
-    let files = crate::report::write_suite(&dir, &spec.title, &results)?;
-    print!("{}", crate::report::suite_table(&results));
-    for f in files {
-        println!("report: {}", f.display());
+
+    if args.finish {
+        claim_dir(&dir, &spec, Claim::Existing)?;
+        let how = "trained separately by `--run-index` (e.g. Slurm array tasks): runs placed on one machine \
+                   at the same time shared it, and their throughput and memory show that";
+        return finish(&spec, &units, &dir, resolved, Some(how), &args);
     }
-    Ok(())
+
+    claim_dir(&dir, &spec, Claim::New)?;
+    print_plan_of(&units, resolved.name());
+    let opts = run_options(&args, resolved);
+    let mut failed = Vec::new();
+    let mut grid_failed = Vec::new();
+    for stage in [Stage::Grid, Stage::Seeds] {
+        let todo: Vec<&Slot> =
+            all.iter().filter(|s| s.stage == stage && !grid_failed.contains(&(s.unit, s.arch))).collect();
+        for (slot, err) in run_parallel(&todo, args.jobs, |slot| runs::execute(&units, slot, &opts)) {
+            eprintln!("error: run {}: {err:#}", runs::describe(&units, slot));
+            failed.push(runs::describe(&units, slot));
+            if stage == Stage::Grid {
+                grid_failed.push((slot.unit, slot.arch));
+            }
+        }
+    }
+    if !failed.is_empty() {
+        bail!(
+            "{} of {} runs failed: {}; their errors are printed above. Fix the cause and rerun the same \
+             compare command: finished runs are kept",
+            failed.len(),
+            all.len(),
+            failed.join("; ")
+        );
+    }
+    let how = (args.jobs > 1).then(|| {
+        format!(
+            "{} at once on this machine: throughput and memory were measured with {} runs sharing it",
+            args.jobs, args.jobs
+        )
+    });
+    finish(&spec, &units, &dir, resolved, how.as_deref(), &args)
 }
 
-/// Resolves and sizes every architecture of `spec`, before any training: a bad name, task or
-/// budget fails now.
+/// The comparison `args` asks for; with no plan on the command line, the one already in
+/// `dir` (its `compare.json`), so that `compare --dir DIR` continues whatever DIR holds.
+fn resolve_spec(args: &CompareRequest, dir: &Path) -> Result<CompareSpec> {
+    let saved = dir.join("compare.json");
+    if args.names_a_plan() || !saved.exists() {
+        return CompareSpec::from_request(args);
+    }
+    let text = std::fs::read_to_string(&saved).with_context(|| format!("cannot read {}", saved.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("malformed {}", saved.display()))
+}
+
+/// Every comparison of `spec` planned (sized, a bad name or task refused) before any
+/// training: the one comparison in `dir`, or one per task in `dir/<task>/`.
+fn plan_units(spec: &CompareSpec, dir: &Path) -> Result<Vec<Unit>> {
+    let one = |spec: CompareSpec, dir: std::path::PathBuf| -> Result<Unit> {
+        let (budget, archs) = plan(&spec)?;
+        Ok(Unit { dir, spec, budget, archs })
+    };
+    if spec.tasks.is_empty() {
+        return Ok(vec![one(spec.clone(), dir.to_path_buf())?]);
+    }
+    spec.tasks.iter().map(|t| one(spec.for_task(t), dir.join(t))).collect()
+}
+
+/// Resolves and sizes every architecture of `spec`: a bad name, task or budget fails now.
 fn plan(spec: &CompareSpec) -> Result<(f64, Vec<PlannedArch>)> {
     let by = MatchBy::parse(&spec.match_by)?;
     let budget = match spec.budget {
@@ -84,28 +173,105 @@ fn plan(spec: &CompareSpec) -> Result<(f64, Vec<PlannedArch>)> {
     Ok((budget, archs))
 }
 
-/// One comparison, planned, into `dir`: its runs, the optional scaling measurement,
-/// `results.json` and the report.
-fn run_comparison(
+fn run_options(args: &CompareRequest, device: Resolved) -> runs::RunOptions {
+    // Runs side by side on the CPU share its cores instead of each starting a thread per core.
+    let threads = (args.jobs > 1 && device == Resolved::Cpu).then(|| {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        (cores / args.jobs).max(1)
+    });
+    runs::RunOptions { device, quiet: args.quiet || args.jobs > 1, threads }
+}
+
+/// Runs `f` on every slot, `jobs` at a time, each to its end whatever the others do; returns
+/// the failures.
+fn run_parallel<'a>(
+    slots: &[&'a Slot],
+    jobs: usize,
+    f: impl Fn(&Slot) -> Result<()> + Sync,
+) -> Vec<(&'a Slot, anyhow::Error)> {
+    let next = AtomicUsize::new(0);
+    let failures = Mutex::new(Vec::new());
+    std::thread::scope(|scope| {
+        for _ in 0..jobs.min(slots.len()) {
+            scope.spawn(|| {
+                while let Some(&slot) = slots.get(next.fetch_add(1, Ordering::SeqCst)) {
+                    if let Err(e) = f(slot) {
+                        failures.lock().unwrap().push((slot, e));
+                    }
+                }
+            });
+        }
+    });
+    let mut failures = failures.into_inner().unwrap();
+    failures.sort_by_key(|(s, _)| s.index);
+    failures
+}
+
+/// After the runs: the scaling measurement, the text samples, `results.json` and the report
+/// of each comparison (and a suite's overview). Every run must have finished; if some have
+/// not, the report of those that did is drawn and the missing ones are named.
+fn finish(
     spec: &CompareSpec,
-    (budget, archs): (f64, Vec<PlannedArch>),
+    units: &[Unit],
     dir: &Path,
+    resolved: Resolved,
+    how: Option<&str>,
+    args: &CompareRequest,
+) -> Result<()> {
+    let mut missing = Vec::new();
+    let mut collected = Vec::new();
+    for u in 0..units.len() {
+        let (archs, m) = collect(units, u, Some(resolved))?;
+        missing.extend(m);
+        collected.push(archs);
+    }
+    if !missing.is_empty() {
+        merge(spec, units, dir, Some(resolved))?;
+        bail!(
+            "{} of {} runs have not finished, so the comparison cannot be completed: {}. The report of \
+             those that did is in {}; rerun the missing ones (resubmitting the same job arrays, or \
+             `archlab compare --dir {}`): finished runs are kept",
+            missing.len(),
+            runs::slots(units).len(),
+            missing.join("; "),
+            dir.display(),
+            dir.display()
+        );
+    }
+    for a in collected.iter().flatten().filter(|a| !a.lr_trials.is_empty()) {
+        eprintln!("{}: learning rate {:e} wins the grid on the held-out selection set", a.name, a.lr);
+    }
+    let mut results = Vec::new();
+    for (unit, archs) in units.iter().zip(collected) {
+        if units.len() > 1 {
+            eprintln!("task:{}", unit.dir.file_name().unwrap_or_default().to_string_lossy());
+        }
+        results.push(finish_unit(unit, archs, resolved, how, args)?);
+    }
+    if !spec.tasks.is_empty() {
+        let suite: Vec<(String, ComparisonResults)> = spec.tasks.iter().cloned().zip(results).collect();
+        let files = crate::report::write_suite(dir, &spec.title, &suite)?;
+        print!("{}", crate::report::suite_table(&suite));
+        for f in files {
+            println!("report: {}", f.display());
+        }
+    }
+    Ok(())
+}
+
+/// One comparison's end: text samples, the optional scaling measurement, `results.json` and
+/// the report.
+fn finish_unit(
+    unit: &Unit,
+    mut archs: Vec<ArchResult>,
+    resolved: Resolved,
+    how: Option<&str>,
     args: &CompareRequest,
 ) -> Result<ComparisonResults> {
-    // One process per comparison directory; each run's own directory is locked by its trainer.
-    let _lock = crate::util::lock::DirLock::acquire(dir, "compare")?;
-    claim_dir(dir, spec)?;
-    let resolved = device::resolve(args.arch.device)?;
-
-    print_plan(spec, &archs, budget, dir, resolved);
-    let total_runs = archs.len() * (spec.seeds + spec.lr_grid.len().saturating_sub(1));
-    let mut counter = RunCounter { done: 0, total: total_runs };
-    let mut results = Vec::new();
-    for (i, arch) in archs.iter().enumerate() {
-        let arch_dir = dir.join("runs").join(format!("{i:02}-{}", slug(&arch.name)));
-        results.push(run_arch(arch, spec, &arch_dir, dir, resolved, args.quiet, &mut counter)?);
+    for a in &mut archs {
+        a.sample = sample_text(&unit.dir.join(&a.runs[0].dir), resolved).ok().flatten();
     }
-
+    let spec = &unit.spec;
     let bench = if spec.bench_seq_lens.is_empty() {
         None
     } else {
@@ -121,25 +287,14 @@ fn run_comparison(
             precision: spec.precision.clone(),
             tokens: None,
             peak_tflops: None,
-            work_dir: dir.join("bench"),
+            work_dir: unit.dir.join("bench"),
             quiet: args.quiet,
         };
-        Some(crate::bench::measure(&archs, &opts)?)
+        Some(crate::bench::measure(&unit.archs, &opts)?)
     };
-
-    let first = &archs[0].cfg;
-    let comparison = ComparisonResults {
-        title: spec.title.clone(),
-        match_by: spec.match_by.clone(),
-        budget,
-        settings: shared_settings(&spec, first, resolved),
-        task: crate::data::tasks::Task::from_source(&first.data.source, &first.data.task)?
-            .map(|t| t.name().to_string()),
-        archs: results,
-        bench,
-    };
-    atomic::write_json(&dir.join("results.json"), &comparison)?;
-    let files = crate::report::write(dir, &comparison)?;
+    let comparison = comparison_results(unit, archs, resolved.name(), how, Vec::new(), bench)?;
+    atomic::write_json(&unit.dir.join("results.json"), &comparison)?;
+    let files = crate::report::write(&unit.dir, &comparison)?;
     print_results(&comparison);
     for f in files.iter().filter(|f| f.extension().is_some_and(|e| e == "md" || e == "html")) {
         println!("report: {}", f.display());
@@ -147,8 +302,142 @@ fn run_comparison(
     Ok(comparison)
 }
 
+fn comparison_results(
+    unit: &Unit,
+    archs: Vec<ArchResult>,
+    device: &str,
+    how: Option<&str>,
+    missing: Vec<String>,
+    bench: Option<results::BenchResults>,
+) -> Result<ComparisonResults> {
+    let first = &unit.archs[0].cfg;
+    let mut settings = shared_settings(&unit.spec, first, device);
+    if let Some(how) = how {
+        settings.push(("runs".into(), how.to_string()));
+    }
+    Ok(ComparisonResults {
+        title: unit.spec.title.clone(),
+        match_by: unit.spec.match_by.clone(),
+        budget: unit.budget,
+        settings,
+        task: crate::data::tasks::Task::from_source(&first.data.source, &first.data.task)?
+            .map(|t| t.name().to_string()),
+        archs,
+        bench,
+        missing,
+    })
+}
+
+/// Every architecture of comparison `u` with the runs that finished: its grid trials, the
+/// winning rate, its seeds at that rate. Returns them and the runs that have not finished
+/// (an architecture whose grid is unfinished, or with no finished seed, is left out). With a
+/// device, grid trials not yet scored on the selection set are scored.
+fn collect(units: &[Unit], u: usize, device: Option<Resolved>) -> Result<(Vec<ArchResult>, Vec<String>)> {
+    let unit = &units[u];
+    let all = runs::slots(units);
+    let mut missing = Vec::new();
+    let mut out = Vec::new();
+    for (a, arch) in unit.archs.iter().enumerate() {
+        let seeds = all.iter().filter(|s| s.stage == Stage::Seeds && s.unit == u && s.arch == a);
+        let lr = match runs::winner(units, u, a, device)? {
+            Ok(lr) => lr,
+            Err(grid) => {
+                missing.extend(grid);
+                missing.extend(seeds.map(|s| format!("{}: waits for the grid", runs::describe(units, s))));
+                continue;
+            }
+        };
+        let mut trials = Vec::new();
+        let mut runs: Vec<SeedRun> = Vec::new();
+        if !unit.spec.lr_grid.is_empty() {
+            for (trial, run) in runs::grid_trials(units, u, a, device)?.0 {
+                if trial.lr == lr {
+                    runs.push(run); // the winning trial is the first seed's run
+                }
+                trials.push(trial);
+            }
+        }
+        for slot in seeds {
+            let dir = runs::run_dir(unit, a, lr, slot.seed);
+            match runs::run_state(&dir) {
+                runs::RunState::Finished => runs.push(runs::finished_run(&unit.dir, &dir, slot.seed)?),
+                state => missing.push(format!("{}: {state}", runs::describe(units, slot))),
+            }
+        }
+        if runs.is_empty() {
+            continue;
+        }
+        let counts = arch.cfg.model.param_counts();
+        out.push(ArchResult {
+            name: arch.name.clone(),
+            pattern: arch.cfg.model.layer_pattern(),
+            knob: arch.sizing.knob.clone(),
+            achieved: arch.sizing.achieved,
+            budget_error: arch.sizing.error,
+            params_total: counts.total,
+            params_active: counts.active,
+            params_non_embedding: counts.non_embedding,
+            state_bytes: Some(arch.cfg.model.state_bytes(arch.cfg.train.seq_len)),
+            train_flops_per_token: arch.cfg.model.train_flops_per_token(arch.cfg.train.seq_len),
+            lr,
+            lr_trials: trials,
+            runs,
+            sample: None,
+        });
+    }
+    Ok((out, missing))
+}
+
+/// Draws the report of whatever has finished in a comparison whose runs are not all done
+/// (`archlab report` on it, or `--finish` before the end), naming the runs still missing.
+/// Returns the files written.
+fn merge(
+    spec: &CompareSpec,
+    units: &[Unit],
+    dir: &Path,
+    device: Option<Resolved>,
+) -> Result<Vec<std::path::PathBuf>> {
+    let mut files = Vec::new();
+    let mut suite = Vec::new();
+    let mut all_missing = Vec::new();
+    for (u, unit) in units.iter().enumerate() {
+        let (archs, missing) = collect(units, u, device)?;
+        let device_name =
+            archs.first().map(|a| a.runs[0].summary.device.clone()).unwrap_or_else(|| "n/a".into());
+        all_missing.extend(missing.iter().cloned());
+        let results = comparison_results(unit, archs, &device_name, None, missing, None)?;
+        files.extend(crate::report::write(&unit.dir, &results)?);
+        suite.push((unit.dir.file_name().unwrap_or_default().to_string_lossy().into_owned(), results));
+    }
+    if !spec.tasks.is_empty() {
+        files.extend(crate::report::write_suite(dir, &spec.title, &suite)?);
+    }
+    if all_missing.is_empty() {
+        eprintln!(
+            "every run has finished; `archlab compare --dir {} --finish` adds the scaling measurement and \
+             the text samples",
+            dir.display()
+        );
+    } else {
+        eprintln!("{} runs have not finished (the report says which):", all_missing.len());
+        for m in &all_missing {
+            eprintln!("  {m}");
+        }
+    }
+    Ok(files)
+}
+
+/// How `claim_dir` treats the comparison directory.
+#[derive(Clone, Copy, PartialEq)]
+enum Claim {
+    /// Start the comparison there, or continue the same one.
+    New,
+    /// It must already hold this comparison (`--run-index`, `--finish`).
+    Existing,
+}
+
 /// Creates the comparison directory, or checks that the one there holds this comparison.
-fn claim_dir(dir: &Path, spec: &CompareSpec) -> Result<()> {
+fn claim_dir(dir: &Path, spec: &CompareSpec, claim: Claim) -> Result<()> {
     let path = dir.join("compare.json");
     if path.exists() {
         let text = std::fs::read_to_string(&path)?;
@@ -162,8 +451,18 @@ fn claim_dir(dir: &Path, spec: &CompareSpec) -> Result<()> {
                 saved.title
             );
         }
-        eprintln!("continuing the comparison in {} (finished runs are kept)", dir.display());
+        if claim == Claim::New {
+            eprintln!("continuing the comparison in {} (finished runs are kept)", dir.display());
+        }
         return Ok(());
+    }
+    if claim == Claim::Existing {
+        bail!(
+            "{} holds no comparison plan (compare.json); write one with `archlab compare ARCHS --dir {} \
+             --emit slurm`, or run the comparison there",
+            dir.display(),
+            dir.display()
+        );
     }
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let lock = std::ffi::OsStr::new(crate::util::lock::LOCK_FILE);
@@ -171,160 +470,6 @@ fn claim_dir(dir: &Path, spec: &CompareSpec) -> Result<()> {
         bail!("{} is not empty and holds no comparison; choose another --dir", dir.display());
     }
     atomic::write_json(&path, spec)
-}
-
-struct RunCounter {
-    done: usize,
-    total: usize,
-}
-
-/// All runs of one architecture: the LR grid on the first seed (if any), then every seed at
-/// the chosen LR.
-fn run_arch(
-    arch: &PlannedArch,
-    spec: &CompareSpec,
-    arch_dir: &Path,
-    root: &Path,
-    resolved: Resolved,
-    quiet: bool,
-    counter: &mut RunCounter,
-) -> Result<ArchResult> {
-    let base_seed = arch.cfg.train.seed;
-    let mut trials = Vec::new();
-    let mut runs: Vec<SeedRun> = Vec::new();
-    let lr = if spec.lr_grid.is_empty() {
-        arch.cfg.train.lr
-    } else {
-        // Decided on the held-out selection set: a winner picked on the reported validation
-        // batches would be biased towards them (the best of several draws looks better there
-        // than it is). The winning run is kept as the first seed.
-        let mut best: Option<(f64, f64, SeedRun)> = None;
-        for &lr in &spec.lr_grid {
-            let run = train_run(arch, lr, base_seed, arch_dir, root, resolved, quiet, counter)?;
-            let selection = selection_loss(&root.join(&run.dir), resolved)?;
-            trials.push(LrTrial {
-                lr,
-                val_loss: run.summary.final_val_loss,
-                selection_loss: Some(selection),
-            });
-            let better = best.as_ref().is_none_or(|(_, b, _)| selection < *b || b.is_nan());
-            if better && selection.is_finite() {
-                best = Some((lr, selection, run));
-            }
-        }
-        let Some((lr, _, run)) = best else {
-            bail!("every learning rate of the grid diverged for {} (NaN loss); try smaller ones", arch.name);
-        };
-        eprintln!("{}: learning rate {lr:e} wins the grid on the held-out selection set", arch.name);
-        runs.push(run);
-        lr
-    };
-    for k in runs.len()..spec.seeds {
-        runs.push(train_run(arch, lr, base_seed + k as u64, arch_dir, root, resolved, quiet, counter)?);
-    }
-    let sample = sample_text(&root.join(&runs[0].dir), resolved).ok().flatten();
-    let counts = arch.cfg.model.param_counts();
-    Ok(ArchResult {
-        name: arch.name.clone(),
-        pattern: arch.cfg.model.layer_pattern(),
-        knob: arch.sizing.knob.clone(),
-        achieved: arch.sizing.achieved,
-        budget_error: arch.sizing.error,
-        params_total: counts.total,
-        params_active: counts.active,
-        params_non_embedding: counts.non_embedding,
-        state_bytes: Some(arch.cfg.model.state_bytes(arch.cfg.train.seq_len)),
-        train_flops_per_token: arch.cfg.model.train_flops_per_token(arch.cfg.train.seq_len),
-        lr,
-        lr_trials: trials,
-        runs,
-        sample,
-    })
-}
-
-/// One training run, or its saved result when it already finished. A run that was stopped
-/// after a checkpoint resumes; one stopped before its first checkpoint starts over.
-#[allow(clippy::too_many_arguments)]
-fn train_run(
-    arch: &PlannedArch,
-    lr: f64,
-    seed: u64,
-    arch_dir: &Path,
-    root: &Path,
-    resolved: Resolved,
-    quiet: bool,
-    counter: &mut RunCounter,
-) -> Result<SeedRun> {
-    let mut cfg = arch.cfg.clone();
-    cfg.train.lr = lr;
-    cfg.train.seed = seed;
-    let run_dir = arch_dir.join(format!("lr{lr:e}-seed{seed}"));
-    counter.done += 1;
-    let rel = run_dir.strip_prefix(root).unwrap_or(&run_dir).display().to_string();
-    let summary_path = run_dir.join("summary.json");
-    let summary: Summary = if summary_path.exists() {
-        eprintln!("[{}/{}] {} seed {seed}: finished earlier, kept", counter.done, counter.total, arch.name);
-        read_summary(&summary_path)?
-    } else {
-        let resume = run_dir.join("last.ckpt").exists();
-        if !resume && run_dir.exists() {
-            // Started but killed before its first checkpoint: nothing worth keeping.
-            std::fs::remove_dir_all(&run_dir)?;
-        }
-        eprintln!(
-            "[{}/{}] {} seed {seed}, lr {lr:e}{}",
-            counter.done,
-            counter.total,
-            arch.name,
-            if resume { " (resuming)" } else { "" }
-        );
-        // In a process of its own: its peak memory is then its own (see `worker`).
-        worker::spawn_train_run(&cfg, &run_dir, resolved, resume, quiet)?;
-        read_summary(&summary_path)?
-    };
-    let curve = read_records(&run_dir.join("metrics.jsonl"))?
-        .into_iter()
-        .filter_map(|r| match r {
-            Record::Eval { step, tokens, val_loss, .. } => Some(CurvePoint { step, tokens, val_loss }),
-            _ => None,
-        })
-        .collect();
-    Ok(SeedRun { seed, dir: rel, summary, curve })
-}
-
-fn read_summary(path: &Path) -> Result<Summary> {
-    let text = std::fs::read_to_string(path)?;
-    serde_json::from_str(&text).with_context(|| format!("malformed {}", path.display()))
-}
-
-/// A text sample from a run's best checkpoint (`None` for a synthetic task).
-/// The final model of the run in `run_dir` (`last.ckpt`) scored on the held-out selection
-/// set ([`crate::data::stream::TrainData::selection`]); kept in `selection.json` beside it, so
-/// that a continued comparison does not score it again.
-fn selection_loss(run_dir: &Path, resolved: Resolved) -> Result<f64> {
-    #[derive(Serialize, Deserialize)]
-    struct Selection {
-        #[serde(with = "crate::util::json_f64")]
-        loss: f64,
-    }
-    let cache = run_dir.join("selection.json");
-    if let Some(kept) =
-        std::fs::read_to_string(&cache).ok().and_then(|t| serde_json::from_str::<Selection>(&t).ok())
-    {
-        return Ok(kept.loss);
-    }
-    let cfg = crate::config::RunConfig::load(&run_dir.join("config.toml"))?;
-    let (t, b) = (cfg.train.seq_len, cfg.train.batch_size);
-    let data = crate::data::stream::TrainData::open(&cfg.data, t)?;
-    let batches = data.selection(cfg.eval.batches, b, t, cfg.data.corpus_seed)?;
-    let on_gpu = resolved != Resolved::Cpu;
-    let loss = with_backend!(resolved, |B, dev| {
-        type I = <B as burn::tensor::backend::AutodiffBackend>::InnerBackend;
-        let model = crate::train::checkpoint::load_model::<I>(run_dir, "last", &cfg, &dev, on_gpu)?;
-        Ok::<f64, anyhow::Error>(crate::eval::evaluate(&model, &batches, None, &dev).loss)
-    })?;
-    atomic::write_json(&cache, &Selection { loss })?;
-    Ok(loss)
 }
 
 fn sample_text(run_dir: &Path, resolved: Resolved) -> Result<Option<String>> {
@@ -364,7 +509,7 @@ fn sample_text(run_dir: &Path, resolved: Resolved) -> Result<Option<String>> {
 fn shared_settings(
     spec: &CompareSpec,
     cfg: &crate::config::RunConfig,
-    resolved: Resolved,
+    device: &str,
 ) -> Vec<(String, String)> {
     let t = &cfg.train;
     let tokens = t.max_steps * t.batch_size * t.grad_accum * t.seq_len;
@@ -391,7 +536,7 @@ fn shared_settings(
             "evaluation".into(),
             format!("every {} steps on {} fixed validation batches", cfg.eval.every, cfg.eval.batches),
         ),
-        ("device".into(), resolved.name().to_string()),
+        ("device".into(), device.to_string()),
         ("precision".into(), format!("{:?}", t.precision).to_lowercase()),
     ];
     if !spec.lr_grid.is_empty() {
@@ -403,7 +548,13 @@ fn shared_settings(
     s
 }
 
-fn print_plan(spec: &CompareSpec, archs: &[PlannedArch], budget: f64, dir: &Path, resolved: Resolved) {
+fn print_plan_of(units: &[Unit], device: &str) {
+    for unit in units {
+        print_plan(&unit.spec, &unit.archs, unit.budget, &unit.dir, device);
+    }
+}
+
+fn print_plan(spec: &CompareSpec, archs: &[PlannedArch], budget: f64, dir: &Path, device: &str) {
     let t = &archs[0].cfg.train;
     eprintln!(
         "archlab compare: {} architectures × {} seeds, {} steps of {} tokens each, on {}; sized to {} {}",
@@ -411,7 +562,7 @@ fn print_plan(spec: &CompareSpec, archs: &[PlannedArch], budget: f64, dir: &Path
         spec.seeds,
         t.max_steps,
         t.batch_size * t.grad_accum * t.seq_len,
-        resolved.name(),
+        device,
         human(budget),
         MatchBy::parse(&spec.match_by).map_or("", MatchBy::unit)
     );
@@ -483,23 +634,29 @@ fn seed_losses(a: &ArchResult) -> Vec<(u64, f64)> {
     a.runs.iter().map(|r| (r.seed, r.summary.final_val_loss)).collect()
 }
 
-/// A label as a folder name.
-fn slug(name: &str) -> String {
-    name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '.' { c } else { '_' }).collect()
-}
-
-/// Reads `DIR/results.json`.
-/// Redraws the report of the comparison in `dir` from its results alone (`archlab report`):
-/// for a task suite, each task's report and the overview. Returns the files written.
+/// Redraws the report of the comparison in `dir` (`archlab report`): from its results alone
+/// once it has finished (for a task suite, each task's report and the overview); before then,
+/// from the runs that have finished, naming those that have not. Returns the files written.
 pub fn redraw_report(dir: &Path) -> Result<Vec<std::path::PathBuf>> {
-    // A suite is known by its compare.json; one that does not read as today's (a comparison
-    // written by an older archlab) is a single comparison.
-    let suite_spec = std::fs::read_to_string(dir.join("compare.json"))
+    // A comparison written by an older archlab may have a compare.json that does not read as
+    // today's: its results.json alone is then used.
+    let spec = std::fs::read_to_string(dir.join("compare.json"))
         .ok()
         .and_then(|text| serde_json::from_str::<CompareSpec>(&text).ok());
-    let Some(spec) = suite_spec.filter(|s| !s.tasks.is_empty()) else {
+    let finished = |d: &Path| d.join("results.json").exists();
+    let Some(spec) = spec else {
         return crate::report::write(dir, &load_results(dir)?);
     };
+    let all_finished = match spec.tasks.is_empty() {
+        true => finished(dir),
+        false => spec.tasks.iter().all(|t| finished(&dir.join(t))),
+    };
+    if !all_finished {
+        return merge(&spec, &plan_units(&spec, dir)?, dir, None);
+    }
+    if spec.tasks.is_empty() {
+        return crate::report::write(dir, &load_results(dir)?);
+    }
     let mut files = Vec::new();
     let mut suite = Vec::new();
     for task in spec.tasks.clone() {
@@ -511,6 +668,7 @@ pub fn redraw_report(dir: &Path) -> Result<Vec<std::path::PathBuf>> {
     Ok(files)
 }
 
+/// Reads `DIR/results.json`.
 pub fn load_results(dir: &Path) -> Result<ComparisonResults> {
     let path = dir.join("results.json");
     let text = std::fs::read_to_string(&path).with_context(|| {

@@ -23,6 +23,10 @@ pub struct ComparisonResults {
     pub task: Option<String>,
     pub archs: Vec<ArchResult>,
     pub bench: Option<BenchResults>,
+    /// The runs that had not finished when this was drawn (`archlab report` on a comparison
+    /// still under way): such a report covers only the runs that did.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub missing: Vec<String>,
 }
 
 /// One architecture of a comparison.

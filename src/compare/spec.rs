@@ -25,6 +25,12 @@
 //! arch = "mamba"
 //! key = "model.mamba.d_state"
 //! values = [8, 16, 32, 64]
+//!
+//! [slurm]                            # job settings of `--emit slurm` (flags win)
+//! partition = "gpu"
+//! time = "2:00:00"
+//! gpus = 1
+//! lines = ["--qos=normal"]
 //! ```
 
 use std::path::Path;
@@ -86,6 +92,95 @@ pub struct CompareRequest {
     pub dir: Option<std::path::PathBuf>,
     /// No progress bars.
     pub quiet: bool,
+    /// Runs trained at once on this machine, each in its own process (at least 1).
+    pub jobs: usize,
+    /// Train only run N of the plan in `dir` (a Slurm array task, or by hand).
+    pub run_index: Option<usize>,
+    /// Only the end: the scaling measurement, samples and report, once every run finished.
+    pub finish: bool,
+    /// Write the plan and scripts that run it on a scheduler instead of training.
+    pub emit: Option<Emit>,
+    /// Job settings of `--emit slurm` given as flags (over the experiment's `[slurm]`).
+    pub slurm: SlurmOptions,
+}
+
+/// What `--emit` writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Emit {
+    /// `sbatch` scripts: job arrays chained by their dependencies (`compare::slurm`).
+    Slurm,
+}
+
+impl Emit {
+    pub fn parse(s: &str) -> Result<Self> {
+        match s {
+            "slurm" => Ok(Emit::Slurm),
+            other => bail!("--emit {other}: the scheduler archlab writes scripts for is `slurm`"),
+        }
+    }
+}
+
+/// The `#SBATCH` settings of every job of a comparison (`None`: the cluster's default).
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SlurmOptions {
+    pub partition: Option<String>,
+    pub account: Option<String>,
+    /// The time limit of one run's task, in Slurm's format (`2:00:00`, `1-00:00:00`).
+    pub time: Option<String>,
+    /// GPUs per task (`--gpus-per-task`).
+    pub gpus: Option<usize>,
+    /// CPU cores per task (`--cpus-per-task`).
+    pub cpus: Option<usize>,
+    /// Memory per task (`--mem`, e.g. `32G`).
+    pub mem: Option<String>,
+    /// Further `#SBATCH` lines, without the prefix (`--qos=high`, `--constraint=a100`).
+    #[serde(default)]
+    pub lines: Vec<String>,
+}
+
+impl SlurmOptions {
+    /// These settings over `base` (each one given here wins; lines add up).
+    fn over(self, base: SlurmOptions) -> SlurmOptions {
+        SlurmOptions {
+            partition: self.partition.or(base.partition),
+            account: self.account.or(base.account),
+            time: self.time.or(base.time),
+            gpus: self.gpus.or(base.gpus),
+            cpus: self.cpus.or(base.cpus),
+            mem: self.mem.or(base.mem),
+            lines: base.lines.into_iter().chain(self.lines).collect(),
+        }
+    }
+}
+
+impl CompareRequest {
+    /// Whether the request says what to compare (anything beyond where and how to run it).
+    /// One that does not, on a directory that holds a comparison, continues that comparison.
+    pub fn names_a_plan(&self) -> bool {
+        let a = &self.arch;
+        !a.archs.is_empty()
+            || a.size.is_some()
+            || a.match_by.is_some()
+            || a.budget.is_some()
+            || !a.sets.is_empty()
+            || a.precision.is_some()
+            || self.experiment.is_some()
+            || self.seeds.is_some()
+            || !self.lr_grid.is_empty()
+            || self.steps.is_some()
+            || self.bench_seq_lens.is_some()
+            || !self.tasks.is_empty()
+    }
+
+    /// The Slurm job settings: the flags over the experiment file's `[slurm]` section.
+    pub fn slurm_options(&self) -> Result<SlurmOptions> {
+        let file = match &self.experiment {
+            Some(path) => read_experiment(path)?.slurm.unwrap_or_default(),
+            None => SlurmOptions::default(),
+        };
+        Ok(self.slurm.clone().over(file))
+    }
 }
 
 /// One architecture of a comparison: a named architecture or pattern, plus its own overrides.
@@ -144,6 +239,8 @@ struct ExperimentFile {
     variant: Vec<VariantEntry>,
     #[serde(default)]
     sweep: Vec<SweepEntry>,
+    /// Job settings for `--emit slurm`.
+    slurm: Option<SlurmOptions>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -9,6 +9,7 @@ use std::process::{Command, Stdio};
 
 use anyhow::{Context, Result, bail};
 
+use super::runs::RunOptions;
 use crate::config::RunConfig;
 use crate::device::{self, DeviceArg, Resolved};
 use crate::train::{self, TrainOptions};
@@ -23,11 +24,13 @@ pub struct TrainRunRequest {
     /// Continue from `run_dir/last.ckpt`.
     pub resume: bool,
     pub quiet: bool,
+    /// The PID of the comparison that started the run: the run ends with it.
+    pub parent: Option<u32>,
 }
 
 /// The child's side: trains the run to its end (its `summary.json` is the result).
 pub fn train_run(req: TrainRunRequest) -> Result<()> {
-    exit_with_parent();
+    exit_with_parent(req.parent);
     let cfg = RunConfig::load(&req.run_dir.join("config.toml"))?;
     let resolved = device::resolve(req.device)?;
     let opts = TrainOptions {
@@ -49,32 +52,32 @@ pub fn train_run(req: TrainRunRequest) -> Result<()> {
 /// Ends this process when the comparison that started it ends (killed, interrupted): an
 /// orphaned run would go on holding its directory's lock and writing into it while the
 /// comparison is rerun. (Its lock is then stale, and the rerun takes it over and resumes it; a
-/// rerun that comes before this process has noticed waits for it.)
-fn exit_with_parent() {
+/// rerun that comes before this process has noticed waits for it.) `parent` is the PID the
+/// comparison passed: one killed before this process started looking is noticed too.
+fn exit_with_parent(parent: Option<u32>) {
     crate::util::lock::exit_with_parent(
+        parent,
         "archlab: the comparison that started this run has ended; stopping the run",
     );
 }
 
 /// The parent's side: writes `cfg` as the run's config (unless resuming, when the run's own is
 /// used) and runs the child to its end; its progress and messages go to this process's stderr.
-pub fn spawn_train_run(
-    cfg: &RunConfig,
-    run_dir: &Path,
-    resolved: Resolved,
-    resume: bool,
-    quiet: bool,
-) -> Result<()> {
+pub fn spawn_train_run(cfg: &RunConfig, run_dir: &Path, opts: &RunOptions, resume: bool) -> Result<()> {
     if !resume {
         crate::util::atomic::write(&run_dir.join("config.toml"), cfg.to_toml().as_bytes())?;
     }
     let mut cmd = Command::new(own_binary()?);
-    cmd.arg("train-run").arg("--run-dir").arg(run_dir).args(["--device", resolved.name()]);
+    cmd.arg("train-run").arg("--run-dir").arg(run_dir).args(["--device", opts.device.name()]);
+    cmd.arg("--parent").arg(std::process::id().to_string());
     if resume {
         cmd.arg("--resume");
     }
-    if quiet {
+    if opts.quiet {
         cmd.arg("--quiet");
+    }
+    if let Some(n) = opts.threads {
+        cmd.env("RAYON_NUM_THREADS", n.to_string());
     }
     // The child runs its matmuls as this process does (`--matmul`).
     cmd.env(crate::kernels::MATMUL_ENV, crate::kernels::matmul_choice());

@@ -29,6 +29,15 @@ pub const RESULT_COLUMNS: [&str; 10] = [
 pub fn document(r: &ComparisonResults) -> Document {
     let mut doc = Document::new(&r.title);
     let slugs = unique_slugs(&r.archs);
+    if !r.missing.is_empty() {
+        doc.heading("Incomplete");
+        doc.paragraph(format!(
+            "{} runs had not finished when this report was drawn; it covers only those that had \
+             (an architecture with an unfinished learning-rate grid is left out). Not finished:",
+            r.missing.len()
+        ));
+        doc.list(r.missing.clone());
+    }
     settings(&mut doc, r);
     size_matching(&mut doc, r);
     results(&mut doc, r);

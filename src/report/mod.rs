@@ -230,6 +230,7 @@ mod tests {
             task: None,
             archs: vec![dense, moe_arch, hymba_arch],
             bench: Some(bench()),
+            missing: Vec::new(),
         }
     }
 

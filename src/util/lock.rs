@@ -45,10 +45,18 @@ const ORPHAN_GRACE: Duration = Duration::from_secs(30);
 /// Ends this process soon after its parent ends (killed, interrupted), and records that in
 /// every lock it takes: a rerun started right after the parent was killed then waits for this
 /// process to go instead of refusing the directory as in use.
-pub fn exit_with_parent(message: &'static str) {
+///
+/// `expected` is the parent's PID as the parent gave it: a parent killed between starting this
+/// process and this call has already been replaced (by init or a subreaper, which live on), so
+/// the PID seen now is checked against it rather than taken as the one to follow.
+pub fn exit_with_parent(expected: Option<u32>, message: &'static str) {
     #[cfg(unix)]
     {
         let parent = std::os::unix::process::parent_id();
+        if expected.is_some_and(|p| p != parent) {
+            eprintln!("{message}");
+            std::process::exit(1);
+        }
         FOLLOWED_PARENT.store(parent, Ordering::SeqCst);
         std::thread::spawn(move || {
             loop {
@@ -61,7 +69,7 @@ pub fn exit_with_parent(message: &'static str) {
         });
     }
     #[cfg(not(unix))]
-    let _ = message;
+    let _ = (expected, message);
 }
 
 /// A held lock; dropping it releases the directory.
@@ -144,6 +152,19 @@ impl DirLock {
             fs::remove_file(&path).ok();
         }
         bail!("{} could not be locked: another process took it over at the same time", dir.display())
+    }
+}
+
+/// Who holds `dir`'s lock, if its holder is running (or is on another host, where it cannot
+/// be checked), as a phrase: `archlab train, PID 42`.
+pub fn live_holder(dir: &Path) -> Option<String> {
+    let h = read_holder(&dir.join(LOCK_FILE))?;
+    if h.host != host_name() {
+        Some(format!("archlab {}, PID {} on host {}", h.what, h.pid, h.host))
+    } else if process_alive(h.pid, h.started) {
+        Some(format!("archlab {}, PID {}", h.what, h.pid))
+    } else {
+        None
     }
 }
 

@@ -244,6 +244,29 @@ fn an_interrupted_comparison_continues_without_redoing_finished_runs() {
     check_report(&out_dir, &["dense", "mamba2"]);
 }
 
+/// A run process whose comparison was killed before the run looked for it (between the spawn
+/// and its first instruction) stops at once instead of training on under init: it is told its
+/// parent's PID and checks it.
+#[test]
+fn a_run_whose_comparison_is_already_gone_does_not_start() {
+    let dir = temp_dir("compare-orphan-run");
+    let run_dir = dir.join("run");
+    let mut gone = Command::new("true").spawn().unwrap();
+    let gone_pid = gone.id();
+    gone.wait().unwrap();
+    let run = run_dir.display().to_string();
+    let out = archlab(
+        &["train-run", "--run-dir", &run, "--device", "cpu", "--parent", &gone_pid.to_string()],
+        &dir,
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("the comparison that started this run has ended"),
+        "{stderr}"
+    );
+    assert!(!run_dir.join(archlab::util::lock::LOCK_FILE).exists());
+}
+
 /// The learning-rate grid is decided on the held-out selection set, not on the reported
 /// validation loss: each trial records its selection loss (cached beside its run), and the
 /// chosen rate is the one with the lowest.

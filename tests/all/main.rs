@@ -10,6 +10,7 @@ mod common;
 mod bad_inputs;
 mod bench;
 mod cli;
+mod cluster;
 mod compare;
 mod cuda;
 mod end_to_end;
