@@ -167,6 +167,9 @@ pub struct CompareArgs {
     /// the report then says that throughput and memory were measured with runs side by side.
     #[arg(long, default_value_t = 1)]
     pub jobs: usize,
+    /// Train each run on N devices in data parallel (as `train --devices`).
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub devices: usize,
     /// Train only run N of the comparison planned in --dir (a Slurm array task, or by hand):
     /// the plan is read from DIR/compare.json.
     #[arg(long, value_name = "N", conflicts_with_all = ["finish", "emit", "jobs"])]
@@ -298,11 +301,20 @@ pub struct TrainRunArgs {
     /// The comparison process that started this run; the run ends with it.
     #[arg(long)]
     pub parent: Option<u32>,
+    #[arg(long, default_value_t = 1)]
+    pub devices: usize,
 }
 
 impl From<TrainRunArgs> for archlab::compare::worker::TrainRunRequest {
     fn from(a: TrainRunArgs) -> Self {
-        Self { run_dir: a.run_dir, device: a.device, resume: a.resume, quiet: a.quiet, parent: a.parent }
+        Self {
+            run_dir: a.run_dir,
+            device: a.device,
+            resume: a.resume,
+            quiet: a.quiet,
+            parent: a.parent,
+            devices: a.devices,
+        }
     }
 }
 
@@ -386,6 +398,10 @@ pub struct TrainArgs {
     /// Stop after this many steps, writing a checkpoint (resume later with --resume).
     #[arg(long)]
     pub stop_after: Option<usize>,
+    /// Train on N devices in data parallel: each batch split across N GPUs (or N peers sharing
+    /// the CPU), gradients all-reduced, one optimizer (docs/cluster.md).
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub devices: usize,
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
@@ -598,6 +614,7 @@ impl From<CompareArgs> for CompareRequest {
             dir: a.dir,
             quiet: a.quiet,
             jobs: a.jobs,
+            devices: a.devices,
             run_index: a.run_index,
             finish: a.finish,
             emit: a.emit.map(|e| Emit::parse(&e).expect("a listed scheduler")),

@@ -150,7 +150,9 @@ fn train_cmd(a: TrainArgs) -> Result<()> {
         (cfg, dir)
     };
     let resolved = device::resolve(a.device)?;
+    device::check_data_parallel(resolved, a.devices)?;
     let opts = TrainOptions {
+        devices: a.devices,
         run_dir: run_dir.clone(),
         resume: a.resume,
         stop_after: a.stop_after,

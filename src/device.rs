@@ -146,6 +146,37 @@ enum CudaStatus {
     Missing(String),
 }
 
+/// Checks that `n` devices of `resolved`'s kind can train one model in data parallel
+/// (`train --devices N`), before any work: GPUs must be present (CUDA: counted by the
+/// driver); on the CPU the peers share the cores; wgpu is not supported.
+pub fn check_data_parallel(resolved: Resolved, n: usize) -> Result<()> {
+    if n <= 1 {
+        return Ok(());
+    }
+    match resolved {
+        Resolved::Cpu => Ok(()),
+        #[cfg(feature = "wgpu")]
+        Resolved::Wgpu => {
+            bail!("--devices {n} on wgpu: data parallel runs on CUDA GPUs or the CPU; use --device cuda")
+        }
+        #[cfg(feature = "cuda")]
+        Resolved::Cuda => match cuda_device_count() {
+            Some(present) if present >= n => Ok(()),
+            Some(present) => bail!(
+                "--devices {n} but this machine has {present} CUDA GPU{}; use --devices {present} or fewer",
+                if present == 1 { "" } else { "s" }
+            ),
+            None => bail!("--devices {n}: cannot count the CUDA GPUs here"),
+        },
+    }
+}
+
+#[cfg(feature = "cuda")]
+fn cuda_device_count() -> Option<usize> {
+    cudarc::driver::result::init().ok()?;
+    cudarc::driver::result::device::get_count().ok().map(|n| n as usize)
+}
+
 #[cfg(feature = "cuda")]
 fn cuda_status() -> CudaStatus {
     // SAFETY: these only try to dlopen the driver / NVRTC libraries; nothing is called yet.

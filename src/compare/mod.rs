@@ -61,6 +61,12 @@ pub fn run(args: CompareRequest) -> Result<()> {
     let spec = resolve_spec(&args, &dir)?;
     let units = plan_units(&spec, &dir)?;
     let all = runs::slots(&units);
+    // A batch that does not split across --devices (and the like) fails now, not in a run.
+    let on_gpu = !matches!(args.arch.device, device::DeviceArg::Cpu);
+    for arch in units.iter().flat_map(|u| &u.archs) {
+        crate::train::data_parallel::check(&arch.cfg, args.devices, on_gpu)
+            .with_context(|| format!("architecture {}", arch.name))?;
+    }
 
     let _lock = match args.run_index {
         // A single run only writes its own directory, under its own lock: tasks run side by side.
@@ -79,6 +85,7 @@ pub fn run(args: CompareRequest) -> Result<()> {
         return Ok(());
     }
     let resolved = device::resolve(args.arch.device)?;
+    device::check_data_parallel(resolved, args.devices)?;
     if let Some(index) = args.run_index {
         // One run of a plan written before (a Slurm array task, or by hand).
         claim_dir(&dir, &spec, Claim::Existing)?;
@@ -179,7 +186,7 @@ fn run_options(args: &CompareRequest, device: Resolved) -> runs::RunOptions {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         (cores / args.jobs).max(1)
     });
-    runs::RunOptions { device, quiet: args.quiet || args.jobs > 1, threads }
+    runs::RunOptions { device, quiet: args.quiet || args.jobs > 1, threads, devices: args.devices }
 }
 
 /// Runs `f` on every slot, `jobs` at a time, each to its end whatever the others do; returns
@@ -292,7 +299,11 @@ fn finish_unit(
         };
         Some(crate::bench::measure(&unit.archs, &opts)?)
     };
-    let comparison = comparison_results(unit, archs, resolved.name(), how, Vec::new(), bench)?;
+    let mut comparison = comparison_results(unit, archs, resolved.name(), how, Vec::new(), bench)?;
+    if args.devices > 1 {
+        let what = format!("{} in data parallel (each batch split across them)", args.devices);
+        comparison.settings.push(("devices per run".into(), what));
+    }
     atomic::write_json(&unit.dir.join("results.json"), &comparison)?;
     let files = crate::report::write(&unit.dir, &comparison)?;
     print_results(&comparison);

@@ -219,6 +219,8 @@ pub struct RunOptions {
     pub quiet: bool,
     /// Threads per run process (`None`: one per core), for runs sharing a CPU.
     pub threads: Option<usize>,
+    /// Devices each run trains on in data parallel.
+    pub devices: usize,
 }
 
 /// Trains `slot`'s run to its end, or keeps it when it already finished; a grid trial is then

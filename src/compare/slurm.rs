@@ -34,7 +34,10 @@ pub fn emit(dir: &Path, units: &[Unit], slots: &[Slot], args: &CompareRequest) -
     // The binary that wrote the plan runs it: the plan's meaning (sizing, run numbers) is this
     // version's. It must be on a file system the nodes share.
     let exe = std::env::current_exe().context("cannot find the archlab binary to put in the job scripts")?;
-    let device = args.arch.device.name();
+    let device = match args.devices {
+        1 => args.arch.device.name().to_string(),
+        n => format!("{} --devices {n}", args.arch.device.name()),
+    };
     let title = &units[0].spec.title;
     let base = format!("{} compare --dir {}", quote(&exe), quote(&dir));
 

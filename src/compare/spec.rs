@@ -94,6 +94,8 @@ pub struct CompareRequest {
     pub quiet: bool,
     /// Runs trained at once on this machine, each in its own process (at least 1).
     pub jobs: usize,
+    /// Devices each run trains on in data parallel (at least 1).
+    pub devices: usize,
     /// Train only run N of the plan in `dir` (a Slurm array task, or by hand).
     pub run_index: Option<usize>,
     /// Only the end: the scaling measurement, samples and report, once every run finished.

@@ -26,6 +26,8 @@ pub struct TrainRunRequest {
     pub quiet: bool,
     /// The PID of the comparison that started the run: the run ends with it.
     pub parent: Option<u32>,
+    /// Devices the run trains on in data parallel.
+    pub devices: usize,
 }
 
 /// The child's side: trains the run to its end (its `summary.json` is the result).
@@ -33,7 +35,9 @@ pub fn train_run(req: TrainRunRequest) -> Result<()> {
     exit_with_parent(req.parent);
     let cfg = RunConfig::load(&req.run_dir.join("config.toml"))?;
     let resolved = device::resolve(req.device)?;
+    device::check_data_parallel(resolved, req.devices)?;
     let opts = TrainOptions {
+        devices: req.devices,
         run_dir: req.run_dir.clone(),
         resume: req.resume,
         stop_after: None,
@@ -75,6 +79,9 @@ pub fn spawn_train_run(cfg: &RunConfig, run_dir: &Path, opts: &RunOptions, resum
     }
     if opts.quiet {
         cmd.arg("--quiet");
+    }
+    if opts.devices > 1 {
+        cmd.arg("--devices").arg(opts.devices.to_string());
     }
     if let Some(n) = opts.threads {
         cmd.env("RAYON_NUM_THREADS", n.to_string());

@@ -4,6 +4,7 @@
 //! `recompute` (activation checkpointing).
 
 pub mod checkpoint;
+pub mod data_parallel;
 pub mod finetune;
 pub mod metrics;
 pub mod optim;
@@ -50,6 +51,8 @@ pub struct TrainOptions {
     pub on_gpu: bool,
     /// Reads the device memory in use (GPU backends); `None` reports the process's peak RSS.
     pub device_memory: Option<fn() -> Option<u64>>,
+    /// Devices to train on in data parallel (`data_parallel`); 1: the device alone.
+    pub devices: usize,
 }
 
 /// What a finished (or stopped) `train` call returns.
@@ -104,6 +107,7 @@ pub fn train<B: AutodiffBackend>(
 
     // -- data ------------------------------------------------------------------------------
     let bf16 = use_bf16::<B>(cfg.train.precision, device, opts.on_gpu)?; // fail before any work
+    data_parallel::check(cfg, opts.devices, opts.on_gpu)?;
     let data = TrainData::open(&cfg.data, cfg.train.seq_len)?;
     let mut cfg = cfg.clone();
     resolve_vocab(&mut cfg, data.vocab_size())?;
@@ -144,6 +148,10 @@ pub fn train<B: AutodiffBackend>(
         eprintln!("archlab: fine-tuning from {} (its weights only)", cfg.train.init_from);
     }
     let mut optim = optim::Optimizers::new(&cfg.train);
+    let peers = match opts.devices {
+        1 => None,
+        n => Some(data_parallel::Peers::<B>::start(device, n, opts.on_gpu)?),
+    };
     let mut state = TrainState::default();
     if opts.resume {
         let (s, m) = checkpoint::load(&last_ckpt, model, Some(&mut optim), device)?;
@@ -244,39 +252,49 @@ pub fn train<B: AutodiffBackend>(
         // pure function of (seed, i), and the checkpoint's step says where it is.
         B::seed(device, Rng::fork(cfg.train.seed, &format!("step{step}")).next_u64());
         let lr = schedule::lr(step, &cfg.train);
-        let mut accumulator = GradientsAccumulator::<LanguageModel<B>>::new();
-        let (mut ce_sum, mut aux_sum) = (None, None);
-        let mut micro_routing = Vec::with_capacity(accum);
-        for micro in 0..accum {
-            let batch = batcher.batch((step * accum + micro) as u64);
-            let (x, y) = batch_tensors::<B>(&batch.tokens, device);
-            let mask = batch.answer.as_ref().map(|a| mask_tensor::<B>(a, [b, t], device));
-            let (ce, aux, routing) = if cfg.train.activation_checkpointing {
-                let seed = Rng::fork(cfg.train.seed, &format!("step{step}/micro{micro}")).next_u64();
-                let o = recompute::backward_recomputed(&model, x, y, mask, accum, seed, &mut accumulator);
-                (o.ce, o.aux, o.routing)
-            } else {
-                let o = model.objective_masked(x, y, mask);
-                let grads = GradientsParams::from_grads(o.loss.div_scalar(accum as f64).backward(), &model);
-                accumulator.accumulate(&model, grads);
-                (o.ce, o.aux, o.routing)
-            };
-            add_detached(&mut ce_sum, ce, accum);
-            if let Some(aux) = aux {
-                add_detached(&mut aux_sum, aux, accum);
+        let (mut grads, loss, aux_loss, step_routing) = if let Some(peers) = &peers {
+            // The same micro-batches as on one device, each split across the peers.
+            let micro: Vec<_> = (0..accum).map(|m| batcher.batch((step * accum + m) as u64)).collect();
+            let (grads, loss) = peers
+                .gradients(&model, &micro, |peer| data_parallel::peer_seed(cfg.train.seed, step, peer))?;
+            (grads, loss, None, Vec::new())
+        } else {
+            let mut accumulator = GradientsAccumulator::<LanguageModel<B>>::new();
+            let (mut ce_sum, mut aux_sum) = (None, None);
+            let mut micro_routing = Vec::with_capacity(accum);
+            for micro in 0..accum {
+                let batch = batcher.batch((step * accum + micro) as u64);
+                let (x, y) = batch_tensors::<B>(&batch.tokens, device);
+                let mask = batch.answer.as_ref().map(|a| mask_tensor::<B>(a, [b, t], device));
+                let (ce, aux, routing) = if cfg.train.activation_checkpointing {
+                    let seed = Rng::fork(cfg.train.seed, &format!("step{step}/micro{micro}")).next_u64();
+                    let o = recompute::backward_recomputed(&model, x, y, mask, accum, seed, &mut accumulator);
+                    (o.ce, o.aux, o.routing)
+                } else {
+                    let o = model.objective_masked(x, y, mask);
+                    let grads =
+                        GradientsParams::from_grads(o.loss.div_scalar(accum as f64).backward(), &model);
+                    accumulator.accumulate(&model, grads);
+                    (o.ce, o.aux, o.routing)
+                };
+                add_detached(&mut ce_sum, ce, accum);
+                if let Some(aux) = aux {
+                    add_detached(&mut aux_sum, aux, accum);
+                }
+                micro_routing.push(routing);
             }
-            micro_routing.push(routing);
-        }
-        let mut grads = accumulator.grads();
-        let loss: f64 = ce_sum.expect("grad_accum ≥ 1").into_scalar().elem(); // sync point
-        let aux_loss: Option<f64> = aux_sum.map(|a| a.into_scalar().elem());
-        // Routing decided on the device is read only now, after the sync, so that no MoE
-        // layer's forward waited for the host.
-        let mut step_routing = Vec::new();
-        for routing in &micro_routing {
-            let stats: Vec<_> = routing.iter().map(|(layer, r)| (*layer, r.stats())).collect();
-            metrics::merge_routing(&mut step_routing, &stats);
-        }
+            let grads = accumulator.grads();
+            let loss: f64 = ce_sum.expect("grad_accum ≥ 1").into_scalar().elem(); // sync point
+            let aux_loss: Option<f64> = aux_sum.map(|a| a.into_scalar().elem());
+            // Routing decided on the device is read only now, after the sync, so that no MoE
+            // layer's forward waited for the host.
+            let mut step_routing = Vec::new();
+            for routing in &micro_routing {
+                let stats: Vec<_> = routing.iter().map(|(layer, r)| (*layer, r.stats())).collect();
+                metrics::merge_routing(&mut step_routing, &stats);
+            }
+            (grads, loss, aux_loss, step_routing)
+        };
         let grad_norm = optim::global_grad_norm(&model, &grads);
 
         // A non-finite loss or gradient would poison the weights and the Adam moments: skip.
@@ -332,6 +350,9 @@ pub fn train<B: AutodiffBackend>(
         }
     }
     bar.finish_and_clear();
+    if let Some(peers) = peers {
+        peers.finish()?;
+    }
     state.elapsed_s = elapsed_before + wall.elapsed().as_secs_f64();
     checkpoint::save(&last_ckpt, &state, &model, Some(&optim))?;
 

@@ -121,6 +121,7 @@ fn cuda_bf16_training_loss_falls() {
         device_name: "cuda".into(),
         on_gpu: true,
         device_memory: Some(|| archlab::device::device_memory_bytes(archlab::device::Resolved::Cuda)),
+        devices: 1,
     };
     let out = train::<Autodiff<CudaBackend>>(&cfg, &Default::default(), &opts).unwrap();
     let s = out.summary.unwrap();

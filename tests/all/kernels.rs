@@ -924,6 +924,7 @@ fn train_on_wgpu_and_cpu(
         device_name: device.into(),
         on_gpu,
         device_memory: None,
+        devices: 1,
     };
     let cpu = train::<CpuAd>(cfg, &Default::default(), &run("cpu", false)).unwrap();
     type Wgpu = burn::backend::Autodiff<archlab::device::WgpuBackend>;

@@ -13,6 +13,7 @@ mod cli;
 mod cluster;
 mod compare;
 mod cuda;
+mod data_parallel;
 mod end_to_end;
 mod gradients;
 mod hf_export;

@@ -249,6 +249,7 @@ pub fn train_options(name: &str) -> archlab::train::TrainOptions {
         device_name: "cpu".into(),
         on_gpu: false,
         device_memory: None,
+        devices: 1,
     }
 }
 
