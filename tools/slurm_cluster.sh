@@ -3,7 +3,7 @@
 # munged, slurmctld and slurmd started directly (no systemd), every file under one state
 # directory, the daemons' output redirected there so that nothing holds the caller's terminal.
 #
-#   tools/slurm_cluster.sh install        Debian's slurm-wlm and munge (needs root)
+#   tools/slurm_cluster.sh install        Debian's Slurm daemons, client and munge (needs root)
 #   tools/slurm_cluster.sh start DIR      start the cluster; prints `export SLURM_CONF=...`
 #   tools/slurm_cluster.sh stop DIR       stop the daemons by their PIDs
 #
@@ -12,9 +12,10 @@
 set -euo pipefail
 
 install() {
-    local packages=(slurm-wlm munge)
-    apt-get install -y -q "${packages[@]}" >/dev/null 2>&1 ||
-        { apt-get update -q >/dev/null && apt-get install -y -q "${packages[@]}" >/dev/null; }
+    # What slurm-wlm would bring without its plugins' recommends: 8 packages, 3.5 MB.
+    local packages=(slurmctld slurmd slurm-client munge)
+    apt-get install -y -q --no-install-recommends "${packages[@]}" >/dev/null 2>&1 ||
+        { apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends "${packages[@]}" >/dev/null; }
 }
 
 start() {
