@@ -201,6 +201,12 @@ pub fn grid_trials(
             _ => None,
         };
         let Some(selection) = selection else {
+            let state = match state {
+                RunState::Finished => "finished, not yet scored on the selection set (finish it with its \
+                                       --run-index or `compare --dir`)"
+                    .to_string(),
+                other => other.to_string(),
+            };
             missing.push(format!("{}: {state}", describe(units, slot)));
             continue;
         };
@@ -224,7 +230,7 @@ pub struct RunOptions {
 }
 
 /// Trains `slot`'s run to its end, or keeps it when it already finished; a grid trial is then
-/// scored on the selection set. A run stopped after a checkpoint resumes; one stopped before
+/// scored on the selection set (in this process, so that the seeds that need it only read it). A run stopped after a checkpoint resumes; one stopped before
 /// its first checkpoint starts over.
 pub fn execute(units: &[Unit], slot: &Slot, opts: &RunOptions) -> Result<()> {
     let device = opts.device;

@@ -364,7 +364,7 @@ impl<B: Backend> Moe<B> {
             Dispatch::Batched => {
                 let (y, counts) = self.batched(tokens.clone(), logits.clone(), probs.clone(), capacity);
                 let chosen = counts.clone().float().reshape([1, e]) / n as f64;
-                let (balance, z) = aux_terms(logits, probs, chosen);
+                let (balance, z) = aux_terms(logits, probs, over_the_batch(chosen));
                 let (balance_value, z_value) = (balance.clone().detach(), z.clone().detach());
                 let routing =
                     Routing::Device { tokens: n, counts, capacity, balance: balance_value, z: z_value };
@@ -381,7 +381,7 @@ impl<B: Backend> Moe<B> {
                     _ => self.dense_masked(tokens.clone(), gates, &plan),
                 };
                 let chosen = float_tensor(TensorData::new(plan.routed_fraction(), [1, e]), &device);
-                let (balance, z) = aux_terms(logits, probs, chosen);
+                let (balance, z) = aux_terms(logits, probs, over_the_batch(chosen));
                 (y, balance, z, Routing::Host(plan.stats))
             }
         };
@@ -506,6 +506,19 @@ impl<B: Backend> Moe<B> {
 /// The unweighted auxiliary losses `(E · Σ_e f_e · P_e, mean(logsumexp(logits)²))`, each
 /// `[1]`, given `chosen` (`f_e`, `[1, E]`, a constant from the discrete choices). The
 /// gradient reaches the router through `P_e` and through the logits of the z-loss.
+/// The fraction of tokens routed to each expert (`[1, E]`) over the whole batch: in data
+/// parallel, each peer's layer sees its shard only, and the peers average their fractions
+/// (equal shards, so the mean is the batch's fraction); on one device, `chosen` itself.
+fn over_the_batch<B: Backend>(chosen: Tensor<B, 2>) -> Tensor<B, 2> {
+    if !crate::train::data_parallel::in_peer() {
+        return chosen;
+    }
+    let shape = chosen.dims();
+    let values: Vec<f32> = chosen.clone().into_data().convert::<f32>().into_vec().expect("float fractions");
+    let mean = crate::train::data_parallel::mean_over_peers(values);
+    float_tensor(TensorData::new(mean, shape), &chosen.device())
+}
+
 fn aux_terms<B: Backend>(
     logits: Tensor<B, 2>,
     probs: Tensor<B, 2>,

@@ -10,21 +10,28 @@
 //! replicas take the new weights at the next step. So the run follows the one-device run with
 //! the same global batch, up to the order of floating-point additions (the tests bound it).
 //!
-//! Statistics of the whole batch: the loss is the weighted sum of the peers' losses, and the
-//! NaN skip and clipping decide on the reduced gradients, once, for every peer. Mixture-of-
-//! Experts models are refused for now: their balancing loss needs the router's load over the
-//! whole batch inside the forward pass, which would take an all-reduce in the MoE layer.
+//! Statistics of the whole batch are reduced too. The loss is the weighted sum of the peers'
+//! losses; the NaN skip and clipping decide on the reduced gradients, once. A Mixture-of-Experts
+//! layer's balancing loss (Switch: E · Σₑ fₑ · Pₑ) needs fₑ, the fraction of the whole batch's
+//! tokens routed to expert e, inside the forward pass: each MoE layer of a peer averages its
+//! shard's fractions over the peers ([`mean_over_peers`], a small all-reduce through the host),
+//! and each peer's auxiliary loss is weighted by its share of the batch's tokens, so the sum
+//! over the peers is the whole batch's balancing and z-losses. The router's counts for the
+//! metrics are summed over the peers.
 //!
 //! On the CPU the peers share the cores (one device, N replicas: what the tests run); on CUDA
 //! peer i is GPU i.
 
+use std::cell::Cell;
+use std::marker::PhantomData;
 use std::sync::Mutex;
 
 use anyhow::{Result, anyhow, bail};
 use burn::collective::{self, CollectiveConfig, PeerId, ReduceOperation};
-use burn::module::Module;
+use burn::module::{Module, ModuleVisitor, Param, ParamId};
 use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::tensor::ElementConversion;
+use burn::tensor::Tensor;
 use burn::tensor::backend::{Device, DeviceOps};
 
 use crate::config::RunConfig;
@@ -33,11 +40,49 @@ use crate::data::stream::Batch;
 use crate::kernels::AutodiffBackend;
 use crate::model::LanguageModel;
 use crate::model::lm::{batch_tensors, mask_tensor};
+use crate::model::routing::RoutingStats;
 use crate::rng::Rng;
 
 /// burn's collective keeps one set of peers per backend per process: one data-parallel run
 /// at a time in a process (a second waits).
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+/// The backend of the statistics reduced inside the forward pass (a few floats, on the host):
+/// the model's layers are generic over any backend, so they cannot name the training one's.
+type Stats = burn::backend::NdArray<f32>;
+
+thread_local! {
+    /// Set in a peer's thread while it runs its share of a step: `(peer, peers)`.
+    static PEER: Cell<Option<(usize, usize)>> = const { Cell::new(None) };
+}
+
+/// Whether this thread runs a peer's share of a data-parallel step.
+pub fn in_peer() -> bool {
+    PEER.get().is_some()
+}
+
+/// The mean over the peers of a statistic of each peer's shard (`values`, as many on every
+/// peer, e.g. the fraction of tokens routed to each expert) when called within a peer's share
+/// of a data-parallel step; `values` unchanged otherwise (one device, evaluation). Every peer
+/// must make the same calls in the same order: the model's layers do, in layer order.
+pub fn mean_over_peers(values: Vec<f32>) -> Vec<f32> {
+    let Some((peer, _)) = PEER.get() else { return values };
+    let device = Default::default();
+    let t = burn::tensor::Tensor::<Stats, 1>::from_floats(values.as_slice(), &device);
+    let reduced = collective::all_reduce::<Stats>(
+        PeerId::from(peer),
+        t.into_primitive().tensor(),
+        ReduceOperation::Mean,
+    )
+    .unwrap_or_else(|e| panic!("peer {peer}: the all-reduce of a batch statistic failed: {e:?}"));
+    let t = burn::tensor::Tensor::<Stats, 1>::from_primitive(burn::tensor::TensorPrimitive::Float(reduced));
+    t.into_data().convert::<f32>().into_vec().expect("f32 values")
+}
+
+/// Whether `B`'s inner backend is the statistics backend (then one registration serves both).
+fn same_backend<B: AutodiffBackend>() -> bool {
+    std::any::TypeId::of::<B::InnerBackend>() == std::any::TypeId::of::<Stats>()
+}
 
 /// Refuses, before any work, what data parallel cannot train exactly (or at all) yet.
 /// `on_gpu`: the devices are GPUs (each peer its own); on the CPU the peers share one device.
@@ -56,10 +101,21 @@ pub fn check(cfg: &RunConfig, devices: usize, on_gpu: bool) -> Result<()> {
             b.div_ceil(devices)
         );
     }
-    if cfg.model.layers()?.iter().any(|l| l.ffn == crate::model::registry::FfnKind::Moe) {
+    let moe = cfg.model.layers()?.iter().any(|l| l.ffn == crate::model::registry::FfnKind::Moe);
+    if moe && cfg.model.moe.capacity_factor > 0.0 {
         bail!(
-            "data parallel does not train Mixture-of-Experts models yet: their balancing loss needs the \
-             router's load over the whole batch; train them on one device (--devices 1)"
+            "model.moe.capacity_factor = {} with --devices {devices}: which tokens an expert drops depends on \
+             the whole batch's order, so the peers' shards would drop others than one device does; data \
+             parallel trains dropless MoE (capacity_factor = 0)",
+            cfg.model.moe.capacity_factor
+        );
+    }
+    if moe && !on_gpu && cfg.model.moe.jitter > 0.0 {
+        bail!(
+            "model.moe.jitter = {} with --devices {devices} on the CPU: the peers would draw their noise from \
+             one shared generator in no fixed order, so the run would not be reproducible; use jitter 0 or \
+             one device",
+            cfg.model.moe.jitter
         );
     }
     if cfg.train.activation_checkpointing {
@@ -101,6 +157,7 @@ impl<B: AutodiffBackend> Peers<B> {
             })
             .collect();
         collective::reset_collective::<B::InnerBackend>();
+        collective::reset_collective::<Stats>();
         let config = CollectiveConfig::default().with_num_devices(n);
         // Registering waits for every peer: one thread each.
         std::thread::scope(|s| {
@@ -109,7 +166,15 @@ impl<B: AutodiffBackend> Peers<B> {
                 .enumerate()
                 .map(|(i, d)| {
                     let (d, config) = (d.inner().clone(), config.clone());
-                    s.spawn(move || collective::register::<B::InnerBackend>(PeerId::from(i), d, config))
+                    s.spawn(move || {
+                        collective::register::<B::InnerBackend>(PeerId::from(i), d, config.clone())?;
+                        match same_backend::<B>() {
+                            true => Ok(()),
+                            false => {
+                                collective::register::<Stats>(PeerId::from(i), Default::default(), config)
+                            }
+                        }
+                    })
                 })
                 .collect();
             for h in handles {
@@ -122,18 +187,17 @@ impl<B: AutodiffBackend> Peers<B> {
         Ok(Self { devices, _turn: turn })
     }
 
-    /// The gradients of one optimizer step over `micro` (its micro-batches) and its loss (the
-    /// mean cross-entropy of the whole step, as one device computes it). `seed` seeds each
-    /// peer's generator (dropout on GPUs) per peer.
+    /// The gradients of one optimizer step over `micro` (its micro-batches), with the step's
+    /// loss, auxiliary loss and routing as one device computes them. `seed` seeds each peer's
+    /// generator (dropout and router jitter on GPUs).
     pub fn gradients(
         &self,
         model: &LanguageModel<B>,
         micro: &[Batch],
         seed: impl Fn(usize) -> u64 + Sync,
-    ) -> Result<(GradientsParams, f64)> {
+    ) -> Result<Step> {
         let n = self.devices.len();
-        let accum = micro.len() as f64;
-        let results: Vec<Result<(GradientsParams, f64)>> = std::thread::scope(|s| {
+        let results: Vec<Result<Step>> = std::thread::scope(|s| {
             let handles: Vec<_> = self
                 .devices
                 .iter()
@@ -141,29 +205,10 @@ impl<B: AutodiffBackend> Peers<B> {
                 .map(|(i, device)| {
                     let replica = model.clone().fork(device);
                     let seed = &seed;
-                    s.spawn(move || -> Result<(GradientsParams, f64)> {
+                    s.spawn(move || {
+                        PEER.set(Some((i, n)));
                         B::seed(device, seed(i));
-                        let mut acc = GradientsAccumulator::<LanguageModel<B>>::new();
-                        let mut loss = 0.0;
-                        for batch in micro {
-                            let (shard, weight) = shard(batch, i, n);
-                            let (x, y) = batch_tensors::<B>(&shard.tokens, device);
-                            let mask = shard.answer.as_ref().map(|a| {
-                                mask_tensor::<B>(a, [shard.tokens.batch, shard.tokens.seq_len], device)
-                            });
-                            let o = replica.objective_masked(x, y, mask);
-                            let scale = weight / accum;
-                            let grads =
-                                GradientsParams::from_grads(o.loss.mul_scalar(scale).backward(), &replica);
-                            acc.accumulate(&replica, grads);
-                            let ce: f64 = o.ce.into_scalar().elem();
-                            loss += scale * ce;
-                        }
-                        let grads = acc
-                            .grads()
-                            .all_reduce::<B::InnerBackend>(PeerId::from(i), ReduceOperation::Sum)
-                            .map_err(|e| anyhow!("the gradients' all-reduce failed on peer {i}: {e:?}"))?;
-                        Ok((grads, loss))
+                        peer_step(&replica, micro, i, n, device)
                     })
                 })
                 .collect();
@@ -172,24 +217,42 @@ impl<B: AutodiffBackend> Peers<B> {
                 .map(|h| h.join().unwrap_or_else(|_| Err(anyhow!("a data-parallel peer panicked"))))
                 .collect()
         });
-        let mut total = 0.0;
-        let mut first = None;
-        for (i, r) in results.into_iter().enumerate() {
-            let (grads, loss) = r?;
-            total += loss;
-            if i == 0 {
-                first = Some(grads);
-            }
+        let mut total: Option<Step> = None;
+        for r in results {
+            let peer = r?;
+            total = Some(match total {
+                // Every peer holds the same gradient sum; the first's lives on the model's device.
+                None => peer,
+                Some(mut t) => {
+                    t.unreached.retain(|id| peer.unreached.contains(id));
+                    t.loss += peer.loss;
+                    t.aux_loss = t.aux_loss.zip(peer.aux_loss).map(|(a, b)| a + b);
+                    crate::train::metrics::merge_routing(&mut t.routing, &peer.routing);
+                    t
+                }
+            });
         }
-        // Every peer holds the same sum; the first's lives on the model's device.
-        Ok((first.expect("at least one peer"), total))
+        let mut step = total.expect("at least one peer");
+        if !step.unreached.is_empty() {
+            let ids = std::mem::take(&mut step.unreached);
+            model.visit(&mut RemoveUnreached::<B> { grads: &mut step.grads, ids, backend: PhantomData });
+        }
+        Ok(step)
     }
 
     /// Leaves the collective (every peer, each from a thread: leaving waits for all).
     pub fn finish(self) -> Result<()> {
         std::thread::scope(|s| {
             let handles: Vec<_> = (0..self.devices.len())
-                .map(|i| s.spawn(move || collective::finish_collective::<B::InnerBackend>(PeerId::from(i))))
+                .map(|i| {
+                    s.spawn(move || {
+                        collective::finish_collective::<B::InnerBackend>(PeerId::from(i))?;
+                        match same_backend::<B>() {
+                            true => Ok(()),
+                            false => collective::finish_collective::<Stats>(PeerId::from(i)),
+                        }
+                    })
+                })
                 .collect();
             for h in handles {
                 h.join()
@@ -198,6 +261,102 @@ impl<B: AutodiffBackend> Peers<B> {
             }
             Ok(())
         })
+    }
+}
+
+/// One optimizer step's gradients (summed over the peers) and its statistics.
+pub struct Step {
+    pub grads: GradientsParams,
+    /// The mean cross-entropy of the step's tokens.
+    pub loss: f64,
+    /// The auxiliary (MoE) loss; `None` without MoE layers.
+    pub aux_loss: Option<f64>,
+    /// Each MoE layer's routing over the whole step, `(layer, stats)`.
+    pub routing: Vec<(usize, RoutingStats)>,
+    /// The parameters without a gradient (on the peers: their own shard's; summed: no peer's).
+    unreached: Vec<ParamId>,
+}
+
+/// Peer `i`'s share of a step: its shard of every micro-batch, forward and backward, its loss
+/// weighted (the cross-entropy by its share of the scored tokens, the auxiliary loss by its
+/// share of all tokens), then the all-reduce of the gradients.
+fn peer_step<B: AutodiffBackend>(
+    replica: &LanguageModel<B>,
+    micro: &[Batch],
+    i: usize,
+    n: usize,
+    device: &B::Device,
+) -> Result<Step> {
+    let accum = micro.len() as f64;
+    let mut acc = GradientsAccumulator::<LanguageModel<B>>::new();
+    let (mut loss, mut aux_loss) = (0.0, None::<f64>);
+    let mut routing = Vec::new();
+    for batch in micro {
+        let (shard, weight) = shard(batch, i, n);
+        let (x, y) = batch_tensors::<B>(&shard.tokens, device);
+        let mask = shard
+            .answer
+            .as_ref()
+            .map(|a| mask_tensor::<B>(a, [shard.tokens.batch, shard.tokens.seq_len], device));
+        let o = replica.objective_masked(x, y, mask);
+        let (ce_scale, aux_scale) = (weight / accum, 1.0 / (n as f64 * accum));
+        let mut objective = o.ce.clone().mul_scalar(ce_scale);
+        if let Some(aux) = &o.aux {
+            objective = objective + aux.clone().mul_scalar(aux_scale);
+        }
+        acc.accumulate(replica, GradientsParams::from_grads(objective.backward(), replica));
+        let ce: f64 = o.ce.into_scalar().elem();
+        loss += ce_scale * ce;
+        if let Some(aux) = o.aux {
+            let aux: f64 = aux.into_scalar().elem();
+            *aux_loss.get_or_insert(0.0) += aux_scale * aux;
+        }
+        let stats: Vec<_> = o.routing.iter().map(|(layer, r)| (*layer, r.stats())).collect();
+        crate::train::metrics::merge_routing(&mut routing, &stats);
+    }
+    // A parameter this shard did not reach (an expert no token of it chose) has no gradient
+    // here but may have one on another peer: the all-reduce needs the same parameters on every
+    // peer, so it gets zeros, and the ones no peer reached are removed again afterwards.
+    let mut grads = acc.grads();
+    let mut fill = FillMissing::<B> { grads: &mut grads, filled: Vec::new(), backend: PhantomData };
+    replica.visit(&mut fill);
+    let unreached = fill.filled;
+    let grads = grads
+        .all_reduce::<B::InnerBackend>(PeerId::from(i), ReduceOperation::Sum)
+        .map_err(|e| anyhow!("the gradients' all-reduce failed on peer {i}: {e:?}"))?;
+    Ok(Step { grads, loss, aux_loss, routing, unreached })
+}
+
+/// Registers a zero gradient for every trainable parameter that has none; records which.
+struct FillMissing<'a, B: AutodiffBackend> {
+    grads: &'a mut GradientsParams,
+    filled: Vec<ParamId>,
+    backend: PhantomData<B>,
+}
+
+impl<B: AutodiffBackend> ModuleVisitor<B> for FillMissing<'_, B> {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        let value = param.val();
+        if value.is_require_grad() && self.grads.get::<B::InnerBackend, D>(param.id).is_none() {
+            self.grads.register::<B::InnerBackend, D>(param.id, value.inner().zeros_like());
+            self.filled.push(param.id);
+        }
+    }
+}
+
+/// Removes the gradients of `ids` (parameters no peer reached: as on one device, they get
+/// none, and the optimizer leaves them and their moments alone).
+struct RemoveUnreached<'a, B: AutodiffBackend> {
+    grads: &'a mut GradientsParams,
+    ids: Vec<ParamId>,
+    backend: PhantomData<B>,
+}
+
+impl<B: AutodiffBackend> ModuleVisitor<B> for RemoveUnreached<'_, B> {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        if self.ids.contains(&param.id) {
+            self.grads.remove::<B::InnerBackend, D>(param.id);
+        }
     }
 }
 

@@ -255,9 +255,9 @@ pub fn train<B: AutodiffBackend>(
         let (mut grads, loss, aux_loss, step_routing) = if let Some(peers) = &peers {
             // The same micro-batches as on one device, each split across the peers.
             let micro: Vec<_> = (0..accum).map(|m| batcher.batch((step * accum + m) as u64)).collect();
-            let (grads, loss) = peers
+            let s = peers
                 .gradients(&model, &micro, |peer| data_parallel::peer_seed(cfg.train.seed, step, peer))?;
-            (grads, loss, None, Vec::new())
+            (s.grads, s.loss, s.aux_loss, s.routing)
         } else {
             let mut accumulator = GradientsAccumulator::<LanguageModel<B>>::new();
             let (mut ce_sum, mut aux_sum) = (None, None);

@@ -1,28 +1,29 @@
 //! Data parallel (`train --devices N`): two peers sharing the CPU follow the one-device run with
-//! the same global batch, with and without answer masks and gradient accumulation, and repeat
-//! themselves exactly; what they cannot train is refused before any work.
+//! the same global batch (attention, Mamba-2, MoE with its balancing loss over the whole batch,
+//! answer masks, gradient accumulation), and repeat themselves exactly; what they cannot train
+//! is refused before any work.
 
 use std::path::Path;
 use std::process::Command;
 
 use crate::common::{CpuAd, small_config, temp_dir, train_options};
-use archlab::config::{MixerKind, RunConfig};
+use archlab::config::{FfnKind, MixerKind, RunConfig};
 use archlab::train::metrics::{Record, read_records};
 use archlab::train::{TrainOptions, train};
 
-/// Each step's loss, then each step's gradient norm (before clipping).
-fn curves(cfg: &RunConfig, devices: usize, name: &str) -> (Vec<f64>, Vec<f64>) {
+/// Each step's loss, gradient norm (before clipping) and auxiliary (MoE) loss (0 without one).
+fn curves(cfg: &RunConfig, devices: usize, name: &str) -> [Vec<f64>; 3] {
     let opts = TrainOptions { devices, ..train_options(name) };
     let out = train::<CpuAd>(cfg, &Default::default(), &opts).unwrap();
-    let norms = read_records(&opts.run_dir.join("metrics.jsonl"))
+    let (norms, aux) = read_records(&opts.run_dir.join("metrics.jsonl"))
         .unwrap()
         .into_iter()
         .filter_map(|r| match r {
-            Record::Train { grad_norm, .. } => Some(grad_norm),
+            Record::Train { grad_norm, aux_loss, .. } => Some((grad_norm, aux_loss.unwrap_or(0.0))),
             _ => None,
         })
-        .collect();
-    (out.losses.into_iter().map(|(_, l)| l).collect(), norms)
+        .unzip();
+    [out.losses.into_iter().map(|(_, l)| l).collect(), norms, aux]
 }
 
 /// The largest relative difference between two loss curves.
@@ -44,6 +45,16 @@ fn two_peers_follow_one_device_with_the_same_batch() {
     dense.train.batch_size = 4;
     let mut mamba2 = dense.clone();
     mamba2.model.mixer = MixerKind::Mamba2;
+    // Mixture-of-Experts: the balancing loss takes the whole batch's expert load. 32 experts,
+    // top-1, 64 tokens a step: some experts get no token from one peer's shard (a zero there),
+    // some from the whole step (no gradient, as on one device: AdamW leaves them alone).
+    let mut moe = dense.clone();
+    moe.model.ffn = FfnKind::Moe;
+    moe.model.moe.n_experts = 32;
+    moe.model.moe.top_k = 1;
+    moe.model.moe.expert_d_ff = 32;
+    moe.train.seq_len = 8;
+    moe.validate().unwrap();
     // A task: only the answers are scored (the loss is masked).
     let sets: Vec<String> = [
         "data.source=\"task:mqar\"",
@@ -62,22 +73,20 @@ fn two_peers_follow_one_device_with_the_same_batch() {
     .map(String::from)
     .to_vec();
     let task = RunConfig::resolve("tiny", None, &sets).unwrap();
-    for (name, cfg) in [("dense", &dense), ("mamba2", &mamba2), ("mqar", &task)] {
-        let (one, one_norms) = curves(cfg, 1, &format!("dp-{name}-1"));
-        let (two, two_norms) = curves(cfg, 2, &format!("dp-{name}-2"));
-        let (diff, norm_diff) = (worst(&one, &two), worst(&one_norms, &two_norms));
-        eprintln!("{name}: one device {one:?}\n{name}: two peers  {two:?}");
-        eprintln!("{name}: worst relative difference: losses {diff:e}, gradient norms {norm_diff:e}");
-        assert!(diff < 1e-5, "{name}: two peers' losses drift from one device's by {diff:e}");
-        assert!(
-            norm_diff < 1e-5,
-            "{name}: two peers' gradient norms drift from one device's by {norm_diff:e}"
-        );
-        assert_eq!(
-            curves(cfg, 2, &format!("dp-{name}-2-again")),
-            (two, two_norms),
-            "{name}: two peers must repeat"
-        );
+    for (name, cfg) in [("dense", &dense), ("mamba2", &mamba2), ("moe", &moe), ("mqar", &task)] {
+        let one = curves(cfg, 1, &format!("dp-{name}-1"));
+        let two = curves(cfg, 2, &format!("dp-{name}-2"));
+        eprintln!("{name}: one device {:?}\n{name}: two peers  {:?}", one[0], two[0]);
+        for (what, a, b) in [
+            ("losses", &one[0], &two[0]),
+            ("gradient norms", &one[1], &two[1]),
+            ("aux losses", &one[2], &two[2]),
+        ] {
+            let diff = worst(a, b);
+            eprintln!("{name}: {what}: worst relative difference {diff:e}");
+            assert!(diff < 1e-5, "{name}: two peers' {what} drift from one device's by {diff:e}");
+        }
+        assert_eq!(curves(cfg, 2, &format!("dp-{name}-2-again")), two, "{name}: two peers must repeat");
     }
 }
 
@@ -101,13 +110,28 @@ fn what_data_parallel_cannot_train_is_refused_before_any_work() {
     assert!(err.contains("train.batch_size = 6 does not split across 4 devices"), "{err}");
     let err = archlab_err(&with(&["--devices", "0"]), &dir);
     assert!(err.contains("--devices 0"), "{err}");
-    let err = archlab_err(&with(&["--set", "model.pattern=\"AeAe\"", "--devices", "2"]), &dir);
-    assert!(err.contains("Mixture-of-Experts"), "{err}");
+    let moe =
+        ["--set", "model.pattern=\"AeAe\"", "--set", "model.moe.capacity_factor=1.25", "--devices", "2"];
+    let err = archlab_err(&with(&moe), &dir);
+    assert!(err.contains("data parallel trains dropless MoE"), "{err}");
     let err = archlab_err(&with(&["--set", "model.dropout=0.1", "--devices", "2"]), &dir);
     assert!(err.contains("not be reproducible"), "{err}");
     assert!(!run.join("config.toml").exists(), "refused before the run directory was written");
 
-    // A comparison refuses it before its first run.
+    // A comparison passes it on to its runs, and its report says so.
+    let ok = dir.join("ok");
+    let out = Command::new(env!("CARGO_BIN_EXE_archlab"))
+        .args(["compare", "dense", "--seeds", "1", "--steps", "2", "--bench-seq-lens", "--devices", "2"])
+        .args(["--set", "train.batch_size=4", "--set", "train.seq_len=32", "--set", "eval.batches=1"])
+        .args(["--budget", "60k", "--device", "cpu", "--quiet", "--dir", &ok.display().to_string()])
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let md = std::fs::read_to_string(ok.join("report.md")).unwrap();
+    assert!(md.contains("| devices per run | 2 in data parallel"), "{md}");
+
+    // A comparison refuses what cannot split before its first run.
     let cmp = dir.join("cmp").display().to_string();
     let err = archlab_err(
         &[
