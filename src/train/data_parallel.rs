@@ -42,6 +42,7 @@ use crate::model::LanguageModel;
 use crate::model::lm::{batch_tensors, mask_tensor};
 use crate::model::routing::RoutingStats;
 use crate::rng::Rng;
+use crate::train::recompute::{self, LossScale};
 
 /// burn's collective keeps one set of peers per backend per process: one data-parallel run
 /// at a time in a process (a second waits).
@@ -118,12 +119,6 @@ pub fn check(cfg: &RunConfig, devices: usize, on_gpu: bool) -> Result<()> {
             cfg.model.moe.jitter
         );
     }
-    if cfg.train.activation_checkpointing {
-        bail!(
-            "data parallel and train.activation_checkpointing do not go together yet; turn one off \
-             (--set train.activation_checkpointing=false)"
-        );
-    }
     if !on_gpu && cfg.model.dropout > 0.0 {
         bail!(
             "model.dropout = {} with --devices {devices} on the CPU: the peers would draw their masks \
@@ -138,13 +133,15 @@ pub fn check(cfg: &RunConfig, devices: usize, on_gpu: bool) -> Result<()> {
 /// N registered peers.
 pub struct Peers<B: AutodiffBackend> {
     devices: Vec<B::Device>,
+    /// Activation checkpointing (`train.activation_checkpointing`): each block recomputed.
+    recompute: bool,
     _turn: std::sync::MutexGuard<'static, ()>,
 }
 
 impl<B: AutodiffBackend> Peers<B> {
     /// Registers `n` peers: on a GPU, `device` and the next n − 1 devices of its kind; on the
     /// CPU, `device` n times.
-    pub fn start(device: &B::Device, n: usize, on_gpu: bool) -> Result<Self> {
+    pub fn start(device: &B::Device, n: usize, on_gpu: bool, recompute: bool) -> Result<Self> {
         let turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
         let devices: Vec<B::Device> = (0..n)
             .map(|i| match on_gpu {
@@ -184,7 +181,7 @@ impl<B: AutodiffBackend> Peers<B> {
             }
             Ok::<(), anyhow::Error>(())
         })?;
-        Ok(Self { devices, _turn: turn })
+        Ok(Self { devices, recompute, _turn: turn })
     }
 
     /// The gradients of one optimizer step over `micro` (its micro-batches), with the step's
@@ -205,10 +202,12 @@ impl<B: AutodiffBackend> Peers<B> {
                 .map(|(i, device)| {
                     let replica = model.clone().fork(device);
                     let seed = &seed;
+                    let recompute = self.recompute;
                     s.spawn(move || {
                         PEER.set(Some((i, n)));
-                        B::seed(device, seed(i));
-                        peer_step(&replica, micro, i, n, device)
+                        let seed = seed(i);
+                        B::seed(device, seed);
+                        peer_step(&replica, micro, (i, n), device, recompute, seed)
                     })
                 })
                 .collect();
@@ -277,41 +276,50 @@ pub struct Step {
     unreached: Vec<ParamId>,
 }
 
-/// Peer `i`'s share of a step: its shard of every micro-batch, forward and backward, its loss
+/// Peer `i`'s share of a step: its shard of every micro-batch, forward and backward (each block
+/// recomputed with `recompute`, its generator seeded from `seed` per micro-batch), its loss
 /// weighted (the cross-entropy by its share of the scored tokens, the auxiliary loss by its
 /// share of all tokens), then the all-reduce of the gradients.
 fn peer_step<B: AutodiffBackend>(
     replica: &LanguageModel<B>,
     micro: &[Batch],
-    i: usize,
-    n: usize,
+    (i, n): (usize, usize),
     device: &B::Device,
+    recompute: bool,
+    seed: u64,
 ) -> Result<Step> {
     let accum = micro.len() as f64;
     let mut acc = GradientsAccumulator::<LanguageModel<B>>::new();
     let (mut loss, mut aux_loss) = (0.0, None::<f64>);
     let mut routing = Vec::new();
-    for batch in micro {
+    for (m, batch) in micro.iter().enumerate() {
         let (shard, weight) = shard(batch, i, n);
         let (x, y) = batch_tensors::<B>(&shard.tokens, device);
         let mask = shard
             .answer
             .as_ref()
             .map(|a| mask_tensor::<B>(a, [shard.tokens.batch, shard.tokens.seq_len], device));
-        let o = replica.objective_masked(x, y, mask);
-        let (ce_scale, aux_scale) = (weight / accum, 1.0 / (n as f64 * accum));
-        let mut objective = o.ce.clone().mul_scalar(ce_scale);
-        if let Some(aux) = &o.aux {
-            objective = objective + aux.clone().mul_scalar(aux_scale);
-        }
-        acc.accumulate(replica, GradientsParams::from_grads(objective.backward(), replica));
-        let ce: f64 = o.ce.into_scalar().elem();
-        loss += ce_scale * ce;
-        if let Some(aux) = o.aux {
+        let scale = LossScale { accum: micro.len(), ce_weight: weight, aux_weight: 1.0 / n as f64 };
+        let (ce, aux, layer_routing) = if recompute {
+            let seed = Rng::fork(seed, &format!("micro{m}")).next_u64();
+            let o = recompute::backward_recomputed(replica, x, y, mask, scale, seed, &mut acc);
+            (o.ce, o.aux, o.routing)
+        } else {
+            let o = replica.objective_masked(x, y, mask);
+            let mut objective = scale.ce(o.ce.clone());
+            if let Some(aux) = &o.aux {
+                objective = objective + scale.aux(aux.clone(), 1);
+            }
+            acc.accumulate(replica, GradientsParams::from_grads(objective.backward(), replica));
+            (o.ce, o.aux, o.routing)
+        };
+        let ce: f64 = ce.into_scalar().elem();
+        loss += weight / accum * ce;
+        if let Some(aux) = aux {
             let aux: f64 = aux.into_scalar().elem();
-            *aux_loss.get_or_insert(0.0) += aux_scale * aux;
+            *aux_loss.get_or_insert(0.0) += aux / (n as f64 * accum);
         }
-        let stats: Vec<_> = o.routing.iter().map(|(layer, r)| (*layer, r.stats())).collect();
+        let stats: Vec<_> = layer_routing.iter().map(|(layer, r)| (*layer, r.stats())).collect();
         crate::train::metrics::merge_routing(&mut routing, &stats);
     }
     // A parameter this shard did not reach (an expert no token of it chose) has no gradient

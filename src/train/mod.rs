@@ -150,7 +150,12 @@ pub fn train<B: AutodiffBackend>(
     let mut optim = optim::Optimizers::new(&cfg.train);
     let peers = match opts.devices {
         1 => None,
-        n => Some(data_parallel::Peers::<B>::start(device, n, opts.on_gpu)?),
+        n => Some(data_parallel::Peers::<B>::start(
+            device,
+            n,
+            opts.on_gpu,
+            cfg.train.activation_checkpointing,
+        )?),
     };
     let mut state = TrainState::default();
     if opts.resume {
@@ -268,7 +273,15 @@ pub fn train<B: AutodiffBackend>(
                 let mask = batch.answer.as_ref().map(|a| mask_tensor::<B>(a, [b, t], device));
                 let (ce, aux, routing) = if cfg.train.activation_checkpointing {
                     let seed = Rng::fork(cfg.train.seed, &format!("step{step}/micro{micro}")).next_u64();
-                    let o = recompute::backward_recomputed(&model, x, y, mask, accum, seed, &mut accumulator);
+                    let o = recompute::backward_recomputed(
+                        &model,
+                        x,
+                        y,
+                        mask,
+                        recompute::LossScale::mean_of(accum),
+                        seed,
+                        &mut accumulator,
+                    );
                     (o.ce, o.aux, o.routing)
                 } else {
                     let o = model.objective_masked(x, y, mask);

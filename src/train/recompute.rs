@@ -44,15 +44,47 @@ pub struct RecomputedObjective<B: AutodiffBackend> {
     pub routing: Vec<(usize, Routing<B>)>,
 }
 
+/// How a micro-batch's loss counts in its step: divided by the step's `accum` micro-batches,
+/// and, in data parallel, each part weighted by a peer's share: of the scored tokens for the
+/// cross-entropy, of all tokens for the MoE auxiliary loss (1 each on one device, where the
+/// weights are left out so that the arithmetic is the plain `loss / accum`).
+#[derive(Clone, Copy, Debug)]
+pub struct LossScale {
+    pub accum: usize,
+    pub ce_weight: f64,
+    pub aux_weight: f64,
+}
+
+impl LossScale {
+    /// One of `accum` micro-batches of a step, on one device.
+    pub fn mean_of(accum: usize) -> Self {
+        Self { accum, ce_weight: 1.0, aux_weight: 1.0 }
+    }
+
+    fn apply<B: Backend>(weight: f64, divisor: usize, x: Tensor<B, 1>) -> Tensor<B, 1> {
+        let x = if weight == 1.0 { x } else { x.mul_scalar(weight) };
+        x.div_scalar(divisor as f64)
+    }
+
+    pub fn ce<B: Backend>(&self, ce: Tensor<B, 1>) -> Tensor<B, 1> {
+        Self::apply(self.ce_weight, self.accum, ce)
+    }
+
+    /// One of `n_moe` MoE layers' auxiliary losses (the objective takes their mean).
+    pub fn aux<B: Backend>(&self, aux: Tensor<B, 1>, n_moe: usize) -> Tensor<B, 1> {
+        Self::apply(self.aux_weight, self.accum * n_moe, aux)
+    }
+}
+
 /// Runs the training objective (`LanguageModel::objective_masked`) and its backward pass with
-/// every block recomputed, adding the gradients of `loss / accum` into `grads`. `seed` decides
-/// the dropout masks and router jitter of this micro-batch.
+/// every block recomputed, adding the gradients of the loss as `scale` counts it into
+/// `grads`. `seed` decides the dropout masks and router jitter of this micro-batch.
 pub fn backward_recomputed<B: AutodiffBackend>(
     model: &LanguageModel<B>,
     ids: Tensor<B, 2, Int>,
     targets: Tensor<B, 2, Int>,
     mask: Option<Tensor<B, 2>>,
-    accum: usize,
+    scale: LossScale,
     seed: u64,
     grads: &mut GradientsAccumulator<LanguageModel<B>>,
 ) -> RecomputedObjective<B> {
@@ -81,8 +113,8 @@ pub fn backward_recomputed<B: AutodiffBackend>(
     seed_segment(n_layers);
     let (last, stream) = leaves(boundaries.pop().expect("one boundary per block, plus the last"));
     let ce = objective_ce(model.head_logits(if m > 0 { last.narrow(m, t) } else { last }), targets, mask);
-    let mut upstream = backward_segment(model, ce.clone().div_scalar(accum as f64), Some(&stream), grads)
-        .expect("the head has an input");
+    let mut upstream =
+        backward_segment(model, scale.ce(ce.clone()), Some(&stream), grads).expect("the head has an input");
 
     // The blocks, last first: recompute, then back-propagate the stream's gradient through them.
     let mut aux_terms = Vec::with_capacity(n_moe);
@@ -93,7 +125,7 @@ pub fn backward_recomputed<B: AutodiffBackend>(
         let (output, aux) = layer.forward_residual(input);
         let mut surrogate = inner_product(output, upstream);
         if let Some(aux) = aux {
-            surrogate = surrogate + aux.aux_loss.clone().div_scalar((accum * n_moe) as f64);
+            surrogate = surrogate + scale.aux(aux.aux_loss.clone(), n_moe);
             aux_terms.push(aux.aux_loss.detach());
             routing.push((i, aux.routing));
         }

@@ -6,7 +6,7 @@ use crate::common::*;
 use archlab::config::ModelConfig;
 use archlab::model::LanguageModel;
 use archlab::model::lm::ids_tensor;
-use archlab::train::recompute::backward_recomputed;
+use archlab::train::recompute::{LossScale, backward_recomputed};
 use archlab::train::train;
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::optim::{GradientsAccumulator, GradientsParams};
@@ -58,7 +58,7 @@ fn both_ways(cfg: &ModelConfig, accum: usize) -> (GradientsParams, GradientsPara
     let stored = GradientsParams::from_grads(objective.loss.div_scalar(accum as f64).backward(), &model);
 
     let mut acc = GradientsAccumulator::new();
-    let recomputed = backward_recomputed(&model, ids, targets, None, accum, 5, &mut acc);
+    let recomputed = backward_recomputed(&model, ids, targets, None, LossScale::mean_of(accum), 5, &mut acc);
     let recomputed_loss: f64 = recomputed.ce.into_scalar().elem();
     (stored, acc.grads(), stored_loss, recomputed_loss)
 }
@@ -161,7 +161,15 @@ fn recomputed_gradients_keep_dropout_masks_and_router_jitter() {
     };
     let recomputed = |seed: u64| {
         let mut acc = GradientsAccumulator::new();
-        backward_recomputed(&model, ids.clone(), targets.clone(), None, 1, seed, &mut acc);
+        backward_recomputed(
+            &model,
+            ids.clone(),
+            targets.clone(),
+            None,
+            LossScale::mean_of(1),
+            seed,
+            &mut acc,
+        );
         acc.grads()
     };
     let worst = |a: &GradientsParams, b: &GradientsParams| {
