@@ -14,7 +14,7 @@
 //! losses; the NaN skip and clipping decide on the reduced gradients, once. A Mixture-of-Experts
 //! layer's balancing loss (Switch: E · Σₑ fₑ · Pₑ) needs fₑ, the fraction of the whole batch's
 //! tokens routed to expert e, inside the forward pass: each MoE layer of a peer averages its
-//! shard's fractions over the peers ([`mean_over_peers`], a small all-reduce through the host),
+//! shard's fractions over the peers ([`mean_over_peers`], a small all-reduce of E values),
 //! and each peer's auxiliary loss is weighted by its share of the batch's tokens, so the sum
 //! over the peers is the whole batch's balancing and z-losses. The router's counts for the
 //! metrics are summed over the peers.
@@ -22,7 +22,6 @@
 //! On the CPU the peers share the cores (one device, N replicas: what the tests run); on CUDA
 //! peer i is GPU i.
 
-use std::cell::Cell;
 use std::marker::PhantomData;
 use std::sync::Mutex;
 
@@ -30,9 +29,8 @@ use anyhow::{Result, anyhow, bail};
 use burn::collective::{self, CollectiveConfig, PeerId, ReduceOperation};
 use burn::module::{Module, ModuleVisitor, Param, ParamId};
 use burn::optim::{GradientsAccumulator, GradientsParams};
-use burn::tensor::ElementConversion;
-use burn::tensor::Tensor;
 use burn::tensor::backend::{Device, DeviceOps};
+use burn::tensor::{ElementConversion, Tensor, TensorPrimitive};
 
 use crate::config::RunConfig;
 use crate::data::batcher::TokenBatch;
@@ -48,18 +46,18 @@ use crate::train::recompute::{self, LossScale};
 /// at a time in a process (a second waits).
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
-/// The backend of the statistics reduced inside the forward pass (a few floats, on the host):
-/// the model's layers are generic over any backend, so they cannot name the training one's.
-type Stats = burn::backend::NdArray<f32>;
+/// A peer's all-reduce of a few host values (the model's layers are generic over any backend
+/// and cannot name the training one's inner backend; this closure does).
+type Reducer = Box<dyn Fn(Vec<f32>) -> Vec<f32>>;
 
 thread_local! {
-    /// Set in a peer's thread while it runs its share of a step: `(peer, peers)`.
-    static PEER: Cell<Option<(usize, usize)>> = const { Cell::new(None) };
+    /// Set in a peer's thread while it runs its share of a step.
+    static PEER: std::cell::RefCell<Option<Reducer>> = const { std::cell::RefCell::new(None) };
 }
 
 /// Whether this thread runs a peer's share of a data-parallel step.
 pub fn in_peer() -> bool {
-    PEER.get().is_some()
+    PEER.with_borrow(Option::is_some)
 }
 
 /// The mean over the peers of a statistic of each peer's shard (`values`, as many on every
@@ -67,22 +65,26 @@ pub fn in_peer() -> bool {
 /// of a data-parallel step; `values` unchanged otherwise (one device, evaluation). Every peer
 /// must make the same calls in the same order: the model's layers do, in layer order.
 pub fn mean_over_peers(values: Vec<f32>) -> Vec<f32> {
-    let Some((peer, _)) = PEER.get() else { return values };
-    let device = Default::default();
-    let t = burn::tensor::Tensor::<Stats, 1>::from_floats(values.as_slice(), &device);
-    let reduced = collective::all_reduce::<Stats>(
-        PeerId::from(peer),
-        t.into_primitive().tensor(),
-        ReduceOperation::Mean,
-    )
-    .unwrap_or_else(|e| panic!("peer {peer}: the all-reduce of a batch statistic failed: {e:?}"));
-    let t = burn::tensor::Tensor::<Stats, 1>::from_primitive(burn::tensor::TensorPrimitive::Float(reduced));
-    t.into_data().convert::<f32>().into_vec().expect("f32 values")
+    PEER.with_borrow(|reducer| match reducer {
+        Some(reduce) => reduce(values),
+        None => values,
+    })
 }
 
-/// Whether `B`'s inner backend is the statistics backend (then one registration serves both).
-fn same_backend<B: AutodiffBackend>() -> bool {
-    std::any::TypeId::of::<B::InnerBackend>() == std::any::TypeId::of::<Stats>()
+/// Peer `peer`'s reducer: the values as a tensor on its device, averaged by burn's all-reduce.
+fn reducer<B: AutodiffBackend>(peer: usize, device: &B::Device) -> Reducer {
+    let device = device.inner().clone();
+    Box::new(move |values: Vec<f32>| {
+        let t = Tensor::<B::InnerBackend, 1>::from_floats(values.as_slice(), &device);
+        let reduced = collective::all_reduce::<B::InnerBackend>(
+            PeerId::from(peer),
+            t.into_primitive().tensor(),
+            ReduceOperation::Mean,
+        )
+        .unwrap_or_else(|e| panic!("peer {peer}: the all-reduce of a batch statistic failed: {e:?}"));
+        let t = Tensor::<B::InnerBackend, 1>::from_primitive(TensorPrimitive::Float(reduced));
+        t.into_data().convert::<f32>().into_vec().expect("f32 values")
+    })
 }
 
 /// Refuses, before any work, what data parallel cannot train exactly (or at all) yet.
@@ -154,7 +156,6 @@ impl<B: AutodiffBackend> Peers<B> {
             })
             .collect();
         collective::reset_collective::<B::InnerBackend>();
-        collective::reset_collective::<Stats>();
         let config = CollectiveConfig::default().with_num_devices(n);
         // Registering waits for every peer: one thread each.
         std::thread::scope(|s| {
@@ -163,15 +164,7 @@ impl<B: AutodiffBackend> Peers<B> {
                 .enumerate()
                 .map(|(i, d)| {
                     let (d, config) = (d.inner().clone(), config.clone());
-                    s.spawn(move || {
-                        collective::register::<B::InnerBackend>(PeerId::from(i), d, config.clone())?;
-                        match same_backend::<B>() {
-                            true => Ok(()),
-                            false => {
-                                collective::register::<Stats>(PeerId::from(i), Default::default(), config)
-                            }
-                        }
-                    })
+                    s.spawn(move || collective::register::<B::InnerBackend>(PeerId::from(i), d, config))
                 })
                 .collect();
             for h in handles {
@@ -204,7 +197,7 @@ impl<B: AutodiffBackend> Peers<B> {
                     let seed = &seed;
                     let recompute = self.recompute;
                     s.spawn(move || {
-                        PEER.set(Some((i, n)));
+                        PEER.set(Some(reducer::<B>(i, device)));
                         let seed = seed(i);
                         B::seed(device, seed);
                         peer_step(&replica, micro, (i, n), device, recompute, seed)
@@ -243,15 +236,7 @@ impl<B: AutodiffBackend> Peers<B> {
     pub fn finish(self) -> Result<()> {
         std::thread::scope(|s| {
             let handles: Vec<_> = (0..self.devices.len())
-                .map(|i| {
-                    s.spawn(move || {
-                        collective::finish_collective::<B::InnerBackend>(PeerId::from(i))?;
-                        match same_backend::<B>() {
-                            true => Ok(()),
-                            false => collective::finish_collective::<Stats>(PeerId::from(i)),
-                        }
-                    })
-                })
+                .map(|i| s.spawn(move || collective::finish_collective::<B::InnerBackend>(PeerId::from(i))))
                 .collect();
             for h in handles {
                 h.join()
