@@ -225,15 +225,10 @@ fn finish(
     how: Option<&str>,
     args: &CompareRequest,
 ) -> Result<()> {
-    let mut missing = Vec::new();
-    let mut collected = Vec::new();
-    for u in 0..units.len() {
-        let (archs, m) = collect(units, u, Some(resolved))?;
-        missing.extend(m);
-        collected.push(archs);
-    }
+    let per_unit = (0..units.len()).map(|u| collect(units, u, Some(resolved))).collect::<Result<Vec<_>>>()?;
+    let missing: Vec<String> = per_unit.iter().flat_map(|(_, m)| m.iter().cloned()).collect();
     if !missing.is_empty() {
-        merge(spec, units, dir, Some(resolved))?;
+        merge(spec, units, dir, per_unit)?;
         bail!(
             "{} of {} runs have not finished, so the comparison cannot be completed: {}. The report of \
              those that did is in {}; rerun the missing ones (resubmitting the same job arrays, or \
@@ -245,6 +240,7 @@ fn finish(
             dir.display()
         );
     }
+    let collected: Vec<Vec<ArchResult>> = per_unit.into_iter().map(|(archs, _)| archs).collect();
     for a in collected.iter().flatten().filter(|a| !a.lr_trials.is_empty()) {
         eprintln!("{}: learning rate {:e} wins the grid on the held-out selection set", a.name, a.lr);
     }
@@ -400,19 +396,19 @@ fn collect(units: &[Unit], u: usize, device: Option<Resolved>) -> Result<(Vec<Ar
 }
 
 /// Draws the report of whatever has finished in a comparison whose runs are not all done
-/// (`archlab report` on it, or `--finish` before the end), naming the runs still missing.
+/// (`archlab report` on it, or `--finish` before the end) from what `collect` found per unit,
+/// naming the runs still missing.
 /// Returns the files written.
 fn merge(
     spec: &CompareSpec,
     units: &[Unit],
     dir: &Path,
-    device: Option<Resolved>,
+    collected: Vec<(Vec<ArchResult>, Vec<String>)>,
 ) -> Result<Vec<std::path::PathBuf>> {
     let mut files = Vec::new();
     let mut suite = Vec::new();
     let mut all_missing = Vec::new();
-    for (u, unit) in units.iter().enumerate() {
-        let (archs, missing) = collect(units, u, device)?;
+    for (unit, (archs, missing)) in units.iter().zip(collected) {
         let device_name =
             archs.first().map(|a| a.runs[0].summary.device.clone()).unwrap_or_else(|| "n/a".into());
         all_missing.extend(missing.iter().cloned());
@@ -663,7 +659,9 @@ pub fn redraw_report(dir: &Path) -> Result<Vec<std::path::PathBuf>> {
         false => spec.tasks.iter().all(|t| finished(&dir.join(t))),
     };
     if !all_finished {
-        return merge(&spec, &plan_units(&spec, dir)?, dir, None);
+        let units = plan_units(&spec, dir)?;
+        let collected = (0..units.len()).map(|u| collect(&units, u, None)).collect::<Result<Vec<_>>>()?;
+        return merge(&spec, &units, dir, collected);
     }
     if spec.tasks.is_empty() {
         return crate::report::write(dir, &load_results(dir)?);
