@@ -241,22 +241,9 @@ def layer_params(m: dict[str, Any], mixer: str, ffn: str) -> tuple[int, int, int
 
 
 def gdn_inverse_flops(c: float) -> float:
-    """FLOPs of the blocked triangular inverse on one C × C chunk (gated_deltanet.rs
-    `inverse_flops`): doubling products on the 16-row diagonal blocks, then per block row the
-    two products of block forward substitution."""
-    block = 16.0
-
-    def doubling(n: float) -> float:
-        return 0.0 if n < 2.0 else 4.0 * max(math.ceil(math.log2(n)) - 1.0, 0.0) * n * n * n
-
-    if c <= block:
-        return doubling(c)
-    flops, start = 0.0, 0.0
-    while start < c:
-        rows = min(c - start, block)
-        flops += doubling(rows) + 2.0 * rows * start * start + 2.0 * rows * rows * start
-        start += rows
-    return flops
+    """FLOPs of the triangular inverse on one C × C chunk by forward substitution
+    (gated_deltanet.rs `inverse_flops`): C(C-1)(C-2)/6 multiply-adds."""
+    return 0.0 if c < 3.0 else c * (c - 1.0) * (c - 2.0) / 3.0
 
 
 def mixer_fwd_flops(m: dict[str, Any], mixer: str, seq_len: int) -> float:

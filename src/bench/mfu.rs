@@ -25,7 +25,8 @@ pub const FLOPS_FORMULA: &str = "training FLOPs/token = 6·N_matmul + 3·Σ_laye
      2·d_attn·T (QKᵀ and AV over an average context of T/2, llm.c's convention: 6·d_attn·T per layer in \
      training), Mamba-1 2·d_inner·d_conv + 9·d_inner·N (conv and selective scan), Mamba-2 \
      Q·(2·G·N + 2·d_inner) + 4·d_inner·N + 2·conv_channels·d_conv (SSD chunks of Q), (Gated) DeltaNet per \
-     value head 4·C·dk + 4·(⌈log₂C⌉−1)·C² + 2·C·(2·dv + dk) + 6·dk·dv plus its convolution (chunks of C)";
+     value head 4·C·dk + (C−1)(C−2)/3 (the chunk's triangular inverse by forward substitution, per \
+     token) + 2·C·(2·dv + dk) + 6·dk·dv plus its convolution (chunks of C)";
 
 /// The peak the MFU is measured against, and where it came from (or why there is none).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
