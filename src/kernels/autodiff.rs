@@ -12,9 +12,9 @@ use burn::tensor::ops::{FloatTensor, IntTensor};
 use std::sync::Arc;
 
 use super::{
-    Backend, ScanOperands, plain_add_rms_norm, plain_causal_attention, plain_causal_conv,
-    plain_cross_entropy, plain_gated_rms_norm, plain_rms_norm, plain_selective_scan, plain_state_passing,
-    plain_ut_transform,
+    Backend, ScanOperands, SsdOperands, plain_add_rms_norm, plain_causal_attention, plain_causal_conv,
+    plain_cross_entropy, plain_gated_rms_norm, plain_rms_norm, plain_selective_scan, plain_ssd_scan,
+    plain_state_passing, plain_ut_transform,
 };
 
 impl<B: Backend, C: CheckpointStrategy> Backend for Autodiff<B, C> {
@@ -41,6 +41,30 @@ impl<B: Backend, C: CheckpointStrategy> Backend for Autodiff<B, C> {
                 prep.finish((inner, checkpoints), y)
             }
             OpsKind::UnTracked(prep) => prep.finish(B::selective_scan(inner, chunk)),
+        }
+    }
+
+    const FUSED_SSD_SCAN: bool = B::FUSED_SSD_SCAN;
+
+    fn ssd_scan(s: SsdOperands<Self>, chunk: usize) -> FloatTensor<Self> {
+        if !B::FUSED_SSD_SCAN {
+            return plain_ssd_scan::<Self>(s, chunk);
+        }
+        let parents =
+            [s.x.node.clone(), s.dt.node.clone(), s.a.node.clone(), s.b.node.clone(), s.c.node.clone()];
+        let inner = SsdOperands::<B> {
+            x: s.x.primitive,
+            dt: s.dt.primitive,
+            a: s.a.primitive,
+            b: s.b.primitive,
+            c: s.c.primitive,
+        };
+        match SsdScanBackward.prepare::<C>(parents).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => {
+                let (y, checkpoints) = B::ssd_scan_saving(inner.clone());
+                prep.finish((inner, checkpoints), y)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::ssd_scan(inner, chunk)),
         }
     }
 
@@ -334,6 +358,26 @@ impl<B: Backend> Backward<B, 5> for ScanBackward {
         register_parents::<B, 5>(
             ops.parents.map(|p| p.map(|node| node.id)),
             [g.x, g.delta, g.a, g.b, g.c],
+            grads,
+        );
+    }
+}
+
+/// The backward node of the fused SSD scan: the operands and the forward's per-chunk state
+/// checkpoints, from which the loop recomputes the states.
+#[derive(Debug)]
+struct SsdScanBackward;
+
+impl<B: Backend> Backward<B, 5> for SsdScanBackward {
+    type State = (SsdOperands<B>, FloatTensor<B>);
+
+    fn backward(self, ops: Ops<Self::State, 5>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
+        let dy = grads.consume::<B>(&ops.node);
+        let (operands, checkpoints) = ops.state;
+        let g = B::ssd_scan_backward(operands, checkpoints, dy);
+        register_parents::<B, 5>(
+            ops.parents.map(|p| p.map(|node| node.id)),
+            [g.x, g.dt, g.a, g.b, g.c],
             grads,
         );
     }

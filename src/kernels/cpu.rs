@@ -11,8 +11,8 @@ use burn::tensor::ops::FloatTensor;
 use burn::tensor::{DType, Tensor, TensorData, TensorPrimitive};
 
 use super::scan_cpu::{self, Dims, Operands};
-use super::{Backend, ScanOperands};
-use super::{conv_cpu, norm_cpu, ut_transform_cpu};
+use super::{Backend, ScanOperands, SsdOperands};
+use super::{conv_cpu, norm_cpu, ssd_scan_cpu, ut_transform_cpu};
 
 impl Backend for Flex {
     const FUSED_SCAN: bool = true;
@@ -51,6 +51,45 @@ impl Backend for Flex {
             a: host.output(g.a, [d, n]),
             b: host.output(g.b, [b, t, n]),
             c: host.output(g.c, [b, t, n]),
+        }
+    }
+
+    const FUSED_SSD_SCAN: bool = true;
+
+    fn ssd_scan(s: SsdOperands<Self>, _chunk: usize) -> FloatTensor<Self> {
+        let host = HostSsd::new(s);
+        let (y, _) = ssd_scan_cpu::forward(host.operands(), host.dims, false);
+        host.output(y, host.x_shape())
+    }
+
+    fn ssd_scan_saving(s: SsdOperands<Self>) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        let host = HostSsd::new(s);
+        let ssd_scan_cpu::Dims { b, t, heads, p, n, .. } = host.dims;
+        let (y, checkpoints) = ssd_scan_cpu::forward(host.operands(), host.dims, true);
+        let nc = t.div_ceil(scan_cpu::checkpoint_chunk(t));
+        // The checkpoints stay f32 whatever the model's dtype, as the state does in the loop.
+        (host.output(y, host.x_shape()), f32_tensor(checkpoints, [b, nc, heads, p, n]))
+    }
+
+    fn ssd_scan_backward(
+        s: SsdOperands<Self>,
+        checkpoints: FloatTensor<Self>,
+        dy: FloatTensor<Self>,
+    ) -> SsdOperands<Self> {
+        let host = HostSsd::new(s);
+        let ssd_scan_cpu::Dims { b, t, heads, groups, n, .. } = host.dims;
+        let g = ssd_scan_cpu::backward(
+            host.operands(),
+            host.dims,
+            &host_f32::<5>(checkpoints).0,
+            &host_f32::<4>(dy).0,
+        );
+        SsdOperands {
+            x: host.output(g.x, host.x_shape()),
+            dt: host.output(g.dt, [b, t, heads]),
+            a: host.output(g.a, [heads]),
+            b: host.output(g.b, [b, t, groups, n]),
+            c: host.output(g.c, [b, t, groups, n]),
         }
     }
 
@@ -318,6 +357,46 @@ impl HostScan {
 
     fn operands(&self) -> Operands<'_> {
         Operands { x: &self.x, delta: &self.delta, a: &self.a, b: &self.b, c: &self.c }
+    }
+
+    fn output<const D: usize>(&self, values: Vec<f32>, shape: [usize; D]) -> FloatTensor<Flex> {
+        output(values, shape, self.dtype)
+    }
+}
+
+/// The SSD scan's operands on the host, contiguous f32.
+struct HostSsd {
+    x: Vec<f32>,
+    dt: Vec<f32>,
+    a: Vec<f32>,
+    b: Vec<f32>,
+    c: Vec<f32>,
+    dims: ssd_scan_cpu::Dims,
+    dtype: DType,
+}
+
+impl HostSsd {
+    fn new(s: SsdOperands<Flex>) -> Self {
+        let (x, [b, t, heads, p], dtype) = host_f32::<4>(s.x);
+        let (bm, [_, _, groups, n], _) = host_f32::<4>(s.b);
+        Self {
+            x,
+            dt: host_f32::<3>(s.dt).0,
+            a: host_f32::<1>(s.a).0,
+            b: bm,
+            c: host_f32::<4>(s.c).0,
+            dims: ssd_scan_cpu::Dims { b, t, heads, p, groups, n },
+            dtype,
+        }
+    }
+
+    fn operands(&self) -> ssd_scan_cpu::Operands<'_> {
+        ssd_scan_cpu::Operands { x: &self.x, dt: &self.dt, a: &self.a, b: &self.b, c: &self.c }
+    }
+
+    fn x_shape(&self) -> [usize; 4] {
+        let d = self.dims;
+        [d.b, d.t, d.heads, d.p]
     }
 
     fn output<const D: usize>(&self, values: Vec<f32>, shape: [usize; D]) -> FloatTensor<Flex> {

@@ -21,6 +21,7 @@
 //! | Mamba-2's gated RMSNorm, forward + backward | `gated_rms_norm_kernel.rs`; on the CPU `crates/cpu-loops/src/norm.rs` | [`norm::gated_rms_norm`] |
 //! | Mamba's causal depthwise convolution, forward + backward | `conv_kernel.rs`; on the CPU `crates/cpu-loops/src/conv.rs` | [`conv::causal_conv`] |
 //! | Mamba-2 SSD state passing between chunks, forward + backward | `state_passing_kernel.rs` | [`state_passing::pass_states`] |
+//! | Mamba-2's whole SSD scan as one recurrence, forward + backward (CPU only: on a GPU the chunked algorithm's matmuls win) | `crates/cpu-loops/src/ssd_scan.rs` | [`crate::model::ssd::chunked`], the algorithm GPUs run (oracle: [`crate::model::ssd::reference`]) |
 //! | MoE routing: top-k experts and each assignment's place in its expert's buffer | `moe_route_kernel.rs` | [`moe_route::HostRoute`] |
 //! | (Gated) DeltaNet's intra-chunk UT transform, `A`, `(I + A)⁻¹` and `[U \| W]`, forward + backward | `ut_transform_kernel.rs`; on the CPU `crates/cpu-loops/src/ut_transform.rs` | [`ut_transform::ut_transform`] |
 //!
@@ -75,7 +76,8 @@ pub mod state_passing_kernel;
 pub mod tensors;
 /// The CPU backend's host loops (the `archlab-cpu-loops` crate, compiled optimised).
 pub use archlab_cpu_loops::{
-    conv as conv_cpu, norm as norm_cpu, scan as scan_cpu, ut_transform as ut_transform_cpu,
+    conv as conv_cpu, norm as norm_cpu, scan as scan_cpu, ssd_scan as ssd_scan_cpu,
+    ut_transform as ut_transform_cpu,
 };
 pub mod tri_inverse;
 pub mod ut_transform;
@@ -85,6 +87,7 @@ pub mod ut_transform_kernel;
 use burn::tensor::ops::{FloatTensor, IntTensor};
 use burn::tensor::{Int, Tensor, TensorPrimitive};
 
+use crate::model::ssd::SsdInputs;
 use attention::causal_attention;
 use conv::causal_conv as plain_causal_conv_3d;
 use cross_entropy::token_nll;
@@ -343,6 +346,33 @@ pub trait Backend: burn::tensor::backend::Backend {
         no_kernel("ssd_state_passing_backward")
     }
 
+    /// Whether this backend runs [`Backend::ssd_scan`] as a fused loop, and so also implements
+    /// [`Backend::ssd_scan_saving`] and [`Backend::ssd_scan_backward`].
+    const FUSED_SSD_SCAN: bool = false;
+
+    /// Mamba-2's SSD scan from a zero state: `y` (`[b, t, heads, p]`) for the operands'
+    /// contract in [`SsdInputs`], in f32. `chunk` is the chunked twin's chunk length; a fused
+    /// loop ignores it.
+    fn ssd_scan(s: SsdOperands<Self>, chunk: usize) -> FloatTensor<Self> {
+        plain_ssd_scan::<Self>(s, chunk)
+    }
+
+    /// The fused forward that also returns the state checkpoints its backward needs:
+    /// `(y, checkpoints)`. Only for backends with `FUSED_SSD_SCAN`.
+    fn ssd_scan_saving(_s: SsdOperands<Self>) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        no_kernel("ssd_scan_saving")
+    }
+
+    /// The fused backward: gradients of the five operands given `dy`. Only for backends with
+    /// `FUSED_SSD_SCAN`.
+    fn ssd_scan_backward(
+        _s: SsdOperands<Self>,
+        _checkpoints: FloatTensor<Self>,
+        _dy: FloatTensor<Self>,
+    ) -> SsdOperands<Self> {
+        no_kernel("ssd_scan_backward")
+    }
+
     /// Whether this backend runs [`Backend::ut_transform`] as a fused operation, and so also
     /// implements [`Backend::ut_transform_saving`] and [`Backend::ut_transform_backward`].
     const FUSED_UT_TRANSFORM: bool = false;
@@ -460,6 +490,55 @@ fn plain_selective_scan<B: burn::tensor::backend::Backend>(
     chunk: usize,
 ) -> FloatTensor<B> {
     let (y, _) = selective_scan::chunked(s.into_inputs(), None, chunk);
+    y.into_primitive().tensor()
+}
+
+/// Mamba-2's SSD scan's operands as backend primitives (see [`SsdInputs`] for shapes). Also the
+/// shape of its gradients: one per operand.
+#[derive(Clone, Debug)]
+pub struct SsdOperands<B: burn::tensor::backend::Backend> {
+    pub x: FloatTensor<B>,
+    pub dt: FloatTensor<B>,
+    pub a: FloatTensor<B>,
+    pub b: FloatTensor<B>,
+    pub c: FloatTensor<B>,
+}
+
+impl<B: burn::tensor::backend::Backend> SsdOperands<B> {
+    fn from_inputs(s: SsdInputs<B>) -> Self {
+        let p4 = |t: Tensor<B, 4>| t.into_primitive().tensor();
+        Self {
+            x: p4(s.x),
+            dt: s.dt.into_primitive().tensor(),
+            a: s.a.into_primitive().tensor(),
+            b: p4(s.b),
+            c: p4(s.c),
+        }
+    }
+
+    fn into_inputs(self) -> SsdInputs<B> {
+        let t4 = |p: FloatTensor<B>| Tensor::<B, 4>::from_primitive(TensorPrimitive::Float(p));
+        SsdInputs {
+            x: t4(self.x),
+            dt: Tensor::from_primitive(TensorPrimitive::Float(self.dt)),
+            a: Tensor::from_primitive(TensorPrimitive::Float(self.a)),
+            b: t4(self.b),
+            c: t4(self.c),
+        }
+    }
+}
+
+/// Mamba-2's SSD scan from a zero state, as one fused loop where the backend has one (the CPU)
+/// and as the chunked SSD algorithm otherwise; `y` is `[b, t, heads, p]`. The final state is not
+/// returned: prefill uses [`crate::model::ssd::chunked`], which takes and returns it.
+pub fn ssd_scan<B: Backend>(inputs: SsdInputs<B>, chunk: usize) -> Tensor<B, 4> {
+    let y = B::ssd_scan(SsdOperands::from_inputs(inputs), chunk);
+    Tensor::from_primitive(TensorPrimitive::Float(y))
+}
+
+/// The plain-ops twin of [`Backend::ssd_scan`]: the chunked SSD algorithm from a zero state.
+fn plain_ssd_scan<B: Backend>(s: SsdOperands<B>, chunk: usize) -> FloatTensor<B> {
+    let (y, _) = crate::model::ssd::chunked(s.into_inputs(), None, chunk, false);
     y.into_primitive().tensor()
 }
 

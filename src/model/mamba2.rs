@@ -190,7 +190,17 @@ impl<B: Backend> Mamba2<B> {
     /// # Shapes
     /// - u: `[b, t, d]` → `[b, t, d]`
     pub fn forward(&self, u: Tensor<B, 3>) -> Tensor<B, 3> {
-        self.forward_with(u, &mut Mamba2State::empty(), false)
+        let (inputs, z) = self.ssd_inputs(u, &mut Mamba2State::empty());
+        let x = inputs.x.clone();
+        // No state to hand on: the SSD as one fused loop where the backend has one (the CPU),
+        // the chunked algorithm otherwise. bf16 SSD matmuls are the chunked algorithm's (tensor
+        // cores on a GPU), so under mixed precision it runs everywhere.
+        let y = if self.ssd_bf16 {
+            ssd::chunked(inputs, None, self.chunk_size, true).0
+        } else {
+            crate::kernels::ssd_scan(inputs, self.chunk_size)
+        };
+        self.output(y, x, z)
     }
 
     /// Processes new tokens after those summarised by `state`, and updates it; one token goes

@@ -13,6 +13,7 @@
 pub mod conv;
 pub mod norm;
 pub mod scan;
+pub mod ssd_scan;
 pub mod ut_transform;
 
 /// `Σ a·b` with eight partial sums: a single running sum would wait on each add's latency (the
