@@ -13,8 +13,8 @@ use std::sync::Arc;
 
 use super::{
     Backend, ScanOperands, SsdOperands, plain_add_rms_norm, plain_causal_attention, plain_causal_conv,
-    plain_cross_entropy, plain_gated_rms_norm, plain_rms_norm, plain_selective_scan, plain_ssd_scan,
-    plain_state_passing, plain_ut_transform,
+    plain_cross_entropy, plain_gated_rms_norm, plain_rms_norm, plain_selective_scan, plain_silu,
+    plain_ssd_scan, plain_state_passing, plain_ut_transform,
 };
 
 impl<B: Backend, C: CheckpointStrategy> Backend for Autodiff<B, C> {
@@ -41,6 +41,21 @@ impl<B: Backend, C: CheckpointStrategy> Backend for Autodiff<B, C> {
                 prep.finish((inner, checkpoints), y)
             }
             OpsKind::UnTracked(prep) => prep.finish(B::selective_scan(inner, chunk)),
+        }
+    }
+
+    const FUSED_SILU: bool = B::FUSED_SILU;
+
+    fn silu(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        if !B::FUSED_SILU {
+            return plain_silu::<Self>(x);
+        }
+        match SiluBackward.prepare::<C>([x.node.clone()]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => {
+                let y = B::silu(x.primitive.clone());
+                prep.finish(x.primitive, y)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::silu(x.primitive)),
         }
     }
 
@@ -360,6 +375,20 @@ impl<B: Backend> Backward<B, 5> for ScanBackward {
             [g.x, g.delta, g.a, g.b, g.c],
             grads,
         );
+    }
+}
+
+/// The backward node of the fused SiLU: its state is the input.
+#[derive(Debug)]
+struct SiluBackward;
+
+impl<B: Backend> Backward<B, 1> for SiluBackward {
+    type State = FloatTensor<B>;
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
+        let dy = grads.consume::<B>(&ops.node);
+        let dx = B::silu_backward(ops.state, dy);
+        register_parents::<B, 1>(ops.parents.map(|p| p.map(|node| node.id)), [dx], grads);
     }
 }
 

@@ -7,12 +7,12 @@
 //! O(b·t·d·n).
 
 use burn::backend::Flex;
-use burn::tensor::ops::FloatTensor;
-use burn::tensor::{DType, Tensor, TensorData, TensorPrimitive};
+use burn::tensor::ops::{FloatTensor, FloatTensorOps};
+use burn::tensor::{DType, Shape, Tensor, TensorData, TensorMetadata, TensorPrimitive};
 
 use super::scan_cpu::{self, Dims, Operands};
 use super::{Backend, ScanOperands, SsdOperands};
-use super::{conv_cpu, norm_cpu, ssd_scan_cpu, ut_transform_cpu};
+use super::{activation_cpu, conv_cpu, norm_cpu, ssd_scan_cpu, ut_transform_cpu};
 
 impl Backend for Flex {
     const FUSED_SCAN: bool = true;
@@ -52,6 +52,19 @@ impl Backend for Flex {
             b: host.output(g.b, [b, t, n]),
             c: host.output(g.c, [b, t, n]),
         }
+    }
+
+    const FUSED_SILU: bool = true;
+
+    fn silu(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        let (x, shape, dtype) = host_flat(x);
+        Flex::float_reshape(output(activation_cpu::silu_forward(&x), [x.len()], dtype), shape)
+    }
+
+    fn silu_backward(x: FloatTensor<Self>, dy: FloatTensor<Self>) -> FloatTensor<Self> {
+        let (x, shape, dtype) = host_flat(x);
+        let dx = activation_cpu::silu_backward(&x, &host_flat(dy).0);
+        Flex::float_reshape(output(dx, [x.len()], dtype), shape)
     }
 
     const FUSED_SSD_SCAN: bool = true;
@@ -415,6 +428,14 @@ fn host_f32<const D: usize>(p: FloatTensor<Flex>) -> (Vec<f32>, [usize; D], DTyp
     let t = Tensor::<Flex, D>::from_primitive(TensorPrimitive::Float(p));
     let (shape, dtype) = (t.dims(), t.dtype());
     let values = t.into_data().convert::<f32>().into_vec::<f32>().expect("f32 after convert");
+    (values, shape, dtype)
+}
+
+/// A tensor's values of any rank as contiguous f32, flattened; its shape and its dtype.
+fn host_flat(p: FloatTensor<Flex>) -> (Vec<f32>, Shape, DType) {
+    let shape = p.shape();
+    let numel = shape.num_elements();
+    let (values, _, dtype) = host_f32::<1>(Flex::float_reshape(p, [numel].into()));
     (values, shape, dtype)
 }
 

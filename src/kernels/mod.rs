@@ -21,6 +21,7 @@
 //! | Mamba-2's gated RMSNorm, forward + backward | `gated_rms_norm_kernel.rs`; on the CPU `crates/cpu-loops/src/norm.rs` | [`norm::gated_rms_norm`] |
 //! | Mamba's causal depthwise convolution, forward + backward | `conv_kernel.rs`; on the CPU `crates/cpu-loops/src/conv.rs` | [`conv::causal_conv`] |
 //! | Mamba-2 SSD state passing between chunks, forward + backward | `state_passing_kernel.rs` | [`state_passing::pass_states`] |
+//! | SiLU `x · σ(x)`, forward + backward (CPU only: a vectorised `exp` instead of libm's scalar `tanhf`) | `crates/cpu-loops/src/activation.rs` | [`activation::silu`] |
 //! | Mamba-2's whole SSD scan as one recurrence, forward + backward (CPU only: on a GPU the chunked algorithm's matmuls win) | `crates/cpu-loops/src/ssd_scan.rs` | [`crate::model::ssd::chunked`], the algorithm GPUs run (oracle: [`crate::model::ssd::reference`]) |
 //! | MoE routing: top-k experts and each assignment's place in its expert's buffer | `moe_route_kernel.rs` | [`moe_route::HostRoute`] |
 //! | (Gated) DeltaNet's intra-chunk UT transform, `A`, `(I + A)⁻¹` and `[U \| W]`, forward + backward | `ut_transform_kernel.rs`; on the CPU `crates/cpu-loops/src/ut_transform.rs` | [`ut_transform::ut_transform`] |
@@ -76,8 +77,8 @@ pub mod state_passing_kernel;
 pub mod tensors;
 /// The CPU backend's host loops (the `archlab-cpu-loops` crate, compiled optimised).
 pub use archlab_cpu_loops::{
-    conv as conv_cpu, norm as norm_cpu, scan as scan_cpu, ssd_scan as ssd_scan_cpu,
-    ut_transform as ut_transform_cpu,
+    activation as activation_cpu, conv as conv_cpu, norm as norm_cpu, scan as scan_cpu,
+    ssd_scan as ssd_scan_cpu, ut_transform as ut_transform_cpu,
 };
 pub mod tri_inverse;
 pub mod ut_transform;
@@ -85,7 +86,7 @@ pub mod ut_transform;
 pub mod ut_transform_kernel;
 
 use burn::tensor::ops::{FloatTensor, IntTensor};
-use burn::tensor::{Int, Tensor, TensorPrimitive};
+use burn::tensor::{Int, Tensor, TensorMetadata, TensorPrimitive};
 
 use crate::model::ssd::SsdInputs;
 use attention::causal_attention;
@@ -344,6 +345,20 @@ pub trait Backend: burn::tensor::backend::Backend {
         _d_entering: FloatTensor<Self>,
     ) -> [FloatTensor<Self>; 3] {
         no_kernel("ssd_state_passing_backward")
+    }
+
+    /// Whether this backend runs [`Backend::silu`] as a fused loop, and so also implements
+    /// [`Backend::silu_backward`].
+    const FUSED_SILU: bool = false;
+
+    /// SiLU, `x · σ(x)`, element-wise on a tensor of any shape.
+    fn silu(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        plain_silu::<Self>(x)
+    }
+
+    /// The fused backward: `dx` given `dy`. Only for backends with `FUSED_SILU`.
+    fn silu_backward(_x: FloatTensor<Self>, _dy: FloatTensor<Self>) -> FloatTensor<Self> {
+        no_kernel("silu_backward")
     }
 
     /// Whether this backend runs [`Backend::ssd_scan`] as a fused loop, and so also implements
@@ -696,6 +711,19 @@ fn plain_gated_rms_norm<B: burn::tensor::backend::Backend>(
     let t = |p: FloatTensor<B>| Tensor::<B, 3>::from_primitive(TensorPrimitive::Float(p));
     let weight = Tensor::<B, 1>::from_primitive(TensorPrimitive::Float(weight));
     plain_gated_rms_norm_3d(t(y), t(z), weight, group, eps).into_primitive().tensor()
+}
+
+/// SiLU, `x · σ(x)`, fused where the backend has a loop (the CPU).
+pub fn silu<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
+    Tensor::from_primitive(TensorPrimitive::Float(B::silu(x.into_primitive().tensor())))
+}
+
+/// The plain-ops twin of [`Backend::silu`] ([`activation::silu`] on the flattened tensor).
+fn plain_silu<B: burn::tensor::backend::Backend>(x: FloatTensor<B>) -> FloatTensor<B> {
+    let shape = x.shape();
+    let flat = B::float_reshape(x, [shape.num_elements()].into());
+    let y = activation::silu(Tensor::<B, 1>::from_primitive(TensorPrimitive::Float(flat)));
+    B::float_reshape(y.into_primitive().tensor(), shape)
 }
 
 /// Mamba's causal depthwise convolution from a zero history (shapes as in

@@ -21,7 +21,8 @@ use crate::kernels::Backend;
 use burn::module::{Module, Param};
 use burn::tensor::Tensor;
 
-use super::activation::{sigmoid, silu, softplus};
+use super::activation::{sigmoid, softplus};
+use crate::kernels::silu;
 use super::conv::CausalConv1d;
 use super::delta_rule::{self, DeltaInputs};
 use super::layers::{Linear, param};

@@ -15,7 +15,8 @@ use crate::kernels::{self, Backend};
 use burn::module::{Module, Param};
 use burn::tensor::Tensor;
 
-use super::activation::{silu, softplus};
+use super::activation::softplus;
+use crate::kernels::silu;
 use super::conv::CausalConv1d;
 use super::layers::{Linear, Norm, param};
 use super::mixer::{LayerParams, MixerSpec, SequenceMixer, StateKnob, cat_rows, select_rows, tensor_bytes};

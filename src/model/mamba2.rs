@@ -15,7 +15,8 @@ use crate::kernels::Backend;
 use burn::module::{Module, Param};
 use burn::tensor::Tensor;
 
-use super::activation::{silu, softplus};
+use super::activation::softplus;
+use crate::kernels::silu;
 use super::conv::CausalConv1d;
 use super::layers::{Linear, param};
 use super::mamba::{dt_bias_init, torch_default_linear};

@@ -5,7 +5,8 @@ use crate::kernels::Backend;
 use burn::module::Module;
 use burn::tensor::Tensor;
 
-use super::activation::{gelu, silu};
+use super::activation::gelu;
+use crate::kernels::silu;
 use super::layers::Linear;
 use super::config::{MlpKind, ModelConfig};
 use super::mixer::{ChannelMixing, ChannelSpec, LayerParams};

@@ -265,6 +265,71 @@ fn ssd_scan_on_the_cpu_is_the_same_for_any_thread_count() {
     }
 }
 
+/// The CPU loops' own `exp` against f64's on a dense grid of its range: within 3 ulp
+/// (relative 3.6e-7); clamped, not ∞ or 0, outside it.
+#[test]
+fn the_cpu_loops_exp_is_within_three_ulp() {
+    use archlab::kernels::activation_cpu::exp;
+    let mut worst = 0f64;
+    for i in 0..=1_000_000 {
+        let x = -87.0 + 175.0 * i as f32 / 1e6;
+        let exact = (x as f64).exp();
+        worst = worst.max((exp(x) as f64 - exact).abs() / exact);
+    }
+    assert!(worst < 3.6e-7, "worst relative error {worst:e}");
+    for x in [-1e4f32, -100.0, 100.0, 1e4] {
+        assert!(exp(x).is_finite() && exp(x) > 0.0, "exp({x}) = {}", exp(x));
+    }
+}
+
+/// `[y, dx]` of the loss Σ y·w for SiLU computed by `silu`, on a `[2, rows, width]` input:
+/// N(0, 3²) with a few values far in each tail (±30, ±100, past where `e⁻ˣ` overflows f32), so
+/// that σ's saturated ends are checked too.
+fn silu_run<B: AutodiffBackend>(
+    dev: &B::Device,
+    (rows, width): (usize, usize),
+    seed: u64,
+    silu: impl Fn(Tensor<B, 3>) -> Tensor<B, 3>,
+) -> Vec<Vec<f64>> {
+    let mut rng = Rng::new(seed);
+    let len = 2 * rows * width;
+    let mut x: Vec<f32> = (0..len).map(|_| (3.0 * rng.normal()) as f32).collect();
+    for (i, extreme) in [30.0f32, -30.0, 100.0, -100.0].into_iter().enumerate() {
+        x[i * len / 4] = extreme;
+    }
+    let w: Vec<f32> = (0..len).map(|_| rng.normal() as f32).collect();
+    let t3 = |v: Vec<f32>| Tensor::<B, 3>::from_data(TensorData::new(v, [2, rows, width]), dev);
+    let x = t3(x).require_grad();
+    let y = silu(x.clone());
+    let grads = (y.clone() * t3(w)).sum().backward();
+    vec![host(y), host(x.grad(&grads).expect("a gradient"))]
+}
+
+/// The CPU backend's SiLU loop (`crates/cpu-loops/src/activation.rs`, its own `exp`) against
+/// the plain ops in f64, value and gradient, within 1e-6 relative (the `exp` is good to 3 ulp);
+/// the same bits for one thread and two.
+#[test]
+fn silu_on_the_cpu_matches_the_plain_ops() {
+    assert!(<CpuAd as Backend>::FUSED_SILU && !<Cpu64Ad as Backend>::FUSED_SILU);
+    for (i, shape) in [(1, 2), (3, 7), (100, 218), (64, 1000)].into_iter().enumerate() {
+        let fused = silu_run::<CpuAd>(&Default::default(), shape, 40 + i as u64, kernels::silu);
+        let reference = silu_run::<Cpu64Ad>(
+            &Default::default(),
+            shape,
+            40 + i as u64,
+            archlab::kernels::activation::silu,
+        );
+        for ((name, f), r) in ["y", "dx"].iter().zip(&fused).zip(&reference) {
+            assert_close(r, f, 1e-6, &format!("cpu (rows, width)={shape:?}: {name}"));
+        }
+    }
+    let run = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().expect("a thread pool");
+        pool.install(|| silu_run::<CpuAd>(&Default::default(), (64, 1000), 3, kernels::silu))
+    };
+    assert!(run(1) == run(2), "the loop's results depend on the number of threads");
+}
+
 /// `[out, dq, dk, dv]` of the loss Σ out·w for causal attention computed by `attend`.
 fn attention_run<B: AutodiffBackend>(
     dev: &B::Device,

@@ -10,6 +10,7 @@
 //! Each loop is tested in the main crate against its plain-ops twin, as its GPU kernel is
 //! (`tests/all/kernels.rs`, `tests/all/ssm.rs`).
 
+pub mod activation;
 pub mod conv;
 pub mod norm;
 pub mod scan;
