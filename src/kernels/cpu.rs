@@ -99,7 +99,7 @@ impl Backend for Flex {
         );
         SsdOperands {
             x: host.output(g.x, host.x_shape()),
-            dt: host.output(g.dt, [b, t, heads]),
+            dt: host.output(g.delta, [b, t, heads]),
             a: host.output(g.a, [heads]),
             b: host.output(g.b, [b, t, groups, n]),
             c: host.output(g.c, [b, t, groups, n]),
@@ -404,7 +404,7 @@ impl HostSsd {
     }
 
     fn operands(&self) -> ssd_scan_cpu::Operands<'_> {
-        ssd_scan_cpu::Operands { x: &self.x, dt: &self.dt, a: &self.a, b: &self.b, c: &self.c }
+        ssd_scan_cpu::Operands { x: &self.x, delta: &self.dt, a: &self.a, b: &self.b, c: &self.c }
     }
 
     fn x_shape(&self) -> [usize; 4] {

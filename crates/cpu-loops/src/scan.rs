@@ -52,7 +52,8 @@ pub fn checkpoint_chunk(t: usize) -> usize {
 }
 
 /// Host operands, row-major as in `archlab::kernels::selective_scan::ScanInputs`: `x`, `delta`:
-/// `[b, t, d]`; `a`: `[d, n]`; `b`, `c`: `[b, t, n]`.
+/// `[b, t, d]`; `a`: `[d, n]`; `b`, `c`: `[b, t, n]`. Mamba-2's scan (`ssd_scan.rs`) takes the
+/// same five, shaped per head.
 #[derive(Clone, Copy, Debug)]
 pub struct Operands<'a> {
     pub x: &'a [f32],

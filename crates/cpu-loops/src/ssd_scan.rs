@@ -58,27 +58,10 @@ impl Dims {
     }
 }
 
-/// Host operands, row-major as in `archlab::model::ssd::SsdInputs`: `x` `[b, t, heads, p]`,
-/// `dt` `[b, t, heads]` (after softplus), `a` `[heads]` (negative), `b`, `c`
-/// `[b, t, groups, n]`.
-#[derive(Clone, Copy, Debug)]
-pub struct Operands<'a> {
-    pub x: &'a [f32],
-    pub dt: &'a [f32],
-    pub a: &'a [f32],
-    pub b: &'a [f32],
-    pub c: &'a [f32],
-}
-
-/// The gradients of the five operands, shaped as they are.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Gradients {
-    pub x: Vec<f32>,
-    pub dt: Vec<f32>,
-    pub a: Vec<f32>,
-    pub b: Vec<f32>,
-    pub c: Vec<f32>,
-}
+/// Host operands and their gradients: the selective scan's five (`scan.rs`), here row-major as
+/// in `archlab::model::ssd::SsdInputs`: `x` `[b, t, heads, p]`, `delta` (Δ, after softplus)
+/// `[b, t, heads]`, `a` `[heads]` (negative), `b`, `c` `[b, t, groups, n]`.
+pub use crate::scan::{Gradients, Operands};
 
 /// One step of one head: `H = e·H + (Δ·x) ⊗ B`, `y = H·C`.
 fn advance(h: &mut [f32], x: &[f32], dt: f32, e: f32, bt: &[f32], n: usize) {
@@ -110,7 +93,7 @@ pub fn forward(s: Operands, dims: Dims, save: bool) -> (Vec<f32>, Vec<f32>) {
                 if save && step % chunk == 0 {
                     saved[(step / chunk) * state..][..state].copy_from_slice(&h);
                 }
-                let dt = s.dt[(row * t + step) * heads + head];
+                let dt = s.delta[(row * t + step) * heads + head];
                 let bt = &s.b[dims.at_bc(row, step, g)..][..n];
                 let ct = &s.c[dims.at_bc(row, step, g)..][..n];
                 advance(&mut h, &s.x[dims.at_x(row, step, head)..][..p], dt, (dt * a).exp(), bt, n);
@@ -184,7 +167,7 @@ pub fn backward(s: Operands, dims: Dims, checkpoints: &[f32], dy: &[f32]) -> Gra
                     .copy_from_slice(&checkpoints[((row * nc + c) * heads + head) * state..][..state]);
                 for step in t0..t1 {
                     let i = step - t0;
-                    let dt = s.dt[(row * t + step) * heads + head];
+                    let dt = s.delta[(row * t + step) * heads + head];
                     decays[i] = (dt * a).exp();
                     let (prev, next) = states.split_at_mut((i + 1) * state);
                     let next = &mut next[..state];
@@ -194,7 +177,7 @@ pub fn backward(s: Operands, dims: Dims, checkpoints: &[f32], dy: &[f32]) -> Gra
                 }
                 for step in (t0..t1).rev() {
                     let i = step - t0;
-                    let (dt, e) = (s.dt[(row * t + step) * heads + head], decays[i]);
+                    let (dt, e) = (s.delta[(row * t + step) * heads + head], decays[i]);
                     let bt = &s.b[dims.at_bc(row, step, grp)..][..n];
                     let ct = &s.c[dims.at_bc(row, step, grp)..][..n];
                     let x = &s.x[dims.at_x(row, step, head)..][..p];
@@ -230,7 +213,7 @@ pub fn backward(s: Operands, dims: Dims, checkpoints: &[f32], dy: &[f32]) -> Gra
     // Put each unit's gradients in place; sums run over units in a fixed order.
     let mut grads = Gradients {
         x: vec![0f32; b * t * heads * p],
-        dt: vec![0f32; b * t * heads],
+        delta: vec![0f32; b * t * heads],
         a: vec![0f32; heads],
         b: vec![0f32; b * t * groups * n],
         c: vec![0f32; b * t * groups * n],
@@ -240,7 +223,7 @@ pub fn backward(s: Operands, dims: Dims, checkpoints: &[f32], dy: &[f32]) -> Gra
         let grp = dims.group(head);
         for step in 0..t {
             grads.x[dims.at_x(row, step, head)..][..p].copy_from_slice(&u.dx[step * p..][..p]);
-            grads.dt[(row * t + step) * heads + head] = u.ddt[step];
+            grads.delta[(row * t + step) * heads + head] = u.ddt[step];
             let at = dims.at_bc(row, step, grp);
             add(&mut grads.b[at..][..n], &u.db[step * n..][..n]);
             add(&mut grads.c[at..][..n], &u.dc[step * n..][..n]);
