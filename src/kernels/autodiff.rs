@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use super::{
     Backend, ScanOperands, SsdOperands, plain_add_rms_norm, plain_causal_attention, plain_causal_conv,
-    plain_cross_entropy, plain_gated_rms_norm, plain_rms_norm, plain_selective_scan, plain_silu,
+    plain_cross_entropy, plain_gated_rms_norm, plain_rms_norm, plain_rope, plain_selective_scan, plain_silu,
     plain_ssd_scan, plain_state_passing, plain_ut_transform,
 };
 
@@ -56,6 +56,22 @@ impl<B: Backend, C: CheckpointStrategy> Backend for Autodiff<B, C> {
                 prep.finish(x.primitive, y)
             }
             OpsKind::UnTracked(prep) => prep.finish(B::silu(x.primitive)),
+        }
+    }
+
+    const FUSED_ROPE: bool = B::FUSED_ROPE;
+
+    fn rope(x: FloatTensor<Self>, cos: FloatTensor<Self>, sin: FloatTensor<Self>) -> FloatTensor<Self> {
+        if !B::FUSED_ROPE {
+            return plain_rope::<Self>(x, cos, sin);
+        }
+        // The tables are constants: the node's only parent is `x`.
+        match RopeBackward.prepare::<C>([x.node.clone()]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => {
+                let y = B::rope(x.primitive, cos.primitive.clone(), sin.primitive.clone());
+                prep.finish((cos.primitive, sin.primitive), y)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::rope(x.primitive, cos.primitive, sin.primitive)),
         }
     }
 
@@ -388,6 +404,21 @@ impl<B: Backend> Backward<B, 1> for SiluBackward {
     fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
         let dy = grads.consume::<B>(&ops.node);
         let dx = B::silu_backward(ops.state, dy);
+        register_parents::<B, 1>(ops.parents.map(|p| p.map(|node| node.id)), [dx], grads);
+    }
+}
+
+/// The backward node of the fused rotary embedding: its state is the tables.
+#[derive(Debug)]
+struct RopeBackward;
+
+impl<B: Backend> Backward<B, 1> for RopeBackward {
+    type State = (FloatTensor<B>, FloatTensor<B>);
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
+        let dy = grads.consume::<B>(&ops.node);
+        let (cos, sin) = ops.state;
+        let dx = B::rope_backward(dy, cos, sin);
         register_parents::<B, 1>(ops.parents.map(|p| p.map(|node| node.id)), [dx], grads);
     }
 }

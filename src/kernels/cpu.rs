@@ -7,12 +7,15 @@
 //! O(b·t·d·n).
 
 use burn::backend::Flex;
-use burn::tensor::ops::{FloatTensor, FloatTensorOps};
-use burn::tensor::{DType, Shape, Tensor, TensorData, TensorMetadata, TensorPrimitive};
+use burn::tensor::ops::{FloatTensor, FloatTensorOps, IntTensor};
+use burn::tensor::{DType, Int, Shape, Tensor, TensorData, TensorMetadata, TensorPrimitive};
 
 use super::scan_cpu::{self, Dims, Operands};
 use super::{Backend, ScanOperands, SsdOperands};
-use super::{activation_cpu, conv_cpu, norm_cpu, ssd_scan_cpu, ut_transform_cpu};
+use super::{
+    activation_cpu, attention_cpu, conv_cpu, cross_entropy_cpu, norm_cpu, rope_cpu, ssd_scan_cpu,
+    ut_transform_cpu,
+};
 
 impl Backend for Flex {
     const FUSED_SCAN: bool = true;
@@ -52,6 +55,109 @@ impl Backend for Flex {
             b: host.output(g.b, [b, t, n]),
             c: host.output(g.c, [b, t, n]),
         }
+    }
+
+    const FUSED_ATTENTION: bool = true;
+
+    fn causal_attention(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        window: usize,
+    ) -> FloatTensor<Self> {
+        Self::causal_attention_saving(q, k, v, window).0
+    }
+
+    fn causal_attention_saving(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        window: usize,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        let ((q, shape, dtype), k, v) = (host_f32::<4>(q), host_f32::<4>(k).0, host_f32::<4>(v).0);
+        let dims = attention_dims(shape, k.len(), window);
+        let (out, lse) = attention_cpu::forward(&q, &k, &v, dims);
+        // The output goes on to `swap_dims(1, 2)` and a merge of its heads; the log-sum-exps stay
+        // f32 whatever the model's dtype, as in the GPU kernel.
+        (heads_view(out, shape, dtype), f32_tensor(lse, [dims.b, dims.h, dims.t]))
+    }
+
+    fn causal_attention_backward(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        out: FloatTensor<Self>,
+        lse: FloatTensor<Self>,
+        d_out: FloatTensor<Self>,
+        window: usize,
+    ) -> [FloatTensor<Self>; 3] {
+        // Each gradient is laid out as its input was, so that its way back through the input's
+        // `swap_dims` costs nothing.
+        let like = [&q, &k, &v].map(is_heads_view);
+        let ((q, shape, dtype), (k, kv_shape, _)) = (host_f32::<4>(q), host_f32::<4>(k));
+        let dims = attention_dims(shape, k.len(), window);
+        let (dq, dk, dv) = attention_cpu::backward(
+            &q,
+            &k,
+            &host_f32::<4>(v).0,
+            &host_f32::<4>(out).0,
+            &host_f32::<3>(lse).0,
+            &host_f32::<4>(d_out).0,
+            dims,
+        );
+        [
+            output_like(dq, shape, dtype, like[0]),
+            output_like(dk, kv_shape, dtype, like[1]),
+            output_like(dv, kv_shape, dtype, like[2]),
+        ]
+    }
+
+    const FUSED_CROSS_ENTROPY: bool = true;
+
+    fn cross_entropy(logits: FloatTensor<Self>, targets: IntTensor<Self>) -> FloatTensor<Self> {
+        Self::cross_entropy_saving(logits, targets).0
+    }
+
+    fn cross_entropy_saving(
+        logits: FloatTensor<Self>,
+        targets: IntTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        let (logits, [n, vocab], _) = host_f32::<2>(logits);
+        let (nll, lse) = cross_entropy_cpu::forward(&logits, &host_targets(targets, vocab), vocab);
+        // f32 whatever the logits' dtype, as the GPU kernel's.
+        (f32_tensor(nll, [n]), f32_tensor(lse, [n]))
+    }
+
+    fn cross_entropy_backward(
+        logits: FloatTensor<Self>,
+        targets: IntTensor<Self>,
+        lse: FloatTensor<Self>,
+        d_nll: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        let (logits, shape @ [_, vocab], dtype) = host_f32::<2>(logits);
+        let targets = host_targets(targets, vocab);
+        let dx = cross_entropy_cpu::backward(
+            &logits,
+            &targets,
+            &host_f32::<1>(lse).0,
+            &host_f32::<1>(d_nll).0,
+            vocab,
+        );
+        output(dx, shape, dtype)
+    }
+
+    const FUSED_ROPE: bool = true;
+
+    fn rope(x: FloatTensor<Self>, cos: FloatTensor<Self>, sin: FloatTensor<Self>) -> FloatTensor<Self> {
+        rope_on_host(x, cos, sin, false)
+    }
+
+    fn rope_backward(
+        dy: FloatTensor<Self>,
+        cos: FloatTensor<Self>,
+        sin: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        rope_on_host(dy, cos, sin, true)
     }
 
     const FUSED_SILU: bool = true;
@@ -417,6 +523,43 @@ impl HostSsd {
     }
 }
 
+/// The attention loop's sizes from `q`'s shape `[b, h, t, hd]` and `k`'s length.
+fn attention_dims([b, h, t, hd]: [usize; 4], k_len: usize, window: usize) -> attention_cpu::Dims {
+    attention_cpu::Dims { b, h, kv: k_len / (b * t * hd), t, hd, window }
+}
+
+/// [`Backend::rope`] (or its backward, the rotation by the opposite angles) on host copies.
+fn rope_on_host(
+    x: FloatTensor<Flex>,
+    cos: FloatTensor<Flex>,
+    sin: FloatTensor<Flex>,
+    inverse: bool,
+) -> FloatTensor<Flex> {
+    // Laid out as `x` is (see `heads_view`).
+    let like = is_heads_view(&x);
+    let ((x, shape, dtype), (cos, [t, rotary], _)) = (host_f32::<4>(x), host_f32::<2>(cos));
+    let dims = rope_cpu::Dims { t, hd: shape[3], rotary };
+    output_like(rope_cpu::rotate(&x, &cos, &host_f32::<2>(sin).0, dims, inverse), shape, dtype, like)
+}
+
+/// Token ids as indices into a vocabulary of `vocab`.
+///
+/// # Panics
+/// On an id outside the vocabulary (the data pipeline checks ids against the vocabulary before
+/// training starts, so this is a bug, not bad input).
+fn host_targets(targets: IntTensor<Flex>, vocab: usize) -> Vec<usize> {
+    let ids = Tensor::<Flex, 1, Int>::from_primitive(targets).into_data().convert::<i64>();
+    let ids = ids.into_vec::<i64>().expect("i64 after convert");
+    ids.into_iter()
+        .map(|id| {
+            usize::try_from(id)
+                .ok()
+                .filter(|&id| id < vocab)
+                .unwrap_or_else(|| panic!("token id {id} outside the vocabulary of {vocab}"))
+        })
+        .collect()
+}
+
 /// Host values as a tensor of `dtype`.
 fn output<const D: usize>(values: Vec<f32>, shape: [usize; D], dtype: DType) -> FloatTensor<Flex> {
     let t = Tensor::<Flex, D>::from_primitive(TensorPrimitive::Float(f32_tensor(values, shape)));
@@ -425,18 +568,92 @@ fn output<const D: usize>(values: Vec<f32>, shape: [usize; D], dtype: DType) -> 
 
 /// A tensor's values as contiguous f32, its shape and its dtype.
 fn host_f32<const D: usize>(p: FloatTensor<Flex>) -> (Vec<f32>, [usize; D], DType) {
-    let t = Tensor::<Flex, D>::from_primitive(TensorPrimitive::Float(p));
-    let (shape, dtype) = (t.dims(), t.dtype());
-    let values = t.into_data().convert::<f32>().into_vec::<f32>().expect("f32 after convert");
+    let (values, shape, dtype) = host_flat(p);
+    (values, shape.dims(), dtype)
+}
+
+/// A tensor's values of any rank as contiguous f32 in row-major order, its shape and its dtype.
+fn host_flat(p: FloatTensor<Flex>) -> (Vec<f32>, Shape, DType) {
+    let (shape, dtype) = (p.shape(), p.dtype());
+    let values = if dtype == DType::F32 && !p.is_contiguous() {
+        gather_f32(&p)
+    } else {
+        let numel = shape.num_elements();
+        let flat =
+            Tensor::<Flex, 1>::from_primitive(TensorPrimitive::Float(Flex::float_reshape(p, [numel].into())));
+        flat.into_data().convert::<f32>().into_vec::<f32>().expect("f32 after convert")
+    };
     (values, shape, dtype)
 }
 
-/// A tensor's values of any rank as contiguous f32, flattened; its shape and its dtype.
-fn host_flat(p: FloatTensor<Flex>) -> (Vec<f32>, Shape, DType) {
-    let shape = p.shape();
-    let numel = shape.num_elements();
-    let (values, _, dtype) = host_f32::<1>(Flex::float_reshape(p, [numel].into()));
-    (values, shape, dtype)
+/// A strided f32 tensor's values in row-major order, each run along the last axis copied whole
+/// where that axis is contiguous: a permuted view such as attention's `[b, t, h, hd]` seen as
+/// `[b, h, t, hd]` is then a copy of `hd`-long runs, which burn-flex's own layout copy walks
+/// element by element (a tenth of a dense CPU training step before this).
+fn gather_f32(p: &FloatTensor<Flex>) -> Vec<f32> {
+    let layout = p.layout();
+    let (shape, strides) = (layout.shape(), layout.strides());
+    let rank = shape.num_dims();
+    let src = p.storage::<f32>();
+    let mut out = Vec::with_capacity(shape.num_elements());
+    if shape.num_elements() == 0 {
+        return out;
+    }
+    let (last, step) = (shape[rank - 1], strides[rank - 1]);
+    let mut index = vec![0usize; rank - 1];
+    loop {
+        let start = layout.start_offset() as isize
+            + index.iter().zip(strides).map(|(&i, &s)| i as isize * s).sum::<isize>();
+        if step == 1 {
+            out.extend_from_slice(&src[start as usize..start as usize + last]);
+        } else {
+            out.extend((0..last as isize).map(|j| src[(start + j * step) as usize]));
+        }
+        // The next index of the leading axes, last axis fastest.
+        let mut axis = rank - 1;
+        loop {
+            if axis == 0 {
+                return out;
+            }
+            axis -= 1;
+            index[axis] += 1;
+            if index[axis] < shape[axis] {
+                break;
+            }
+            index[axis] = 0;
+        }
+    }
+}
+
+/// Whether `p` is `[b, h, t, hd]` seen through axes 1 and 2 of a contiguous `[b, t, h, hd]`, as
+/// attention's heads come out of their projections (`reshape([b, t, h, hd]).swap_dims(1, 2)`).
+fn is_heads_view(p: &FloatTensor<Flex>) -> bool {
+    let layout = p.layout();
+    let (s, strides) = (layout.shape(), layout.strides());
+    s.num_dims() == 4
+        && layout.start_offset() == 0
+        && strides == [(s[1] * s[2] * s[3]) as isize, s[3] as isize, (s[1] * s[3]) as isize, 1]
+}
+
+/// `[b, h, t, hd]` values as a tensor of that shape stored as `[b, t, h, hd]` (a view with axes
+/// 1 and 2 swapped): the model's `swap_dims(1, 2)` back to `[b, t, h, hd]` and its merge of the
+/// heads then cost nothing, where a contiguous `[b, h, t, hd]` would be copied element by
+/// element.
+fn heads_view(values: Vec<f32>, [b, h, t, hd]: [usize; 4], dtype: DType) -> FloatTensor<Flex> {
+    let mut stored = vec![0f32; values.len()];
+    for (unit, rows) in values.chunks(t * hd).enumerate() {
+        let (bi, hi) = (unit / h, unit % h);
+        for (ti, row) in rows.chunks(hd).enumerate() {
+            let at = ((bi * t + ti) * h + hi) * hd;
+            stored[at..at + hd].copy_from_slice(row);
+        }
+    }
+    Flex::float_swap_dims(output(stored, [b, t, h, hd], dtype), 1, 2)
+}
+
+/// [`heads_view`] when `like` is one, a contiguous tensor otherwise.
+fn output_like(values: Vec<f32>, shape: [usize; 4], dtype: DType, like: bool) -> FloatTensor<Flex> {
+    if like { heads_view(values, shape, dtype) } else { output(values, shape, dtype) }
 }
 
 fn f32_tensor<const D: usize>(values: Vec<f32>, shape: [usize; D]) -> FloatTensor<Flex> {

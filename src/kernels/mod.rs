@@ -14,8 +14,9 @@
 //! | operation | kernel | twin (the test oracle) |
 //! |---|---|---|
 //! | Mamba-1 selective scan, forward + backward | `scan_kernel.rs`; on the CPU `crates/cpu-loops/src/scan.rs` | [`selective_scan::reference`] |
-//! | causal / sliding-window GQA attention, forward + backward (FlashAttention-2) | `attention_kernel.rs` | [`attention::causal_attention`] |
-//! | cross-entropy over the vocabulary, forward + backward, no fp32 logits | `cross_entropy_kernel.rs` | [`cross_entropy::token_nll`] |
+//! | causal / sliding-window GQA attention, forward + backward (FlashAttention-2) | `attention_kernel.rs`; on the CPU `crates/cpu-loops/src/attention.rs` | [`attention::causal_attention`] |
+//! | rotary position embedding, forward + backward (CPU only: on a GPU burn's fusion joins its element-wise ops) | `crates/cpu-loops/src/rope.rs` | [`rope::rope`] |
+//! | cross-entropy over the vocabulary, forward + backward, no fp32 logits | `cross_entropy_kernel.rs`; on the CPU `crates/cpu-loops/src/cross_entropy.rs` | [`cross_entropy::token_nll`] |
 //! | RMSNorm, forward + backward | `rms_norm_kernel.rs`; on the CPU `crates/cpu-loops/src/norm.rs` | [`norm::rms_norm`] |
 //! | residual add + RMSNorm, forward + backward | `rms_norm_kernel.rs`; on the CPU `crates/cpu-loops/src/norm.rs` | `x + delta`, then [`norm::rms_norm`] |
 //! | Mamba-2's gated RMSNorm, forward + backward | `gated_rms_norm_kernel.rs`; on the CPU `crates/cpu-loops/src/norm.rs` | [`norm::gated_rms_norm`] |
@@ -68,6 +69,7 @@ pub mod norm;
 mod reduce;
 #[cfg(feature = "cube-kernels")]
 pub mod rms_norm_kernel;
+pub mod rope;
 #[cfg(feature = "cube-kernels")]
 pub mod scan_kernel;
 pub mod selective_scan;
@@ -77,7 +79,8 @@ pub mod state_passing_kernel;
 pub mod tensors;
 /// The CPU backend's host loops (the `archlab-cpu-loops` crate, compiled optimised).
 pub use archlab_cpu_loops::{
-    activation as activation_cpu, conv as conv_cpu, norm as norm_cpu, scan as scan_cpu,
+    activation as activation_cpu, attention as attention_cpu, conv as conv_cpu,
+    cross_entropy as cross_entropy_cpu, norm as norm_cpu, rope as rope_cpu, scan as scan_cpu,
     ssd_scan as ssd_scan_cpu, ut_transform as ut_transform_cpu,
 };
 pub mod tri_inverse;
@@ -166,6 +169,28 @@ pub trait Backend: burn::tensor::backend::Backend {
         _window: usize,
     ) -> [FloatTensor<Self>; 3] {
         no_kernel("attention_backward")
+    }
+
+    /// Whether this backend runs [`Backend::rope`] as a fused loop, and so also implements
+    /// [`Backend::rope_backward`].
+    const FUSED_ROPE: bool = false;
+
+    /// Rotary position embedding of `x` (`[b, h, t, hd]`) by the angles whose cosines and sines
+    /// are `cos` and `sin` (`[t, r]`, the same positions for every row, `r ≤ hd` even, the two
+    /// halves of each row equal as [`crate::model::attention::Rope`] builds them). The tables
+    /// are constants: no gradient flows to them.
+    fn rope(x: FloatTensor<Self>, cos: FloatTensor<Self>, sin: FloatTensor<Self>) -> FloatTensor<Self> {
+        plain_rope::<Self>(x, cos, sin)
+    }
+
+    /// The fused backward: `dx` given `dy`, the rotation by the opposite angles. Only for
+    /// backends with `FUSED_ROPE`.
+    fn rope_backward(
+        _dy: FloatTensor<Self>,
+        _cos: FloatTensor<Self>,
+        _sin: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        no_kernel("rope_backward")
     }
 
     /// Whether this backend runs [`Backend::cross_entropy`] as a fused kernel, and so also
@@ -711,6 +736,25 @@ fn plain_gated_rms_norm<B: burn::tensor::backend::Backend>(
     let t = |p: FloatTensor<B>| Tensor::<B, 3>::from_primitive(TensorPrimitive::Float(p));
     let weight = Tensor::<B, 1>::from_primitive(TensorPrimitive::Float(weight));
     plain_gated_rms_norm_3d(t(y), t(z), weight, group, eps).into_primitive().tensor()
+}
+
+/// Rotary position embedding (shapes as in [`Backend::rope`]), fused where the backend has a
+/// loop (the CPU).
+pub fn rope<B: Backend>(x: Tensor<B, 4>, cos: Tensor<B, 2>, sin: Tensor<B, 2>) -> Tensor<B, 4> {
+    let p = |t: Tensor<B, 2>| t.into_primitive().tensor();
+    Tensor::from_primitive(TensorPrimitive::Float(B::rope(x.into_primitive().tensor(), p(cos), p(sin))))
+}
+
+/// The plain-ops twin of [`Backend::rope`].
+fn plain_rope<B: burn::tensor::backend::Backend>(
+    x: FloatTensor<B>,
+    cos: FloatTensor<B>,
+    sin: FloatTensor<B>,
+) -> FloatTensor<B> {
+    let table =
+        |p: FloatTensor<B>| Tensor::<B, 2>::from_primitive(TensorPrimitive::Float(p)).unsqueeze::<4>();
+    let x = Tensor::<B, 4>::from_primitive(TensorPrimitive::Float(x));
+    rope::rope(x, table(cos), table(sin)).into_primitive().tensor()
 }
 
 /// SiLU, `x · σ(x)`, fused where the backend has a loop (the CPU).

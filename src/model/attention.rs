@@ -314,28 +314,21 @@ impl<B: Backend> Rope<B> {
     /// [`Self::apply`] with each row's tokens at their own positions `starts[row]..` (one start
     /// for every row: the same positions for all).
     pub fn apply_at(&self, x: Tensor<B, 4>, starts: &[usize]) -> Tensor<B, 4> {
-        let [b, _, t, head_dim] = x.dims();
-        let [max, hd] = self.cos.dims();
-        if hd < head_dim {
-            let rotated = self.apply_at(x.clone().narrow(3, 0, hd), starts);
-            return Tensor::cat(vec![rotated, x.narrow(3, hd, head_dim - hd)], 3);
-        }
+        let [b, _, t, _] = x.dims();
+        let [max, rotary] = self.cos.dims();
         let last = starts.iter().max().copied().unwrap_or(0) + t;
         assert!(last <= max, "position {last} is past model.max_seq_len {max}");
-        let (cos, sin) = if starts.iter().all(|&s| s == starts[0]) {
-            let table = |m: &Tensor<B, 2>| m.clone().narrow(0, starts[0], t).unsqueeze::<4>(); // [1, 1, t, hd]
-            (table(&self.cos), table(&self.sin))
-        } else {
-            assert_eq!(starts.len(), b, "one start position per row");
-            let positions: Vec<usize> = starts.iter().flat_map(|&s| s..s + t).collect();
-            let index = row_indices::<B>(&positions, &x.device());
-            let table = |m: &Tensor<B, 2>| m.clone().select(0, index.clone()).reshape([b, 1, t, hd]);
-            (table(&self.cos), table(&self.sin))
-        };
-        let x1 = x.clone().narrow(3, 0, hd / 2);
-        let x2 = x.clone().narrow(3, hd / 2, hd / 2);
-        let rotated = Tensor::cat(vec![x2.neg(), x1], 3); // rotate_half
-        x * cos + rotated * sin
+        if starts.iter().all(|&s| s == starts[0]) {
+            // The same positions for every row (training, prefill): the fused op where the
+            // backend has one.
+            let table = |m: &Tensor<B, 2>| m.clone().narrow(0, starts[0], t); // [t, rotary]
+            return kernels::rope(x, table(&self.cos), table(&self.sin));
+        }
+        assert_eq!(starts.len(), b, "one start position per row");
+        let positions: Vec<usize> = starts.iter().flat_map(|&s| s..s + t).collect();
+        let index = row_indices::<B>(&positions, &x.device());
+        let table = |m: &Tensor<B, 2>| m.clone().select(0, index.clone()).reshape([b, 1, t, rotary]);
+        kernels::rope::rope(x, table(&self.cos), table(&self.sin))
     }
 }
 

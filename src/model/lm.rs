@@ -211,8 +211,8 @@ impl<B: Backend> LanguageModel<B> {
             Some(head) => head.forward_compute_dtype(x),
             None => {
                 // Tied: logits = x · Eᵀ.
-                let w = self.embed_tokens.weight.val().transpose().unsqueeze::<3>();
-                super::layers::matmul(x, w, self.bf16)
+                let w = self.embed_tokens.weight.val().transpose();
+                super::layers::rows_times(x, |rows| super::layers::matmul(rows, w, self.bf16))
             }
         }
     }

@@ -330,11 +330,15 @@ fn silu_on_the_cpu_matches_the_plain_ops() {
     assert!(run(1) == run(2), "the loop's results depend on the number of threads");
 }
 
-/// `[out, dq, dk, dv]` of the loss Σ out·w for causal attention computed by `attend`.
+/// `[out, dq, dk, dv]` of the loss Σ out·w for causal attention computed by `attend`. With
+/// `token_major`, q, k and v are stored `[b, t, heads, hd]` and handed over as `[b, heads, t, hd]`
+/// views with axes 1 and 2 swapped, as the model's projections give them (the gradients are
+/// reported in `[b, heads, t, hd]` order either way).
 fn attention_run<B: AutodiffBackend>(
     dev: &B::Device,
     shapes: (usize, usize, usize, usize, usize),
     seed: u64,
+    token_major: bool,
     attend: impl Fn(Tensor<B, 4>, Tensor<B, 4>, Tensor<B, 4>) -> Tensor<B, 4>,
 ) -> Vec<Vec<f64>> {
     let (b, h, kv, t, hd) = shapes;
@@ -343,15 +347,19 @@ fn attention_run<B: AutodiffBackend>(
         let data: Vec<f32> = (0..shape.iter().product()).map(|_| rng.normal() as f32).collect();
         Tensor::<B, 4>::from_data(TensorData::new(data, shape), dev)
     };
-    let (q, k, v) = (
-        tensor([b, h, t, hd]).require_grad(),
-        tensor([b, kv, t, hd]).require_grad(),
-        tensor([b, kv, t, hd]).require_grad(),
-    );
+    let leaf = |x: Tensor<B, 4>| match token_major {
+        true => Tensor::<B, 4>::from_data(x.swap_dims(1, 2).into_data(), dev).require_grad(),
+        false => x.require_grad(),
+    };
+    let (q, k, v) = (leaf(tensor([b, h, t, hd])), leaf(tensor([b, kv, t, hd])), leaf(tensor([b, kv, t, hd])));
     let w = tensor([b, h, t, hd]);
-    let out = attend(q.clone(), k.clone(), v.clone());
+    let heads = |x: &Tensor<B, 4>| if token_major { x.clone().swap_dims(1, 2) } else { x.clone() };
+    let out = attend(heads(&q), heads(&k), heads(&v));
     let grads = (out.clone() * w).sum().backward();
-    let g = |x: &Tensor<B, 4>| host(x.grad(&grads).expect("a gradient for q, k and v"));
+    let g = |x: &Tensor<B, 4>| {
+        let grad = x.grad(&grads).expect("a gradient for q, k and v");
+        host(if token_major { grad.swap_dims(1, 2) } else { grad })
+    };
     vec![host(out), g(&q), g(&k), g(&v)]
 }
 
@@ -375,8 +383,9 @@ fn check_attention<B: AutodiffBackend>(dev: &B::Device, device_name: &str) {
     for (i, &(b, h, kv, t, hd, window)) in ATTENTION_CASES.iter().chain([&WINDOW_ONE]).enumerate() {
         let shapes = (b, h, kv, t, hd);
         let seed = 200 + i as u64;
-        let fused = attention_run::<B>(dev, shapes, seed, |q, k, v| kernels::attention(q, k, v, window));
-        let reference = attention_run::<Cpu64Ad>(&Default::default(), shapes, seed, |q, k, v| {
+        let fused =
+            attention_run::<B>(dev, shapes, seed, false, |q, k, v| kernels::attention(q, k, v, window));
+        let reference = attention_run::<Cpu64Ad>(&Default::default(), shapes, seed, false, |q, k, v| {
             archlab::kernels::attention::causal_attention(q, k, v, window)
         });
         for ((name, f), r) in ["out", "dq", "dk", "dv"].iter().zip(&fused).zip(&reference) {
@@ -384,6 +393,93 @@ fn check_attention<B: AutodiffBackend>(dev: &B::Device, device_name: &str) {
             assert_close(r, f, 1e-4, &what);
         }
     }
+}
+
+/// The CPU backend's attention loop (`crates/cpu-loops/src/attention.rs`) held to the kernels'
+/// standard; the same bits for one thread and two (its key and value gradients are summed over
+/// each group of query heads in a fixed order), and for inputs stored token-major, as the
+/// model's projections give them (read as views, with outputs and gradients laid out to match).
+#[test]
+fn attention_on_the_cpu_matches_the_masked_softmax_for_any_thread_count() {
+    check_attention::<CpuAd>(&Default::default(), "cpu");
+    let run = |threads: usize, token_major: bool| {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().expect("a thread pool");
+        pool.install(|| {
+            attention_run::<CpuAd>(&Default::default(), (2, 4, 2, 77, 64), 9, token_major, |q, k, v| {
+                kernels::attention(q, k, v, 0)
+            })
+        })
+    };
+    assert!(run(1, false) == run(2, false), "the loop's results depend on the number of threads");
+    assert!(run(2, true) == run(2, false), "the loop's results depend on its inputs' layout");
+}
+
+/// `[y, dx]` of the loss Σ y·w for the rotary embedding computed by `rotate` on a
+/// `[2, 3, t, hd]` input, with tables of random angles for `rotary` channels (each angle in
+/// both halves of its row, as `Rope` builds them).
+fn rope_run<B: AutodiffBackend>(
+    dev: &B::Device,
+    (t, hd, rotary): (usize, usize, usize),
+    seed: u64,
+    rotate: impl Fn(Tensor<B, 4>, Tensor<B, 2>, Tensor<B, 2>) -> Tensor<B, 4>,
+) -> Vec<Vec<f64>> {
+    let mut rng = Rng::new(seed);
+    let shape = [2, 3, t, hd];
+    let len = shape.iter().product();
+    let mut normal = |n: usize| -> Vec<f32> { (0..n).map(|_| rng.normal() as f32).collect() };
+    let (x, w) = (normal(len), normal(len));
+    let angles: Vec<f32> = normal(t * rotary / 2).into_iter().map(|a| 4.0 * a).collect();
+    let table = |f: fn(f32) -> f32| -> Tensor<B, 2> {
+        let rows = angles
+            .chunks(rotary / 2)
+            .flat_map(|row| row.iter().chain(row).map(|&a| f(a)).collect::<Vec<_>>());
+        Tensor::from_data(TensorData::new(rows.collect::<Vec<f32>>(), [t, rotary]), dev)
+    };
+    let t4 = |v: Vec<f32>| Tensor::<B, 4>::from_data(TensorData::new(v, shape), dev);
+    let x = t4(x).require_grad();
+    let y = rotate(x.clone(), table(f32::cos), table(f32::sin));
+    let grads = (y.clone() * t4(w)).sum().backward();
+    vec![host(y), host(x.grad(&grads).expect("a gradient"))]
+}
+
+/// `x`'s values as `[b, h, t, hd]` heads stored token-major: `x` read as `[b, t, h, hd]`, seen
+/// through swapped axes 1 and 2.
+fn token_major_view<B: burn::tensor::backend::Backend>(x: Tensor<B, 4>) -> Tensor<B, 4> {
+    let [b, h, t, hd] = x.dims();
+    x.reshape([b, t, h, hd]).swap_dims(1, 2)
+}
+
+/// The CPU backend's rotary embedding loop (`crates/cpu-loops/src/rope.rs`) against the plain
+/// ops in f64, value and gradient: whole and partial rotation (Qwen3-Next's factor 0.25), one
+/// position and several; the same bits for one thread and two.
+#[test]
+fn rope_on_the_cpu_matches_the_plain_ops() {
+    assert!(<CpuAd as Backend>::FUSED_ROPE && !<Cpu64Ad as Backend>::FUSED_ROPE);
+    for (i, sizes) in [(1, 8, 8), (37, 64, 64), (20, 64, 16), (9, 6, 2)].into_iter().enumerate() {
+        let fused = rope_run::<CpuAd>(&Default::default(), sizes, 60 + i as u64, kernels::rope);
+        let reference = rope_run::<Cpu64Ad>(&Default::default(), sizes, 60 + i as u64, |x, cos, sin| {
+            kernels::rope::rope(x, cos.unsqueeze(), sin.unsqueeze())
+        });
+        for ((name, f), r) in ["y", "dx"].iter().zip(&fused).zip(&reference) {
+            assert_close(r, f, 1e-6, &format!("cpu (t, hd, rotary)={sizes:?}: {name}"));
+        }
+    }
+    // Heads stored token-major, as attention's come from their projection (read as a view, the
+    // result laid out to match).
+    let fused = rope_run::<CpuAd>(&Default::default(), (37, 64, 16), 70, |x, cos, sin| {
+        kernels::rope(token_major_view(x), cos, sin)
+    });
+    let reference = rope_run::<Cpu64Ad>(&Default::default(), (37, 64, 16), 70, |x, cos, sin| {
+        kernels::rope::rope(token_major_view(x), cos.unsqueeze(), sin.unsqueeze())
+    });
+    for ((name, f), r) in ["y", "dx"].iter().zip(&fused).zip(&reference) {
+        assert_close(r, f, 1e-6, &format!("cpu token-major: {name}"));
+    }
+    let run = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().expect("a thread pool");
+        pool.install(|| rope_run::<CpuAd>(&Default::default(), (50, 32, 32), 3, kernels::rope))
+    };
+    assert!(run(1) == run(2), "the loop's results depend on the number of threads");
 }
 
 #[cfg(feature = "wgpu")]
@@ -457,6 +553,20 @@ fn check_cross_entropy<B: AutodiffBackend>(dev: &B::Device, device_name: &str) {
             assert_close(r, f, 1e-4, &format!("{device_name} rows={} vocab={}: {name}", shape.0, shape.1));
         }
     }
+}
+
+/// The CPU backend's cross-entropy loop (`crates/cpu-loops/src/cross_entropy.rs`) held to the
+/// kernels' standard, and the same bits for one thread and two.
+#[test]
+fn cross_entropy_on_the_cpu_matches_the_log_softmax_for_any_thread_count() {
+    check_cross_entropy::<CpuAd>(&Default::default(), "cpu");
+    let run = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().expect("a thread pool");
+        pool.install(|| {
+            cross_entropy_run::<CpuAd>(&Default::default(), (300, 517), 5, false, kernels::cross_entropy)
+        })
+    };
+    assert!(run(1) == run(2), "the loop's results depend on the number of threads");
 }
 
 #[cfg(feature = "wgpu")]

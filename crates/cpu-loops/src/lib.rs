@@ -11,8 +11,11 @@
 //! (`tests/all/kernels.rs`, `tests/all/ssm.rs`).
 
 pub mod activation;
+pub mod attention;
 pub mod conv;
+pub mod cross_entropy;
 pub mod norm;
+pub mod rope;
 pub mod scan;
 pub mod ssd_scan;
 pub mod ut_transform;
