@@ -59,6 +59,12 @@ impl<B: Backend, C: CheckpointStrategy> Backend for Autodiff<B, C> {
         }
     }
 
+    fn contiguous(mut x: FloatTensor<Self>) -> FloatTensor<Self> {
+        // The same values under the same node: only their layout changes.
+        x.primitive = B::contiguous(x.primitive);
+        x
+    }
+
     const FUSED_ROPE: bool = B::FUSED_ROPE;
 
     fn rope(x: FloatTensor<Self>, cos: FloatTensor<Self>, sin: FloatTensor<Self>) -> FloatTensor<Self> {

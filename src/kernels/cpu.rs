@@ -146,6 +146,14 @@ impl Backend for Flex {
         output(dx, shape, dtype)
     }
 
+    fn contiguous(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        if x.is_contiguous() || x.dtype() != DType::F32 {
+            return x;
+        }
+        let values = gather_f32(&x);
+        Flex::float_reshape(f32_tensor(values, [x.shape().num_elements()]), x.shape())
+    }
+
     const FUSED_ROPE: bool = true;
 
     fn rope(x: FloatTensor<Self>, cos: FloatTensor<Self>, sin: FloatTensor<Self>) -> FloatTensor<Self> {

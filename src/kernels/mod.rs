@@ -171,6 +171,16 @@ pub trait Backend: burn::tensor::backend::Backend {
         no_kernel("attention_backward")
     }
 
+    /// `x` with its values stored contiguously in row-major order; `x` as it is where it already
+    /// is, and on backends whose own layout copies are fast (the default). The CPU backend
+    /// copies whole runs along the last axis, where burn-flex walks a view of more than two
+    /// (merged) axes element by element, as it does in every element-wise op on such a view:
+    /// one fast copy then spares the ops after it. No autodiff node: the gradient of a copy is
+    /// the gradient itself.
+    fn contiguous(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        x
+    }
+
     /// Whether this backend runs [`Backend::rope`] as a fused loop, and so also implements
     /// [`Backend::rope_backward`].
     const FUSED_ROPE: bool = false;
@@ -736,6 +746,11 @@ fn plain_gated_rms_norm<B: burn::tensor::backend::Backend>(
     let t = |p: FloatTensor<B>| Tensor::<B, 3>::from_primitive(TensorPrimitive::Float(p));
     let weight = Tensor::<B, 1>::from_primitive(TensorPrimitive::Float(weight));
     plain_gated_rms_norm_3d(t(y), t(z), weight, group, eps).into_primitive().tensor()
+}
+
+/// `x` stored contiguously (see [`Backend::contiguous`]).
+pub fn contiguous<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
+    Tensor::from_primitive(TensorPrimitive::Float(B::contiguous(x.into_primitive().tensor())))
 }
 
 /// Rotary position embedding (shapes as in [`Backend::rope`]), fused where the backend has a

@@ -114,9 +114,15 @@ pub fn chunked<B: crate::kernels::Backend>(
     let nc = t.div_ceil(c);
     let pad = nc * c - t;
 
-    // To chunk-major, heads before time: [b, nc, h, C, ·].
-    let to_chunks = |v: Tensor<B, 4>, w: usize| pad_time(v, pad).reshape([bsz, nc, c, h, w]).swap_dims(2, 3);
-    let gates = |v: Tensor<B, 3>| pad_time(v, pad).reshape([bsz, nc, c, h]).swap_dims(2, 3); // [b, nc, h, C]
+    // To chunk-major, heads before time: [b, nc, h, C, ·], stored so (`kernels::contiguous`: the
+    // element-wise ops below would otherwise walk the swapped views element by element on the
+    // CPU).
+    let chunk_major = |v: Tensor<B, 5>| crate::kernels::contiguous(v.swap_dims(2, 3));
+    let to_chunks = |v: Tensor<B, 4>, w: usize| chunk_major(pad_time(v, pad).reshape([bsz, nc, c, h, w]));
+    let gates = |v: Tensor<B, 3>| {
+        let v = pad_time(v, pad).reshape([bsz, nc, c, h]).swap_dims(2, 3); // [b, nc, h, C]
+        crate::kernels::contiguous(v)
+    };
     let beta = gates(x.beta);
     let g = gates(x.g);
     let (q, k, v) = (to_chunks(x.q, dk), to_chunks(x.k, dk), to_chunks(x.v, dv));
@@ -134,8 +140,8 @@ pub fn chunked<B: crate::kernels::Backend>(
         cum.clone().reshape([bsz * nc * h, c]),
     )
     .reshape([bsz, nc, h, c, dv + dk]);
-    let u = uw.clone().narrow(4, 0, dv); // [b, nc, h, C, dv]
-    let w = uw.narrow(4, dv, dk); // [b, nc, h, C, dk]
+    let u = crate::kernels::contiguous(uw.clone().narrow(4, 0, dv)); // [b, nc, h, C, dv]
+    let w = crate::kernels::contiguous(uw.narrow(4, dv, dk)); // [b, nc, h, C, dk]
     let attn = mm(q.clone(), k.clone().swap_dims(3, 4)) * decay; // [b, nc, h, C, C], lower incl.
     let q_decayed = q * cum.clone().exp().unsqueeze_dim::<5>(4);
     let last = cum.clone().narrow(3, c - 1, 1); // [b, nc, h, 1]
@@ -155,8 +161,7 @@ pub fn chunked<B: crate::kernels::Backend>(
         let alpha = chunk_decay.clone().narrow(1, n, 1).reshape([bsz, h, 1, 1]);
         s = s * alpha + mm(nth(&k_to_end, n).swap_dims(2, 3), fresh);
     }
-    let o = Tensor::stack::<5>(outs, 1) // [b, nc, h, C, dv]
-        .swap_dims(2, 3)
+    let o = crate::kernels::contiguous(Tensor::stack::<5>(outs, 1).swap_dims(2, 3)) // [b, nc, C, h, dv]
         .reshape([bsz, nc * c, h, dv])
         .narrow(1, 0, t);
     (o, s)

@@ -143,18 +143,26 @@ impl Block {
         for (r, row) in p.chunks_mut(nk).take(self.rows.len()).enumerate() {
             let i = self.rows.start + r;
             let seen = d.first_key(i) - self.keys.start..i + 1 - self.keys.start;
-            let s = &mut row[seen.clone()];
-            if !known {
-                let max = s.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
-                let sum: f32 = s.iter().map(|&x| exp(x - max)).sum();
-                lse[i] = max + sum.ln();
-            }
-            for x in s.iter_mut() {
-                *x = exp(*x - lse[i]);
-            }
+            lse[i] = softmax_exp(&mut row[seen.clone()], known.then_some(lse[i]));
             row[..seen.start].fill(0.0);
             row[seen.end..].fill(0.0);
         }
+    }
+}
+
+avx2_or_baseline! {
+    /// `s ← exp(s − lse)` over one query row's scaled scores, `lse` their log-sum-exp, computed
+    /// when `None` (the forward); returns it.
+    fn softmax_exp(s: &mut [f32], lse: Option<f32>) -> f32 {
+        let lse = lse.unwrap_or_else(|| {
+            let max = s.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
+            let sum: f32 = s.iter().map(|&x| exp(x - max)).sum();
+            max + sum.ln()
+        });
+        for x in s.iter_mut() {
+            *x = exp(*x - lse);
+        }
+        lse
     }
 }
 

@@ -29,8 +29,15 @@ pub fn forward(x: &[f32], weight: &[f32], bias: &[f32], d: Dims) -> Vec<f32> {
     let Dims { t, ch, k, .. } = d;
     let taps = transpose(weight, ch, k);
     let mut y = vec![0f32; d.b * t * ch];
-    y.par_chunks_mut(t * ch).zip(x.par_chunks(t * ch)).for_each(|(y, x)| {
-        for s in 0..t {
+    y.par_chunks_mut(t * ch).zip(x.par_chunks(t * ch)).for_each(|(y, x)| forward_row(y, x, &taps, bias, k));
+    y
+}
+
+avx2_or_baseline! {
+    /// One batch row of [`forward`], `taps` tap-major (`[k, ch]`).
+    fn forward_row(y: &mut [f32], x: &[f32], taps: &[f32], bias: &[f32], k: usize) {
+        let ch = bias.len();
+        for s in 0..y.len() / ch {
             let out = &mut y[s * ch..(s + 1) * ch];
             out.copy_from_slice(bias);
             // Tap j reads step s − (k − 1) + j.
@@ -41,8 +48,7 @@ pub fn forward(x: &[f32], weight: &[f32], bias: &[f32], d: Dims) -> Vec<f32> {
                 }
             }
         }
-    });
-    y
+    }
 }
 
 /// `(dx [b, t, ch], dweight [ch, k], dbias [ch])` given `dy`.
@@ -57,22 +63,7 @@ pub fn backward(x: &[f32], weight: &[f32], dy: &[f32], d: Dims) -> (Vec<f32>, Ve
         .map(|(dx, (x, dy))| {
             let mut dtaps = vec![0f32; k * ch];
             let mut dbias = vec![0f32; ch];
-            for s in 0..t {
-                let g = &dy[s * ch..(s + 1) * ch];
-                for (db, g) in dbias.iter_mut().zip(g) {
-                    *db += g;
-                }
-                for j in (k - 1).saturating_sub(s)..k {
-                    let at = (s + j + 1 - k) * ch;
-                    let w = &taps[j * ch..(j + 1) * ch];
-                    for ((dx, w), g) in dx[at..at + ch].iter_mut().zip(w).zip(g) {
-                        *dx += w * g;
-                    }
-                    for ((dw, v), g) in dtaps[j * ch..(j + 1) * ch].iter_mut().zip(&x[at..at + ch]).zip(g) {
-                        *dw += v * g;
-                    }
-                }
-            }
+            backward_row(dx, &mut dtaps, &mut dbias, x, dy, &taps);
             (dtaps, dbias)
         })
         .collect();
@@ -87,6 +78,31 @@ pub fn backward(x: &[f32], weight: &[f32], dy: &[f32], d: Dims) -> (Vec<f32>, Ve
         }
     }
     (dx, transpose(&dtaps, k, ch), dbias)
+}
+
+avx2_or_baseline! {
+    /// One batch row of [`backward`]: its `dx`, and its weight (tap-major, `[k, ch]`) and bias
+    /// gradients.
+    fn backward_row(dx: &mut [f32], dtaps: &mut [f32], dbias: &mut [f32], x: &[f32], dy: &[f32], taps: &[f32]) {
+        let ch = dbias.len();
+        let k = taps.len() / ch;
+        for s in 0..dy.len() / ch {
+            let g = &dy[s * ch..(s + 1) * ch];
+            for (db, g) in dbias.iter_mut().zip(g) {
+                *db += g;
+            }
+            for j in (k - 1).saturating_sub(s)..k {
+                let at = (s + j + 1 - k) * ch;
+                let w = &taps[j * ch..(j + 1) * ch];
+                for ((dx, w), g) in dx[at..at + ch].iter_mut().zip(w).zip(g) {
+                    *dx += w * g;
+                }
+                for ((dw, v), g) in dtaps[j * ch..(j + 1) * ch].iter_mut().zip(&x[at..at + ch]).zip(g) {
+                    *dw += v * g;
+                }
+            }
+        }
+    }
 }
 
 /// `[rows, cols]` → `[cols, rows]`.

@@ -22,16 +22,7 @@ pub fn forward(logits: &[f32], targets: &[usize], vocab: usize) -> (Vec<f32>, Ve
     nll.par_chunks_mut(ROWS)
         .zip(lse.par_chunks_mut(ROWS))
         .zip(logits.par_chunks(ROWS * vocab).zip(targets.par_chunks(ROWS)))
-        .for_each(|((nll, lse), (logits, targets))| {
-            for (((nll, lse), x), &target) in
-                nll.iter_mut().zip(lse.iter_mut()).zip(logits.chunks(vocab)).zip(targets)
-            {
-                let max = x.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
-                let sum: f32 = x.iter().map(|&x| exp(x - max)).sum();
-                *lse = max + sum.ln();
-                *nll = *lse - x[target];
-            }
-        });
+        .for_each(|((nll, lse), (logits, targets))| forward_rows(nll, lse, logits, targets));
     (nll, lse)
 }
 
@@ -41,15 +32,34 @@ pub fn backward(logits: &[f32], targets: &[usize], lse: &[f32], d_nll: &[f32], v
     dx.par_chunks_mut(ROWS * vocab)
         .zip(logits.par_chunks(ROWS * vocab))
         .zip(targets.par_chunks(ROWS).zip(lse.par_chunks(ROWS).zip(d_nll.par_chunks(ROWS))))
-        .for_each(|((dx, logits), (targets, (lse, d_nll)))| {
-            for ((dx, x), ((&target, &lse), &g)) in
-                dx.chunks_mut(vocab).zip(logits.chunks(vocab)).zip(targets.iter().zip(lse).zip(d_nll))
-            {
-                for (dx, &x) in dx.iter_mut().zip(x) {
-                    *dx = exp(x - lse) * g;
-                }
-                dx[target] -= g;
-            }
-        });
+        .for_each(|((dx, logits), (targets, (lse, d_nll)))| backward_rows(dx, logits, targets, lse, d_nll));
     dx
+}
+
+avx2_or_baseline! {
+    /// [`forward`] on a block of rows.
+    fn forward_rows(nll: &mut [f32], lse: &mut [f32], logits: &[f32], targets: &[usize]) {
+        let vocab = logits.len() / targets.len();
+        for (((nll, lse), x), &target) in nll.iter_mut().zip(lse.iter_mut()).zip(logits.chunks(vocab)).zip(targets) {
+            let max = x.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
+            let sum: f32 = x.iter().map(|&x| exp(x - max)).sum();
+            *lse = max + sum.ln();
+            *nll = *lse - x[target];
+        }
+    }
+}
+
+avx2_or_baseline! {
+    /// [`backward`] on a block of rows.
+    fn backward_rows(dx: &mut [f32], logits: &[f32], targets: &[usize], lse: &[f32], d_nll: &[f32]) {
+        let vocab = logits.len() / targets.len();
+        for ((dx, x), ((&target, &lse), &g)) in
+            dx.chunks_mut(vocab).zip(logits.chunks(vocab)).zip(targets.iter().zip(lse).zip(d_nll))
+        {
+            for (dx, &x) in dx.iter_mut().zip(x) {
+                *dx = exp(x - lse) * g;
+            }
+            dx[target] -= g;
+        }
+    }
 }

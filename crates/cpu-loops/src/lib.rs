@@ -10,6 +10,36 @@
 //! Each loop is tested in the main crate against its plain-ops twin, as its GPU kernel is
 //! (`tests/all/kernels.rs`, `tests/all/ssm.rs`).
 
+/// `fn name(args) -> R { body }`, compiled twice: for the x86-64 baseline and for AVX2, the
+/// version run picked once per call by what the CPU has.
+///
+/// The crate is built for the baseline, SSE2's four lanes, so that its binary runs on any x86-64
+/// CPU; the AVX2 version's loops run eight lanes, as `gemm` and burn's own CPU kernels pick
+/// theirs at run time. Without fast-math the compiler keeps every float operation's order and
+/// rounding (no fused multiply-adds, no reordered sums), so both versions give the same bits.
+/// The body's callees must be `#[inline(always)]` to be compiled into the AVX2 version.
+macro_rules! avx2_or_baseline {
+    ($(#[$meta:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block) => {
+        $(#[$meta])*
+        $vis fn $name($($arg: $ty),*) $(-> $ret)? {
+            #[inline(always)]
+            fn portable($($arg: $ty),*) $(-> $ret)? $body
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx2")]
+                unsafe fn avx2($($arg: $ty),*) $(-> $ret)? {
+                    portable($($arg),*)
+                }
+                if std::arch::is_x86_feature_detected!("avx2") {
+                    // SAFETY: the CPU has AVX2 (checked just above).
+                    return unsafe { avx2($($arg),*) };
+                }
+            }
+            portable($($arg),*)
+        }
+    };
+}
+
 pub mod activation;
 pub mod attention;
 pub mod conv;

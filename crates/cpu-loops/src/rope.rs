@@ -26,13 +26,21 @@ pub struct Dims {
 /// `x` rotated by the tables' angles, or by their opposites when `inverse` (the backward:
 /// a rotation's inverse is its transpose).
 pub fn rotate(x: &[f32], cos: &[f32], sin: &[f32], d: Dims, inverse: bool) -> Vec<f32> {
-    let (t, hd, half) = (d.t, d.hd, d.rotary / 2);
+    let (t, hd) = (d.t, d.hd);
     let sign = if inverse { -1.0 } else { 1.0 };
     let mut y = vec![0f32; x.len()];
-    y.par_chunks_mut(t * hd).zip(x.par_chunks(t * hd)).for_each(|(y, x)| {
+    y.par_chunks_mut(t * hd)
+        .zip(x.par_chunks(t * hd))
+        .for_each(|(y, x)| rotate_head(y, x, cos, sin, d, sign));
+    y
+}
+
+avx2_or_baseline! {
+    /// One head's `[t, hd]` of [`rotate`], turned by `sign` times the tables' angles.
+    fn rotate_head(y: &mut [f32], x: &[f32], cos: &[f32], sin: &[f32], d: Dims, sign: f32) {
+        let (hd, half) = (d.hd, d.rotary / 2);
         for (pos, (y, x)) in y.chunks_mut(hd).zip(x.chunks(hd)).enumerate() {
-            let (c, s) =
-                (&cos[pos * d.rotary..pos * d.rotary + half], &sin[pos * d.rotary..pos * d.rotary + half]);
+            let (c, s) = (&cos[pos * d.rotary..pos * d.rotary + half], &sin[pos * d.rotary..pos * d.rotary + half]);
             let (x1, x2) = (&x[..half], &x[half..2 * half]);
             let (y1, rest) = y.split_at_mut(half);
             let (y2, pass) = rest.split_at_mut(half);
@@ -43,6 +51,5 @@ pub fn rotate(x: &[f32], cos: &[f32], sin: &[f32], d: Dims, inverse: bool) -> Ve
             }
             pass.copy_from_slice(&x[2 * half..]);
         }
-    });
-    y
+    }
 }
