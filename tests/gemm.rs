@@ -156,12 +156,12 @@ fn a_forced_matmul_strategy_runs_the_models_matmuls_forward_and_backward() {
     let Some(dev) = wgpu_or_skip() else { return };
     let err = kernels::select_matmul("matmul_no_such_thing").unwrap_err().to_string();
     assert!(err.contains("matmul_simple_unit_max_tile_size") && err.contains("autotune"), "{err}");
-    assert!(!Wgpu::matmul_is_forced(), "nothing is forced by default");
+    assert!(!Wgpu::own_matmul(), "nothing is forced by default");
 
     // A unit (CUDA-core) strategy: lavapipe has no tensor cores.
     let name = "matmul_simple_unit_max_tile_size";
     kernels::select_matmul(name).unwrap();
-    assert!(Wgpu::matmul_is_forced() && !common::CpuAd::matmul_is_forced());
+    assert!(Wgpu::own_matmul());
     assert_eq!(kernels::matmul_choice(), name);
     let refused_before = matmul_strategy::fallbacks();
     let forced = matmuls_and_grads::<Wgpu>(&dev, kernels::matmul);
@@ -194,5 +194,5 @@ fn a_forced_matmul_strategy_runs_the_models_matmuls_forward_and_backward() {
     assert_eq!(cpu.losses.len(), wgpu.losses.len());
     assert_eq!(matmul_strategy::fallbacks(), refused_before, "{name} refused one of the model's matmuls");
     kernels::select_matmul("autotune").unwrap();
-    assert!(!Wgpu::matmul_is_forced());
+    assert!(!Wgpu::own_matmul());
 }

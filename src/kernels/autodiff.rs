@@ -316,8 +316,8 @@ impl<B: Backend, C: CheckpointStrategy> Backend for Autodiff<B, C> {
         }
     }
 
-    fn matmul_is_forced() -> bool {
-        B::matmul_is_forced()
+    fn own_matmul() -> bool {
+        B::own_matmul()
     }
 
     /// The forced matmul as a node whose backward runs the same strategy: `d_lhs = d_out ·

@@ -13,7 +13,7 @@ use burn::tensor::{DType, Int, Shape, Tensor, TensorData, TensorMetadata, Tensor
 use super::scan_cpu::{self, Dims, Operands};
 use super::{Backend, ScanOperands, SsdOperands};
 use super::{
-    activation_cpu, attention_cpu, conv_cpu, cross_entropy_cpu, norm_cpu, rope_cpu, ssd_scan_cpu,
+    activation_cpu, attention_cpu, conv_cpu, cross_entropy_cpu, matmul_cpu, norm_cpu, rope_cpu, ssd_scan_cpu,
     ut_transform_cpu,
 };
 
@@ -110,6 +110,25 @@ impl Backend for Flex {
             output_like(dk, kv_shape, dtype, like[1]),
             output_like(dv, kv_shape, dtype, like[2]),
         ]
+    }
+
+    fn own_matmul() -> bool {
+        true
+    }
+
+    /// 2-D f32 products on `gemm` with rayon's threads (`crates/cpu-loops/src/matmul.rs` says
+    /// why); any other product is burn-flex's.
+    fn matmul(lhs: FloatTensor<Self>, rhs: FloatTensor<Self>) -> FloatTensor<Self> {
+        let plain_2d = |p: &FloatTensor<Flex>| {
+            p.shape().num_dims() == 2
+                && p.dtype() == DType::F32
+                && p.layout().strides().iter().all(|&s| s >= 0)
+        };
+        if !(plain_2d(&lhs) && plain_2d(&rhs)) {
+            return Flex::float_matmul(lhs, rhs);
+        }
+        let ([m, k], [_, n]) = (lhs.shape().dims(), rhs.shape().dims());
+        f32_tensor(matmul_cpu::matmul(matrix_view(&lhs), matrix_view(&rhs), (m, n, k)), [m, n])
     }
 
     const FUSED_CROSS_ENTROPY: bool = true;
@@ -528,6 +547,18 @@ impl HostSsd {
 
     fn output<const D: usize>(&self, values: Vec<f32>, shape: [usize; D]) -> FloatTensor<Flex> {
         output(values, shape, self.dtype)
+    }
+}
+
+/// A 2-D f32 tensor with non-negative strides as a `gemm` operand, read in place.
+fn matrix_view(p: &FloatTensor<Flex>) -> matmul_cpu::Matrix<'_> {
+    let layout = p.layout();
+    let strides = layout.strides();
+    matmul_cpu::Matrix {
+        values: p.storage::<f32>(),
+        offset: layout.start_offset(),
+        row_stride: strides[0] as usize,
+        col_stride: strides[1] as usize,
     }
 }
 

@@ -236,7 +236,7 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> Backend fo
         ut_transform_backward::<R, F, I, BT>([k, v, beta, cum], inverse, out, d_out)
     }
 
-    fn matmul_is_forced() -> bool {
+    fn own_matmul() -> bool {
         forced().is_some()
     }
 

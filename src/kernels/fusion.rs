@@ -460,8 +460,8 @@ impl<B: FusionBackend + Backend> Backend for Fusion<B> {
         )
     }
 
-    fn matmul_is_forced() -> bool {
-        B::matmul_is_forced()
+    fn own_matmul() -> bool {
+        B::own_matmul()
     }
 
     /// One custom operation: fusion's own matmul (with its fused prologues and epilogues) is

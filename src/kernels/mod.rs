@@ -80,8 +80,8 @@ pub mod tensors;
 /// The CPU backend's host loops (the `archlab-cpu-loops` crate, compiled optimised).
 pub use archlab_cpu_loops::{
     activation as activation_cpu, attention as attention_cpu, conv as conv_cpu,
-    cross_entropy as cross_entropy_cpu, norm as norm_cpu, rope as rope_cpu, scan as scan_cpu,
-    ssd_scan as ssd_scan_cpu, ut_transform as ut_transform_cpu,
+    cross_entropy as cross_entropy_cpu, matmul as matmul_cpu, norm as norm_cpu, rope as rope_cpu,
+    scan as scan_cpu, ssd_scan as ssd_scan_cpu, ut_transform as ut_transform_cpu,
 };
 pub mod tri_inverse;
 pub mod ut_transform;
@@ -464,14 +464,15 @@ pub trait Backend: burn::tensor::backend::Backend {
         no_kernel("ut_transform_backward")
     }
 
-    /// Whether [`Backend::matmul`] runs a matmul strategy forced with `--matmul`
-    /// (`matmul_strategy.rs`; CubeCL backends only) rather than burn's own matmul.
-    fn matmul_is_forced() -> bool {
+    /// Whether the model's matmuls run [`Backend::matmul`] (as one autodiff node whose backward
+    /// runs it too) rather than burn's own: a strategy forced with `--matmul` on the CubeCL
+    /// backends (`matmul_strategy.rs`), always on the CPU (`cpu.rs`).
+    fn own_matmul() -> bool {
         false
     }
 
-    /// `lhs · rhs` with batch dimensions broadcast, as burn's `float_matmul`, through the
-    /// forced strategy where [`Backend::matmul_is_forced`].
+    /// `lhs · rhs` with batch dimensions broadcast, as burn's `float_matmul`; this backend's own
+    /// where [`Backend::own_matmul`].
     fn matmul(lhs: FloatTensor<Self>, rhs: FloatTensor<Self>) -> FloatTensor<Self> {
         Self::float_matmul(lhs, rhs)
     }
@@ -627,7 +628,7 @@ pub fn matmul_choice() -> String {
 /// strategy forced with `--matmul` where one is. Every matmul of the model's layers goes
 /// through here ([`crate::model::layers::matmul`]).
 pub fn matmul<B: Backend, const D: usize>(a: Tensor<B, D>, b: Tensor<B, D>) -> Tensor<B, D> {
-    if !B::matmul_is_forced() {
+    if !B::own_matmul() {
         return a.matmul(b);
     }
     let out = B::matmul(a.into_primitive().tensor(), b.into_primitive().tensor());

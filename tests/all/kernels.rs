@@ -330,6 +330,55 @@ fn silu_on_the_cpu_matches_the_plain_ops() {
     assert!(run(1) == run(2), "the loop's results depend on the number of threads");
 }
 
+/// `[y, dx, dw]` of the loss Σ y·g for `y = matmul(x, w)`, `x` `[m, k]` (stored `[k, m]` and
+/// handed over transposed when `x_transposed`, as a backward hands its operands), `w` `[k, n]`.
+fn matmul_run<B: AutodiffBackend>(
+    dev: &B::Device,
+    (m, k, n): (usize, usize, usize),
+    seed: u64,
+    x_transposed: bool,
+    matmul: impl Fn(Tensor<B, 2>, Tensor<B, 2>) -> Tensor<B, 2>,
+) -> Vec<Vec<f64>> {
+    let mut rng = Rng::new(seed);
+    let mut tensor = |shape: [usize; 2]| {
+        let data: Vec<f32> = (0..shape[0] * shape[1]).map(|_| rng.normal() as f32).collect();
+        Tensor::<B, 2>::from_data(TensorData::new(data, shape), dev)
+    };
+    let x = if x_transposed { tensor([k, m]) } else { tensor([m, k]) }.require_grad();
+    let w = tensor([k, n]).require_grad();
+    let g = tensor([m, n]);
+    let y = matmul(if x_transposed { x.clone().transpose() } else { x.clone() }, w.clone());
+    let grads = (y.clone() * g).sum().backward();
+    vec![host(y), host(x.grad(&grads).expect("dx")), host(w.grad(&grads).expect("dw"))]
+}
+
+/// The CPU backend runs the model's 2-D matmuls itself, on `gemm` with rayon's threads
+/// (`crates/cpu-loops/src/matmul.rs`), forward and backward: against the f64 product, values and
+/// gradients, from one element to sizes `gemm` splits over threads, with a transposed operand;
+/// the same bits for one thread and two.
+#[test]
+fn matmuls_on_the_cpu_match_the_f64_product_for_any_thread_count() {
+    assert!(<CpuAd as Backend>::own_matmul() && !<Cpu64Ad as Backend>::own_matmul());
+    let cases =
+        [((1, 1, 1), false), ((37, 45, 29), false), ((128, 128, 235), true), ((200, 300, 150), false)];
+    for (i, (shape, transposed)) in cases.into_iter().enumerate() {
+        let seed = 80 + i as u64;
+        let fused = matmul_run::<CpuAd>(&Default::default(), shape, seed, transposed, kernels::matmul);
+        let reference =
+            matmul_run::<Cpu64Ad>(&Default::default(), shape, seed, transposed, |a, b| a.matmul(b));
+        // f32 sums of up to 300 products of N(0, 1) values: ~1e-5 of error relative to 1 + |y|
+        // is f32's own; 1e-4 as for the other kernels.
+        for ((name, f), r) in ["y", "dx", "dw"].iter().zip(&fused).zip(&reference) {
+            assert_close(r, f, 1e-4, &format!("cpu (m, k, n)={shape:?} transposed={transposed}: {name}"));
+        }
+    }
+    let run = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().expect("a thread pool");
+        pool.install(|| matmul_run::<CpuAd>(&Default::default(), (200, 300, 150), 3, true, kernels::matmul))
+    };
+    assert!(run(1) == run(2), "the matmul's results depend on the number of threads");
+}
+
 /// `[out, dq, dk, dv]` of the loss Σ out·w for causal attention computed by `attend`. With
 /// `token_major`, q, k and v are stored `[b, t, heads, hd]` and handed over as `[b, heads, t, hd]`
 /// views with axes 1 and 2 swapped, as the model's projections give them (the gradients are

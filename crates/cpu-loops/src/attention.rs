@@ -25,6 +25,7 @@ use rayon::prelude::*;
 
 use crate::activation::exp;
 use crate::dot;
+use crate::matmul::Matrix;
 
 /// Problem sizes; `window` 0 is global causal attention, `W > 0` lets query `i` see keys
 /// `i − W < j ≤ i`.
@@ -59,63 +60,10 @@ impl Dims {
 /// Query rows per block: each block's scores against the keys it may see are one small matmul.
 const BLOCK: usize = 64;
 
-/// A row-major matrix operand: its values, and whether to use its transpose.
-#[derive(Clone, Copy)]
-struct Operand<'a> {
-    values: &'a [f32],
-    transposed: bool,
-}
-
-fn plain(values: &[f32]) -> Operand<'_> {
-    Operand { values, transposed: false }
-}
-
-fn transposed(values: &[f32]) -> Operand<'_> {
-    Operand { values, transposed: true }
-}
-
-/// `c = beta · a · b` (`a` `[m, k]`, `b` `[k, n]`, `c` `[m, n]`, all row-major once transposed
-/// as they say), added to `c` when `accumulate`: `gemm`'s microkernels, the crate burn's CPU
-/// matmul runs, on one thread (the units of work are already parallel).
-fn matmul(
-    c: &mut [f32],
-    a: Operand,
-    b: Operand,
-    (m, n, k): (usize, usize, usize),
-    beta: f32,
-    accumulate: bool,
-) {
-    assert!(c.len() >= m * n && a.values.len() >= m * k && b.values.len() >= k * n, "operands too short");
-    // Element (i, l) of a row-major `[m, k]` is at i·k + l; of the transpose of a row-major
-    // `[k, m]` at l·m + i.
-    let strides = |o: Operand, rows: usize, cols: usize| -> (isize, isize) {
-        if o.transposed { (1, rows as isize) } else { (cols as isize, 1) }
-    };
-    let ((a_rs, a_cs), (b_rs, b_cs)) = (strides(a, m, k), strides(b, k, n));
-    // SAFETY: the lengths checked above cover every element the strides reach.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            c.as_mut_ptr(),
-            1,
-            n as isize,
-            accumulate,
-            a.values.as_ptr(),
-            a_cs,
-            a_rs,
-            b.values.as_ptr(),
-            b_cs,
-            b_rs,
-            1.0,
-            beta,
-            false,
-            false,
-            false,
-            gemm::Parallelism::None,
-        );
-    }
+/// `c = beta · a · b` (`[m, k] · [k, n]`, `c` row-major), added to `c` when `accumulate`, on
+/// this unit's thread.
+fn matmul(c: &mut [f32], a: Matrix, b: Matrix, mnk: (usize, usize, usize), beta: f32, accumulate: bool) {
+    crate::matmul::matmul_into(c, a, b, mnk, beta, accumulate, false);
 }
 
 /// One block of query rows `rows` and the keys they see, `keys`.
@@ -139,7 +87,14 @@ impl Block {
         let (hd, nk) = (d.hd, self.keys.len());
         let q = &q[self.rows.start * hd..self.rows.end * hd];
         let k = &k[self.keys.start * hd..self.keys.end * hd];
-        matmul(p, plain(q), transposed(k), (self.rows.len(), nk, hd), d.scale(), false);
+        matmul(
+            p,
+            Matrix::rows(q, hd),
+            Matrix::transposed(k, hd),
+            (self.rows.len(), nk, hd),
+            d.scale(),
+            false,
+        );
         for (r, row) in p.chunks_mut(nk).take(self.rows.len()).enumerate() {
             let i = self.rows.start + r;
             let seen = d.first_key(i) - self.keys.start..i + 1 - self.keys.start;
@@ -182,8 +137,8 @@ pub fn forward(q: &[f32], k: &[f32], v: &[f32], d: Dims) -> (Vec<f32>, Vec<f32>)
             let (rows, keys) = (&block.rows, &block.keys);
             matmul(
                 &mut out[rows.start * hd..rows.end * hd],
-                plain(&p),
-                plain(&v[keys.start * hd..keys.end * hd]),
+                Matrix::rows(&p, keys.len()),
+                Matrix::rows(&v[keys.start * hd..keys.end * hd], hd),
                 (rows.len(), hd, keys.len()),
                 1.0,
                 false,
@@ -229,7 +184,14 @@ pub fn backward(
                     (&q[rows.start * hd..rows.end * hd], &d_out[rows.start * hd..rows.end * hd]);
                 let (k_seen, v_seen) =
                     (&k[keys.start * hd..keys.end * hd], &v[keys.start * hd..keys.end * hd]);
-                matmul(&mut ds, plain(do_rows), transposed(v_seen), (m, nk, hd), 1.0, false); // dP
+                matmul(
+                    &mut ds,
+                    Matrix::rows(do_rows, hd),
+                    Matrix::transposed(v_seen, hd),
+                    (m, nk, hd),
+                    1.0,
+                    false,
+                ); // dP
                 for (r, (ds, p)) in ds.chunks_mut(nk).zip(p.chunks(nk)).take(m).enumerate() {
                     let row = (rows.start + r) * hd..(rows.start + r + 1) * hd;
                     let delta = dot(&d_out[row.clone()], &out[row]);
@@ -240,15 +202,29 @@ pub fn backward(
                 let (ds, p) = (&ds[..m * nk], &p[..m * nk]);
                 matmul(
                     &mut dq[rows.start * hd..rows.end * hd],
-                    plain(ds),
-                    plain(k_seen),
+                    Matrix::rows(ds, nk),
+                    Matrix::rows(k_seen, hd),
                     (m, hd, nk),
                     1.0,
                     false,
                 );
                 let seen = keys.start * hd..keys.end * hd;
-                matmul(&mut dk[seen.clone()], transposed(ds), plain(q_rows), (nk, hd, m), 1.0, true);
-                matmul(&mut dv[seen], transposed(p), plain(do_rows), (nk, hd, m), 1.0, true);
+                matmul(
+                    &mut dk[seen.clone()],
+                    Matrix::transposed(ds, nk),
+                    Matrix::rows(q_rows, hd),
+                    (nk, hd, m),
+                    1.0,
+                    true,
+                );
+                matmul(
+                    &mut dv[seen],
+                    Matrix::transposed(p, nk),
+                    Matrix::rows(do_rows, hd),
+                    (nk, hd, m),
+                    1.0,
+                    true,
+                );
             }
         });
     let group = d.h / d.kv;

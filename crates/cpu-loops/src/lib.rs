@@ -5,7 +5,12 @@
 //! crate builds at `opt-level = 1` in the dev profile (the README's commands) to keep its build
 //! time down, and at that level LLVM neither vectorises loops nor unrolls them, which leaves
 //! these loops several times slower than the same code at `opt-level = 3`. This crate is small,
-//! so optimising it costs seconds of build time (`Cargo.toml`, `[profile.dev.package]`).
+//! so optimising it costs seconds of build time (`Cargo.toml`, `[profile.dev.package]`). It is
+//! also built without overflow checks, as in a release build: a checked `+` inside a loop is a
+//! branch that stops the loop vectorising.
+//!
+//! "No tensor library" has one exception: matrix products run on `gemm`, the kernels burn's CPU
+//! matmul already uses (`matmul.rs`).
 //!
 //! Each loop is tested in the main crate against its plain-ops twin, as its GPU kernel is
 //! (`tests/all/kernels.rs`, `tests/all/ssm.rs`).
@@ -44,6 +49,7 @@ pub mod activation;
 pub mod attention;
 pub mod conv;
 pub mod cross_entropy;
+pub mod matmul;
 pub mod norm;
 pub mod rope;
 pub mod scan;
