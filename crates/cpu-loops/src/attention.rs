@@ -66,6 +66,13 @@ fn matmul(c: &mut [f32], a: Matrix, b: Matrix, mnk: (usize, usize, usize), beta:
     crate::matmul::matmul_into(c, a, b, mnk, beta, accumulate, false);
 }
 
+/// Each query row's log-sum-exp: computed and stored into the slice (the forward), or the
+/// forward's (the backward).
+enum Lse<'a> {
+    Compute(&'a mut [f32]),
+    Known(&'a [f32]),
+}
+
 /// One block of query rows `rows` and the keys they see, `keys`.
 struct Block {
     rows: std::ops::Range<usize>,
@@ -81,9 +88,9 @@ impl Block {
     }
 
     /// The block's softmax probabilities `[rows, keys]` into `p`, zero where a query does not
-    /// see a key: `p = exp(scale · q·kᵀ − lse)`, with each row's log-sum-exp `lse[i]` computed
-    /// and stored (the forward) or, when `known`, the forward's (the backward).
-    fn probabilities(&self, p: &mut [f32], q: &[f32], k: &[f32], d: &Dims, lse: &mut [f32], known: bool) {
+    /// see a key: `p = exp(scale · q·kᵀ − lse)`, with each row's log-sum-exp computed and stored
+    /// (the forward) or the forward's read (the backward).
+    fn probabilities(&self, p: &mut [f32], q: &[f32], k: &[f32], d: &Dims, mut lse: Lse) {
         let (hd, nk) = (d.hd, self.keys.len());
         let q = &q[self.rows.start * hd..self.rows.end * hd];
         let k = &k[self.keys.start * hd..self.keys.end * hd];
@@ -98,7 +105,10 @@ impl Block {
         for (r, row) in p.chunks_mut(nk).take(self.rows.len()).enumerate() {
             let i = self.rows.start + r;
             let seen = d.first_key(i) - self.keys.start..i + 1 - self.keys.start;
-            lse[i] = softmax_exp(&mut row[seen.clone()], known.then_some(lse[i]));
+            match &mut lse {
+                Lse::Compute(lse) => lse[i] = softmax_exp(&mut row[seen.clone()], None),
+                Lse::Known(lse) => _ = softmax_exp(&mut row[seen.clone()], Some(lse[i])),
+            }
             row[..seen.start].fill(0.0);
             row[seen.end..].fill(0.0);
         }
@@ -133,7 +143,7 @@ pub fn forward(q: &[f32], k: &[f32], v: &[f32], d: Dims) -> (Vec<f32>, Vec<f32>)
         let (k, v) = (&k[kv..kv + t * hd], &v[kv..kv + t * hd]);
         let mut p = vec![0f32; BLOCK * t];
         for block in Block::all(&d) {
-            block.probabilities(&mut p, q, k, &d, lse, false);
+            block.probabilities(&mut p, q, k, &d, Lse::Compute(lse));
             let (rows, keys) = (&block.rows, &block.keys);
             matmul(
                 &mut out[rows.start * hd..rows.end * hd],
@@ -172,12 +182,12 @@ pub fn backward(
         .for_each(|(u, (dq, (dk, dv)))| {
             let rows = u * unit..(u + 1) * unit;
             let (q, out, d_out) = (&q[rows.clone()], &out[rows.clone()], &d_out[rows]);
-            let mut lse = lse[u * t..(u + 1) * t].to_vec();
+            let lse = &lse[u * t..(u + 1) * t];
             let kv = d.kv_offset(u);
             let (k, v) = (&k[kv..kv + unit], &v[kv..kv + unit]);
             let (mut p, mut ds) = (vec![0f32; BLOCK * t], vec![0f32; BLOCK * t]);
             for block in Block::all(&d) {
-                block.probabilities(&mut p, q, k, &d, &mut lse, true);
+                block.probabilities(&mut p, q, k, &d, Lse::Known(lse));
                 let (rows, keys) = (&block.rows, &block.keys);
                 let (m, nk) = (rows.len(), keys.len());
                 let (q_rows, do_rows) =
