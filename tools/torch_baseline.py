@@ -587,7 +587,23 @@ def build_model(spec: HfSpec, device: Any) -> Any:
     model = model_cls(config)
     if spec.expert_width is not None:
         rebuild_experts(model, config, spec.expert_width)
+    choose_experts_implementation(model, config, spec)
     return model.to(device)
+
+
+def choose_experts_implementation(model: Any, config: Any, spec: HfSpec) -> None:
+    """transformers' default for MoE experts is `grouped_mm`, whose CPU kernel (torch 2.15) stops
+    with "strides should be multiple of 16 bytes" on a weight whose rows are not (an expert width
+    sized to match archlab's parameters, 938 say, at 4 bytes). There, the per-expert loop
+    (`eager`): the other, `batched_mm`, gathers a weight matrix per token (68 tokens/s and 15 GiB
+    where the loop gives 3.6k and 1.4 GiB, MoE at the larger CPU shape). The one used is recorded."""
+    if getattr(config, "_experts_implementation", None) != "grouped_mm":
+        return
+    width = (spec.expert_width or getattr(config, "moe_intermediate_size", 0)
+             or getattr(config, "intermediate_size", 0) or 0)
+    row_bytes = [4 * n for n in (config.hidden_size, width) if n]
+    if any(b % 16 for b in row_bytes):
+        model.set_experts_implementation("eager")
 
 
 def rebuild_experts(model: Any, config: Any, width: int) -> None:
