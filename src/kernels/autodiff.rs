@@ -12,9 +12,9 @@ use burn::tensor::ops::{FloatTensor, IntTensor};
 use std::sync::Arc;
 
 use super::{
-    Backend, ScanOperands, SsdOperands, plain_add_rms_norm, plain_causal_attention, plain_causal_conv,
-    plain_cross_entropy, plain_gated_rms_norm, plain_rms_norm, plain_rope, plain_selective_scan, plain_silu,
-    plain_ssd_scan, plain_state_passing, plain_ut_transform,
+    Backend, DeltaChunkOperands, ScanOperands, SsdOperands, plain_add_rms_norm, plain_causal_attention,
+    plain_causal_conv, plain_cross_entropy, plain_delta_chunks, plain_gated_rms_norm, plain_rms_norm,
+    plain_rope, plain_selective_scan, plain_silu, plain_ssd_scan, plain_state_passing, plain_ut_transform,
 };
 
 impl<B: Backend, C: CheckpointStrategy> Backend for Autodiff<B, C> {
@@ -313,6 +313,41 @@ impl<B: Backend, C: CheckpointStrategy> Backend for Autodiff<B, C> {
             OpsKind::UnTracked(prep) => {
                 prep.finish(B::ut_transform(k.primitive, v.primitive, beta.primitive, cum.primitive))
             }
+        }
+    }
+
+    const FUSED_DELTA_CHUNKS: bool = B::FUSED_DELTA_CHUNKS;
+
+    fn delta_chunks(x: DeltaChunkOperands<Self>) -> FloatTensor<Self> {
+        if !B::FUSED_DELTA_CHUNKS {
+            return plain_delta_chunks::<Self>(x);
+        }
+        let parents = [
+            x.u.node.clone(),
+            x.w.node.clone(),
+            x.q.node.clone(),
+            x.k.node.clone(),
+            x.attn.node.clone(),
+            x.decay.node.clone(),
+            x.s0.node.clone(),
+        ];
+        let inner = DeltaChunkOperands::<B> {
+            u: x.u.primitive,
+            w: x.w.primitive,
+            q: x.q.primitive,
+            k: x.k.primitive,
+            attn: x.attn.primitive,
+            decay: x.decay.primitive,
+            s0: x.s0.primitive,
+        };
+        // The node keeps the operands and the state entering each chunk (`dk · dv` floats per
+        // chunk and head, as the plain-ops graph keeps each state too).
+        match DeltaChunksBackward.prepare::<C>(parents).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => {
+                let [out, states] = B::delta_chunks_saving(inner.clone());
+                prep.finish((inner, states), out)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::delta_chunks(inner)),
         }
     }
 
@@ -623,5 +658,25 @@ impl<B: Backend> Backward<B, 4> for UtTransformBackward {
         let s = ops.state;
         let g = B::ut_transform_backward(s.k, s.v, s.beta, s.cum, s.inverse, s.out, d_out);
         register_parents::<B, 4>(ops.parents.map(|p| p.map(|node| node.id)), g, grads);
+    }
+}
+
+/// The backward node of the delta rule's fused pass over chunks: its state is the operands and
+/// the state entering each chunk.
+#[derive(Debug)]
+struct DeltaChunksBackward;
+
+impl<B: Backend> Backward<B, 7> for DeltaChunksBackward {
+    type State = (DeltaChunkOperands<B>, FloatTensor<B>);
+
+    fn backward(self, ops: Ops<Self::State, 7>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
+        let d_out = grads.consume::<B>(&ops.node);
+        let (operands, states) = ops.state;
+        let g = B::delta_chunks_backward(operands, states, d_out);
+        register_parents::<B, 7>(
+            ops.parents.map(|p| p.map(|node| node.id)),
+            [g.u, g.w, g.q, g.k, g.attn, g.decay, g.s0],
+            grads,
+        );
     }
 }

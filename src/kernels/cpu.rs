@@ -11,10 +11,10 @@ use burn::tensor::ops::{FloatTensor, FloatTensorOps, IntTensor};
 use burn::tensor::{DType, Int, Shape, Tensor, TensorData, TensorMetadata, TensorPrimitive};
 
 use super::scan_cpu::{self, Dims, Operands};
-use super::{Backend, ScanOperands, SsdOperands};
+use super::{Backend, DeltaChunkOperands, ScanOperands, SsdOperands};
 use super::{
-    activation_cpu, attention_cpu, conv_cpu, cross_entropy_cpu, matmul_cpu, norm_cpu, rope_cpu, ssd_scan_cpu,
-    ut_transform_cpu,
+    activation_cpu, attention_cpu, conv_cpu, cross_entropy_cpu, delta_chunks_cpu, matmul_cpu, norm_cpu,
+    rope_cpu, ssd_scan_cpu, ut_transform_cpu,
 };
 
 impl Backend for Flex {
@@ -418,6 +418,52 @@ impl Backend for Flex {
             output(dcum, [d.n, d.c], host.dtype),
         ]
     }
+
+    const FUSED_DELTA_CHUNKS: bool = true;
+
+    fn delta_chunks(x: DeltaChunkOperands<Self>) -> FloatTensor<Self> {
+        let [out, _] = Self::delta_chunks_saving(x);
+        out
+    }
+
+    fn delta_chunks_saving(x: DeltaChunkOperands<Self>) -> [FloatTensor<Self>; 2] {
+        let host = HostDelta::new(x);
+        let d = host.dims;
+        let (out, states) = delta_chunks_cpu::forward(host.operands(), d);
+        // The states stay f32 whatever the model's dtype, as they are computed.
+        [host.output(out, [d.b, d.h, d.out_len()]), f32_tensor(states, [d.b, d.h, d.nc, d.dk, d.dv])]
+    }
+
+    fn delta_chunks_backward(
+        x: DeltaChunkOperands<Self>,
+        states: FloatTensor<Self>,
+        d_out: FloatTensor<Self>,
+    ) -> DeltaChunkOperands<Self> {
+        let host = HostDelta::new(x);
+        let d = host.dims;
+        let [du, dw, dq, dk, dattn, ddecay, ds0] =
+            delta_chunks_cpu::backward(host.operands(), d, &host_f32::<5>(states).0, &host_f32::<3>(d_out).0);
+        let (b, h, nc, c) = (d.b, d.h, d.nc, d.c);
+        // Unit-major as computed, stored chunk-major as the operands are (one copy in runs: a
+        // strided view would send every element-wise op after it down burn-flex's slow path).
+        let chunks = |values: Vec<f32>, w: usize| {
+            let t = Tensor::<Flex, 5>::from_primitive(TensorPrimitive::Float(
+                host.output(values, [b, h, nc, c, w]),
+            ));
+            Self::contiguous(t.swap_dims(1, 2).into_primitive().tensor())
+        };
+        let decay =
+            Tensor::<Flex, 3>::from_primitive(TensorPrimitive::Float(host.output(ddecay, [b, h, nc])));
+        DeltaChunkOperands {
+            u: chunks(du, d.dv),
+            w: chunks(dw, d.dk),
+            q: chunks(dq, d.dk),
+            k: chunks(dk, d.dk),
+            attn: chunks(dattn, c),
+            decay: Self::contiguous(decay.swap_dims(1, 2).into_primitive().tensor()),
+            s0: host.output(ds0, [b, h, d.dk, d.dv]),
+        }
+    }
 }
 
 /// `[dx, dweight]` of an RMSNorm, with `d_x` added into `dx` when given.
@@ -472,6 +518,54 @@ impl HostUt {
 
     fn operands(&self) -> ut_transform_cpu::Operands<'_> {
         ut_transform_cpu::Operands { k: &self.k, v: &self.v, beta: &self.beta, cum: &self.cum }
+    }
+}
+
+/// The delta rule's chunk operands as host f32 buffers, and the dtype its results are returned
+/// in.
+struct HostDelta {
+    u: Vec<f32>,
+    w: Vec<f32>,
+    q: Vec<f32>,
+    k: Vec<f32>,
+    attn: Vec<f32>,
+    decay: Vec<f32>,
+    s0: Vec<f32>,
+    dims: delta_chunks_cpu::Dims,
+    dtype: DType,
+}
+
+impl HostDelta {
+    fn new(x: DeltaChunkOperands<Flex>) -> Self {
+        let (u, [b, nc, h, c, dv], dtype) = host_f32::<5>(x.u);
+        let (w, [_, _, _, _, dk], _) = host_f32::<5>(x.w);
+        Self {
+            u,
+            w,
+            q: host_f32::<5>(x.q).0,
+            k: host_f32::<5>(x.k).0,
+            attn: host_f32::<5>(x.attn).0,
+            decay: host_f32::<3>(x.decay).0,
+            s0: host_f32::<4>(x.s0).0,
+            dims: delta_chunks_cpu::Dims { b, h, nc, c, dk, dv },
+            dtype,
+        }
+    }
+
+    fn operands(&self) -> delta_chunks_cpu::Operands<'_> {
+        delta_chunks_cpu::Operands {
+            u: &self.u,
+            w: &self.w,
+            q: &self.q,
+            k: &self.k,
+            attn: &self.attn,
+            decay: &self.decay,
+            s0: &self.s0,
+        }
+    }
+
+    fn output<const D: usize>(&self, values: Vec<f32>, shape: [usize; D]) -> FloatTensor<Flex> {
+        output(values, shape, self.dtype)
     }
 }
 

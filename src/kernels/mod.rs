@@ -26,6 +26,7 @@
 //! | Mamba-2's whole SSD scan as one recurrence, forward + backward (CPU only: on a GPU the chunked algorithm's matmuls win) | `crates/cpu-loops/src/ssd_scan.rs` | [`crate::model::ssd::chunked`], the algorithm GPUs run (oracle: [`crate::model::ssd::reference`]) |
 //! | MoE routing: top-k experts and each assignment's place in its expert's buffer | `moe_route_kernel.rs` | [`moe_route::HostRoute`] |
 //! | (Gated) DeltaNet's intra-chunk UT transform, `A`, `(I + A)⁻¹` and `[U \| W]`, forward + backward | `ut_transform_kernel.rs`; on the CPU `crates/cpu-loops/src/ut_transform.rs` | [`ut_transform::ut_transform`] |
+//! | (Gated) DeltaNet's pass over chunks (state, outputs), forward + backward (CPU only: a GPU runs the twin's batched matmuls) | `crates/cpu-loops/src/delta_chunks.rs` | [`delta_chunks::pass_chunks`] |
 //!
 //! Each twin is a file of its own beside its kernel (`attention.rs` beside
 //! `attention_kernel.rs`, …) and uses nothing of `model` but its pointwise activations: the
@@ -53,6 +54,7 @@ pub mod cross_entropy;
 pub mod cross_entropy_kernel;
 #[cfg(feature = "cube-kernels")]
 mod cube;
+pub mod delta_chunks;
 #[cfg(feature = "cube-kernels")]
 mod fusion;
 #[cfg(feature = "cube-kernels")]
@@ -80,8 +82,9 @@ pub mod tensors;
 /// The CPU backend's host loops (the `archlab-cpu-loops` crate, compiled optimised).
 pub use archlab_cpu_loops::{
     activation as activation_cpu, attention as attention_cpu, conv as conv_cpu,
-    cross_entropy as cross_entropy_cpu, matmul as matmul_cpu, norm as norm_cpu, rope as rope_cpu,
-    scan as scan_cpu, ssd_scan as ssd_scan_cpu, ut_transform as ut_transform_cpu,
+    cross_entropy as cross_entropy_cpu, delta_chunks as delta_chunks_cpu, matmul as matmul_cpu,
+    norm as norm_cpu, rope as rope_cpu, scan as scan_cpu, ssd_scan as ssd_scan_cpu,
+    ut_transform as ut_transform_cpu,
 };
 pub mod tri_inverse;
 pub mod ut_transform;
@@ -462,6 +465,33 @@ pub trait Backend: burn::tensor::backend::Backend {
         _d_out: FloatTensor<Self>,
     ) -> [FloatTensor<Self>; 4] {
         no_kernel("ut_transform_backward")
+    }
+
+    /// Whether this backend runs [`Backend::delta_chunks`] as a fused operation, and so also
+    /// implements [`Backend::delta_chunks_saving`] and [`Backend::delta_chunks_backward`].
+    const FUSED_DELTA_CHUNKS: bool = false;
+
+    /// The chunked delta rule's pass over chunks (`delta_chunks.rs`, operands' shapes in
+    /// [`delta_chunks::pass_chunks`]): per (sequence, head), every chunk's output and then the
+    /// final state, packed in one `[b, h, nc · C · dv + dk · dv]`.
+    fn delta_chunks(x: DeltaChunkOperands<Self>) -> FloatTensor<Self> {
+        plain_delta_chunks::<Self>(x)
+    }
+
+    /// The fused forward that also returns the state entering each chunk (`[b, h, nc, dk, dv]`,
+    /// f32) for its backward: `[out, states]`. Only for backends with `FUSED_DELTA_CHUNKS`.
+    fn delta_chunks_saving(_x: DeltaChunkOperands<Self>) -> [FloatTensor<Self>; 2] {
+        no_kernel("delta_chunks_saving")
+    }
+
+    /// The fused backward from the forward's `states`: the gradients of the seven operands.
+    /// Only for backends with `FUSED_DELTA_CHUNKS`.
+    fn delta_chunks_backward(
+        _x: DeltaChunkOperands<Self>,
+        _states: FloatTensor<Self>,
+        _d_out: FloatTensor<Self>,
+    ) -> DeltaChunkOperands<Self> {
+        no_kernel("delta_chunks_backward")
     }
 
     /// Whether the model's matmuls run [`Backend::matmul`] (as one autodiff node whose backward
@@ -867,6 +897,73 @@ fn plain_ut_transform<B: Backend>(
     let t3 = |p| Tensor::<B, 3>::from_primitive(TensorPrimitive::Float(p));
     let t2 = |p| Tensor::<B, 2>::from_primitive(TensorPrimitive::Float(p));
     ut_transform::ut_transform(t3(k), t3(v), t2(beta), t2(cum)).into_primitive().tensor()
+}
+
+/// The chunked delta rule's operands as backend primitives (shapes in
+/// [`delta_chunks::pass_chunks`]). Also the shape of its gradients: one per operand.
+#[derive(Clone, Debug)]
+pub struct DeltaChunkOperands<B: burn::tensor::backend::Backend> {
+    pub u: FloatTensor<B>,
+    pub w: FloatTensor<B>,
+    pub q: FloatTensor<B>,
+    pub k: FloatTensor<B>,
+    pub attn: FloatTensor<B>,
+    pub decay: FloatTensor<B>,
+    pub s0: FloatTensor<B>,
+}
+
+/// The chunked delta rule's pass over chunks (shapes in [`delta_chunks::pass_chunks`]): the
+/// backend's host loop where it has one, else the plain-ops twin itself.
+#[allow(clippy::too_many_arguments)]
+pub fn delta_chunks<B: Backend>(
+    u: Tensor<B, 5>,
+    w: Tensor<B, 5>,
+    q: Tensor<B, 5>,
+    k: Tensor<B, 5>,
+    attn: Tensor<B, 5>,
+    decay: Tensor<B, 3>,
+    s0: Tensor<B, 4>,
+) -> (Tensor<B, 5>, Tensor<B, 4>) {
+    if !B::FUSED_DELTA_CHUNKS {
+        return delta_chunks::pass_chunks(u, w, q, k, attn, decay, s0);
+    }
+    let [b, nc, h, c, dv] = u.dims();
+    let dk = w.dims()[4];
+    let p5 = |t: Tensor<B, 5>| t.into_primitive().tensor();
+    let out = B::delta_chunks(DeltaChunkOperands {
+        u: p5(u),
+        w: p5(w),
+        q: p5(q),
+        k: p5(k),
+        attn: p5(attn),
+        decay: decay.into_primitive().tensor(),
+        s0: s0.into_primitive().tensor(),
+    });
+    let out = Tensor::<B, 3>::from_primitive(TensorPrimitive::Float(out));
+    unpack_delta_chunks(out, [b, nc, h, c, dv], dk)
+}
+
+/// `(O [b, nc, h, C, dv], S [b, h, dk, dv])` from the packed `[b, h, nc · C · dv + dk · dv]`.
+fn unpack_delta_chunks<B: Backend>(
+    out: Tensor<B, 3>,
+    [b, nc, h, c, dv]: [usize; 5],
+    dk: usize,
+) -> (Tensor<B, 5>, Tensor<B, 4>) {
+    let o = contiguous(out.clone().narrow(2, 0, nc * c * dv)).reshape([b, h, nc, c, dv]).swap_dims(1, 2);
+    let s = contiguous(out.narrow(2, nc * c * dv, dk * dv)).reshape([b, h, dk, dv]);
+    (o, s)
+}
+
+/// The plain-ops twin of [`Backend::delta_chunks`], packed as the host loop packs its results.
+fn plain_delta_chunks<B: Backend>(x: DeltaChunkOperands<B>) -> FloatTensor<B> {
+    let t5 = |p| Tensor::<B, 5>::from_primitive(TensorPrimitive::Float(p));
+    let decay = Tensor::<B, 3>::from_primitive(TensorPrimitive::Float(x.decay));
+    let s0 = Tensor::<B, 4>::from_primitive(TensorPrimitive::Float(x.s0));
+    let (o, s) = delta_chunks::pass_chunks(t5(x.u), t5(x.w), t5(x.q), t5(x.k), t5(x.attn), decay, s0);
+    let [b, nc, h, c, dv] = o.dims();
+    let dk = s.dims()[2];
+    let o = o.swap_dims(1, 2).reshape([b, h, nc * c * dv]);
+    Tensor::cat(vec![o, s.reshape([b, h, dk * dv])], 2).into_primitive().tensor()
 }
 
 /// MoE routing (see [`Backend::moe_route`]) on the device where the backend has kernels:

@@ -101,7 +101,9 @@ pub fn reference<B: Backend>(x: DeltaInputs<B>, s0: Option<Tensor<B, 4>>) -> (Te
 /// leave the state as it is. Step 1 is [`crate::kernels::ut_transform`]: one fused kernel each
 /// way on a GPU, a host loop per chunk on the CPU, and as plain tensor ops elsewhere (the
 /// triangular inverse by doubling products on 16-row blocks joined by block forward
-/// substitution, `kernels/tri_inverse.rs`, never a loop over the chunk's rows).
+/// substitution, `kernels/tri_inverse.rs`, never a loop over the chunk's rows). Step 2 is
+/// [`crate::kernels::delta_chunks`]: a host loop per (sequence, head) on the CPU, its plain-ops
+/// twin's batched matmuls elsewhere.
 pub fn chunked<B: crate::kernels::Backend>(
     x: DeltaInputs<B>,
     s0: Option<Tensor<B, 4>>,
@@ -148,20 +150,12 @@ pub fn chunked<B: crate::kernels::Backend>(
     let k_to_end = k * (last.clone() - cum).exp().unsqueeze_dim::<5>(4);
     let chunk_decay = last.exp(); // [b, nc, h, 1]
 
-    // 2. State passing, one chunk per iteration.
-    let mut s = s0.unwrap_or_else(|| Tensor::zeros([bsz, h, dk, dv], (&device, dtype)));
-    let mut outs = Vec::with_capacity(nc);
-    let nth = |v: &Tensor<B, 5>, n: usize| {
-        let [b, _, h, r, w] = v.dims();
-        v.clone().narrow(1, n, 1).reshape([b, h, r, w])
-    };
-    for n in 0..nc {
-        let fresh = nth(&u, n) - mm(nth(&w, n), s.clone()); // V', [b, h, C, dv]
-        outs.push(mm(nth(&q_decayed, n), s.clone()) + mm(nth(&attn, n), fresh.clone()));
-        let alpha = chunk_decay.clone().narrow(1, n, 1).reshape([bsz, h, 1, 1]);
-        s = s * alpha + mm(nth(&k_to_end, n).swap_dims(2, 3), fresh);
-    }
-    let o = crate::kernels::contiguous(Tensor::stack::<5>(outs, 1).swap_dims(2, 3)) // [b, nc, C, h, dv]
+    // 2. State passing, one chunk after the other (fused where the backend has a host loop;
+    //    `kernels/delta_chunks.rs` has the plain-ops twin).
+    let s0 = s0.unwrap_or_else(|| Tensor::zeros([bsz, h, dk, dv], (&device, dtype)));
+    let decay = chunk_decay.reshape([bsz, nc, h]);
+    let (o, s) = crate::kernels::delta_chunks(u, w, q_decayed, k_to_end, attn, decay, s0);
+    let o = crate::kernels::contiguous(o.swap_dims(2, 3)) // [b, nc, C, h, dv]
         .reshape([bsz, nc * c, h, dv])
         .narrow(1, 0, t);
     (o, s)

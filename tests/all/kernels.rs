@@ -15,7 +15,7 @@ use archlab::kernels::cross_entropy::token_nll;
 use archlab::kernels::moe_route::HostRoute;
 use archlab::kernels::selective_scan::{self, ScanInputs};
 use archlab::kernels::{self, AutodiffBackend, Backend};
-use archlab::kernels::{conv, norm, state_passing, tri_inverse, ut_transform};
+use archlab::kernels::{conv, delta_chunks, norm, state_passing, tri_inverse, ut_transform};
 use archlab::model::moe::{Dispatch, Moe, RoutingStats};
 use archlab::model::ssd::{self, SsdInputs};
 use archlab::rng::Rng;
@@ -1166,6 +1166,85 @@ fn ut_transform_host_loop_matches_the_twin_for_any_thread_count() {
         let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().expect("a thread pool");
         pool.install(|| {
             ut_transform_run::<CpuAd>(&Default::default(), (6, 64, 16, 32), 5, kernels::ut_transform)
+        })
+    };
+    assert!(run(1) == run(2), "the host loop's results depend on the number of threads");
+}
+
+/// `[out, s, du, dw, dq, dk, dattn, ddecay, ds0]` of a random weighting of both outputs for the delta rule's
+/// pass over chunks computed by `pass`, on `b` sequences of `h` heads of `nc` chunks of `c`
+/// tokens: N(0, 1) operands scaled as the chunked form's are (unit-scale rows), decays in
+/// (0.5, 1] (and exactly 1 for every other head, DeltaNet's), a random entering state.
+#[allow(clippy::type_complexity)]
+fn delta_chunks_run<B: AutodiffBackend>(
+    dev: &B::Device,
+    (b, h, nc, c, dk, dv): (usize, usize, usize, usize, usize, usize),
+    seed: u64,
+    pass: impl Fn(
+        Tensor<B, 5>,
+        Tensor<B, 5>,
+        Tensor<B, 5>,
+        Tensor<B, 5>,
+        Tensor<B, 5>,
+        Tensor<B, 3>,
+        Tensor<B, 4>,
+    ) -> (Tensor<B, 5>, Tensor<B, 4>),
+) -> Vec<Vec<f64>> {
+    let mut rng = Rng::new(seed);
+    let mut normal =
+        |n: usize, scale: f64| -> Vec<f32> { (0..n).map(|_| (scale * rng.normal()) as f32).collect() };
+    let units = b * nc * h;
+    let t5 = |v: Vec<f32>, w: usize| {
+        Tensor::<B, 5>::from_data(TensorData::new(v, [b, nc, h, c, w]), dev).require_grad()
+    };
+    let key_scale = 1.0 / (dk as f64).sqrt();
+    let u = t5(normal(units * c * dv, 1.0), dv);
+    let w = t5(normal(units * c * dk, key_scale), dk);
+    let q = t5(normal(units * c * dk, key_scale), dk);
+    let k = t5(normal(units * c * dk, key_scale), dk);
+    let attn = t5(normal(units * c * c, 1.0 / c as f64), c);
+    let s0 = Tensor::<B, 4>::from_data(TensorData::new(normal(b * h * dk * dv, 1.0), [b, h, dk, dv]), dev)
+        .require_grad();
+    let mut rng = Rng::new(seed + 1);
+    let decay: Vec<f32> =
+        (0..units).map(|i| if (i % h) % 2 == 1 { 1.0 } else { (1.0 - 0.5 * rng.uniform()) as f32 }).collect();
+    let decay = Tensor::<B, 3>::from_data(TensorData::new(decay, [b, nc, h]), dev).require_grad();
+    let (out, s) = pass(u.clone(), w.clone(), q.clone(), k.clone(), attn.clone(), decay.clone(), s0.clone());
+    let w_out =
+        Tensor::<B, 5>::from_data(TensorData::new(normal(units * c * dv, 1.0), [b, nc, h, c, dv]), dev);
+    let w_s = Tensor::<B, 4>::from_data(TensorData::new(normal(b * h * dk * dv, 1.0), [b, h, dk, dv]), dev);
+    let grads = ((out.clone() * w_out).sum() + (s.clone() * w_s).sum()).backward();
+    let g5 = |t: &Tensor<B, 5>| host(t.grad(&grads).expect("a gradient for every operand"));
+    let g3 = host(decay.grad(&grads).expect("a gradient for every operand"));
+    let g4 = host(s0.grad(&grads).expect("a gradient for every operand"));
+    vec![host(out), host(s), g5(&u), g5(&w), g5(&q), g5(&k), g5(&attn), g3, g4]
+}
+
+/// (b, h, nc, C, dk, dv): one token in one chunk; chunks of awkward sizes; the default chunk
+/// (64) with Gated DeltaNet's head widths; more heads than threads, one chunk each.
+const DELTA_CHUNKS_CASES: [(usize, usize, usize, usize, usize, usize); 4] =
+    [(1, 1, 1, 1, 1, 1), (2, 3, 3, 5, 4, 6), (1, 2, 4, 64, 32, 32), (3, 5, 1, 16, 8, 16)];
+
+/// The CPU backend's host loop for the delta rule's pass over chunks against the plain-ops twin
+/// in f64, values and gradients of all seven operands, and bit for bit the same with one thread
+/// and with two (each (sequence, head) is computed whole by one thread).
+#[test]
+fn delta_chunks_host_loop_matches_the_twin_for_any_thread_count() {
+    assert!(<CpuAd as Backend>::FUSED_DELTA_CHUNKS, "expected the CPU backend's host loop");
+    let names = ["out", "s", "du", "dw", "dq", "dk", "dattn", "ddecay", "ds0"];
+    for (i, &shape) in DELTA_CHUNKS_CASES.iter().enumerate() {
+        let seed = 1300 + i as u64;
+        let fused = delta_chunks_run::<CpuAd>(&Default::default(), shape, seed, kernels::delta_chunks);
+        let reference =
+            delta_chunks_run::<Cpu64Ad>(&Default::default(), shape, seed, delta_chunks::pass_chunks);
+        for ((name, f), r) in names.iter().zip(&fused).zip(&reference) {
+            assert_close(r, f, 1e-4, &format!("cpu (b, h, nc, C, dk, dv)={shape:?}: {name}"));
+        }
+    }
+    let run = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().expect("a thread pool");
+        pool.install(|| {
+            delta_chunks_run::<CpuAd>(&Default::default(), (2, 3, 3, 64, 16, 32), 7, kernels::delta_chunks)
         })
     };
     assert!(run(1) == run(2), "the host loop's results depend on the number of threads");

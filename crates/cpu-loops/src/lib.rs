@@ -49,6 +49,7 @@ pub mod activation;
 pub mod attention;
 pub mod conv;
 pub mod cross_entropy;
+pub mod delta_chunks;
 pub mod matmul;
 pub mod norm;
 pub mod rope;
