@@ -4,6 +4,7 @@ mod cli;
 mod commands;
 
 use clap::Parser;
+use cli::Command;
 
 /// Linux's default stack for a process's main thread (`ulimit -s`).
 const MAIN_STACK_BYTES: usize = 8 << 20;
@@ -20,18 +21,31 @@ fn main() {
     let cli = cli::Cli::parse();
     #[cfg(feature = "cube-kernels")]
     archlab::device::enable_kernel_cache();
-    // The command runs on a thread of rayon's pool, the pool the CPU backend's operations split
-    // their work over: an operation started there runs its pieces on the calling thread and the
-    // other workers, where one started from outside the pool hands every piece over and sleeps
-    // until the workers finish and wake it (two thread switches per operation, hundreds per
-    // training step). The pool's threads get the main thread's usual stack.
-    let pool = rayon::ThreadPoolBuilder::new().stack_size(MAIN_STACK_BYTES).build_global();
-    let result = match pool {
-        Ok(()) => rayon::scope(|_| commands::run(cli)),
-        Err(_) => commands::run(cli),
-    };
+    // A command that computes on its own thread runs on a thread of rayon's pool, the pool the
+    // CPU backend's operations split their work over: an operation started there runs its
+    // pieces on the calling thread and the other workers, where one started from outside the
+    // pool hands every piece over and sleeps until the workers finish and wake it (two thread
+    // switches per operation, hundreds per training step). The pool's threads get the main
+    // thread's usual stack.
+    let in_pool = computes_on_its_own_thread(&cli.command)
+        && rayon::ThreadPoolBuilder::new().stack_size(MAIN_STACK_BYTES).build_global().is_ok();
+    let result = if in_pool { rayon::scope(|_| commands::run(cli)) } else { commands::run(cli) };
     if let Err(e) = result {
         eprintln!("error: {e:#}");
         std::process::exit(1);
+    }
+}
+
+/// Whether `command` does its computing on the thread that runs it. Those that hand it to
+/// threads of their own (`serve`'s model thread, `compare`'s concurrent runs and held-out
+/// scoring, data-parallel training's peers) stay off the pool: with one worker
+/// (`RAYON_NUM_THREADS=1`, a 1-core machine) their threads would wait on the pool while the
+/// command's own thread held its worker, for ever.
+fn computes_on_its_own_thread(command: &Command) -> bool {
+    match command {
+        Command::Train(a) => a.devices <= 1,
+        Command::TrainRun(a) => a.devices <= 1,
+        Command::Eval(_) | Command::Score(_) | Command::Generate(_) | Command::BenchPoint(_) => true,
+        _ => false,
     }
 }
